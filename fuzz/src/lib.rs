@@ -1,0 +1,1 @@
+//! Property tests over workloads, schedules and lock orderings live in `fuzz/tests/`.

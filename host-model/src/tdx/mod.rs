@@ -1,0 +1,2 @@
+//! The TDX host code of arch/x86/virt/vmx/tdx.
+pub mod dpamt;

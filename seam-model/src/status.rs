@@ -1,0 +1,180 @@
+//! `TdxStatus`: the module's RAX encoding, with the real values of spec/constants.md §3–4.
+//!
+//! bits 63:32 are the status (bit 63 error, bit 62 non-recoverable, 47:40 class,
+//! 39:32 code); bits 31:0 are the detail, usually an operand id.
+
+use serde::{Deserialize, Serialize};
+
+/// A SEAMCALL completion status as the module returns it in RAX.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TdxStatus(pub u64);
+
+/// Mask that keeps the status and drops the operand detail (`TDX_SEAMCALL_STATUS_MASK`).
+pub const TDX_SEAMCALL_STATUS_MASK: u64 = 0xFFFF_FFFF_0000_0000;
+/// Bit 62 in an output register of a page-freeing leaf: the 2MB range's count reached 0.
+pub const PAMT_REMOVAL_HINT: u64 = 1 << 62;
+
+macro_rules! statuses {
+    ($($(#[$doc:meta])* $name:ident = $value:expr;)*) => {
+        $( $(#[$doc])* pub const $name: TdxStatus = TdxStatus($value); )*
+        /// Every named status, for printing and parsing.
+        pub const NAMED_STATUSES: &[(&str, TdxStatus)] = &[$((stringify!($name), $name)),*];
+    };
+}
+
+statuses! {
+    TDX_SUCCESS = 0x0000_0000_0000_0000;
+    TDX_INTERRUPTED_RESUMABLE = 0x8000_0003_0000_0000;
+    TDX_OPERAND_INVALID = 0xC000_0100_0000_0000;
+    TDX_OPERAND_ADDR_RANGE_ERROR = 0xC000_0101_0000_0000;
+    /// A module try-lock failed; the detail is the operand id.
+    TDX_OPERAND_BUSY = 0x8000_0200_0000_0000;
+    TDX_PREVIOUS_TLB_EPOCH_BUSY = 0x8000_0201_0000_0000;
+    TDX_SYS_BUSY = 0x8000_0202_0000_0000;
+    TDX_RND_NO_ENTROPY = 0x8000_0203_0000_0000;
+    TDX_OPERAND_BUSY_HOST_PRIORITY = 0x8000_0204_0000_0000;
+    TDX_PAGE_METADATA_INCORRECT = 0xC000_0300_0000_0000;
+    TDX_PAGE_NOT_OWNED_BY_TD = 0xC000_0302_0000_0000;
+    TDX_PAGE_NOT_FREE = 0xC000_0303_0000_0000;
+    /// PAMT.ADD: the 2MB range already has backing.
+    TDX_HPA_RANGE_NOT_FREE = 0xC000_0304_0000_0000;
+    /// PAMT.REMOVE: the range has no backing.
+    TDX_NO_PAMT_PAGE_PAIR = 0xC000_0305_0000_0000;
+    /// PAMT.REMOVE: some 4KB page in the range is still in use.
+    TDX_PAMT_PAGE_NOT_EMPTY = 0xC000_0306_0000_0000;
+    /// A page-assigning leaf touched a 2MB range with no DPAMT backing.
+    TDX_MISSING_PAMT_PAGE_PAIR = 0x8000_0308_0000_0000;
+    TDX_SYS_LP_INIT_NOT_DONE = 0xC000_0502_0000_0000;
+    TDX_SYS_NOT_READY = 0xC000_0505_0000_0000;
+    TDX_SYS_SHUTDOWN = 0xC000_0506_0000_0000;
+    TDX_LIFECYCLE_STATE_INCORRECT = 0xC000_0607_0000_0000;
+    TDX_OP_STATE_INCORRECT = 0xC000_0608_0000_0000;
+    TDX_EPT_WALK_FAILED = 0xC000_0B00_0000_0000;
+    TDX_EPT_ENTRY_FREE = 0xC000_0B01_0000_0000;
+    TDX_EPT_ENTRY_NOT_FREE = 0xC000_0B02_0000_0000;
+    TDX_GPA_RANGE_NOT_BLOCKED = 0xC000_0B06_0000_0000;
+    TDX_GPA_RANGE_ALREADY_BLOCKED = 0x0000_0B07_0000_0000;
+    TDX_TLB_TRACKING_NOT_DONE = 0xC000_0B08_0000_0000;
+    TDX_EPT_ENTRY_STATE_INCORRECT = 0xC000_0B0D_0000_0000;
+    /// Linux: the SEAMCALL returned VMfailInvalid (no module, or SEAM not ready).
+    TDX_SEAMCALL_VMFAILINVALID = 0x8000_FF00_FFFF_0000;
+    /// Linux: the SEAMCALL raised #UD (VMX off on this CPU).
+    TDX_SEAMCALL_UD = 0x8000_FF00_0000_0006;
+}
+
+/// Operand ids (detail bits of a status), spec/constants.md §4.
+pub mod operand {
+    pub const RAX: u32 = 0x00;
+    pub const RCX: u32 = 0x01;
+    pub const RDX: u32 = 0x02;
+    pub const R8: u32 = 0x08;
+    pub const TDR: u32 = 0x80;
+    pub const TDCX: u32 = 0x81;
+    pub const TDVPR: u32 = 0x82;
+    pub const TDCS: u32 = 0x90;
+    /// `secure_ept_lock`, Linux's `TDX_OPERAND_ID_SEPT`.
+    pub const SEPT: u32 = 0x92;
+    pub const SEPT_ENTRY: u32 = 0x93;
+    pub const TD_EPOCH: u32 = 0xA9;
+    pub const OP_STATE: u32 = 0xAC;
+    pub const SYS: u32 = 0xB8;
+    pub const KOT: u32 = 0xBA;
+}
+
+impl TdxStatus {
+    /// This status with `operand` in the detail bits.
+    pub const fn with_operand(self, operand: u32) -> TdxStatus {
+        TdxStatus((self.0 & TDX_SEAMCALL_STATUS_MASK) | operand as u64)
+    }
+
+    /// The status without its detail (`TDX_STATUS()` in Linux terms).
+    pub const fn masked(self) -> TdxStatus {
+        TdxStatus(self.0 & TDX_SEAMCALL_STATUS_MASK)
+    }
+
+    pub const fn operand(self) -> u32 {
+        self.0 as u32
+    }
+
+    pub const fn is_success(self) -> bool {
+        self.masked().0 == TDX_SUCCESS.0
+    }
+
+    /// `IS_TDX_OPERAND_BUSY()`: any operand.
+    pub const fn is_operand_busy(self) -> bool {
+        self.masked().0 == TDX_OPERAND_BUSY.0
+    }
+
+    /// Bits 47:40: class 0x02 is "busy / contention".
+    pub const fn class(self) -> u8 {
+        (self.0 >> 40) as u8
+    }
+
+    /// The name of the masked status, e.g. `TDX_OPERAND_BUSY`.
+    pub fn name(self) -> &'static str {
+        let masked = self.masked();
+        NAMED_STATUSES
+            .iter()
+            .find(|(_, status)| *status == masked)
+            .map_or("TDX_UNKNOWN_STATUS", |(name, _)| name)
+    }
+
+    /// Looks up a status by its name, e.g. `"TDX_HPA_RANGE_NOT_FREE"`.
+    pub fn from_name(name: &str) -> Option<TdxStatus> {
+        NAMED_STATUSES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+    }
+}
+
+impl std::fmt::Display for TdxStatus {
+    /// `TDX_OPERAND_BUSY|RCX` style: the name, then the operand when there is one.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.name();
+        let operand = self.operand();
+        if operand == 0 || self.masked() == TDX_SEAMCALL_VMFAILINVALID {
+            return f.write_str(name);
+        }
+        let operand_name = match operand {
+            operand::RCX => "RCX",
+            operand::RDX => "RDX",
+            operand::R8 => "R8",
+            operand::TDR => "TDR",
+            operand::TDCX => "TDCX",
+            operand::TDVPR => "TDVPR",
+            operand::TDCS => "TDCS",
+            operand::SEPT => "SEPT",
+            operand::SEPT_ENTRY => "SEPT_ENTRY",
+            operand::TD_EPOCH => "TD_EPOCH",
+            operand::OP_STATE => "OP_STATE",
+            operand::SYS => "SYS",
+            operand::KOT => "KOT",
+            _ => return write!(f, "{name}|{operand:#x}"),
+        };
+        write!(f, "{name}|{operand_name}")
+    }
+}
+
+impl std::fmt::Debug for TdxStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self} ({:#018x})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_with_operand_keeps_the_real_encoding() {
+        assert_eq!(TDX_OPERAND_BUSY.with_operand(operand::RCX).0, 0x8000_0200_0000_0001);
+        assert_eq!(TDX_OPERAND_BUSY.with_operand(operand::SEPT).0, 0x8000_0200_0000_0092);
+        assert!(TDX_OPERAND_BUSY.with_operand(operand::TD_EPOCH).is_operand_busy());
+        assert_eq!(TDX_OPERAND_BUSY.class(), 0x02);
+    }
+
+    #[test]
+    fn display_names_status_and_operand() {
+        assert_eq!(TDX_OPERAND_BUSY.with_operand(operand::RDX).to_string(), "TDX_OPERAND_BUSY|RDX");
+        assert_eq!(TDX_HPA_RANGE_NOT_FREE.to_string(), "TDX_HPA_RANGE_NOT_FREE");
+        assert_eq!(TdxStatus::from_name("TDX_NO_PAMT_PAGE_PAIR"), Some(TDX_NO_PAMT_PAGE_PAIR));
+    }
+}
