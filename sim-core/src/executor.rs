@@ -1,0 +1,105 @@
+//! The single-threaded executor: owns the task futures and drives the event loop.
+//!
+//! A task is boxed once when spawned; the loop allocates nothing per event. Futures are
+//! woken only through the engine's event queue, so the `Waker` is a no-op.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use crate::chooser::Chooser;
+use crate::engine::{Engine, EngineConfig, Sim};
+use crate::outcome::Outcome;
+use crate::resource::ResourceStats;
+use crate::trace::TraceEvent;
+use crate::{CpuId, Cycle, TaskId};
+
+/// What a task future gets when it is spawned.
+#[derive(Clone)]
+pub struct TaskCtx {
+    pub sim: Sim,
+    pub task: TaskId,
+    pub cpu: CpuId,
+}
+
+type TaskFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// Everything a finished run reports.
+pub struct RunReport {
+    pub outcome: Outcome,
+    /// The cycle the run ended at.
+    pub end: Cycle,
+    pub trace_hash: u64,
+    pub trace_events: Vec<TraceEvent>,
+    /// The decision vector: replaying it gives this run again.
+    pub decisions: Vec<u32>,
+    /// A replaying chooser found that the vector did not fit this run.
+    pub diverged: bool,
+    /// Events dispatched.
+    pub events: u64,
+    pub resources: Vec<(String, String, ResourceStats)>,
+}
+
+pub struct Executor {
+    sim: Sim,
+    futures: Vec<Option<TaskFuture>>,
+}
+
+impl Executor {
+    pub fn new(config: EngineConfig, chooser: Box<dyn Chooser>) -> Executor {
+        Executor { sim: Sim::new(Engine::new(config, chooser)), futures: Vec::new() }
+    }
+
+    pub fn sim(&self) -> &Sim {
+        &self.sim
+    }
+
+    /// Adds a task pinned to `cpu` that starts at `start`.
+    pub fn spawn<F, Fut>(&mut self, cpu: CpuId, start: Cycle, name: impl Into<String>, body: F) -> TaskId
+    where
+        F: FnOnce(TaskCtx) -> Fut,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let task = self.sim.with(|engine| engine.add_task(name.into(), cpu, start));
+        let ctx = TaskCtx { sim: self.sim.clone(), task, cpu };
+        self.futures.push(Some(Box::pin(body(ctx))));
+        task
+    }
+
+    /// Runs until every task finishes or something ends the run.
+    pub fn run(&mut self) -> RunReport {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let outcome = loop {
+            let next = self.sim.with(|engine| engine.advance());
+            let task = match next {
+                Ok(Some(task)) => task,
+                Ok(None) => continue,
+                Err(outcome) => break outcome,
+            };
+            let Some(future) = self.futures[task.0 as usize].as_mut() else {
+                break Outcome::new(
+                    crate::OutcomeKind::Error,
+                    "simulator bug: a finished task was woken",
+                    vec![task],
+                );
+            };
+            let poll = future.as_mut().poll(&mut cx);
+            if poll == Poll::Ready(()) {
+                self.futures[task.0 as usize] = None;
+                self.sim.with(|engine| engine.finish_task(task));
+            }
+            self.sim.with(|engine| engine.end_poll());
+        };
+        self.sim.with(|engine| RunReport {
+            outcome,
+            end: engine.now(),
+            trace_hash: engine.trace_mut().hash(),
+            trace_events: engine.trace_mut().take_events(),
+            decisions: engine.take_decisions(),
+            diverged: engine.chooser_diverged(),
+            events: engine.events(),
+            resources: engine.resource_stats(),
+        })
+    }
+}

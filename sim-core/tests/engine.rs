@@ -1,0 +1,227 @@
+//! Engine behaviour: time, same-cycle choices and replay, queued resources, and the three
+//! detectors (wait cycle, watchdog, time limit).
+
+use sim_core::*;
+
+fn config(cpus: u32, jitter: f64) -> EngineConfig {
+    EngineConfig { cpus, max_time: Cycle(1_000_000), watchdog_cycles: 100_000, jitter, record_trace: true }
+}
+
+fn executor(cpus: u32, jitter: f64, seed: u64) -> Executor {
+    Executor::new(config(cpus, jitter), Box::new(RandomChooser::new(Seed(seed))))
+}
+
+fn marks(report: &RunReport) -> Vec<(u64, u64)> {
+    report
+        .trace_events
+        .iter()
+        .filter_map(|event| match event.kind {
+            TraceKind::Mark { a, b, .. } => Some((a, b)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn delays_advance_the_clock_and_the_run_passes() {
+    let mut exec = executor(2, 0.0, 0);
+    for cpu in 0..2 {
+        exec.spawn(CpuId(cpu), Cycle(10 + u64::from(cpu)), format!("t{cpu}"), move |ctx| async move {
+            ctx.sim.delay(100 * u64::from(cpu + 1)).await;
+            ctx.sim.with(|e| e.progress());
+        });
+    }
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass);
+    assert_eq!(report.end, Cycle(211));
+    assert!(report.decisions.is_empty(), "distinct cycles need no choice");
+}
+
+#[test]
+fn same_cycle_events_are_chosen_and_a_replay_repeats_the_run() {
+    let build = |chooser: Box<dyn Chooser>| {
+        let mut exec = Executor::new(config(3, 0.0), chooser);
+        let lock = exec.sim().with(|e| e.new_resource("L", "test", 0));
+        for cpu in 0..3 {
+            exec.spawn(CpuId(cpu), Cycle(0), format!("t{cpu}"), move |ctx| async move {
+                ctx.sim.acquire(lock, Mode::Exclusive, WaitKind::Spin).await;
+                ctx.sim.with(|e| e.mark(Span::Instant, 1, u64::from(cpu), 0, || format!("cpu {cpu} in")));
+                ctx.sim.delay(10).await;
+                ctx.sim.release(lock);
+            });
+        }
+        exec.run()
+    };
+    let first = build(Box::new(RandomChooser::new(Seed(7))));
+    assert_eq!(first.outcome.kind, OutcomeKind::Pass);
+    assert!(!first.decisions.is_empty());
+    let replay = build(Box::new(ReplayChooser::new(first.decisions.clone())));
+    assert_eq!(replay.trace_hash, first.trace_hash);
+    assert!(!replay.diverged);
+    // Over seeds, every CPU gets to be first into the lock.
+    let mut winners = std::collections::BTreeSet::new();
+    for seed in 0..40 {
+        let report = build(Box::new(RandomChooser::new(Seed(seed))));
+        winners.insert(marks(&report)[0].0);
+    }
+    assert_eq!(winners.len(), 3);
+}
+
+#[test]
+fn a_contended_lock_is_handed_over_fifo_and_counted() {
+    let mut exec = executor(3, 0.0, 0);
+    let lock = exec.sim().with(|e| e.new_resource("pamt_lock", "spinlock", 200));
+    for cpu in 0..3u32 {
+        exec.spawn(CpuId(cpu), Cycle(u64::from(cpu)), format!("t{cpu}"), move |ctx| async move {
+            let got = ctx.sim.acquire(lock, Mode::Exclusive, WaitKind::Spin).await;
+            let now = ctx.sim.now();
+            ctx.sim.with(|e| e.mark(Span::Instant, 2, now.0, got.waited_cycles, String::new));
+            ctx.sim.delay(1_000).await;
+            ctx.sim.release(lock);
+        });
+    }
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass);
+    // t0 at 0; t1 queued at 1, gets it at 1000 + 200 hand-off; t2 at 2200 + 200.
+    assert_eq!(marks(&report), vec![(0, 0), (1200, 1199), (2400, 2398)]);
+    let (_, _, stats) = &report.resources[0];
+    assert_eq!((stats.acquisitions, stats.contended, stats.wait_cycles), (3, 2, 1199 + 2398));
+}
+
+#[test]
+fn ab_ba_is_a_deadlock_naming_both_locks_and_cpus() {
+    let mut exec = executor(2, 0.0, 0);
+    let (a, b) = exec.sim().with(|e| (e.new_resource("rw[A]", "rw", 50), e.new_resource("rw[B]", "rw", 50)));
+    for (cpu, first, second) in [(0, a, b), (1, b, a)] {
+        exec.spawn(CpuId(cpu), Cycle(0), format!("t{cpu}"), move |ctx| async move {
+            ctx.sim.acquire(first, Mode::Exclusive, WaitKind::Spin).await;
+            ctx.sim.delay(100).await;
+            ctx.sim.acquire(second, Mode::Shared, WaitKind::Spin).await;
+            ctx.sim.release(second);
+            ctx.sim.release(first);
+        });
+    }
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Deadlock);
+    let what = &report.outcome.what;
+    assert!(what.contains("CPU 0 (t0) holds rw[A] and waits for rw[B] (read) held by CPU 1"), "{what}");
+    assert!(what.contains("CPU 1 (t1) holds rw[B] and waits for rw[A] (read) held by CPU 0"), "{what}");
+    assert_eq!(report.outcome.tasks.len(), 2);
+}
+
+#[test]
+fn a_reader_queues_behind_a_waiting_writer() {
+    // Fair queueing: once a writer waits, a new reader does not overtake it.
+    let mut exec = executor(3, 0.0, 0);
+    let lock = exec.sim().with(|e| e.new_resource("rwsem", "rwsem", 0));
+    exec.spawn(CpuId(0), Cycle(0), "reader0", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Shared, WaitKind::Sleep).await;
+        ctx.sim.delay(1_000).await;
+        ctx.sim.release(lock);
+    });
+    exec.spawn(CpuId(1), Cycle(10), "writer", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Exclusive, WaitKind::Sleep).await;
+        let now = ctx.sim.now().0;
+        ctx.sim.with(|e| e.mark(Span::Instant, 1, 1, now, String::new));
+        ctx.sim.delay(500).await;
+        ctx.sim.release(lock);
+    });
+    exec.spawn(CpuId(2), Cycle(20), "reader2", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Shared, WaitKind::Sleep).await;
+        let now = ctx.sim.now().0;
+        ctx.sim.with(|e| e.mark(Span::Instant, 1, 2, now, String::new));
+        ctx.sim.release(lock);
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass);
+    assert_eq!(marks(&report), vec![(1, 1_000), (2, 1_500)]);
+}
+
+#[test]
+fn taking_a_held_lock_again_is_a_self_deadlock() {
+    let mut exec = executor(1, 0.0, 0);
+    let lock = exec.sim().with(|e| e.new_resource("dpamt_lock", "spinlock", 0));
+    exec.spawn(CpuId(0), Cycle(0), "t", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Exclusive, WaitKind::Spin).await;
+        ctx.sim.acquire(lock, Mode::Exclusive, WaitKind::Spin).await;
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Deadlock);
+    assert!(
+        report.outcome.what.contains("takes dpamt_lock (write) again while holding it"),
+        "{}",
+        report.outcome.what
+    );
+}
+
+#[test]
+fn a_busy_loop_without_progress_trips_the_watchdog() {
+    let mut exec = executor(1, 0.0, 0);
+    exec.spawn(CpuId(0), Cycle(0), "retry", |ctx| async move {
+        loop {
+            ctx.sim.delay(1_000).await;
+        }
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Livelock);
+    assert!(report.outcome.what.starts_with("CPU 0 (retry) made no progress"), "{}", report.outcome.what);
+    assert!(report.end.0 > 100_000 && report.end.0 <= 126_000, "{}", report.end.0);
+}
+
+#[test]
+fn progress_keeps_the_watchdog_quiet_until_max_time() {
+    let mut exec = executor(1, 0.0, 0);
+    exec.spawn(CpuId(0), Cycle(0), "worker", |ctx| async move {
+        loop {
+            ctx.sim.delay(1_000).await;
+            ctx.sim.with(|e| e.progress());
+        }
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Limit);
+}
+
+#[test]
+fn a_sleeping_task_frees_its_cpu_for_another() {
+    let mut exec = executor(1, 0.0, 0);
+    for (name, start) in [("a", 0), ("b", 1)] {
+        exec.spawn(CpuId(0), Cycle(start), name, |ctx| async move {
+            ctx.sim.delay(100).await;
+            ctx.sim.sleep(1_000).await;
+            ctx.sim.delay(100).await;
+        });
+    }
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass);
+    // a: 0..100 busy, sleeps to 1100, then 1100..1200. b waits for the CPU until 100,
+    // busy to 200, sleeps to 1200, runs 1200..1300.
+    assert_eq!(report.end, Cycle(1_300));
+}
+
+#[test]
+fn finishing_with_a_lock_held_is_reported() {
+    let mut exec = executor(1, 0.0, 0);
+    let lock = exec.sim().with(|e| e.new_resource("dpamt_lock", "spinlock", 0));
+    exec.spawn(CpuId(0), Cycle(0), "leaker", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Exclusive, WaitKind::Spin).await;
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Warn);
+    assert!(report.outcome.what.contains("finished holding dpamt_lock"));
+}
+
+#[test]
+fn jitter_moves_costs_within_the_band_and_is_seeded() {
+    let end = |seed| {
+        let mut exec = executor(1, 0.1, seed);
+        exec.spawn(CpuId(0), Cycle(0), "t", |ctx| async move {
+            let cost = ctx.sim.with(|e| e.cost(1_000));
+            ctx.sim.delay(cost).await;
+        });
+        exec.run().end.0
+    };
+    let ends: Vec<u64> = (0..20).map(end).collect();
+    assert!(ends.iter().all(|&e| (900..=1100).contains(&e)), "{ends:?}");
+    assert_eq!(end(3), end(3));
+    assert!(ends.iter().any(|&e| e != ends[0]));
+}
