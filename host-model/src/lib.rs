@@ -1,5 +1,19 @@
 //! Linux as the TDX module sees it: kernel primitives and the host algorithms.
 //!
+//! host-model reaches the module only through SEAMCALL (`tdx::seamcall`).
+//!
 //! Modules:
+//! - `host`: `Host`, the kernel state of one run, its config and its costs.
+//! - `kernel`: spinlock, rwlock, atomics, page allocator, the `Cpu` handle, `Errno`.
+//! - `tdx::seamcall`: the SEAMCALL wrapper.
 //! - `tdx::dpamt`: `tdx_pamt_get` / `tdx_pamt_put` in every published design.
+//! - `kvm::mmu`: the private-page fault and zap paths.
+pub mod host;
+pub mod kernel;
+pub mod kvm;
 pub mod tdx;
+
+pub use host::{Host, HostConfig, HostCosts, HostStats};
+pub use kernel::Errno;
+pub use kernel::cpu::Cpu;
+pub use tdx::dpamt::DpamtDesign;

@@ -78,3 +78,464 @@ impl DpamtDesign {
         DpamtDesign::ALL.iter().copied().find(|design| design.name() == name)
     }
 }
+
+use std::cell::RefCell;
+
+use seam_model::status::{
+    TDX_HPA_RANGE_NOT_FREE, TDX_NO_PAMT_PAGE_PAIR, TDX_PAMT_PAGE_NOT_EMPTY,
+};
+use seam_model::{Hpa, LeafCall, LeafOutput};
+use sim_core::{Mode, Span};
+
+use crate::kernel::Errno;
+use crate::kernel::atomic::{
+    Atomic, atomic_add_unless, atomic_cmpxchg, atomic_dec, atomic_dec_and_test, atomic_inc,
+    atomic_inc_not_zero, atomic_read, atomic_set,
+};
+use crate::kernel::cpu::{Cpu, mark};
+use crate::kernel::page_alloc::{alloc_page, free_page};
+use crate::kernel::rwlock::{RwLock, read_lock, read_unlock, write_lock, write_unlock};
+use crate::kernel::spinlock::{Spinlock, spin_lock, spin_unlock};
+use crate::tdx::seamcall::seamcall;
+
+/// Pages the KVM fault path allocated before taking `mmu_lock` (`tdx_pamt_cache`).
+pub type PamtCache = RefCell<Vec<Hpa>>;
+
+/// Where a get's page pair comes from.
+#[derive(Clone, Copy)]
+pub enum PairSource<'a> {
+    /// `alloc_page(GFP_KERNEL)` twice (control pages; process context).
+    Allocate,
+    /// The scenario names the pair (`pair = [..]`).
+    Given([Hpa; 2]),
+    /// The per-vCPU cache topped up before `mmu_lock` (KVM fault path).
+    Cache(&'a PamtCache),
+}
+
+/// One lock of a design's DPAMT lock set.
+#[derive(Clone, Copy, Debug)]
+enum PamtLock {
+    Spin(Spinlock),
+    Write(RwLock),
+    Read(RwLock),
+}
+
+/// `pamt_refcount[page >> 21]`.
+fn pamt_refcount(cpu: &Cpu, page: Hpa) -> Atomic<'_> {
+    let index = page.range_index();
+    Atomic { value: &cpu.host().pamt_refcount[index], name: "pamt_refcount", index }
+}
+
+fn dpamt_enabled(cpu: &Cpu) -> bool {
+    cpu.host().config.dpamt
+}
+
+/// The locks a design takes around PAMT.ADD of `page`'s range with `pair`, in order.
+fn pamt_locks_for_add(cpu: &Cpu, design: DpamtDesign, page: Hpa, pair: [Hpa; 2]) -> Vec<PamtLock> {
+    match design {
+        DpamtDesign::Per2mRwlock | DpamtDesign::Per2mRwlockPfnOrder => {
+            // Mirror the module's PAMT.ADD lock set: the target range exclusive, the pair's
+            // ranges shared. A range that appears twice is taken once, exclusive winning.
+            let mut ranges: Vec<(Hpa, Mode)> = vec![(page.range_base(), Mode::Exclusive)];
+            for pair_page in pair {
+                if !ranges.iter().any(|(range, _)| *range == pair_page.range_base()) {
+                    ranges.push((pair_page.range_base(), Mode::Shared));
+                }
+            }
+            if design == DpamtDesign::Per2mRwlockPfnOrder {
+                ranges.sort_by_key(|(range, _)| *range);
+            }
+            ranges
+                .into_iter()
+                .map(|(range, mode)| {
+                    let lock = cpu.host().pamt_range_lock(range);
+                    match mode {
+                        Mode::Exclusive => PamtLock::Write(lock),
+                        Mode::Shared => PamtLock::Read(lock),
+                    }
+                })
+                .collect()
+        }
+        _ => vec![PamtLock::Spin(cpu.host().dpamt_lock)],
+    }
+}
+
+/// The locks a design takes around PAMT.REMOVE of `page`'s range.
+fn pamt_locks_for_remove(cpu: &Cpu, design: DpamtDesign, page: Hpa) -> Vec<PamtLock> {
+    match design {
+        DpamtDesign::Per2mRwlock | DpamtDesign::Per2mRwlockPfnOrder => {
+            vec![PamtLock::Write(cpu.host().pamt_range_lock(page))]
+        }
+        _ => vec![PamtLock::Spin(cpu.host().dpamt_lock)],
+    }
+}
+
+async fn pamt_lock(cpu: &Cpu, locks: &[PamtLock]) {
+    for lock in locks {
+        match *lock {
+            PamtLock::Spin(lock) => spin_lock(cpu, lock).await,
+            PamtLock::Write(lock) => write_lock(cpu, lock).await,
+            PamtLock::Read(lock) => read_lock(cpu, lock).await,
+        }
+    }
+}
+
+fn pamt_unlock(cpu: &Cpu, locks: &[PamtLock]) {
+    for lock in locks.iter().rev() {
+        match *lock {
+            PamtLock::Spin(lock) => spin_unlock(cpu, lock),
+            PamtLock::Write(lock) => write_unlock(cpu, lock),
+            PamtLock::Read(lock) => read_unlock(cpu, lock),
+        }
+    }
+}
+
+/// `atomic_dec_and_lock()` over the design's lock set: decrement without the locks unless
+/// this is the last reference; for the last one take the locks, then decrement. True, with
+/// the locks held, only when the count reached 0.
+///
+/// Kernel: `_atomic_dec_and_lock()`, lib/dec_and_lock.c.
+async fn pamt_dec_and_lock(cpu: &Cpu, refcount: Atomic<'_>, locks: &[PamtLock]) -> bool {
+    // Subtract 1 from the counter unless that drops it to 0 (i.e. it was 1).
+    if atomic_add_unless(cpu, refcount, -1, 1).await {
+        return false;
+    }
+    // Otherwise do it the slow way.
+    pamt_lock(cpu, locks).await;
+    if atomic_dec_and_test(cpu, refcount).await {
+        return true;
+    }
+    pamt_unlock(cpu, locks);
+    false
+}
+
+/// `alloc_pamt_pages()`: the two pages a 2MB range's 4KB PAMT entries live in.
+async fn alloc_pamt_pages(cpu: &Cpu, source: PairSource<'_>) -> Result<[Hpa; 2], Errno> {
+    match source {
+        PairSource::Given(pair) => Ok(pair),
+        PairSource::Cache(cache) => {
+            let mut cache = cache.borrow_mut();
+            match (cache.pop(), cache.pop()) {
+                (Some(first), Some(second)) => Ok([first, second]),
+                _ => Err(Errno::ENOMEM),
+            }
+        }
+        PairSource::Allocate => {
+            let Some(first) = alloc_page(cpu).await else { return Err(Errno::ENOMEM) };
+            let Some(second) = alloc_page(cpu).await else {
+                free_page(cpu, first).await;
+                return Err(Errno::ENOMEM);
+            };
+            Ok([first, second])
+        }
+    }
+}
+
+/// `free_pamt_pages()`.
+async fn free_pamt_pages(cpu: &Cpu, pair: [Hpa; 2]) {
+    for page in pair {
+        free_page(cpu, page).await;
+    }
+}
+
+/// `tdh_phymem_pamt_add()`.
+pub async fn tdh_phymem_pamt_add(cpu: &Cpu, page: Hpa, pair: [Hpa; 2]) -> LeafOutput {
+    seamcall(cpu, LeafCall::PamtAdd { hpa: page.range_base(), pair }).await
+}
+
+/// `tdh_phymem_pamt_remove()`.
+pub async fn tdh_phymem_pamt_remove(cpu: &Cpu, page: Hpa) -> LeafOutput {
+    seamcall(cpu, LeafCall::PamtRemove { hpa: page.range_base() }).await
+}
+
+fn warn_status(cpu: &Cpu, function: &str, leaf: &str, page: Hpa, output: LeafOutput) {
+    let range = cpu.host().range_label(page.range_index());
+    cpu.warn(format!("{function}: {leaf}({range}) failed: {}", output.status));
+}
+
+/// Take a reference on the 2MB range holding `page`; add PAMT backing on 0 -> 1.
+///
+/// Kernel: `tdx_pamt_get()`, arch/x86/virt/vmx/tdx/tdx.c — v2–v4 (D2), v6 05/11 (D3),
+/// v6 final (D4); D5/D5' are the 2025-09-26 per-2MB rwlock proposal, D1 and D6 have their
+/// own shapes below.
+/// Events: refcount fast path, the design's lock set, TDH.PHYMEM.PAMT.ADD.
+pub async fn tdx_pamt_get(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Result<(), Errno> {
+    if !dpamt_enabled(cpu) {
+        return Ok(());
+    }
+    let design = cpu.host().config.dpamt_design;
+    match design {
+        DpamtDesign::Hint => return tdx_pamt_add_hint(cpu, page, source).await,
+        DpamtDesign::GlobalRwlockFallback => return tdx_pamt_get_rwlock_fallback(cpu, page, source).await,
+        _ => {}
+    }
+    let pamt_refcount = pamt_refcount(cpu, page);
+    // Fast path: the range is already backed, just take a reference. (D3 has none: every
+    // get goes through the lock.)
+    if design != DpamtDesign::GlobalLock && atomic_inc_not_zero(cpu, pamt_refcount).await {
+        return Ok(());
+    }
+    let pamt_pages = alloc_pamt_pages(cpu, source).await?;
+    let locks = pamt_locks_for_add(cpu, design, page, pamt_pages);
+    pamt_lock(cpu, &locks).await;
+    // Lost race to another tdx_pamt_get(): it added the backing while we waited.
+    let lost_race = if design == DpamtDesign::GlobalLockFastpath {
+        // v2-v4 read the count, then incremented it.
+        if atomic_read(cpu, pamt_refcount).await != 0 {
+            atomic_inc(cpu, pamt_refcount).await;
+            true
+        } else {
+            false
+        }
+    } else {
+        atomic_inc_not_zero(cpu, pamt_refcount).await
+    };
+    if lost_race {
+        pamt_unlock(cpu, &locks);
+        free_pamt_pages(cpu, pamt_pages).await;
+        return Ok(());
+    }
+    let output = tdh_phymem_pamt_add(cpu, page, pamt_pages).await;
+    if output.status.is_success() {
+        atomic_set(cpu, pamt_refcount, 1).await;
+    } else if design == DpamtDesign::GlobalLockFastpath && output.status.masked() == TDX_HPA_RANGE_NOT_FREE {
+        // v2-v4: a put dropped the count to 0 and has not removed yet; its REMOVE will see
+        // our count and back off. Keep the backing.
+        atomic_set(cpu, pamt_refcount, 1).await;
+        pamt_unlock(cpu, &locks);
+        free_pamt_pages(cpu, pamt_pages).await;
+        return Ok(());
+    } else {
+        warn_status(cpu, "tdx_pamt_get", "TDH.PHYMEM.PAMT.ADD", page, output);
+        pamt_unlock(cpu, &locks);
+        free_pamt_pages(cpu, pamt_pages).await;
+        return Err(Errno::EIO);
+    }
+    pamt_unlock(cpu, &locks);
+    Ok(())
+}
+
+/// Drop a reference on the 2MB range holding `page`; remove the PAMT backing on 1 -> 0.
+///
+/// Kernel: `tdx_pamt_put()`, arch/x86/virt/vmx/tdx/tdx.c — the designs as in `tdx_pamt_get`.
+/// Events: the design's decrement and lock set, TDH.PHYMEM.PAMT.REMOVE.
+pub async fn tdx_pamt_put(cpu: &Cpu, page: Hpa) {
+    if !dpamt_enabled(cpu) {
+        return;
+    }
+    let design = cpu.host().config.dpamt_design;
+    match design {
+        DpamtDesign::Hint => return tdx_pamt_remove_hint(cpu, page).await,
+        DpamtDesign::GlobalRwlockFallback => return tdx_pamt_put_rwlock_fallback(cpu, page).await,
+        _ => {}
+    }
+    let pamt_refcount = pamt_refcount(cpu, page);
+    let locks = pamt_locks_for_remove(cpu, design, page);
+    match design {
+        DpamtDesign::GlobalLockFastpath => {
+            // v2-v4: the 1 -> 0 decision is made outside the lock.
+            if !atomic_dec_and_test(cpu, pamt_refcount).await {
+                return;
+            }
+            pamt_lock(cpu, &locks).await;
+            // A getter re-established the range meanwhile.
+            if atomic_read(cpu, pamt_refcount).await != 0 {
+                pamt_unlock(cpu, &locks);
+                return;
+            }
+        }
+        DpamtDesign::GlobalLock => {
+            pamt_lock(cpu, &locks).await;
+            if atomic_read(cpu, pamt_refcount).await > 1 {
+                atomic_dec(cpu, pamt_refcount).await;
+                pamt_unlock(cpu, &locks);
+                return;
+            }
+        }
+        _ => {
+            if !pamt_dec_and_lock(cpu, pamt_refcount, &locks).await {
+                return;
+            }
+        }
+    }
+    let output = tdh_phymem_pamt_remove(cpu, page).await;
+    if !output.status.is_success() {
+        match design {
+            // v2-v4 put the reference back and printed an error; the pair is leaked.
+            DpamtDesign::GlobalLockFastpath => atomic_inc(cpu, pamt_refcount).await,
+            // v6: WARN, leave the count at 1 and leak the pages on purpose.
+            DpamtDesign::GlobalLock => {}
+            _ => atomic_set(cpu, pamt_refcount, 1).await,
+        }
+        warn_status(cpu, "tdx_pamt_put", "TDH.PHYMEM.PAMT.REMOVE", page, output);
+        pamt_unlock(cpu, &locks);
+        return;
+    }
+    if design == DpamtDesign::GlobalLock {
+        atomic_set(cpu, pamt_refcount, 0).await;
+    }
+    pamt_unlock(cpu, &locks);
+    if let Some(pair) = output.pair {
+        free_pamt_pages(cpu, pair).await;
+    }
+}
+
+/// D1: give `page`'s range its backing; "already backed" counts as success and frees the
+/// pair; BUSY is retried, since this design has no lock of its own.
+///
+/// Kernel: RFC v1 "TDX: Enable Dynamic PAMT" (Kirill A. Shutemov, 2025-05-02); the caller
+/// loops back here when its page-assigning SEAMCALL returns MISSING_PAMT_PAGE_PAIR.
+pub async fn tdx_pamt_add_hint(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Result<(), Errno> {
+    let pamt_pages = alloc_pamt_pages(cpu, source).await?;
+    loop {
+        let output = tdh_phymem_pamt_add(cpu, page, pamt_pages).await;
+        if output.status.is_success() {
+            return Ok(());
+        }
+        if output.status.masked() == TDX_HPA_RANGE_NOT_FREE {
+            free_pamt_pages(cpu, pamt_pages).await;
+            return Ok(());
+        }
+        if output.status.is_operand_busy() {
+            cpu.cpu_relax().await;
+            continue;
+        }
+        warn_status(cpu, "tdx_pamt_add", "TDH.PHYMEM.PAMT.ADD", page, output);
+        free_pamt_pages(cpu, pamt_pages).await;
+        return Err(Errno::EIO);
+    }
+}
+
+/// D1: remove `page`'s range backing after a page-freeing SEAMCALL returned the zero-count
+/// hint. PAMT_PAGE_NOT_EMPTY means someone started using the range again; NO_PAMT_PAGE_PAIR
+/// means another hint holder removed it first (our reading [I]); both are left alone.
+pub async fn tdx_pamt_remove_hint(cpu: &Cpu, page: Hpa) {
+    loop {
+        let output = tdh_phymem_pamt_remove(cpu, page).await;
+        if output.status.is_success() {
+            if let Some(pair) = output.pair {
+                free_pamt_pages(cpu, pair).await;
+            }
+            return;
+        }
+        let status = output.status.masked();
+        if status == TDX_PAMT_PAGE_NOT_EMPTY || status == TDX_NO_PAMT_PAGE_PAIR {
+            return;
+        }
+        if output.status.is_operand_busy() {
+            cpu.cpu_relax().await;
+            continue;
+        }
+        warn_status(cpu, "tdx_pamt_remove", "TDH.PHYMEM.PAMT.REMOVE", page, output);
+        return;
+    }
+}
+
+/// D6's refcount value while an ADD or REMOVE of the range is in flight.
+const PAMT_TRANSITION: i32 = -1;
+
+/// D6's PAMT SEAMCALL: under the global rwlock held for read; on BUSY retake it for write,
+/// which shuts out every other DPAMT SEAMCALL, and retry once.
+async fn pamt_seamcall_with_fallback(cpu: &Cpu, call: LeafCall) -> LeafOutput {
+    let lock = cpu.host().dpamt_rwlock;
+    let output = seamcall(cpu, call).await;
+    if !output.status.is_operand_busy() {
+        read_unlock(cpu, lock);
+        return output;
+    }
+    read_unlock(cpu, lock);
+    write_lock(cpu, lock).await;
+    let output = seamcall(cpu, call).await;
+    write_unlock(cpu, lock);
+    output
+}
+
+/// D6 get: fast path as D4; the slow path claims the 0 -> 1 transition with a cmpxchg to a
+/// sentinel under the global rwlock held for read.
+///
+/// Design: Rick Edgecombe, DPAMT v3 thread, 2025-09-29 ("back-pocket" plan); the transition
+/// marker is our filling-in of its details [I] (spec/host-algorithms.md §3.7).
+async fn tdx_pamt_get_rwlock_fallback(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Result<(), Errno> {
+    let pamt_refcount = pamt_refcount(cpu, page);
+    let lock = cpu.host().dpamt_rwlock;
+    if inc_if_positive(cpu, pamt_refcount).await {
+        return Ok(());
+    }
+    let pamt_pages = alloc_pamt_pages(cpu, source).await?;
+    loop {
+        read_lock(cpu, lock).await;
+        if inc_if_positive(cpu, pamt_refcount).await {
+            read_unlock(cpu, lock);
+            free_pamt_pages(cpu, pamt_pages).await;
+            return Ok(());
+        }
+        if atomic_cmpxchg(cpu, pamt_refcount, 0, PAMT_TRANSITION).await == 0 {
+            break;
+        }
+        // Another CPU's ADD or REMOVE of this range is in flight.
+        read_unlock(cpu, lock);
+        cpu.cpu_relax().await;
+    }
+    let output = pamt_seamcall_with_fallback(cpu, LeafCall::PamtAdd { hpa: page.range_base(), pair: pamt_pages }).await;
+    if output.status.is_success() {
+        atomic_set(cpu, pamt_refcount, 1).await;
+        return Ok(());
+    }
+    atomic_set(cpu, pamt_refcount, 0).await;
+    warn_status(cpu, "tdx_pamt_get", "TDH.PHYMEM.PAMT.ADD", page, output);
+    free_pamt_pages(cpu, pamt_pages).await;
+    Err(Errno::EIO)
+}
+
+/// D6 put: the 1 -> 0 transition is claimed with a cmpxchg to the sentinel.
+async fn tdx_pamt_put_rwlock_fallback(cpu: &Cpu, page: Hpa) {
+    let pamt_refcount = pamt_refcount(cpu, page);
+    let lock = cpu.host().dpamt_rwlock;
+    if atomic_add_unless(cpu, pamt_refcount, -1, 1).await {
+        return;
+    }
+    loop {
+        read_lock(cpu, lock).await;
+        let count = atomic_read(cpu, pamt_refcount).await;
+        if count > 1 && atomic_cmpxchg(cpu, pamt_refcount, count, count - 1).await == count {
+            read_unlock(cpu, lock);
+            return;
+        }
+        if count == 1 && atomic_cmpxchg(cpu, pamt_refcount, 1, PAMT_TRANSITION).await == 1 {
+            break;
+        }
+        read_unlock(cpu, lock);
+        cpu.cpu_relax().await;
+    }
+    let output = pamt_seamcall_with_fallback(cpu, LeafCall::PamtRemove { hpa: page.range_base() }).await;
+    if !output.status.is_success() {
+        atomic_set(cpu, pamt_refcount, 1).await;
+        warn_status(cpu, "tdx_pamt_put", "TDH.PHYMEM.PAMT.REMOVE", page, output);
+        return;
+    }
+    atomic_set(cpu, pamt_refcount, 0).await;
+    if let Some(pair) = output.pair {
+        free_pamt_pages(cpu, pair).await;
+    }
+}
+
+/// Increments a D6 refcount only when it is positive (not 0, not the transition sentinel).
+async fn inc_if_positive(cpu: &Cpu, refcount: Atomic<'_>) -> bool {
+    loop {
+        let count = atomic_read(cpu, refcount).await;
+        if count <= 0 {
+            return false;
+        }
+        if atomic_cmpxchg(cpu, refcount, count, count + 1).await == count {
+            return true;
+        }
+    }
+}
+
+/// Traces a host call's begin and end around `body`, for the interleaving table.
+pub async fn traced<T>(cpu: &Cpu, label: impl Fn() -> String, body: impl std::future::Future<Output = T>) -> T {
+    cpu.mark(Span::Begin, mark::CALL, 0, 0, &label);
+    let result = body.await;
+    cpu.mark(Span::End, mark::CALL, 0, 0, label);
+    result
+}

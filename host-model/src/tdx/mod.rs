@@ -1,2 +1,3 @@
 //! The TDX host code of arch/x86/virt/vmx/tdx.
 pub mod dpamt;
+pub mod seamcall;

@@ -1,0 +1,143 @@
+//! `Host`: the state of the simulated kernel shared by every host task of a run.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+
+use seam_model::{Hpa, Leaf, Module, ModuleConfig, TdId, TdxStatus};
+use sim_core::Sim;
+
+use crate::kernel::page_alloc::PageAllocator;
+use crate::kernel::rwlock::RwLock;
+use crate::kernel::spinlock::Spinlock;
+use crate::kvm::mmu::KvmTd;
+use crate::tdx::dpamt::DpamtDesign;
+
+/// Host-side costs in cycles (spec/calibration.md §2.2; all assumptions to be swept).
+#[derive(Clone, Debug)]
+pub struct HostCosts {
+    pub spin_lock: u64,
+    pub spin_handoff: u64,
+    pub atomic: u64,
+    pub rwlock: u64,
+    pub alloc_page: u64,
+    pub free_page: u64,
+    pub cpu_relax: u64,
+    pub cond_resched: u64,
+    /// `kvm_make_all_cpus_request()` with no vCPU in the guest.
+    pub kick_all_vcpus: u64,
+}
+
+impl Default for HostCosts {
+    fn default() -> HostCosts {
+        HostCosts {
+            spin_lock: 40,
+            spin_handoff: 200,
+            atomic: 30,
+            rwlock: 50,
+            alloc_page: 1_000,
+            free_page: 500,
+            cpu_relax: 20,
+            cond_resched: 100,
+            kick_all_vcpus: 5_000,
+        }
+    }
+}
+
+/// How the host is built for a run.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    pub memory_bytes: u64,
+    pub dpamt: bool,
+    pub host_priority: bool,
+    pub dpamt_design: DpamtDesign,
+    /// Cost of each leaf that gets past its locks (cycles).
+    pub leaf_costs: BTreeMap<Leaf, u64>,
+    pub costs: HostCosts,
+    /// Names for 2MB ranges (by index) in traces and lock names; others print as hex.
+    pub range_labels: BTreeMap<usize, String>,
+    /// 2MB ranges the page allocator must not hand out (they hold scenario-named pages).
+    pub reserved_ranges: BTreeSet<usize>,
+    /// TDs that exist when the run starts.
+    pub tds: Vec<TdId>,
+}
+
+/// SEAMCALLs by leaf and status, and other host-side counts.
+#[derive(Clone, Debug, Default)]
+pub struct HostStats {
+    pub seamcalls: BTreeMap<(Leaf, TdxStatus), u64>,
+}
+
+/// All kernel state of one run.
+pub struct Host {
+    pub costs: HostCosts,
+    pub config: HostConfig,
+    pub module: RefCell<Module>,
+    /// DPAMT refcounts, one per 2MB range (`pamt_refcount` / `dpamt_refcount`).
+    // invariant: with a refcount design, > 0 exactly when the module has the range backed,
+    // whenever no get/put of that range is in flight.
+    pub pamt_refcount: Vec<Cell<i32>>,
+    /// The global DPAMT spinlock: `pamt_lock` (v1–v4) or `dpamt_lock` (v6).
+    pub dpamt_lock: Spinlock,
+    /// D6's global reader/writer lock.
+    pub dpamt_rwlock: RwLock,
+    /// D5's per-2MB rwlocks, created on first use.
+    pub pamt_range_locks: RefCell<BTreeMap<usize, RwLock>>,
+    pub pages: RefCell<PageAllocator>,
+    pub kvm_tds: BTreeMap<TdId, KvmTd>,
+    pub stats: RefCell<HostStats>,
+    sim: Sim,
+}
+
+impl Host {
+    pub fn new(sim: &Sim, config: HostConfig) -> Host {
+        let mut module = Module::new(ModuleConfig {
+            memory_bytes: config.memory_bytes,
+            dpamt: config.dpamt,
+            host_priority: config.host_priority,
+        });
+        for &td in &config.tds {
+            module.create_td(td);
+        }
+        let ranges = (config.memory_bytes / seam_model::RANGE_2M) as usize;
+        let costs = config.costs.clone();
+        let lock_name = match config.dpamt_design {
+            DpamtDesign::GlobalLockFastpath | DpamtDesign::Hint => "pamt_lock",
+            _ => "dpamt_lock",
+        };
+        let kvm_tds = config.tds.iter().map(|&td| (td, KvmTd::new(sim, td, costs.spin_handoff))).collect();
+        Host {
+            dpamt_lock: Spinlock::new(sim, lock_name, costs.spin_handoff),
+            dpamt_rwlock: RwLock::new(sim, "dpamt_rwlock", costs.spin_handoff),
+            pamt_range_locks: RefCell::new(BTreeMap::new()),
+            pamt_refcount: (0..ranges).map(|_| Cell::new(0)).collect(),
+            pages: RefCell::new(PageAllocator::new(config.memory_bytes, config.reserved_ranges.clone())),
+            module: RefCell::new(module),
+            kvm_tds,
+            stats: RefCell::new(HostStats::default()),
+            costs,
+            config,
+            sim: sim.clone(),
+        }
+    }
+
+    /// How traces and lock names call 2MB range `index`: the scenario's name, or its base.
+    pub fn range_label(&self, index: usize) -> String {
+        match self.config.range_labels.get(&index) {
+            Some(label) => label.clone(),
+            None => format!("{:#x}", index as u64 * seam_model::RANGE_2M),
+        }
+    }
+
+    /// D5's `rw[X]` for the 2MB range holding `page`.
+    pub fn pamt_range_lock(&self, page: Hpa) -> RwLock {
+        let index = page.range_index();
+        *self.pamt_range_locks.borrow_mut().entry(index).or_insert_with(|| {
+            let name = format!("rw[{}]", self.range_label(index));
+            RwLock::new(&self.sim, &name, self.costs.spin_handoff)
+        })
+    }
+
+    pub fn leaf_cost(&self, leaf: Leaf) -> u64 {
+        self.config.leaf_costs.get(&leaf).copied().unwrap_or_else(|| leaf.default_cost_cycles())
+    }
+}

@@ -1,0 +1,73 @@
+//! `atomic_t` operations as awaited steps: each costs an atomic RMW, and takes effect at
+//! its end, so another CPU's operation in the meantime is ordered by the event queue
+//! (and, on the same cycle, by the chooser).
+
+use std::cell::Cell;
+
+use sim_core::Span;
+
+use super::cpu::{Cpu, mark};
+
+/// One `atomic_t` and how the trace names it.
+#[derive(Clone, Copy)]
+pub struct Atomic<'a> {
+    pub value: &'a Cell<i32>,
+    /// e.g. `pamt_refcount`; the index says which element.
+    pub name: &'static str,
+    pub index: usize,
+}
+
+async fn rmw<R>(cpu: &Cpu, atomic: Atomic<'_>, op: &'static str, apply: impl FnOnce(i32) -> (i32, R)) -> R
+where
+    R: std::fmt::Debug,
+{
+    cpu.work(cpu.host().costs.atomic).await;
+    let old = atomic.value.get();
+    let (new, result) = apply(old);
+    atomic.value.set(new);
+    cpu.mark(Span::Instant, mark::ATOMIC, atomic.index as u64, (old as u32 as u64) << 32 | new as u32 as u64, || {
+        let label = cpu.host().range_label(atomic.index);
+        format!("{op}({}[{label}]) = {result:?} ({old}->{new})", atomic.name)
+    });
+    result
+}
+
+/// `atomic_read()`.
+pub async fn atomic_read(cpu: &Cpu, atomic: Atomic<'_>) -> i32 {
+    rmw(cpu, atomic, "atomic_read", |v| (v, v)).await
+}
+
+/// `atomic_set()`.
+pub async fn atomic_set(cpu: &Cpu, atomic: Atomic<'_>, value: i32) {
+    rmw(cpu, atomic, "atomic_set", |_| (value, ())).await
+}
+
+/// `atomic_inc()`.
+pub async fn atomic_inc(cpu: &Cpu, atomic: Atomic<'_>) {
+    rmw(cpu, atomic, "atomic_inc", |v| (v + 1, ())).await
+}
+
+/// `atomic_dec()`.
+pub async fn atomic_dec(cpu: &Cpu, atomic: Atomic<'_>) {
+    rmw(cpu, atomic, "atomic_dec", |v| (v - 1, ())).await
+}
+
+/// `atomic_inc_not_zero()`: increments unless the value is 0; true if it incremented.
+pub async fn atomic_inc_not_zero(cpu: &Cpu, atomic: Atomic<'_>) -> bool {
+    rmw(cpu, atomic, "atomic_inc_not_zero", |v| if v != 0 { (v + 1, true) } else { (v, false) }).await
+}
+
+/// `atomic_dec_and_test()`: decrements; true if the result is 0.
+pub async fn atomic_dec_and_test(cpu: &Cpu, atomic: Atomic<'_>) -> bool {
+    rmw(cpu, atomic, "atomic_dec_and_test", |v| (v - 1, v - 1 == 0)).await
+}
+
+/// `atomic_add_unless(v, a, u)`: adds `a` unless the value is `u`; true if it added.
+pub async fn atomic_add_unless(cpu: &Cpu, atomic: Atomic<'_>, add: i32, unless: i32) -> bool {
+    rmw(cpu, atomic, "atomic_add_unless", |v| if v != unless { (v + add, true) } else { (v, false) }).await
+}
+
+/// `atomic_cmpxchg()`: sets `new` if the value is `old`; returns the value it found.
+pub async fn atomic_cmpxchg(cpu: &Cpu, atomic: Atomic<'_>, old: i32, new: i32) -> i32 {
+    rmw(cpu, atomic, "atomic_cmpxchg", |v| if v == old { (new, v) } else { (v, v) }).await
+}

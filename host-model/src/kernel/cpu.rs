@@ -1,0 +1,101 @@
+//! `Cpu`: what a host task runs with. Its methods are the per-CPU kernel operations
+//! (`preempt_disable()`, `local_irq_save()`, `cpu_relax()`, `WARN_ON()`).
+
+use std::rc::Rc;
+
+use sim_core::{CpuId, Outcome, OutcomeKind, Sim, Span, TaskId};
+
+use crate::host::Host;
+
+/// A host task's view of its CPU and of the host it runs in.
+#[derive(Clone)]
+pub struct Cpu {
+    pub sim: Sim,
+    pub id: CpuId,
+    pub task: TaskId,
+    host: Rc<Host>,
+}
+
+/// Trace mark codes used by host-model (hashed into the trace).
+pub mod mark {
+    pub const STEP: u32 = 1;
+    pub const SEAMCALL: u32 = 2;
+    pub const ATOMIC: u32 = 3;
+    pub const WARN: u32 = 4;
+    pub const PAGE: u32 = 5;
+    pub const CALL: u32 = 6;
+}
+
+impl Cpu {
+    pub fn new(sim: Sim, id: CpuId, task: TaskId, host: Rc<Host>) -> Cpu {
+        Cpu { sim, id, task, host }
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Busy for `cycles` of work, moved within the jitter band.
+    pub async fn work(&self, cycles: u64) {
+        let cycles = self.sim.with(|engine| engine.cost(cycles));
+        self.sim.delay(cycles).await;
+    }
+
+    /// `cpu_relax()` in a spin loop.
+    pub async fn cpu_relax(&self) {
+        self.work(self.host.costs.cpu_relax).await;
+    }
+
+    /// `cond_resched()` with nothing else to run.
+    pub async fn cond_resched(&self) {
+        self.work(self.host.costs.cond_resched).await;
+    }
+
+    pub fn preempt_disable(&self) {
+        self.sim.with(|engine| engine.cpu_mut(self.id).preempt_count += 1);
+    }
+
+    pub fn preempt_enable(&self) {
+        self.sim.with(|engine| {
+            let state = engine.cpu_mut(self.id);
+            assert!(state.preempt_count > 0, "preempt_enable() without preempt_disable() on {}", self.id);
+            state.preempt_count -= 1;
+        });
+    }
+
+    pub fn preempt_count(&self) -> u32 {
+        self.sim.with(|engine| engine.cpu(self.id).preempt_count)
+    }
+
+    /// `local_irq_save()`: returns whether IRQs were on.
+    pub fn local_irq_save(&self) -> bool {
+        self.sim.with(|engine| std::mem::replace(&mut engine.cpu_mut(self.id).irqs_enabled, false))
+    }
+
+    /// `local_irq_restore()`.
+    pub fn local_irq_restore(&self, irqs_were_enabled: bool) {
+        self.sim.with(|engine| engine.cpu_mut(self.id).irqs_enabled = irqs_were_enabled);
+    }
+
+    /// `WARN_ON()` / `KVM_BUG_ON()` / an error print on an unexpected status: a finding.
+    /// The run ends with `warn` once this task next waits; the algorithm carries on until then.
+    pub fn warn(&self, message: impl Into<String>) {
+        let message = message.into();
+        self.sim.with(|engine| {
+            let text = message.clone();
+            engine.mark(Span::Instant, mark::WARN, 0, 0, || format!("WARN: {text}"));
+            let what = format!("{}: {message}", self.id);
+            engine.stop(Outcome::new(OutcomeKind::Warn, what, vec![self.task]));
+        });
+    }
+
+    /// A trace mark of this task.
+    pub fn mark(&self, span: Span, code: u32, a: u64, b: u64, text: impl FnOnce() -> String) {
+        self.sim.with(|engine| engine.mark(span, code, a, b, text));
+    }
+
+    /// Declares progress to the watchdog (a step of the task completed).
+    pub fn progress(&self) {
+        self.sim.with(|engine| engine.progress());
+    }
+}

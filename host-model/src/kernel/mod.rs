@@ -1,0 +1,27 @@
+//! Kernel primitives with kernel names and semantics, built on sim-core resources.
+//!
+//! - `cpu`: `Cpu`, the handle a host task runs with (preemption, IRQs, costs, WARN).
+//! - `spinlock`: `raw_spinlock_t` / `spinlock_t`: queued, FIFO, spins in simulated time.
+//! - `rwlock`: `rwlock_t`: queued reader/writer spinning lock.
+//! - `atomic`: `atomic_t` operations as awaited steps, including `atomic_dec_and_lock`.
+//! - `page_alloc`: `alloc_page()` / `__free_page()` over simulated memory.
+pub mod atomic;
+pub mod cpu;
+pub mod page_alloc;
+pub mod rwlock;
+pub mod spinlock;
+
+/// Kernel error numbers as host functions return them (`-EBUSY` is `Err(Errno::EBUSY)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Errno {
+    #[error("EBUSY")]
+    EBUSY,
+    #[error("EIO")]
+    EIO,
+    #[error("ENOMEM")]
+    ENOMEM,
+    #[error("ENODEV")]
+    ENODEV,
+    #[error("EINVAL")]
+    EINVAL,
+}
