@@ -17,10 +17,12 @@
 
 pub mod call;
 pub mod leaf;
+pub mod lock;
 pub mod status;
 
 pub use call::{LeafCall, LeafOutput};
 pub use leaf::Leaf;
+pub use lock::{Caller, HpBusy, LockMode, Sharex, SharexHp};
 pub use status::TdxStatus;
 
 use serde::{Deserialize, Serialize};
@@ -32,7 +34,9 @@ pub const RANGE_1G: u64 = 1 << 30;
 pub const PAGES_PER_2M: u64 = 512;
 
 /// A host physical address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Hpa(pub u64);
 
 impl Hpa {
@@ -58,7 +62,9 @@ impl std::fmt::Display for Hpa {
 }
 
 /// A guest physical address in a TD's private space.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Gpa(pub u64);
 
 impl std::fmt::Display for Gpa {
@@ -68,7 +74,9 @@ impl std::fmt::Display for Gpa {
 }
 
 /// A trust domain, named by the scenario.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct TdId(pub u32);
 
 impl std::fmt::Display for TdId {
