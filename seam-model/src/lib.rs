@@ -18,12 +18,18 @@
 pub mod call;
 pub mod leaf;
 pub mod lock;
+pub mod module;
+pub mod pamt;
 pub mod status;
+pub mod td;
 
 pub use call::{LeafCall, LeafOutput};
 pub use leaf::Leaf;
 pub use lock::{Caller, HpBusy, LockMode, Sharex, SharexHp};
+pub use module::{Begin, HeldLock, Module, ModuleConfig, ModuleLock, Ticket};
+pub use pamt::{Dpamt2M, PageType};
 pub use status::TdxStatus;
+pub use td::{SeptEntry, SeptState, Td};
 
 use serde::{Deserialize, Serialize};
 
