@@ -17,11 +17,19 @@
 
 pub mod call;
 pub mod leaf;
+pub mod lock;
+pub mod module;
+pub mod pamt;
 pub mod status;
+pub mod td;
 
 pub use call::{LeafCall, LeafOutput};
 pub use leaf::Leaf;
+pub use lock::{Caller, HpBusy, LockMode, Sharex, SharexHp};
+pub use module::{Begin, HeldLock, Module, ModuleConfig, ModuleLock, Ticket};
+pub use pamt::{Dpamt2M, PageType};
 pub use status::TdxStatus;
+pub use td::{SeptEntry, SeptState, Td};
 
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +40,9 @@ pub const RANGE_1G: u64 = 1 << 30;
 pub const PAGES_PER_2M: u64 = 512;
 
 /// A host physical address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Hpa(pub u64);
 
 impl Hpa {
@@ -58,7 +68,9 @@ impl std::fmt::Display for Hpa {
 }
 
 /// A guest physical address in a TD's private space.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Gpa(pub u64);
 
 impl std::fmt::Display for Gpa {
@@ -68,7 +80,9 @@ impl std::fmt::Display for Gpa {
 }
 
 /// A trust domain, named by the scenario.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct TdId(pub u32);
 
 impl std::fmt::Display for TdId {

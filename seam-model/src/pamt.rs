@@ -1,0 +1,584 @@
+//! The PAMT tree (spec/seam-module.md §5): 1GB and 2MB entries with their try-locks, the
+//! per-2MB DPAMT state, the DPAMT backing bitmap, and the type of every 4KB page.
+//!
+//! The model has one TDMR, `[0, memory_bytes)`. Per simulated 4KB page it keeps 4 bits of
+//! page type and 1 bit of backing bitmap; 4KB entry locks exist only while held. So a
+//! 160 GiB machine costs about 25 MB here.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::lock::{LockMode, Sharex};
+use crate::module::{HeldLock, LockList, ModuleLock};
+use crate::{Hpa, PAGE_SIZE, PAGES_PER_2M, RANGE_1G, RANGE_2M};
+
+/// The type a PAMT entry gives its page (spec/constants.md §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PageType {
+    /// Not assigned to anything: free for the host.
+    #[doc(alias = "PT_NDA")]
+    Nda = 0,
+    /// A TD's private page.
+    #[doc(alias = "PT_REG")]
+    Reg = 3,
+    #[doc(alias = "PT_TDR")]
+    Tdr = 4,
+    #[doc(alias = "PT_TDCX")]
+    Tdcx = 5,
+    #[doc(alias = "PT_TDVPR")]
+    Tdvpr = 6,
+    /// A secure-EPT page.
+    #[doc(alias = "PT_EPT")]
+    Ept = 8,
+    /// The module's marker for a 2MB node that owns a DPAMT page pair; no 4KB page has it.
+    #[doc(alias = "PT_PAMT")]
+    Pamt = 15,
+}
+
+impl PageType {
+    /// The 4-bit value the module stores.
+    pub const fn value(self) -> u8 {
+        self as u8
+    }
+
+    pub const fn from_value(value: u8) -> Option<PageType> {
+        Some(match value {
+            0 => PageType::Nda,
+            3 => PageType::Reg,
+            4 => PageType::Tdr,
+            5 => PageType::Tdcx,
+            6 => PageType::Tdvpr,
+            8 => PageType::Ept,
+            15 => PageType::Pamt,
+            _ => return None,
+        })
+    }
+}
+
+/// What a 2MB range has at its 4KB level (spec §5.3).
+///
+/// `Mapped2M` of the spec is left out: this version of the model has no huge pages
+/// (no PAGE.DEMOTE / PROMOTE), so a range is never mapped as one 2MB page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Dpamt2M {
+    /// 2MB entry type NDA: no page pair, this entry is the leaf of every walk.
+    Unbacked,
+    /// 2MB entry type PAMT: the pair holding the 512 4KB entries, and how many of those
+    /// 4KB pages are in use (0..=512).
+    Backed { hpa0: Hpa, hpa1: Hpa, count: u16 },
+}
+
+/// Where a PAMT walk stops (spec §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WalkTarget {
+    /// The page's 2MB entry, exclusive (PAMT.ADD / REMOVE on their range).
+    Range2MExclusive,
+    /// The page's 4KB entry in this mode; the 2MB entry is taken shared.
+    Page4K(LockMode),
+}
+
+/// The level a walk reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WalkEnd {
+    /// The 2MB entry is the leaf: the target was the range, or (DPAMT) the range has no
+    /// 4KB level.
+    Range2M,
+    Page4K,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry2M {
+    lock: Sharex,
+    /// Protected by `lock`: changes only under it held exclusive, except `count`, which
+    /// the module changes atomically while a 4KB lock in the range is held.
+    state: Dpamt2M,
+}
+
+/// The PAMT of the one TDMR `[0, memory_bytes)`.
+#[derive(Clone, Debug)]
+pub struct Pamt {
+    dpamt: bool,
+    num_pages: u64,
+    entries_1g: Vec<Sharex>,
+    entries_2m: Vec<Entry2M>,
+    /// 4KB entry locks that some leaf holds; an entry is dropped when fully released.
+    // invariant: no entry here is free.
+    locks_4k: BTreeMap<u64, Sharex>,
+    /// Two pages per byte: the low nibble is the even page.
+    // invariant (DPAMT): every page of an unbacked range is NDA.
+    page_types: Vec<u8>,
+    /// 1 bit per page: the page currently backs some range's 4KB level.
+    backing_bitmap: Vec<u64>,
+}
+
+impl Pamt {
+    /// `memory_bytes` must be a non-zero multiple of 2MB.
+    pub fn new(memory_bytes: u64, dpamt: bool) -> Pamt {
+        assert!(memory_bytes > 0, "pamt: memory must not be empty");
+        assert_eq!(
+            memory_bytes % RANGE_2M,
+            0,
+            "pamt: memory must be a multiple of 2MB"
+        );
+        let num_pages = memory_bytes / PAGE_SIZE;
+        let num_ranges = (memory_bytes / RANGE_2M) as usize;
+        let entry_2m = Entry2M {
+            lock: Sharex::new(),
+            state: Dpamt2M::Unbacked,
+        };
+        Pamt {
+            dpamt,
+            num_pages,
+            entries_1g: vec![Sharex::new(); memory_bytes.div_ceil(RANGE_1G) as usize],
+            entries_2m: vec![entry_2m; num_ranges],
+            locks_4k: BTreeMap::new(),
+            page_types: vec![0; num_pages.div_ceil(2) as usize],
+            backing_bitmap: vec![0; num_pages.div_ceil(64) as usize],
+        }
+    }
+
+    pub fn is_dpamt(&self) -> bool {
+        self.dpamt
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        self.num_pages * PAGE_SIZE
+    }
+
+    pub fn contains(&self, address: Hpa) -> bool {
+        address.0 < self.memory_bytes()
+    }
+
+    pub fn num_ranges(&self) -> usize {
+        self.entries_2m.len()
+    }
+
+    /// The DPAMT state of a range; always `Unbacked` with static PAMT, which has no DPAMT
+    /// state (see [`Pamt::has_4k_level`]).
+    pub fn dpamt(&self, range_index: usize) -> Dpamt2M {
+        self.entries_2m[range_index].state
+    }
+
+    /// Whether walks into this range go down to 4KB entries: always with static PAMT,
+    /// only when `Backed` with DPAMT.
+    pub fn has_4k_level(&self, range_index: usize) -> bool {
+        !self.dpamt || matches!(self.entries_2m[range_index].state, Dpamt2M::Backed { .. })
+    }
+
+    pub fn page_type(&self, page: Hpa) -> PageType {
+        let pfn = page.pfn();
+        let byte = self.page_types[(pfn / 2) as usize];
+        let nibble = if pfn.is_multiple_of(2) {
+            byte & 0xF
+        } else {
+            byte >> 4
+        };
+        PageType::from_value(nibble).expect("pamt: only PageType values are ever stored")
+    }
+
+    pub fn is_backing_page(&self, page: Hpa) -> bool {
+        let pfn = page.pfn();
+        self.backing_bitmap[(pfn / 64) as usize] & (1 << (pfn % 64)) != 0
+    }
+
+    /// Index (0..512) of the first page of the range whose type is not NDA.
+    pub fn first_page_in_use(&self, range_index: usize) -> Option<u64> {
+        let base = Hpa(range_index as u64 * RANGE_2M);
+        (0..PAGES_PER_2M).find(|i| self.page_type(Hpa(base.0 + i * PAGE_SIZE)) != PageType::Nda)
+    }
+
+    /// Locks held right now, counting each reader (for tests and checkers).
+    pub fn held_lock_count(&self) -> usize {
+        let gb: usize = self.entries_1g.iter().map(Sharex::holders).sum();
+        let range: usize = self
+            .entries_2m
+            .iter()
+            .map(|entry| entry.lock.holders())
+            .sum();
+        let page: usize = self.locks_4k.values().map(Sharex::holders).sum();
+        gb + range + page
+    }
+
+    pub(crate) fn set_page_type(&mut self, page: Hpa, page_type: PageType) {
+        let pfn = page.pfn();
+        let byte = &mut self.page_types[(pfn / 2) as usize];
+        *byte = if pfn.is_multiple_of(2) {
+            (*byte & 0xF0) | page_type.value()
+        } else {
+            (*byte & 0x0F) | (page_type.value() << 4)
+        };
+    }
+
+    /// Sets or clears a page's bitmap bit; returns what it was.
+    pub(crate) fn set_backing_page(&mut self, page: Hpa, backing: bool) -> bool {
+        let pfn = page.pfn();
+        let word = &mut self.backing_bitmap[(pfn / 64) as usize];
+        let bit = 1 << (pfn % 64);
+        let was = *word & bit != 0;
+        if backing {
+            *word |= bit;
+        } else {
+            *word &= !bit;
+        }
+        was
+    }
+
+    pub(crate) fn set_dpamt(&mut self, range_index: usize, state: Dpamt2M) {
+        assert!(self.dpamt, "pamt: static PAMT has no DPAMT state");
+        self.entries_2m[range_index].state = state;
+    }
+
+    /// A page of the range became in use (page-assigning leaf). No-op with static PAMT.
+    pub(crate) fn count_up(&mut self, range_index: usize) {
+        if let Dpamt2M::Backed { count, .. } = &mut self.entries_2m[range_index].state {
+            assert!(*count < PAGES_PER_2M as u16, "pamt: count above 512");
+            *count += 1;
+        }
+    }
+
+    /// A page of the range was freed (page-freeing leaf); returns the new count, `None`
+    /// with static PAMT.
+    pub(crate) fn count_down(&mut self, range_index: usize) -> Option<u16> {
+        assert!(
+            self.has_4k_level(range_index),
+            "pamt: freeing a page of an unbacked range"
+        );
+        match &mut self.entries_2m[range_index].state {
+            Dpamt2M::Backed { count, .. } => {
+                *count = count.checked_sub(1).expect("pamt: count below 0");
+                Some(*count)
+            }
+            Dpamt2M::Unbacked => None,
+        }
+    }
+
+    /// The PAMT walk of spec §5.2 for `page`, taking each lock into `list`.
+    ///
+    /// A 2MB exclusive target is taken shared and then promoted, as the module does (two
+    /// try-lock attempts). On contention returns the lock that failed; what the walk took
+    /// stays in `list` for the leaf to undo.
+    pub(crate) fn walk(
+        &mut self,
+        page: Hpa,
+        target: WalkTarget,
+        list: &mut LockList,
+    ) -> Result<WalkEnd, ModuleLock> {
+        assert!(
+            self.contains(page),
+            "pamt: walk outside memory, operand checks missed it"
+        );
+        let gb = ModuleLock::Pamt1G((page.0 / RANGE_1G) as usize);
+        self.try_lock(gb, LockMode::Shared, list)?;
+        let range_index = page.range_index();
+        let range = ModuleLock::Pamt2M(range_index);
+        self.try_lock(range, LockMode::Shared, list)?;
+        match target {
+            WalkTarget::Range2MExclusive => {
+                list.try_locks += 1;
+                if !self.entries_2m[range_index].lock.promote() {
+                    return Err(range);
+                }
+                let last = list
+                    .held
+                    .last_mut()
+                    .expect("pamt: the shared 2MB hold was pushed");
+                assert_eq!(last.lock, range);
+                last.mode = LockMode::Exclusive;
+                Ok(WalkEnd::Range2M)
+            }
+            WalkTarget::Page4K(mode) => {
+                if !self.has_4k_level(range_index) {
+                    return Ok(WalkEnd::Range2M);
+                }
+                self.try_lock(ModuleLock::Pamt4K(page.pfn()), mode, list)?;
+                Ok(WalkEnd::Page4K)
+            }
+        }
+    }
+
+    /// One try-lock on a PAMT entry; on success the hold goes into `list`.
+    pub(crate) fn try_lock(
+        &mut self,
+        lock: ModuleLock,
+        mode: LockMode,
+        list: &mut LockList,
+    ) -> Result<(), ModuleLock> {
+        list.try_locks += 1;
+        let sharex = match lock {
+            ModuleLock::Pamt1G(index) => &mut self.entries_1g[index],
+            ModuleLock::Pamt2M(index) => &mut self.entries_2m[index].lock,
+            ModuleLock::Pamt4K(pfn) => self.locks_4k.entry(pfn).or_default(),
+            _ => unreachable!("pamt: {lock} is not a PAMT lock"),
+        };
+        let taken = match mode {
+            LockMode::Shared => sharex.acquire_shared(),
+            LockMode::Exclusive => sharex.acquire_exclusive(),
+        };
+        if !taken {
+            return Err(lock);
+        }
+        list.held.push(HeldLock { lock, mode });
+        Ok(())
+    }
+
+    pub(crate) fn release(&mut self, lock: ModuleLock, mode: LockMode) {
+        match lock {
+            ModuleLock::Pamt1G(index) => self.entries_1g[index].release(mode),
+            ModuleLock::Pamt2M(index) => self.entries_2m[index].lock.release(mode),
+            ModuleLock::Pamt4K(pfn) => {
+                let sharex = self
+                    .locks_4k
+                    .get_mut(&pfn)
+                    .expect("pamt: releasing an unheld 4KB lock");
+                sharex.release(mode);
+                if sharex.is_free() {
+                    self.locks_4k.remove(&pfn);
+                }
+            }
+            _ => unreachable!("pamt: {lock} is not a PAMT lock"),
+        }
+    }
+
+    /// Whether `lock` is held in `mode` right now (for finish-time assertions).
+    pub(crate) fn is_held(&self, lock: ModuleLock, mode: LockMode) -> bool {
+        let sharex = match lock {
+            ModuleLock::Pamt1G(index) => self.entries_1g[index],
+            ModuleLock::Pamt2M(index) => self.entries_2m[index].lock,
+            ModuleLock::Pamt4K(pfn) => self.locks_4k.get(&pfn).copied().unwrap_or_default(),
+            _ => unreachable!("pamt: {lock} is not a PAMT lock"),
+        };
+        match mode {
+            LockMode::Shared => sharex.readers() > 0,
+            LockMode::Exclusive => sharex.is_exclusive(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB: u64 = 1 << 20;
+
+    fn release_all(pamt: &mut Pamt, list: &mut LockList) {
+        while let Some(held) = list.held.pop() {
+            pamt.release(held.lock, held.mode);
+        }
+    }
+
+    #[test]
+    fn page_types_pack_two_per_byte_without_clobbering_neighbours() {
+        let mut pamt = Pamt::new(4 * MB, true);
+        pamt.set_page_type(Hpa(0x1000), PageType::Reg);
+        pamt.set_page_type(Hpa(0x2000), PageType::Pamt);
+        assert_eq!(pamt.page_type(Hpa(0x0000)), PageType::Nda);
+        assert_eq!(pamt.page_type(Hpa(0x1000)), PageType::Reg);
+        assert_eq!(pamt.page_type(Hpa(0x2000)), PageType::Pamt);
+        assert_eq!(pamt.page_type(Hpa(0x3000)), PageType::Nda);
+        pamt.set_page_type(Hpa(0x1000), PageType::Nda);
+        assert_eq!(pamt.page_type(Hpa(0x1000)), PageType::Nda);
+        assert_eq!(pamt.page_type(Hpa(0x2000)), PageType::Pamt);
+        for page_type in [
+            PageType::Tdr,
+            PageType::Tdcx,
+            PageType::Tdvpr,
+            PageType::Ept,
+        ] {
+            assert_eq!(PageType::from_value(page_type.value()), Some(page_type));
+        }
+        assert_eq!(PageType::from_value(1), None);
+    }
+
+    #[test]
+    fn bitmap_is_one_bit_per_page() {
+        let mut pamt = Pamt::new(4 * MB, true);
+        assert!(!pamt.set_backing_page(Hpa(0x3F000), true));
+        assert!(pamt.is_backing_page(Hpa(0x3F000)));
+        assert!(!pamt.is_backing_page(Hpa(0x3E000)));
+        assert!(!pamt.is_backing_page(Hpa(0x40000)));
+        assert!(pamt.set_backing_page(Hpa(0x3F000), false));
+        assert!(!pamt.is_backing_page(Hpa(0x3F000)));
+    }
+
+    #[test]
+    fn a_160_gib_machine_costs_under_one_byte_per_page() {
+        let memory_bytes = 160 << 30;
+        let pamt = Pamt::new(memory_bytes, true);
+        let pages = memory_bytes / PAGE_SIZE;
+        let per_page_bytes = pamt.page_types.len() + pamt.backing_bitmap.len() * 8;
+        assert!(
+            (per_page_bytes as u64) < pages,
+            "{per_page_bytes} bytes for {pages} pages"
+        );
+        assert_eq!(pamt.num_ranges(), 160 * 512);
+        assert_eq!(pamt.entries_1g.len(), 160);
+    }
+
+    #[test]
+    fn one_gb_entries_round_up() {
+        let pamt = Pamt::new(RANGE_1G + 2 * MB, true);
+        assert_eq!(pamt.entries_1g.len(), 2);
+        assert_eq!(pamt.num_ranges(), 513);
+    }
+
+    #[test]
+    fn walk_to_a_range_exclusive_takes_1g_shared_then_promotes() {
+        let mut pamt = Pamt::new(4 * MB, true);
+        let mut list = LockList::default();
+        let end = pamt.walk(Hpa(0x200000), WalkTarget::Range2MExclusive, &mut list);
+        assert_eq!(end, Ok(WalkEnd::Range2M));
+        assert_eq!(
+            list.held,
+            [
+                HeldLock {
+                    lock: ModuleLock::Pamt1G(0),
+                    mode: LockMode::Shared
+                },
+                HeldLock {
+                    lock: ModuleLock::Pamt2M(1),
+                    mode: LockMode::Exclusive
+                },
+            ]
+        );
+        assert_eq!(list.try_locks, 3, "1GB shared, 2MB shared, promote");
+        assert!(pamt.is_held(ModuleLock::Pamt2M(1), LockMode::Exclusive));
+        release_all(&mut pamt, &mut list);
+        assert_eq!(pamt.held_lock_count(), 0);
+    }
+
+    #[test]
+    fn walk_to_a_page_of_an_unbacked_dpamt_range_stops_at_2m() {
+        let mut pamt = Pamt::new(4 * MB, true);
+        let mut list = LockList::default();
+        let end = pamt.walk(
+            Hpa(0x201000),
+            WalkTarget::Page4K(LockMode::Exclusive),
+            &mut list,
+        );
+        assert_eq!(end, Ok(WalkEnd::Range2M));
+        assert_eq!(list.held.len(), 2);
+        assert_eq!(
+            list.held[1],
+            HeldLock {
+                lock: ModuleLock::Pamt2M(1),
+                mode: LockMode::Shared
+            }
+        );
+        release_all(&mut pamt, &mut list);
+    }
+
+    #[test]
+    fn walk_to_a_page_of_a_backed_range_takes_its_4k_entry() {
+        let mut pamt = Pamt::new(4 * MB, true);
+        pamt.set_dpamt(
+            1,
+            Dpamt2M::Backed {
+                hpa0: Hpa(0),
+                hpa1: Hpa(0x1000),
+                count: 0,
+            },
+        );
+        let mut list = LockList::default();
+        let end = pamt.walk(
+            Hpa(0x201000),
+            WalkTarget::Page4K(LockMode::Exclusive),
+            &mut list,
+        );
+        assert_eq!(end, Ok(WalkEnd::Page4K));
+        assert_eq!(
+            list.held[2],
+            HeldLock {
+                lock: ModuleLock::Pamt4K(0x201),
+                mode: LockMode::Exclusive
+            }
+        );
+        assert_eq!(pamt.held_lock_count(), 3);
+        release_all(&mut pamt, &mut list);
+        assert!(
+            pamt.locks_4k.is_empty(),
+            "a released 4KB lock leaves no entry behind"
+        );
+    }
+
+    #[test]
+    fn static_pamt_always_has_the_4k_level() {
+        let mut pamt = Pamt::new(4 * MB, false);
+        assert!(pamt.has_4k_level(0));
+        assert_eq!(pamt.dpamt(0), Dpamt2M::Unbacked);
+        let mut list = LockList::default();
+        let end = pamt.walk(Hpa(0x1000), WalkTarget::Page4K(LockMode::Shared), &mut list);
+        assert_eq!(end, Ok(WalkEnd::Page4K));
+        assert_eq!(pamt.count_down(0), None, "static PAMT keeps no count");
+        release_all(&mut pamt, &mut list);
+    }
+
+    #[test]
+    fn walk_reports_the_lock_that_failed() {
+        let mut pamt = Pamt::new(4 * MB, true);
+        let mut holder = LockList::default();
+        pamt.walk(Hpa(0x200000), WalkTarget::Range2MExclusive, &mut holder)
+            .unwrap();
+
+        let mut list = LockList::default();
+        let end = pamt.walk(
+            Hpa(0x203000),
+            WalkTarget::Page4K(LockMode::Shared),
+            &mut list,
+        );
+        assert_eq!(end, Err(ModuleLock::Pamt2M(1)));
+        assert_eq!(list.held.len(), 1, "only the 1GB entry was taken");
+        release_all(&mut pamt, &mut list);
+
+        // A reader on the range makes the promote fail, not the shared acquire.
+        let mut reader = LockList::default();
+        release_all(&mut pamt, &mut holder);
+        pamt.walk(
+            Hpa(0x203000),
+            WalkTarget::Page4K(LockMode::Shared),
+            &mut reader,
+        )
+        .unwrap();
+        let mut list = LockList::default();
+        let end = pamt.walk(Hpa(0x200000), WalkTarget::Range2MExclusive, &mut list);
+        assert_eq!(end, Err(ModuleLock::Pamt2M(1)));
+        assert_eq!(list.try_locks, 3);
+        assert_eq!(
+            list.held.len(),
+            2,
+            "the shared 2MB hold stays for the leaf to undo"
+        );
+        release_all(&mut pamt, &mut list);
+        release_all(&mut pamt, &mut reader);
+        assert_eq!(pamt.held_lock_count(), 0);
+    }
+
+    #[test]
+    fn counts_move_only_on_backed_ranges() {
+        let mut pamt = Pamt::new(4 * MB, true);
+        pamt.count_up(0);
+        assert_eq!(pamt.dpamt(0), Dpamt2M::Unbacked);
+        pamt.set_dpamt(
+            0,
+            Dpamt2M::Backed {
+                hpa0: Hpa(0x200000),
+                hpa1: Hpa(0x201000),
+                count: 0,
+            },
+        );
+        pamt.count_up(0);
+        pamt.count_up(0);
+        assert_eq!(pamt.count_down(0), Some(1));
+        assert_eq!(pamt.count_down(0), Some(0));
+    }
+
+    #[test]
+    fn first_page_in_use_scans_the_range() {
+        let mut pamt = Pamt::new(4 * MB, true);
+        assert_eq!(pamt.first_page_in_use(1), None);
+        pamt.set_page_type(Hpa(0x200000 + 300 * PAGE_SIZE), PageType::Reg);
+        pamt.set_page_type(Hpa(0x200000 + 511 * PAGE_SIZE), PageType::Reg);
+        assert_eq!(pamt.first_page_in_use(1), Some(300));
+        assert_eq!(pamt.first_page_in_use(0), None);
+    }
+}
