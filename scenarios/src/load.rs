@@ -1056,7 +1056,10 @@ impl Loader<'_> {
     /// The source text of `span` on one line, cut to `FOUND_CHARS_MAX` characters.
     fn raw(&self, span: Range<usize>) -> String {
         let text = self.text.get(span).unwrap_or("");
-        let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        // Fold a multi-line value (an array of steps) onto one line; keep spaces inside a
+        // line as written, so `"  "` is not shown as `" "`.
+        let one_line = text.lines().map(str::trim).filter(|line| !line.is_empty());
+        let one_line = one_line.collect::<Vec<_>>().join(" ");
         if one_line.is_empty() {
             return "nothing".to_owned();
         }
