@@ -824,3 +824,47 @@ fn files_that_are_not_utf8_or_not_there() {
     let scenario = load_file(&path).unwrap();
     assert_eq!(scenario.path, path.display().to_string());
 }
+
+#[test]
+fn hostile_inputs_are_positioned_errors() {
+    let deep_array = format!("name = \"t\"\nsteps = {}\n", "[".repeat(10_000));
+    let deep_table = format!("name = \"t\"\nx = {}\n", "{ a = ".repeat(10_000));
+    let deep_steps = format!(
+        "name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{}1{}]\n",
+        "[".repeat(50),
+        "]".repeat(50)
+    );
+    let huge_time = "name = \"t\"\n[run]\nmax_time = \"99999999999999999999s\"\n".to_owned();
+    let nul = "name = \"t\0\"\n".to_owned();
+    for text in [deep_array, deep_table, deep_steps, huge_time, nul] {
+        assert!(load_str("x.toml", &text).is_err());
+        assert_positioned(&text);
+    }
+}
+
+#[test]
+fn the_style_guide_example_loads() {
+    let text = r#"# library/dpamt/get-races-put.toml
+name = "dpamt: get races put on one 2MB range (cpus=2)"
+about = "DPAMT v3 thread, 2025-09-16: the pending-put race that HPA_RANGE_NOT_FREE covers"
+[machine]
+cpus = 2
+memory = "8M"
+[host]
+dpamt = "global-lock-fastpath"
+[[task]]
+cpu = 0
+steps = [{ call = "tdx_pamt_get", page = "0x200000" }, { call = "tdx_pamt_put", page = "0x200000" }]
+[[task]]
+cpu = 1
+steps = [{ call = "tdx_pamt_get", page = "0x201000" }]
+[expect]
+outcome = "pass"
+"#;
+    let scenario = load_str("get-races-put.toml", text).unwrap();
+    assert_eq!(
+        scenario.tasks[0].steps[1].call,
+        Call::TdxPamtPut { page: 0x20_0000 }
+    );
+    assert_eq!(scenario.expect.unwrap().outcome, ExpectedOutcome::Pass);
+}
