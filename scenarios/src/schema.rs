@@ -1,0 +1,379 @@
+//! The typed, validated scenario: what `load` returns once every check of
+//! ../shared/SCENARIOS.md has passed. Units are converted (bytes, cycles), page names
+//! resolved to addresses, defaults filled in; nothing here needs checking again.
+
+use std::collections::BTreeMap;
+
+use host_model::tdx::dpamt::DpamtDesign;
+use indexmap::IndexMap;
+use seam_model::{Leaf, LeafCall};
+use sim_core::{Clock, Cycle};
+
+/// One scenario file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    /// The path as the caller named it.
+    pub path: String,
+    /// The exact file text; repro bundles embed it.
+    pub text: String,
+    pub name: String,
+    pub about: Option<String>,
+    pub machine: Machine,
+    pub module: ModuleCfg,
+    pub host: HostCfg,
+    /// Page name -> 4K-aligned address inside `machine.memory`, in file order.
+    pub pages: IndexMap<String, u64>,
+    pub tasks: Vec<Task>,
+    pub run: RunCfg,
+    pub expect: Option<Expect>,
+}
+
+impl Scenario {
+    /// The clock every time in the file was converted with.
+    pub fn clock(&self) -> Clock {
+        Clock {
+            ghz: self.machine.ghz,
+        }
+    }
+}
+
+/// `[machine]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Machine {
+    /// CPUs online at start, 1..=4096 (default 1).
+    pub cpus: u32,
+    /// invariant: cpus <= possible_cpus <= 4096 (default = cpus).
+    pub possible_cpus: u32,
+    /// `machine.memory`: one TDMR from 0; invariant: a positive multiple of 2M (default 64M).
+    pub memory_bytes: u64,
+    /// Clock rate used to convert time units; invariant: finite and > 0 (default 2.0).
+    pub ghz: f64,
+}
+
+/// `[module]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModuleCfg {
+    /// Dynamic PAMT (default true).
+    pub dpamt: bool,
+    /// Host-priority try-locks (default true; older modules: false).
+    pub host_priority: bool,
+    /// Each cost varies by up to +-jitter; invariant: 0.0..=0.5 (default 0.10).
+    pub jitter: f64,
+    /// invariant: every `Leaf` is a key; each cost >= 1 cycle.
+    pub costs: BTreeMap<Leaf, u64>,
+}
+
+/// `[host]`: one design per algorithm.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostCfg {
+    pub dpamt: DpamtDesign,
+    /// One of [`SEPT_BUSY_DESIGNS`] (default `kick-and-block`).
+    pub sept_busy: String,
+    /// One of [`UPDATE_DESIGNS`] (default `stop-machine`).
+    pub update: String,
+    /// One of [`ENABLE_DESIGNS`] (default `boot-cpuhp`).
+    pub enable: String,
+}
+
+/// Values of `host.sept_busy`; the first is the default.
+pub const SEPT_BUSY_DESIGNS: &[&str] = &["kick-and-block", "blind-retry"];
+/// Values of `host.update`; the first is the default.
+pub const UPDATE_DESIGNS: &[&str] = &[
+    "stop-machine",
+    "stop-machine-no-abort",
+    "no-stop-machine",
+    "nested-cpus-read-lock",
+    "update-rwsem",
+];
+/// Values of `host.enable`; the first is the default.
+pub const ENABLE_DESIGNS: &[&str] = &[
+    "boot-cpuhp",
+    "kvm-hardware-enable",
+    "cpuhp-unlocked-usage",
+    "lp-init-without-vmxon",
+    "cpus-read-lock-vt-init",
+];
+
+/// `[[task]]`: a kernel thread pinned to one CPU, running its steps in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    /// invariant: an online CPU (< machine.cpus).
+    pub cpu: u32,
+    /// Earliest start (default 0).
+    pub start: Cycle,
+    /// Run the steps this many times (default 1); invariant: >= 1.
+    pub repeat: u32,
+    /// invariant: not empty.
+    pub steps: Vec<Step>,
+    /// Line of the `[[task]]` header, for messages.
+    pub line: usize,
+}
+
+/// One entry of a task's `steps`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub call: Call,
+    /// Do not start before this time.
+    pub at: Option<Cycle>,
+    /// Position of the step's `{`, for messages.
+    pub line: usize,
+    pub column: usize,
+}
+
+/// What a step runs. Page operands are resolved addresses (4K-aligned, inside
+/// `machine.memory`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Call {
+    /// `seamcall`: one raw SEAMCALL, no host logic.
+    Seamcall(LeafCall),
+    /// `tdx_pamt_get`: take a PAMT reference on `page`'s 2MB range in the `host.dpamt` design;
+    /// `pair` is the page pair to install if the range needs one (absent: allocated by the host).
+    TdxPamtGet { page: u64, pair: Option<[u64; 2]> },
+    /// `tdx_pamt_put`: drop a PAMT reference on `page`'s 2MB range.
+    TdxPamtPut { page: u64 },
+    /// `tdp_fault`: EPT violations on `count` private 4K pages from `gpa`; `page` backs the
+    /// first GPA and the following GPAs take the following pages (absent: allocated by the host).
+    TdpFault {
+        td: u32,
+        gpa: u64,
+        count: u32,
+        page: Option<u64>,
+    },
+    /// `zap`: removal of `count` private pages from `gpa` under mmu_lock write.
+    Zap { td: u32, gpa: u64, count: u32 },
+    /// `sleep`: the task sleeps (key `for`).
+    Sleep { cycles: u64 },
+    /// `spin`: the CPU busy-waits with preemption off (key `for`).
+    Spin { cycles: u64 },
+}
+
+impl Call {
+    /// The `call` name as written in scenario files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Call::Seamcall(_) => "seamcall",
+            Call::TdxPamtGet { .. } => "tdx_pamt_get",
+            Call::TdxPamtPut { .. } => "tdx_pamt_put",
+            Call::TdpFault { .. } => "tdp_fault",
+            Call::Zap { .. } => "zap",
+            Call::Sleep { .. } => "sleep",
+            Call::Spin { .. } => "spin",
+        }
+    }
+}
+
+/// Every call this version runs: (name, arguments, what it runs), for `tdxsim list calls`.
+pub const CALLS: &[(&str, &str, &str)] = &[
+    (
+        "seamcall",
+        "leaf, then its operands: TDH.PHYMEM.PAMT.ADD hpa, pair; TDH.PHYMEM.PAMT.REMOVE hpa; \
+         TDH.MEM.PAGE.AUG td, gpa, page; TDH.MEM.PAGE.REMOVE td, gpa; TDH.MEM.RANGE.BLOCK td, gpa; \
+         TDH.MEM.TRACK td; TDH.PHYMEM.PAGE.WBINVD page",
+        "one raw SEAMCALL, no host logic",
+    ),
+    (
+        "tdx_pamt_get",
+        "page, pair (optional)",
+        "DPAMT get in the host.dpamt design",
+    ),
+    ("tdx_pamt_put", "page", "DPAMT put in the host.dpamt design"),
+    (
+        "tdp_fault",
+        "td, gpa, count (default 1), page (optional)",
+        "EPT violations on private memory",
+    ),
+    (
+        "zap",
+        "td, gpa, count (default 1)",
+        "removal of private pages under mmu_lock write",
+    ),
+    ("sleep", "for", "the task sleeps"),
+    ("spin", "for", "the CPU busy-waits with preemption off"),
+];
+
+/// Calls SCENARIOS.md documents that this version does not run yet; the loader refuses
+/// them with "not available in this version" rather than "unknown call".
+pub const CALLS_NOT_AVAILABLE: &[&str] = &[
+    "tdx_cpu_enable",
+    "tdx_enable",
+    "cpu_up",
+    "cpu_down",
+    "seamldr_install_module",
+    "td_create",
+    "td_destroy",
+    "vcpu_run",
+    "memslot_delete",
+];
+
+/// `[run]`: how runs are explored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunCfg {
+    /// Runs `tdxsim check` explores; invariant: >= 1 (default 100).
+    pub runs: u64,
+    /// Run i uses seed + i (default 0).
+    pub seed: u64,
+    pub strategy: Strategy,
+    /// invariant: >= 1 (default 3).
+    pub pct_depth: u32,
+    /// Simulated time per run; past it the outcome is `limit` (default 1s).
+    pub max_time: Cycle,
+    /// No progress for this long: `livelock` (default 20ms).
+    pub watchdog: Cycle,
+    /// Longest interrupt/preemption the chooser may inject (default 50us).
+    pub max_stall: Cycle,
+}
+
+/// `run.strategy`. Only `random` exists in this version; `pct` and `exhaustive` are
+/// documented names that the loader refuses as not available yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strategy {
+    /// Every decision drawn from the run's seed.
+    #[default]
+    Random,
+}
+
+/// Every documented `run.strategy` value, available or not.
+pub const STRATEGY_NAMES: &[&str] = &["random", "pct", "exhaustive"];
+
+/// `[expect]`: what must hold over the explored runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expect {
+    pub outcome: ExpectedOutcome,
+    /// A substring the finding must contain.
+    pub what: Option<String>,
+    /// The outcome must be found within this many runs; invariant: 1..=run.runs.
+    pub within_runs: Option<u64>,
+    /// `[expect.metrics]`, in file order.
+    pub metrics: Vec<MetricBound>,
+}
+
+/// The outcome of a run, as `expect.outcome` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ExpectedOutcome {
+    Pass,
+    Deadlock,
+    Livelock,
+    LockOrder,
+    Invariant,
+    Warn,
+    Limit,
+    /// A bug in the simulator itself. Never expected: the loader refuses it in `[expect]`.
+    Error,
+}
+
+impl ExpectedOutcome {
+    pub const ALL: &'static [ExpectedOutcome] = &[
+        ExpectedOutcome::Pass,
+        ExpectedOutcome::Deadlock,
+        ExpectedOutcome::Livelock,
+        ExpectedOutcome::LockOrder,
+        ExpectedOutcome::Invariant,
+        ExpectedOutcome::Warn,
+        ExpectedOutcome::Limit,
+        ExpectedOutcome::Error,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            ExpectedOutcome::Pass => "pass",
+            ExpectedOutcome::Deadlock => "deadlock",
+            ExpectedOutcome::Livelock => "livelock",
+            ExpectedOutcome::LockOrder => "lock-order",
+            ExpectedOutcome::Invariant => "invariant",
+            ExpectedOutcome::Warn => "warn",
+            ExpectedOutcome::Limit => "limit",
+            ExpectedOutcome::Error => "error",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ExpectedOutcome> {
+        ExpectedOutcome::ALL
+            .iter()
+            .copied()
+            .find(|outcome| outcome.name() == name)
+    }
+}
+
+/// One `<metric>_max` or `<metric>_min` line of `[expect.metrics]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricBound {
+    /// A name from [`METRICS`].
+    pub metric: String,
+    pub bound: Bound,
+    pub value: u64,
+    /// Line of the key, for messages.
+    pub line: usize,
+}
+
+/// Which side a [`MetricBound`] limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// `<metric>_max`: the metric over all runs is at most the value.
+    Max,
+    /// `<metric>_min`: the metric over all runs is at least the value.
+    Min,
+}
+
+/// Metrics `[expect.metrics]` may bound: (name, meaning), summed over all explored runs.
+pub const METRICS: &[(&str, &str)] = &[
+    ("seamcalls", "SEAMCALLs made"),
+    (
+        "seamcall_busy",
+        "SEAMCALLs that returned a BUSY status (TDX_OPERAND_BUSY and friends)",
+    ),
+    (
+        "seamcall_errors",
+        "SEAMCALLs that returned an error status other than BUSY",
+    ),
+    (
+        "lock_acquisitions",
+        "host lock acquisitions (spinlocks, rwlocks, mutexes)",
+    ),
+    ("lock_contended", "host lock acquisitions that had to wait"),
+    ("lock_wait_cycles", "cycles spent waiting for host locks"),
+    (
+        "status_hpa_range_not_free",
+        "SEAMCALLs that returned TDX_HPA_RANGE_NOT_FREE",
+    ),
+    (
+        "status_no_pamt_page_pair",
+        "SEAMCALLs that returned TDX_NO_PAMT_PAGE_PAIR",
+    ),
+    (
+        "status_pamt_page_not_empty",
+        "SEAMCALLs that returned TDX_PAMT_PAGE_NOT_EMPTY",
+    ),
+    (
+        "status_missing_pamt_page_pair",
+        "SEAMCALLs that returned TDX_MISSING_PAMT_PAGE_PAIR",
+    ),
+    (
+        "status_operand_busy",
+        "SEAMCALLs that returned TDX_OPERAND_BUSY",
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_metrics_name_real_statuses() {
+        for (metric, _) in METRICS {
+            if let Some(status) = metric.strip_prefix("status_") {
+                let name = format!("TDX_{}", status.to_uppercase());
+                assert!(
+                    seam_model::TdxStatus::from_name(&name).is_some(),
+                    "{metric}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn outcome_names_round_trip() {
+        for outcome in ExpectedOutcome::ALL {
+            assert_eq!(ExpectedOutcome::from_name(outcome.name()), Some(*outcome));
+        }
+    }
+}

@@ -1,0 +1,870 @@
+//! The loader's contract (../shared/SCENARIOS.md "Bad input"): every malformed file is
+//! refused before any run with `FILE:LINE:COL: KEY: expected …, found …`, and no input
+//! panics. One test per class of error, asserting the whole message.
+
+use scenarios::error::ErrorKind;
+use scenarios::schema::{Bound, Call, ExpectedOutcome, Strategy};
+use scenarios::{load_file, load_str};
+use seam_model::{Gpa, Hpa, Leaf, LeafCall, TdId};
+use sim_core::Cycle;
+
+/// The message for `text`, which must not load.
+fn error(text: &str) -> String {
+    match load_str("x.toml", text) {
+        Ok(scenario) => panic!("loaded, expected an error: {scenario:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// A valid file of one task on CPU 0, with `extra` appended (so it can add tables).
+fn with(extra: &str) -> String {
+    format!(
+        "name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{{ call = \"sleep\", for = \"1us\" }}]\n{extra}"
+    )
+}
+
+/// A file whose only task runs `step` (line 9, after `steps = [` so its `{` is column
+/// 10), with two CPUs, 8M of memory and one named page, A1.
+fn step(step: &str) -> String {
+    let head = "name = \"t\"\n[machine]\ncpus = 2\nmemory = \"8M\"\n[pages]\nA1 = \"0x200000\"\n";
+    format!("{head}[[task]]\ncpu = 0\nsteps = [{step}]\n")
+}
+
+// The example SCENARIOS.md gives, minus [[workload]] (not available in this version).
+const EXAMPLE: &str = r#"name = "dpamt: AB-BA between per-2MB rwlocks (cpus=2)"      # required
+about = "Yan Zhao, Dynamic PAMT v3 thread, 2025-09-28"      # where it comes from
+
+[machine]
+cpus = 2              # online at start; 1..=4096
+possible_cpus = 4     # CPUs that hotplug may bring online later; default = cpus
+memory = "64M"        # TDX-usable memory (one TDMR from 0), a multiple of 2M
+ghz = 2.0             # clock used to convert time units; default 2.0
+
+[module]
+dpamt = true
+host_priority = true
+jitter = 0.10
+[module.costs]
+"TDH.PHYMEM.PAMT.ADD" = 12000
+"TDH.PHYMEM.PAMT.REMOVE" = "5us"
+
+[host]
+dpamt = "per-2m-rwlock"
+sept_busy = "kick-and-block"
+update = "stop-machine"
+enable = "boot-cpuhp"
+
+[pages]
+A1 = "0x200000"
+A2 = "0x201000"
+B1 = "0x400000"
+B2 = 0x401000
+
+[[task]]
+cpu = 0
+start = "0us"
+steps = [
+  { call = "tdx_pamt_get", page = "A1", pair = ["B1", "0x600000"] },
+]
+
+[[task]]
+cpu = 1
+repeat = 3
+steps = [
+  { call = "tdx_pamt_get", page = "B2", pair = ["A2", "0x601000"], at = "2us" },
+  { call = "tdx_pamt_put", page = 0x401000 },
+  { call = "seamcall", leaf = "TDH.PHYMEM.PAMT.ADD", hpa = "A1", pair = ["B1", "B2"] },
+  { call = "seamcall", leaf = "TDH.MEM.PAGE.AUG", td = 1, gpa = "0x1000", page = "A2" },
+  { call = "seamcall", leaf = "TDH_MEM_TRACK", td = 1 },
+  { call = "tdp_fault", td = 1, gpa = 0x10000, count = 4, page = "0x800000" },
+  { call = "zap", td = 1, gpa = "0x10000" },
+  { call = "spin", for = 100 },
+  { call = "sleep", for = "1ms" },
+]
+
+[run]
+runs = 1000                  # runs `tdxsim check` explores; default 100
+seed = 0                     # run i uses seed + i
+strategy = "random"          # random | pct | exhaustive
+pct_depth = 3
+max_time = "1s"              # simulated time per run; past it: outcome `limit`
+watchdog = "20ms"            # no progress for this long: outcome `livelock`
+max_stall = "50us"           # longest interrupt/preemption the chooser may inject
+
+[expect]
+outcome = "deadlock"         # required when [expect] is present
+what = "rw[A]"               # optional: a substring the finding must contain
+within_runs = 200            # optional: found within this many runs
+[expect.metrics]             # optional bounds over all runs
+seamcall_busy_max = 0
+status_hpa_range_not_free_min = 1
+"#;
+
+#[test]
+fn the_documented_example_loads_with_units_converted() {
+    let scenario = load_str("example.toml", EXAMPLE).unwrap();
+    assert_eq!(scenario.path, "example.toml");
+    assert_eq!(scenario.text, EXAMPLE);
+    assert_eq!(
+        scenario.name,
+        "dpamt: AB-BA between per-2MB rwlocks (cpus=2)"
+    );
+    assert_eq!(
+        scenario.about.as_deref(),
+        Some("Yan Zhao, Dynamic PAMT v3 thread, 2025-09-28")
+    );
+    assert_eq!(
+        (scenario.machine.cpus, scenario.machine.possible_cpus),
+        (2, 4)
+    );
+    assert_eq!(scenario.machine.memory_bytes, 67_108_864);
+    assert_eq!(scenario.machine.ghz, 2.0);
+    assert_eq!(scenario.module.costs[&Leaf::PhymemPamtAdd], 12_000);
+    assert_eq!(scenario.module.costs[&Leaf::PhymemPamtRemove], 10_000);
+    assert_eq!(
+        scenario.module.costs[&Leaf::MemPageAug],
+        Leaf::MemPageAug.default_cost_cycles()
+    );
+    assert_eq!(scenario.module.costs.len(), Leaf::ALL.len());
+    assert_eq!(scenario.host.dpamt.name(), "per-2m-rwlock");
+    let pages: Vec<(&str, u64)> = scenario
+        .pages
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            ("A1", 0x20_0000),
+            ("A2", 0x20_1000),
+            ("B1", 0x40_0000),
+            ("B2", 0x40_1000)
+        ]
+    );
+
+    assert_eq!(scenario.tasks.len(), 2);
+    let first = &scenario.tasks[0];
+    assert_eq!(
+        (first.cpu, first.start, first.repeat, first.line),
+        (0, Cycle(0), 1, 30)
+    );
+    assert_eq!(
+        first.steps[0].call,
+        Call::TdxPamtGet {
+            page: 0x20_0000,
+            pair: Some([0x40_0000, 0x60_0000])
+        }
+    );
+    assert_eq!((first.steps[0].line, first.steps[0].column), (34, 3));
+    let second = &scenario.tasks[1];
+    assert_eq!((second.cpu, second.repeat), (1, 3));
+    let calls: Vec<&Call> = second.steps.iter().map(|step| &step.call).collect();
+    assert_eq!(
+        calls,
+        [
+            &Call::TdxPamtGet {
+                page: 0x40_1000,
+                pair: Some([0x20_1000, 0x60_1000])
+            },
+            &Call::TdxPamtPut { page: 0x40_1000 },
+            &Call::Seamcall(LeafCall::PamtAdd {
+                hpa: Hpa(0x20_0000),
+                pair: [Hpa(0x40_0000), Hpa(0x40_1000)]
+            }),
+            &Call::Seamcall(LeafCall::PageAug {
+                td: TdId(1),
+                gpa: Gpa(0x1000),
+                page: Hpa(0x20_1000)
+            }),
+            &Call::Seamcall(LeafCall::Track { td: TdId(1) }),
+            &Call::TdpFault {
+                td: 1,
+                gpa: 0x10000,
+                count: 4,
+                page: Some(0x80_0000)
+            },
+            &Call::Zap {
+                td: 1,
+                gpa: 0x10000,
+                count: 1
+            },
+            &Call::Spin { cycles: 100 },
+            &Call::Sleep { cycles: 2_000_000 },
+        ]
+    );
+    assert_eq!(second.steps[0].at, Some(Cycle(4_000)));
+    assert_eq!(second.steps[1].at, None);
+
+    let run = &scenario.run;
+    assert_eq!(
+        (run.runs, run.seed, run.strategy, run.pct_depth),
+        (1000, 0, Strategy::Random, 3)
+    );
+    assert_eq!(run.max_time, Cycle(2_000_000_000));
+    assert_eq!(run.watchdog, Cycle(40_000_000));
+    assert_eq!(run.max_stall, Cycle(100_000));
+
+    let expect = scenario.expect.as_ref().unwrap();
+    assert_eq!(expect.outcome, ExpectedOutcome::Deadlock);
+    assert_eq!(expect.what.as_deref(), Some("rw[A]"));
+    assert_eq!(expect.within_runs, Some(200));
+    let metrics: Vec<(&str, Bound, u64, usize)> = expect
+        .metrics
+        .iter()
+        .map(|m| (m.metric.as_str(), m.bound, m.value, m.line))
+        .collect();
+    assert_eq!(
+        metrics,
+        [
+            ("seamcall_busy", Bound::Max, 0, 66),
+            ("status_hpa_range_not_free", Bound::Min, 1, 67)
+        ]
+    );
+}
+
+#[test]
+fn defaults_fill_everything_optional() {
+    let scenario = load_str("x.toml", "name = \"minimal\"").unwrap();
+    assert_eq!(
+        (scenario.machine.cpus, scenario.machine.possible_cpus),
+        (1, 1)
+    );
+    assert_eq!(scenario.machine.memory_bytes, 64 << 20);
+    assert_eq!(scenario.machine.ghz, 2.0);
+    assert!(scenario.module.dpamt && scenario.module.host_priority);
+    assert_eq!(scenario.module.jitter, 0.10);
+    assert_eq!(scenario.module.costs[&Leaf::PhymemPamtAdd], 12_000);
+    assert_eq!(scenario.host.dpamt.name(), "dec-and-lock");
+    assert_eq!(
+        (
+            scenario.host.sept_busy.as_str(),
+            scenario.host.update.as_str(),
+            scenario.host.enable.as_str()
+        ),
+        ("kick-and-block", "stop-machine", "boot-cpuhp")
+    );
+    assert!(scenario.pages.is_empty() && scenario.tasks.is_empty() && scenario.expect.is_none());
+    let run = &scenario.run;
+    assert_eq!((run.runs, run.seed, run.pct_depth), (100, 0, 3));
+    assert_eq!(
+        (run.max_time, run.watchdog, run.max_stall),
+        (Cycle(2_000_000_000), Cycle(40_000_000), Cycle(100_000))
+    );
+}
+
+#[test]
+fn times_use_machine_ghz() {
+    let text =
+        "name = \"t\"\n[machine]\nghz = 3\n[run]\nmax_time = \"1ms\"\nwatchdog = \"1.5us\"\n";
+    let scenario = load_str("x.toml", text).unwrap();
+    assert_eq!(scenario.run.max_time, Cycle(3_000_000));
+    assert_eq!(scenario.run.watchdog, Cycle(4_500));
+    assert_eq!(scenario.run.max_stall, Cycle(150_000));
+}
+
+// ---- unknown keys ----
+
+#[test]
+fn unknown_top_level_key() {
+    assert_eq!(
+        error("name = \"t\"\nnmae = \"u\"\n"),
+        "x.toml:2:1: nmae: expected one of the keys name, about, machine, module, host, pages, task, workload, run, expect, found nmae"
+    );
+}
+
+#[test]
+fn unknown_key_in_a_table() {
+    assert_eq!(
+        error("name = \"t\"\n[machine]\ncpus = 2\ncpu_count = 2\n"),
+        "x.toml:4:1: machine.cpu_count: expected one of the keys cpus, possible_cpus, memory, ghz, found cpu_count"
+    );
+    assert_eq!(
+        error(&with("[run]\nstrategy = \"random\"\nseeds = 3\n")),
+        "x.toml:7:1: run.seeds: expected one of the keys runs, seed, strategy, pct_depth, max_time, watchdog, max_stall, found seeds"
+    );
+}
+
+#[test]
+fn unknown_key_in_a_task_and_a_step() {
+    assert_eq!(
+        error("name = \"t\"\n[[task]]\ncpu = 0\npriority = 1\nsteps = []\n"),
+        "x.toml:4:1: task[0].priority: expected one of the keys cpu, start, repeat, steps, found priority"
+    );
+    assert_eq!(
+        error(&step("{ call = \"tdx_pamt_get\", pge = \"A1\" }")),
+        "x.toml:9:35: task[0].steps[0].pge: expected one of the keys call, page, pair, at, found pge"
+    );
+    assert_eq!(
+        error(&step(
+            "{ call = \"tdx_pamt_put\", page = \"A1\", pair = [\"A1\", \"A1\"] }"
+        )),
+        "x.toml:9:48: task[0].steps[0].pair: expected one of the keys call, page, at, found pair"
+    );
+}
+
+// ---- wrong types ----
+
+#[test]
+fn wrong_type() {
+    assert_eq!(
+        error("name = \"t\"\n[machine]\ncpus = \"two\"\n"),
+        "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found \"two\""
+    );
+    assert_eq!(
+        error("name = 3\n"),
+        "x.toml:1:8: name: expected a non-empty string, found 3"
+    );
+    assert_eq!(
+        error("name = \"t\"\nmachine = 3\n"),
+        "x.toml:2:11: machine: expected a table with keys cpus, possible_cpus, memory, ghz, found 3"
+    );
+    assert_eq!(
+        error("name = \"t\"\n[module]\ndpamt = \"yes\"\n"),
+        "x.toml:3:9: module.dpamt: expected true or false, found \"yes\""
+    );
+    assert_eq!(
+        error("name = \"t\"\n[task]\ncpu = 0\n"),
+        "x.toml:2:1: task: expected [[task]] tables, found [task]"
+    );
+    assert_eq!(
+        error("name = \"t\"\n[[task]]\ncpu = 0\nsteps = \"sleep\"\n"),
+        "x.toml:4:9: task[0].steps: expected a non-empty array of steps like [{ call = \"sleep\", for = \"1us\" }], found \"sleep\""
+    );
+    assert_eq!(
+        error(&step("[\"sleep\"]")),
+        "x.toml:9:10: task[0].steps[0]: expected a step: an inline table like { call = \"sleep\", for = \"1us\" }, found [\"sleep\"]"
+    );
+    assert_eq!(
+        error(&step(
+            "{ call = \"tdx_pamt_get\", page = \"A1\", pair = \"A1\" }"
+        )),
+        "x.toml:9:55: task[0].steps[0].pair: expected two pages, like [\"B1\", \"0x600000\"], found \"A1\""
+    );
+    assert_eq!(
+        error(&step("{ call = \"tdx_pamt_get\", page = [[\"A1\"]] }")),
+        "x.toml:9:42: task[0].steps[0].page: expected a page: a name from [pages] (A1) or an address like \"0x200000\", found [[\"A1\"]]"
+    );
+}
+
+// ---- out-of-range numbers ----
+
+#[test]
+fn out_of_range_numbers() {
+    let machine = |line: &str| error(&format!("name = \"t\"\n[machine]\n{line}\n"));
+    assert_eq!(
+        machine("cpus = 0"),
+        "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found 0"
+    );
+    assert_eq!(
+        machine("cpus = 4097"),
+        "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found 4097"
+    );
+    assert_eq!(
+        machine("cpus = -1"),
+        "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found -1"
+    );
+    assert_eq!(
+        machine("cpus = 2.0"),
+        "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found 2.0"
+    );
+    assert_eq!(
+        machine("cpus = 99999999999999999999999"),
+        "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found 99999999999999999999999"
+    );
+    assert_eq!(
+        machine("cpus = 4\npossible_cpus = 2"),
+        "x.toml:4:17: machine.possible_cpus: expected an integer 4..=4096, found 2"
+    );
+    assert_eq!(
+        machine("ghz = 0.0"),
+        "x.toml:3:7: machine.ghz: expected a number > 0, found 0.0"
+    );
+    assert_eq!(
+        machine("ghz = nan"),
+        "x.toml:3:7: machine.ghz: expected a number > 0, found nan"
+    );
+    assert_eq!(
+        error("name = \"t\"\n[module]\njitter = 0.6\n"),
+        "x.toml:3:10: module.jitter: expected a number 0.0..=0.5, found 0.6"
+    );
+    assert_eq!(
+        error("name = \"t\"\n[run]\nruns = 0\n"),
+        "x.toml:3:8: run.runs: expected an integer >= 1, found 0"
+    );
+    assert_eq!(
+        error("name = \"t\"\n[run]\nseed = -3\n"),
+        "x.toml:3:8: run.seed: expected a non-negative integer, found -3"
+    );
+    assert_eq!(
+        error("name = \"t\"\n[[task]]\ncpu = 0\nrepeat = 0\nsteps = []\n"),
+        "x.toml:4:10: task[0].repeat: expected an integer 1..=4294967295, found 0"
+    );
+    assert_eq!(
+        error(&with(
+            "[run]\nruns = 10\n[expect]\noutcome = \"pass\"\nwithin_runs = 11\n"
+        )),
+        "x.toml:9:15: expect.within_runs: expected an integer 1..=10 (at most run.runs), found 11"
+    );
+    assert_eq!(
+        error(&step("{ call = \"zap\", td = 1, gpa = 0, count = 0 }")),
+        "x.toml:9:51: task[0].steps[0].count: expected an integer 1..=4294967295, found 0"
+    );
+}
+
+// ---- missing required keys ----
+
+#[test]
+fn missing_required_keys() {
+    assert_eq!(
+        error(""),
+        "x.toml:1:1: name: expected a string (required), found nothing"
+    );
+    assert_eq!(
+        error("name = \"t\"\n[[task]]\nsteps = []\n"),
+        "x.toml:2:1: task[0].cpu: expected an integer (the task's CPU, required), found nothing"
+    );
+    assert_eq!(
+        error("name = \"t\"\n[[task]]\ncpu = 0\n"),
+        "x.toml:2:1: task[0].steps: expected an array of steps (required), found nothing"
+    );
+    assert_eq!(
+        error(&step("{ page = \"A1\" }")),
+        "x.toml:9:10: task[0].steps[0].call: expected a call name (seamcall, tdx_pamt_get, tdx_pamt_put, tdp_fault, zap, sleep, spin), found nothing"
+    );
+    assert_eq!(
+        error(&with("[expect]\nwhat = \"x\"\n")),
+        "x.toml:5:1: expect.outcome: expected one of pass | deadlock | livelock | lock-order | invariant | warn | limit (required in [expect]), found nothing"
+    );
+    assert_eq!(
+        error(&step("{ call = \"tdx_pamt_get\" }")),
+        "x.toml:9:10: task[0].steps[0].page: expected a page: a name from [pages] or an address (required), found nothing"
+    );
+    assert_eq!(
+        error(&step("{ call = \"sleep\" }")),
+        "x.toml:9:10: task[0].steps[0].for: expected a time (required), found nothing"
+    );
+    assert_eq!(
+        error(&step(
+            "{ call = \"seamcall\", leaf = \"TDH.PHYMEM.PAMT.ADD\", hpa = \"A1\" }"
+        )),
+        "x.toml:9:10: task[0].steps[0].pair: expected two pages (required), found nothing"
+    );
+    assert_eq!(
+        error(&step("{ call = \"tdp_fault\", td = 1 }")),
+        "x.toml:9:10: task[0].steps[0].gpa: expected a guest physical address (required), found nothing"
+    );
+    assert_eq!(
+        error(&step("{ call = \"name\" }").replace("name = \"t\"\n", "about = \"no name\"\n")),
+        "x.toml:1:1: name: expected a string (required), found nothing"
+    );
+}
+
+#[test]
+fn empty_name_and_empty_steps() {
+    assert_eq!(
+        error("name = \"  \"\n"),
+        "x.toml:1:8: name: expected a non-empty string, found \"  \""
+    );
+    assert_eq!(
+        error("name = \"t\"\n[[task]]\ncpu = 0\nsteps = []\n"),
+        "x.toml:4:9: task[0].steps: expected a non-empty array of steps like [{ call = \"sleep\", for = \"1us\" }], found []"
+    );
+}
+
+// ---- pages ----
+
+#[test]
+fn page_outside_memory_or_misaligned() {
+    assert_eq!(
+        error(&step("{ call = \"tdx_pamt_put\", page = \"0x800000\" }")),
+        "x.toml:9:42: task[0].steps[0].page: expected an address inside machine.memory (below 0x800000), found \"0x800000\""
+    );
+    assert_eq!(
+        error(&step("{ call = \"tdx_pamt_put\", page = 0x200800 }")),
+        "x.toml:9:42: task[0].steps[0].page: expected a 4K-aligned address, found 0x200800"
+    );
+    assert_eq!(
+        error(&step(
+            "{ call = \"tdx_pamt_get\", page = \"A1\", pair = [\"A1\", 8388608] }"
+        )),
+        "x.toml:9:62: task[0].steps[0].pair[1]: expected an address inside machine.memory (below 0x800000), found 8388608"
+    );
+    assert_eq!(
+        error(&step(
+            "{ call = \"seamcall\", leaf = \"TDH.PHYMEM.PAGE.WBINVD\", page = -4096 }"
+        )),
+        "x.toml:9:71: task[0].steps[0].page: expected a non-negative integer, found -4096"
+    );
+    // The last of `count` pages must fit too.
+    assert_eq!(
+        error(&step(
+            "{ call = \"tdp_fault\", td = 1, gpa = 0, count = 2, page = \"0x7ff000\" }"
+        )),
+        "x.toml:9:67: task[0].steps[0].page: expected an address with 2 pages inside machine.memory (below 0x800000), found \"0x7ff000\""
+    );
+    // Checked where [pages] names them.
+    assert_eq!(
+        error("name = \"t\"\n[machine]\nmemory = \"2M\"\n[pages]\nA1 = \"0x200000\"\n"),
+        "x.toml:5:6: pages.A1: expected an address inside machine.memory (below 0x200000), found \"0x200000\""
+    );
+    assert_eq!(
+        error("name = \"t\"\n[pages]\nA1 = \"0x1\"\n"),
+        "x.toml:3:6: pages.A1: expected a 4K-aligned address, found \"0x1\""
+    );
+    assert_eq!(
+        error("name = \"t\"\n[pages]\nA1 = \"two megs\"\n"),
+        "x.toml:3:6: pages.A1: expected an address: an integer or a string like \"0x200000\", found \"two megs\""
+    );
+}
+
+#[test]
+fn page_name_not_in_pages() {
+    assert_eq!(
+        error(&step("{ call = \"tdx_pamt_get\", page = \"A2\" }")),
+        "x.toml:9:42: task[0].steps[0].page: expected a page: a name from [pages] (A1) or an address like \"0x200000\", found \"A2\""
+    );
+}
+
+#[test]
+fn gpa_must_be_aligned() {
+    assert_eq!(
+        error(&step("{ call = \"zap\", td = 1, gpa = \"0x1001\" }")),
+        "x.toml:9:40: task[0].steps[0].gpa: expected a 4K-aligned guest physical address, found \"0x1001\""
+    );
+}
+
+// ---- CPUs ----
+
+#[test]
+fn task_cpu_beyond_possible_cpus() {
+    assert_eq!(
+        error(
+            "name = \"t\"\n[machine]\ncpus = 2\npossible_cpus = 4\n[[task]]\ncpu = 4\nsteps = []\n"
+        ),
+        "x.toml:6:7: task[0].cpu: expected an integer 0..=3 (below machine.possible_cpus), found 4"
+    );
+    assert_eq!(
+        error("name = \"t\"\n[[task]]\ncpu = -1\nsteps = []\n"),
+        "x.toml:3:7: task[0].cpu: expected an integer 0..=0 (below machine.possible_cpus), found -1"
+    );
+}
+
+#[test]
+fn task_cpu_offline_needs_hotplug() {
+    assert_eq!(
+        error(
+            "name = \"t\"\n[machine]\ncpus = 2\npossible_cpus = 4\n[[task]]\ncpu = 3\nsteps = []\n"
+        ),
+        "x.toml:6:7: task[0].cpu: expected an online CPU (0..2); CPU hotplug is not available in this version, found 3"
+    );
+}
+
+// ---- unknown values ----
+
+#[test]
+fn unknown_designs() {
+    assert_eq!(
+        error("name = \"t\"\n[host]\ndpamt = \"per-4k-rwlock\"\n"),
+        "x.toml:3:9: host.dpamt: expected one of hint | global-lock-fastpath | global-lock | dec-and-lock | per-2m-rwlock | per-2m-rwlock-pfn-order | global-rwlock-fallback, found \"per-4k-rwlock\""
+    );
+    assert_eq!(
+        error("name = \"t\"\n[host]\nsept_busy = \"retry\"\n"),
+        "x.toml:3:13: host.sept_busy: expected one of kick-and-block | blind-retry, found \"retry\""
+    );
+    assert_eq!(
+        error("name = \"t\"\n[host]\nupdate = \"stop_machine\"\n"),
+        "x.toml:3:10: host.update: expected one of stop-machine | stop-machine-no-abort | no-stop-machine | nested-cpus-read-lock | update-rwsem, found \"stop_machine\""
+    );
+    assert_eq!(
+        error("name = \"t\"\n[host]\nenable = true\n"),
+        "x.toml:3:10: host.enable: expected one of boot-cpuhp | kvm-hardware-enable | cpuhp-unlocked-usage | lp-init-without-vmxon | cpus-read-lock-vt-init, found true"
+    );
+}
+
+#[test]
+fn unknown_or_unavailable_strategy() {
+    assert_eq!(
+        error("name = \"t\"\n[run]\nstrategy = \"dfs\"\n"),
+        "x.toml:3:12: run.strategy: expected one of random | pct | exhaustive, found \"dfs\""
+    );
+    assert_eq!(
+        error("name = \"t\"\n[run]\nstrategy = \"pct\"\n"),
+        "x.toml:3:12: run.strategy: expected \"random\" (pct and exhaustive are not available in this version), found \"pct\""
+    );
+}
+
+#[test]
+fn unknown_or_unexpectable_outcome() {
+    let expected =
+        "expected one of pass | deadlock | livelock | lock-order | invariant | warn | limit";
+    assert_eq!(
+        error("name = \"t\"\n[expect]\noutcome = \"hang\"\n"),
+        format!("x.toml:3:11: expect.outcome: {expected}, found \"hang\"")
+    );
+    // `error` is a simulator bug: never expected (SCENARIOS.md, Outcomes).
+    assert_eq!(
+        error("name = \"t\"\n[expect]\noutcome = \"error\"\n"),
+        format!("x.toml:3:11: expect.outcome: {expected}, found \"error\"")
+    );
+}
+
+#[test]
+fn unknown_metric() {
+    assert_eq!(
+        error("name = \"t\"\n[expect]\noutcome = \"pass\"\n[expect.metrics]\nbusy_max = 0\n"),
+        "x.toml:5:1: expect.metrics.busy_max: expected <metric>_max or <metric>_min, metric one of seamcalls, seamcall_busy, seamcall_errors, lock_acquisitions, lock_contended, lock_wait_cycles, status_hpa_range_not_free, status_no_pamt_page_pair, status_pamt_page_not_empty, status_missing_pamt_page_pair, status_operand_busy, found busy_max"
+    );
+    assert_eq!(
+        error("name = \"t\"\n[expect]\noutcome = \"pass\"\n[expect.metrics]\nseamcalls_max = -1\n"),
+        "x.toml:5:17: expect.metrics.seamcalls_max: expected a non-negative integer, found -1"
+    );
+}
+
+// ---- sizes and times ----
+
+#[test]
+fn sizes_and_times_that_do_not_parse() {
+    let expected_memory = "expected a size that is a positive multiple of 2M, like \"64M\"";
+    assert_eq!(
+        error("name = \"t\"\n[machine]\nmemory = \"64 MB\"\n"),
+        format!("x.toml:3:10: machine.memory: {expected_memory}, found \"64 MB\"")
+    );
+    assert_eq!(
+        error("name = \"t\"\n[machine]\nmemory = \"3M\"\n"),
+        format!("x.toml:3:10: machine.memory: {expected_memory}, found \"3M\"")
+    );
+    assert_eq!(
+        error("name = \"t\"\n[machine]\nmemory = 0\n"),
+        format!("x.toml:3:10: machine.memory: {expected_memory}, found 0")
+    );
+    let expected_time =
+        "expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s)";
+    assert_eq!(
+        error("name = \"t\"\n[run]\nwatchdog = \"20 ms\"\n"),
+        format!("x.toml:3:12: run.watchdog: {expected_time}, found \"20 ms\"")
+    );
+    assert_eq!(
+        error("name = \"t\"\n[run]\nmax_time = 1.5\n"),
+        format!("x.toml:3:12: run.max_time: {expected_time}, found 1.5")
+    );
+    assert_eq!(
+        error("name = \"t\"\n[run]\nmax_time = \"0s\"\n"),
+        "x.toml:3:12: run.max_time: expected a time > 0, found \"0s\""
+    );
+    assert_eq!(
+        error(&step("{ call = \"spin\", for = \"5 minutes\" }")),
+        format!("x.toml:9:33: task[0].steps[0].for: {expected_time}, found \"5 minutes\"")
+    );
+    assert_eq!(
+        error(&step("{ call = \"spin\", for = 10, at = \"soon\" }")),
+        format!("x.toml:9:42: task[0].steps[0].at: {expected_time}, found \"soon\"")
+    );
+}
+
+// ---- calls, leaves, costs, workloads ----
+
+#[test]
+fn unknown_call() {
+    assert_eq!(
+        error(&step("{ call = \"tdx_pamt_getx\", page = \"A1\" }")),
+        "x.toml:9:19: task[0].steps[0].call: expected a known call (seamcall, tdx_pamt_get, tdx_pamt_put, tdp_fault, zap, sleep, spin), found \"tdx_pamt_getx\""
+    );
+}
+
+#[test]
+fn documented_call_not_available() {
+    assert_eq!(
+        error(&step("{ call = \"cpu_up\", target = 1 }")),
+        "x.toml:9:19: task[0].steps[0].call: expected a call this version runs (seamcall, tdx_pamt_get, tdx_pamt_put, tdp_fault, zap, sleep, spin); cpu_up is not available in this version, found \"cpu_up\""
+    );
+}
+
+#[test]
+fn unknown_and_unmodelled_leaves() {
+    let modelled = "TDH.MEM.PAGE.AUG, TDH.MEM.RANGE.BLOCK, TDH.MEM.PAGE.REMOVE, TDH.MEM.TRACK, TDH.PHYMEM.PAGE.WBINVD, TDH.PHYMEM.PAMT.ADD, TDH.PHYMEM.PAMT.REMOVE";
+    assert_eq!(
+        error(&step("{ call = \"seamcall\", leaf = \"TDH.PAMT.ADD\" }")),
+        format!(
+            "x.toml:9:38: task[0].steps[0].leaf: expected a SEAMCALL leaf name ({modelled}), found \"TDH.PAMT.ADD\""
+        )
+    );
+    assert_eq!(
+        error(&step("{ call = \"seamcall\", leaf = \"TDH.SYS.INIT\" }")),
+        format!(
+            "x.toml:9:38: task[0].steps[0].leaf: expected a leaf this version models ({modelled}), found \"TDH.SYS.INIT\""
+        )
+    );
+    assert_eq!(
+        error(&step(
+            "{ call = \"seamcall\", leaf = \"TDH.MEM.TRACK\", td = 1, gpa = 0 }"
+        )),
+        "x.toml:9:63: task[0].steps[0].gpa: expected one of the keys call, leaf, td, at, found gpa"
+    );
+}
+
+#[test]
+fn unknown_or_zero_cost() {
+    assert_eq!(
+        error("name = \"t\"\n[module.costs]\n\"TDH.PAMT.ADD\" = 5\n"),
+        "x.toml:3:1: module.costs.TDH.PAMT.ADD: expected a leaf name as in spec/constants.md, like \"TDH.PHYMEM.PAMT.ADD\", found \"TDH.PAMT.ADD\""
+    );
+    assert_eq!(
+        error("name = \"t\"\n[module.costs]\n\"TDH.MEM.TRACK\" = 0\n"),
+        "x.toml:3:19: module.costs.TDH.MEM.TRACK: expected a cost: an integer of cycles >= 1 or a time like \"5us\", found 0"
+    );
+}
+
+#[test]
+fn workloads_are_not_available() {
+    assert_eq!(
+        error(&with("[[workload]]\nkind = \"td_boot\"\n")),
+        "x.toml:5:1: workload: expected no [[workload]] tables (generated workloads are not available in this version), found [[workload]]"
+    );
+}
+
+// ---- syntax, bytes, I/O: positioned, never a panic ----
+
+#[test]
+fn toml_syntax_error_names_the_nearest_key() {
+    assert_eq!(
+        error("name = \"t\"\n[machine]\ncpus = two\n"),
+        "x.toml:3:8: machine.cpus: expected valid TOML, found invalid boolean, expected `true`"
+    );
+    assert_eq!(
+        error("name = \"t\"\nname = \"u\"\n"),
+        "x.toml:2:1: name: expected valid TOML, found duplicate key"
+    );
+}
+
+#[test]
+fn truncated_toml_is_a_positioned_error() {
+    let message = error("name = \"t\"\n[machine\n");
+    assert!(message.starts_with("x.toml:2:"), "{message}");
+    assert!(message.contains("expected valid TOML, found "), "{message}");
+    // Every prefix of the example either loads or fails with a position inside the text.
+    for end in (0..=EXAMPLE.len()).filter(|&end| EXAMPLE.is_char_boundary(end)) {
+        assert_positioned(&EXAMPLE[..end]);
+    }
+}
+
+#[test]
+fn random_bytes_are_a_positioned_error() {
+    // A fixed xorshift stream: deterministic, no dependency.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let alphabet = b"[]{}=\"',.#\n \t-_0123456789abcxyzAB";
+    for round in 0..2_000 {
+        let len = (next() % 200) as usize;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                let byte = next() as u8;
+                if round % 2 == 0 {
+                    byte
+                } else {
+                    alphabet[byte as usize % alphabet.len()]
+                }
+            })
+            .collect();
+        assert_positioned(&String::from_utf8_lossy(&bytes));
+    }
+    // Mutations of a valid file: one byte of the example replaced.
+    for _ in 0..2_000 {
+        let mut bytes = EXAMPLE.as_bytes().to_vec();
+        let at = next() as usize % bytes.len();
+        bytes[at] = alphabet[next() as usize % alphabet.len()];
+        assert_positioned(&String::from_utf8_lossy(&bytes));
+    }
+}
+
+fn assert_positioned(text: &str) {
+    if let Err(error) = load_str("x.toml", text) {
+        let lines = text.lines().count() + 1;
+        assert!((1..=lines).contains(&error.line), "{error} for {text:?}");
+        assert!(error.column >= 1, "{error} for {text:?}");
+        assert!(
+            !error.expected.is_empty() && !error.found.is_empty(),
+            "{error} for {text:?}"
+        );
+    }
+}
+
+#[test]
+fn files_that_are_not_utf8_or_not_there() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join("load_errors_not_utf8.toml");
+    std::fs::write(&path, b"name = \"t\"\nabout = \"\xff\"\n").unwrap();
+    let error = load_file(&path).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Syntax);
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}:2:10: expected UTF-8 text, found the byte 0xff",
+            path.display()
+        )
+    );
+
+    let path = dir.join("load_errors_missing.toml");
+    let error = load_file(&path).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Io);
+    assert!(
+        error.to_string().starts_with(&format!(
+            "{}:1:1: expected a readable scenario file, found ",
+            path.display()
+        )),
+        "{error}"
+    );
+
+    let path = dir.join("load_errors_good.toml");
+    std::fs::write(&path, EXAMPLE).unwrap();
+    let scenario = load_file(&path).unwrap();
+    assert_eq!(scenario.path, path.display().to_string());
+}
+
+#[test]
+fn hostile_inputs_are_positioned_errors() {
+    let deep_array = format!("name = \"t\"\nsteps = {}\n", "[".repeat(10_000));
+    let deep_table = format!("name = \"t\"\nx = {}\n", "{ a = ".repeat(10_000));
+    let deep_steps = format!(
+        "name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{}1{}]\n",
+        "[".repeat(50),
+        "]".repeat(50)
+    );
+    let huge_time = "name = \"t\"\n[run]\nmax_time = \"99999999999999999999s\"\n".to_owned();
+    let nul = "name = \"t\0\"\n".to_owned();
+    for text in [deep_array, deep_table, deep_steps, huge_time, nul] {
+        assert!(load_str("x.toml", &text).is_err());
+        assert_positioned(&text);
+    }
+}
+
+#[test]
+fn the_style_guide_example_loads() {
+    let text = r#"# library/dpamt/get-races-put.toml
+name = "dpamt: get races put on one 2MB range (cpus=2)"
+about = "DPAMT v3 thread, 2025-09-16: the pending-put race that HPA_RANGE_NOT_FREE covers"
+[machine]
+cpus = 2
+memory = "8M"
+[host]
+dpamt = "global-lock-fastpath"
+[[task]]
+cpu = 0
+steps = [{ call = "tdx_pamt_get", page = "0x200000" }, { call = "tdx_pamt_put", page = "0x200000" }]
+[[task]]
+cpu = 1
+steps = [{ call = "tdx_pamt_get", page = "0x201000" }]
+[expect]
+outcome = "pass"
+"#;
+    let scenario = load_str("get-races-put.toml", text).unwrap();
+    assert_eq!(
+        scenario.tasks[0].steps[1].call,
+        Call::TdxPamtPut { page: 0x20_0000 }
+    );
+    assert_eq!(scenario.expect.unwrap().outcome, ExpectedOutcome::Pass);
+}
