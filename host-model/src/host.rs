@@ -65,6 +65,9 @@ pub struct HostConfig {
 #[derive(Clone, Debug, Default)]
 pub struct HostStats {
     pub seamcalls: BTreeMap<(Leaf, TdxStatus), u64>,
+    /// Per CPU, the SEAMCALL statuses since its task last made progress: what a livelock
+    /// report shows of a retry loop.
+    pub since_progress: BTreeMap<u32, BTreeMap<(Leaf, TdxStatus), u64>>,
 }
 
 /// All kernel state of one run.

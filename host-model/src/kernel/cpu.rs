@@ -97,5 +97,6 @@ impl Cpu {
     /// Declares progress to the watchdog (a step of the task completed).
     pub fn progress(&self) {
         self.sim.with(|engine| engine.progress());
+        self.host.stats.borrow_mut().since_progress.remove(&self.id.0);
     }
 }

@@ -30,7 +30,10 @@ async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
         let hint = if output.removal_hint { " +hint" } else { "" };
         format!("{} = {}{hint}", leaf.name().trim_start_matches("TDH."), output.status)
     });
-    *cpu.host().stats.borrow_mut().seamcalls.entry((leaf, output.status.masked())).or_default() += 1;
+    let mut stats = cpu.host().stats.borrow_mut();
+    *stats.seamcalls.entry((leaf, output.status.masked())).or_default() += 1;
+    *stats.since_progress.entry(cpu.id.0).or_default().entry((leaf, output.status.masked())).or_default() += 1;
+    drop(stats);
     output
 }
 

@@ -1,0 +1,356 @@
+//! One run of a scenario: schema -> World (engine + host) -> tasks -> outcome.
+//!
+//! Like TigerBeetle's VOPR wiring: everything a run needs is built here from the
+//! `Scenario` and a seed (or a decision vector), and nothing outside it is read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use host_model::kernel::cpu::mark;
+use host_model::kvm::mmu::{tdp_fault, zap};
+use host_model::tdx::dpamt::{PairSource, tdx_pamt_get, tdx_pamt_put};
+use host_model::tdx::seamcall::seamcall;
+use host_model::{Cpu, DpamtDesign, Host, HostConfig, HostCosts};
+use seam_model::{Dpamt2M, Hpa, Leaf, LeafCall, RANGE_2M, TdId, TdxStatus};
+use sim_core::{
+    Chooser, CpuId, Cycle, EngineConfig, Executor, Outcome, OutcomeKind, RandomChooser, ReplayChooser,
+    ResourceStats, Seed, Span, TraceEvent,
+};
+
+use crate::schema::{Call, Scenario};
+
+/// How to schedule a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// Every decision drawn from this seed (`run.strategy = "random"`).
+    Random(u64),
+    /// A recorded decision vector.
+    Replay(Vec<u32>),
+}
+
+/// What one run produced.
+pub struct RunResult {
+    pub outcome: Outcome,
+    pub end: Cycle,
+    pub trace_hash: u64,
+    pub decisions: Vec<u32>,
+    /// A replayed vector did not fit this scenario.
+    pub diverged: bool,
+    pub events: u64,
+    pub metrics: Metrics,
+    /// Kept only when asked for.
+    pub trace: Vec<TraceEvent>,
+    /// Per task: its CPU.
+    pub task_cpus: Vec<CpuId>,
+    /// (name, class, figures) per host lock, by resource id.
+    pub resources: Vec<(String, String, ResourceStats)>,
+}
+
+/// The counts a run reports, and that `[expect.metrics]` bounds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    pub seamcalls: BTreeMap<(Leaf, TdxStatus), u64>,
+    pub lock_acquisitions: u64,
+    pub lock_contended: u64,
+    pub lock_wait_cycles: u64,
+}
+
+impl Metrics {
+    /// A metric by its `[expect.metrics]` name (see `schema::METRICS`).
+    pub fn get(&self, name: &str) -> Option<u64> {
+        let sum = |keep: &dyn Fn(TdxStatus) -> bool| -> u64 {
+            self.seamcalls.iter().filter(|((_, status), _)| keep(*status)).map(|(_, count)| count).sum()
+        };
+        Some(match name {
+            "seamcalls" => sum(&|_| true),
+            "seamcall_busy" => sum(&|status| status.class() == 0x02),
+            "seamcall_errors" => sum(&|status| status.0 >> 63 == 1 && status.class() != 0x02),
+            "lock_acquisitions" => self.lock_acquisitions,
+            "lock_contended" => self.lock_contended,
+            "lock_wait_cycles" => self.lock_wait_cycles,
+            _ => {
+                let status_name = format!("TDX_{}", name.strip_prefix("status_")?.to_ascii_uppercase());
+                let wanted = TdxStatus::from_name(&status_name)?;
+                sum(&|status| status == wanted)
+            }
+        })
+    }
+
+    pub fn add(&mut self, other: &Metrics) {
+        for (key, count) in &other.seamcalls {
+            *self.seamcalls.entry(*key).or_default() += count;
+        }
+        self.lock_acquisitions += other.lock_acquisitions;
+        self.lock_contended += other.lock_contended;
+        self.lock_wait_cycles += other.lock_wait_cycles;
+    }
+}
+
+/// The TDs a scenario's steps name, which exist from the start of every run.
+fn scenario_tds(scenario: &Scenario) -> Vec<TdId> {
+    let mut tds = BTreeSet::new();
+    for step in scenario.tasks.iter().flat_map(|task| &task.steps) {
+        match &step.call {
+            Call::TdpFault { td, .. } | Call::Zap { td, .. } => {
+                tds.insert(TdId(*td));
+            }
+            Call::Seamcall(
+                LeafCall::PageAug { td, .. }
+                | LeafCall::PageRemove { td, .. }
+                | LeafCall::RangeBlock { td, .. }
+                | LeafCall::Track { td },
+            ) => {
+                tds.insert(*td);
+            }
+            _ => {}
+        }
+    }
+    tds.into_iter().collect()
+}
+
+/// Every physical page a step names (named or literal), so the page allocator keeps off
+/// their 2MB ranges.
+fn scenario_pages(scenario: &Scenario) -> Vec<u64> {
+    let mut pages: Vec<u64> = scenario.pages.values().copied().collect();
+    for step in scenario.tasks.iter().flat_map(|task| &task.steps) {
+        match &step.call {
+            Call::TdxPamtGet { page, pair } => {
+                pages.push(*page);
+                pages.extend(pair.iter().flatten());
+            }
+            Call::TdxPamtPut { page } => pages.push(*page),
+            Call::TdpFault { page: Some(page), count, .. } => {
+                pages.extend((0..u64::from(*count)).map(|i| page + i * seam_model::PAGE_SIZE));
+            }
+            Call::Seamcall(LeafCall::PamtAdd { hpa, pair }) => {
+                pages.push(hpa.0);
+                pages.extend(pair.iter().map(|p| p.0));
+            }
+            Call::Seamcall(LeafCall::PamtRemove { hpa } | LeafCall::PageWbinvd { page: hpa }) => pages.push(hpa.0),
+            Call::Seamcall(LeafCall::PageAug { page, .. }) => pages.push(page.0),
+            _ => {}
+        }
+    }
+    pages
+}
+
+/// Names 2MB ranges after the pages a scenario names in them: the shared stem of their
+/// names (`A1`, `A2` -> `A`), as the list postings call ranges; hex otherwise.
+pub fn range_labels(scenario: &Scenario) -> BTreeMap<usize, String> {
+    let mut stems: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for (name, &address) in &scenario.pages {
+        let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+        stems.entry((address / RANGE_2M) as usize).or_default().push(stem);
+    }
+    stems
+        .into_iter()
+        .filter_map(|(range, names)| {
+            let first = names[0];
+            (!first.is_empty() && names.iter().all(|stem| *stem == first)).then(|| (range, first.to_string()))
+        })
+        .collect()
+}
+
+/// How a page prints in traces: its scenario name, or its address.
+pub fn page_label(scenario: &Scenario, page: u64) -> String {
+    scenario
+        .pages
+        .iter()
+        .find(|(_, address)| **address == page)
+        .map_or_else(|| format!("{page:#x}"), |(name, _)| name.clone())
+}
+
+fn step_label(scenario: &Scenario, call: &Call) -> String {
+    let page = |address: u64| page_label(scenario, address);
+    match call {
+        Call::Seamcall(leaf_call) => format!("seamcall {leaf_call}"),
+        Call::TdxPamtGet { page: p, pair: Some([a, b]) } => {
+            format!("tdx_pamt_get({}, pair {} {})", page(*p), page(*a), page(*b))
+        }
+        Call::TdxPamtGet { page: p, pair: None } => format!("tdx_pamt_get({})", page(*p)),
+        Call::TdxPamtPut { page: p } => format!("tdx_pamt_put({})", page(*p)),
+        Call::TdpFault { td, gpa, count, page: p } => format!(
+            "tdp_fault(TD {td}, {gpa:#x} x{count}{})",
+            p.map_or(String::new(), |p| format!(", {}", page(p)))
+        ),
+        Call::Zap { td, gpa, count } => format!("zap(TD {td}, {gpa:#x} x{count})"),
+        Call::Sleep { cycles } => format!("sleep({cycles} cycles)"),
+        Call::Spin { cycles } => format!("spin({cycles} cycles)"),
+    }
+}
+
+async fn run_step(cpu: &Cpu, call: &Call) -> String {
+    match call {
+        Call::Seamcall(leaf_call) => seamcall(cpu, *leaf_call).await.status.to_string(),
+        Call::TdxPamtGet { page, pair } => {
+            let source = match pair {
+                Some([a, b]) => PairSource::Given([Hpa(*a), Hpa(*b)]),
+                None => PairSource::Allocate,
+            };
+            errno_text(tdx_pamt_get(cpu, Hpa(*page), source).await)
+        }
+        Call::TdxPamtPut { page } => {
+            tdx_pamt_put(cpu, Hpa(*page)).await;
+            "done".to_string()
+        }
+        Call::TdpFault { td, gpa, count, page } => {
+            errno_text(tdp_fault(cpu, TdId(*td), *gpa, *count, page.map(Hpa)).await)
+        }
+        Call::Zap { td, gpa, count } => errno_text(zap(cpu, TdId(*td), *gpa, *count).await),
+        Call::Sleep { cycles } => {
+            cpu.sim.sleep(*cycles).await;
+            "done".to_string()
+        }
+        Call::Spin { cycles } => {
+            cpu.preempt_disable();
+            cpu.sim.delay(*cycles).await;
+            cpu.preempt_enable();
+            "done".to_string()
+        }
+    }
+}
+
+fn errno_text(result: Result<(), host_model::Errno>) -> String {
+    match result {
+        Ok(()) => "0".to_string(),
+        Err(errno) => format!("-{errno}"),
+    }
+}
+
+/// Runs `scenario` once.
+pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) -> RunResult {
+    let chooser: Box<dyn Chooser> = match schedule {
+        Schedule::Random(seed) => Box::new(RandomChooser::new(Seed(*seed))),
+        Schedule::Replay(decisions) => Box::new(ReplayChooser::new(decisions.clone())),
+    };
+    let mut executor = Executor::new(
+        EngineConfig {
+            cpus: scenario.machine.possible_cpus,
+            max_time: scenario.run.max_time,
+            watchdog_cycles: scenario.run.watchdog.0,
+            jitter: scenario.module.jitter,
+            record_trace,
+        },
+        chooser,
+    );
+    let reserved_ranges = scenario_pages(scenario).iter().map(|page| (page / RANGE_2M) as usize).collect();
+    let host = Rc::new(Host::new(
+        executor.sim(),
+        HostConfig {
+            memory_bytes: scenario.machine.memory_bytes,
+            dpamt: scenario.module.dpamt,
+            host_priority: scenario.module.host_priority,
+            dpamt_design: scenario.host.dpamt,
+            leaf_costs: scenario.module.costs.clone(),
+            costs: HostCosts::default(),
+            range_labels: range_labels(scenario),
+            reserved_ranges,
+            tds: scenario_tds(scenario),
+        },
+    ));
+    let scenario_rc = Rc::new(scenario.clone());
+    let mut task_cpus = Vec::new();
+    for (index, task) in scenario.tasks.iter().enumerate() {
+        let host = host.clone();
+        let scenario = scenario_rc.clone();
+        let cpu_id = CpuId(task.cpu);
+        task_cpus.push(cpu_id);
+        executor.spawn(cpu_id, task.start, format!("task {index}"), move |ctx| async move {
+            let cpu = Cpu::new(ctx.sim.clone(), ctx.cpu, ctx.task, host);
+            let task = &scenario.tasks[index];
+            for _ in 0..task.repeat {
+                for (step_index, step) in task.steps.iter().enumerate() {
+                    if let Some(at) = step.at {
+                        let now = cpu.sim.now();
+                        if now < at {
+                            cpu.sim.sleep(at.since(now)).await;
+                        }
+                    }
+                    cpu.mark(Span::Begin, mark::STEP, step_index as u64, 0, || step_label(&scenario, &step.call));
+                    let result = run_step(&cpu, &step.call).await;
+                    cpu.mark(Span::End, mark::STEP, step_index as u64, 0, || {
+                        format!("{} = {result}", step.call.name())
+                    });
+                    cpu.progress();
+                }
+            }
+        });
+    }
+    let report = executor.run();
+    let mut outcome = report.outcome;
+    if outcome.kind == OutcomeKind::Livelock {
+        explain_livelock(&host, &report_task_cpus(&outcome, &task_cpus), &mut outcome);
+    }
+    if outcome.kind == OutcomeKind::Pass {
+        if let Some(broken) = check_quiescent_invariants(&host) {
+            outcome = broken;
+        }
+    }
+    let mut metrics = Metrics { seamcalls: host.stats.borrow().seamcalls.clone(), ..Metrics::default() };
+    for (_, _, stats) in &report.resources {
+        metrics.lock_acquisitions += stats.acquisitions;
+        metrics.lock_contended += stats.contended;
+        metrics.lock_wait_cycles += stats.wait_cycles;
+    }
+    RunResult {
+        outcome,
+        end: report.end,
+        trace_hash: report.trace_hash,
+        decisions: report.decisions,
+        diverged: report.diverged,
+        events: report.events,
+        metrics,
+        trace: report.trace_events,
+        task_cpus,
+        resources: report.resources,
+    }
+}
+
+/// Checks that hold once every task has finished: the host's refcounts agree with the
+/// module's backing, and the module holds no lock.
+fn check_quiescent_invariants(host: &Host) -> Option<Outcome> {
+    let module = host.module.borrow();
+    if module.held_lock_count() != 0 {
+        return Some(Outcome::new(
+            OutcomeKind::Error,
+            format!("simulator bug: the module still holds {} locks after the run", module.held_lock_count()),
+            Vec::new(),
+        ));
+    }
+    if !host.config.dpamt || host.config.dpamt_design == DpamtDesign::Hint {
+        return None;
+    }
+    for (index, refcount) in host.pamt_refcount.iter().enumerate() {
+        let refcount = refcount.get();
+        let backed = matches!(module.dpamt(index), Dpamt2M::Backed { .. });
+        if (refcount > 0) != backed {
+            return Some(Outcome::new(
+                OutcomeKind::Invariant,
+                format!(
+                    "dpamt-refcount-matches-module: pamt_refcount[{}] = {refcount} but the module has the range {}",
+                    host.range_label(index),
+                    if backed { "backed" } else { "unbacked" }
+                ),
+                Vec::new(),
+            ));
+        }
+    }
+    None
+}
+
+fn report_task_cpus(outcome: &Outcome, task_cpus: &[CpuId]) -> Vec<CpuId> {
+    outcome.tasks.iter().map(|task| task_cpus[task.0 as usize]).collect()
+}
+
+/// Appends what the stuck CPU's SEAMCALLs kept returning since its last progress.
+fn explain_livelock(host: &Host, cpus: &[CpuId], outcome: &mut Outcome) {
+    let stats = host.stats.borrow();
+    for cpu in cpus {
+        let Some(statuses) = stats.since_progress.get(&cpu.0) else { continue };
+        let mut by_count: Vec<(&(Leaf, TdxStatus), &u64)> = statuses.iter().collect();
+        by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let parts: Vec<String> =
+            by_count.iter().take(4).map(|((leaf, status), count)| format!("{leaf} -> {status} x{count}")).collect();
+        outcome.what += &format!("; meanwhile its SEAMCALLs returned: {}", parts.join(", "));
+    }
+}
