@@ -66,8 +66,9 @@ pub fn check(scenario: &Scenario) -> CheckSummary {
             first_failing = Some((seed, outcome));
         }
     }
-    let verdict = judge(scenario, expected, what.as_deref(), within, &first_failing, &first_error, &found, &closest)
-        .and_then(|()| judge_metrics(scenario, &metrics));
+    let verdict =
+        judge(scenario, expected, what.as_deref(), within, &first_failing, &first_error, &found, &closest)
+            .and_then(|()| judge_metrics(scenario, &metrics));
     CheckSummary { runs: scenario.run.runs, outcomes, first_failing, metrics, events, verdict }
 }
 
@@ -88,7 +89,9 @@ fn judge(
     if expected == OutcomeKind::Pass {
         return match first_failing {
             None => Ok(()),
-            Some((seed, outcome)) => Err(format!("expected every run to pass; seed {seed} ended in {outcome}")),
+            Some((seed, outcome)) => {
+                Err(format!("expected every run to pass; seed {seed} ended in {outcome}"))
+            }
         };
     }
     if found.is_some() {

@@ -65,16 +65,10 @@ impl ScenarioError {
 /// end or inside a UTF-8 sequence are clamped rather than trusted.
 pub fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
     let before = &bytes[..offset.min(bytes.len())];
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
     // Count characters, not bytes: continuation bytes are 0b10xx_xxxx.
-    let column = 1 + before[line_start..]
-        .iter()
-        .filter(|&&b| b & 0xC0 != 0x80)
-        .count();
+    let column = 1 + before[line_start..].iter().filter(|&&b| b & 0xC0 != 0x80).count();
     (line, column)
 }
 
@@ -108,9 +102,6 @@ mod tests {
             "x.toml:12:9: machine.cpus: expected an integer 1..=4096, found \"two\""
         );
         error.key.clear();
-        assert_eq!(
-            error.to_string(),
-            "x.toml:12:9: expected an integer 1..=4096, found \"two\""
-        );
+        assert_eq!(error.to_string(), "x.toml:12:9: expected an integer 1..=4096, found \"two\"");
     }
 }

@@ -19,9 +19,9 @@ use toml::de::{DeString, DeTable, DeValue};
 
 use crate::error::{ErrorKind, ScenarioError, line_column};
 use crate::schema::{
-    Bound, CALLS, CALLS_NOT_AVAILABLE, Call, ENABLE_DESIGNS, Expect, ExpectedOutcome, HostCfg,
-    METRICS, Machine, MetricBound, ModuleCfg, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario,
-    Step, Strategy, Task, UPDATE_DESIGNS,
+    Bound, CALLS, CALLS_NOT_AVAILABLE, Call, ENABLE_DESIGNS, Expect, ExpectedOutcome, HostCfg, METRICS,
+    Machine, MetricBound, ModuleCfg, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy,
+    Task, UPDATE_DESIGNS,
 };
 use crate::units::{parse_address, parse_size, parse_time};
 
@@ -49,34 +49,19 @@ pub fn load_file(path: &Path) -> std::result::Result<Scenario, ScenarioError> {
 }
 
 /// Loads a scenario from `text`; `path_for_messages` is what errors and `Scenario::path` say.
-pub fn load_str(
-    path_for_messages: &str,
-    text: &str,
-) -> std::result::Result<Scenario, ScenarioError> {
-    let loader = Loader {
-        file: path_for_messages,
-        text,
-    };
+pub fn load_str(path_for_messages: &str, text: &str) -> std::result::Result<Scenario, ScenarioError> {
+    let loader = Loader { file: path_for_messages, text };
     let root = DeTable::parse(text).map_err(|error| loader.syntax_error(&error))?;
     loader.scenario(root.get_ref())
 }
 
-const TOP_KEYS: &[&str] = &[
-    "name", "about", "machine", "module", "host", "pages", "task", "workload", "run", "expect",
-];
+const TOP_KEYS: &[&str] =
+    &["name", "about", "machine", "module", "host", "pages", "task", "workload", "run", "expect"];
 const MACHINE_KEYS: &[&str] = &["cpus", "possible_cpus", "memory", "ghz"];
 const MODULE_KEYS: &[&str] = &["dpamt", "host_priority", "jitter", "costs"];
 const HOST_KEYS: &[&str] = &["dpamt", "sept_busy", "update", "enable"];
 const TASK_KEYS: &[&str] = &["cpu", "start", "repeat", "steps"];
-const RUN_KEYS: &[&str] = &[
-    "runs",
-    "seed",
-    "strategy",
-    "pct_depth",
-    "max_time",
-    "watchdog",
-    "max_stall",
-];
+const RUN_KEYS: &[&str] = &["runs", "seed", "strategy", "pct_depth", "max_time", "watchdog", "max_stall"];
 const EXPECT_KEYS: &[&str] = &["outcome", "what", "within_runs", "metrics"];
 /// Largest `machine.cpus` / `machine.possible_cpus`.
 const MAX_CPUS: u64 = 4096;
@@ -103,19 +88,12 @@ struct Table<'a, 'i> {
 
 impl<'a, 'i> Table<'a, 'i> {
     fn get(&self, name: &str) -> Option<&'a Value<'i>> {
-        self.entries
-            .iter()
-            .find(|(key, _)| key.get_ref() == name)
-            .map(|(_, value)| *value)
+        self.entries.iter().find(|(key, _)| key.get_ref() == name).map(|(_, value)| *value)
     }
 
     /// Dotted path of `name` in this table.
     fn key(&self, name: &str) -> String {
-        if self.path.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{}.{name}", self.path)
-        }
+        if self.path.is_empty() { name.to_owned() } else { format!("{}.{name}", self.path) }
     }
 }
 
@@ -135,19 +113,13 @@ impl<'t> Loader<'t> {
         if name.trim().is_empty() {
             return Err(self.invalid(top.get("name"), "name", "a non-empty string"));
         }
-        let about = top
-            .get("about")
-            .map(|value| self.string("about", value, "a string"))
-            .transpose()?;
+        let about = top.get("about").map(|value| self.string("about", value, "a string")).transpose()?;
         let machine = self.machine(&top)?;
         let clock = Clock { ghz: machine.ghz };
         let module = self.module(&top, clock)?;
         let host = self.host(&top)?;
         let pages = self.pages(&top, &machine)?;
-        let space = PageSpace {
-            pages: &pages,
-            memory_bytes: machine.memory_bytes,
-        };
+        let space = PageSpace { pages: &pages, memory_bytes: machine.memory_bytes };
         let tasks = self.tasks(&top, &machine, &space, clock)?;
         if let Some(value) = top.get("workload") {
             return Err(self.error(
@@ -176,12 +148,7 @@ impl<'t> Loader<'t> {
 
     fn machine(&self, top: &Table<'_, '_>) -> Result<Machine> {
         let Some(table) = self.subtable(top, "machine", MACHINE_KEYS)? else {
-            return Ok(Machine {
-                cpus: 1,
-                possible_cpus: 1,
-                memory_bytes: 64 << 20,
-                ghz: 2.0,
-            });
+            return Ok(Machine { cpus: 1, possible_cpus: 1, memory_bytes: 64 << 20, ghz: 2.0 });
         };
         let cpus = match table.get("cpus") {
             Some(value) => self.int(&table.key("cpus"), value, 1, MAX_CPUS)?,
@@ -207,12 +174,7 @@ impl<'t> Loader<'t> {
             Some(value) => self.float(&table.key("ghz"), value, "a number > 0", |ghz| ghz > 0.0)?,
             None => 2.0,
         };
-        Ok(Machine {
-            cpus: cpus as u32,
-            possible_cpus: possible_cpus as u32,
-            memory_bytes,
-            ghz,
-        })
+        Ok(Machine { cpus: cpus as u32, possible_cpus: possible_cpus as u32, memory_bytes, ghz })
     }
 
     fn module(&self, top: &Table<'_, '_>, clock: Clock) -> Result<ModuleCfg> {
@@ -220,10 +182,7 @@ impl<'t> Loader<'t> {
             dpamt: true,
             host_priority: true,
             jitter: 0.10,
-            costs: Leaf::ALL
-                .iter()
-                .map(|leaf| (*leaf, leaf.default_cost_cycles()))
-                .collect(),
+            costs: Leaf::ALL.iter().map(|leaf| (*leaf, leaf.default_cost_cycles())).collect(),
         };
         let Some(table) = self.subtable(top, "module", MODULE_KEYS)? else {
             return Ok(module);
@@ -236,8 +195,7 @@ impl<'t> Loader<'t> {
         }
         if let Some(value) = table.get("jitter") {
             let in_range = |jitter: f64| (0.0..=0.5).contains(&jitter);
-            module.jitter =
-                self.float(&table.key("jitter"), value, "a number 0.0..=0.5", in_range)?;
+            module.jitter = self.float(&table.key("jitter"), value, "a number 0.0..=0.5", in_range)?;
         }
         if let Some(costs) = table.get("costs") {
             let costs = self.table(table.key("costs"), costs, None)?;
@@ -273,10 +231,7 @@ impl<'t> Loader<'t> {
             return Ok(host);
         };
         if let Some(value) = table.get("dpamt") {
-            let names: Vec<&str> = DpamtDesign::ALL
-                .iter()
-                .map(|design| design.name())
-                .collect();
+            let names: Vec<&str> = DpamtDesign::ALL.iter().map(|design| design.name()).collect();
             let name = self.choice(&table.key("dpamt"), value, &names)?;
             host.dpamt = DpamtDesign::from_name(name).expect("choice() returned a listed name");
         }
@@ -353,18 +308,13 @@ impl<'t> Loader<'t> {
         };
         let cpu_key = table.key("cpu");
         let possible = u64::from(machine.possible_cpus);
-        let expected = format!(
-            "an integer 0..={} (below machine.possible_cpus)",
-            possible - 1
-        );
+        let expected = format!("an integer 0..={} (below machine.possible_cpus)", possible - 1);
         let cpu = self
             .int(&cpu_key, cpu_value, 0, possible - 1)
             .map_err(|error| ScenarioError { expected, ..error })?;
         if cpu >= u64::from(machine.cpus) {
-            let expected = format!(
-                "an online CPU (0..{}); CPU hotplug is not available in this version",
-                machine.cpus
-            );
+            let expected =
+                format!("an online CPU (0..{}); CPU hotplug is not available in this version", machine.cpus);
             return Err(self.invalid(Some(cpu_value), &cpu_key, &expected));
         }
         let start = match table.get("start") {
@@ -391,22 +341,10 @@ impl<'t> Loader<'t> {
             steps.push(self.step(&format!("{steps_key}[{index}]"), value, space, clock)?);
         }
         let (line, _) = line_column(self.text.as_bytes(), table.span.start);
-        Ok(Task {
-            cpu: cpu as u32,
-            start: Cycle(start),
-            repeat: repeat as u32,
-            steps,
-            line,
-        })
+        Ok(Task { cpu: cpu as u32, start: Cycle(start), repeat: repeat as u32, steps, line })
     }
 
-    fn step(
-        &self,
-        path: &str,
-        value: &Value<'_>,
-        space: &PageSpace<'_>,
-        clock: Clock,
-    ) -> Result<Step> {
+    fn step(&self, path: &str, value: &Value<'_>, space: &PageSpace<'_>, clock: Clock) -> Result<Step> {
         let expected = "a step: an inline table like { call = \"sleep\", for = \"1us\" }";
         if !value.get_ref().is_table() {
             return Err(self.invalid(Some(value), path, expected));
@@ -416,11 +354,7 @@ impl<'t> Loader<'t> {
             return Err(self.missing(&table, "call", &format!("a call name ({})", call_names())));
         };
         let call_key = table.key("call");
-        let name = self.string(
-            &call_key,
-            call_value,
-            &format!("a call name ({})", call_names()),
-        )?;
+        let name = self.string(&call_key, call_value, &format!("a call name ({})", call_names()))?;
         let call = match name {
             "seamcall" => self.seamcall(&table, space)?,
             "tdx_pamt_get" => {
@@ -434,9 +368,7 @@ impl<'t> Loader<'t> {
             }
             "tdx_pamt_put" => {
                 self.check_keys(&table, &["call", "page", "at"])?;
-                Call::TdxPamtPut {
-                    page: self.required_page(&table, "page", 1, space)?,
-                }
+                Call::TdxPamtPut { page: self.required_page(&table, "page", 1, space)? }
             }
             "tdp_fault" => {
                 self.check_keys(&table, &["call", "td", "gpa", "count", "page", "at"])?;
@@ -447,22 +379,13 @@ impl<'t> Loader<'t> {
                     Some(value) => Some(self.page(&table.key("page"), value, count, space)?),
                     None => None,
                 };
-                Call::TdpFault {
-                    td,
-                    gpa,
-                    count,
-                    page,
-                }
+                Call::TdpFault { td, gpa, count, page }
             }
             "zap" => {
                 self.check_keys(&table, &["call", "td", "gpa", "count", "at"])?;
                 let td = self.required_td(&table)?;
                 let count = self.count(&table)?;
-                Call::Zap {
-                    td,
-                    gpa: self.gpa(&table, count)?,
-                    count,
-                }
+                Call::Zap { td, gpa: self.gpa(&table, count)?, count }
             }
             "sleep" | "spin" => {
                 self.check_keys(&table, &["call", "for", "at"])?;
@@ -470,11 +393,7 @@ impl<'t> Loader<'t> {
                     return Err(self.missing(&table, "for", "a time (required)"));
                 };
                 let cycles = self.time(&table.key("for"), for_value, clock, TIME_EXPECTED)?;
-                if name == "sleep" {
-                    Call::Sleep { cycles }
-                } else {
-                    Call::Spin { cycles }
-                }
+                if name == "sleep" { Call::Sleep { cycles } } else { Call::Spin { cycles } }
             }
             _ if CALLS_NOT_AVAILABLE.contains(&name) => {
                 let expected = format!(
@@ -489,31 +408,18 @@ impl<'t> Loader<'t> {
             }
         };
         let at = match table.get("at") {
-            Some(value) => Some(Cycle(self.time(
-                &table.key("at"),
-                value,
-                clock,
-                TIME_EXPECTED,
-            )?)),
+            Some(value) => Some(Cycle(self.time(&table.key("at"), value, clock, TIME_EXPECTED)?)),
             None => None,
         };
         let (line, column) = line_column(self.text.as_bytes(), value.span().start);
-        Ok(Step {
-            call,
-            at,
-            line,
-            column,
-        })
+        Ok(Step { call, at, line, column })
     }
 
     /// `{ call = "seamcall", leaf = ..., operands }` -> the typed `LeafCall`. Operands are
     /// kept as given (PAMT.ADD's `hpa` is not rounded to 2MB: the module checks that).
     fn seamcall(&self, table: &Table<'_, '_>, space: &PageSpace<'_>) -> Result<Call> {
-        let modelled: Vec<&str> = Leaf::ALL
-            .iter()
-            .filter(|leaf| leaf.is_modelled())
-            .map(|leaf| leaf.name())
-            .collect();
+        let modelled: Vec<&str> =
+            Leaf::ALL.iter().filter(|leaf| leaf.is_modelled()).map(|leaf| leaf.name()).collect();
         let modelled = modelled.join(", ");
         let Some(leaf_value) = table.get("leaf") else {
             return Err(self.missing(table, "leaf", &format!("a leaf name ({modelled})")));
@@ -540,11 +446,8 @@ impl<'t> Loader<'t> {
             Leaf::PhymemPageWbinvd => &["page"],
             _ => return Err(not_modelled()),
         };
-        let allowed: Vec<&str> = ["call", "leaf"]
-            .into_iter()
-            .chain(operands.iter().copied())
-            .chain(["at"])
-            .collect();
+        let allowed: Vec<&str> =
+            ["call", "leaf"].into_iter().chain(operands.iter().copied()).chain(["at"]).collect();
         self.check_keys(table, &allowed)?;
         let td = || self.required_td(table).map(TdId);
         let gpa = || self.gpa(table, 1).map(Gpa);
@@ -556,29 +459,14 @@ impl<'t> Loader<'t> {
                     return Err(self.missing(table, "pair", "two pages (required)"));
                 };
                 let pair = self.pair(&table.key("pair"), pair_value, space)?;
-                LeafCall::PamtAdd {
-                    hpa,
-                    pair: [Hpa(pair[0]), Hpa(pair[1])],
-                }
+                LeafCall::PamtAdd { hpa, pair: [Hpa(pair[0]), Hpa(pair[1])] }
             }
             Leaf::PhymemPamtRemove => LeafCall::PamtRemove { hpa: page("hpa")? },
-            Leaf::MemPageAug => LeafCall::PageAug {
-                td: td()?,
-                gpa: gpa()?,
-                page: page("page")?,
-            },
-            Leaf::MemPageRemove => LeafCall::PageRemove {
-                td: td()?,
-                gpa: gpa()?,
-            },
-            Leaf::MemRangeBlock => LeafCall::RangeBlock {
-                td: td()?,
-                gpa: gpa()?,
-            },
+            Leaf::MemPageAug => LeafCall::PageAug { td: td()?, gpa: gpa()?, page: page("page")? },
+            Leaf::MemPageRemove => LeafCall::PageRemove { td: td()?, gpa: gpa()? },
+            Leaf::MemRangeBlock => LeafCall::RangeBlock { td: td()?, gpa: gpa()? },
             Leaf::MemTrack => LeafCall::Track { td: td()? },
-            Leaf::PhymemPageWbinvd => LeafCall::PageWbinvd {
-                page: page("page")?,
-            },
+            Leaf::PhymemPageWbinvd => LeafCall::PageWbinvd { page: page("page")? },
             _ => return Err(not_modelled()),
         };
         Ok(Call::Seamcall(call))
@@ -611,8 +499,7 @@ impl<'t> Loader<'t> {
             }
         }
         if let Some(value) = table.get("pct_depth") {
-            run.pct_depth =
-                self.int(&table.key("pct_depth"), value, 1, u64::from(u32::MAX))? as u32;
+            run.pct_depth = self.int(&table.key("pct_depth"), value, 1, u64::from(u32::MAX))? as u32;
         }
         for (name, field, minimum) in [
             ("max_time", &mut run.max_time, 1),
@@ -647,20 +534,18 @@ impl<'t> Loader<'t> {
         let outcome = self.choice(&table.key("outcome"), outcome_value, &expectable)?;
         let outcome = ExpectedOutcome::from_name(outcome).expect("choice() returned a listed name");
         let what = match table.get("what") {
-            Some(value) => Some(
-                self.string(&table.key("what"), value, "a string")?
-                    .to_owned(),
-            ),
+            Some(value) => Some(self.string(&table.key("what"), value, "a string")?.to_owned()),
             None => None,
         };
         let within_runs = match table.get("within_runs") {
-            Some(value) => Some(
-                self.int(&table.key("within_runs"), value, 1, run.runs)
-                    .map_err(|error| ScenarioError {
+            Some(value) => {
+                Some(self.int(&table.key("within_runs"), value, 1, run.runs).map_err(|error| {
+                    ScenarioError {
                         expected: format!("an integer 1..={} (at most run.runs)", run.runs),
                         ..error
-                    })?,
-            ),
+                    }
+                })?)
+            }
             None => None,
         };
         let mut metrics = Vec::new();
@@ -668,56 +553,30 @@ impl<'t> Loader<'t> {
             let bounds = self.table(table.key("metrics"), value, None)?;
             for (key, value) in &bounds.entries {
                 let name = key.get_ref().as_ref();
-                let parsed = [("_max", Bound::Max), ("_min", Bound::Min)]
-                    .into_iter()
-                    .find_map(|(suffix, bound)| {
+                let parsed =
+                    [("_max", Bound::Max), ("_min", Bound::Min)].into_iter().find_map(|(suffix, bound)| {
                         let metric = name.strip_suffix(suffix)?;
-                        METRICS
-                            .iter()
-                            .any(|(known, _)| *known == metric)
-                            .then_some((metric, bound))
+                        METRICS.iter().any(|(known, _)| *known == metric).then_some((metric, bound))
                     });
                 let Some((metric, bound)) = parsed else {
                     let names: Vec<&str> = METRICS.iter().map(|(metric, _)| *metric).collect();
-                    let expected = format!(
-                        "<metric>_max or <metric>_min, metric one of {}",
-                        names.join(", ")
-                    );
-                    return Err(self.error(
-                        key.span(),
-                        &bounds.key(name),
-                        &expected,
-                        self.raw(key.span()),
-                    ));
+                    let expected =
+                        format!("<metric>_max or <metric>_min, metric one of {}", names.join(", "));
+                    return Err(self.error(key.span(), &bounds.key(name), &expected, self.raw(key.span())));
                 };
                 let bound_value = self.int(&bounds.key(name), value, 0, u64::MAX)?;
                 let (line, _) = line_column(self.text.as_bytes(), key.span().start);
-                metrics.push(MetricBound {
-                    metric: metric.to_owned(),
-                    bound,
-                    value: bound_value,
-                    line,
-                });
+                metrics.push(MetricBound { metric: metric.to_owned(), bound, value: bound_value, line });
             }
         }
-        Ok(Some(Expect {
-            outcome,
-            what,
-            within_runs,
-            metrics,
-        }))
+        Ok(Some(Expect { outcome, what, within_runs, metrics }))
     }
 }
 
-const TIME_EXPECTED: &str =
-    "a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s)";
+const TIME_EXPECTED: &str = "a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s)";
 
 fn call_names() -> String {
-    CALLS
-        .iter()
-        .map(|(name, _, _)| *name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    CALLS.iter().map(|(name, _, _)| *name).collect::<Vec<_>>().join(", ")
 }
 
 /// Step arguments: td, gpa, count, pages.
@@ -743,9 +602,7 @@ impl Loader<'_> {
         };
         let key = table.key("gpa");
         let gpa = self.address(&key, value)?;
-        let fits = u64::from(count)
-            .checked_mul(PAGE_SIZE)
-            .and_then(|bytes| gpa.checked_add(bytes));
+        let fits = u64::from(count).checked_mul(PAGE_SIZE).and_then(|bytes| gpa.checked_add(bytes));
         if !gpa.is_multiple_of(PAGE_SIZE) || fits.is_none() {
             return Err(self.invalid(Some(value), &key, "a 4K-aligned guest physical address"));
         }
@@ -760,11 +617,7 @@ impl Loader<'_> {
         space: &PageSpace<'_>,
     ) -> Result<u64> {
         let Some(value) = table.get(name) else {
-            return Err(self.missing(
-                table,
-                name,
-                "a page: a name from [pages] or an address (required)",
-            ));
+            return Err(self.missing(table, name, "a page: a name from [pages] or an address (required)"));
         };
         self.page(&table.key(name), value, count, space)
     }
@@ -785,13 +638,8 @@ impl Loader<'_> {
     /// `count` 4K pages that all lie inside `machine.memory`.
     fn page(&self, key: &str, value: &Value<'_>, count: u32, space: &PageSpace<'_>) -> Result<u64> {
         let names: Vec<&str> = space.pages.keys().map(String::as_str).collect();
-        let names = if names.is_empty() {
-            "none defined".to_owned()
-        } else {
-            names.join(", ")
-        };
-        let expected =
-            format!("a page: a name from [pages] ({names}) or an address like \"0x200000\"");
+        let names = if names.is_empty() { "none defined".to_owned() } else { names.join(", ") };
+        let expected = format!("a page: a name from [pages] ({names}) or an address like \"0x200000\"");
         let address = match value.get_ref() {
             DeValue::String(text) => match (parse_address(text), space.pages.get(text.as_ref())) {
                 (Some(address), _) => address,
@@ -818,16 +666,12 @@ impl Loader<'_> {
         if !address.is_multiple_of(PAGE_SIZE) {
             return Err(self.invalid(Some(value), key, "a 4K-aligned address"));
         }
-        let end = u64::from(count)
-            .checked_mul(PAGE_SIZE)
-            .and_then(|bytes| address.checked_add(bytes));
+        let end = u64::from(count).checked_mul(PAGE_SIZE).and_then(|bytes| address.checked_add(bytes));
         if end.is_none_or(|end| end > memory_bytes) {
             let expected = if count == 1 {
                 format!("an address inside machine.memory (below {memory_bytes:#x})")
             } else {
-                format!(
-                    "an address with {count} pages inside machine.memory (below {memory_bytes:#x})"
-                )
+                format!("an address with {count} pages inside machine.memory (below {memory_bytes:#x})")
             };
             return Err(self.invalid(Some(value), key, &expected));
         }
@@ -844,9 +688,7 @@ impl<'t> Loader<'t> {
         name: &str,
         allowed: &[&str],
     ) -> Result<Option<Table<'a, 'i>>> {
-        top.get(name)
-            .map(|value| self.table(top.key(name), value, Some(allowed)))
-            .transpose()
+        top.get(name).map(|value| self.table(top.key(name), value, Some(allowed))).transpose()
     }
 
     /// `value` as a table; with `allowed`, an unknown key is an error.
@@ -887,11 +729,7 @@ impl<'t> Loader<'t> {
     fn entries<'a, 'i>(path: String, span: Range<usize>, table: &'a DeTable<'i>) -> Table<'a, 'i> {
         let mut entries: Vec<_> = table.iter().collect();
         entries.sort_by_key(|(key, _)| key.span().start);
-        Table {
-            path,
-            span,
-            entries,
-        }
+        Table { path, span, entries }
     }
 
     fn check_keys(&self, table: &Table<'_, '_>, allowed: &[&str]) -> Result<()> {
@@ -938,12 +776,9 @@ impl<'t> Loader<'t> {
     ) -> Result<f64> {
         let number = match value.get_ref() {
             DeValue::Float(float) => float.as_str().replace('_', "").parse::<f64>().ok(),
-            DeValue::Integer(integer) if integer.radix() == 10 => integer
-                .as_str()
-                .replace('_', "")
-                .parse::<i64>()
-                .ok()
-                .map(|number| number as f64),
+            DeValue::Integer(integer) if integer.radix() == 10 => {
+                integer.as_str().replace('_', "").parse::<i64>().ok().map(|number| number as f64)
+            }
             _ => None,
         };
         match number {
@@ -953,30 +788,20 @@ impl<'t> Loader<'t> {
     }
 
     fn boolean(&self, key: &str, value: &Value<'_>) -> Result<bool> {
-        value
-            .get_ref()
-            .as_bool()
-            .ok_or_else(|| self.invalid(Some(value), key, "true or false"))
+        value.get_ref().as_bool().ok_or_else(|| self.invalid(Some(value), key, "true or false"))
     }
 
     fn string<'v>(&self, key: &str, value: &'v Value<'_>, expected: &str) -> Result<&'v str> {
-        value
-            .get_ref()
-            .as_str()
-            .ok_or_else(|| self.invalid(Some(value), key, expected))
+        value.get_ref().as_str().ok_or_else(|| self.invalid(Some(value), key, expected))
     }
 
     /// A string from `choices`; the error lists them all.
     fn choice<'c>(&self, key: &str, value: &Value<'_>, choices: &[&'c str]) -> Result<&'c str> {
         let text = value.get_ref().as_str();
-        choices
-            .iter()
-            .copied()
-            .find(|choice| Some(*choice) == text)
-            .ok_or_else(|| {
-                let expected = format!("one of {}", choices.join(" | "));
-                self.invalid(Some(value), key, &expected)
-            })
+        choices.iter().copied().find(|choice| Some(*choice) == text).ok_or_else(|| {
+            let expected = format!("one of {}", choices.join(" | "));
+            self.invalid(Some(value), key, &expected)
+        })
     }
 
     /// Bytes: an integer, or a string with a K/M/G/T suffix.
@@ -1007,11 +832,7 @@ impl<'t> Loader<'t> {
             _ => None,
         };
         address.ok_or_else(|| {
-            self.invalid(
-                Some(value),
-                key,
-                "an address: an integer or a string like \"0x200000\"",
-            )
+            self.invalid(Some(value), key, "an address: an integer or a string like \"0x200000\"")
         })
     }
 }
@@ -1041,12 +862,7 @@ impl Loader<'_> {
 
     /// A required key is absent: point at the table that should hold it.
     fn missing(&self, table: &Table<'_, '_>, name: &str, expected: &str) -> ScenarioError {
-        self.error(
-            table.span.clone(),
-            &table.key(name),
-            expected,
-            "nothing".to_owned(),
-        )
+        self.error(table.span.clone(), &table.key(name), expected, "nothing".to_owned())
     }
 
     fn found(&self, value: &Value<'_>) -> String {
@@ -1081,11 +897,7 @@ impl Loader<'_> {
             column,
             key: nearest_key(self.text, offset),
             expected: "valid TOML".to_owned(),
-            found: error
-                .message()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" "),
+            found: error.message().split_whitespace().collect::<Vec<_>>().join(" "),
         }
     }
 }
@@ -1095,36 +907,20 @@ impl Loader<'_> {
 fn nearest_key(text: &str, offset: usize) -> String {
     let bytes = text.as_bytes();
     let offset = offset.min(bytes.len());
-    let line_start = bytes[..offset]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    let line_end = bytes[offset..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(bytes.len(), |i| offset + i);
+    let line_start = bytes[..offset].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let line_end = bytes[offset..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| offset + i);
     let is_bare_key = |key: &str| {
-        !key.is_empty()
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
     };
     let header = String::from_utf8_lossy(&bytes[..line_start])
         .lines()
         .rev()
         .map(str::trim)
         .find(|line| line.starts_with('['))
-        .map(|line| {
-            line.trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_owned()
-        })
+        .map(|line| line.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
         .filter(|header| is_bare_key(header));
     let line = String::from_utf8_lossy(&bytes[line_start..line_end]).into_owned();
-    let key = line
-        .split_once('=')
-        .map(|(key, _)| key.trim().to_owned())
-        .filter(|key| is_bare_key(key));
+    let key = line.split_once('=').map(|(key, _)| key.trim().to_owned()).filter(|key| is_bare_key(key));
     match (header, key) {
         (Some(header), Some(key)) => format!("{header}.{key}"),
         (Some(only), None) | (None, Some(only)) => only,

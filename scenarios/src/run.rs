@@ -126,7 +126,9 @@ fn scenario_pages(scenario: &Scenario) -> Vec<u64> {
                 pages.push(hpa.0);
                 pages.extend(pair.iter().map(|p| p.0));
             }
-            Call::Seamcall(LeafCall::PamtRemove { hpa } | LeafCall::PageWbinvd { page: hpa }) => pages.push(hpa.0),
+            Call::Seamcall(LeafCall::PamtRemove { hpa } | LeafCall::PageWbinvd { page: hpa }) => {
+                pages.push(hpa.0)
+            }
             Call::Seamcall(LeafCall::PageAug { page, .. }) => pages.push(page.0),
             _ => {}
         }
@@ -266,7 +268,9 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
                             cpu.sim.sleep(at.since(now)).await;
                         }
                     }
-                    cpu.mark(Span::Begin, mark::STEP, step_index as u64, 0, || step_label(&scenario, &step.call));
+                    cpu.mark(Span::Begin, mark::STEP, step_index as u64, 0, || {
+                        step_label(&scenario, &step.call)
+                    });
                     let result = run_step(&cpu, &step.call).await;
                     cpu.mark(Span::End, mark::STEP, step_index as u64, 0, || {
                         format!("{} = {result}", step.call.name())
@@ -349,8 +353,11 @@ fn explain_livelock(host: &Host, cpus: &[CpuId], outcome: &mut Outcome) {
         let Some(statuses) = stats.since_progress.get(&cpu.0) else { continue };
         let mut by_count: Vec<(&(Leaf, TdxStatus), &u64)> = statuses.iter().collect();
         by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let parts: Vec<String> =
-            by_count.iter().take(4).map(|((leaf, status), count)| format!("{leaf} -> {status} x{count}")).collect();
+        let parts: Vec<String> = by_count
+            .iter()
+            .take(4)
+            .map(|((leaf, status), count)| format!("{leaf} -> {status} x{count}"))
+            .collect();
         outcome.what += &format!("; meanwhile its SEAMCALLs returned: {}", parts.join(", "));
     }
 }

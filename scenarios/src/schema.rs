@@ -31,9 +31,7 @@ pub struct Scenario {
 impl Scenario {
     /// The clock every time in the file was converted with.
     pub fn clock(&self) -> Clock {
-        Clock {
-            ghz: self.machine.ghz,
-        }
+        Clock { ghz: self.machine.ghz }
     }
 }
 
@@ -78,13 +76,8 @@ pub struct HostCfg {
 /// Values of `host.sept_busy`; the first is the default.
 pub const SEPT_BUSY_DESIGNS: &[&str] = &["kick-and-block", "blind-retry"];
 /// Values of `host.update`; the first is the default.
-pub const UPDATE_DESIGNS: &[&str] = &[
-    "stop-machine",
-    "stop-machine-no-abort",
-    "no-stop-machine",
-    "nested-cpus-read-lock",
-    "update-rwsem",
-];
+pub const UPDATE_DESIGNS: &[&str] =
+    &["stop-machine", "stop-machine-no-abort", "no-stop-machine", "nested-cpus-read-lock", "update-rwsem"];
 /// Values of `host.enable`; the first is the default.
 pub const ENABLE_DESIGNS: &[&str] = &[
     "boot-cpuhp",
@@ -133,12 +126,7 @@ pub enum Call {
     TdxPamtPut { page: u64 },
     /// `tdp_fault`: EPT violations on `count` private 4K pages from `gpa`; `page` backs the
     /// first GPA and the following GPAs take the following pages (absent: allocated by the host).
-    TdpFault {
-        td: u32,
-        gpa: u64,
-        count: u32,
-        page: Option<u64>,
-    },
+    TdpFault { td: u32, gpa: u64, count: u32, page: Option<u64> },
     /// `zap`: removal of `count` private pages from `gpa` under mmu_lock write.
     Zap { td: u32, gpa: u64, count: u32 },
     /// `sleep`: the task sleeps (key `for`).
@@ -171,22 +159,10 @@ pub const CALLS: &[(&str, &str, &str)] = &[
          TDH.MEM.TRACK td; TDH.PHYMEM.PAGE.WBINVD page",
         "one raw SEAMCALL, no host logic",
     ),
-    (
-        "tdx_pamt_get",
-        "page, pair (optional)",
-        "DPAMT get in the host.dpamt design",
-    ),
+    ("tdx_pamt_get", "page, pair (optional)", "DPAMT get in the host.dpamt design"),
     ("tdx_pamt_put", "page", "DPAMT put in the host.dpamt design"),
-    (
-        "tdp_fault",
-        "td, gpa, count (default 1), page (optional)",
-        "EPT violations on private memory",
-    ),
-    (
-        "zap",
-        "td, gpa, count (default 1)",
-        "removal of private pages under mmu_lock write",
-    ),
+    ("tdp_fault", "td, gpa, count (default 1), page (optional)", "EPT violations on private memory"),
+    ("zap", "td, gpa, count (default 1)", "removal of private pages under mmu_lock write"),
     ("sleep", "for", "the task sleeps"),
     ("spin", "for", "the CPU busy-waits with preemption off"),
 ];
@@ -287,10 +263,7 @@ impl ExpectedOutcome {
     }
 
     pub fn from_name(name: &str) -> Option<ExpectedOutcome> {
-        ExpectedOutcome::ALL
-            .iter()
-            .copied()
-            .find(|outcome| outcome.name() == name)
+        ExpectedOutcome::ALL.iter().copied().find(|outcome| outcome.name() == name)
     }
 }
 
@@ -317,40 +290,16 @@ pub enum Bound {
 /// Metrics `[expect.metrics]` may bound: (name, meaning), summed over all explored runs.
 pub const METRICS: &[(&str, &str)] = &[
     ("seamcalls", "SEAMCALLs made"),
-    (
-        "seamcall_busy",
-        "SEAMCALLs that returned a BUSY status (TDX_OPERAND_BUSY and friends)",
-    ),
-    (
-        "seamcall_errors",
-        "SEAMCALLs that returned an error status other than BUSY",
-    ),
-    (
-        "lock_acquisitions",
-        "host lock acquisitions (spinlocks, rwlocks, mutexes)",
-    ),
+    ("seamcall_busy", "SEAMCALLs that returned a BUSY status (TDX_OPERAND_BUSY and friends)"),
+    ("seamcall_errors", "SEAMCALLs that returned an error status other than BUSY"),
+    ("lock_acquisitions", "host lock acquisitions (spinlocks, rwlocks, mutexes)"),
     ("lock_contended", "host lock acquisitions that had to wait"),
     ("lock_wait_cycles", "cycles spent waiting for host locks"),
-    (
-        "status_hpa_range_not_free",
-        "SEAMCALLs that returned TDX_HPA_RANGE_NOT_FREE",
-    ),
-    (
-        "status_no_pamt_page_pair",
-        "SEAMCALLs that returned TDX_NO_PAMT_PAGE_PAIR",
-    ),
-    (
-        "status_pamt_page_not_empty",
-        "SEAMCALLs that returned TDX_PAMT_PAGE_NOT_EMPTY",
-    ),
-    (
-        "status_missing_pamt_page_pair",
-        "SEAMCALLs that returned TDX_MISSING_PAMT_PAGE_PAIR",
-    ),
-    (
-        "status_operand_busy",
-        "SEAMCALLs that returned TDX_OPERAND_BUSY",
-    ),
+    ("status_hpa_range_not_free", "SEAMCALLs that returned TDX_HPA_RANGE_NOT_FREE"),
+    ("status_no_pamt_page_pair", "SEAMCALLs that returned TDX_NO_PAMT_PAGE_PAIR"),
+    ("status_pamt_page_not_empty", "SEAMCALLs that returned TDX_PAMT_PAGE_NOT_EMPTY"),
+    ("status_missing_pamt_page_pair", "SEAMCALLs that returned TDX_MISSING_PAMT_PAGE_PAIR"),
+    ("status_operand_busy", "SEAMCALLs that returned TDX_OPERAND_BUSY"),
 ];
 
 #[cfg(test)]
@@ -362,10 +311,7 @@ mod tests {
         for (metric, _) in METRICS {
             if let Some(status) = metric.strip_prefix("status_") {
                 let name = format!("TDX_{}", status.to_uppercase());
-                assert!(
-                    seam_model::TdxStatus::from_name(&name).is_some(),
-                    "{metric}"
-                );
+                assert!(seam_model::TdxStatus::from_name(&name).is_some(), "{metric}");
             }
         }
     }

@@ -7,12 +7,7 @@
 use sim_core::Clock;
 
 /// Binary size suffixes (`K` = 1024 bytes).
-pub const SIZE_UNITS: &[(&str, u64)] = &[
-    ("K", 1 << 10),
-    ("M", 1 << 20),
-    ("G", 1 << 30),
-    ("T", 1 << 40),
-];
+pub const SIZE_UNITS: &[(&str, u64)] = &[("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40)];
 
 /// Time suffixes with their length in nanoseconds.
 pub const TIME_UNITS: &[(&str, f64)] = &[("ns", 1.0), ("us", 1e3), ("ms", 1e6), ("s", 1e9)];
@@ -89,17 +84,7 @@ mod tests {
         assert_eq!(parse_size("16K"), Some(16_384));
         assert_eq!(parse_size("1T"), Some(1 << 40));
         assert_eq!(parse_size("4096"), Some(4096));
-        for bad in [
-            "",
-            "M",
-            "64m",
-            "64 M",
-            "1.5G",
-            "-1M",
-            "+1M",
-            "64MB",
-            "99999999999T",
-        ] {
+        for bad in ["", "M", "64m", "64 M", "1.5G", "-1M", "+1M", "64MB", "99999999999T"] {
             assert_eq!(parse_size(bad), None, "{bad:?}");
         }
     }
@@ -112,20 +97,9 @@ mod tests {
         assert_eq!(parse_time("1.5ns", GHZ_2), Some(3));
         assert_eq!(parse_time("0us", GHZ_2), Some(0));
         assert_eq!(parse_time("7us", Clock { ghz: 2.2 }), Some(15_400));
-        for bad in [
-            "",
-            "s",
-            "1",
-            "1 s",
-            ".5s",
-            "5.s",
-            "1.2.3s",
-            "1e3ns",
-            "-1s",
-            "1h",
-            "inf s",
-            "99999999999999999s",
-        ] {
+        for bad in
+            ["", "s", "1", "1 s", ".5s", "5.s", "1.2.3s", "1e3ns", "-1s", "1h", "inf s", "99999999999999999s"]
+        {
             assert_eq!(parse_time(bad, GHZ_2), None, "{bad:?}");
         }
     }
@@ -135,16 +109,7 @@ mod tests {
         assert_eq!(parse_address("0x200000"), Some(0x20_0000));
         assert_eq!(parse_address("0x20_0000"), Some(0x20_0000));
         assert_eq!(parse_address("2097152"), Some(0x20_0000));
-        for bad in [
-            "",
-            "0x",
-            "0x_1",
-            "0xg",
-            "A1",
-            "-1",
-            "0x1_0000_0000_0000_0000",
-            "2M",
-        ] {
+        for bad in ["", "0x", "0x_1", "0xg", "A1", "-1", "0x1_0000_0000_0000_0000", "2M"] {
             assert_eq!(parse_address(bad), None, "{bad:?}");
         }
     }

@@ -18,9 +18,7 @@ fn error(text: &str) -> String {
 
 /// A valid file of one task on CPU 0, with `extra` appended (so it can add tables).
 fn with(extra: &str) -> String {
-    format!(
-        "name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{{ call = \"sleep\", for = \"1us\" }}]\n{extra}"
-    )
+    format!("name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{{ call = \"sleep\", for = \"1us\" }}]\n{extra}")
 }
 
 /// A file whose only task runs `step` (line 9, after `steps = [` so its `{` is column
@@ -105,56 +103,23 @@ fn the_documented_example_loads_with_units_converted() {
     let scenario = load_str("example.toml", EXAMPLE).unwrap();
     assert_eq!(scenario.path, "example.toml");
     assert_eq!(scenario.text, EXAMPLE);
-    assert_eq!(
-        scenario.name,
-        "dpamt: AB-BA between per-2MB rwlocks (cpus=2)"
-    );
-    assert_eq!(
-        scenario.about.as_deref(),
-        Some("Yan Zhao, Dynamic PAMT v3 thread, 2025-09-28")
-    );
-    assert_eq!(
-        (scenario.machine.cpus, scenario.machine.possible_cpus),
-        (2, 4)
-    );
+    assert_eq!(scenario.name, "dpamt: AB-BA between per-2MB rwlocks (cpus=2)");
+    assert_eq!(scenario.about.as_deref(), Some("Yan Zhao, Dynamic PAMT v3 thread, 2025-09-28"));
+    assert_eq!((scenario.machine.cpus, scenario.machine.possible_cpus), (2, 4));
     assert_eq!(scenario.machine.memory_bytes, 67_108_864);
     assert_eq!(scenario.machine.ghz, 2.0);
     assert_eq!(scenario.module.costs[&Leaf::PhymemPamtAdd], 12_000);
     assert_eq!(scenario.module.costs[&Leaf::PhymemPamtRemove], 10_000);
-    assert_eq!(
-        scenario.module.costs[&Leaf::MemPageAug],
-        Leaf::MemPageAug.default_cost_cycles()
-    );
+    assert_eq!(scenario.module.costs[&Leaf::MemPageAug], Leaf::MemPageAug.default_cost_cycles());
     assert_eq!(scenario.module.costs.len(), Leaf::ALL.len());
     assert_eq!(scenario.host.dpamt.name(), "per-2m-rwlock");
-    let pages: Vec<(&str, u64)> = scenario
-        .pages
-        .iter()
-        .map(|(k, v)| (k.as_str(), *v))
-        .collect();
-    assert_eq!(
-        pages,
-        [
-            ("A1", 0x20_0000),
-            ("A2", 0x20_1000),
-            ("B1", 0x40_0000),
-            ("B2", 0x40_1000)
-        ]
-    );
+    let pages: Vec<(&str, u64)> = scenario.pages.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(pages, [("A1", 0x20_0000), ("A2", 0x20_1000), ("B1", 0x40_0000), ("B2", 0x40_1000)]);
 
     assert_eq!(scenario.tasks.len(), 2);
     let first = &scenario.tasks[0];
-    assert_eq!(
-        (first.cpu, first.start, first.repeat, first.line),
-        (0, Cycle(0), 1, 30)
-    );
-    assert_eq!(
-        first.steps[0].call,
-        Call::TdxPamtGet {
-            page: 0x20_0000,
-            pair: Some([0x40_0000, 0x60_0000])
-        }
-    );
+    assert_eq!((first.cpu, first.start, first.repeat, first.line), (0, Cycle(0), 1, 30));
+    assert_eq!(first.steps[0].call, Call::TdxPamtGet { page: 0x20_0000, pair: Some([0x40_0000, 0x60_0000]) });
     assert_eq!((first.steps[0].line, first.steps[0].column), (34, 3));
     let second = &scenario.tasks[1];
     assert_eq!((second.cpu, second.repeat), (1, 3));
@@ -162,32 +127,16 @@ fn the_documented_example_loads_with_units_converted() {
     assert_eq!(
         calls,
         [
-            &Call::TdxPamtGet {
-                page: 0x40_1000,
-                pair: Some([0x20_1000, 0x60_1000])
-            },
+            &Call::TdxPamtGet { page: 0x40_1000, pair: Some([0x20_1000, 0x60_1000]) },
             &Call::TdxPamtPut { page: 0x40_1000 },
             &Call::Seamcall(LeafCall::PamtAdd {
                 hpa: Hpa(0x20_0000),
                 pair: [Hpa(0x40_0000), Hpa(0x40_1000)]
             }),
-            &Call::Seamcall(LeafCall::PageAug {
-                td: TdId(1),
-                gpa: Gpa(0x1000),
-                page: Hpa(0x20_1000)
-            }),
+            &Call::Seamcall(LeafCall::PageAug { td: TdId(1), gpa: Gpa(0x1000), page: Hpa(0x20_1000) }),
             &Call::Seamcall(LeafCall::Track { td: TdId(1) }),
-            &Call::TdpFault {
-                td: 1,
-                gpa: 0x10000,
-                count: 4,
-                page: Some(0x80_0000)
-            },
-            &Call::Zap {
-                td: 1,
-                gpa: 0x10000,
-                count: 1
-            },
+            &Call::TdpFault { td: 1, gpa: 0x10000, count: 4, page: Some(0x80_0000) },
+            &Call::Zap { td: 1, gpa: 0x10000, count: 1 },
             &Call::Spin { cycles: 100 },
             &Call::Sleep { cycles: 2_000_000 },
         ]
@@ -196,10 +145,7 @@ fn the_documented_example_loads_with_units_converted() {
     assert_eq!(second.steps[1].at, None);
 
     let run = &scenario.run;
-    assert_eq!(
-        (run.runs, run.seed, run.strategy, run.pct_depth),
-        (1000, 0, Strategy::Random, 3)
-    );
+    assert_eq!((run.runs, run.seed, run.strategy, run.pct_depth), (1000, 0, Strategy::Random, 3));
     assert_eq!(run.max_time, Cycle(2_000_000_000));
     assert_eq!(run.watchdog, Cycle(40_000_000));
     assert_eq!(run.max_stall, Cycle(100_000));
@@ -208,27 +154,18 @@ fn the_documented_example_loads_with_units_converted() {
     assert_eq!(expect.outcome, ExpectedOutcome::Deadlock);
     assert_eq!(expect.what.as_deref(), Some("rw[A]"));
     assert_eq!(expect.within_runs, Some(200));
-    let metrics: Vec<(&str, Bound, u64, usize)> = expect
-        .metrics
-        .iter()
-        .map(|m| (m.metric.as_str(), m.bound, m.value, m.line))
-        .collect();
+    let metrics: Vec<(&str, Bound, u64, usize)> =
+        expect.metrics.iter().map(|m| (m.metric.as_str(), m.bound, m.value, m.line)).collect();
     assert_eq!(
         metrics,
-        [
-            ("seamcall_busy", Bound::Max, 0, 66),
-            ("status_hpa_range_not_free", Bound::Min, 1, 67)
-        ]
+        [("seamcall_busy", Bound::Max, 0, 66), ("status_hpa_range_not_free", Bound::Min, 1, 67)]
     );
 }
 
 #[test]
 fn defaults_fill_everything_optional() {
     let scenario = load_str("x.toml", "name = \"minimal\"").unwrap();
-    assert_eq!(
-        (scenario.machine.cpus, scenario.machine.possible_cpus),
-        (1, 1)
-    );
+    assert_eq!((scenario.machine.cpus, scenario.machine.possible_cpus), (1, 1));
     assert_eq!(scenario.machine.memory_bytes, 64 << 20);
     assert_eq!(scenario.machine.ghz, 2.0);
     assert!(scenario.module.dpamt && scenario.module.host_priority);
@@ -236,11 +173,7 @@ fn defaults_fill_everything_optional() {
     assert_eq!(scenario.module.costs[&Leaf::PhymemPamtAdd], 12_000);
     assert_eq!(scenario.host.dpamt.name(), "dec-and-lock");
     assert_eq!(
-        (
-            scenario.host.sept_busy.as_str(),
-            scenario.host.update.as_str(),
-            scenario.host.enable.as_str()
-        ),
+        (scenario.host.sept_busy.as_str(), scenario.host.update.as_str(), scenario.host.enable.as_str()),
         ("kick-and-block", "stop-machine", "boot-cpuhp")
     );
     assert!(scenario.pages.is_empty() && scenario.tasks.is_empty() && scenario.expect.is_none());
@@ -254,8 +187,7 @@ fn defaults_fill_everything_optional() {
 
 #[test]
 fn times_use_machine_ghz() {
-    let text =
-        "name = \"t\"\n[machine]\nghz = 3\n[run]\nmax_time = \"1ms\"\nwatchdog = \"1.5us\"\n";
+    let text = "name = \"t\"\n[machine]\nghz = 3\n[run]\nmax_time = \"1ms\"\nwatchdog = \"1.5us\"\n";
     let scenario = load_str("x.toml", text).unwrap();
     assert_eq!(scenario.run.max_time, Cycle(3_000_000));
     assert_eq!(scenario.run.watchdog, Cycle(4_500));
@@ -295,9 +227,7 @@ fn unknown_key_in_a_task_and_a_step() {
         "x.toml:9:35: task[0].steps[0].pge: expected one of the keys call, page, pair, at, found pge"
     );
     assert_eq!(
-        error(&step(
-            "{ call = \"tdx_pamt_put\", page = \"A1\", pair = [\"A1\", \"A1\"] }"
-        )),
+        error(&step("{ call = \"tdx_pamt_put\", page = \"A1\", pair = [\"A1\", \"A1\"] }")),
         "x.toml:9:48: task[0].steps[0].pair: expected one of the keys call, page, at, found pair"
     );
 }
@@ -310,10 +240,7 @@ fn wrong_type() {
         error("name = \"t\"\n[machine]\ncpus = \"two\"\n"),
         "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found \"two\""
     );
-    assert_eq!(
-        error("name = 3\n"),
-        "x.toml:1:8: name: expected a non-empty string, found 3"
-    );
+    assert_eq!(error("name = 3\n"), "x.toml:1:8: name: expected a non-empty string, found 3");
     assert_eq!(
         error("name = \"t\"\nmachine = 3\n"),
         "x.toml:2:11: machine: expected a table with keys cpus, possible_cpus, memory, ghz, found 3"
@@ -335,9 +262,7 @@ fn wrong_type() {
         "x.toml:9:10: task[0].steps[0]: expected a step: an inline table like { call = \"sleep\", for = \"1us\" }, found [\"sleep\"]"
     );
     assert_eq!(
-        error(&step(
-            "{ call = \"tdx_pamt_get\", page = \"A1\", pair = \"A1\" }"
-        )),
+        error(&step("{ call = \"tdx_pamt_get\", page = \"A1\", pair = \"A1\" }")),
         "x.toml:9:55: task[0].steps[0].pair: expected two pages, like [\"B1\", \"0x600000\"], found \"A1\""
     );
     assert_eq!(
@@ -351,22 +276,10 @@ fn wrong_type() {
 #[test]
 fn out_of_range_numbers() {
     let machine = |line: &str| error(&format!("name = \"t\"\n[machine]\n{line}\n"));
-    assert_eq!(
-        machine("cpus = 0"),
-        "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found 0"
-    );
-    assert_eq!(
-        machine("cpus = 4097"),
-        "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found 4097"
-    );
-    assert_eq!(
-        machine("cpus = -1"),
-        "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found -1"
-    );
-    assert_eq!(
-        machine("cpus = 2.0"),
-        "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found 2.0"
-    );
+    assert_eq!(machine("cpus = 0"), "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found 0");
+    assert_eq!(machine("cpus = 4097"), "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found 4097");
+    assert_eq!(machine("cpus = -1"), "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found -1");
+    assert_eq!(machine("cpus = 2.0"), "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found 2.0");
     assert_eq!(
         machine("cpus = 99999999999999999999999"),
         "x.toml:3:8: machine.cpus: expected an integer 1..=4096, found 99999999999999999999999"
@@ -375,14 +288,8 @@ fn out_of_range_numbers() {
         machine("cpus = 4\npossible_cpus = 2"),
         "x.toml:4:17: machine.possible_cpus: expected an integer 4..=4096, found 2"
     );
-    assert_eq!(
-        machine("ghz = 0.0"),
-        "x.toml:3:7: machine.ghz: expected a number > 0, found 0.0"
-    );
-    assert_eq!(
-        machine("ghz = nan"),
-        "x.toml:3:7: machine.ghz: expected a number > 0, found nan"
-    );
+    assert_eq!(machine("ghz = 0.0"), "x.toml:3:7: machine.ghz: expected a number > 0, found 0.0");
+    assert_eq!(machine("ghz = nan"), "x.toml:3:7: machine.ghz: expected a number > 0, found nan");
     assert_eq!(
         error("name = \"t\"\n[module]\njitter = 0.6\n"),
         "x.toml:3:10: module.jitter: expected a number 0.0..=0.5, found 0.6"
@@ -400,9 +307,7 @@ fn out_of_range_numbers() {
         "x.toml:4:10: task[0].repeat: expected an integer 1..=4294967295, found 0"
     );
     assert_eq!(
-        error(&with(
-            "[run]\nruns = 10\n[expect]\noutcome = \"pass\"\nwithin_runs = 11\n"
-        )),
+        error(&with("[run]\nruns = 10\n[expect]\noutcome = \"pass\"\nwithin_runs = 11\n")),
         "x.toml:9:15: expect.within_runs: expected an integer 1..=10 (at most run.runs), found 11"
     );
     assert_eq!(
@@ -415,10 +320,7 @@ fn out_of_range_numbers() {
 
 #[test]
 fn missing_required_keys() {
-    assert_eq!(
-        error(""),
-        "x.toml:1:1: name: expected a string (required), found nothing"
-    );
+    assert_eq!(error(""), "x.toml:1:1: name: expected a string (required), found nothing");
     assert_eq!(
         error("name = \"t\"\n[[task]]\nsteps = []\n"),
         "x.toml:2:1: task[0].cpu: expected an integer (the task's CPU, required), found nothing"
@@ -444,9 +346,7 @@ fn missing_required_keys() {
         "x.toml:9:10: task[0].steps[0].for: expected a time (required), found nothing"
     );
     assert_eq!(
-        error(&step(
-            "{ call = \"seamcall\", leaf = \"TDH.PHYMEM.PAMT.ADD\", hpa = \"A1\" }"
-        )),
+        error(&step("{ call = \"seamcall\", leaf = \"TDH.PHYMEM.PAMT.ADD\", hpa = \"A1\" }")),
         "x.toml:9:10: task[0].steps[0].pair: expected two pages (required), found nothing"
     );
     assert_eq!(
@@ -461,10 +361,7 @@ fn missing_required_keys() {
 
 #[test]
 fn empty_name_and_empty_steps() {
-    assert_eq!(
-        error("name = \"  \"\n"),
-        "x.toml:1:8: name: expected a non-empty string, found \"  \""
-    );
+    assert_eq!(error("name = \"  \"\n"), "x.toml:1:8: name: expected a non-empty string, found \"  \"");
     assert_eq!(
         error("name = \"t\"\n[[task]]\ncpu = 0\nsteps = []\n"),
         "x.toml:4:9: task[0].steps: expected a non-empty array of steps like [{ call = \"sleep\", for = \"1us\" }], found []"
@@ -484,22 +381,16 @@ fn page_outside_memory_or_misaligned() {
         "x.toml:9:42: task[0].steps[0].page: expected a 4K-aligned address, found 0x200800"
     );
     assert_eq!(
-        error(&step(
-            "{ call = \"tdx_pamt_get\", page = \"A1\", pair = [\"A1\", 8388608] }"
-        )),
+        error(&step("{ call = \"tdx_pamt_get\", page = \"A1\", pair = [\"A1\", 8388608] }")),
         "x.toml:9:62: task[0].steps[0].pair[1]: expected an address inside machine.memory (below 0x800000), found 8388608"
     );
     assert_eq!(
-        error(&step(
-            "{ call = \"seamcall\", leaf = \"TDH.PHYMEM.PAGE.WBINVD\", page = -4096 }"
-        )),
+        error(&step("{ call = \"seamcall\", leaf = \"TDH.PHYMEM.PAGE.WBINVD\", page = -4096 }")),
         "x.toml:9:71: task[0].steps[0].page: expected a non-negative integer, found -4096"
     );
     // The last of `count` pages must fit too.
     assert_eq!(
-        error(&step(
-            "{ call = \"tdp_fault\", td = 1, gpa = 0, count = 2, page = \"0x7ff000\" }"
-        )),
+        error(&step("{ call = \"tdp_fault\", td = 1, gpa = 0, count = 2, page = \"0x7ff000\" }")),
         "x.toml:9:67: task[0].steps[0].page: expected an address with 2 pages inside machine.memory (below 0x800000), found \"0x7ff000\""
     );
     // Checked where [pages] names them.
@@ -538,9 +429,7 @@ fn gpa_must_be_aligned() {
 #[test]
 fn task_cpu_beyond_possible_cpus() {
     assert_eq!(
-        error(
-            "name = \"t\"\n[machine]\ncpus = 2\npossible_cpus = 4\n[[task]]\ncpu = 4\nsteps = []\n"
-        ),
+        error("name = \"t\"\n[machine]\ncpus = 2\npossible_cpus = 4\n[[task]]\ncpu = 4\nsteps = []\n"),
         "x.toml:6:7: task[0].cpu: expected an integer 0..=3 (below machine.possible_cpus), found 4"
     );
     assert_eq!(
@@ -552,9 +441,7 @@ fn task_cpu_beyond_possible_cpus() {
 #[test]
 fn task_cpu_offline_needs_hotplug() {
     assert_eq!(
-        error(
-            "name = \"t\"\n[machine]\ncpus = 2\npossible_cpus = 4\n[[task]]\ncpu = 3\nsteps = []\n"
-        ),
+        error("name = \"t\"\n[machine]\ncpus = 2\npossible_cpus = 4\n[[task]]\ncpu = 3\nsteps = []\n"),
         "x.toml:6:7: task[0].cpu: expected an online CPU (0..2); CPU hotplug is not available in this version, found 3"
     );
 }
@@ -595,8 +482,7 @@ fn unknown_or_unavailable_strategy() {
 
 #[test]
 fn unknown_or_unexpectable_outcome() {
-    let expected =
-        "expected one of pass | deadlock | livelock | lock-order | invariant | warn | limit";
+    let expected = "expected one of pass | deadlock | livelock | lock-order | invariant | warn | limit";
     assert_eq!(
         error("name = \"t\"\n[expect]\noutcome = \"hang\"\n"),
         format!("x.toml:3:11: expect.outcome: {expected}, found \"hang\"")
@@ -637,8 +523,7 @@ fn sizes_and_times_that_do_not_parse() {
         error("name = \"t\"\n[machine]\nmemory = 0\n"),
         format!("x.toml:3:10: machine.memory: {expected_memory}, found 0")
     );
-    let expected_time =
-        "expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s)";
+    let expected_time = "expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s)";
     assert_eq!(
         error("name = \"t\"\n[run]\nwatchdog = \"20 ms\"\n"),
         format!("x.toml:3:12: run.watchdog: {expected_time}, found \"20 ms\"")
@@ -695,9 +580,7 @@ fn unknown_and_unmodelled_leaves() {
         )
     );
     assert_eq!(
-        error(&step(
-            "{ call = \"seamcall\", leaf = \"TDH.MEM.TRACK\", td = 1, gpa = 0 }"
-        )),
+        error(&step("{ call = \"seamcall\", leaf = \"TDH.MEM.TRACK\", td = 1, gpa = 0 }")),
         "x.toml:9:63: task[0].steps[0].gpa: expected one of the keys call, leaf, td, at, found gpa"
     );
 }
@@ -763,11 +646,7 @@ fn random_bytes_are_a_positioned_error() {
         let bytes: Vec<u8> = (0..len)
             .map(|_| {
                 let byte = next() as u8;
-                if round % 2 == 0 {
-                    byte
-                } else {
-                    alphabet[byte as usize % alphabet.len()]
-                }
+                if round % 2 == 0 { byte } else { alphabet[byte as usize % alphabet.len()] }
             })
             .collect();
         assert_positioned(&String::from_utf8_lossy(&bytes));
@@ -786,10 +665,7 @@ fn assert_positioned(text: &str) {
         let lines = text.lines().count() + 1;
         assert!((1..=lines).contains(&error.line), "{error} for {text:?}");
         assert!(error.column >= 1, "{error} for {text:?}");
-        assert!(
-            !error.expected.is_empty() && !error.found.is_empty(),
-            "{error} for {text:?}"
-        );
+        assert!(!error.expected.is_empty() && !error.found.is_empty(), "{error} for {text:?}");
     }
 }
 
@@ -802,20 +678,16 @@ fn files_that_are_not_utf8_or_not_there() {
     assert_eq!(error.kind, ErrorKind::Syntax);
     assert_eq!(
         error.to_string(),
-        format!(
-            "{}:2:10: expected UTF-8 text, found the byte 0xff",
-            path.display()
-        )
+        format!("{}:2:10: expected UTF-8 text, found the byte 0xff", path.display())
     );
 
     let path = dir.join("load_errors_missing.toml");
     let error = load_file(&path).unwrap_err();
     assert_eq!(error.kind, ErrorKind::Io);
     assert!(
-        error.to_string().starts_with(&format!(
-            "{}:1:1: expected a readable scenario file, found ",
-            path.display()
-        )),
+        error
+            .to_string()
+            .starts_with(&format!("{}:1:1: expected a readable scenario file, found ", path.display())),
         "{error}"
     );
 
@@ -829,11 +701,8 @@ fn files_that_are_not_utf8_or_not_there() {
 fn hostile_inputs_are_positioned_errors() {
     let deep_array = format!("name = \"t\"\nsteps = {}\n", "[".repeat(10_000));
     let deep_table = format!("name = \"t\"\nx = {}\n", "{ a = ".repeat(10_000));
-    let deep_steps = format!(
-        "name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{}1{}]\n",
-        "[".repeat(50),
-        "]".repeat(50)
-    );
+    let deep_steps =
+        format!("name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{}1{}]\n", "[".repeat(50), "]".repeat(50));
     let huge_time = "name = \"t\"\n[run]\nmax_time = \"99999999999999999999s\"\n".to_owned();
     let nul = "name = \"t\0\"\n".to_owned();
     for text in [deep_array, deep_table, deep_steps, huge_time, nul] {
@@ -862,9 +731,6 @@ steps = [{ call = "tdx_pamt_get", page = "0x201000" }]
 outcome = "pass"
 "#;
     let scenario = load_str("get-races-put.toml", text).unwrap();
-    assert_eq!(
-        scenario.tasks[0].steps[1].call,
-        Call::TdxPamtPut { page: 0x20_0000 }
-    );
+    assert_eq!(scenario.tasks[0].steps[1].call, Call::TdxPamtPut { page: 0x20_0000 });
     assert_eq!(scenario.expect.unwrap().outcome, ExpectedOutcome::Pass);
 }

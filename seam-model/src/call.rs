@@ -69,10 +69,6 @@ pub struct LeafOutput {
 
 impl LeafOutput {
     pub fn status(status: TdxStatus) -> LeafOutput {
-        LeafOutput {
-            status,
-            pair: None,
-            removal_hint: false,
-        }
+        LeafOutput { status, pair: None, removal_hint: false }
     }
 }

@@ -133,14 +133,8 @@ mod tests {
 
     #[test]
     fn names_and_numbers_round_trip() {
-        assert_eq!(
-            Leaf::from_name("TDH.PHYMEM.PAMT.ADD"),
-            Some(Leaf::PhymemPamtAdd)
-        );
-        assert_eq!(
-            Leaf::from_name("TDH_PHYMEM_PAMT_REMOVE"),
-            Some(Leaf::PhymemPamtRemove)
-        );
+        assert_eq!(Leaf::from_name("TDH.PHYMEM.PAMT.ADD"), Some(Leaf::PhymemPamtAdd));
+        assert_eq!(Leaf::from_name("TDH_PHYMEM_PAMT_REMOVE"), Some(Leaf::PhymemPamtRemove));
         assert_eq!(Leaf::PhymemPamtAdd.rax(), 58);
         assert_eq!(Leaf::MemPageRemove.rax(), 29);
         assert!(Leaf::SeamldrInstall.is_seamldr());

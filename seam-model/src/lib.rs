@@ -40,9 +40,7 @@ pub const RANGE_1G: u64 = 1 << 30;
 pub const PAGES_PER_2M: u64 = 512;
 
 /// A host physical address.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Hpa(pub u64);
 
 impl Hpa {
@@ -68,9 +66,7 @@ impl std::fmt::Display for Hpa {
 }
 
 /// A guest physical address in a TD's private space.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Gpa(pub u64);
 
 impl std::fmt::Display for Gpa {
@@ -80,9 +76,7 @@ impl std::fmt::Display for Gpa {
 }
 
 /// A trust domain, named by the scenario.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TdId(pub u32);
 
 impl std::fmt::Display for TdId {

@@ -64,10 +64,7 @@ pub struct Sharex {
 
 impl Sharex {
     pub const fn new() -> Sharex {
-        Sharex {
-            exclusive: false,
-            readers: 0,
-        }
+        Sharex { exclusive: false, readers: 0 }
     }
 
     /// Adds a reader unless a writer holds the lock.
@@ -75,10 +72,7 @@ impl Sharex {
         if self.exclusive {
             return false;
         }
-        self.readers = self
-            .readers
-            .checked_add(1)
-            .expect("sharex: reader count overflow");
+        self.readers = self.readers.checked_add(1).expect("sharex: reader count overflow");
         true
     }
 
@@ -94,10 +88,7 @@ impl Sharex {
     /// Turns the caller's shared hold into an exclusive one; fails if anyone else reads.
     /// On failure the caller still holds its shared lock.
     pub fn promote(&mut self) -> bool {
-        assert!(
-            self.readers >= 1 && !self.exclusive,
-            "sharex: promote without a shared hold"
-        );
+        assert!(self.readers >= 1 && !self.exclusive, "sharex: promote without a shared hold");
         if self.readers != 1 {
             return false;
         }
@@ -112,10 +103,7 @@ impl Sharex {
     }
 
     pub fn release_exclusive(&mut self) {
-        assert!(
-            self.exclusive,
-            "sharex: release_exclusive without the writer"
-        );
+        assert!(self.exclusive, "sharex: release_exclusive without the writer");
         self.exclusive = false;
     }
 
@@ -166,20 +154,12 @@ impl Default for SharexHp {
 
 impl SharexHp {
     pub const fn new() -> SharexHp {
-        SharexHp {
-            exclusive: false,
-            host_priority: false,
-            readers: 0,
-            priority_enabled: true,
-        }
+        SharexHp { exclusive: false, host_priority: false, readers: 0, priority_enabled: true }
     }
 
     /// A lock of a module that has no host priority: it then behaves as a plain `sharex`.
     pub const fn without_host_priority() -> SharexHp {
-        SharexHp {
-            priority_enabled: false,
-            ..SharexHp::new()
-        }
+        SharexHp { priority_enabled: false, ..SharexHp::new() }
     }
 
     /// Table rows "acquire shared" of spec §2.2.
@@ -192,10 +172,7 @@ impl SharexHp {
         if caller == Caller::Guest && self.host_priority {
             return Err(HpBusy::BusyHostPriority);
         }
-        self.readers = self
-            .readers
-            .checked_add(1)
-            .expect("sharex_hp: reader count overflow");
+        self.readers = self.readers.checked_add(1).expect("sharex_hp: reader count overflow");
         self.host_won(caller);
         Ok(())
     }
@@ -219,10 +196,7 @@ impl SharexHp {
     /// [I] The table says "any caller, only reader → success"; we let a guest promote even
     /// with HP set (it already holds the lock), and clear HP only when a host wins.
     pub fn promote(&mut self, caller: Caller) -> Result<(), HpBusy> {
-        assert!(
-            self.readers >= 1 && !self.exclusive,
-            "sharex_hp: promote without a shared hold"
-        );
+        assert!(self.readers >= 1 && !self.exclusive, "sharex_hp: promote without a shared hold");
         if self.readers != 1 {
             self.host_lost(caller);
             return Err(HpBusy::Busy);
@@ -234,19 +208,13 @@ impl SharexHp {
     }
 
     pub fn release_shared(&mut self) {
-        assert!(
-            self.readers >= 1,
-            "sharex_hp: release_shared without a reader"
-        );
+        assert!(self.readers >= 1, "sharex_hp: release_shared without a reader");
         self.readers -= 1;
     }
 
     /// Clears the writer and keeps HP (spec §2.2, last row).
     pub fn release_exclusive(&mut self) {
-        assert!(
-            self.exclusive,
-            "sharex_hp: release_exclusive without the writer"
-        );
+        assert!(self.exclusive, "sharex_hp: release_exclusive without the writer");
         self.exclusive = false;
     }
 
@@ -303,11 +271,7 @@ mod tests {
         assert!(lock.is_free());
         assert!(lock.acquire_exclusive());
         assert!(!lock.acquire_shared(), "a writer blocks readers");
-        assert_eq!(
-            lock.readers(),
-            0,
-            "a failed shared acquire takes its reader back"
-        );
+        assert_eq!(lock.readers(), 0, "a failed shared acquire takes its reader back");
         assert!(!lock.acquire_exclusive(), "a writer blocks a writer");
         lock.release_exclusive();
         assert!(lock.is_free());
@@ -319,11 +283,7 @@ mod tests {
         assert!(lock.acquire_shared());
         assert!(lock.acquire_shared());
         assert!(!lock.promote());
-        assert_eq!(
-            lock.readers(),
-            2,
-            "a failed promote keeps the caller's shared hold"
-        );
+        assert_eq!(lock.readers(), 2, "a failed promote keeps the caller's shared hold");
         lock.release_shared();
         assert!(lock.promote());
         assert!(lock.is_exclusive());
@@ -368,15 +328,9 @@ mod tests {
         assert_eq!(lock.acquire_shared(Caller::Guest), Ok(()));
         assert_eq!(lock.acquire_exclusive(Caller::Host), Err(HpBusy::Busy));
         assert!(lock.host_priority());
-        assert_eq!(
-            lock.acquire_shared(Caller::Guest),
-            Err(HpBusy::BusyHostPriority)
-        );
+        assert_eq!(lock.acquire_shared(Caller::Guest), Err(HpBusy::BusyHostPriority));
         assert_eq!(lock.readers(), 1, "the guest backed its reader out");
-        assert_eq!(
-            HpBusy::BusyHostPriority.status(),
-            TDX_OPERAND_BUSY_HOST_PRIORITY
-        );
+        assert_eq!(HpBusy::BusyHostPriority.status(), TDX_OPERAND_BUSY_HOST_PRIORITY);
     }
 
     #[test]
@@ -409,10 +363,7 @@ mod tests {
     #[test]
     fn hp_exclusive_guest_with_only_hp_fails_busy_host_priority() {
         let mut lock = hp_set_and_free();
-        assert_eq!(
-            lock.acquire_exclusive(Caller::Guest),
-            Err(HpBusy::BusyHostPriority)
-        );
+        assert_eq!(lock.acquire_exclusive(Caller::Guest), Err(HpBusy::BusyHostPriority));
         assert!(!lock.is_exclusive());
         assert!(lock.host_priority());
     }
@@ -475,10 +426,7 @@ mod tests {
         assert_eq!(lock.acquire_exclusive(Caller::Guest), Ok(()));
         assert_eq!(lock.acquire_exclusive(Caller::Host), Err(HpBusy::Busy));
         lock.release_exclusive();
-        assert_eq!(
-            lock.acquire_shared(Caller::Guest),
-            Err(HpBusy::BusyHostPriority)
-        );
+        assert_eq!(lock.acquire_shared(Caller::Guest), Err(HpBusy::BusyHostPriority));
         assert_eq!(lock.acquire_exclusive(Caller::Host), Ok(()));
     }
 

@@ -19,10 +19,9 @@ use crate::lock::{Caller, LockMode};
 use crate::pamt::{Dpamt2M, PageType, Pamt, WalkTarget};
 use crate::status::{
     TDX_EPT_ENTRY_FREE, TDX_EPT_ENTRY_STATE_INCORRECT, TDX_GPA_RANGE_ALREADY_BLOCKED,
-    TDX_GPA_RANGE_NOT_BLOCKED, TDX_HPA_RANGE_NOT_FREE, TDX_MISSING_PAMT_PAGE_PAIR,
-    TDX_NO_PAMT_PAGE_PAIR, TDX_OPERAND_ADDR_RANGE_ERROR, TDX_OPERAND_BUSY, TDX_OPERAND_INVALID,
-    TDX_PAGE_NOT_FREE, TDX_PAMT_PAGE_NOT_EMPTY, TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE, TdxStatus,
-    operand,
+    TDX_GPA_RANGE_NOT_BLOCKED, TDX_HPA_RANGE_NOT_FREE, TDX_MISSING_PAMT_PAGE_PAIR, TDX_NO_PAMT_PAGE_PAIR,
+    TDX_OPERAND_ADDR_RANGE_ERROR, TDX_OPERAND_BUSY, TDX_OPERAND_INVALID, TDX_PAGE_NOT_FREE,
+    TDX_PAMT_PAGE_NOT_EMPTY, TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE, TdxStatus, operand,
 };
 use crate::td::{SeptState, Td};
 use crate::{Gpa, Hpa, LeafCall, LeafOutput, PAGE_SIZE, RANGE_1G, RANGE_2M, TdId};
@@ -159,11 +158,7 @@ pub struct Module {
 
 impl Module {
     pub fn new(config: ModuleConfig) -> Module {
-        Module {
-            config,
-            pamt: Pamt::new(config.memory_bytes, config.dpamt),
-            tds: BTreeMap::new(),
-        }
+        Module { config, pamt: Pamt::new(config.memory_bytes, config.dpamt), tds: BTreeMap::new() }
     }
 
     pub fn config(&self) -> ModuleConfig {
@@ -181,25 +176,14 @@ impl Module {
     /// Operand checks, then the leaf's try-locks in the module's order.
     pub fn begin(&mut self, lp: CpuId, call: &LeafCall) -> Begin {
         if let Err(status) = self.check_operands(call) {
-            return Begin::Done {
-                output: LeafOutput::status(status),
-                try_locks: 0,
-            };
+            return Begin::Done { output: LeafOutput::status(status), try_locks: 0 };
         }
         let mut list = LockList::default();
         match self.lock_leaf(call, &mut list) {
-            Ok(()) => Begin::Held(Ticket {
-                lp,
-                call: *call,
-                locks: list.held,
-                try_locks: list.try_locks,
-            }),
+            Ok(()) => Begin::Held(Ticket { lp, call: *call, locks: list.held, try_locks: list.try_locks }),
             Err(status) => {
                 self.release_all(&list.held);
-                Begin::Done {
-                    output: LeafOutput::status(status),
-                    try_locks: list.try_locks,
-                }
+                Begin::Done { output: LeafOutput::status(status), try_locks: list.try_locks }
             }
         }
     }
@@ -208,11 +192,7 @@ impl Module {
     /// (HP bits persist).
     pub fn finish(&mut self, ticket: Ticket) -> LeafOutput {
         for held in &ticket.locks {
-            assert!(
-                self.is_held(*held),
-                "finish: {held} of {} is not held",
-                ticket.call
-            );
+            assert!(self.is_held(*held), "finish: {held} of {} is not held", ticket.call);
         }
         let output = match ticket.call {
             LeafCall::PamtAdd { hpa, pair } => self.finish_pamt_add(hpa, pair),
@@ -345,29 +325,17 @@ impl Module {
     fn lock_leaf(&mut self, call: &LeafCall, list: &mut LockList) -> Result<(), TdxStatus> {
         match *call {
             LeafCall::PamtAdd { hpa, pair } => self.lock_pamt_add(hpa, pair, list),
-            LeafCall::PamtRemove { hpa } => {
-                self.walk(hpa, WalkTarget::Range2MExclusive, operand::RCX, list)
-            }
+            LeafCall::PamtRemove { hpa } => self.walk(hpa, WalkTarget::Range2MExclusive, operand::RCX, list),
             LeafCall::PageAug { td, gpa, page } => self.lock_page_aug(td, gpa, page, list),
             LeafCall::RangeBlock { td, .. } => {
                 self.lock_td(ModuleLock::Tdr(td), LockMode::Shared, operand::TDR, list)?;
                 self.lock_td(ModuleLock::Tdcs(td), LockMode::Shared, operand::TDCS, list)?;
-                self.lock_td(
-                    ModuleLock::SeptTree(td),
-                    LockMode::Exclusive,
-                    operand::SEPT,
-                    list,
-                )
+                self.lock_td(ModuleLock::SeptTree(td), LockMode::Exclusive, operand::SEPT, list)
             }
             LeafCall::Track { td } => {
                 self.lock_td(ModuleLock::Tdr(td), LockMode::Shared, operand::TDR, list)?;
                 self.lock_td(ModuleLock::Tdcs(td), LockMode::Shared, operand::TDCS, list)?;
-                self.lock_td(
-                    ModuleLock::Epoch(td),
-                    LockMode::Exclusive,
-                    operand::TD_EPOCH,
-                    list,
-                )
+                self.lock_td(ModuleLock::Epoch(td), LockMode::Exclusive, operand::TD_EPOCH, list)
             }
             LeafCall::PageRemove { td, gpa } => self.lock_page_remove(td, gpa, list),
             // [I] The spec leaves WBINVD's locks open ("page / KOT"); no lock is modelled.
@@ -377,12 +345,7 @@ impl Module {
 
     /// Spec §5.4 steps 3–5: X's 2MB entry exclusive, then each pair page outside X down to
     /// its 4KB entry shared.
-    fn lock_pamt_add(
-        &mut self,
-        hpa: Hpa,
-        pair: [Hpa; 2],
-        list: &mut LockList,
-    ) -> Result<(), TdxStatus> {
+    fn lock_pamt_add(&mut self, hpa: Hpa, pair: [Hpa; 2], list: &mut LockList) -> Result<(), TdxStatus> {
         self.walk(hpa, WalkTarget::Range2MExclusive, operand::RCX, list)?;
         if self.pamt.dpamt(hpa.range_index()) != Dpamt2M::Unbacked {
             return Ok(()); // HPA_RANGE_NOT_FREE, decided in finish
@@ -399,48 +362,22 @@ impl Module {
         Ok(())
     }
 
-    fn lock_page_aug(
-        &mut self,
-        td: TdId,
-        gpa: Gpa,
-        page: Hpa,
-        list: &mut LockList,
-    ) -> Result<(), TdxStatus> {
+    fn lock_page_aug(&mut self, td: TdId, gpa: Gpa, page: Hpa, list: &mut LockList) -> Result<(), TdxStatus> {
         self.lock_td(ModuleLock::Tdr(td), LockMode::Shared, operand::TDR, list)?;
         self.lock_td(ModuleLock::Tdcs(td), LockMode::Shared, operand::TDCS, list)?;
-        self.lock_td(
-            ModuleLock::SeptTree(td),
-            LockMode::Shared,
-            operand::SEPT,
-            list,
-        )?;
+        self.lock_td(ModuleLock::SeptTree(td), LockMode::Shared, operand::SEPT, list)?;
         let entry = ModuleLock::SeptEntry(td, gpa.0);
         self.lock_td(entry, LockMode::Exclusive, operand::SEPT_ENTRY, list)?;
-        self.walk(
-            page,
-            WalkTarget::Page4K(LockMode::Exclusive),
-            operand::R8,
-            list,
-        )
+        self.walk(page, WalkTarget::Page4K(LockMode::Exclusive), operand::R8, list)
     }
 
     /// The removed page's 4KB entry is locked implicitly (no walk), and only once the
     /// entry is known to be blocked, as the module orders it; contention there is
     /// BUSY|RCX because the page is reached through the GPA.
-    fn lock_page_remove(
-        &mut self,
-        td: TdId,
-        gpa: Gpa,
-        list: &mut LockList,
-    ) -> Result<(), TdxStatus> {
+    fn lock_page_remove(&mut self, td: TdId, gpa: Gpa, list: &mut LockList) -> Result<(), TdxStatus> {
         self.lock_td(ModuleLock::Tdr(td), LockMode::Shared, operand::TDR, list)?;
         self.lock_td(ModuleLock::Tdcs(td), LockMode::Shared, operand::TDCS, list)?;
-        self.lock_td(
-            ModuleLock::SeptTree(td),
-            LockMode::Shared,
-            operand::SEPT,
-            list,
-        )?;
+        self.lock_td(ModuleLock::SeptTree(td), LockMode::Shared, operand::SEPT, list)?;
         let entry = ModuleLock::SeptEntry(td, gpa.0);
         self.lock_td(entry, LockMode::Exclusive, operand::SEPT_ENTRY, list)?;
         let entry = self.tds[&td].entry(gpa.0);
@@ -475,10 +412,7 @@ impl Module {
         list: &mut LockList,
     ) -> Result<(), TdxStatus> {
         list.try_locks += 1;
-        let td = self
-            .tds
-            .get_mut(&lock.td().expect("lock_td: a TD lock"))
-            .expect("lock_td: TD checked");
+        let td = self.tds.get_mut(&lock.td().expect("lock_td: a TD lock")).expect("lock_td: TD checked");
         let result = match lock {
             ModuleLock::SeptEntry(_, gpa) => td.try_lock_entry(gpa, Caller::Host),
             _ => {
@@ -506,9 +440,7 @@ impl Module {
                     self.pamt.release(held.lock, held.mode)
                 }
                 ModuleLock::SeptEntry(td, gpa) => self.td_mut(td).release_entry(gpa),
-                lock => {
-                    td_sharex(self.td_mut(lock.td().expect("a TD lock")), lock).release(held.mode)
-                }
+                lock => td_sharex(self.td_mut(lock.td().expect("a TD lock")), lock).release(held.mode),
             }
         }
     }
@@ -580,14 +512,7 @@ impl Module {
             None,
             "PAMT.ADD: unbacked range has in-use pages"
         );
-        self.pamt.set_dpamt(
-            range_index,
-            Dpamt2M::Backed {
-                hpa0: pair[0],
-                hpa1: pair[1],
-                count: 0,
-            },
-        );
+        self.pamt.set_dpamt(range_index, Dpamt2M::Backed { hpa0: pair[0], hpa1: pair[1], count: 0 });
         LeafOutput::status(TDX_SUCCESS)
     }
 
@@ -602,24 +527,11 @@ impl Module {
             let pair_index = (page_index / 256) as u32;
             return failure(TDX_PAMT_PAGE_NOT_EMPTY.with_operand(pair_index));
         }
-        assert_eq!(
-            count, 0,
-            "PAMT.REMOVE: all 512 entries are NDA but count is {count}"
-        );
-        assert!(
-            self.pamt.set_backing_page(hpa0, false),
-            "PAMT.REMOVE: hpa0 bitmap bit was clear"
-        );
-        assert!(
-            self.pamt.set_backing_page(hpa1, false),
-            "PAMT.REMOVE: hpa1 bitmap bit was clear"
-        );
+        assert_eq!(count, 0, "PAMT.REMOVE: all 512 entries are NDA but count is {count}");
+        assert!(self.pamt.set_backing_page(hpa0, false), "PAMT.REMOVE: hpa0 bitmap bit was clear");
+        assert!(self.pamt.set_backing_page(hpa1, false), "PAMT.REMOVE: hpa1 bitmap bit was clear");
         self.pamt.set_dpamt(range_index, Dpamt2M::Unbacked);
-        LeafOutput {
-            status: TDX_SUCCESS,
-            pair: Some([hpa0, hpa1]),
-            removal_hint: false,
-        }
+        LeafOutput { status: TDX_SUCCESS, pair: Some([hpa0, hpa1]), removal_hint: false }
     }
 
     /// [I] The page checks (type not NDA, or a DPAMT backing page) answer PAGE_NOT_FREE|R8:
@@ -635,11 +547,7 @@ impl Module {
         if self.pamt.page_type(page) != PageType::Nda || self.pamt.is_backing_page(page) {
             return failure(TDX_PAGE_NOT_FREE.with_operand(operand::R8));
         }
-        let entry = self
-            .td_mut(td)
-            .sept
-            .get_mut(&gpa.0)
-            .expect("PAGE.AUG: the entry is locked");
+        let entry = self.td_mut(td).sept.get_mut(&gpa.0).expect("PAGE.AUG: the entry is locked");
         entry.state = SeptState::Pending;
         entry.hpa = page;
         self.pamt.set_page_type(page, PageType::Reg);
@@ -652,11 +560,7 @@ impl Module {
     fn finish_range_block(&mut self, td: TdId, gpa: Gpa) -> LeafOutput {
         let td = self.td_mut(td);
         let td_epoch = td.td_epoch;
-        let Some(entry) = td
-            .sept
-            .get_mut(&gpa.0)
-            .filter(|entry| entry.state != SeptState::Free)
-        else {
+        let Some(entry) = td.sept.get_mut(&gpa.0).filter(|entry| entry.state != SeptState::Free) else {
             return failure(TDX_EPT_ENTRY_FREE.with_operand(operand::RCX));
         };
         if entry.state == SeptState::Blocked {
@@ -684,26 +588,15 @@ impl Module {
         if entry.blocked_epoch >= td.td_epoch {
             return failure(TDX_TLB_TRACKING_NOT_DONE.with_operand(operand::RCX));
         }
-        let slot = td
-            .sept
-            .get_mut(&gpa.0)
-            .expect("PAGE.REMOVE: the entry is locked");
+        let slot = td.sept.get_mut(&gpa.0).expect("PAGE.REMOVE: the entry is locked");
         slot.state = SeptState::Free;
         slot.hpa = Hpa(0);
         slot.blocked_epoch = 0;
         let page = entry.hpa;
-        assert_eq!(
-            self.pamt.page_type(page),
-            PageType::Reg,
-            "PAGE.REMOVE: a mapped page is REG"
-        );
+        assert_eq!(self.pamt.page_type(page), PageType::Reg, "PAGE.REMOVE: a mapped page is REG");
         self.pamt.set_page_type(page, PageType::Nda);
         let count = self.pamt.count_down(page.range_index());
-        LeafOutput {
-            status: TDX_SUCCESS,
-            pair: None,
-            removal_hint: count == Some(0),
-        }
+        LeafOutput { status: TDX_SUCCESS, pair: None, removal_hint: count == Some(0) }
     }
 }
 

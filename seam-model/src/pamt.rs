@@ -116,17 +116,10 @@ impl Pamt {
     /// `memory_bytes` must be a non-zero multiple of 2MB.
     pub fn new(memory_bytes: u64, dpamt: bool) -> Pamt {
         assert!(memory_bytes > 0, "pamt: memory must not be empty");
-        assert_eq!(
-            memory_bytes % RANGE_2M,
-            0,
-            "pamt: memory must be a multiple of 2MB"
-        );
+        assert_eq!(memory_bytes % RANGE_2M, 0, "pamt: memory must be a multiple of 2MB");
         let num_pages = memory_bytes / PAGE_SIZE;
         let num_ranges = (memory_bytes / RANGE_2M) as usize;
-        let entry_2m = Entry2M {
-            lock: Sharex::new(),
-            state: Dpamt2M::Unbacked,
-        };
+        let entry_2m = Entry2M { lock: Sharex::new(), state: Dpamt2M::Unbacked };
         Pamt {
             dpamt,
             num_pages,
@@ -169,11 +162,7 @@ impl Pamt {
     pub fn page_type(&self, page: Hpa) -> PageType {
         let pfn = page.pfn();
         let byte = self.page_types[(pfn / 2) as usize];
-        let nibble = if pfn.is_multiple_of(2) {
-            byte & 0xF
-        } else {
-            byte >> 4
-        };
+        let nibble = if pfn.is_multiple_of(2) { byte & 0xF } else { byte >> 4 };
         PageType::from_value(nibble).expect("pamt: only PageType values are ever stored")
     }
 
@@ -191,11 +180,7 @@ impl Pamt {
     /// Locks held right now, counting each reader (for tests and checkers).
     pub fn held_lock_count(&self) -> usize {
         let gb: usize = self.entries_1g.iter().map(Sharex::holders).sum();
-        let range: usize = self
-            .entries_2m
-            .iter()
-            .map(|entry| entry.lock.holders())
-            .sum();
+        let range: usize = self.entries_2m.iter().map(|entry| entry.lock.holders()).sum();
         let page: usize = self.locks_4k.values().map(Sharex::holders).sum();
         gb + range + page
     }
@@ -240,10 +225,7 @@ impl Pamt {
     /// A page of the range was freed (page-freeing leaf); returns the new count, `None`
     /// with static PAMT.
     pub(crate) fn count_down(&mut self, range_index: usize) -> Option<u16> {
-        assert!(
-            self.has_4k_level(range_index),
-            "pamt: freeing a page of an unbacked range"
-        );
+        assert!(self.has_4k_level(range_index), "pamt: freeing a page of an unbacked range");
         match &mut self.entries_2m[range_index].state {
             Dpamt2M::Backed { count, .. } => {
                 *count = count.checked_sub(1).expect("pamt: count below 0");
@@ -264,10 +246,7 @@ impl Pamt {
         target: WalkTarget,
         list: &mut LockList,
     ) -> Result<WalkEnd, ModuleLock> {
-        assert!(
-            self.contains(page),
-            "pamt: walk outside memory, operand checks missed it"
-        );
+        assert!(self.contains(page), "pamt: walk outside memory, operand checks missed it");
         let gb = ModuleLock::Pamt1G((page.0 / RANGE_1G) as usize);
         self.try_lock(gb, LockMode::Shared, list)?;
         let range_index = page.range_index();
@@ -279,10 +258,7 @@ impl Pamt {
                 if !self.entries_2m[range_index].lock.promote() {
                     return Err(range);
                 }
-                let last = list
-                    .held
-                    .last_mut()
-                    .expect("pamt: the shared 2MB hold was pushed");
+                let last = list.held.last_mut().expect("pamt: the shared 2MB hold was pushed");
                 assert_eq!(last.lock, range);
                 last.mode = LockMode::Exclusive;
                 Ok(WalkEnd::Range2M)
@@ -327,10 +303,7 @@ impl Pamt {
             ModuleLock::Pamt1G(index) => self.entries_1g[index].release(mode),
             ModuleLock::Pamt2M(index) => self.entries_2m[index].lock.release(mode),
             ModuleLock::Pamt4K(pfn) => {
-                let sharex = self
-                    .locks_4k
-                    .get_mut(&pfn)
-                    .expect("pamt: releasing an unheld 4KB lock");
+                let sharex = self.locks_4k.get_mut(&pfn).expect("pamt: releasing an unheld 4KB lock");
                 sharex.release(mode);
                 if sharex.is_free() {
                     self.locks_4k.remove(&pfn);
@@ -379,12 +352,7 @@ mod tests {
         pamt.set_page_type(Hpa(0x1000), PageType::Nda);
         assert_eq!(pamt.page_type(Hpa(0x1000)), PageType::Nda);
         assert_eq!(pamt.page_type(Hpa(0x2000)), PageType::Pamt);
-        for page_type in [
-            PageType::Tdr,
-            PageType::Tdcx,
-            PageType::Tdvpr,
-            PageType::Ept,
-        ] {
+        for page_type in [PageType::Tdr, PageType::Tdcx, PageType::Tdvpr, PageType::Ept] {
             assert_eq!(PageType::from_value(page_type.value()), Some(page_type));
         }
         assert_eq!(PageType::from_value(1), None);
@@ -407,10 +375,7 @@ mod tests {
         let pamt = Pamt::new(memory_bytes, true);
         let pages = memory_bytes / PAGE_SIZE;
         let per_page_bytes = pamt.page_types.len() + pamt.backing_bitmap.len() * 8;
-        assert!(
-            (per_page_bytes as u64) < pages,
-            "{per_page_bytes} bytes for {pages} pages"
-        );
+        assert!((per_page_bytes as u64) < pages, "{per_page_bytes} bytes for {pages} pages");
         assert_eq!(pamt.num_ranges(), 160 * 512);
         assert_eq!(pamt.entries_1g.len(), 160);
     }
@@ -431,14 +396,8 @@ mod tests {
         assert_eq!(
             list.held,
             [
-                HeldLock {
-                    lock: ModuleLock::Pamt1G(0),
-                    mode: LockMode::Shared
-                },
-                HeldLock {
-                    lock: ModuleLock::Pamt2M(1),
-                    mode: LockMode::Exclusive
-                },
+                HeldLock { lock: ModuleLock::Pamt1G(0), mode: LockMode::Shared },
+                HeldLock { lock: ModuleLock::Pamt2M(1), mode: LockMode::Exclusive },
             ]
         );
         assert_eq!(list.try_locks, 3, "1GB shared, 2MB shared, promote");
@@ -451,54 +410,24 @@ mod tests {
     fn walk_to_a_page_of_an_unbacked_dpamt_range_stops_at_2m() {
         let mut pamt = Pamt::new(4 * MB, true);
         let mut list = LockList::default();
-        let end = pamt.walk(
-            Hpa(0x201000),
-            WalkTarget::Page4K(LockMode::Exclusive),
-            &mut list,
-        );
+        let end = pamt.walk(Hpa(0x201000), WalkTarget::Page4K(LockMode::Exclusive), &mut list);
         assert_eq!(end, Ok(WalkEnd::Range2M));
         assert_eq!(list.held.len(), 2);
-        assert_eq!(
-            list.held[1],
-            HeldLock {
-                lock: ModuleLock::Pamt2M(1),
-                mode: LockMode::Shared
-            }
-        );
+        assert_eq!(list.held[1], HeldLock { lock: ModuleLock::Pamt2M(1), mode: LockMode::Shared });
         release_all(&mut pamt, &mut list);
     }
 
     #[test]
     fn walk_to_a_page_of_a_backed_range_takes_its_4k_entry() {
         let mut pamt = Pamt::new(4 * MB, true);
-        pamt.set_dpamt(
-            1,
-            Dpamt2M::Backed {
-                hpa0: Hpa(0),
-                hpa1: Hpa(0x1000),
-                count: 0,
-            },
-        );
+        pamt.set_dpamt(1, Dpamt2M::Backed { hpa0: Hpa(0), hpa1: Hpa(0x1000), count: 0 });
         let mut list = LockList::default();
-        let end = pamt.walk(
-            Hpa(0x201000),
-            WalkTarget::Page4K(LockMode::Exclusive),
-            &mut list,
-        );
+        let end = pamt.walk(Hpa(0x201000), WalkTarget::Page4K(LockMode::Exclusive), &mut list);
         assert_eq!(end, Ok(WalkEnd::Page4K));
-        assert_eq!(
-            list.held[2],
-            HeldLock {
-                lock: ModuleLock::Pamt4K(0x201),
-                mode: LockMode::Exclusive
-            }
-        );
+        assert_eq!(list.held[2], HeldLock { lock: ModuleLock::Pamt4K(0x201), mode: LockMode::Exclusive });
         assert_eq!(pamt.held_lock_count(), 3);
         release_all(&mut pamt, &mut list);
-        assert!(
-            pamt.locks_4k.is_empty(),
-            "a released 4KB lock leaves no entry behind"
-        );
+        assert!(pamt.locks_4k.is_empty(), "a released 4KB lock leaves no entry behind");
     }
 
     #[test]
@@ -517,15 +446,10 @@ mod tests {
     fn walk_reports_the_lock_that_failed() {
         let mut pamt = Pamt::new(4 * MB, true);
         let mut holder = LockList::default();
-        pamt.walk(Hpa(0x200000), WalkTarget::Range2MExclusive, &mut holder)
-            .unwrap();
+        pamt.walk(Hpa(0x200000), WalkTarget::Range2MExclusive, &mut holder).unwrap();
 
         let mut list = LockList::default();
-        let end = pamt.walk(
-            Hpa(0x203000),
-            WalkTarget::Page4K(LockMode::Shared),
-            &mut list,
-        );
+        let end = pamt.walk(Hpa(0x203000), WalkTarget::Page4K(LockMode::Shared), &mut list);
         assert_eq!(end, Err(ModuleLock::Pamt2M(1)));
         assert_eq!(list.held.len(), 1, "only the 1GB entry was taken");
         release_all(&mut pamt, &mut list);
@@ -533,21 +457,12 @@ mod tests {
         // A reader on the range makes the promote fail, not the shared acquire.
         let mut reader = LockList::default();
         release_all(&mut pamt, &mut holder);
-        pamt.walk(
-            Hpa(0x203000),
-            WalkTarget::Page4K(LockMode::Shared),
-            &mut reader,
-        )
-        .unwrap();
+        pamt.walk(Hpa(0x203000), WalkTarget::Page4K(LockMode::Shared), &mut reader).unwrap();
         let mut list = LockList::default();
         let end = pamt.walk(Hpa(0x200000), WalkTarget::Range2MExclusive, &mut list);
         assert_eq!(end, Err(ModuleLock::Pamt2M(1)));
         assert_eq!(list.try_locks, 3);
-        assert_eq!(
-            list.held.len(),
-            2,
-            "the shared 2MB hold stays for the leaf to undo"
-        );
+        assert_eq!(list.held.len(), 2, "the shared 2MB hold stays for the leaf to undo");
         release_all(&mut pamt, &mut list);
         release_all(&mut pamt, &mut reader);
         assert_eq!(pamt.held_lock_count(), 0);
@@ -558,14 +473,7 @@ mod tests {
         let mut pamt = Pamt::new(4 * MB, true);
         pamt.count_up(0);
         assert_eq!(pamt.dpamt(0), Dpamt2M::Unbacked);
-        pamt.set_dpamt(
-            0,
-            Dpamt2M::Backed {
-                hpa0: Hpa(0x200000),
-                hpa1: Hpa(0x201000),
-                count: 0,
-            },
-        );
+        pamt.set_dpamt(0, Dpamt2M::Backed { hpa0: Hpa(0x200000), hpa1: Hpa(0x201000), count: 0 });
         pamt.count_up(0);
         pamt.count_up(0);
         assert_eq!(pamt.count_down(0), Some(1));

@@ -121,10 +121,7 @@ impl TdxStatus {
 
     /// Looks up a status by its name, e.g. `"TDX_HPA_RANGE_NOT_FREE"`.
     pub fn from_name(name: &str) -> Option<TdxStatus> {
-        NAMED_STATUSES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, s)| *s)
+        NAMED_STATUSES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
     }
 }
 
@@ -168,32 +165,16 @@ mod tests {
 
     #[test]
     fn busy_with_operand_keeps_the_real_encoding() {
-        assert_eq!(
-            TDX_OPERAND_BUSY.with_operand(operand::RCX).0,
-            0x8000_0200_0000_0001
-        );
-        assert_eq!(
-            TDX_OPERAND_BUSY.with_operand(operand::SEPT).0,
-            0x8000_0200_0000_0092
-        );
-        assert!(
-            TDX_OPERAND_BUSY
-                .with_operand(operand::TD_EPOCH)
-                .is_operand_busy()
-        );
+        assert_eq!(TDX_OPERAND_BUSY.with_operand(operand::RCX).0, 0x8000_0200_0000_0001);
+        assert_eq!(TDX_OPERAND_BUSY.with_operand(operand::SEPT).0, 0x8000_0200_0000_0092);
+        assert!(TDX_OPERAND_BUSY.with_operand(operand::TD_EPOCH).is_operand_busy());
         assert_eq!(TDX_OPERAND_BUSY.class(), 0x02);
     }
 
     #[test]
     fn display_names_status_and_operand() {
-        assert_eq!(
-            TDX_OPERAND_BUSY.with_operand(operand::RDX).to_string(),
-            "TDX_OPERAND_BUSY|RDX"
-        );
+        assert_eq!(TDX_OPERAND_BUSY.with_operand(operand::RDX).to_string(), "TDX_OPERAND_BUSY|RDX");
         assert_eq!(TDX_HPA_RANGE_NOT_FREE.to_string(), "TDX_HPA_RANGE_NOT_FREE");
-        assert_eq!(
-            TdxStatus::from_name("TDX_NO_PAMT_PAGE_PAIR"),
-            Some(TDX_NO_PAMT_PAGE_PAIR)
-        );
+        assert_eq!(TdxStatus::from_name("TDX_NO_PAMT_PAGE_PAIR"), Some(TDX_NO_PAMT_PAGE_PAIR));
     }
 }

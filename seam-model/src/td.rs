@@ -72,11 +72,7 @@ pub struct Td {
 
 impl Td {
     pub fn new(host_priority: bool) -> Td {
-        let lock = if host_priority {
-            SharexHp::new()
-        } else {
-            SharexHp::without_host_priority()
-        };
+        let lock = if host_priority { SharexHp::new() } else { SharexHp::without_host_priority() };
         Td {
             tdr_lock: lock,
             tdcs_lock: lock,
@@ -117,10 +113,7 @@ impl Td {
     }
 
     pub fn release_entry(&mut self, gpa: u64) {
-        let entry = self
-            .sept
-            .get_mut(&gpa)
-            .expect("td: releasing the lock of an absent entry");
+        let entry = self.sept.get_mut(&gpa).expect("td: releasing the lock of an absent entry");
         assert!(entry.locked, "td: releasing an entry lock that is not held");
         entry.locked = false;
         self.forget_if_blank(gpa);
@@ -156,17 +149,11 @@ mod tests {
         assert_eq!(td.try_lock_entry(0x1000, Caller::Host), Err(HpBusy::Busy));
         assert!(td.entry(0x1000).host_priority);
         td.release_entry(0x1000);
-        assert_eq!(
-            td.try_lock_entry(0x1000, Caller::Guest),
-            Err(HpBusy::BusyHostPriority)
-        );
+        assert_eq!(td.try_lock_entry(0x1000, Caller::Guest), Err(HpBusy::BusyHostPriority));
         assert_eq!(td.try_lock_entry(0x1000, Caller::Host), Ok(()));
         assert!(!td.entry(0x1000).host_priority, "a host success clears HP");
         td.release_entry(0x1000);
-        assert!(
-            td.sept.is_empty(),
-            "a free entry with no lock and no HP is absent"
-        );
+        assert!(td.sept.is_empty(), "a free entry with no lock and no HP is absent");
         assert_eq!(td.held_lock_count(), 0);
     }
 

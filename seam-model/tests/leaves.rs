@@ -5,13 +5,13 @@
 
 use seam_model::status::{
     TDX_EPT_ENTRY_FREE, TDX_EPT_ENTRY_STATE_INCORRECT, TDX_GPA_RANGE_ALREADY_BLOCKED,
-    TDX_GPA_RANGE_NOT_BLOCKED, TDX_HPA_RANGE_NOT_FREE, TDX_MISSING_PAMT_PAGE_PAIR,
-    TDX_NO_PAMT_PAGE_PAIR, TDX_OPERAND_ADDR_RANGE_ERROR, TDX_OPERAND_BUSY, TDX_OPERAND_INVALID,
-    TDX_PAGE_NOT_FREE, TDX_PAMT_PAGE_NOT_EMPTY, TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE, operand,
+    TDX_GPA_RANGE_NOT_BLOCKED, TDX_HPA_RANGE_NOT_FREE, TDX_MISSING_PAMT_PAGE_PAIR, TDX_NO_PAMT_PAGE_PAIR,
+    TDX_OPERAND_ADDR_RANGE_ERROR, TDX_OPERAND_BUSY, TDX_OPERAND_INVALID, TDX_PAGE_NOT_FREE,
+    TDX_PAMT_PAGE_NOT_EMPTY, TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE, operand,
 };
 use seam_model::{
-    Begin, Dpamt2M, Gpa, HeldLock, Hpa, LeafCall, LeafOutput, LockMode, Module, ModuleConfig,
-    ModuleLock, PageType, SeptState, TdId, TdxStatus, Ticket,
+    Begin, Dpamt2M, Gpa, HeldLock, Hpa, LeafCall, LeafOutput, LockMode, Module, ModuleConfig, ModuleLock,
+    PageType, SeptState, TdId, TdxStatus, Ticket,
 };
 use sim_core::CpuId;
 
@@ -31,11 +31,7 @@ fn page(range_index: u64, page_index: u64) -> Hpa {
 }
 
 fn module_with(dpamt: bool, host_priority: bool) -> Module {
-    let mut module = Module::new(ModuleConfig {
-        memory_bytes: MEMORY,
-        dpamt,
-        host_priority,
-    });
+    let mut module = Module::new(ModuleConfig { memory_bytes: MEMORY, dpamt, host_priority });
     module.create_td(TD);
     module
 }
@@ -69,11 +65,7 @@ fn done(module: &mut Module, call: LeafCall) -> (TdxStatus, u32) {
     let before = module.held_lock_count();
     match module.begin(LP0, &call) {
         Begin::Done { output, try_locks } => {
-            assert_eq!(
-                module.held_lock_count(),
-                before,
-                "{call}: a Done begin holds nothing"
-            );
+            assert_eq!(module.held_lock_count(), before, "{call}: a Done begin holds nothing");
             assert_eq!(output.pair, None);
             assert!(!output.removal_hint);
             (output.status, try_locks)
@@ -91,18 +83,11 @@ fn remove(hpa: Hpa) -> LeafCall {
 }
 
 fn aug(gpa: u64, page: Hpa) -> LeafCall {
-    LeafCall::PageAug {
-        td: TD,
-        gpa: Gpa(gpa),
-        page,
-    }
+    LeafCall::PageAug { td: TD, gpa: Gpa(gpa), page }
 }
 
 fn block(gpa: u64) -> LeafCall {
-    LeafCall::RangeBlock {
-        td: TD,
-        gpa: Gpa(gpa),
-    }
+    LeafCall::RangeBlock { td: TD, gpa: Gpa(gpa) }
 }
 
 fn track() -> LeafCall {
@@ -110,10 +95,7 @@ fn track() -> LeafCall {
 }
 
 fn page_remove(gpa: u64) -> LeafCall {
-    LeafCall::PageRemove {
-        td: TD,
-        gpa: Gpa(gpa),
-    }
+    LeafCall::PageRemove { td: TD, gpa: Gpa(gpa) }
 }
 
 fn busy(operand_id: u32) -> TdxStatus {
@@ -128,17 +110,11 @@ fn back(module: &mut Module, index: u64) -> [Hpa; 2] {
 }
 
 fn sh(lock: ModuleLock) -> HeldLock {
-    HeldLock {
-        lock,
-        mode: LockMode::Shared,
-    }
+    HeldLock { lock, mode: LockMode::Shared }
 }
 
 fn ex(lock: ModuleLock) -> HeldLock {
-    HeldLock {
-        lock,
-        mode: LockMode::Exclusive,
-    }
+    HeldLock { lock, mode: LockMode::Exclusive }
 }
 
 // ---- TDH.PHYMEM.PAMT.ADD ----
@@ -165,22 +141,11 @@ fn pamt_add_backs_the_range_and_sets_both_bitmap_bits() {
     assert_eq!(*ticket.call(), add(range(1), pair));
     let output = module.finish(ticket);
     assert_eq!(output, LeafOutput::status(TDX_SUCCESS));
-    assert_eq!(
-        module.dpamt(1),
-        Dpamt2M::Backed {
-            hpa0: pair[0],
-            hpa1: pair[1],
-            count: 0
-        }
-    );
+    assert_eq!(module.dpamt(1), Dpamt2M::Backed { hpa0: pair[0], hpa1: pair[1], count: 0 });
     assert!(module.is_pamt_backing_page(pair[0]));
     assert!(module.is_pamt_backing_page(pair[1]));
     assert!(!module.is_pamt_backing_page(page(3, 2)));
-    assert_eq!(
-        module.dpamt(3),
-        Dpamt2M::Unbacked,
-        "backing pages need no backing"
-    );
+    assert_eq!(module.dpamt(3), Dpamt2M::Unbacked, "backing pages need no backing");
     assert_eq!(module.held_lock_count(), 0);
 }
 
@@ -189,17 +154,10 @@ fn pamt_add_with_its_pair_inside_the_range_takes_only_that_range() {
     let mut module = dpamt_module();
     let pair = [page(1, 0), page(1, 1)];
     let ticket = held(&mut module, add(range(1), pair));
-    assert_eq!(
-        ticket.locks(),
-        [sh(ModuleLock::Pamt1G(0)), ex(ModuleLock::Pamt2M(1))]
-    );
+    assert_eq!(ticket.locks(), [sh(ModuleLock::Pamt1G(0)), ex(ModuleLock::Pamt2M(1))]);
     assert_eq!(module.finish(ticket).status, TDX_SUCCESS);
     assert!(module.is_pamt_backing_page(page(1, 0)));
-    assert_eq!(
-        module.page_type(page(1, 0)),
-        PageType::Nda,
-        "backing is a bitmap bit, not a type"
-    );
+    assert_eq!(module.page_type(page(1, 0)), PageType::Nda, "backing is a bitmap bit, not a type");
 }
 
 #[test]
@@ -227,14 +185,7 @@ fn pamt_add_on_a_backed_range_is_hpa_range_not_free_rcx() {
     let pair = back(&mut module, 1);
     let status = status_of(&mut module, add(range(1), [page(4, 0), page(4, 1)]));
     assert_eq!(status, TDX_HPA_RANGE_NOT_FREE.with_operand(operand::RCX));
-    assert_eq!(
-        module.dpamt(1),
-        Dpamt2M::Backed {
-            hpa0: pair[0],
-            hpa1: pair[1],
-            count: 0
-        }
-    );
+    assert_eq!(module.dpamt(1), Dpamt2M::Backed { hpa0: pair[0], hpa1: pair[1], count: 0 });
     assert!(!module.is_pamt_backing_page(page(4, 0)));
     assert_eq!(module.held_lock_count(), 0);
 }
@@ -247,10 +198,7 @@ fn pamt_add_on_a_backed_range_stops_before_the_pair_walks() {
     let holder = held(&mut module, add(range(4), [page(4, 0), page(4, 1)]));
     let ticket = held(&mut module, add(range(1), [page(4, 8), page(4, 9)]));
     assert_eq!(ticket.locks().len(), 2);
-    assert_eq!(
-        module.finish(ticket).status,
-        TDX_HPA_RANGE_NOT_FREE.with_operand(operand::RCX)
-    );
+    assert_eq!(module.finish(ticket).status, TDX_HPA_RANGE_NOT_FREE.with_operand(operand::RCX));
     assert_eq!(module.finish(holder).status, TDX_SUCCESS);
 }
 
@@ -265,10 +213,7 @@ fn pamt_add_while_another_add_holds_the_range_is_busy_rcx() {
     assert_eq!(module.held_lock_count(), holding);
     assert_eq!(module.finish(holder).status, TDX_SUCCESS);
     assert_eq!(module.held_lock_count(), 0);
-    assert!(
-        !module.is_pamt_backing_page(page(4, 0)),
-        "the BUSY leaf changed nothing"
-    );
+    assert!(!module.is_pamt_backing_page(page(4, 0)), "the BUSY leaf changed nothing");
 }
 
 #[test]
@@ -277,10 +222,7 @@ fn pamt_add_whose_first_pair_page_lies_in_a_held_range_is_busy_rdx() {
     let holder = held(&mut module, add(range(3), [page(3, 0), page(3, 1)]));
     let (status, try_locks) = done(&mut module, add(range(1), [page(3, 8), page(5, 0)]));
     assert_eq!(status, busy(operand::RDX));
-    assert_eq!(
-        try_locks, 5,
-        "1GB, 2MB, promote, then 1GB and the failing 2MB of the pair"
-    );
+    assert_eq!(try_locks, 5, "1GB, 2MB, promote, then 1GB and the failing 2MB of the pair");
     assert_eq!(module.finish(holder).status, TDX_SUCCESS);
     assert_eq!(module.held_lock_count(), 0);
     assert_eq!(module.dpamt(1), Dpamt2M::Unbacked);
@@ -306,11 +248,7 @@ fn pamt_add_ab_ba_the_later_add_is_busy_on_its_own_range_either_order() {
         let mut module = dpamt_module();
         let add_a = add(range(1), [page(2, 0), page(2, 1)]);
         let add_b = add(range(2), [page(1, 0), page(1, 1)]);
-        let (first, second) = if first_is_a {
-            (add_a, add_b)
-        } else {
-            (add_b, add_a)
-        };
+        let (first, second) = if first_is_a { (add_a, add_b) } else { (add_b, add_a) };
         let holder = held(&mut module, first);
         let (status, try_locks) = done(&mut module, second);
         // The first holds the second's range shared (pair walk): the promote fails.
@@ -332,10 +270,7 @@ fn pamt_add_with_a_pair_page_already_backing_is_page_not_free() {
     assert_eq!(first, TDX_PAGE_NOT_FREE.with_operand(operand::RDX));
     let second = status_of(&mut module, add(range(2), [page(5, 0), pair[1]]));
     assert_eq!(second, TDX_PAGE_NOT_FREE.with_operand(operand::R8));
-    assert!(
-        !module.is_pamt_backing_page(page(5, 0)),
-        "the first bit was undone"
-    );
+    assert!(!module.is_pamt_backing_page(page(5, 0)), "the first bit was undone");
     assert_eq!(module.dpamt(2), Dpamt2M::Unbacked);
     // A page inside X is tested too: it may back another range.
     let inside = status_of(&mut module, add(range(7), [page(7, 2), page(7, 9)]));
@@ -363,15 +298,8 @@ fn pamt_add_with_a_used_first_pair_page_stops_before_the_second_walk() {
     assert_eq!(status_of(&mut module, aug(0x1000, page(2, 7))), TDX_SUCCESS);
     let holder = held(&mut module, add(range(3), [page(3, 0), page(3, 1)]));
     let ticket = held(&mut module, add(range(1), [page(2, 7), page(3, 9)]));
-    assert_eq!(
-        ticket.locks().len(),
-        5,
-        "X, then the first pair page down to 4KB; not range 3"
-    );
-    assert_eq!(
-        module.finish(ticket).status,
-        TDX_PAGE_NOT_FREE.with_operand(operand::RDX)
-    );
+    assert_eq!(ticket.locks().len(), 5, "X, then the first pair page down to 4KB; not range 3");
+    assert_eq!(module.finish(ticket).status, TDX_PAGE_NOT_FREE.with_operand(operand::RDX));
     assert_eq!(module.finish(holder).status, TDX_SUCCESS);
 }
 
@@ -389,49 +317,17 @@ fn pamt_add_with_equal_pair_pages_is_page_not_free_r8() {
 fn pamt_add_operand_errors_name_their_register() {
     let mut module = dpamt_module();
     let cases = [
-        (
-            add(Hpa(0x201000), [page(3, 0), page(3, 1)]),
-            TDX_OPERAND_INVALID,
-            operand::RCX,
-        ),
-        (
-            add(range(1), [Hpa(0x600010), page(3, 1)]),
-            TDX_OPERAND_INVALID,
-            operand::RDX,
-        ),
-        (
-            add(range(1), [Hpa(MEMORY), page(3, 1)]),
-            TDX_OPERAND_ADDR_RANGE_ERROR,
-            operand::RDX,
-        ),
-        (
-            add(range(1), [page(3, 0), Hpa(0x600800)]),
-            TDX_OPERAND_INVALID,
-            operand::R8,
-        ),
-        (
-            add(range(1), [page(3, 0), Hpa(MEMORY + 4096)]),
-            TDX_OPERAND_ADDR_RANGE_ERROR,
-            operand::R8,
-        ),
-        (
-            add(Hpa(MEMORY), [page(3, 0), page(3, 1)]),
-            TDX_OPERAND_ADDR_RANGE_ERROR,
-            operand::RCX,
-        ),
+        (add(Hpa(0x201000), [page(3, 0), page(3, 1)]), TDX_OPERAND_INVALID, operand::RCX),
+        (add(range(1), [Hpa(0x600010), page(3, 1)]), TDX_OPERAND_INVALID, operand::RDX),
+        (add(range(1), [Hpa(MEMORY), page(3, 1)]), TDX_OPERAND_ADDR_RANGE_ERROR, operand::RDX),
+        (add(range(1), [page(3, 0), Hpa(0x600800)]), TDX_OPERAND_INVALID, operand::R8),
+        (add(range(1), [page(3, 0), Hpa(MEMORY + 4096)]), TDX_OPERAND_ADDR_RANGE_ERROR, operand::R8),
+        (add(Hpa(MEMORY), [page(3, 0), page(3, 1)]), TDX_OPERAND_ADDR_RANGE_ERROR, operand::RCX),
         // The pair is checked before X's range, as the module orders it.
-        (
-            add(Hpa(MEMORY), [Hpa(MEMORY), page(3, 1)]),
-            TDX_OPERAND_ADDR_RANGE_ERROR,
-            operand::RDX,
-        ),
+        (add(Hpa(MEMORY), [Hpa(MEMORY), page(3, 1)]), TDX_OPERAND_ADDR_RANGE_ERROR, operand::RDX),
     ];
     for (call, expected, operand_id) in cases {
-        assert_eq!(
-            done(&mut module, call),
-            (expected.with_operand(operand_id), 0),
-            "{call}"
-        );
+        assert_eq!(done(&mut module, call), (expected.with_operand(operand_id), 0), "{call}");
     }
 }
 
@@ -442,20 +338,10 @@ fn pamt_remove_returns_the_pair_and_unbacks_the_range() {
     let mut module = dpamt_module();
     let pair = back(&mut module, 1);
     let ticket = held(&mut module, remove(range(1)));
-    assert_eq!(
-        ticket.locks(),
-        [sh(ModuleLock::Pamt1G(0)), ex(ModuleLock::Pamt2M(1))]
-    );
+    assert_eq!(ticket.locks(), [sh(ModuleLock::Pamt1G(0)), ex(ModuleLock::Pamt2M(1))]);
     assert_eq!(ticket.locks()[1].to_string(), "pamt2m[0x200000] ex");
     let output = module.finish(ticket);
-    assert_eq!(
-        output,
-        LeafOutput {
-            status: TDX_SUCCESS,
-            pair: Some(pair),
-            removal_hint: false
-        }
-    );
+    assert_eq!(output, LeafOutput { status: TDX_SUCCESS, pair: Some(pair), removal_hint: false });
     assert_eq!(module.dpamt(1), Dpamt2M::Unbacked);
     assert!(!module.is_pamt_backing_page(pair[0]));
     assert!(!module.is_pamt_backing_page(pair[1]));
@@ -466,10 +352,7 @@ fn pamt_remove_returns_the_pair_and_unbacks_the_range() {
 #[test]
 fn pamt_remove_of_an_unbacked_range_is_no_pamt_page_pair_rcx() {
     let mut module = dpamt_module();
-    assert_eq!(
-        status_of(&mut module, remove(range(1))),
-        TDX_NO_PAMT_PAGE_PAIR.with_operand(operand::RCX)
-    );
+    assert_eq!(status_of(&mut module, remove(range(1))), TDX_NO_PAMT_PAGE_PAIR.with_operand(operand::RCX));
     assert_eq!(module.held_lock_count(), 0);
 }
 
@@ -478,24 +361,10 @@ fn pamt_remove_with_a_page_in_use_is_pamt_page_not_empty_with_the_pair_half() {
     for (page_index, pair_half) in [(0, 0), (255, 0), (256, 1), (511, 1)] {
         let mut module = dpamt_module();
         let pair = back(&mut module, 1);
-        assert_eq!(
-            status_of(&mut module, aug(0x1000, page(1, page_index))),
-            TDX_SUCCESS
-        );
+        assert_eq!(status_of(&mut module, aug(0x1000, page(1, page_index))), TDX_SUCCESS);
         let status = status_of(&mut module, remove(range(1)));
-        assert_eq!(
-            status,
-            TDX_PAMT_PAGE_NOT_EMPTY.with_operand(pair_half),
-            "page {page_index}"
-        );
-        assert_eq!(
-            module.dpamt(1),
-            Dpamt2M::Backed {
-                hpa0: pair[0],
-                hpa1: pair[1],
-                count: 1
-            }
-        );
+        assert_eq!(status, TDX_PAMT_PAGE_NOT_EMPTY.with_operand(pair_half), "page {page_index}");
+        assert_eq!(module.dpamt(1), Dpamt2M::Backed { hpa0: pair[0], hpa1: pair[1], count: 1 });
         assert!(module.is_pamt_backing_page(pair[0]));
     }
 }
@@ -510,23 +379,13 @@ fn pamt_remove_is_busy_rcx_while_an_aug_in_the_range_holds_it_shared() {
     assert_eq!(try_locks, 3, "1GB, 2MB shared, then the promote fails");
     assert_eq!(module.finish(aug_ticket).status, TDX_SUCCESS);
     assert_eq!(module.held_lock_count(), 0);
-    assert_eq!(
-        module.dpamt(1),
-        Dpamt2M::Backed {
-            hpa0: pair[0],
-            hpa1: pair[1],
-            count: 1
-        }
-    );
+    assert_eq!(module.dpamt(1), Dpamt2M::Backed { hpa0: pair[0], hpa1: pair[1], count: 1 });
 }
 
 #[test]
 fn pamt_remove_operand_errors_name_rcx() {
     let mut module = dpamt_module();
-    assert_eq!(
-        done(&mut module, remove(Hpa(0x300000))),
-        (TDX_OPERAND_INVALID.with_operand(operand::RCX), 0)
-    );
+    assert_eq!(done(&mut module, remove(Hpa(0x300000))), (TDX_OPERAND_INVALID.with_operand(operand::RCX), 0));
     assert_eq!(
         done(&mut module, remove(Hpa(MEMORY))),
         (TDX_OPERAND_ADDR_RANGE_ERROR.with_operand(operand::RCX), 0)
@@ -554,28 +413,14 @@ fn page_aug_maps_a_pending_page_and_counts_it() {
     );
     assert_eq!(ticket.try_locks(), 7);
     assert_eq!(module.finish(ticket), LeafOutput::status(TDX_SUCCESS));
-    assert_eq!(
-        module.dpamt(1),
-        Dpamt2M::Backed {
-            hpa0: pair[0],
-            hpa1: pair[1],
-            count: 1
-        }
-    );
+    assert_eq!(module.dpamt(1), Dpamt2M::Backed { hpa0: pair[0], hpa1: pair[1], count: 1 });
     assert_eq!(module.page_type(page(1, 4)), PageType::Reg);
     let entry = module.td(TD).unwrap().entry(0x1000);
     assert_eq!(entry.state, SeptState::Pending);
     assert_eq!(entry.hpa, page(1, 4));
     assert!(!entry.locked);
     assert_eq!(status_of(&mut module, aug(0x2000, page(1, 5))), TDX_SUCCESS);
-    assert_eq!(
-        module.dpamt(1),
-        Dpamt2M::Backed {
-            hpa0: pair[0],
-            hpa1: pair[1],
-            count: 2
-        }
-    );
+    assert_eq!(module.dpamt(1), Dpamt2M::Backed { hpa0: pair[0], hpa1: pair[1], count: 2 });
     assert_eq!(module.held_lock_count(), 0);
 }
 
@@ -583,15 +428,8 @@ fn page_aug_maps_a_pending_page_and_counts_it() {
 fn page_aug_on_an_unbacked_range_is_missing_pamt_page_pair() {
     let mut module = dpamt_module();
     let ticket = held(&mut module, aug(0x1000, page(1, 4)));
-    assert_eq!(
-        ticket.locks().len(),
-        6,
-        "the walk stops at the unbacked 2MB entry"
-    );
-    assert_eq!(
-        module.finish(ticket).status,
-        TDX_MISSING_PAMT_PAGE_PAIR.with_operand(operand::R8)
-    );
+    assert_eq!(ticket.locks().len(), 6, "the walk stops at the unbacked 2MB entry");
+    assert_eq!(module.finish(ticket).status, TDX_MISSING_PAMT_PAGE_PAIR.with_operand(operand::R8));
     assert_eq!(module.page_type(page(1, 4)), PageType::Nda);
     assert_eq!(module.td(TD).unwrap().entry(0x1000).state, SeptState::Free);
     assert!(module.td(TD).unwrap().sept.is_empty());
@@ -604,10 +442,7 @@ fn page_aug_on_an_occupied_gpa_is_ept_entry_state_incorrect() {
     back(&mut module, 1);
     assert_eq!(status_of(&mut module, aug(0x1000, page(1, 4))), TDX_SUCCESS);
     let status = status_of(&mut module, aug(0x1000, page(1, 5)));
-    assert_eq!(
-        status,
-        TDX_EPT_ENTRY_STATE_INCORRECT.with_operand(operand::RCX)
-    );
+    assert_eq!(status, TDX_EPT_ENTRY_STATE_INCORRECT.with_operand(operand::RCX));
     assert_eq!(module.page_type(page(1, 5)), PageType::Nda);
     assert_eq!(module.td(TD).unwrap().entry(0x1000).hpa, page(1, 4));
     assert!(matches!(module.dpamt(1), Dpamt2M::Backed { count: 1, .. }));
@@ -643,15 +478,9 @@ fn page_aug_is_busy_sept_entry_on_the_same_gpa_and_the_loser_claims_priority() {
     let (status, try_locks) = done(&mut module, aug(0x1000, page(1, 5)));
     assert_eq!(status, busy(operand::SEPT_ENTRY));
     assert_eq!(try_locks, 4);
-    assert!(
-        module.td(TD).unwrap().entry(0x1000).host_priority,
-        "the losing host set HP"
-    );
+    assert!(module.td(TD).unwrap().entry(0x1000).host_priority, "the losing host set HP");
     assert_eq!(module.finish(holder).status, TDX_SUCCESS);
-    assert!(
-        module.td(TD).unwrap().entry(0x1000).host_priority,
-        "HP survives the release"
-    );
+    assert!(module.td(TD).unwrap().entry(0x1000).host_priority, "HP survives the release");
     assert_eq!(module.held_lock_count(), 0);
     assert_eq!(module.page_type(page(1, 5)), PageType::Nda);
     // The next host win clears it.
@@ -668,10 +497,7 @@ fn page_aug_without_host_priority_leaves_no_hp_bit() {
     let mut module = module_with(true, false);
     back(&mut module, 1);
     let holder = held(&mut module, aug(0x1000, page(1, 4)));
-    assert_eq!(
-        done(&mut module, aug(0x1000, page(1, 5))).0,
-        busy(operand::SEPT_ENTRY)
-    );
+    assert_eq!(done(&mut module, aug(0x1000, page(1, 5))).0, busy(operand::SEPT_ENTRY));
     assert!(!module.td(TD).unwrap().entry(0x1000).host_priority);
     let blocker = done(&mut module, block(0x2000));
     assert_eq!(blocker.0, busy(operand::SEPT));
@@ -689,10 +515,7 @@ fn page_aug_is_busy_r8_on_a_page_another_aug_holds() {
     assert_eq!(try_locks, 7);
     assert_eq!(module.finish(holder).status, TDX_SUCCESS);
     assert_eq!(module.held_lock_count(), 0);
-    assert!(
-        !module.td(TD).unwrap().sept.contains_key(&0x2000),
-        "no trace of the loser's entry"
-    );
+    assert!(!module.td(TD).unwrap().sept.contains_key(&0x2000), "no trace of the loser's entry");
 }
 
 #[test]
@@ -704,11 +527,7 @@ fn page_aug_is_busy_r8_while_pamt_add_holds_the_range() {
     assert_eq!(try_locks, 6);
     assert_eq!(module.finish(holder).status, TDX_SUCCESS);
     assert_eq!(module.held_lock_count(), 0);
-    assert_eq!(
-        status_of(&mut module, aug(0x1000, page(1, 4))),
-        TDX_SUCCESS,
-        "the retry wins"
-    );
+    assert_eq!(status_of(&mut module, aug(0x1000, page(1, 4))), TDX_SUCCESS, "the retry wins");
 }
 
 #[test]
@@ -729,27 +548,15 @@ fn page_aug_is_busy_sept_while_range_block_holds_the_tree() {
 #[test]
 fn page_aug_operand_errors_name_their_register() {
     let mut module = dpamt_module();
-    let other_td = LeafCall::PageAug {
-        td: TdId(9),
-        gpa: Gpa(0x1000),
-        page: page(1, 4),
-    };
+    let other_td = LeafCall::PageAug { td: TdId(9), gpa: Gpa(0x1000), page: page(1, 4) };
     let cases = [
         (aug(0x1800, page(1, 4)), TDX_OPERAND_INVALID, operand::RCX),
         (other_td, TDX_OPERAND_INVALID, operand::RDX),
         (aug(0x1000, Hpa(0x200004)), TDX_OPERAND_INVALID, operand::R8),
-        (
-            aug(0x1000, Hpa(MEMORY)),
-            TDX_OPERAND_ADDR_RANGE_ERROR,
-            operand::R8,
-        ),
+        (aug(0x1000, Hpa(MEMORY)), TDX_OPERAND_ADDR_RANGE_ERROR, operand::R8),
     ];
     for (call, expected, operand_id) in cases {
-        assert_eq!(
-            done(&mut module, call),
-            (expected.with_operand(operand_id), 0),
-            "{call}"
-        );
+        assert_eq!(done(&mut module, call), (expected.with_operand(operand_id), 0), "{call}");
     }
 }
 
@@ -764,11 +571,7 @@ fn range_block_blocks_a_pending_entry_at_the_current_epoch() {
     let ticket = held(&mut module, block(0x1000));
     assert_eq!(
         ticket.locks(),
-        [
-            sh(ModuleLock::Tdr(TD)),
-            sh(ModuleLock::Tdcs(TD)),
-            ex(ModuleLock::SeptTree(TD))
-        ]
+        [sh(ModuleLock::Tdr(TD)), sh(ModuleLock::Tdcs(TD)), ex(ModuleLock::SeptTree(TD))]
     );
     assert_eq!(module.finish(ticket).status, TDX_SUCCESS);
     let entry = module.td(TD).unwrap().entry(0x1000);
@@ -780,10 +583,7 @@ fn range_block_blocks_a_pending_entry_at_the_current_epoch() {
 #[test]
 fn range_block_of_a_free_entry_is_ept_entry_free_rcx() {
     let mut module = dpamt_module();
-    assert_eq!(
-        status_of(&mut module, block(0x1000)),
-        TDX_EPT_ENTRY_FREE.with_operand(operand::RCX)
-    );
+    assert_eq!(status_of(&mut module, block(0x1000)), TDX_EPT_ENTRY_FREE.with_operand(operand::RCX));
     assert!(module.td(TD).unwrap().sept.is_empty());
 }
 
@@ -795,16 +595,9 @@ fn range_block_twice_is_the_informational_already_blocked() {
     assert_eq!(status_of(&mut module, block(0x1000)), TDX_SUCCESS);
     assert_eq!(status_of(&mut module, track()), TDX_SUCCESS);
     let status = status_of(&mut module, block(0x1000));
-    assert_eq!(
-        status,
-        TDX_GPA_RANGE_ALREADY_BLOCKED.with_operand(operand::RCX)
-    );
+    assert_eq!(status, TDX_GPA_RANGE_ALREADY_BLOCKED.with_operand(operand::RCX));
     assert_eq!(status.0 >> 63, 0, "informational: not an error");
-    assert_eq!(
-        module.td(TD).unwrap().entry(0x1000).blocked_epoch,
-        0,
-        "the first block's epoch stays"
-    );
+    assert_eq!(module.td(TD).unwrap().entry(0x1000).blocked_epoch, 0, "the first block's epoch stays");
 }
 
 #[test]
@@ -817,10 +610,7 @@ fn range_block_is_busy_sept_while_an_aug_holds_the_tree_shared() {
     assert_eq!(try_locks, 3);
     assert_eq!(module.finish(holder).status, TDX_SUCCESS);
     assert_eq!(module.held_lock_count(), 0);
-    assert_eq!(
-        module.td(TD).unwrap().entry(0x1000).state,
-        SeptState::Pending
-    );
+    assert_eq!(module.td(TD).unwrap().entry(0x1000).state, SeptState::Pending);
 }
 
 #[test]
@@ -828,28 +618,16 @@ fn range_block_is_busy_sept_against_another_block() {
     let mut module = dpamt_module();
     let holder = held(&mut module, block(0x1000));
     assert_eq!(done(&mut module, block(0x2000)), (busy(operand::SEPT), 3));
-    assert_eq!(
-        module.finish(holder).status,
-        TDX_EPT_ENTRY_FREE.with_operand(operand::RCX)
-    );
+    assert_eq!(module.finish(holder).status, TDX_EPT_ENTRY_FREE.with_operand(operand::RCX));
     assert_eq!(module.held_lock_count(), 0);
 }
 
 #[test]
 fn range_block_operand_errors() {
     let mut module = dpamt_module();
-    assert_eq!(
-        done(&mut module, block(0x1001)),
-        (TDX_OPERAND_INVALID.with_operand(operand::RCX), 0)
-    );
-    let other_td = LeafCall::RangeBlock {
-        td: TdId(9),
-        gpa: Gpa(0x1000),
-    };
-    assert_eq!(
-        done(&mut module, other_td),
-        (TDX_OPERAND_INVALID.with_operand(operand::RDX), 0)
-    );
+    assert_eq!(done(&mut module, block(0x1001)), (TDX_OPERAND_INVALID.with_operand(operand::RCX), 0));
+    let other_td = LeafCall::RangeBlock { td: TdId(9), gpa: Gpa(0x1000) };
+    assert_eq!(done(&mut module, other_td), (TDX_OPERAND_INVALID.with_operand(operand::RDX), 0));
 }
 
 // ---- TDH.MEM.TRACK ----
@@ -860,11 +638,7 @@ fn track_bumps_the_epoch() {
     let ticket = held(&mut module, track());
     assert_eq!(
         ticket.locks(),
-        [
-            sh(ModuleLock::Tdr(TD)),
-            sh(ModuleLock::Tdcs(TD)),
-            ex(ModuleLock::Epoch(TD))
-        ]
+        [sh(ModuleLock::Tdr(TD)), sh(ModuleLock::Tdcs(TD)), ex(ModuleLock::Epoch(TD))]
     );
     assert_eq!(ticket.locks()[2].to_string(), "epoch_lock[td1] ex");
     assert_eq!(module.finish(ticket).status, TDX_SUCCESS);
@@ -879,11 +653,7 @@ fn track_is_busy_td_epoch_against_another_track() {
     let holder = held(&mut module, track());
     assert_eq!(done(&mut module, track()), (busy(operand::TD_EPOCH), 3));
     assert_eq!(module.finish(holder).status, TDX_SUCCESS);
-    assert_eq!(
-        module.td(TD).unwrap().td_epoch,
-        1,
-        "only the winner bumped it"
-    );
+    assert_eq!(module.td(TD).unwrap().td_epoch, 1, "only the winner bumped it");
     assert_eq!(module.held_lock_count(), 0);
 }
 
@@ -891,10 +661,7 @@ fn track_is_busy_td_epoch_against_another_track() {
 fn track_of_an_unknown_td_is_operand_invalid_rcx() {
     let mut module = dpamt_module();
     let call = LeafCall::Track { td: TdId(9) };
-    assert_eq!(
-        done(&mut module, call),
-        (TDX_OPERAND_INVALID.with_operand(operand::RCX), 0)
-    );
+    assert_eq!(done(&mut module, call), (TDX_OPERAND_INVALID.with_operand(operand::RCX), 0));
 }
 
 // ---- TDH.MEM.PAGE.REMOVE ----
@@ -906,10 +673,7 @@ fn page_remove_before_block_is_gpa_range_not_blocked_and_takes_no_page_lock() {
     assert_eq!(status_of(&mut module, aug(0x1000, page(1, 4))), TDX_SUCCESS);
     let ticket = held(&mut module, page_remove(0x1000));
     assert_eq!(ticket.locks().len(), 4, "TDR, TDCS, SEPT tree, SEPT entry");
-    assert_eq!(
-        module.finish(ticket).status,
-        TDX_GPA_RANGE_NOT_BLOCKED.with_operand(operand::RCX)
-    );
+    assert_eq!(module.finish(ticket).status, TDX_GPA_RANGE_NOT_BLOCKED.with_operand(operand::RCX));
     assert_eq!(module.page_type(page(1, 4)), PageType::Reg);
     // A free GPA is not blocked either.
     let free = status_of(&mut module, page_remove(0x5000));
@@ -922,18 +686,11 @@ fn page_remove_before_track_is_tlb_tracking_not_done() {
     let mut module = dpamt_module();
     back(&mut module, 1);
     assert_eq!(status_of(&mut module, aug(0x1000, page(1, 4))), TDX_SUCCESS);
-    assert_eq!(
-        status_of(&mut module, track()),
-        TDX_SUCCESS,
-        "a TRACK before the block does not count"
-    );
+    assert_eq!(status_of(&mut module, track()), TDX_SUCCESS, "a TRACK before the block does not count");
     assert_eq!(status_of(&mut module, block(0x1000)), TDX_SUCCESS);
     let status = status_of(&mut module, page_remove(0x1000));
     assert_eq!(status, TDX_TLB_TRACKING_NOT_DONE.with_operand(operand::RCX));
-    assert_eq!(
-        module.td(TD).unwrap().entry(0x1000).state,
-        SeptState::Blocked
-    );
+    assert_eq!(module.td(TD).unwrap().entry(0x1000).state, SeptState::Blocked);
     assert_eq!(module.page_type(page(1, 4)), PageType::Reg);
     assert!(matches!(module.dpamt(1), Dpamt2M::Backed { count: 1, .. }));
 }
@@ -943,38 +700,17 @@ fn aug_block_track_remove_gives_the_hint_exactly_when_the_count_reaches_zero() {
     let mut module = dpamt_module();
     let pair = back(&mut module, 1);
     for (gpa, page_index) in [(0x1000, 4), (0x2000, 300)] {
-        assert_eq!(
-            status_of(&mut module, aug(gpa, page(1, page_index))),
-            TDX_SUCCESS
-        );
+        assert_eq!(status_of(&mut module, aug(gpa, page(1, page_index))), TDX_SUCCESS);
         assert_eq!(status_of(&mut module, block(gpa)), TDX_SUCCESS);
     }
     assert_eq!(status_of(&mut module, track()), TDX_SUCCESS);
 
     let ticket = held(&mut module, page_remove(0x1000));
-    assert_eq!(
-        ticket.locks()[4],
-        ex(ModuleLock::Pamt4K(page(1, 4).pfn())),
-        "implicit: no walk"
-    );
+    assert_eq!(ticket.locks()[4], ex(ModuleLock::Pamt4K(page(1, 4).pfn())), "implicit: no walk");
     assert_eq!(ticket.locks().len(), 5);
     let first = module.finish(ticket);
-    assert_eq!(
-        first,
-        LeafOutput {
-            status: TDX_SUCCESS,
-            pair: None,
-            removal_hint: false
-        }
-    );
-    assert_eq!(
-        module.dpamt(1),
-        Dpamt2M::Backed {
-            hpa0: pair[0],
-            hpa1: pair[1],
-            count: 1
-        }
-    );
+    assert_eq!(first, LeafOutput { status: TDX_SUCCESS, pair: None, removal_hint: false });
+    assert_eq!(module.dpamt(1), Dpamt2M::Backed { hpa0: pair[0], hpa1: pair[1], count: 1 });
     assert_eq!(module.page_type(page(1, 4)), PageType::Nda);
     assert_eq!(module.td(TD).unwrap().entry(0x1000).state, SeptState::Free);
     assert_eq!(
@@ -984,22 +720,8 @@ fn aug_block_track_remove_gives_the_hint_exactly_when_the_count_reaches_zero() {
     );
 
     let last = run(&mut module, page_remove(0x2000));
-    assert_eq!(
-        last,
-        LeafOutput {
-            status: TDX_SUCCESS,
-            pair: None,
-            removal_hint: true
-        }
-    );
-    assert_eq!(
-        module.dpamt(1),
-        Dpamt2M::Backed {
-            hpa0: pair[0],
-            hpa1: pair[1],
-            count: 0
-        }
-    );
+    assert_eq!(last, LeafOutput { status: TDX_SUCCESS, pair: None, removal_hint: true });
+    assert_eq!(module.dpamt(1), Dpamt2M::Backed { hpa0: pair[0], hpa1: pair[1], count: 0 });
     assert!(module.td(TD).unwrap().sept.is_empty());
     assert_eq!(run(&mut module, remove(range(1))).pair, Some(pair));
     assert_eq!(module.held_lock_count(), 0);
@@ -1017,15 +739,9 @@ fn page_remove_is_busy_rcx_while_an_aug_of_the_same_page_holds_its_4k_entry() {
     let (status, try_locks) = done(&mut module, page_remove(0x1000));
     assert_eq!(status, busy(operand::RCX));
     assert_eq!(try_locks, 5);
-    assert_eq!(
-        module.finish(stray).status,
-        TDX_PAGE_NOT_FREE.with_operand(operand::R8)
-    );
+    assert_eq!(module.finish(stray).status, TDX_PAGE_NOT_FREE.with_operand(operand::R8));
     assert_eq!(module.held_lock_count(), 0);
-    assert_eq!(
-        module.td(TD).unwrap().entry(0x1000).state,
-        SeptState::Blocked
-    );
+    assert_eq!(module.td(TD).unwrap().entry(0x1000).state, SeptState::Blocked);
     assert!(run(&mut module, page_remove(0x1000)).removal_hint);
 }
 
@@ -1035,19 +751,10 @@ fn page_remove_is_busy_on_the_entry_and_on_the_tree() {
     back(&mut module, 1);
     assert_eq!(status_of(&mut module, aug(0x1000, page(1, 4))), TDX_SUCCESS);
     let holder = held(&mut module, page_remove(0x1000));
-    assert_eq!(
-        done(&mut module, page_remove(0x1000)),
-        (busy(operand::SEPT_ENTRY), 4)
-    );
-    assert_eq!(
-        module.finish(holder).status,
-        TDX_GPA_RANGE_NOT_BLOCKED.with_operand(operand::RCX)
-    );
+    assert_eq!(done(&mut module, page_remove(0x1000)), (busy(operand::SEPT_ENTRY), 4));
+    assert_eq!(module.finish(holder).status, TDX_GPA_RANGE_NOT_BLOCKED.with_operand(operand::RCX));
     let blocker = held(&mut module, block(0x1000));
-    assert_eq!(
-        done(&mut module, page_remove(0x1000)),
-        (busy(operand::SEPT), 3)
-    );
+    assert_eq!(done(&mut module, page_remove(0x1000)), (busy(operand::SEPT), 3));
     assert_eq!(module.finish(blocker).status, TDX_SUCCESS);
     assert_eq!(module.held_lock_count(), 0);
 }
@@ -1055,18 +762,9 @@ fn page_remove_is_busy_on_the_entry_and_on_the_tree() {
 #[test]
 fn page_remove_operand_errors() {
     let mut module = dpamt_module();
-    assert_eq!(
-        done(&mut module, page_remove(0x10)),
-        (TDX_OPERAND_INVALID.with_operand(operand::RCX), 0)
-    );
-    let other_td = LeafCall::PageRemove {
-        td: TdId(9),
-        gpa: Gpa(0x1000),
-    };
-    assert_eq!(
-        done(&mut module, other_td),
-        (TDX_OPERAND_INVALID.with_operand(operand::RDX), 0)
-    );
+    assert_eq!(done(&mut module, page_remove(0x10)), (TDX_OPERAND_INVALID.with_operand(operand::RCX), 0));
+    let other_td = LeafCall::PageRemove { td: TdId(9), gpa: Gpa(0x1000) };
+    assert_eq!(done(&mut module, other_td), (TDX_OPERAND_INVALID.with_operand(operand::RDX), 0));
 }
 
 // ---- TDH.PHYMEM.PAGE.WBINVD ----
@@ -1079,15 +777,9 @@ fn page_wbinvd_takes_no_lock_and_succeeds() {
     assert_eq!(ticket.try_locks(), 0);
     assert_eq!(module.finish(ticket), LeafOutput::status(TDX_SUCCESS));
     let misaligned = LeafCall::PageWbinvd { page: Hpa(0x1234) };
-    assert_eq!(
-        done(&mut module, misaligned),
-        (TDX_OPERAND_INVALID.with_operand(operand::RCX), 0)
-    );
+    assert_eq!(done(&mut module, misaligned), (TDX_OPERAND_INVALID.with_operand(operand::RCX), 0));
     let outside = LeafCall::PageWbinvd { page: Hpa(MEMORY) };
-    assert_eq!(
-        done(&mut module, outside),
-        (TDX_OPERAND_ADDR_RANGE_ERROR.with_operand(operand::RCX), 0)
-    );
+    assert_eq!(done(&mut module, outside), (TDX_OPERAND_ADDR_RANGE_ERROR.with_operand(operand::RCX), 0));
 }
 
 // ---- Static PAMT ----
@@ -1096,10 +788,7 @@ fn page_wbinvd_takes_no_lock_and_succeeds() {
 fn static_pamt_refuses_pamt_add_and_remove_on_rax() {
     let mut module = module_with(false, true);
     let invalid = (TDX_OPERAND_INVALID.with_operand(operand::RAX), 0);
-    assert_eq!(
-        done(&mut module, add(range(1), [page(3, 0), page(3, 1)])),
-        invalid
-    );
+    assert_eq!(done(&mut module, add(range(1), [page(3, 0), page(3, 1)])), invalid);
     assert_eq!(done(&mut module, remove(range(1))), invalid);
     // Even with bad operands: the DPAMT check comes first.
     assert_eq!(done(&mut module, add(Hpa(1), [Hpa(1), Hpa(1)])), invalid);
@@ -1110,11 +799,7 @@ fn static_pamt_has_every_4k_entry_and_never_misses_a_pair() {
     let mut module = module_with(false, true);
     for index in 0..module.num_ranges() {
         assert!(module.has_4k_level(index));
-        assert_eq!(
-            module.dpamt(index),
-            Dpamt2M::Unbacked,
-            "static PAMT keeps no DPAMT state"
-        );
+        assert_eq!(module.dpamt(index), Dpamt2M::Unbacked, "static PAMT keeps no DPAMT state");
     }
     let ticket = held(&mut module, aug(0x1000, page(1, 4)));
     assert_eq!(ticket.locks()[6], ex(ModuleLock::Pamt4K(page(1, 4).pfn())));
@@ -1123,11 +808,7 @@ fn static_pamt_has_every_4k_entry_and_never_misses_a_pair() {
     assert_eq!(status_of(&mut module, block(0x1000)), TDX_SUCCESS);
     assert_eq!(status_of(&mut module, track()), TDX_SUCCESS);
     let output = run(&mut module, page_remove(0x1000));
-    assert_eq!(
-        output,
-        LeafOutput::status(TDX_SUCCESS),
-        "no removal hint without DPAMT"
-    );
+    assert_eq!(output, LeafOutput::status(TDX_SUCCESS), "no removal hint without DPAMT");
     assert_eq!(module.page_type(page(1, 4)), PageType::Nda);
     assert_eq!(module.held_lock_count(), 0);
 }
@@ -1142,10 +823,7 @@ fn module_lock_display_names_what_the_lock_guards() {
         (sh(ModuleLock::Tdr(TD)), "tdr[td1] sh"),
         (sh(ModuleLock::Tdcs(TD)), "tdcs[td1] sh"),
         (sh(ModuleLock::SeptTree(TD)), "secure_ept_lock[td1] sh"),
-        (
-            ex(ModuleLock::SeptEntry(TD, 0x3000)),
-            "sept_entry[td1 0x3000] ex",
-        ),
+        (ex(ModuleLock::SeptEntry(TD, 0x3000)), "sept_entry[td1 0x3000] ex"),
     ];
     for (held, text) in shown {
         assert_eq!(held.to_string(), text);

@@ -25,10 +25,16 @@ where
     let old = atomic.value.get();
     let (new, result) = apply(old);
     atomic.value.set(new);
-    cpu.mark(Span::Instant, mark::ATOMIC, atomic.index as u64, (old as u32 as u64) << 32 | new as u32 as u64, || {
-        let label = cpu.host().range_label(atomic.index);
-        format!("{op}({}[{label}]) = {result:?} ({old}->{new})", atomic.name)
-    });
+    cpu.mark(
+        Span::Instant,
+        mark::ATOMIC,
+        atomic.index as u64,
+        (old as u32 as u64) << 32 | new as u32 as u64,
+        || {
+            let label = cpu.host().range_label(atomic.index);
+            format!("{op}({}[{label}]) = {result:?} ({old}->{new})", atomic.name)
+        },
+    );
     result
 }
 

@@ -56,7 +56,13 @@ async fn tdh_mem_page_aug(cpu: &Cpu, td: TdId, gpa: Gpa, page: Hpa) -> LeafOutpu
 /// Kernel: `tdx_sept_set_private_spte()` -> `tdx_mem_page_aug()`, arch/x86/kvm/vmx/tdx.c
 /// (6.19 with DPAMT v6: `tdx_pamt_get()` from the vCPU cache before PAGE.AUG, put on failure).
 /// D1 instead loops: AUG, and on MISSING_PAMT_PAGE_PAIR add the backing and AUG again.
-async fn tdx_sept_set_private_spte(cpu: &Cpu, td: TdId, gpa: Gpa, page: Hpa, cache: &PamtCache) -> Result<(), Errno> {
+async fn tdx_sept_set_private_spte(
+    cpu: &Cpu,
+    td: TdId,
+    gpa: Gpa,
+    page: Hpa,
+    cache: &PamtCache,
+) -> Result<(), Errno> {
     if cpu.host().config.dpamt_design == DpamtDesign::Hint {
         loop {
             let output = tdh_mem_page_aug(cpu, td, gpa, page).await;
@@ -104,7 +110,13 @@ async fn refill_pamt_cache(cpu: &Cpu, cache: &PamtCache) -> Result<(), Errno> {
 ///
 /// Kernel: `tdx_handle_ept_violation()` -> `__vmx_handle_ept_violation()` ->
 /// `kvm_tdp_map_page()`, arch/x86/kvm/vmx/tdx.c and mmu/tdp_mmu.c (6.18 local retry).
-pub async fn tdp_fault(cpu: &Cpu, td: TdId, gpa: u64, count: u32, first_page: Option<Hpa>) -> Result<(), Errno> {
+pub async fn tdp_fault(
+    cpu: &Cpu,
+    td: TdId,
+    gpa: u64,
+    count: u32,
+    first_page: Option<Hpa>,
+) -> Result<(), Errno> {
     let kvm = kvm_td(cpu, td);
     let cache = PamtCache::default();
     for index in 0..u64::from(count) {

@@ -81,9 +81,7 @@ impl DpamtDesign {
 
 use std::cell::RefCell;
 
-use seam_model::status::{
-    TDX_HPA_RANGE_NOT_FREE, TDX_NO_PAMT_PAGE_PAIR, TDX_PAMT_PAGE_NOT_EMPTY,
-};
+use seam_model::status::{TDX_HPA_RANGE_NOT_FREE, TDX_NO_PAMT_PAGE_PAIR, TDX_PAMT_PAGE_NOT_EMPTY};
 use seam_model::{Hpa, LeafCall, LeafOutput};
 use sim_core::{Mode, Span};
 
@@ -476,7 +474,9 @@ async fn tdx_pamt_get_rwlock_fallback(cpu: &Cpu, page: Hpa, source: PairSource<'
         read_unlock(cpu, lock);
         cpu.cpu_relax().await;
     }
-    let output = pamt_seamcall_with_fallback(cpu, LeafCall::PamtAdd { hpa: page.range_base(), pair: pamt_pages }).await;
+    let output =
+        pamt_seamcall_with_fallback(cpu, LeafCall::PamtAdd { hpa: page.range_base(), pair: pamt_pages })
+            .await;
     if output.status.is_success() {
         atomic_set(cpu, pamt_refcount, 1).await;
         return Ok(());
@@ -533,7 +533,11 @@ async fn inc_if_positive(cpu: &Cpu, refcount: Atomic<'_>) -> bool {
 }
 
 /// Traces a host call's begin and end around `body`, for the interleaving table.
-pub async fn traced<T>(cpu: &Cpu, label: impl Fn() -> String, body: impl std::future::Future<Output = T>) -> T {
+pub async fn traced<T>(
+    cpu: &Cpu,
+    label: impl Fn() -> String,
+    body: impl std::future::Future<Output = T>,
+) -> T {
     cpu.mark(Span::Begin, mark::CALL, 0, 0, &label);
     let result = body.await;
     cpu.mark(Span::End, mark::CALL, 0, 0, label);

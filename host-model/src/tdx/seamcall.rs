@@ -32,7 +32,8 @@ async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
     });
     let mut stats = cpu.host().stats.borrow_mut();
     *stats.seamcalls.entry((leaf, output.status.masked())).or_default() += 1;
-    *stats.since_progress.entry(cpu.id.0).or_default().entry((leaf, output.status.masked())).or_default() += 1;
+    *stats.since_progress.entry(cpu.id.0).or_default().entry((leaf, output.status.masked())).or_default() +=
+        1;
     drop(stats);
     output
 }
