@@ -194,17 +194,28 @@ impl Module {
         for held in &ticket.locks {
             assert!(self.is_held(*held), "finish: {held} of {} is not held", ticket.call);
         }
-        let output = match ticket.call {
-            LeafCall::PamtAdd { hpa, pair } => self.finish_pamt_add(hpa, pair),
-            LeafCall::PamtRemove { hpa } => self.finish_pamt_remove(hpa),
-            LeafCall::PageAug { td, gpa, page } => self.finish_page_aug(td, gpa, page),
-            LeafCall::RangeBlock { td, gpa } => self.finish_range_block(td, gpa),
-            LeafCall::Track { td } => self.finish_track(td),
-            LeafCall::PageRemove { td, gpa } => self.finish_page_remove(td, gpa),
-            LeafCall::PageWbinvd { .. } => LeafOutput::status(TDX_SUCCESS),
+        let output = match self.check_leaf(&ticket.call) {
+            Err(status) => failure(status),
+            Ok(()) => match ticket.call {
+                LeafCall::PamtAdd { hpa, pair } => self.finish_pamt_add(hpa, pair),
+                LeafCall::PamtRemove { hpa } => self.finish_pamt_remove(hpa),
+                LeafCall::PageAug { td, gpa, page } => self.finish_page_aug(td, gpa, page),
+                LeafCall::RangeBlock { td, gpa } => self.finish_range_block(td, gpa),
+                LeafCall::Track { td } => self.finish_track(td),
+                LeafCall::PageRemove { td, gpa } => self.finish_page_remove(td, gpa),
+                LeafCall::PageWbinvd { .. } => LeafOutput::status(TDX_SUCCESS),
+            },
         };
         self.release_all(&ticket.locks);
         output
+    }
+
+    /// Whether the held leaf will fail its state checks. A failing leaf returns as soon as
+    /// it has checked, so the host holds its locks only for the try-locks, not the leaf's work.
+    /// The answer is the one `finish` will give: the state it reads is guarded by the
+    /// ticket's locks.
+    pub fn will_fail(&self, ticket: &Ticket) -> bool {
+        self.check_leaf(&ticket.call).is_err()
     }
 
     /// The DPAMT state of a 2MB range; always `Unbacked` with static PAMT, which keeps no
@@ -484,28 +495,92 @@ fn td_sharex(td: &mut Td, lock: ModuleLock) -> &mut crate::lock::SharexHp {
 
 // State checks and effects, with every lock of the leaf held.
 impl Module {
+    /// The leaf's state checks, in the module's order; `Err` is the status it returns.
+    fn check_leaf(&self, call: &LeafCall) -> Result<(), TdxStatus> {
+        match *call {
+            LeafCall::PamtAdd { hpa, pair } => {
+                // Spec §5.4 steps 4-5.
+                let range_index = hpa.range_index();
+                if self.pamt.dpamt(range_index) != Dpamt2M::Unbacked {
+                    return Err(TDX_HPA_RANGE_NOT_FREE.with_operand(operand::RCX));
+                }
+                let operands = [operand::RDX, operand::R8];
+                for (page, operand_id) in pair.into_iter().zip(operands) {
+                    if page.range_index() != range_index && self.pamt.page_type(page) != PageType::Nda {
+                        return Err(TDX_PAGE_NOT_FREE.with_operand(operand_id));
+                    }
+                }
+                // The module test-and-sets both bitmap bits (undoing the first if the second
+                // was set), for pages inside X too: a page of an unbacked X may back another
+                // range. Equal pair pages fail on R8.
+                if self.pamt.is_backing_page(pair[0]) {
+                    return Err(TDX_PAGE_NOT_FREE.with_operand(operand::RDX));
+                }
+                if pair[0] == pair[1] || self.pamt.is_backing_page(pair[1]) {
+                    return Err(TDX_PAGE_NOT_FREE.with_operand(operand::R8));
+                }
+                Ok(())
+            }
+            LeafCall::PamtRemove { hpa } => {
+                // Spec §5.5 steps 4-5.
+                let range_index = hpa.range_index();
+                if !matches!(self.pamt.dpamt(range_index), Dpamt2M::Backed { .. }) {
+                    return Err(TDX_NO_PAMT_PAGE_PAIR.with_operand(operand::RCX));
+                }
+                if let Some(page_index) = self.pamt.first_page_in_use(range_index) {
+                    // The detail says which page of the pair holds the entry: 256 entries each.
+                    return Err(TDX_PAMT_PAGE_NOT_EMPTY.with_operand((page_index / 256) as u32));
+                }
+                Ok(())
+            }
+            LeafCall::PageAug { td, gpa, page } => {
+                // [I] The page checks (type not NDA, or a DPAMT backing page) answer
+                // PAGE_NOT_FREE|R8: the spec names only MISSING_PAMT_PAGE_PAIR and
+                // EPT_ENTRY_STATE_INCORRECT here.
+                if !self.pamt.has_4k_level(page.range_index()) {
+                    return Err(TDX_MISSING_PAMT_PAGE_PAIR.with_operand(operand::R8));
+                }
+                if self.tds[&td].entry(gpa.0).state != SeptState::Free {
+                    return Err(TDX_EPT_ENTRY_STATE_INCORRECT.with_operand(operand::RCX));
+                }
+                if self.pamt.page_type(page) != PageType::Nda || self.pamt.is_backing_page(page) {
+                    return Err(TDX_PAGE_NOT_FREE.with_operand(operand::R8));
+                }
+                Ok(())
+            }
+            LeafCall::RangeBlock { td, gpa } => {
+                // A free entry answers EPT_ENTRY_FREE|RCX, as the module does; an already
+                // blocked one the informational GPA_RANGE_ALREADY_BLOCKED|RCX.
+                match self.tds[&td].entry(gpa.0).state {
+                    SeptState::Free => Err(TDX_EPT_ENTRY_FREE.with_operand(operand::RCX)),
+                    SeptState::Blocked => Err(TDX_GPA_RANGE_ALREADY_BLOCKED.with_operand(operand::RCX)),
+                    SeptState::Pending | SeptState::Mapped => Ok(()),
+                }
+            }
+            LeafCall::Track { .. } | LeafCall::PageWbinvd { .. } => Ok(()),
+            LeafCall::PageRemove { td, gpa } => {
+                let td = &self.tds[&td];
+                let entry = td.entry(gpa.0);
+                if entry.state != SeptState::Blocked {
+                    return Err(TDX_GPA_RANGE_NOT_BLOCKED.with_operand(operand::RCX));
+                }
+                // Tracked means a TRACK bumped the epoch after the block.
+                if entry.blocked_epoch >= td.td_epoch {
+                    return Err(TDX_TLB_TRACKING_NOT_DONE.with_operand(operand::RCX));
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Spec §5.4 steps 4–6.
     fn finish_pamt_add(&mut self, hpa: Hpa, pair: [Hpa; 2]) -> LeafOutput {
         let range_index = hpa.range_index();
-        if self.pamt.dpamt(range_index) != Dpamt2M::Unbacked {
-            return failure(TDX_HPA_RANGE_NOT_FREE.with_operand(operand::RCX));
-        }
-        let operands = [operand::RDX, operand::R8];
-        for (page, operand_id) in pair.into_iter().zip(operands) {
-            if page.range_index() != range_index && self.pamt.page_type(page) != PageType::Nda {
-                return failure(TDX_PAGE_NOT_FREE.with_operand(operand_id));
-            }
-        }
-        // The module test-and-sets both bitmap bits (undoing the first if the second was
-        // set), for pages inside X too: a page of an unbacked X may back another range.
-        // Equal pair pages fail here on R8.
-        for (index, (page, operand_id)) in pair.into_iter().zip(operands).enumerate() {
-            if self.pamt.set_backing_page(page, true) {
-                if index == 1 {
-                    self.pamt.set_backing_page(pair[0], false);
-                }
-                return failure(TDX_PAGE_NOT_FREE.with_operand(operand_id));
-            }
+        for page in pair {
+            assert!(
+                !self.pamt.set_backing_page(page, true),
+                "PAMT.ADD: checked pair page {page} was backing"
+            );
         }
         assert_eq!(
             self.pamt.first_page_in_use(range_index),
@@ -520,13 +595,8 @@ impl Module {
     fn finish_pamt_remove(&mut self, hpa: Hpa) -> LeafOutput {
         let range_index = hpa.range_index();
         let Dpamt2M::Backed { hpa0, hpa1, count } = self.pamt.dpamt(range_index) else {
-            return failure(TDX_NO_PAMT_PAGE_PAIR.with_operand(operand::RCX));
+            unreachable!("PAMT.REMOVE: checked range is backed");
         };
-        if let Some(page_index) = self.pamt.first_page_in_use(range_index) {
-            // The detail says which page of the pair holds the entry: 256 entries each.
-            let pair_index = (page_index / 256) as u32;
-            return failure(TDX_PAMT_PAGE_NOT_EMPTY.with_operand(pair_index));
-        }
         assert_eq!(count, 0, "PAMT.REMOVE: all 512 entries are NDA but count is {count}");
         assert!(self.pamt.set_backing_page(hpa0, false), "PAMT.REMOVE: hpa0 bitmap bit was clear");
         assert!(self.pamt.set_backing_page(hpa1, false), "PAMT.REMOVE: hpa1 bitmap bit was clear");
@@ -534,19 +604,8 @@ impl Module {
         LeafOutput { status: TDX_SUCCESS, pair: Some([hpa0, hpa1]), removal_hint: false }
     }
 
-    /// [I] The page checks (type not NDA, or a DPAMT backing page) answer PAGE_NOT_FREE|R8:
-    /// the spec names only MISSING_PAMT_PAGE_PAIR and EPT_ENTRY_STATE_INCORRECT here.
     fn finish_page_aug(&mut self, td: TdId, gpa: Gpa, page: Hpa) -> LeafOutput {
         let range_index = page.range_index();
-        if !self.pamt.has_4k_level(range_index) {
-            return failure(TDX_MISSING_PAMT_PAGE_PAIR.with_operand(operand::R8));
-        }
-        if self.tds[&td].entry(gpa.0).state != SeptState::Free {
-            return failure(TDX_EPT_ENTRY_STATE_INCORRECT.with_operand(operand::RCX));
-        }
-        if self.pamt.page_type(page) != PageType::Nda || self.pamt.is_backing_page(page) {
-            return failure(TDX_PAGE_NOT_FREE.with_operand(operand::R8));
-        }
         let entry = self.td_mut(td).sept.get_mut(&gpa.0).expect("PAGE.AUG: the entry is locked");
         entry.state = SeptState::Pending;
         entry.hpa = page;
@@ -555,17 +614,11 @@ impl Module {
         LeafOutput::status(TDX_SUCCESS)
     }
 
-    /// A free entry answers EPT_ENTRY_FREE|RCX, as the module does; an already blocked
-    /// one the informational GPA_RANGE_ALREADY_BLOCKED|RCX. A PENDING entry can be blocked.
+    /// A PENDING entry can be blocked too.
     fn finish_range_block(&mut self, td: TdId, gpa: Gpa) -> LeafOutput {
         let td = self.td_mut(td);
         let td_epoch = td.td_epoch;
-        let Some(entry) = td.sept.get_mut(&gpa.0).filter(|entry| entry.state != SeptState::Free) else {
-            return failure(TDX_EPT_ENTRY_FREE.with_operand(operand::RCX));
-        };
-        if entry.state == SeptState::Blocked {
-            return failure(TDX_GPA_RANGE_ALREADY_BLOCKED.with_operand(operand::RCX));
-        }
+        let entry = td.sept.get_mut(&gpa.0).expect("RANGE.BLOCK: the checked entry is mapped");
         entry.state = SeptState::Blocked;
         entry.blocked_epoch = td_epoch;
         LeafOutput::status(TDX_SUCCESS)
@@ -581,13 +634,6 @@ impl Module {
     fn finish_page_remove(&mut self, td: TdId, gpa: Gpa) -> LeafOutput {
         let td = self.tds.get_mut(&td).expect("module: the TD exists");
         let entry = td.entry(gpa.0);
-        if entry.state != SeptState::Blocked {
-            return failure(TDX_GPA_RANGE_NOT_BLOCKED.with_operand(operand::RCX));
-        }
-        // Tracked means a TRACK bumped the epoch after the block.
-        if entry.blocked_epoch >= td.td_epoch {
-            return failure(TDX_TLB_TRACKING_NOT_DONE.with_operand(operand::RCX));
-        }
         let slot = td.sept.get_mut(&gpa.0).expect("PAGE.REMOVE: the entry is locked");
         slot.state = SeptState::Free;
         slot.hpa = Hpa(0);

@@ -32,7 +32,9 @@ where
         (old as u32 as u64) << 32 | new as u32 as u64,
         || {
             let label = cpu.host().range_label(atomic.index);
-            format!("{op}({}[{label}]) = {result:?} ({old}->{new})", atomic.name)
+            let result = format!("{result:?}");
+            let result = if result == "()" { String::new() } else { format!(" = {result}") };
+            format!("{op}({}[{label}]){result} ({old}->{new})", atomic.name)
         },
     );
     result

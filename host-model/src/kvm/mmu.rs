@@ -9,7 +9,6 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use seam_model::status::TDX_MISSING_PAMT_PAGE_PAIR;
 use seam_model::{Gpa, Hpa, LeafCall, LeafOutput, TdId};
 
 use crate::kernel::Errno;
@@ -55,7 +54,8 @@ async fn tdh_mem_page_aug(cpu: &Cpu, td: TdId, gpa: Gpa, page: Hpa) -> LeafOutpu
 ///
 /// Kernel: `tdx_sept_set_private_spte()` -> `tdx_mem_page_aug()`, arch/x86/kvm/vmx/tdx.c
 /// (6.19 with DPAMT v6: `tdx_pamt_get()` from the vCPU cache before PAGE.AUG, put on failure).
-/// D1 instead loops: AUG, and on MISSING_PAMT_PAGE_PAIR add the backing and AUG again.
+/// D1 has no refcount and no put: it adds the backing ("already backed" counts as done) and
+/// AUGs, which is the order of the interleaving in the DPAMT v3 cover letter.
 async fn tdx_sept_set_private_spte(
     cpu: &Cpu,
     td: TdId,
@@ -64,15 +64,11 @@ async fn tdx_sept_set_private_spte(
     cache: &PamtCache,
 ) -> Result<(), Errno> {
     if cpu.host().config.dpamt_design == DpamtDesign::Hint {
-        loop {
-            let output = tdh_mem_page_aug(cpu, td, gpa, page).await;
-            if output.status.masked() == TDX_MISSING_PAMT_PAGE_PAIR && cpu.host().config.dpamt {
-                tdx_pamt_add_hint(cpu, page, PairSource::Cache(cache)).await?;
-                refill_pamt_cache(cpu, cache).await?;
-                continue;
-            }
-            return aug_result(cpu, output, page);
+        if cpu.host().config.dpamt {
+            tdx_pamt_add_hint(cpu, page, PairSource::Cache(cache)).await?;
         }
+        let output = tdh_mem_page_aug(cpu, td, gpa, page).await;
+        return aug_result(cpu, output, page);
     }
     tdx_pamt_get(cpu, page, PairSource::Cache(cache)).await?;
     let output = tdh_mem_page_aug(cpu, td, gpa, page).await;

@@ -10,22 +10,36 @@ use crate::kernel::cpu::{Cpu, mark};
 /// `RDRAND_RETRY_LOOPS`: attempts on TDX_RND_NO_ENTROPY.
 const RDRAND_RETRY_LOOPS: u32 = 10;
 
-/// One SEAMCALL instruction: the module takes the leaf's try-locks at entry and holds them
-/// for the leaf's cost; a BUSY return costs the transition and the try-locks it attempted.
+/// One SEAMCALL instruction. The module takes the leaf's try-locks once SEAM entry is done,
+/// holds them for the leaf's work, and releases them before SEAM exit: a leaf of cost C holds
+/// its locks for C minus the transition; one that fails its state checks holds them for its
+/// try-locks only, and a BUSY return costs the transition plus the
+/// try-locks it attempted. So a CPU issuing two SEAMCALLs back to back leaves the module's
+/// locks free for an exit and an entry in between, as on hardware.
 async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
     let leaf = call.leaf();
+    let seam_entry = SEAMCALL_TRANSITION_CYCLES / 2;
+    let seam_exit = SEAMCALL_TRANSITION_CYCLES - seam_entry;
     cpu.mark(Span::Begin, mark::SEAMCALL, leaf.rax(), 0, || call.to_string());
+    cpu.work(seam_entry).await;
     let begin = cpu.host().module.borrow_mut().begin(cpu.id, call);
     let output = match begin {
         Begin::Done { output, try_locks } => {
-            cpu.work(SEAMCALL_TRANSITION_CYCLES + u64::from(try_locks) * TRY_LOCK_CYCLES).await;
+            cpu.work(u64::from(try_locks) * TRY_LOCK_CYCLES).await;
             output
         }
         Begin::Held(ticket) => {
-            cpu.work(cpu.host().leaf_cost(leaf)).await;
+            let fails = cpu.host().module.borrow().will_fail(&ticket);
+            let hold_cycles = if fails {
+                u64::from(ticket.try_locks()) * TRY_LOCK_CYCLES
+            } else {
+                cpu.host().leaf_cost(leaf).saturating_sub(SEAMCALL_TRANSITION_CYCLES)
+            };
+            cpu.work(hold_cycles).await;
             cpu.host().module.borrow_mut().finish(ticket)
         }
     };
+    cpu.work(seam_exit).await;
     cpu.mark(Span::End, mark::SEAMCALL, leaf.rax(), output.status.0, || {
         let hint = if output.removal_hint { " +hint" } else { "" };
         format!("{} = {}{hint}", leaf.name().trim_start_matches("TDH."), output.status)
