@@ -66,15 +66,13 @@ pub fn check(scenario: &Scenario) -> CheckSummary {
             first_failing = Some((seed, outcome));
         }
     }
-    let verdict =
-        judge(scenario, expected, what.as_deref(), within, &first_failing, &first_error, &found, &closest)
-            .and_then(|()| judge_metrics(scenario, &metrics));
+    let verdict = judge(expected, what.as_deref(), within, &first_failing, &first_error, &found, &closest)
+        .and_then(|()| judge_metrics(scenario, &metrics));
     CheckSummary { runs: scenario.run.runs, outcomes, first_failing, metrics, events, verdict }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn judge(
-    scenario: &Scenario,
     expected: OutcomeKind,
     what: Option<&str>,
     within: u64,
@@ -105,7 +103,6 @@ fn judge(
         Some((seed, outcome)) => format!("; seed {seed} ended in {outcome}"),
         None => String::new(),
     };
-    let _ = scenario;
     Err(format!("expected a run ending in {wanted} within {within} runs; none did{seen}"))
 }
 

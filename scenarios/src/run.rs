@@ -285,10 +285,10 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
     if outcome.kind == OutcomeKind::Livelock {
         explain_livelock(&host, &report_task_cpus(&outcome, &task_cpus), &mut outcome);
     }
-    if outcome.kind == OutcomeKind::Pass {
-        if let Some(broken) = check_quiescent_invariants(&host) {
-            outcome = broken;
-        }
+    if outcome.kind == OutcomeKind::Pass
+        && let Some(broken) = check_quiescent_invariants(&host)
+    {
+        outcome = broken;
     }
     let mut metrics = Metrics { seamcalls: host.stats.borrow().seamcalls.clone(), ..Metrics::default() };
     for (_, _, stats) in &report.resources {

@@ -83,14 +83,14 @@ use std::cell::RefCell;
 
 use seam_model::status::{TDX_HPA_RANGE_NOT_FREE, TDX_NO_PAMT_PAGE_PAIR, TDX_PAMT_PAGE_NOT_EMPTY};
 use seam_model::{Hpa, LeafCall, LeafOutput};
-use sim_core::{Mode, Span};
+use sim_core::Mode;
 
 use crate::kernel::Errno;
 use crate::kernel::atomic::{
     Atomic, atomic_add_unless, atomic_cmpxchg, atomic_dec, atomic_dec_and_test, atomic_inc,
     atomic_inc_not_zero, atomic_read, atomic_set,
 };
-use crate::kernel::cpu::{Cpu, mark};
+use crate::kernel::cpu::Cpu;
 use crate::kernel::page_alloc::{alloc_page, free_page};
 use crate::kernel::rwlock::{RwLock, read_lock, read_unlock, write_lock, write_unlock};
 use crate::kernel::spinlock::{Spinlock, spin_lock, spin_unlock};
@@ -530,16 +530,4 @@ async fn inc_if_positive(cpu: &Cpu, refcount: Atomic<'_>) -> bool {
             return true;
         }
     }
-}
-
-/// Traces a host call's begin and end around `body`, for the interleaving table.
-pub async fn traced<T>(
-    cpu: &Cpu,
-    label: impl Fn() -> String,
-    body: impl std::future::Future<Output = T>,
-) -> T {
-    cpu.mark(Span::Begin, mark::CALL, 0, 0, &label);
-    let result = body.await;
-    cpu.mark(Span::End, mark::CALL, 0, 0, label);
-    result
 }

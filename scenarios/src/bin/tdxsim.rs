@@ -3,7 +3,7 @@
 //! Exit codes: 0 when everything expected held, 1 when an expectation failed, 2 when a
 //! file or the command line is malformed (nothing ran).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -79,14 +79,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(file: &PathBuf) -> Result<Scenario, ExitCode> {
+fn load(file: &Path) -> Result<Scenario, ExitCode> {
     load_file(file).map_err(|error| {
         eprintln!("{error}");
         ExitCode::from(2)
     })
 }
 
-fn run_command(file: &PathBuf, seed: Option<u64>, show_table: bool) -> ExitCode {
+fn run_command(file: &Path, seed: Option<u64>, show_table: bool) -> ExitCode {
     let scenario = match load(file) {
         Ok(scenario) => scenario,
         Err(code) => return code,

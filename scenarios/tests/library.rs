@@ -1,0 +1,72 @@
+//! The library under `scenarios/library/` is the main test: every file's `[expect]` holds,
+//! and the findings are the published ones.
+
+use std::path::Path;
+
+use scenarios::check::check;
+use scenarios::load_file;
+use sim_core::OutcomeKind;
+
+fn library(file: &str) -> scenarios::schema::Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("library/dpamt").join(file);
+    load_file(&path).unwrap_or_else(|error| panic!("{error}"))
+}
+
+#[test]
+fn every_library_file_holds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("library");
+    let mut files: Vec<_> =
+        std::fs::read_dir(dir.join("dpamt")).unwrap().map(|entry| entry.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 5, "the S-D1, S-D2b, S-D4, S-D5 and S-D5' cases");
+    for file in files {
+        let scenario = load_file(&file).unwrap_or_else(|error| panic!("{error}"));
+        let summary = check(&scenario);
+        assert_eq!(summary.verdict, Ok(()), "{}", file.display());
+    }
+}
+
+#[test]
+fn s_d5_deadlocks_on_both_rwlocks_in_every_run() {
+    let summary = check(&library("s-d5-per-2m-rwlock-ab-ba.toml"));
+    assert_eq!(summary.outcomes.get(&OutcomeKind::Deadlock), Some(&summary.runs));
+    let (_, outcome) = summary.first_failing.unwrap();
+    assert!(outcome.what.contains("holds rw[A] and waits for rw[B] (read)"), "{}", outcome.what);
+    assert!(outcome.what.contains("holds rw[B] and waits for rw[A] (read)"), "{}", outcome.what);
+}
+
+#[test]
+fn s_d4_passes_with_contention_and_no_failed_seamcall() {
+    let summary = check(&library("s-d4-dec-and-lock.toml"));
+    assert_eq!(summary.outcomes.get(&OutcomeKind::Pass), Some(&summary.runs));
+    assert!(summary.metrics.get("lock_contended").unwrap() > 0);
+    assert_eq!(summary.metrics.get("seamcall_errors"), Some(0));
+    assert!(summary.metrics.get("status_hpa_range_not_free") == Some(0));
+}
+
+#[test]
+fn s_d2b_takes_the_hpa_range_not_free_branch_and_passes() {
+    let summary = check(&library("s-d2b-pending-put-race.toml"));
+    assert_eq!(summary.outcomes.get(&OutcomeKind::Pass), Some(&summary.runs));
+    assert!(summary.metrics.get("status_hpa_range_not_free").unwrap() >= 1);
+}
+
+#[test]
+fn s_d1_fails_page_aug_with_missing_pamt_page_pair() {
+    let summary = check(&library("s-d1-hint-missing-pamt-page-pair.toml"));
+    let (_, outcome) = summary.first_failing.unwrap();
+    assert_eq!(outcome.kind, OutcomeKind::Warn);
+    assert!(outcome.what.contains("TDH.MEM.PAGE.AUG"), "{}", outcome.what);
+    assert!(outcome.what.contains("TDX_MISSING_PAMT_PAGE_PAIR"), "{}", outcome.what);
+}
+
+#[test]
+fn an_expectation_that_does_not_hold_is_reported() {
+    // S-D5's file, but claiming every run passes: check must say no.
+    let mut scenario = library("s-d5-per-2m-rwlock-ab-ba.toml");
+    scenario.expect = None;
+    scenario.run.runs = 5;
+    let summary = check(&scenario);
+    let why = summary.verdict.unwrap_err();
+    assert!(why.starts_with("expected every run to pass; seed 0 ended in deadlock"), "{why}");
+}
