@@ -367,8 +367,13 @@ impl<'t> Loader<'t> {
                 Call::TdxPamtGet { page, pair }
             }
             "tdx_pamt_put" => {
-                self.check_keys(&table, &["call", "page", "at"])?;
-                Call::TdxPamtPut { page: self.required_page(&table, "page", 1, space)? }
+                self.check_keys(&table, &["call", "page", "pair", "at"])?;
+                let page = self.required_page(&table, "page", 1, space)?;
+                let pair = match table.get("pair") {
+                    Some(value) => Some(self.pair(&table.key("pair"), value, space)?),
+                    None => None,
+                };
+                Call::TdxPamtPut { page, pair }
             }
             "tdp_fault" => {
                 self.check_keys(&table, &["call", "td", "gpa", "count", "page", "at"])?;

@@ -114,11 +114,10 @@ fn scenario_pages(scenario: &Scenario) -> Vec<u64> {
     let mut pages: Vec<u64> = scenario.pages.values().copied().collect();
     for step in scenario.tasks.iter().flat_map(|task| &task.steps) {
         match &step.call {
-            Call::TdxPamtGet { page, pair } => {
+            Call::TdxPamtGet { page, pair } | Call::TdxPamtPut { page, pair } => {
                 pages.push(*page);
                 pages.extend(pair.iter().flatten());
             }
-            Call::TdxPamtPut { page } => pages.push(*page),
             Call::TdpFault { page: Some(page), count, .. } => {
                 pages.extend((0..u64::from(*count)).map(|i| page + i * seam_model::PAGE_SIZE));
             }
@@ -170,7 +169,7 @@ fn step_label(scenario: &Scenario, call: &Call) -> String {
             format!("tdx_pamt_get({}, pair {} {})", page(*p), page(*a), page(*b))
         }
         Call::TdxPamtGet { page: p, pair: None } => format!("tdx_pamt_get({})", page(*p)),
-        Call::TdxPamtPut { page: p } => format!("tdx_pamt_put({})", page(*p)),
+        Call::TdxPamtPut { page: p, .. } => format!("tdx_pamt_put({})", page(*p)),
         Call::TdpFault { td, gpa, count, page: p } => format!(
             "tdp_fault(TD {td}, {gpa:#x} x{count}{})",
             p.map_or(String::new(), |p| format!(", {}", page(p)))
@@ -191,7 +190,7 @@ async fn run_step(cpu: &Cpu, call: &Call) -> String {
             };
             errno_text(tdx_pamt_get(cpu, Hpa(*page), source).await)
         }
-        Call::TdxPamtPut { page } => {
+        Call::TdxPamtPut { page, .. } => {
             tdx_pamt_put(cpu, Hpa(*page)).await;
             "done".to_string()
         }

@@ -122,8 +122,10 @@ pub enum Call {
     /// `tdx_pamt_get`: take a PAMT reference on `page`'s 2MB range in the `host.dpamt` design;
     /// `pair` is the page pair to install if the range needs one (absent: allocated by the host).
     TdxPamtGet { page: u64, pair: Option<[u64; 2]> },
-    /// `tdx_pamt_put`: drop a PAMT reference on `page`'s 2MB range.
-    TdxPamtPut { page: u64 },
+    /// `tdx_pamt_put`: drop a PAMT reference on `page`'s 2MB range. `pair` (SCENARIOS.md
+    /// lists it for both calls) names the pages PAMT.REMOVE is expected to hand back; the put
+    /// itself takes them from PAMT.REMOVE, so the pair only keeps the page allocator off them.
+    TdxPamtPut { page: u64, pair: Option<[u64; 2]> },
     /// `tdp_fault`: EPT violations on `count` private 4K pages from `gpa`; `page` backs the
     /// first GPA and the following GPAs take the following pages (absent: allocated by the host).
     TdpFault { td: u32, gpa: u64, count: u32, page: Option<u64> },
@@ -160,7 +162,7 @@ pub const CALLS: &[(&str, &str, &str)] = &[
         "one raw SEAMCALL, no host logic",
     ),
     ("tdx_pamt_get", "page, pair (optional)", "DPAMT get in the host.dpamt design"),
-    ("tdx_pamt_put", "page", "DPAMT put in the host.dpamt design"),
+    ("tdx_pamt_put", "page, pair (optional)", "DPAMT put in the host.dpamt design"),
     ("tdp_fault", "td, gpa, count (default 1), page (optional)", "EPT violations on private memory"),
     ("zap", "td, gpa, count (default 1)", "removal of private pages under mmu_lock write"),
     ("sleep", "for", "the task sleeps"),

@@ -128,7 +128,7 @@ fn the_documented_example_loads_with_units_converted() {
         calls,
         [
             &Call::TdxPamtGet { page: 0x40_1000, pair: Some([0x20_1000, 0x60_1000]) },
-            &Call::TdxPamtPut { page: 0x40_1000 },
+            &Call::TdxPamtPut { page: 0x40_1000, pair: None },
             &Call::Seamcall(LeafCall::PamtAdd {
                 hpa: Hpa(0x20_0000),
                 pair: [Hpa(0x40_0000), Hpa(0x40_1000)]
@@ -227,8 +227,8 @@ fn unknown_key_in_a_task_and_a_step() {
         "x.toml:9:35: task[0].steps[0].pge: expected one of the keys call, page, pair, at, found pge"
     );
     assert_eq!(
-        error(&step("{ call = \"tdx_pamt_put\", page = \"A1\", pair = [\"A1\", \"A1\"] }")),
-        "x.toml:9:48: task[0].steps[0].pair: expected one of the keys call, page, at, found pair"
+        error(&step("{ call = \"tdx_pamt_put\", page = \"A1\", count = 2 }")),
+        "x.toml:9:48: task[0].steps[0].count: expected one of the keys call, page, pair, at, found count"
     );
 }
 
@@ -731,6 +731,19 @@ steps = [{ call = "tdx_pamt_get", page = "0x201000" }]
 outcome = "pass"
 "#;
     let scenario = load_str("get-races-put.toml", text).unwrap();
-    assert_eq!(scenario.tasks[0].steps[1].call, Call::TdxPamtPut { page: 0x20_0000 });
+    assert_eq!(scenario.tasks[0].steps[1].call, Call::TdxPamtPut { page: 0x20_0000, pair: None });
     assert_eq!(scenario.expect.unwrap().outcome, ExpectedOutcome::Pass);
+}
+
+#[test]
+fn put_takes_the_optional_pair_scenarios_md_lists() {
+    let scenario = load_str(
+        "x.toml",
+        &step("{ call = \"tdx_pamt_put\", page = \"A1\", pair = [\"0x400000\", \"0x401000\"] }"),
+    )
+    .unwrap();
+    assert_eq!(
+        scenario.tasks[0].steps[0].call,
+        Call::TdxPamtPut { page: 0x20_0000, pair: Some([0x40_0000, 0x40_1000]) }
+    );
 }
