@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use sim_core::{Outcome, OutcomeKind};
 
 use crate::run::{Metrics, Schedule, run_once};
-use crate::schema::{Bound, ExpectedOutcome, Scenario};
+use crate::schema::{Bound, Scenario};
 
 /// The result of exploring a scenario's runs.
 pub struct CheckSummary {
@@ -19,23 +19,10 @@ pub struct CheckSummary {
     pub verdict: Result<(), String>,
 }
 
-fn kind_of(expected: ExpectedOutcome) -> OutcomeKind {
-    match expected {
-        ExpectedOutcome::Pass => OutcomeKind::Pass,
-        ExpectedOutcome::Deadlock => OutcomeKind::Deadlock,
-        ExpectedOutcome::Livelock => OutcomeKind::Livelock,
-        ExpectedOutcome::LockOrder => OutcomeKind::LockOrder,
-        ExpectedOutcome::Invariant => OutcomeKind::Invariant,
-        ExpectedOutcome::Warn => OutcomeKind::Warn,
-        ExpectedOutcome::Limit => OutcomeKind::Limit,
-        ExpectedOutcome::Error => OutcomeKind::Error,
-    }
-}
-
 /// Runs seeds `run.seed .. run.seed + run.runs` and judges `[expect]`. A file without
 /// `[expect]` is held to `outcome = "pass"`.
 pub fn check(scenario: &Scenario) -> CheckSummary {
-    let expected = scenario.expect.as_ref().map_or(OutcomeKind::Pass, |expect| kind_of(expect.outcome));
+    let expected = scenario.expect.as_ref().map_or(OutcomeKind::Pass, |expect| expect.outcome);
     let what = scenario.expect.as_ref().and_then(|expect| expect.what.clone());
     let within = scenario.expect.as_ref().and_then(|expect| expect.within_runs).unwrap_or(scenario.run.runs);
     let mut outcomes = BTreeMap::new();

@@ -13,15 +13,14 @@ use std::path::Path;
 use host_model::tdx::dpamt::DpamtDesign;
 use indexmap::IndexMap;
 use seam_model::{Gpa, Hpa, Leaf, LeafCall, PAGE_SIZE, RANGE_2M, TdId};
-use sim_core::{Clock, Cycle};
+use sim_core::{Clock, Cycle, OutcomeKind};
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
 use crate::error::{ErrorKind, ScenarioError, line_column};
 use crate::schema::{
-    Bound, CALLS, CALLS_NOT_AVAILABLE, Call, ENABLE_DESIGNS, Expect, ExpectedOutcome, HostCfg, METRICS,
-    Machine, MetricBound, ModuleCfg, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy,
-    Task, UPDATE_DESIGNS,
+    Bound, CALLS, CALLS_NOT_AVAILABLE, Call, ENABLE_DESIGNS, Expect, HostCfg, METRICS, Machine, MetricBound,
+    ModuleCfg, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy, Task, UPDATE_DESIGNS,
 };
 use crate::units::{parse_address, parse_size, parse_time};
 
@@ -527,9 +526,9 @@ impl<'t> Loader<'t> {
         let Some(table) = self.subtable(top, "expect", EXPECT_KEYS)? else {
             return Ok(None);
         };
-        let expectable: Vec<&str> = ExpectedOutcome::ALL
+        let expectable: Vec<&str> = OutcomeKind::ALL
             .iter()
-            .filter(|outcome| **outcome != ExpectedOutcome::Error)
+            .filter(|outcome| **outcome != OutcomeKind::Error)
             .map(|outcome| outcome.name())
             .collect();
         let Some(outcome_value) = table.get("outcome") else {
@@ -537,7 +536,7 @@ impl<'t> Loader<'t> {
             return Err(self.missing(&table, "outcome", &expected));
         };
         let outcome = self.choice(&table.key("outcome"), outcome_value, &expectable)?;
-        let outcome = ExpectedOutcome::from_name(outcome).expect("choice() returned a listed name");
+        let outcome = OutcomeKind::from_name(outcome).expect("choice() returned a listed name");
         let what = match table.get("what") {
             Some(value) => Some(self.string(&table.key("what"), value, "a string")?.to_owned()),
             None => None,

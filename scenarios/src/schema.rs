@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use host_model::tdx::dpamt::DpamtDesign;
 use indexmap::IndexMap;
 use seam_model::{Leaf, LeafCall};
-use sim_core::{Clock, Cycle};
+use sim_core::{Clock, Cycle, OutcomeKind};
 
 /// One scenario file.
 #[derive(Clone, Debug, PartialEq)]
@@ -216,57 +216,14 @@ pub const STRATEGY_NAMES: &[&str] = &["random", "pct", "exhaustive"];
 /// `[expect]`: what must hold over the explored runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Expect {
-    pub outcome: ExpectedOutcome,
+    /// Never `Error` (a simulator bug is never expected; the loader refuses it).
+    pub outcome: OutcomeKind,
     /// A substring the finding must contain.
     pub what: Option<String>,
     /// The outcome must be found within this many runs; invariant: 1..=run.runs.
     pub within_runs: Option<u64>,
     /// `[expect.metrics]`, in file order.
     pub metrics: Vec<MetricBound>,
-}
-
-/// The outcome of a run, as `expect.outcome` names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ExpectedOutcome {
-    Pass,
-    Deadlock,
-    Livelock,
-    LockOrder,
-    Invariant,
-    Warn,
-    Limit,
-    /// A bug in the simulator itself. Never expected: the loader refuses it in `[expect]`.
-    Error,
-}
-
-impl ExpectedOutcome {
-    pub const ALL: &'static [ExpectedOutcome] = &[
-        ExpectedOutcome::Pass,
-        ExpectedOutcome::Deadlock,
-        ExpectedOutcome::Livelock,
-        ExpectedOutcome::LockOrder,
-        ExpectedOutcome::Invariant,
-        ExpectedOutcome::Warn,
-        ExpectedOutcome::Limit,
-        ExpectedOutcome::Error,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            ExpectedOutcome::Pass => "pass",
-            ExpectedOutcome::Deadlock => "deadlock",
-            ExpectedOutcome::Livelock => "livelock",
-            ExpectedOutcome::LockOrder => "lock-order",
-            ExpectedOutcome::Invariant => "invariant",
-            ExpectedOutcome::Warn => "warn",
-            ExpectedOutcome::Limit => "limit",
-            ExpectedOutcome::Error => "error",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<ExpectedOutcome> {
-        ExpectedOutcome::ALL.iter().copied().find(|outcome| outcome.name() == name)
-    }
 }
 
 /// One `<metric>_max` or `<metric>_min` line of `[expect.metrics]`.
@@ -315,13 +272,6 @@ mod tests {
                 let name = format!("TDX_{}", status.to_uppercase());
                 assert!(seam_model::TdxStatus::from_name(&name).is_some(), "{metric}");
             }
-        }
-    }
-
-    #[test]
-    fn outcome_names_round_trip() {
-        for outcome in ExpectedOutcome::ALL {
-            assert_eq!(ExpectedOutcome::from_name(outcome.name()), Some(*outcome));
         }
     }
 }

@@ -3,10 +3,10 @@
 //! panics. One test per class of error, asserting the whole message.
 
 use scenarios::error::ErrorKind;
-use scenarios::schema::{Bound, Call, ExpectedOutcome, Strategy};
+use scenarios::schema::{Bound, Call, Strategy};
 use scenarios::{load_file, load_str};
 use seam_model::{Gpa, Hpa, Leaf, LeafCall, TdId};
-use sim_core::Cycle;
+use sim_core::{Cycle, OutcomeKind};
 
 /// The message for `text`, which must not load.
 fn error(text: &str) -> String {
@@ -151,7 +151,7 @@ fn the_documented_example_loads_with_units_converted() {
     assert_eq!(run.max_stall, Cycle(100_000));
 
     let expect = scenario.expect.as_ref().unwrap();
-    assert_eq!(expect.outcome, ExpectedOutcome::Deadlock);
+    assert_eq!(expect.outcome, OutcomeKind::Deadlock);
     assert_eq!(expect.what.as_deref(), Some("rw[A]"));
     assert_eq!(expect.within_runs, Some(200));
     let metrics: Vec<(&str, Bound, u64, usize)> =
@@ -732,7 +732,7 @@ outcome = "pass"
 "#;
     let scenario = load_str("get-races-put.toml", text).unwrap();
     assert_eq!(scenario.tasks[0].steps[1].call, Call::TdxPamtPut { page: 0x20_0000, pair: None });
-    assert_eq!(scenario.expect.unwrap().outcome, ExpectedOutcome::Pass);
+    assert_eq!(scenario.expect.unwrap().outcome, OutcomeKind::Pass);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 use scenarios::check::check;
 use scenarios::run::{RunResult, Schedule, run_once};
-use scenarios::schema::{CALLS, ExpectedOutcome, METRICS, Scenario};
+use scenarios::schema::{CALLS, METRICS, Scenario};
 use scenarios::{load_file, table};
 use seam_model::Leaf;
 use sim_core::{Outcome, OutcomeKind};
@@ -98,8 +98,8 @@ fn run_command(file: &Path, seed: Option<u64>, show_table: bool) -> ExitCode {
         println!();
         print!("{}", table::render(&result));
     }
-    let expected = scenario.expect.as_ref().map_or(ExpectedOutcome::Pass, |expect| expect.outcome);
-    if result.outcome.kind == OutcomeKind::Pass || result.outcome.kind.name() == expected.name() {
+    let expected = scenario.expect.as_ref().map_or(OutcomeKind::Pass, |expect| expect.outcome);
+    if result.outcome.kind == OutcomeKind::Pass || result.outcome.kind == expected {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
