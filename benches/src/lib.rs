@@ -44,6 +44,7 @@ pub fn run_engine() -> RunReport {
         watchdog_cycles: WATCHDOG_CYCLES,
         jitter: 0.0,
         record_trace: false,
+        max_stall_cycles: 0,
     };
     let mut executor = Executor::new(config, Box::new(RandomChooser::new(SEED)));
     for task in 0..TASKS {

@@ -79,6 +79,8 @@ pub struct Host {
     // invariant: with a refcount design, > 0 exactly when the module has the range backed,
     // whenever no get/put of that range is in flight.
     pub pamt_refcount: Vec<Cell<i32>>,
+    /// How many `tdx_pamt_get`/`tdx_pamt_put` of each range are between entry and return.
+    pub pamt_in_flight: Vec<Cell<u32>>,
     /// The global DPAMT spinlock: `pamt_lock` (v1–v4) or `dpamt_lock` (v6).
     pub dpamt_lock: Spinlock,
     /// D6's global reader/writer lock.
@@ -113,6 +115,7 @@ impl Host {
             dpamt_rwlock: RwLock::new(sim, "dpamt_rwlock", costs.spin_handoff),
             pamt_range_locks: RefCell::new(BTreeMap::new()),
             pamt_refcount: (0..ranges).map(|_| Cell::new(0)).collect(),
+            pamt_in_flight: (0..ranges).map(|_| Cell::new(0)).collect(),
             pages: RefCell::new(PageAllocator::new(config.memory_bytes, config.reserved_ranges.clone())),
             module: RefCell::new(module),
             kvm_tds,

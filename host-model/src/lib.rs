@@ -4,11 +4,13 @@
 //!
 //! Modules:
 //! - `host`: `Host`, the kernel state of one run, its config and its costs.
+//! - `invariants`: the named invariants checked during and at the end of a run.
 //! - `kernel`: spinlock, rwlock, atomics, page allocator, the `Cpu` handle, `Errno`.
 //! - `tdx::seamcall`: the SEAMCALL wrapper.
 //! - `tdx::dpamt`: `tdx_pamt_get` / `tdx_pamt_put` in every published design.
 //! - `kvm::mmu`: the private-page fault and zap paths.
 pub mod host;
+pub mod invariants;
 pub mod kernel;
 pub mod kvm;
 pub mod tdx;

@@ -60,7 +60,8 @@ const MACHINE_KEYS: &[&str] = &["cpus", "possible_cpus", "memory", "ghz"];
 const MODULE_KEYS: &[&str] = &["dpamt", "host_priority", "jitter", "costs"];
 const HOST_KEYS: &[&str] = &["dpamt", "sept_busy", "update", "enable"];
 const TASK_KEYS: &[&str] = &["cpu", "start", "repeat", "steps"];
-const RUN_KEYS: &[&str] = &["runs", "seed", "strategy", "pct_depth", "max_time", "watchdog", "max_stall"];
+const RUN_KEYS: &[&str] =
+    &["runs", "seed", "strategy", "pct_depth", "exhaustive_bound", "max_time", "watchdog", "max_stall"];
 const EXPECT_KEYS: &[&str] = &["outcome", "what", "within_runs", "metrics"];
 /// Largest `machine.cpus` / `machine.possible_cpus`.
 const MAX_CPUS: u64 = 4096;
@@ -482,6 +483,7 @@ impl<'t> Loader<'t> {
             seed: 0,
             strategy: Strategy::Random,
             pct_depth: 3,
+            exhaustive_bound: 2,
             max_time: Cycle(clock.ns_to_cycles(1e9)),
             watchdog: Cycle(clock.ns_to_cycles(20e6)),
             max_stall: Cycle(clock.ns_to_cycles(50e3)),
@@ -497,13 +499,18 @@ impl<'t> Loader<'t> {
         }
         if let Some(value) = table.get("strategy") {
             let key = table.key("strategy");
-            if self.choice(&key, value, STRATEGY_NAMES)? != "random" {
-                let expected = "\"random\" (pct and exhaustive are not available in this version)";
-                return Err(self.invalid(Some(value), &key, expected));
-            }
+            run.strategy = match self.choice(&key, value, STRATEGY_NAMES)? {
+                "pct" => Strategy::Pct,
+                "exhaustive" => Strategy::Exhaustive,
+                _ => Strategy::Random,
+            };
         }
         if let Some(value) = table.get("pct_depth") {
             run.pct_depth = self.int(&table.key("pct_depth"), value, 1, u64::from(u32::MAX))? as u32;
+        }
+        if let Some(value) = table.get("exhaustive_bound") {
+            let key = table.key("exhaustive_bound");
+            run.exhaustive_bound = self.int(&key, value, 0, u64::from(u32::MAX))? as u32;
         }
         for (name, field, minimum) in [
             ("max_time", &mut run.max_time, 1),

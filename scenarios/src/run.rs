@@ -10,22 +10,62 @@ use host_model::kernel::cpu::mark;
 use host_model::kvm::mmu::{tdp_fault, zap};
 use host_model::tdx::dpamt::{PairSource, tdx_pamt_get, tdx_pamt_put};
 use host_model::tdx::seamcall::seamcall;
-use host_model::{Cpu, DpamtDesign, Host, HostConfig, HostCosts};
-use seam_model::{Dpamt2M, Hpa, Leaf, LeafCall, RANGE_2M, TdId, TdxStatus};
+use host_model::{Cpu, Host, HostConfig, HostCosts};
+use seam_model::{Hpa, Leaf, LeafCall, RANGE_2M, TdId, TdxStatus};
 use sim_core::{
-    Chooser, CpuId, Cycle, EngineConfig, Executor, Outcome, OutcomeKind, RandomChooser, ReplayChooser,
-    ResourceStats, Seed, Span, TraceEvent,
+    Chooser, CpuId, Cycle, EngineConfig, Executor, Exhaustive, Outcome, OutcomeKind, PctChooser,
+    PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, Seed, Span, TraceEvent,
 };
 
-use crate::schema::{Call, Scenario};
+use crate::schema::{Call, Scenario, Strategy};
 
 /// How to schedule a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Schedule {
     /// Every decision drawn from this seed (`run.strategy = "random"`).
     Random(u64),
+    /// PCT from this seed, with `depth - 1` change points among the first `horizon`
+    /// preemptible points (`run.strategy = "pct"`).
+    Pct { seed: u64, depth: u32, horizon: u64 },
     /// A recorded decision vector.
     Replay(Vec<u32>),
+    /// One schedule of the exhaustive enumeration: this prefix, then the default everywhere.
+    Prefix(Vec<u32>),
+}
+
+impl Schedule {
+    /// The schedule of seed `seed` (or, for `exhaustive`, schedule number `seed`) under the
+    /// scenario's strategy, or `strategy` when given.
+    pub fn for_seed(scenario: &Scenario, strategy: Option<Strategy>, seed: u64) -> Schedule {
+        match strategy.unwrap_or(scenario.run.strategy) {
+            Strategy::Random => Schedule::Random(seed),
+            Strategy::Pct => {
+                Schedule::Pct { seed, depth: scenario.run.pct_depth, horizon: pct_horizon(scenario) }
+            }
+            Strategy::Exhaustive => Schedule::Prefix(exhaustive_schedule(scenario, seed)),
+        }
+    }
+}
+
+/// PCT's horizon for a scenario: the preemptible points of its default schedule. Computed
+/// from the scenario alone, so every run of a check (in any thread) uses the same one.
+pub fn pct_horizon(scenario: &Scenario) -> u64 {
+    run_once(scenario, &Schedule::Prefix(Vec::new()), false).stall_points.max(1)
+}
+
+/// The decision prefix of schedule number `index` of the exhaustive enumeration (the
+/// enumeration order of `check`), or of the last schedule if there are fewer.
+pub fn exhaustive_schedule(scenario: &Scenario, index: u64) -> Vec<u32> {
+    let enumerator = Exhaustive::new(scenario.run.exhaustive_bound);
+    let mut prefix = Vec::new();
+    for _ in 0..index {
+        let result = run_once(scenario, &Schedule::Prefix(prefix.clone()), false);
+        match enumerator.next_prefix(&result.decisions, &result.decision_options) {
+            Some(next) => prefix = next,
+            None => break,
+        }
+    }
+    prefix
 }
 
 /// What one run produced.
@@ -34,6 +74,12 @@ pub struct RunResult {
     pub end: Cycle,
     pub trace_hash: u64,
     pub decisions: Vec<u32>,
+    /// How many options each decision had.
+    pub decision_options: Vec<u32>,
+    /// Preemptible points met (where a stall could have been injected).
+    pub stall_points: u64,
+    /// Lock-order inversions seen, even when the run ended otherwise.
+    pub lock_order: Vec<String>,
     /// A replayed vector did not fit this scenario.
     pub diverged: bool,
     pub events: u64,
@@ -222,7 +268,11 @@ fn errno_text(result: Result<(), host_model::Errno>) -> String {
 pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) -> RunResult {
     let chooser: Box<dyn Chooser> = match schedule {
         Schedule::Random(seed) => Box::new(RandomChooser::new(Seed(*seed))),
+        Schedule::Pct { seed, depth, horizon } => {
+            Box::new(PctChooser::new(Seed(*seed), scenario.machine.possible_cpus, *depth, *horizon))
+        }
         Schedule::Replay(decisions) => Box::new(ReplayChooser::new(decisions.clone())),
+        Schedule::Prefix(prefix) => Box::new(PrefixChooser::new(prefix.clone())),
     };
     let mut executor = Executor::new(
         EngineConfig {
@@ -231,6 +281,7 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
             watchdog_cycles: scenario.run.watchdog.0,
             jitter: scenario.module.jitter,
             record_trace,
+            max_stall_cycles: scenario.run.max_stall.0,
         },
         chooser,
     );
@@ -300,6 +351,9 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         end: report.end,
         trace_hash: report.trace_hash,
         decisions: report.decisions,
+        decision_options: report.decision_options,
+        stall_points: report.stall_points,
+        lock_order: report.lock_order,
         diverged: report.diverged,
         events: report.events,
         metrics,
@@ -309,8 +363,8 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
     }
 }
 
-/// Checks that hold once every task has finished: the host's refcounts agree with the
-/// module's backing, and the module holds no lock.
+/// Checks that hold once every task has finished: the module holds no lock (else the
+/// simulator has a bug), and the host's end-of-run invariants.
 fn check_quiescent_invariants(host: &Host) -> Option<Outcome> {
     let module = host.module.borrow();
     if module.held_lock_count() != 0 {
@@ -320,25 +374,9 @@ fn check_quiescent_invariants(host: &Host) -> Option<Outcome> {
             Vec::new(),
         ));
     }
-    if !host.config.dpamt || host.config.dpamt_design == DpamtDesign::Hint {
-        return None;
-    }
-    for (index, refcount) in host.pamt_refcount.iter().enumerate() {
-        let refcount = refcount.get();
-        let backed = matches!(module.dpamt(index), Dpamt2M::Backed { .. });
-        if (refcount > 0) != backed {
-            return Some(Outcome::new(
-                OutcomeKind::Invariant,
-                format!(
-                    "dpamt-refcount-matches-module: pamt_refcount[{}] = {refcount} but the module has the range {}",
-                    host.range_label(index),
-                    if backed { "backed" } else { "unbacked" }
-                ),
-                Vec::new(),
-            ));
-        }
-    }
-    None
+    drop(module);
+    let (name, detail) = host_model::invariants::check_at_end(host)?;
+    Some(Outcome::new(OutcomeKind::Invariant, format!("{name}: {detail}"), Vec::new()))
 }
 
 fn report_task_cpus(outcome: &Outcome, task_cpus: &[CpuId]) -> Vec<CpuId> {

@@ -193,6 +193,9 @@ pub struct RunCfg {
     pub strategy: Strategy,
     /// invariant: >= 1 (default 3).
     pub pct_depth: u32,
+    /// `exhaustive`: how many decisions may differ from the default schedule (default 2).
+    /// A key this version adds to SCENARIOS.md.
+    pub exhaustive_bound: u32,
     /// Simulated time per run; past it the outcome is `limit` (default 1s).
     pub max_time: Cycle,
     /// No progress for this long: `livelock` (default 20ms).
@@ -201,13 +204,28 @@ pub struct RunCfg {
     pub max_stall: Cycle,
 }
 
-/// `run.strategy`. Only `random` exists in this version; `pct` and `exhaustive` are
-/// documented names that the loader refuses as not available yet.
+/// `run.strategy`: how `tdxsim check` explores a scenario's schedules.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Strategy {
     /// Every decision drawn from the run's seed.
     #[default]
     Random,
+    /// Probabilistic concurrency testing with `run.pct_depth`: random CPU priorities order
+    /// same-cycle events and jitter, with depth - 1 priority change points that stall a CPU.
+    Pct,
+    /// Depth-first enumeration of decision vectors, at most `run.exhaustive_bound` decisions
+    /// away from the default schedule, up to `run.runs` schedules.
+    Exhaustive,
+}
+
+impl Strategy {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Strategy::Random => "random",
+            Strategy::Pct => "pct",
+            Strategy::Exhaustive => "exhaustive",
+        }
+    }
 }
 
 /// Every documented `run.strategy` value, available or not.

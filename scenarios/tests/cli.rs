@@ -34,7 +34,7 @@ fn check_passes_the_library_and_says_so_per_file() {
     assert_eq!(code, 0, "{stdout}");
     assert!(
         stdout.contains(
-            "ok   library/dpamt/s-d5-per-2m-rwlock-ab-ba.toml: 200 runs: deadlock 200 | first failing seed 0"
+            "ok   library/dpamt/s-d5-per-2m-rwlock-ab-ba.toml: 200 random runs: deadlock 200 | first failing seed 0"
         ),
         "{stdout}"
     );

@@ -212,7 +212,7 @@ fn unknown_key_in_a_table() {
     );
     assert_eq!(
         error(&with("[run]\nstrategy = \"random\"\nseeds = 3\n")),
-        "x.toml:7:1: run.seeds: expected one of the keys runs, seed, strategy, pct_depth, max_time, watchdog, max_stall, found seeds"
+        "x.toml:7:1: run.seeds: expected one of the keys runs, seed, strategy, pct_depth, exhaustive_bound, max_time, watchdog, max_stall, found seeds"
     );
 }
 
@@ -469,14 +469,18 @@ fn unknown_designs() {
 }
 
 #[test]
-fn unknown_or_unavailable_strategy() {
+fn unknown_strategy_and_the_ones_that_exist() {
     assert_eq!(
         error("name = \"t\"\n[run]\nstrategy = \"dfs\"\n"),
         "x.toml:3:12: run.strategy: expected one of random | pct | exhaustive, found \"dfs\""
     );
+    let pct = load_str("x.toml", "name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{ call = \"spin\", for = 10 }]\n[run]\nstrategy = \"pct\"\npct_depth = 4\n").unwrap();
+    assert_eq!((pct.run.strategy, pct.run.pct_depth), (Strategy::Pct, 4));
+    let exhaustive = load_str("x.toml", "name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{ call = \"spin\", for = 10 }]\n[run]\nstrategy = \"exhaustive\"\nexhaustive_bound = 3\n").unwrap();
+    assert_eq!((exhaustive.run.strategy, exhaustive.run.exhaustive_bound), (Strategy::Exhaustive, 3));
     assert_eq!(
-        error("name = \"t\"\n[run]\nstrategy = \"pct\"\n"),
-        "x.toml:3:12: run.strategy: expected \"random\" (pct and exhaustive are not available in this version), found \"pct\""
+        error("name = \"t\"\n[run]\nexhaustive_bound = -1\n"),
+        "x.toml:3:20: run.exhaustive_bound: expected an integer 0..=4294967295, found -1"
     );
 }
 

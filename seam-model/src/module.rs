@@ -243,6 +243,11 @@ impl Module {
         self.pamt.num_ranges()
     }
 
+    /// The first 4KB page (index within the range) of range `range_index` in use, if any.
+    pub fn first_page_in_use(&self, range_index: usize) -> Option<u64> {
+        self.pamt.first_page_in_use(range_index)
+    }
+
     pub fn td(&self, td: TdId) -> Option<&Td> {
         self.tds.get(&td)
     }

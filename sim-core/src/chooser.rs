@@ -1,16 +1,16 @@
 //! The `Chooser`: every nondeterministic decision of a run goes through it, so the vector
 //! of its answers is a complete record of the schedule.
 //!
-//! A trait, not an enum: strategies are an open set (random, replay today; PCT,
-//! exhaustive and proptest-driven vectors build on the same one call).
+//! A trait, not an enum: strategies are an open set (random, PCT, replay and the exhaustive
+//! enumerator today; proptest-driven vectors build on the same one call).
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::Seed;
+use crate::{CpuId, Seed};
 
-/// What a decision is about; strategies may treat kinds differently (PCT does).
+/// What a decision is about; strategies treat kinds differently (PCT does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DecisionKind {
     /// Which of several events due on the same cycle runs first.
@@ -19,12 +19,24 @@ pub enum DecisionKind {
     CostJitter,
     /// Which waiter gets a lock that does not queue its waiters.
     WaiterWins,
+    /// Whether an interrupt or preemption stalls a CPU at a point where its code can be
+    /// interrupted, and for how long: 0 is no stall, `k` is `k / (options - 1)` of `run.max_stall`.
+    Stall,
+}
+
+/// One decision: its kind, how many options, and the CPU each option belongs to (for
+/// same-cycle order and waiters, one per option; for jitter and stalls, the one CPU).
+#[derive(Clone, Copy, Debug)]
+pub struct Decision<'a> {
+    pub kind: DecisionKind,
+    pub options: u32,
+    pub cpus: &'a [CpuId],
 }
 
 /// Makes every nondeterministic decision of a run.
 pub trait Chooser {
-    /// Picks one of `options` (at least 2) for a decision of `kind`; the answer is `< options`.
-    fn choose(&mut self, kind: DecisionKind, options: u32) -> u32;
+    /// Picks one of `decision.options` (at least 2); the answer is `< options`.
+    fn choose(&mut self, decision: &Decision<'_>) -> u32;
 
     /// A replaying chooser says here whether the recorded vector no longer fitted the run
     /// (an answer out of range, or the vector ran out).
@@ -33,7 +45,16 @@ pub trait Chooser {
     }
 }
 
-/// Uniform choices from ChaCha8 seeded with the run's seed: the default strategy.
+/// One stall in this many preemptible points, for the random strategy.
+pub const RANDOM_STALL_ONE_IN: u32 = 32;
+
+fn uniform(rng: &mut ChaCha8Rng, options: u32) -> u32 {
+    // Lemire's multiply-shift: uniform enough for scheduling, and branch-free.
+    ((u64::from(rng.next_u32()) * u64::from(options)) >> 32) as u32
+}
+
+/// Uniform choices from ChaCha8 seeded with the run's seed: the default strategy. Stalls
+/// are rare (one preemptible point in `RANDOM_STALL_ONE_IN`) and of uniform length.
 pub struct RandomChooser {
     rng: ChaCha8Rng,
 }
@@ -45,10 +66,91 @@ impl RandomChooser {
 }
 
 impl Chooser for RandomChooser {
-    fn choose(&mut self, _kind: DecisionKind, options: u32) -> u32 {
-        debug_assert!(options >= 2);
-        // Lemire's multiply-shift: uniform enough for scheduling, and branch-free.
-        ((u64::from(self.rng.next_u32()) * u64::from(options)) >> 32) as u32
+    fn choose(&mut self, decision: &Decision<'_>) -> u32 {
+        debug_assert!(decision.options >= 2);
+        if decision.kind == DecisionKind::Stall {
+            if uniform(&mut self.rng, RANDOM_STALL_ONE_IN) != 0 {
+                return 0;
+            }
+            return 1 + uniform(&mut self.rng, decision.options - 1);
+        }
+        uniform(&mut self.rng, decision.options)
+    }
+}
+
+/// Probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010) adapted to timed
+/// events. Each CPU gets a random priority; same-cycle events run in priority order, and a
+/// CPU's costs land at the fast end of their jitter band the higher its priority. `depth - 1`
+/// change points are drawn among the first `horizon` preemptible points of the run: at a
+/// change point the CPU there is stalled and drops to the lowest priority — PCT's
+/// "preempt the running thread at a random step". Elsewhere nothing stalls.
+pub struct PctChooser {
+    rng: ChaCha8Rng,
+    /// Rank of each CPU: lower runs first. invariant: a permutation of 0..cpus, then
+    /// demoted CPUs get ranks past it.
+    rank: Vec<u32>,
+    next_low_rank: u32,
+    /// Preemptible-point indices at which to demote and stall, ascending.
+    change_points: Vec<u64>,
+    stall_points_seen: u64,
+}
+
+impl PctChooser {
+    pub fn new(seed: Seed, cpus: u32, depth: u32, horizon: u64) -> PctChooser {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.0);
+        let mut rank: Vec<u32> = (0..cpus).collect();
+        // Fisher-Yates: a random priority order.
+        for index in (1..rank.len()).rev() {
+            let other = uniform(&mut rng, index as u32 + 1) as usize;
+            rank.swap(index, other);
+        }
+        let horizon = horizon.max(1);
+        let mut change_points: Vec<u64> = (1..depth.max(1))
+            .map(|_| (u64::from(rng.next_u32()) << 32 | u64::from(rng.next_u32())) % horizon)
+            .collect();
+        change_points.sort_unstable();
+        PctChooser { rng, rank, next_low_rank: cpus, change_points, stall_points_seen: 0 }
+    }
+
+    fn rank_of(&self, cpu: CpuId) -> u32 {
+        self.rank.get(cpu.0 as usize).copied().unwrap_or(u32::MAX)
+    }
+}
+
+impl Chooser for PctChooser {
+    fn choose(&mut self, decision: &Decision<'_>) -> u32 {
+        match decision.kind {
+            DecisionKind::SameCycleOrder | DecisionKind::WaiterWins => {
+                let best = (0..decision.options).min_by_key(|&option| {
+                    decision.cpus.get(option as usize).map_or(u32::MAX, |&cpu| self.rank_of(cpu))
+                });
+                best.unwrap_or(0)
+            }
+            DecisionKind::CostJitter => {
+                // Rank 0 runs at the fast end; the lowest rank at the slow end.
+                let Some(&cpu) = decision.cpus.first() else { return decision.options / 2 };
+                let cpus = self.rank.len().max(2) as u64;
+                let rank = u64::from(self.rank_of(cpu).min(cpus as u32 - 1));
+                ((u64::from(decision.options - 1) * rank) / (cpus - 1)) as u32
+            }
+            DecisionKind::Stall => {
+                let index = self.stall_points_seen;
+                self.stall_points_seen += 1;
+                if self.change_points.first() != Some(&index) {
+                    return 0;
+                }
+                while self.change_points.first() == Some(&index) {
+                    self.change_points.remove(0);
+                }
+                if let Some(&cpu) = decision.cpus.first()
+                    && let Some(rank) = self.rank.get_mut(cpu.0 as usize)
+                {
+                    *rank = self.next_low_rank;
+                    self.next_low_rank += 1;
+                }
+                1 + uniform(&mut self.rng, decision.options - 1)
+            }
+        }
     }
 }
 
@@ -67,15 +169,15 @@ impl ReplayChooser {
 }
 
 impl Chooser for ReplayChooser {
-    fn choose(&mut self, _kind: DecisionKind, options: u32) -> u32 {
+    fn choose(&mut self, decision: &Decision<'_>) -> u32 {
         let Some(&recorded) = self.decisions.get(self.next) else {
             self.diverged = true;
             return 0;
         };
         self.next += 1;
-        if recorded >= options {
+        if recorded >= decision.options {
             self.diverged = true;
-            return options - 1;
+            return decision.options - 1;
         }
         recorded
     }
@@ -85,20 +187,79 @@ impl Chooser for ReplayChooser {
     }
 }
 
+/// One schedule of a depth-first enumeration: follows `prefix`, then takes option 0 (the
+/// default: event order by time then creation, the middle of no band, no stall) everywhere.
+/// The enumerator (`Exhaustive`) reads the run's decisions and options back from the report.
+pub struct PrefixChooser {
+    prefix: Vec<u32>,
+    next: usize,
+}
+
+impl PrefixChooser {
+    pub fn new(prefix: Vec<u32>) -> PrefixChooser {
+        PrefixChooser { prefix, next: 0 }
+    }
+}
+
+impl Chooser for PrefixChooser {
+    fn choose(&mut self, decision: &Decision<'_>) -> u32 {
+        let pick = self.prefix.get(self.next).copied().unwrap_or(0).min(decision.options - 1);
+        self.next += 1;
+        pick
+    }
+}
+
+/// Depth-first enumeration of decision vectors (loom-style) with a bound on how many
+/// decisions may differ from the default. Drive it with `next_prefix` after each run.
+pub struct Exhaustive {
+    bound: u32,
+}
+
+impl Exhaustive {
+    pub fn new(bound: u32) -> Exhaustive {
+        Exhaustive { bound }
+    }
+
+    /// The prefix of the next schedule after a run that made `decisions` with `options`,
+    /// or `None` when every schedule within the bound has been covered.
+    pub fn next_prefix(&self, decisions: &[u32], options: &[u32]) -> Option<Vec<u32>> {
+        debug_assert_eq!(decisions.len(), options.len());
+        let deviations = |upto: usize| decisions[..upto].iter().filter(|&&pick| pick != 0).count() as u32;
+        for index in (0..decisions.len()).rev() {
+            let next = decisions[index] + 1;
+            if next >= options[index] {
+                continue;
+            }
+            // Moving this decision off 0 costs one deviation; moving it further costs none more.
+            let extra = u32::from(decisions[index] == 0);
+            if deviations(index) + extra > self.bound {
+                continue;
+            }
+            let mut prefix = decisions[..index].to_vec();
+            prefix.push(next);
+            return Some(prefix);
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decision(kind: DecisionKind, options: u32, cpus: &[CpuId]) -> Decision<'_> {
+        Decision { kind, options, cpus }
+    }
 
     #[test]
     fn random_is_a_function_of_the_seed() {
         let picks = |seed| {
             let mut chooser = RandomChooser::new(Seed(seed));
-            (0..64).map(|_| chooser.choose(DecisionKind::CostJitter, 7)).collect::<Vec<_>>()
+            (0..64).map(|_| chooser.choose(&decision(DecisionKind::CostJitter, 7, &[]))).collect::<Vec<_>>()
         };
         assert_eq!(picks(1), picks(1));
         assert_ne!(picks(1), picks(2));
         assert!(picks(3).iter().all(|&pick| pick < 7));
-        // All options are reachable.
         let mut seen = [false; 7];
         for pick in picks(4).into_iter().chain(picks(5)) {
             seen[pick as usize] = true;
@@ -107,13 +268,70 @@ mod tests {
     }
 
     #[test]
+    fn random_stalls_are_rare() {
+        let mut chooser = RandomChooser::new(Seed(9));
+        let stalls = (0..32_000)
+            .filter(|_| chooser.choose(&decision(DecisionKind::Stall, 17, &[CpuId(0)])) != 0)
+            .count();
+        assert!((700..1300).contains(&stalls), "{stalls}");
+    }
+
+    #[test]
     fn replay_answers_the_vector_then_zero() {
         let mut chooser = ReplayChooser::new(vec![1, 0, 5]);
-        assert_eq!(chooser.choose(DecisionKind::SameCycleOrder, 2), 1);
-        assert_eq!(chooser.choose(DecisionKind::SameCycleOrder, 2), 0);
+        let two = decision(DecisionKind::SameCycleOrder, 2, &[]);
+        let three = decision(DecisionKind::SameCycleOrder, 3, &[]);
+        assert_eq!(chooser.choose(&two), 1);
+        assert_eq!(chooser.choose(&two), 0);
         assert!(!chooser.diverged());
-        assert_eq!(chooser.choose(DecisionKind::SameCycleOrder, 3), 2, "clamped");
+        assert_eq!(chooser.choose(&three), 2, "clamped");
         assert!(chooser.diverged());
-        assert_eq!(chooser.choose(DecisionKind::SameCycleOrder, 3), 0, "past the end");
+        assert_eq!(chooser.choose(&three), 0, "past the end");
+    }
+
+    #[test]
+    fn pct_orders_by_priority_and_demotes_at_change_points() {
+        let cpus = [CpuId(0), CpuId(1), CpuId(2)];
+        let mut chooser = PctChooser::new(Seed(3), 3, 2, 4);
+        let first = chooser.choose(&decision(DecisionKind::SameCycleOrder, 3, &cpus));
+        // The same CPU wins every time until a change point.
+        assert_eq!(chooser.choose(&decision(DecisionKind::SameCycleOrder, 3, &cpus)), first);
+        let winner = cpus[first as usize];
+        // Its costs are at the fast end.
+        assert_eq!(chooser.choose(&decision(DecisionKind::CostJitter, 11, &[winner])), 0);
+        // Within the horizon of 4 stall points, exactly one stalls: the change point.
+        let stalls: Vec<u32> =
+            (0..4).map(|_| chooser.choose(&decision(DecisionKind::Stall, 17, &[winner]))).collect();
+        assert_eq!(stalls.iter().filter(|&&s| s != 0).count(), 1, "{stalls:?}");
+        // The stalled CPU dropped to the lowest priority.
+        let after = chooser.choose(&decision(DecisionKind::SameCycleOrder, 3, &cpus));
+        assert_ne!(cpus[after as usize], winner);
+        assert_eq!(chooser.choose(&decision(DecisionKind::CostJitter, 11, &[winner])), 10);
+    }
+
+    #[test]
+    fn exhaustive_walks_every_vector_within_the_bound() {
+        // Three binary decisions, bound 1: 000, 001, 010, 100.
+        let enumerator = Exhaustive::new(1);
+        let options = [2, 2, 2];
+        let mut runs = vec![vec![0, 0, 0]];
+        let mut current = vec![0, 0, 0];
+        while let Some(prefix) = enumerator.next_prefix(&current, &options) {
+            let mut run = prefix.clone();
+            run.resize(3, 0);
+            runs.push(run.clone());
+            current = run;
+        }
+        assert_eq!(runs, vec![vec![0, 0, 0], vec![0, 0, 1], vec![0, 1, 0], vec![1, 0, 0]]);
+        // Bound 3 covers all eight.
+        let enumerator = Exhaustive::new(3);
+        let mut count = 1;
+        let mut current = vec![0, 0, 0];
+        while let Some(prefix) = enumerator.next_prefix(&current, &options) {
+            current = prefix;
+            current.resize(3, 0);
+            count += 1;
+        }
+        assert_eq!(count, 8);
     }
 }

@@ -12,7 +12,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use crate::chooser::{Chooser, DecisionKind};
+use crate::chooser::{Chooser, Decision, DecisionKind};
+use crate::lockdep::{LockOrder, LockRef};
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::resource::{Mode, Resource, ResourceId, ResourceStats, WaitKind, Waiter};
 use crate::trace::{Span, Trace, TraceKind};
@@ -30,7 +31,12 @@ pub struct EngineConfig {
     pub jitter: f64,
     /// Keep the trace events (for tables and Perfetto), not just their hash.
     pub record_trace: bool,
+    /// The longest interrupt or preemption the chooser may inject (`run.max_stall`); 0: none.
+    pub max_stall_cycles: u64,
 }
+
+/// Stall lengths the chooser picks from: `k / STALL_STEPS` of `max_stall` for k in 1..=STALL_STEPS.
+pub const STALL_STEPS: u32 = 16;
 
 /// A logical CPU as the host sees it.
 #[derive(Clone, Debug)]
@@ -78,6 +84,9 @@ pub struct Engine {
     resources: Vec<Resource>,
     chooser: Box<dyn Chooser>,
     decisions: Vec<u32>,
+    decision_options: Vec<u32>,
+    stall_points: u64,
+    lock_order: LockOrder,
     trace: Trace,
     current: Option<TaskId>,
     stop: Option<Outcome>,
@@ -106,6 +115,9 @@ impl Engine {
             resources: Vec::new(),
             chooser,
             decisions: Vec::new(),
+            decision_options: Vec::new(),
+            stall_points: 0,
+            lock_order: LockOrder::default(),
             trace: Trace::new(config.record_trace),
             current: None,
             stop: None,
@@ -153,25 +165,48 @@ impl Engine {
         self.cpus.len() as u32
     }
 
-    /// Asks the chooser, and records the answer in the decision vector.
-    pub fn choose(&mut self, kind: DecisionKind, options: u32) -> u32 {
+    /// Asks the chooser, and records the answer (and how many options it had) in the
+    /// decision vector. `cpus` says whose decision it is (see `Decision`).
+    pub fn choose(&mut self, kind: DecisionKind, options: u32, cpus: &[CpuId]) -> u32 {
         if options < 2 {
             return 0;
         }
-        let pick = self.chooser.choose(kind, options);
+        let pick = self.chooser.choose(&Decision { kind, options, cpus });
         self.decisions.push(pick);
+        self.decision_options.push(options);
         pick
     }
 
-    /// `base` cycles moved within the jitter band by the chooser.
-    pub fn cost(&mut self, base: u64) -> u64 {
+    /// `base` cycles of work on `cpu`, moved within the jitter band by the chooser.
+    pub fn cost_for(&mut self, cpu: CpuId, base: u64) -> u64 {
         let delta = (base as f64 * self.config.jitter) as u64;
         if delta == 0 {
             return base;
         }
         let options = u32::try_from(2 * delta + 1).unwrap_or(u32::MAX);
-        let pick = u64::from(self.choose(DecisionKind::CostJitter, options));
+        let pick = u64::from(self.choose(DecisionKind::CostJitter, options, &[cpu]));
         base - delta + pick
+    }
+
+    /// `base` cycles of work on the current task's CPU, moved within the jitter band.
+    pub fn cost(&mut self, base: u64) -> u64 {
+        let cpu = self.task_cpu(self.current_task());
+        self.cost_for(cpu, base)
+    }
+
+    /// A point where the current task's code can be interrupted or preempted: if IRQs and
+    /// preemption are on, the chooser may stall the CPU here. Returns the stall in cycles
+    /// (0 almost always); the caller spends it.
+    pub fn stall_point(&mut self) -> u64 {
+        let task = self.current_task();
+        let cpu = self.task_cpu(task);
+        let state = self.cpu(cpu);
+        if self.config.max_stall_cycles == 0 || !state.irqs_enabled || state.preempt_count > 0 {
+            return 0;
+        }
+        self.stall_points += 1;
+        let step = self.choose(DecisionKind::Stall, STALL_STEPS + 1, &[cpu]);
+        (self.config.max_stall_cycles * u64::from(step) / u64::from(STALL_STEPS)).max(u64::from(step.min(1)))
     }
 
     /// Declares that the current task made progress (the watchdog's notion of it).
@@ -280,7 +315,8 @@ impl Engine {
             res.waiters.pop_front();
             res.holders.push((task, mode));
             let handoff = res.handoff_cycles;
-            let handoff = self.cost(handoff);
+            let waiter_cpu = self.task_cpu(task);
+            let handoff = self.cost_for(waiter_cpu, handoff);
             let resumes_at = self.now.saturating_add(handoff);
             let waited = resumes_at.since(since);
             let res = &mut self.resources[resource.0 as usize];
@@ -309,6 +345,36 @@ impl Engine {
         res.holders.swap_remove(position);
         self.trace_task(task, TraceKind::Release { resource }, [0x52454c, u64::from(resource.0), 0, 0]);
         self.grant_waiters(resource);
+    }
+
+    /// Lock-order check as the current task attempts `resource` (as lockdep does, before
+    /// any waiting): an edge from every resource it holds.
+    fn check_lock_order(&mut self, task: TaskId, resource: ResourceId) {
+        let held: Vec<u32> = self
+            .resources
+            .iter()
+            .enumerate()
+            .filter(|(_, res)| res.holds(task).is_some())
+            .map(|(index, _)| index as u32)
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let resources = &self.resources;
+        let lock = |id: u32| LockRef {
+            id,
+            name: &resources[id as usize].name,
+            class: &resources[id as usize].class,
+        };
+        let held_refs: Vec<LockRef<'_>> = held.iter().map(|&id| lock(id)).collect();
+        let names = |id: u32| resources[id as usize].name.clone();
+        let cpu = self.tasks[task.0 as usize].cpu;
+        self.lock_order.on_acquire(cpu, task, self.now, &held_refs, &lock(resource.0), &names);
+    }
+
+    /// The lock-order inversions found so far.
+    pub fn lock_order_findings(&self) -> &[String] {
+        self.lock_order.findings()
     }
 
     /// The tasks `task` waits for, by the wait-for graph (empty when it is not waiting).
@@ -440,7 +506,8 @@ impl Engine {
             }
             batch.push(self.queue.pop().expect("peeked").0);
         }
-        let pick = self.choose(DecisionKind::SameCycleOrder, batch.len() as u32) as usize;
+        let cpus: Vec<CpuId> = batch.iter().map(|&(_, _, task)| self.task_cpu(TaskId(task))).collect();
+        let pick = self.choose(DecisionKind::SameCycleOrder, batch.len() as u32, &cpus) as usize;
         let chosen = batch.remove(pick);
         for rest in batch.drain(..) {
             self.queue.push(Reverse(rest));
@@ -562,6 +629,7 @@ impl Future for Acquire {
                 );
                 return Some(Acquired { waited_cycles: waited });
             }
+            engine.check_lock_order(task, resource);
             let res = &mut engine.resources[resource.0 as usize];
             if let Some(held) = res.holds(task) {
                 // A non-recursive lock taken again by its holder: the kernel would hang here.
@@ -720,8 +788,12 @@ impl Engine {
         self.current = None;
     }
 
-    pub(crate) fn take_decisions(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.decisions)
+    pub(crate) fn take_decisions(&mut self) -> (Vec<u32>, Vec<u32>) {
+        (std::mem::take(&mut self.decisions), std::mem::take(&mut self.decision_options))
+    }
+
+    pub(crate) fn stall_points(&self) -> u64 {
+        self.stall_points
     }
 
     pub(crate) fn chooser_diverged(&self) -> bool {

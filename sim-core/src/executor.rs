@@ -33,6 +33,12 @@ pub struct RunReport {
     pub trace_events: Vec<TraceEvent>,
     /// The decision vector: replaying it gives this run again.
     pub decisions: Vec<u32>,
+    /// How many options each decision had (the exhaustive enumerator needs them).
+    pub decision_options: Vec<u32>,
+    /// Points where the chooser could have stalled a CPU (PCT's horizon).
+    pub stall_points: u64,
+    /// Lock-order inversions seen, whether or not the run deadlocked.
+    pub lock_order: Vec<String>,
     /// A replaying chooser found that the vector did not fit this run.
     pub diverged: bool,
     /// Events dispatched.
@@ -91,15 +97,29 @@ impl Executor {
             }
             self.sim.with(|engine| engine.end_poll());
         };
-        self.sim.with(|engine| RunReport {
-            outcome,
-            end: engine.now(),
-            trace_hash: engine.trace_mut().hash(),
-            trace_events: engine.trace_mut().take_events(),
-            decisions: engine.take_decisions(),
-            diverged: engine.chooser_diverged(),
-            events: engine.events(),
-            resources: engine.resource_stats(),
+        self.sim.with(|engine| {
+            let lock_order = engine.lock_order_findings().to_vec();
+            // A run that would pass but saw an inversion ends in `lock-order`.
+            let outcome = match lock_order.first() {
+                Some(first) if outcome.kind == crate::OutcomeKind::Pass => {
+                    Outcome::new(crate::OutcomeKind::LockOrder, first.clone(), Vec::new())
+                }
+                _ => outcome,
+            };
+            let (decisions, decision_options) = engine.take_decisions();
+            RunReport {
+                outcome,
+                end: engine.now(),
+                trace_hash: engine.trace_mut().hash(),
+                trace_events: engine.trace_mut().take_events(),
+                decisions,
+                decision_options,
+                stall_points: engine.stall_points(),
+                lock_order,
+                diverged: engine.chooser_diverged(),
+                events: engine.events(),
+                resources: engine.resource_stats(),
+            }
         })
     }
 }

@@ -5,19 +5,23 @@
 //! - `chooser`: the `Chooser` trait and its random and replay strategies.
 //! - `engine`: `Engine` (clock, queue, CPUs, tasks, resources, detection) and the `Sim` handle.
 //! - `executor`: `Executor`, which owns the task futures and runs the loop.
+//! - `lockdep`: lock-order checking over lock instances and classes.
 //! - `resource`: queued shared/exclusive resources, the basis of every lock and of the wait-for graph.
 //! - `trace`: trace events and the stable trace hash.
 //! - `outcome`: how a run ends.
 pub mod chooser;
 pub mod engine;
 pub mod executor;
+pub mod lockdep;
 pub mod outcome;
 pub mod resource;
 pub mod time;
 pub mod trace;
 
-pub use chooser::{Chooser, DecisionKind, RandomChooser, ReplayChooser};
-pub use engine::{Acquired, CpuState, Engine, EngineConfig, Sim, TaskStatus};
+pub use chooser::{
+    Chooser, Decision, DecisionKind, Exhaustive, PctChooser, PrefixChooser, RandomChooser, ReplayChooser,
+};
+pub use engine::{Acquired, CpuState, Engine, EngineConfig, STALL_STEPS, Sim, TaskStatus};
 pub use executor::{Executor, RunReport, TaskCtx};
 pub use outcome::{Outcome, OutcomeKind};
 pub use resource::{Mode, ResourceId, ResourceStats, WaitKind};

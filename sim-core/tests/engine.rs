@@ -4,7 +4,14 @@
 use sim_core::*;
 
 fn config(cpus: u32, jitter: f64) -> EngineConfig {
-    EngineConfig { cpus, max_time: Cycle(1_000_000), watchdog_cycles: 100_000, jitter, record_trace: true }
+    EngineConfig {
+        cpus,
+        max_time: Cycle(1_000_000),
+        watchdog_cycles: 100_000,
+        jitter,
+        record_trace: true,
+        max_stall_cycles: 0,
+    }
 }
 
 fn executor(cpus: u32, jitter: f64, seed: u64) -> Executor {
@@ -224,4 +231,52 @@ fn jitter_moves_costs_within_the_band_and_is_seeded() {
     assert!(ends.iter().all(|&e| (900..=1100).contains(&e)), "{ends:?}");
     assert_eq!(end(3), end(3));
     assert!(ends.iter().any(|&e| e != ends[0]));
+}
+
+#[test]
+fn an_inversion_that_did_not_deadlock_ends_the_run_in_lock_order() {
+    // CPU 0 takes A then B and is done before CPU 1 takes B then A: no deadlock this time,
+    // but the orders are opposite.
+    let mut exec = executor(2, 0.0, 0);
+    let (a, b) = exec.sim().with(|e| (e.new_resource("A", "lock-a", 0), e.new_resource("B", "lock-b", 0)));
+    for (cpu, start, first, second) in [(0, 0, a, b), (1, 1_000, b, a)] {
+        exec.spawn(CpuId(cpu), Cycle(start), format!("t{cpu}"), move |ctx| async move {
+            ctx.sim.acquire(first, Mode::Exclusive, WaitKind::Spin).await;
+            ctx.sim.acquire(second, Mode::Exclusive, WaitKind::Spin).await;
+            ctx.sim.delay(10).await;
+            ctx.sim.release(second);
+            ctx.sim.release(first);
+        });
+    }
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::LockOrder);
+    assert_eq!(
+        report.outcome.what,
+        "lock-order inversion: CPU 1 (task 1) takes A while holding B at cycle 1000, but CPU 0 (task 0) took B while holding A at cycle 0"
+    );
+    // Instances and classes both closed a cycle.
+    assert_eq!(report.lock_order.len(), 2);
+}
+
+#[test]
+fn stall_points_inject_only_where_irqs_and_preemption_are_on() {
+    let mut config = config(1, 0.0);
+    config.max_stall_cycles = 1_600;
+    let mut exec = Executor::new(config, Box::new(RandomChooser::new(Seed(5))));
+    exec.spawn(CpuId(0), Cycle(0), "t", |ctx| async move {
+        let mut stalled = 0;
+        for _ in 0..2_000 {
+            stalled += ctx.sim.with(|e| e.stall_point());
+        }
+        ctx.sim.with(|e| e.cpu_mut(CpuId(0)).preempt_count += 1);
+        for _ in 0..2_000 {
+            assert_eq!(ctx.sim.with(|e| e.stall_point()), 0, "no stall with preemption off");
+        }
+        ctx.sim.with(|e| e.mark(Span::Instant, 9, stalled, 0, String::new));
+    });
+    let report = exec.run();
+    assert_eq!(report.stall_points, 2_000, "points with preemption off are not counted");
+    let stalled = marks(&report)[0].0;
+    // About one point in 32 stalls, each by 100..=1600 cycles.
+    assert!((60 * 100..130 * 1_600).contains(&stalled), "{stalled}");
 }

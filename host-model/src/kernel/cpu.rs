@@ -24,6 +24,7 @@ pub mod mark {
     pub const WARN: u32 = 4;
     pub const PAGE: u32 = 5;
     pub const CALL: u32 = 6;
+    pub const STALL: u32 = 7;
 }
 
 impl Cpu {
@@ -35,10 +36,26 @@ impl Cpu {
         &self.host
     }
 
-    /// Busy for `cycles` of work, moved within the jitter band.
+    /// Busy for `cycles` of work, moved within the jitter band. Where this CPU can be
+    /// interrupted or preempted, the chooser may first stall it (`maybe_stall`).
     pub async fn work(&self, cycles: u64) {
+        self.maybe_stall().await;
         let cycles = self.sim.with(|engine| engine.cost(cycles));
         self.sim.delay(cycles).await;
+    }
+
+    /// A point where an interrupt, NMI or preemption could take this CPU away (IRQs and
+    /// preemption on): the chooser decides whether it does, and for how long.
+    pub async fn maybe_stall(&self) {
+        let stall_cycles = self.sim.with(|engine| engine.stall_point());
+        if stall_cycles == 0 {
+            return;
+        }
+        self.mark(Span::Begin, mark::STALL, stall_cycles, 0, || {
+            format!("(interrupted for {stall_cycles} cycles)")
+        });
+        self.sim.delay(stall_cycles).await;
+        self.mark(Span::End, mark::STALL, stall_cycles, 0, || "(back)".to_string());
     }
 
     /// `cpu_relax()` in a spin loop.

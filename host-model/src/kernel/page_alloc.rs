@@ -18,14 +18,32 @@ pub struct PageAllocator {
     freed: Vec<Hpa>,
     /// Indices of 2MB ranges the allocator must not hand out.
     reserved_ranges: BTreeSet<usize>,
+    /// Pages handed out and not freed since.
+    allocated: BTreeSet<Hpa>,
 }
 
 impl PageAllocator {
     pub fn new(memory_bytes: u64, reserved_ranges: BTreeSet<usize>) -> PageAllocator {
-        PageAllocator { next_fresh: memory_bytes.checked_sub(PAGE_SIZE), freed: Vec::new(), reserved_ranges }
+        PageAllocator {
+            next_fresh: memory_bytes.checked_sub(PAGE_SIZE),
+            freed: Vec::new(),
+            reserved_ranges,
+            allocated: BTreeSet::new(),
+        }
+    }
+
+    /// Pages handed out and not freed since, in address order.
+    pub fn allocated(&self) -> impl Iterator<Item = Hpa> + '_ {
+        self.allocated.iter().copied()
     }
 
     fn take(&mut self) -> Option<Hpa> {
+        let page = self.take_page()?;
+        self.allocated.insert(page);
+        Some(page)
+    }
+
+    fn take_page(&mut self) -> Option<Hpa> {
         if let Some(page) = self.freed.pop() {
             return Some(page);
         }
@@ -42,8 +60,18 @@ impl PageAllocator {
         }
     }
 
-    fn give_back(&mut self, page: Hpa) {
+    /// Pages of reserved ranges belong to the scenario that named them (a task may pass the
+    /// same `pair` again), so freeing one does not put it in the allocator's hands.
+    /// False when `page` was not handed out (or was already given back): a double free.
+    fn give_back(&mut self, page: Hpa) -> bool {
+        if self.reserved_ranges.contains(&page.range_index()) {
+            return true;
+        }
+        if !self.allocated.remove(&page) {
+            return false;
+        }
         self.freed.push(page);
+        true
     }
 }
 
@@ -61,8 +89,15 @@ pub async fn alloc_page(cpu: &Cpu) -> Option<Hpa> {
 /// `__free_page()`.
 pub async fn free_page(cpu: &Cpu, page: Hpa) {
     cpu.work(cpu.host().costs.free_page).await;
-    cpu.host().pages.borrow_mut().give_back(page);
+    let was_allocated = cpu.host().pages.borrow_mut().give_back(page);
     cpu.mark(Span::Instant, mark::PAGE, 2, page.0, || format!("__free_page({page})"));
+    if !was_allocated {
+        crate::invariants::broken(
+            cpu,
+            crate::invariants::PAMT_PAGES_NOT_DOUBLE_FREED,
+            format!("{} frees {page}, which the page allocator did not hand out", cpu.id),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -76,8 +111,16 @@ mod tests {
         assert_eq!(first, Hpa(5 * RANGE_2M - PAGE_SIZE), "range 5 is reserved");
         let second = pages.take().unwrap();
         assert_eq!(second, Hpa(5 * RANGE_2M - 2 * PAGE_SIZE));
-        pages.give_back(first);
+        assert!(pages.give_back(first));
+        assert!(!pages.give_back(first), "a double free is reported");
         assert_eq!(pages.take(), Some(first));
+    }
+
+    #[test]
+    fn pages_of_reserved_ranges_are_never_handed_out_even_after_a_free() {
+        let mut pages = PageAllocator::new(6 * RANGE_2M, BTreeSet::from([1]));
+        assert!(pages.give_back(Hpa(RANGE_2M + PAGE_SIZE)));
+        assert_ne!(pages.take(), Some(Hpa(RANGE_2M + PAGE_SIZE)));
     }
 
     #[test]

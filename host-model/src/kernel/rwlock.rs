@@ -19,6 +19,7 @@ impl RwLock {
 
 /// `read_lock()`.
 pub async fn read_lock(cpu: &Cpu, lock: RwLock) {
+    cpu.maybe_stall().await;
     cpu.preempt_disable();
     cpu.sim.acquire(lock.resource, Mode::Shared, WaitKind::Spin).await;
     cpu.work(cpu.host().costs.rwlock).await;
@@ -32,6 +33,7 @@ pub fn read_unlock(cpu: &Cpu, lock: RwLock) {
 
 /// `write_lock()`.
 pub async fn write_lock(cpu: &Cpu, lock: RwLock) {
+    cpu.maybe_stall().await;
     cpu.preempt_disable();
     cpu.sim.acquire(lock.resource, Mode::Exclusive, WaitKind::Spin).await;
     cpu.work(cpu.host().costs.rwlock).await;

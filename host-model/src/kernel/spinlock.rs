@@ -21,6 +21,7 @@ impl Spinlock {
 
 /// `spin_lock()`: disables preemption, then spins until the lock is ours.
 pub async fn spin_lock(cpu: &Cpu, lock: Spinlock) {
+    cpu.maybe_stall().await;
     cpu.preempt_disable();
     cpu.sim.acquire(lock.resource, Mode::Exclusive, WaitKind::Spin).await;
     cpu.work(cpu.host().costs.spin_lock).await;

@@ -118,6 +118,34 @@ enum PamtLock {
     Read(RwLock),
 }
 
+/// Marks a get or put of a range as in flight; when the last one of that range returns, the
+/// refcount must agree with the module (`dpamt-refcount-matches-module`).
+struct InFlight<'a> {
+    cpu: &'a Cpu,
+    index: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(cpu: &'a Cpu, page: Hpa) -> InFlight<'a> {
+        let index = page.range_index();
+        let in_flight = &cpu.host().pamt_in_flight[index];
+        in_flight.set(in_flight.get() + 1);
+        InFlight { cpu, index }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let in_flight = &self.cpu.host().pamt_in_flight[self.index];
+        in_flight.set(in_flight.get() - 1);
+        if in_flight.get() == 0
+            && let Err(detail) = crate::invariants::refcount_matches_module(self.cpu.host(), self.index)
+        {
+            crate::invariants::broken(self.cpu, crate::invariants::DPAMT_REFCOUNT_MATCHES_MODULE, detail);
+        }
+    }
+}
+
 /// `pamt_refcount[page >> 21]`.
 fn pamt_refcount(cpu: &Cpu, page: Hpa) -> Atomic<'_> {
     let index = page.range_index();
@@ -258,6 +286,11 @@ fn warn_status(cpu: &Cpu, function: &str, leaf: &str, page: Hpa, output: LeafOut
 /// own shapes below.
 /// Events: refcount fast path, the design's lock set, TDH.PHYMEM.PAMT.ADD.
 pub async fn tdx_pamt_get(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Result<(), Errno> {
+    let _in_flight = InFlight::enter(cpu, page);
+    tdx_pamt_get_design(cpu, page, source).await
+}
+
+async fn tdx_pamt_get_design(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Result<(), Errno> {
     if !dpamt_enabled(cpu) {
         return Ok(());
     }
@@ -318,6 +351,11 @@ pub async fn tdx_pamt_get(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Resul
 /// Kernel: `tdx_pamt_put()`, arch/x86/virt/vmx/tdx/tdx.c — the designs as in `tdx_pamt_get`.
 /// Events: the design's decrement and lock set, TDH.PHYMEM.PAMT.REMOVE.
 pub async fn tdx_pamt_put(cpu: &Cpu, page: Hpa) {
+    let _in_flight = InFlight::enter(cpu, page);
+    tdx_pamt_put_design(cpu, page).await
+}
+
+async fn tdx_pamt_put_design(cpu: &Cpu, page: Hpa) {
     if !dpamt_enabled(cpu) {
         return;
     }

@@ -44,6 +44,11 @@ async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
         let hint = if output.removal_hint { " +hint" } else { "" };
         format!("{} = {}{hint}", leaf.name().trim_start_matches("TDH."), output.status)
     });
+    for page in pages_named(call) {
+        if let Err(detail) = crate::invariants::no_page_in_unbacked_range(cpu.host(), page) {
+            crate::invariants::broken(cpu, crate::invariants::NO_PAGE_IN_UNBACKED_RANGE, detail);
+        }
+    }
     let mut stats = cpu.host().stats.borrow_mut();
     *stats.seamcalls.entry((leaf, output.status.masked())).or_default() += 1;
     *stats.since_progress.entry(cpu.id.0).or_default().entry((leaf, output.status.masked())).or_default() +=
@@ -59,6 +64,7 @@ async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
 pub async fn seamcall(cpu: &Cpu, call: LeafCall) -> LeafOutput {
     let mut retries = RDRAND_RETRY_LOOPS;
     loop {
+        cpu.maybe_stall().await;
         cpu.preempt_disable();
         let output = seamcall_once(cpu, &call).await;
         cpu.preempt_enable();
@@ -66,5 +72,15 @@ pub async fn seamcall(cpu: &Cpu, call: LeafCall) -> LeafOutput {
             return output;
         }
         retries -= 1;
+    }
+}
+
+/// The physical pages a call names, whose ranges it may have changed.
+fn pages_named(call: &LeafCall) -> Vec<seam_model::Hpa> {
+    match *call {
+        LeafCall::PamtAdd { hpa, pair } => vec![hpa, pair[0], pair[1]],
+        LeafCall::PamtRemove { hpa } | LeafCall::PageWbinvd { page: hpa } => vec![hpa],
+        LeafCall::PageAug { page, .. } => vec![page],
+        LeafCall::PageRemove { .. } | LeafCall::RangeBlock { .. } | LeafCall::Track { .. } => Vec::new(),
     }
 }

@@ -8,12 +8,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use scenarios::check::check;
+use scenarios::check::{CheckOptions, check_with};
 use scenarios::run::{RunResult, Schedule, run_once};
-use scenarios::schema::{CALLS, METRICS, Scenario};
+use scenarios::schema::{CALLS, METRICS, Scenario, Strategy};
 use scenarios::{load_file, table};
 use seam_model::Leaf;
 use sim_core::{Outcome, OutcomeKind};
+use std::io::IsTerminal;
 
 #[derive(Parser)]
 #[command(
@@ -37,11 +38,20 @@ enum Command {
         /// Print the run as a `CPU 0 | CPU 1` table.
         #[arg(long)]
         table: bool,
+        /// Schedule with this strategy instead of the file's run.strategy.
+        #[arg(long)]
+        strategy: Option<StrategyArg>,
     },
     /// Explore run.runs seeds of each file and judge its [expect]; exit 1 if any fails.
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Worker threads (default: one per core). Results are the same for any number.
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
+        /// Explore with this strategy instead of each file's run.strategy.
+        #[arg(long)]
+        strategy: Option<StrategyArg>,
     },
     /// Repeat one run exactly: the same outcome and trace hash.
     Replay {
@@ -51,9 +61,29 @@ enum Command {
         /// Print the run as a `CPU 0 | CPU 1` table.
         #[arg(long)]
         table: bool,
+        /// The strategy the run was found with (default: the file's run.strategy).
+        #[arg(long)]
+        strategy: Option<StrategyArg>,
     },
     /// Print a catalogue.
     List { what: Catalogue },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StrategyArg {
+    Random,
+    Pct,
+    Exhaustive,
+}
+
+impl From<StrategyArg> for Strategy {
+    fn from(arg: StrategyArg) -> Strategy {
+        match arg {
+            StrategyArg::Random => Strategy::Random,
+            StrategyArg::Pct => Strategy::Pct,
+            StrategyArg::Exhaustive => Strategy::Exhaustive,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -69,9 +99,15 @@ enum Catalogue {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { file, seed, table } => run_command(&file, seed, table),
-        Command::Replay { file, seed, table } => run_command(&file, Some(seed), table),
-        Command::Check { files } => check_command(&files),
+        Command::Run { file, seed, table, strategy } => {
+            run_command(&file, seed, table, strategy.map(Into::into))
+        }
+        Command::Replay { file, seed, table, strategy } => {
+            run_command(&file, Some(seed), table, strategy.map(Into::into))
+        }
+        Command::Check { files, jobs, strategy } => {
+            check_command(&files, CheckOptions { jobs, strategy: strategy.map(Into::into) })
+        }
         Command::List { what } => {
             list(what);
             ExitCode::SUCCESS
@@ -86,13 +122,13 @@ fn load(file: &Path) -> Result<Scenario, ExitCode> {
     })
 }
 
-fn run_command(file: &Path, seed: Option<u64>, show_table: bool) -> ExitCode {
+fn run_command(file: &Path, seed: Option<u64>, show_table: bool, strategy: Option<Strategy>) -> ExitCode {
     let scenario = match load(file) {
         Ok(scenario) => scenario,
         Err(code) => return code,
     };
     let seed = seed.unwrap_or(scenario.run.seed);
-    let result = run_once(&scenario, &Schedule::Random(seed), show_table);
+    let result = run_once(&scenario, &Schedule::for_seed(&scenario, strategy, seed), show_table);
     print_run(&scenario, seed, &result);
     if show_table {
         println!();
@@ -139,7 +175,21 @@ fn print_run(scenario: &Scenario, seed: u64, result: &RunResult) {
     }
 }
 
-fn check_command(files: &[PathBuf]) -> ExitCode {
+/// A progress bar on a terminal; nothing in CI logs or pipes.
+fn progress_bar(runs: u64) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(runs);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} runs ({per_sec})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+fn check_command(files: &[PathBuf], options: CheckOptions) -> ExitCode {
     // Load everything first: a malformed file fails the command before any run.
     let mut scenarios = Vec::new();
     for file in files {
@@ -151,7 +201,15 @@ fn check_command(files: &[PathBuf]) -> ExitCode {
     let mut failed = 0;
     for scenario in &scenarios {
         let started = Instant::now();
-        let summary = check(scenario);
+        let bar = progress_bar(scenario.run.runs);
+        let summary = check_with(scenario, options, &|| {
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+        });
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
         let seconds = started.elapsed().as_secs_f64();
         let counts: Vec<String> =
             summary.outcomes.iter().map(|(kind, count)| format!("{kind} {count}")).collect();
@@ -161,17 +219,27 @@ fn check_command(files: &[PathBuf]) -> ExitCode {
         };
         let rate = summary.runs as f64 / seconds.max(1e-9);
         let verdict = if summary.verdict.is_ok() { "ok  " } else { "FAIL" };
+        let coverage = match summary.complete {
+            Some(true) => " (every schedule within the bound)",
+            Some(false) => " (bound not exhausted)",
+            None => "",
+        };
         println!(
-            "{verdict} {}: {} runs: {} | {first} | {rate:.0} runs/s",
+            "{verdict} {}: {} {} runs{coverage}: {} | {first} | {rate:.0} runs/s",
             scenario.path,
             summary.runs,
+            summary.strategy.name(),
             counts.join(", ")
         );
         if let Err(why) = &summary.verdict {
             failed += 1;
             println!("     {why}");
             if let Some((seed, _)) = &summary.first_failing {
-                println!("     replay: tdxsim replay {} --seed {seed} --table", scenario.path);
+                let strategy = match summary.strategy {
+                    Strategy::Random => String::new(),
+                    other => format!(" --strategy {}", other.name()),
+                };
+                println!("     replay: tdxsim replay {} --seed {seed}{strategy} --table", scenario.path);
             }
         }
     }

@@ -1,0 +1,114 @@
+//! Named invariants the host model checks as a run goes, and at its end. A broken one ends
+//! the run in `invariant` with its name (`tdxsim list invariants`).
+//!
+//! Each pairs with an assertion elsewhere (STYLE.md "pair assertions"): the module refuses
+//! a page-assigning leaf on an unbacked range, and the checker here confirms no page ever
+//! ended up in use there; the designs claim refcount and backing move together, and the
+//! checker holds them to it whenever nobody is between the two.
+
+use seam_model::{Dpamt2M, Hpa};
+use sim_core::{Outcome, OutcomeKind};
+
+use crate::host::Host;
+use crate::kernel::cpu::Cpu;
+use crate::tdx::dpamt::DpamtDesign;
+
+pub const DPAMT_REFCOUNT_MATCHES_MODULE: &str = "dpamt-refcount-matches-module";
+pub const NO_PAGE_IN_UNBACKED_RANGE: &str = "no-page-in-unbacked-range";
+pub const PAMT_PAGES_NOT_DOUBLE_FREED: &str = "pamt-pages-not-double-freed";
+pub const PAMT_PAGES_NOT_LEAKED: &str = "pamt-pages-not-leaked";
+
+/// Every invariant: (name, what it says, when it is checked).
+pub const INVARIANTS: &[(&str, &str, &str)] = &[
+    (
+        DPAMT_REFCOUNT_MATCHES_MODULE,
+        "pamt_refcount[X] > 0 exactly when the module has range X backed (refcount designs)",
+        "whenever the last tdx_pamt_get/put of X returns, and at the end of a run",
+    ),
+    (
+        NO_PAGE_IN_UNBACKED_RANGE,
+        "no 4KB page of an unbacked 2MB range is in use by the module",
+        "after every SEAMCALL, on the ranges it names",
+    ),
+    (
+        PAMT_PAGES_NOT_DOUBLE_FREED,
+        "no page is freed that the page allocator did not hand out (or already got back)",
+        "at every __free_page()",
+    ),
+    (
+        PAMT_PAGES_NOT_LEAKED,
+        "every page the host allocated is, at the end, freed, a PAMT backing page, or a mapped guest page",
+        "at the end of a run that would otherwise pass",
+    ),
+];
+
+/// Ends the run with a broken invariant.
+pub fn broken(cpu: &Cpu, name: &str, detail: String) {
+    let what = format!("{name}: {detail}");
+    cpu.sim.with(|engine| engine.stop(Outcome::new(OutcomeKind::Invariant, what, vec![cpu.task])));
+}
+
+fn uses_refcount(host: &Host) -> bool {
+    host.config.dpamt && host.config.dpamt_design != DpamtDesign::Hint
+}
+
+/// `dpamt-refcount-matches-module` for range `index`, or what breaks it.
+pub fn refcount_matches_module(host: &Host, index: usize) -> Result<(), String> {
+    if !uses_refcount(host) {
+        return Ok(());
+    }
+    let refcount = host.pamt_refcount[index].get();
+    let backed = matches!(host.module.borrow().dpamt(index), Dpamt2M::Backed { .. });
+    if (refcount > 0) == backed {
+        return Ok(());
+    }
+    Err(format!(
+        "pamt_refcount[{}] = {refcount} but the module has the range {}",
+        host.range_label(index),
+        if backed { "backed" } else { "unbacked" }
+    ))
+}
+
+/// `no-page-in-unbacked-range` for the range holding `page`.
+pub fn no_page_in_unbacked_range(host: &Host, page: Hpa) -> Result<(), String> {
+    let module = host.module.borrow();
+    let index = page.range_index();
+    if !host.config.dpamt || index >= module.num_ranges() || module.dpamt(index) != Dpamt2M::Unbacked {
+        return Ok(());
+    }
+    match module.first_page_in_use(index) {
+        None => Ok(()),
+        Some(page_index) => Err(format!(
+            "page {page_index} of range {} is in use but the range has no PAMT backing",
+            host.range_label(index)
+        )),
+    }
+}
+
+/// The checks of a run's end: refcounts against the module, and leaks.
+pub fn check_at_end(host: &Host) -> Option<(&'static str, String)> {
+    for index in 0..host.pamt_refcount.len() {
+        if let Err(detail) = refcount_matches_module(host, index) {
+            return Some((DPAMT_REFCOUNT_MATCHES_MODULE, detail));
+        }
+    }
+    let module = host.module.borrow();
+    let mapped: Vec<Hpa> = host
+        .kvm_tds
+        .values()
+        .flat_map(|td| td.mirror.borrow().values().map(|entry| entry.page).collect::<Vec<_>>())
+        .collect();
+    let leaked: Vec<Hpa> = host
+        .pages
+        .borrow()
+        .allocated()
+        .filter(|page| !module.is_pamt_backing_page(*page) && !mapped.contains(page))
+        .collect();
+    if let Some(first) = leaked.first() {
+        return Some((
+            PAMT_PAGES_NOT_LEAKED,
+            format!("{} pages allocated and never freed, first {first}", leaked.len()),
+        ));
+    }
+    None
+}
