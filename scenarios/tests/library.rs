@@ -27,9 +27,14 @@ fn every_library_file_holds() {
 }
 
 #[test]
-fn s_d5_deadlocks_on_both_rwlocks_in_every_run() {
+fn s_d5_deadlocks_on_both_rwlocks_or_reports_the_inversion() {
     let summary = check(&library("s-d5-per-2m-rwlock-ab-ba.toml"));
-    assert_eq!(summary.outcomes.get(&OutcomeKind::Deadlock), Some(&summary.runs));
+    // A run where a stall let one CPU finish first does not deadlock, but lockdep still
+    // sees the two orders.
+    let deadlocks = summary.outcomes.get(&OutcomeKind::Deadlock).copied().unwrap_or(0);
+    let inversions = summary.outcomes.get(&OutcomeKind::LockOrder).copied().unwrap_or(0);
+    assert_eq!(deadlocks + inversions, summary.runs);
+    assert!(deadlocks > summary.runs / 2, "{deadlocks}");
     let (_, outcome) = summary.first_failing.unwrap();
     assert!(outcome.what.contains("holds rw[A] and waits for rw[B] (read)"), "{}", outcome.what);
     assert!(outcome.what.contains("holds rw[B] and waits for rw[A] (read)"), "{}", outcome.what);
