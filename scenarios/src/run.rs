@@ -363,6 +363,38 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
     }
 }
 
+/// Two runs of one schedule that did not agree (`tdxsim run --check-determinism`).
+#[derive(Debug)]
+pub struct Nondeterminism {
+    pub trace_hashes: [u64; 2],
+    /// Where the recorded traces first differ: (index, first run's event, second run's event);
+    /// `None` for an event when that run's trace had already ended. `None` altogether when the
+    /// kept events are equal and only hashed words differ.
+    pub first_difference: Option<(usize, Option<TraceEvent>, Option<TraceEvent>)>,
+}
+
+/// Runs `schedule` twice with the trace recorded: `Ok(trace hash)` when both runs agree.
+pub fn check_determinism(scenario: &Scenario, schedule: &Schedule) -> Result<u64, Box<Nondeterminism>> {
+    let first = run_once(scenario, schedule, true);
+    let second = run_once(scenario, schedule, true);
+    if first.trace_hash == second.trace_hash {
+        return Ok(first.trace_hash);
+    }
+    Err(Box::new(Nondeterminism {
+        trace_hashes: [first.trace_hash, second.trace_hash],
+        first_difference: first_trace_difference(&first.trace, &second.trace),
+    }))
+}
+
+/// The first index where two traces differ, with both events there.
+pub fn first_trace_difference(
+    first: &[TraceEvent],
+    second: &[TraceEvent],
+) -> Option<(usize, Option<TraceEvent>, Option<TraceEvent>)> {
+    let index = (0..first.len().max(second.len())).find(|&index| first.get(index) != second.get(index))?;
+    Some((index, first.get(index).cloned(), second.get(index).cloned()))
+}
+
 /// Checks that hold once every task has finished: the module holds no lock (else the
 /// simulator has a bug), and the host's end-of-run invariants.
 fn check_quiescent_invariants(host: &Host) -> Option<Outcome> {
@@ -396,5 +428,25 @@ fn explain_livelock(host: &Host, cpus: &[CpuId], outcome: &mut Outcome) {
             .map(|((leaf, status), count)| format!("{leaf} -> {status} x{count}"))
             .collect();
         outcome.what += &format!("; meanwhile its SEAMCALLs returned: {}", parts.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sim_core::{TaskId, TraceKind};
+
+    use super::*;
+
+    fn event(cycle: u64, kind: TraceKind) -> TraceEvent {
+        TraceEvent { cycle: Cycle(cycle), cpu: CpuId(1), task: TaskId(0), kind }
+    }
+
+    #[test]
+    fn first_trace_difference_names_the_first_unequal_or_missing_event() {
+        let a = vec![event(1, TraceKind::TaskStart), event(2, TraceKind::TaskEnd)];
+        let b = vec![event(1, TraceKind::TaskStart), event(3, TraceKind::TaskEnd)];
+        assert_eq!(first_trace_difference(&a, &a), None);
+        assert_eq!(first_trace_difference(&a, &b), Some((1, Some(a[1].clone()), Some(b[1].clone()))));
+        assert_eq!(first_trace_difference(&a, &a[..1]), Some((1, Some(a[1].clone()), None)));
     }
 }

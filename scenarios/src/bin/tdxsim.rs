@@ -8,12 +8,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use scenarios::check::{CheckOptions, check_with};
-use scenarios::run::{RunResult, Schedule, run_once};
+use scenarios::bundle::{self, Bundle};
+use scenarios::check::{CheckOptions, CheckSummary, check_with};
+use scenarios::run::{RunResult, Schedule, check_determinism, run_once};
 use scenarios::schema::{CALLS, METRICS, Scenario, Strategy};
 use scenarios::{load_file, table};
 use seam_model::Leaf;
-use sim_core::{Outcome, OutcomeKind};
+use sim_core::{Outcome, OutcomeKind, TraceEvent};
 use std::io::IsTerminal;
 
 #[derive(Parser)]
@@ -38,6 +39,12 @@ enum Command {
         /// Print the run as a `CPU 0 | CPU 1` table.
         #[arg(long)]
         table: bool,
+        /// Where a run that does not pass writes its repro bundle [default: tdxsim-out].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Run the seed twice more with the trace recorded and compare; exit 1 if they differ.
+        #[arg(long)]
+        check_determinism: bool,
         /// Schedule with this strategy instead of the file's run.strategy.
         #[arg(long)]
         strategy: Option<StrategyArg>,
@@ -46,6 +53,10 @@ enum Command {
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Where a failed file writes its first failing seed's repro bundle [default:
+        /// tdxsim-out]; given explicitly, files whose expectation held write theirs too.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
         /// Worker threads (default: one per core). Results are the same for any number.
         #[arg(long, default_value_t = 0)]
         jobs: usize,
@@ -53,11 +64,12 @@ enum Command {
         #[arg(long)]
         strategy: Option<StrategyArg>,
     },
-    /// Repeat one run exactly: the same outcome and trace hash.
+    /// Repeat one run exactly: the same outcome and trace hash. FILE --seed N, or a BUNDLE.
     Replay {
+        /// A scenario file (with --seed) or a repro bundle.
         file: PathBuf,
         #[arg(long)]
-        seed: u64,
+        seed: Option<u64>,
         /// Print the run as a `CPU 0 | CPU 1` table.
         #[arg(long)]
         table: bool,
@@ -99,14 +111,23 @@ enum Catalogue {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { file, seed, table, strategy } => {
-            run_command(&file, seed, table, strategy.map(Into::into))
+        Command::Run { file, seed, table, out, check_determinism, strategy } => {
+            let strategy = strategy.map(Into::into);
+            let out = Some(out.as_deref().unwrap_or(Path::new(DEFAULT_OUT)));
+            let code = run_command(&file, seed, table, out, strategy);
+            if check_determinism && code != ExitCode::from(2) {
+                let determinism = determinism_command(&file, seed, strategy);
+                if determinism != ExitCode::SUCCESS {
+                    return determinism;
+                }
+            }
+            code
         }
         Command::Replay { file, seed, table, strategy } => {
-            run_command(&file, Some(seed), table, strategy.map(Into::into))
+            replay_command(&file, seed, table, strategy.map(Into::into))
         }
-        Command::Check { files, jobs, strategy } => {
-            check_command(&files, CheckOptions { jobs, strategy: strategy.map(Into::into) })
+        Command::Check { files, out, jobs, strategy } => {
+            check_command(&files, out.as_deref(), CheckOptions { jobs, strategy: strategy.map(Into::into) })
         }
         Command::List { what } => {
             list(what);
@@ -122,14 +143,32 @@ fn load(file: &Path) -> Result<Scenario, ExitCode> {
     })
 }
 
-fn run_command(file: &Path, seed: Option<u64>, show_table: bool, strategy: Option<Strategy>) -> ExitCode {
+/// Where failing runs write their repro bundles unless `--out` says otherwise.
+const DEFAULT_OUT: &str = "tdxsim-out";
+
+/// One run; when `bundle_dir` is given and the run does not pass, its bundle is written
+/// before anything is printed.
+fn run_command(
+    file: &Path,
+    seed: Option<u64>,
+    show_table: bool,
+    bundle_dir: Option<&Path>,
+    strategy: Option<Strategy>,
+) -> ExitCode {
     let scenario = match load(file) {
         Ok(scenario) => scenario,
         Err(code) => return code,
     };
     let seed = seed.unwrap_or(scenario.run.seed);
-    let result = run_once(&scenario, &Schedule::for_seed(&scenario, strategy, seed), show_table);
+    let strategy = strategy.unwrap_or(scenario.run.strategy);
+    let result = run_once(&scenario, &Schedule::for_seed(&scenario, Some(strategy), seed), show_table);
+    let bundle_line = bundle_dir
+        .filter(|_| result.outcome.kind != OutcomeKind::Pass)
+        .and_then(|dir| write_bundle(dir, &scenario, strategy, seed, &result));
     print_run(&scenario, seed, &result);
+    if let Some(line) = bundle_line {
+        println!("{line}");
+    }
     if show_table {
         println!();
         print!("{}", table::render(&result));
@@ -189,7 +228,7 @@ fn progress_bar(runs: u64) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-fn check_command(files: &[PathBuf], options: CheckOptions) -> ExitCode {
+fn check_command(files: &[PathBuf], out: Option<&Path>, options: CheckOptions) -> ExitCode {
     // Load everything first: a malformed file fails the command before any run.
     let mut scenarios = Vec::new();
     for file in files {
@@ -211,6 +250,7 @@ fn check_command(files: &[PathBuf], options: CheckOptions) -> ExitCode {
             bar.finish_and_clear();
         }
         let seconds = started.elapsed().as_secs_f64();
+        let bundle_line = check_bundle(scenario, &summary, out);
         let counts: Vec<String> =
             summary.outcomes.iter().map(|(kind, count)| format!("{kind} {count}")).collect();
         let first = match &summary.first_failing {
@@ -242,9 +282,151 @@ fn check_command(files: &[PathBuf], options: CheckOptions) -> ExitCode {
                 println!("     replay: tdxsim replay {} --seed {seed}{strategy} --table", scenario.path);
             }
         }
+        if let Some(line) = bundle_line {
+            println!("     {line}");
+        }
     }
     println!("{} passed, {failed} failed", scenarios.len() - failed);
     if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// Writes the repro bundle of `result` (a run of `scenario` from `seed`) to `dir`; returns
+/// the line that replays it, or says on stderr why it could not be written.
+fn write_bundle(
+    dir: &Path,
+    scenario: &Scenario,
+    strategy: Strategy,
+    seed: u64,
+    result: &RunResult,
+) -> Option<String> {
+    let written = std::fs::read_to_string(&scenario.path)
+        .and_then(|text| bundle::write(dir, &Bundle::new(scenario, &text, strategy, seed, result)));
+    match written {
+        Ok(path) => Some(format!("replay: tdxsim replay {}", path.display())),
+        Err(error) => {
+            eprintln!(
+                "tdxsim: could not write the repro bundle of {} seed {seed} to {}: {error}",
+                scenario.path,
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// `check`'s bundle: the first failing seed, re-run for its decisions, when the file's
+/// expectation failed, or whenever `--out` was given.
+fn check_bundle(scenario: &Scenario, summary: &CheckSummary, out: Option<&Path>) -> Option<String> {
+    let (seed, outcome) = summary.first_failing.as_ref()?;
+    if summary.verdict.is_ok() && out.is_none() {
+        return None;
+    }
+    let result = run_once(scenario, &Schedule::for_seed(scenario, Some(summary.strategy), *seed), false);
+    if result.outcome != *outcome {
+        eprintln!(
+            "tdxsim: simulator bug: seed {seed} of {} ran to a different outcome the second time",
+            scenario.path
+        );
+    }
+    write_bundle(out.unwrap_or(Path::new(DEFAULT_OUT)), scenario, summary.strategy, *seed, &result)
+}
+
+/// `replay FILE --seed N` or `replay BUNDLE` (recognised by its extension or its magic).
+fn replay_command(file: &Path, seed: Option<u64>, show_table: bool, strategy: Option<Strategy>) -> ExitCode {
+    match (bundle::looks_like_bundle(file), seed) {
+        (true, None) => replay_bundle(file, show_table),
+        (true, Some(_)) => {
+            eprintln!("{}: a bundle replays its own recorded run; drop --seed", file.display());
+            ExitCode::from(2)
+        }
+        (false, Some(seed)) => run_command(file, Some(seed), show_table, None, strategy),
+        (false, None) => {
+            eprintln!("{}: not a bundle; replaying a scenario file needs --seed N", file.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Replays a bundle's decisions on its embedded scenario, prints the run as `run` does, and
+/// exits 1 if the trace hash or outcome differ from what the bundle recorded.
+fn replay_bundle(path: &Path, show_table: bool) -> ExitCode {
+    let bundle = match bundle::read(path) {
+        Ok(bundle) => bundle,
+        Err(error) => {
+            eprintln!("{}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    if bundle.tool_version != env!("CARGO_PKG_VERSION") {
+        eprintln!(
+            "note: {} was written by tdxsim {}, this is {}",
+            path.display(),
+            bundle.tool_version,
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    let (scenario, result) = match bundle.replay(show_table) {
+        Ok(replayed) => replayed,
+        Err(error) => {
+            eprintln!("{}: the embedded scenario does not load: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    print_run(&scenario, bundle.seed, &result);
+    if show_table {
+        println!();
+        print!("{}", table::render(&result));
+    }
+    let mismatches = bundle.mismatches(&result);
+    if !mismatches.is_empty() {
+        println!("MISMATCH: this replay does not reproduce {}:", path.display());
+        for mismatch in &mismatches {
+            println!("  {mismatch}");
+        }
+        return ExitCode::from(1);
+    }
+    println!("bundle: reproduced (same trace hash and outcome as recorded)");
+    let expected = scenario.expect.as_ref().map_or(OutcomeKind::Pass, |expect| expect.outcome);
+    if result.outcome.kind == OutcomeKind::Pass || result.outcome.kind == expected {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `run --check-determinism`: the seed twice with the trace recorded; names the first
+/// differing event when the trace hashes differ.
+fn determinism_command(file: &Path, seed: Option<u64>, strategy: Option<Strategy>) -> ExitCode {
+    let scenario = match load(file) {
+        Ok(scenario) => scenario,
+        Err(code) => return code,
+    };
+    let seed = seed.unwrap_or(scenario.run.seed);
+    let broken = match check_determinism(&scenario, &Schedule::for_seed(&scenario, strategy, seed)) {
+        Ok(hash) => {
+            println!("determinism: 2 runs, same trace hash {hash:016x}");
+            return ExitCode::SUCCESS;
+        }
+        Err(broken) => broken,
+    };
+    let [first, second] = broken.trace_hashes;
+    println!("determinism: FAILED: 2 runs of seed {seed} gave trace hashes {first:016x} and {second:016x}");
+    let event = |event: &Option<TraceEvent>| match event {
+        Some(event) => format!("task {} {:?}", event.task.0, event.kind),
+        None => "(the trace had ended)".to_string(),
+    };
+    match &broken.first_difference {
+        Some((index, a, b)) => {
+            let at = a.as_ref().or(b.as_ref()).expect("a difference has at least one event");
+            println!("  first differing event #{index} at cycle {} on CPU {}:", at.cycle.0, at.cpu.0);
+            println!("    run 1: {}", event(a));
+            println!("    run 2: {}", event(b));
+        }
+        None => println!(
+            "  the recorded events are equal; they differ only in hashed words the trace does not keep"
+        ),
+    }
+    ExitCode::from(1)
 }
 
 fn short(outcome: &Outcome) -> String {
