@@ -1,4 +1,4 @@
-//! `perfetto::chrome_trace`: Chrome trace-event JSON Perfetto opens.
+//! `perfetto::chrome_trace` and `tdxsim run --trace`: Chrome trace-event JSON Perfetto opens.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -109,4 +109,20 @@ fn s_d5_prime_walker_marks_the_warn() {
     let warn = phase(&events, "i").find(|event| event["cat"] == "warn").expect("the WARN instant");
     assert_eq!(track(warn), (0, 0));
     assert!(warn["name"].as_str().unwrap().contains("TDX_OPERAND_BUSY"));
+}
+
+#[test]
+fn tdxsim_run_trace_writes_the_json() {
+    let dir = std::env::temp_dir().join(format!("tdxsim-perfetto-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("s-d5.json");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tdxsim"))
+        .args(["replay", "library/dpamt/s-d5-per-2m-rwlock-ab-ba.toml", "--seed", "0", "--trace"])
+        .arg(&file)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("tdxsim runs");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(json["traceEvents"].as_array().is_some_and(|events| !events.is_empty()));
 }

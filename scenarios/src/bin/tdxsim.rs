@@ -37,6 +37,9 @@ enum Command {
         /// Print the run as a `CPU 0 | CPU 1` table.
         #[arg(long)]
         table: bool,
+        /// Write the run as Chrome trace-event JSON, for ui.perfetto.dev, to this file.
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
     },
     /// Explore run.runs seeds of each file and judge its [expect]; exit 1 if any fails.
     Check {
@@ -51,6 +54,9 @@ enum Command {
         /// Print the run as a `CPU 0 | CPU 1` table.
         #[arg(long)]
         table: bool,
+        /// Write the run as Chrome trace-event JSON, for ui.perfetto.dev, to this file.
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
     },
     /// Print a catalogue.
     List { what: Catalogue },
@@ -69,8 +75,10 @@ enum Catalogue {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { file, seed, table } => run_command(&file, seed, table),
-        Command::Replay { file, seed, table } => run_command(&file, Some(seed), table),
+        Command::Run { file, seed, table, trace } => run_command(&file, seed, table, trace.as_deref()),
+        Command::Replay { file, seed, table, trace } => {
+            run_command(&file, Some(seed), table, trace.as_deref())
+        }
         Command::Check { files } => check_command(&files),
         Command::List { what } => {
             list(what);
@@ -86,17 +94,22 @@ fn load(file: &Path) -> Result<Scenario, ExitCode> {
     })
 }
 
-fn run_command(file: &Path, seed: Option<u64>, show_table: bool) -> ExitCode {
+fn run_command(file: &Path, seed: Option<u64>, show_table: bool, trace_file: Option<&Path>) -> ExitCode {
     let scenario = match load(file) {
         Ok(scenario) => scenario,
         Err(code) => return code,
     };
     let seed = seed.unwrap_or(scenario.run.seed);
-    let result = run_once(&scenario, &Schedule::Random(seed), show_table);
+    let result = run_once(&scenario, &Schedule::Random(seed), show_table || trace_file.is_some());
     print_run(&scenario, seed, &result);
     if show_table {
         println!();
         print!("{}", table::render(&result));
+    }
+    if let Some(trace_file) = trace_file
+        && let Err(code) = write_chrome_trace(trace_file, &scenario, &result)
+    {
+        return code;
     }
     let expected = scenario.expect.as_ref().map_or(OutcomeKind::Pass, |expect| expect.outcome);
     if result.outcome.kind == OutcomeKind::Pass || result.outcome.kind == expected {
@@ -104,6 +117,18 @@ fn run_command(file: &Path, seed: Option<u64>, show_table: bool) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// `--trace FILE.json`: the run as Chrome trace-event JSON; exit 2 when the file cannot be written.
+fn write_chrome_trace(trace_file: &Path, scenario: &Scenario, result: &RunResult) -> Result<(), ExitCode> {
+    let json = scenarios::perfetto::chrome_trace(result, scenario);
+    let text = serde_json::to_string(&json).expect("trace JSON serialises");
+    std::fs::write(trace_file, text).map_err(|error| {
+        eprintln!("{}: cannot write the trace: {error}", trace_file.display());
+        ExitCode::from(2)
+    })?;
+    println!("trace: {} (open in ui.perfetto.dev)", trace_file.display());
+    Ok(())
 }
 
 fn print_run(scenario: &Scenario, seed: u64, result: &RunResult) {
