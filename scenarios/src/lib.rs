@@ -5,7 +5,8 @@
 //! - `load`: `load_file` / `load_str`, TOML text to `Scenario`, every check before any run.
 //! - `bundle`: `Bundle`, a repro bundle (one run, replayable without its file); `read` / `write`.
 //! - `check`: `check`, the runs of `tdxsim check` and the verdict on `[expect]`.
-//! - `table`: the two-column `CPU 0 | CPU 1` interleaving table.
+//! - `table`: the two-column `CPU 0 | CPU 1` interleaving table, focused on the finding of a failing run.
+//! - `perfetto`: `chrome_trace`, the run as Chrome trace-event JSON for Perfetto.
 //! - `error`: `ScenarioError`, one positioned error (`FILE:LINE:COL: KEY: expected …, found …`).
 //! - `run`: `run_once`, one run of a scenario from a seed or a decision vector; `Metrics`.
 //! - `units`: sizes (`"64M"`), times (`"50us"`) and addresses (`"0x200000"`).
@@ -13,6 +14,7 @@ pub mod bundle;
 pub mod check;
 pub mod error;
 pub mod load;
+pub mod perfetto;
 pub mod run;
 pub mod schema;
 pub mod table;

@@ -1,10 +1,14 @@
 //! The interleaving as the two-column `CPU 0 | CPU 1` table kernel developers paste into
 //! mail: one column per CPU that did something, one row per event, in time order.
+//!
+//! A passing run shows whole. A failing run shows only what the finding is about, under a
+//! line that says what was kept: the deadlocked CPUs from the steps that took the named
+//! locks, the step that WARNed with what overlapped it, or the CPUs an invariant names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use host_model::kernel::cpu::mark;
-use sim_core::{CpuId, Mode, TraceEvent, TraceKind};
+use sim_core::{CpuId, Mode, OutcomeKind, Span, TaskId, TraceEvent, TraceKind};
 
 use crate::run::RunResult;
 
@@ -55,18 +59,226 @@ fn cell(result: &RunResult, event: &TraceEvent, held: &mut BTreeMap<(u32, u32), 
     })
 }
 
-/// Renders the run's trace (it must have been recorded) as the table.
+/// Renders the run's trace (it must have been recorded) as the table: the whole run when
+/// it passed, otherwise the part of it the finding is about under a line naming that part.
 pub fn render(result: &RunResult) -> String {
+    if result.outcome.kind == OutcomeKind::Pass {
+        return render_whole(result);
+    }
+    let focus = focus(result);
+    let rows = rows(result, &focus.keep);
+    let cpus: Vec<String> = columns(&rows).iter().map(|cpu| cpu.0.to_string()).collect();
+    format!("{}: CPUs {}; {}\n{}", result.outcome.kind, cpus.join(", "), focus.shown, render_rows(rows))
+}
+
+/// Renders the whole run, whatever its outcome.
+pub fn render_whole(result: &RunResult) -> String {
+    render_rows(rows(result, &vec![true; result.trace.len()]))
+}
+
+/// The events a failing run's table keeps (`keep[i]` for `trace[i]`), and what they are.
+struct Focus {
+    keep: Vec<bool>,
+    shown: String,
+}
+
+fn focus(result: &RunResult) -> Focus {
+    let involved: BTreeSet<TaskId> = result.outcome.tasks.iter().copied().collect();
+    let focused = match result.outcome.kind {
+        OutcomeKind::Deadlock => focus_deadlock(result, &involved),
+        OutcomeKind::Warn => focus_warn(result, &involved),
+        _ => None,
+    };
+    focused.unwrap_or_else(|| focus_cpus(result, &involved))
+}
+
+/// Every event of the CPUs the finding names: those of its tasks, or without tasks (an
+/// invariant) those that touched a lock or counter `outcome.what` names, or else all.
+fn focus_cpus(result: &RunResult, involved: &BTreeSet<TaskId>) -> Focus {
+    let mut cpus: BTreeSet<CpuId> = involved.iter().map(|task| result.task_cpus[task.0 as usize]).collect();
+    if cpus.is_empty() {
+        let named = named_resources(result);
+        let words = bracketed_words(&result.outcome.what);
+        cpus = result
+            .trace
+            .iter()
+            .filter(|event| match &event.kind {
+                TraceKind::Wait { resource, .. }
+                | TraceKind::Acquire { resource, .. }
+                | TraceKind::Release { resource } => named.contains(&resource.0),
+                TraceKind::Mark { text, .. } => words.iter().any(|word| names(text, word)),
+                _ => false,
+            })
+            .map(|event| event.cpu)
+            .collect();
+    }
+    let keep = result.trace.iter().map(|event| cpus.is_empty() || cpus.contains(&event.cpu)).collect();
+    Focus { keep, shown: "whole run".to_string() }
+}
+
+/// The deadlocked tasks' CPUs from the first step of theirs still running when one of them
+/// first waited for or took a lock the cycle names; their steps that ended before are left out.
+fn focus_deadlock(result: &RunResult, involved: &BTreeSet<TaskId>) -> Option<Focus> {
+    let named = named_resources(result);
+    let first_named = result.trace.iter().position(|event| {
+        involved.contains(&event.task)
+            && matches!(&event.kind,
+                TraceKind::Wait { resource, .. } | TraceKind::Acquire { resource, .. }
+                    if named.contains(&resource.0))
+    })?;
+    let steps: Vec<MarkSpan> = mark_spans(&result.trace)
+        .into_iter()
+        .filter(|span| span.code == mark::STEP && involved.contains(&span.task))
+        .collect();
+    let is_dropped = |span: &MarkSpan| span.end.is_some_and(|end| end < first_named);
+    let start =
+        steps.iter().filter(|span| !is_dropped(span)).map(|span| span.begin).min().unwrap_or(first_named);
+    let start = start.min(first_named);
+    let cpus: BTreeSet<CpuId> = involved.iter().map(|task| result.task_cpus[task.0 as usize]).collect();
+    let mut keep: Vec<bool> = result
+        .trace
+        .iter()
+        .enumerate()
+        .map(|(index, event)| index >= start && cpus.contains(&event.cpu))
+        .collect();
+    for span in steps.iter().filter(|span| is_dropped(span)) {
+        for kept in &mut keep[span.begin..=span.end.expect("a dropped step ended")] {
+            *kept = false;
+        }
+    }
+    let mut lock_names: Vec<&str> =
+        named.iter().map(|id| result.resources[*id as usize].0.as_str()).collect();
+    lock_names.sort();
+    let shown = format!(
+        "steps from cycle {} taking {} (first at cycle {})",
+        result.trace[start].cycle.0,
+        lock_names.join(", "),
+        result.trace[first_named].cycle.0
+    );
+    Some(Focus { keep, shown })
+}
+
+/// The warning task's steps that hold a WARN, and what the other tasks did meanwhile:
+/// their events in that time, and the steps and SEAMCALLs they were already inside.
+fn focus_warn(result: &RunResult, involved: &BTreeSet<TaskId>) -> Option<Focus> {
+    let trace = &result.trace;
+    let warns: Vec<usize> = (0..trace.len())
+        .filter(|&index| {
+            involved.contains(&trace[index].task)
+                && matches!(trace[index].kind, TraceKind::Mark { code: mark::WARN, .. })
+        })
+        .collect();
+    let spans = mark_spans(trace);
+    let warning_steps: Vec<&MarkSpan> = spans
+        .iter()
+        .filter(|span| span.code == mark::STEP && involved.contains(&span.task))
+        .filter(|span| warns.iter().any(|&warn| span.begin < warn && span.end.is_none_or(|end| warn < end)))
+        .collect();
+    let begin = warning_steps.iter().map(|span| span.begin).min()?;
+    let end = warning_steps.iter().map(|span| span.end.unwrap_or(trace.len() - 1)).max()?;
+    let (begin_cycle, end_cycle) = (trace[begin].cycle, trace[end].cycle.max(result.end));
+    let mut keep: Vec<bool> = trace
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            if involved.contains(&event.task) {
+                (begin..=end).contains(&index)
+            } else {
+                (begin_cycle..=end_cycle).contains(&event.cycle)
+            }
+        })
+        .collect();
+    let already_inside = spans.iter().filter(|span| {
+        !involved.contains(&span.task)
+            && trace[span.begin].cycle < begin_cycle
+            && span.end.is_none_or(|end| trace[end].cycle >= begin_cycle)
+    });
+    for span in already_inside {
+        keep[span.begin] = true;
+    }
+    let shown =
+        format!("the step with the WARN, cycles {}..{}, and what overlaps it", begin_cycle.0, end_cycle.0);
+    Some(Focus { keep, shown })
+}
+
+/// A Begin mark and its End (`None`: still open when the run ended), by trace index.
+struct MarkSpan {
+    task: TaskId,
+    code: u32,
+    begin: usize,
+    end: Option<usize>,
+}
+
+/// Pairs each task's Begin and End marks, innermost first as they nest.
+fn mark_spans(trace: &[TraceEvent]) -> Vec<MarkSpan> {
+    let mut spans = Vec::new();
+    let mut open: BTreeMap<TaskId, Vec<usize>> = BTreeMap::new();
+    for (index, event) in trace.iter().enumerate() {
+        let TraceKind::Mark { span, code, .. } = &event.kind else { continue };
+        match span {
+            Span::Begin => {
+                open.entry(event.task).or_default().push(spans.len());
+                spans.push(MarkSpan { task: event.task, code: *code, begin: index, end: None });
+            }
+            Span::End => {
+                if let Some(opened) = open.get_mut(&event.task).and_then(Vec::pop) {
+                    spans[opened].end = Some(index);
+                }
+            }
+            Span::Instant => {}
+        }
+    }
+    spans
+}
+
+/// Ids of the locks whose names `outcome.what` mentions.
+fn named_resources(result: &RunResult) -> BTreeSet<u32> {
+    (0..result.resources.len() as u32)
+        .filter(|id| names(&result.outcome.what, &result.resources[*id as usize].0))
+        .collect()
+}
+
+/// Whether `text` mentions `name` as a whole word (`rw[A]` is not in `rw[AB]`).
+fn names(text: &str, name: &str) -> bool {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(name).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + name.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(|c| is_word(c) || c == '[')
+    })
+}
+
+/// The `name[label]` words of a message: counters and locks, as `pamt_refcount[A]`.
+fn bracketed_words(text: &str) -> Vec<&str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || "_[]".contains(c)))
+        .filter(|word| word.contains('[') && word.ends_with(']'))
+        .collect()
+}
+
+fn rows(result: &RunResult, keep: &[bool]) -> Vec<(u64, CpuId, String)> {
     let mut held = BTreeMap::new();
     let mut rows: Vec<(u64, CpuId, String)> = Vec::new();
-    for event in &result.trace {
-        if let Some(text) = cell(result, event, &mut held) {
+    for (event, kept) in result.trace.iter().zip(keep) {
+        // Every event goes through `cell`, so a release shows its mode even when its
+        // acquire was left out.
+        if let Some(text) = cell(result, event, &mut held)
+            && *kept
+        {
             rows.push((event.cycle.0, event.cpu, text));
         }
     }
+    rows
+}
+
+fn columns(rows: &[(u64, CpuId, String)]) -> Vec<CpuId> {
     let mut columns: Vec<CpuId> = rows.iter().map(|(_, cpu, _)| *cpu).collect();
     columns.sort();
     columns.dedup();
+    columns
+}
+
+fn render_rows(rows: Vec<(u64, CpuId, String)>) -> String {
+    let columns = columns(&rows);
     let mut widths: Vec<usize> = columns.iter().map(|cpu| cpu.to_string().len()).collect();
     for (_, cpu, text) in &rows {
         let column = columns.binary_search(cpu).expect("column of a row");
@@ -99,4 +311,25 @@ pub fn render(result: &RunResult) -> String {
         line(&mut out, &cycle.to_string(), &cells);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_matches_whole_lock_names_only() {
+        let what = "CPU 0 holds rw[A] and waits for pamt_lock";
+        assert!(names(what, "rw[A]"));
+        assert!(names(what, "pamt_lock"));
+        assert!(!names("holds rw[AB]", "rw[A]"));
+        assert!(!names("holds pamt_lock2", "pamt_lock"));
+        assert!(!names("holds xrw[A]", "rw[A]"));
+    }
+
+    #[test]
+    fn bracketed_words_are_counters_and_locks() {
+        let what = "dpamt-refcount-matches-module: pamt_refcount[A] = 1 but rw[B], x";
+        assert_eq!(bracketed_words(what), ["pamt_refcount[A]", "rw[B]"]);
+    }
 }

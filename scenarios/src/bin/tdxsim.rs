@@ -48,6 +48,9 @@ enum Command {
         /// Schedule with this strategy instead of the file's run.strategy.
         #[arg(long)]
         strategy: Option<StrategyArg>,
+        /// Write the run as Chrome trace-event JSON, for ui.perfetto.dev, to this file.
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
     },
     /// Explore run.runs seeds of each file and judge its [expect]; exit 1 if any fails.
     Check {
@@ -76,6 +79,9 @@ enum Command {
         /// The strategy the run was found with (default: the file's run.strategy).
         #[arg(long)]
         strategy: Option<StrategyArg>,
+        /// Write the run as Chrome trace-event JSON, for ui.perfetto.dev, to this file.
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
     },
     /// Print a catalogue.
     List { what: Catalogue },
@@ -111,10 +117,10 @@ enum Catalogue {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { file, seed, table, out, check_determinism, strategy } => {
+        Command::Run { file, seed, table, out, check_determinism, strategy, trace } => {
             let strategy = strategy.map(Into::into);
             let out = Some(out.as_deref().unwrap_or(Path::new(DEFAULT_OUT)));
-            let code = run_command(&file, seed, table, out, strategy);
+            let code = run_command(&file, seed, table, out, strategy, trace.as_deref());
             if check_determinism && code != ExitCode::from(2) {
                 let determinism = determinism_command(&file, seed, strategy);
                 if determinism != ExitCode::SUCCESS {
@@ -123,8 +129,8 @@ fn main() -> ExitCode {
             }
             code
         }
-        Command::Replay { file, seed, table, strategy } => {
-            replay_command(&file, seed, table, strategy.map(Into::into))
+        Command::Replay { file, seed, table, strategy, trace } => {
+            replay_command(&file, seed, table, strategy.map(Into::into), trace.as_deref())
         }
         Command::Check { files, out, jobs, strategy } => {
             check_command(&files, out.as_deref(), CheckOptions { jobs, strategy: strategy.map(Into::into) })
@@ -154,6 +160,7 @@ fn run_command(
     show_table: bool,
     bundle_dir: Option<&Path>,
     strategy: Option<Strategy>,
+    trace_file: Option<&Path>,
 ) -> ExitCode {
     let scenario = match load(file) {
         Ok(scenario) => scenario,
@@ -161,13 +168,19 @@ fn run_command(
     };
     let seed = seed.unwrap_or(scenario.run.seed);
     let strategy = strategy.unwrap_or(scenario.run.strategy);
-    let result = run_once(&scenario, &Schedule::for_seed(&scenario, Some(strategy), seed), show_table);
+    let record = show_table || trace_file.is_some();
+    let result = run_once(&scenario, &Schedule::for_seed(&scenario, Some(strategy), seed), record);
     let bundle_line = bundle_dir
         .filter(|_| result.outcome.kind != OutcomeKind::Pass)
         .and_then(|dir| write_bundle(dir, &scenario, strategy, seed, &result));
     print_run(&scenario, seed, &result);
     if let Some(line) = bundle_line {
         println!("{line}");
+    }
+    if let Some(trace_file) = trace_file
+        && let Err(code) = write_chrome_trace(trace_file, &scenario, &result)
+    {
+        return code;
     }
     if show_table {
         println!();
@@ -179,6 +192,18 @@ fn run_command(
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Writes the run as Chrome trace-event JSON (Perfetto opens it).
+fn write_chrome_trace(trace_file: &Path, scenario: &Scenario, result: &RunResult) -> Result<(), ExitCode> {
+    let json = scenarios::perfetto::chrome_trace(result, scenario);
+    let text = serde_json::to_string(&json).expect("trace JSON serialises");
+    std::fs::write(trace_file, text).map_err(|error| {
+        eprintln!("{}: cannot write the trace: {error}", trace_file.display());
+        ExitCode::from(2)
+    })?;
+    println!("trace: {} (open in ui.perfetto.dev)", trace_file.display());
+    Ok(())
 }
 
 fn print_run(scenario: &Scenario, seed: u64, result: &RunResult) {
@@ -332,14 +357,20 @@ fn check_bundle(scenario: &Scenario, summary: &CheckSummary, out: Option<&Path>)
 }
 
 /// `replay FILE --seed N` or `replay BUNDLE` (recognised by its extension or its magic).
-fn replay_command(file: &Path, seed: Option<u64>, show_table: bool, strategy: Option<Strategy>) -> ExitCode {
+fn replay_command(
+    file: &Path,
+    seed: Option<u64>,
+    show_table: bool,
+    strategy: Option<Strategy>,
+    trace_file: Option<&Path>,
+) -> ExitCode {
     match (bundle::looks_like_bundle(file), seed) {
-        (true, None) => replay_bundle(file, show_table),
+        (true, None) => replay_bundle(file, show_table, trace_file),
         (true, Some(_)) => {
             eprintln!("{}: a bundle replays its own recorded run; drop --seed", file.display());
             ExitCode::from(2)
         }
-        (false, Some(seed)) => run_command(file, Some(seed), show_table, None, strategy),
+        (false, Some(seed)) => run_command(file, Some(seed), show_table, None, strategy, trace_file),
         (false, None) => {
             eprintln!("{}: not a bundle; replaying a scenario file needs --seed N", file.display());
             ExitCode::from(2)
@@ -349,7 +380,7 @@ fn replay_command(file: &Path, seed: Option<u64>, show_table: bool, strategy: Op
 
 /// Replays a bundle's decisions on its embedded scenario, prints the run as `run` does, and
 /// exits 1 if the trace hash or outcome differ from what the bundle recorded.
-fn replay_bundle(path: &Path, show_table: bool) -> ExitCode {
+fn replay_bundle(path: &Path, show_table: bool, trace_file: Option<&Path>) -> ExitCode {
     let bundle = match bundle::read(path) {
         Ok(bundle) => bundle,
         Err(error) => {
@@ -365,7 +396,7 @@ fn replay_bundle(path: &Path, show_table: bool) -> ExitCode {
             env!("CARGO_PKG_VERSION")
         );
     }
-    let (scenario, result) = match bundle.replay(show_table) {
+    let (scenario, result) = match bundle.replay(show_table || trace_file.is_some()) {
         Ok(replayed) => replayed,
         Err(error) => {
             eprintln!("{}: the embedded scenario does not load: {error}", path.display());
@@ -373,6 +404,11 @@ fn replay_bundle(path: &Path, show_table: bool) -> ExitCode {
         }
     };
     print_run(&scenario, bundle.seed, &result);
+    if let Some(trace_file) = trace_file
+        && let Err(code) = write_chrome_trace(trace_file, &scenario, &result)
+    {
+        return code;
+    }
     if show_table {
         println!();
         print!("{}", table::render(&result));
