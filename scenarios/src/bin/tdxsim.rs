@@ -505,8 +505,12 @@ fn list(what: Catalogue) {
             }
         }
         Catalogue::Invariants => {
+            for (name, says, when) in host_model::invariants::INVARIANTS {
+                println!("{name:<32} {says}; checked {when}");
+            }
             println!(
-                "dpamt-refcount-matches-module   after a passing run: pamt_refcount[X] > 0 exactly when the module has X backed"
+                "{:<32} a lock-order inversion over lock instances or classes; checked at every lock attempt",
+                "lock-order"
             );
         }
     }
