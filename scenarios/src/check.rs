@@ -13,18 +13,12 @@ use crate::run::{Metrics, Schedule, pct_horizon, run_once};
 use crate::schema::{Bound, Scenario, Strategy};
 
 /// How to explore.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct CheckOptions {
     /// Worker threads (0: one per core).
     pub jobs: usize,
     /// Overrides `run.strategy`.
     pub strategy: Option<Strategy>,
-}
-
-impl Default for CheckOptions {
-    fn default() -> CheckOptions {
-        CheckOptions { jobs: 0, strategy: None }
-    }
 }
 
 /// The result of exploring a scenario's runs.

@@ -75,3 +75,46 @@ fn an_expectation_that_does_not_hold_is_reported() {
     let why = summary.verdict.unwrap_err();
     assert!(why.starts_with("expected every run to pass; seed 0 ended in deadlock"), "{why}");
 }
+
+#[test]
+fn check_gives_the_same_result_for_any_number_of_threads() {
+    use scenarios::check::{CheckOptions, check_with};
+    let scenario = library("s-d2-double-remove.toml");
+    let with = |jobs| check_with(&scenario, CheckOptions { jobs, strategy: None }, &|| {});
+    let (one, two) = (with(1), with(2));
+    assert_eq!(one.outcomes, two.outcomes);
+    assert_eq!(one.first_failing, two.first_failing);
+    assert_eq!(one.metrics, two.metrics);
+    assert_eq!(one.events, two.events);
+}
+
+#[test]
+fn s_d2_is_found_by_exploration_under_random_and_pct() {
+    use scenarios::check::{CheckOptions, check_with};
+    use scenarios::schema::Strategy;
+    let scenario = library("s-d2-double-remove.toml");
+    for strategy in [Strategy::Random, Strategy::Pct] {
+        let summary = check_with(&scenario, CheckOptions { jobs: 0, strategy: Some(strategy) }, &|| {});
+        assert_eq!(summary.verdict, Ok(()), "{strategy:?}");
+        let (_, outcome) = summary.first_failing.unwrap();
+        assert!(outcome.what.contains("TDX_NO_PAMT_PAGE_PAIR"), "{strategy:?}: {}", outcome.what);
+    }
+}
+
+#[test]
+fn exhaustive_covers_every_schedule_of_the_ab_ba_litmus_within_its_bound() {
+    use scenarios::check::{CheckOptions, check_with};
+    use scenarios::schema::Strategy;
+    let mut scenario = library("s-d5-per-2m-rwlock-ab-ba.toml");
+    scenario.module.jitter = 0.0;
+    scenario.run.max_stall = sim_core::Cycle(0);
+    scenario.run.exhaustive_bound = 3;
+    scenario.run.runs = 10_000;
+    let summary =
+        check_with(&scenario, CheckOptions { jobs: 0, strategy: Some(Strategy::Exhaustive) }, &|| {});
+    assert_eq!(summary.complete, Some(true), "{} schedules", summary.runs);
+    assert!(summary.runs > 1);
+    // Every schedule of the two crossed gets either deadlocks or shows the inversion.
+    assert_eq!(summary.outcomes.get(&OutcomeKind::Pass), None, "{:?}", summary.outcomes);
+    assert!(summary.outcomes.contains_key(&OutcomeKind::Deadlock));
+}
