@@ -31,6 +31,8 @@ pub struct EngineConfig {
     pub jitter: f64,
     /// Keep the trace events (for tables and Perfetto), not just their hash.
     pub record_trace: bool,
+    /// CPUs 0..online_cpus start online; the rest of `cpus` start offline.
+    pub online_cpus: u32,
     /// The longest interrupt or preemption the chooser may inject (`run.max_stall`); 0: none.
     pub max_stall_cycles: u64,
 }
@@ -43,9 +45,24 @@ pub const STALL_STEPS: u32 = 16;
 pub struct CpuState {
     pub irqs_enabled: bool,
     pub preempt_count: u32,
+    /// In the online mask. An offline CPU runs nothing; its tasks wait for it.
+    pub online: bool,
     current: Option<TaskId>,
+    /// Ready tasks in the order they get the CPU: stoppers first, then normal tasks.
     runq: VecDeque<TaskId>,
 }
+
+/// How a task competes for its CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TaskPriority {
+    /// A kernel thread or user task: preempted at preemptible points by a stopper.
+    Normal,
+    /// A stop_machine stopper (highest-priority RT): runs as soon as the CPU's current task
+    /// reaches a point where it can be preempted, or sleeps.
+    Stopper,
+}
+
+type SpawnedFuture = std::pin::Pin<Box<dyn Future<Output = ()>>>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskStatus {
@@ -63,7 +80,10 @@ pub enum TaskStatus {
 struct TaskState {
     name: String,
     cpu: CpuId,
+    priority: TaskPriority,
     status: TaskStatus,
+    /// Parked (no event) until another task unparks it; says what it waits for.
+    parked: Option<&'static str>,
     last_progress: Cycle,
     /// The resource it is queued on, for the wait-for graph.
     waiting_on: Option<(ResourceId, Mode)>,
@@ -94,6 +114,8 @@ pub struct Engine {
     next_watchdog_check: Cycle,
     events: u64,
     scratch_tasks: Vec<TaskId>,
+    /// Tasks spawned by running tasks, for the executor to take over after the poll.
+    pending_spawns: Vec<(TaskId, SpawnedFuture)>,
 }
 
 /// The handle simulated code uses to reach the engine.
@@ -103,7 +125,13 @@ pub struct Sim(Rc<RefCell<Engine>>);
 impl Engine {
     pub(crate) fn new(config: EngineConfig, chooser: Box<dyn Chooser>) -> Engine {
         let cpus = (0..config.cpus)
-            .map(|_| CpuState { irqs_enabled: true, preempt_count: 0, current: None, runq: VecDeque::new() })
+            .map(|index| CpuState {
+                irqs_enabled: true,
+                preempt_count: 0,
+                online: index < config.online_cpus,
+                current: None,
+                runq: VecDeque::new(),
+            })
             .collect();
         Engine {
             now: Cycle::ZERO,
@@ -125,6 +153,7 @@ impl Engine {
             config,
             events: 0,
             scratch_tasks: Vec::new(),
+            pending_spawns: Vec::new(),
         }
     }
 
@@ -257,11 +286,18 @@ impl Engine {
             name: name.into(),
             class: class.into(),
             handoff_cycles,
+            recursive_shared: false,
             holders: Vec::new(),
             waiters: VecDeque::new(),
             stats: ResourceStats::default(),
         });
         id
+    }
+
+    /// Lets a task that holds `resource` shared take it shared again (a percpu rwsem read
+    /// side): it succeeds unless a writer waits, in which case it queues behind the writer.
+    pub fn set_recursive_shared(&mut self, resource: ResourceId) {
+        self.resources[resource.0 as usize].recursive_shared = true;
     }
 
     pub fn resource_name(&self, resource: ResourceId) -> &str {
@@ -291,12 +327,90 @@ impl Engine {
         let cpu = self.task_cpu(task);
         let state = &mut self.cpus[cpu.0 as usize];
         debug_assert_eq!(state.current, Some(task), "leave_cpu by a task that does not own it");
+        state.current = None;
+        self.run_next(cpu);
+    }
+
+    /// Gives a free, online CPU to the first task of its run queue.
+    fn run_next(&mut self, cpu: CpuId) {
+        let state = &mut self.cpus[cpu.0 as usize];
+        if state.current.is_some() || !state.online {
+            return;
+        }
         state.current = state.runq.pop_front();
         if let Some(next) = state.current {
             self.tasks[next.0 as usize].status = TaskStatus::Running;
             let now = self.now;
             self.schedule_wake(next, now);
         }
+    }
+
+    /// Queues `task` for its CPU: stoppers ahead of normal tasks; `first_of_its_kind` puts
+    /// it ahead of the others of its priority (a preempted task goes back first).
+    fn enqueue(&mut self, task: TaskId, first_of_its_kind: bool) {
+        let priority = self.tasks[task.0 as usize].priority;
+        let cpu = self.task_cpu(task);
+        let tasks = &self.tasks;
+        let runq = &self.cpus[cpu.0 as usize].runq;
+        let position = runq
+            .iter()
+            .position(|queued| {
+                let queued_priority = tasks[queued.0 as usize].priority;
+                queued_priority < priority || (first_of_its_kind && queued_priority == priority)
+            })
+            .unwrap_or(runq.len());
+        self.cpus[cpu.0 as usize].runq.insert(position, task);
+        self.tasks[task.0 as usize].status = TaskStatus::Runnable;
+    }
+
+    /// Whether the current task must let a higher-priority task have its CPU now: it is at
+    /// a point where it can be preempted (IRQs and preemption on) and a stopper is queued.
+    pub fn should_yield(&self) -> bool {
+        let task = self.current_task();
+        let state = &self.tasks[task.0 as usize];
+        let cpu = self.cpu(state.cpu);
+        state.priority == TaskPriority::Normal
+            && cpu.irqs_enabled
+            && cpu.preempt_count == 0
+            && cpu.runq.front().is_some_and(|next| self.tasks[next.0 as usize].priority > state.priority)
+    }
+
+    /// Takes `cpu` into or out of the online mask. Coming online, it runs what waits for it.
+    pub fn set_cpu_online(&mut self, cpu: CpuId, online: bool) {
+        self.cpus[cpu.0 as usize].online = online;
+        if online {
+            self.run_next(cpu);
+        }
+    }
+
+    /// CPUs in the online mask, in order.
+    pub fn online_cpus(&self) -> Vec<CpuId> {
+        (0..self.cpus.len() as u32).map(CpuId).filter(|cpu| self.cpus[cpu.0 as usize].online).collect()
+    }
+
+    /// Adds a task from inside a run (a stopper, a kworker): it starts now on `cpu`.
+    pub fn spawn(
+        &mut self,
+        cpu: CpuId,
+        priority: TaskPriority,
+        name: String,
+        future: SpawnedFuture,
+    ) -> TaskId {
+        let now = self.now;
+        let task = self.add_task(name, cpu, now);
+        self.tasks[task.0 as usize].priority = priority;
+        self.pending_spawns.push((task, future));
+        task
+    }
+
+    /// Wakes a parked task after `delay` cycles; false if it was not parked.
+    pub fn unpark(&mut self, task: TaskId, delay: u64) -> bool {
+        if self.tasks[task.0 as usize].parked.take().is_none() {
+            return false;
+        }
+        let at = self.now.saturating_add(delay);
+        self.schedule_wake(task, at);
+        true
     }
 
     fn trace_task(&mut self, task: TaskId, kind: TraceKind, words: [u64; 4]) {
@@ -422,6 +536,9 @@ impl Engine {
             .map(|res| res.name.as_str())
             .collect();
         let mut text = format!("{} ({})", state.cpu, state.name);
+        if let Some(reason) = state.parked {
+            text += &format!(" waits for {reason}");
+        }
         if !held.is_empty() {
             text += &format!(" holds {}", held.join(", "));
         }
@@ -546,6 +663,28 @@ impl Sim {
         Acquire { sim: self.clone(), resource, mode, wait, queued: false }
     }
 
+    /// Gives the CPU to the queued stopper (see `Engine::should_yield`); back when it is done.
+    pub fn yield_cpu(&self) -> Yield {
+        Yield { sim: self.clone(), yielded: false }
+    }
+
+    /// Waits, with no event, until another task `unpark`s this one. `Spin` keeps the CPU
+    /// (busy-waiting on a flag); `Sleep` gives it up. `reason` names what it waits for.
+    pub fn park(&self, wait: WaitKind, reason: &'static str) -> Park {
+        Park { sim: self.clone(), wait, reason, parked: false }
+    }
+
+    /// Adds a task from inside a run; it starts now.
+    pub fn spawn(
+        &self,
+        cpu: CpuId,
+        priority: TaskPriority,
+        name: String,
+        future: impl Future<Output = ()> + 'static,
+    ) -> TaskId {
+        self.with(|engine| engine.spawn(cpu, priority, name, Box::pin(future)))
+    }
+
     /// Releases `resource` held by the current task; queued waiters get it after the hand-off.
     pub fn release(&self, resource: ResourceId) {
         self.with(|engine| engine.release(resource));
@@ -631,7 +770,10 @@ impl Future for Acquire {
             }
             engine.check_lock_order(task, resource);
             let res = &mut engine.resources[resource.0 as usize];
-            if let Some(held) = res.holds(task) {
+            if let Some(held) = res
+                .holds(task)
+                .filter(|&held| !(res.recursive_shared && held == Mode::Shared && mode == Mode::Shared))
+            {
                 // A non-recursive lock taken again by its holder: the kernel would hang here.
                 let name = res.name.clone();
                 engine.stop(Outcome::new(
@@ -692,7 +834,9 @@ impl Engine {
         self.tasks.push(TaskState {
             name,
             cpu,
+            priority: TaskPriority::Normal,
             status: TaskStatus::NotStarted,
+            parked: None,
             last_progress: start,
             waiting_on: None,
             in_sleep: false,
@@ -737,11 +881,10 @@ impl Engine {
             TaskStatus::NotStarted | TaskStatus::Sleeping => {
                 let state = &mut self.cpus[cpu.0 as usize];
                 match state.current {
-                    None => state.current = Some(task),
+                    None if state.online => state.current = Some(task),
                     Some(owner) if owner == task => {}
-                    Some(_) => {
-                        state.runq.push_back(task);
-                        self.tasks[task.0 as usize].status = TaskStatus::Runnable;
+                    _ => {
+                        self.enqueue(task, false);
                         return Ok(None);
                     }
                 }
@@ -788,6 +931,10 @@ impl Engine {
         self.current = None;
     }
 
+    pub(crate) fn take_spawns(&mut self) -> Vec<(TaskId, SpawnedFuture)> {
+        std::mem::take(&mut self.pending_spawns)
+    }
+
     pub(crate) fn take_decisions(&mut self) -> (Vec<u32>, Vec<u32>) {
         (std::mem::take(&mut self.decisions), std::mem::take(&mut self.decision_options))
     }
@@ -811,5 +958,66 @@ impl Engine {
     /// Name, class and figures of every resource, in creation order.
     pub fn resource_stats(&self) -> Vec<(String, String, ResourceStats)> {
         self.resources.iter().map(|res| (res.name.clone(), res.class.clone(), res.stats)).collect()
+    }
+}
+
+/// The future of [`Sim::yield_cpu`].
+pub struct Yield {
+    sim: Sim,
+    yielded: bool,
+}
+
+impl Future for Yield {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
+        let yielded = self.sim.with(|engine| {
+            if !engine.should_yield() {
+                return false;
+            }
+            let task = engine.current_task();
+            let cpu = engine.task_cpu(task);
+            engine.cpus[cpu.0 as usize].current = None;
+            engine.enqueue(task, true);
+            engine.run_next(cpu);
+            true
+        });
+        if !yielded {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        Poll::Pending
+    }
+}
+
+/// The future of [`Sim::park`].
+pub struct Park {
+    sim: Sim,
+    wait: WaitKind,
+    reason: &'static str,
+    parked: bool,
+}
+
+impl Future for Park {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.parked {
+            return Poll::Ready(());
+        }
+        let (wait, reason) = (self.wait, self.reason);
+        self.sim.with(|engine| {
+            let task = engine.current_task();
+            engine.tasks[task.0 as usize].parked = Some(reason);
+            if wait == WaitKind::Sleep {
+                engine.tasks[task.0 as usize].status = TaskStatus::Sleeping;
+                engine.leave_cpu(task);
+            }
+        });
+        self.parked = true;
+        Poll::Pending
     }
 }

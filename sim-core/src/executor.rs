@@ -95,7 +95,14 @@ impl Executor {
                 self.futures[task.0 as usize] = None;
                 self.sim.with(|engine| engine.finish_task(task));
             }
-            self.sim.with(|engine| engine.end_poll());
+            let spawned = self.sim.with(|engine| {
+                engine.end_poll();
+                engine.take_spawns()
+            });
+            for (spawned_task, future) in spawned {
+                debug_assert_eq!(spawned_task.0 as usize, self.futures.len());
+                self.futures.push(Some(future));
+            }
         };
         self.sim.with(|engine| {
             let lock_order = engine.lock_order_findings().to_vec();

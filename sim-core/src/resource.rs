@@ -61,6 +61,8 @@ pub(crate) struct Resource {
     pub class: String,
     /// Cycles from a release to the next holder running (queued-lock cache-line hand-off).
     pub handoff_cycles: u64,
+    /// A holder may take it shared again (percpu rwsem read side).
+    pub recursive_shared: bool,
     pub holders: Vec<(TaskId, Mode)>,
     /// FIFO: a waiter is granted only when everything ahead of it that conflicts is gone.
     pub waiters: VecDeque<Waiter>,

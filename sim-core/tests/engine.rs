@@ -11,6 +11,7 @@ fn config(cpus: u32, jitter: f64) -> EngineConfig {
         jitter,
         record_trace: true,
         max_stall_cycles: 0,
+        online_cpus: u32::MAX,
     }
 }
 
@@ -279,4 +280,127 @@ fn stall_points_inject_only_where_irqs_and_preemption_are_on() {
     let stalled = marks(&report)[0].0;
     // About one point in 32 stalls, each by 100..=1600 cycles.
     assert!((60 * 100..130 * 1_600).contains(&stalled), "{stalled}");
+}
+
+#[test]
+fn a_stopper_runs_at_the_first_preemptible_point_and_the_task_resumes_after_it() {
+    let mut exec = executor(2, 0.0, 0);
+    exec.spawn(CpuId(0), Cycle(0), "worker", |ctx| async move {
+        for step in 0..6u64 {
+            if ctx.sim.with(|e| e.should_yield()) {
+                ctx.sim.yield_cpu().await;
+            }
+            let now = ctx.sim.now().0;
+            ctx.sim.with(|e| e.mark(Span::Instant, 1, step, now, String::new));
+            // Steps 2 and 3 run with preemption off: no yield there.
+            let off = step == 2 || step == 3;
+            ctx.sim.with(|e| e.cpu_mut(CpuId(0)).preempt_count += u32::from(off));
+            ctx.sim.delay(100).await;
+            ctx.sim.with(|e| e.cpu_mut(CpuId(0)).preempt_count -= u32::from(off));
+        }
+    });
+    exec.spawn(CpuId(1), Cycle(250), "stop_machine", |ctx| async move {
+        ctx.sim.spawn(CpuId(0), TaskPriority::Stopper, "stopper/0".into(), {
+            let sim = ctx.sim.clone();
+            async move {
+                let now = sim.now().0;
+                sim.with(|e| e.mark(Span::Instant, 2, 99, now, String::new));
+                sim.delay(1_000).await;
+            }
+        });
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass);
+    // The stopper is queued at 250, inside step 2's preempt-disabled delay; it gets the CPU
+    // at 300, the first preemptible point after it, for 1000 cycles; then step 3 resumes.
+    assert_eq!(marks(&report), vec![(0, 0), (1, 100), (2, 200), (99, 300), (3, 1_300), (4, 1_400), (5, 1_500)]);
+}
+
+#[test]
+fn tasks_of_an_offline_cpu_wait_until_it_comes_online() {
+    let mut config = config(2, 0.0);
+    config.online_cpus = 1;
+    let mut exec = Executor::new(config, Box::new(RandomChooser::new(Seed(0))));
+    exec.spawn(CpuId(1), Cycle(0), "on-cpu1", |ctx| async move {
+        let now = ctx.sim.now().0;
+        ctx.sim.with(|e| e.mark(Span::Instant, 1, 1, now, String::new));
+    });
+    exec.spawn(CpuId(0), Cycle(0), "cpu_up", |ctx| async move {
+        ctx.sim.delay(5_000).await;
+        ctx.sim.with(|e| e.set_cpu_online(CpuId(1), true));
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass);
+    assert_eq!(marks(&report), vec![(1, 5_000)]);
+}
+
+#[test]
+fn parked_tasks_wake_when_unparked_and_a_forgotten_one_is_reported() {
+    let mut exec = executor(2, 0.0, 0);
+    let waiter = exec.spawn(CpuId(0), Cycle(0), "waiter", |ctx| async move {
+        ctx.sim.park(WaitKind::Sleep, "the completion").await;
+        let now = ctx.sim.now().0;
+        ctx.sim.with(|e| e.mark(Span::Instant, 1, 0, now, String::new));
+    });
+    exec.spawn(CpuId(1), Cycle(0), "completer", move |ctx| async move {
+        ctx.sim.delay(700).await;
+        assert!(ctx.sim.with(|e| e.unpark(waiter, 10)));
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass);
+    assert_eq!(marks(&report), vec![(0, 710)]);
+
+    let mut exec = executor(1, 0.0, 0);
+    exec.spawn(CpuId(0), Cycle(0), "waiter", |ctx| async move {
+        ctx.sim.park(WaitKind::Sleep, "a completion nobody signals").await;
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Deadlock);
+    assert!(report.outcome.what.contains("waits for a completion nobody signals"), "{}", report.outcome.what);
+}
+
+#[test]
+fn a_nested_read_behind_a_pending_writer_deadlocks() {
+    // H0 / U3: cpus_read_lock() held, a hotplug writer queues, the holder reads again.
+    let mut exec = executor(2, 0.0, 0);
+    let lock = exec.sim().with(|e| {
+        let lock = e.new_resource("cpu_hotplug_lock", "percpu_rwsem", 0);
+        e.set_recursive_shared(lock);
+        lock
+    });
+    exec.spawn(CpuId(0), Cycle(0), "vt_init", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Shared, WaitKind::Sleep).await;
+        ctx.sim.delay(1_000).await;
+        ctx.sim.acquire(lock, Mode::Shared, WaitKind::Sleep).await;
+        ctx.sim.release(lock);
+        ctx.sim.release(lock);
+    });
+    exec.spawn(CpuId(1), Cycle(100), "cpu_up", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Exclusive, WaitKind::Sleep).await;
+        ctx.sim.release(lock);
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Deadlock);
+    assert!(
+        report.outcome.what.contains(
+            "CPU 0 (vt_init) holds cpu_hotplug_lock and waits for cpu_hotplug_lock (read) held by CPU 1"
+        ),
+        "{}",
+        report.outcome.what
+    );
+
+    // Without the writer, the nested read is fine.
+    let mut exec = executor(1, 0.0, 0);
+    let lock = exec.sim().with(|e| {
+        let lock = e.new_resource("cpu_hotplug_lock", "percpu_rwsem", 0);
+        e.set_recursive_shared(lock);
+        lock
+    });
+    exec.spawn(CpuId(0), Cycle(0), "vt_init", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Shared, WaitKind::Sleep).await;
+        ctx.sim.acquire(lock, Mode::Shared, WaitKind::Sleep).await;
+        ctx.sim.release(lock);
+        ctx.sim.release(lock);
+    });
+    assert_eq!(exec.run().outcome.kind, OutcomeKind::Pass);
 }
