@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use seam_model::{Hpa, Leaf, Module, ModuleConfig, TdId, TdxStatus};
 use sim_core::Sim;
 
+use crate::kernel::cpuhp::CpuhpState;
+use crate::kernel::mutex::RwSem;
 use crate::kernel::page_alloc::PageAllocator;
 use crate::kernel::rwlock::RwLock;
 use crate::kernel::spinlock::Spinlock;
@@ -25,6 +27,15 @@ pub struct HostCosts {
     pub cond_resched: u64,
     /// `kvm_make_all_cpus_request()` with no vCPU in the guest.
     pub kick_all_vcpus: u64,
+    pub cpus_read_lock: u64,
+    /// `cpus_write_lock()` for CPU hotplug, synchronize_rcu included.
+    pub cpus_write_lock: u64,
+    /// Bringing one CPU up, apart from the cpuhp callbacks.
+    pub cpu_bringup: u64,
+    pub smp_call_on_cpu: u64,
+    /// stop_machine start-up: this, plus `stop_machine_per_cpu` per CPU.
+    pub stop_machine_base: u64,
+    pub stop_machine_per_cpu: u64,
 }
 
 impl Default for HostCosts {
@@ -39,6 +50,12 @@ impl Default for HostCosts {
             cpu_relax: 20,
             cond_resched: 100,
             kick_all_vcpus: 5_000,
+            cpus_read_lock: 50,
+            cpus_write_lock: 1_000_000,
+            cpu_bringup: 1_000_000,
+            smp_call_on_cpu: 20_000,
+            stop_machine_base: 20_000,
+            stop_machine_per_cpu: 2_000,
         }
     }
 }
@@ -89,6 +106,10 @@ pub struct Host {
     pub pamt_range_locks: RefCell<BTreeMap<usize, RwLock>>,
     pub pages: RefCell<PageAllocator>,
     pub kvm_tds: BTreeMap<TdId, KvmTd>,
+    /// `cpu_hotplug_lock`, taken by `cpus_read_lock()` / `cpus_write_lock()`.
+    pub cpu_hotplug_lock: RwSem,
+    /// Installed dynamic cpuhp states, in the order their startups run.
+    pub cpuhp_states: RefCell<Vec<CpuhpState>>,
     pub stats: RefCell<HostStats>,
     sim: Sim,
 }
@@ -119,6 +140,8 @@ impl Host {
             pages: RefCell::new(PageAllocator::new(config.memory_bytes, config.reserved_ranges.clone())),
             module: RefCell::new(module),
             kvm_tds,
+            cpu_hotplug_lock: RwSem::new(sim, "cpu_hotplug_lock", true),
+            cpuhp_states: RefCell::new(Vec::new()),
             stats: RefCell::new(HostStats::default()),
             costs,
             config,

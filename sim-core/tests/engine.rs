@@ -313,7 +313,10 @@ fn a_stopper_runs_at_the_first_preemptible_point_and_the_task_resumes_after_it()
     assert_eq!(report.outcome.kind, OutcomeKind::Pass);
     // The stopper is queued at 250, inside step 2's preempt-disabled delay; it gets the CPU
     // at 300, the first preemptible point after it, for 1000 cycles; then step 3 resumes.
-    assert_eq!(marks(&report), vec![(0, 0), (1, 100), (2, 200), (99, 300), (3, 1_300), (4, 1_400), (5, 1_500)]);
+    assert_eq!(
+        marks(&report),
+        vec![(0, 0), (1, 100), (2, 200), (99, 300), (3, 1_300), (4, 1_400), (5, 1_500)]
+    );
 }
 
 #[test]

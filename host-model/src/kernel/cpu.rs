@@ -36,6 +36,11 @@ impl Cpu {
         &self.host
     }
 
+    /// The host, shared: for tasks this one spawns on other CPUs.
+    pub fn host_rc(&self) -> Rc<Host> {
+        self.host.clone()
+    }
+
     /// Busy for `cycles` of work, moved within the jitter band. Where this CPU can be
     /// interrupted or preempted, the chooser may first stall it (`maybe_stall`).
     pub async fn work(&self, cycles: u64) {

@@ -4,12 +4,20 @@
 //! - `spinlock`: `raw_spinlock_t` / `spinlock_t`: queued, FIFO, spins in simulated time.
 //! - `rwlock`: `rwlock_t`: queued reader/writer spinning lock.
 //! - `atomic`: `atomic_t` operations as awaited steps, including `atomic_dec_and_lock`.
+//! - `mutex`: `struct mutex`, `rw_semaphore`, the percpu rwsem `cpu_hotplug_lock`.
+//! - `completion`: `struct completion`, `smp_call_on_cpu()`.
+//! - `stop_machine`: `stop_machine()` / `stop_machine_cpuslocked()` with `multi_cpu_stop()`.
+//! - `cpuhp`: the online mask, `cpu_up()` / `cpu_down()`, dynamic cpuhp states.
 //! - `page_alloc`: `alloc_page()` / `__free_page()` over simulated memory.
 pub mod atomic;
+pub mod completion;
 pub mod cpu;
+pub mod cpuhp;
+pub mod mutex;
 pub mod page_alloc;
 pub mod rwlock;
 pub mod spinlock;
+pub mod stop_machine;
 
 /// Kernel error numbers as host functions return them (`-EBUSY` is `Err(Errno::EBUSY)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

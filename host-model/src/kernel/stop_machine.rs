@@ -1,0 +1,131 @@
+//! `stop_machine()` and `stop_machine_cpuslocked()` with `multi_cpu_stop()` semantics.
+//!
+//! The caller sleeps while a stopper (highest-priority RT) is queued on every online CPU.
+//! A stopper gets its CPU only where the running task can be preempted — so a CPU inside
+//! a preempt-disabled section (a spinlock, a SEAMCALL) holds everyone up. The stoppers then
+//! walk PREPARE -> DISABLE_IRQ -> RUN -> EXIT in lock step, each state acked by all, and run
+//! the function on every CPU with IRQs off.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use sim_core::{Outcome, OutcomeKind, TaskId, TaskPriority, WaitKind};
+
+use super::Errno;
+use super::completion::{Completion, OnCpu, spawn_on_cpu};
+use super::cpu::Cpu;
+use super::mutex::{RwSem, cpus_held, down_read, up_read};
+
+/// A lock-step barrier the stoppers spin on (`ack_state()` in multi_cpu_stop).
+pub struct SpinBarrier {
+    parties: u32,
+    arrived: Cell<u32>,
+    waiters: RefCell<Vec<TaskId>>,
+}
+
+impl SpinBarrier {
+    pub fn new(parties: u32) -> SpinBarrier {
+        SpinBarrier { parties, arrived: Cell::new(0), waiters: RefCell::new(Vec::new()) }
+    }
+
+    /// Arrives and spins until all parties have; the last releases the others.
+    pub async fn arrive_and_wait(&self, cpu: &Cpu, what: &'static str) {
+        cpu.work(cpu.host().costs.atomic).await;
+        self.arrived.set(self.arrived.get() + 1);
+        if self.arrived.get() == self.parties {
+            self.arrived.set(0);
+            let handoff = cpu.host().costs.spin_handoff;
+            for waiter in self.waiters.borrow_mut().drain(..) {
+                cpu.sim.with(|engine| engine.unpark(waiter, handoff));
+            }
+            return;
+        }
+        self.waiters.borrow_mut().push(cpu.task);
+        cpu.sim.park(WaitKind::Spin, what).await;
+    }
+}
+
+/// The states of `multi_cpu_stop()`, in order.
+const MULTI_STOP_STATES: [&str; 3] = ["MULTI_STOP_PREPARE", "MULTI_STOP_DISABLE_IRQ", "MULTI_STOP_RUN"];
+
+/// `multi_cpu_stop()` on one CPU: lock step through the states, the function in RUN.
+async fn multi_cpu_stop(cpu: Cpu, barrier: Rc<SpinBarrier>, function: OnCpu<i32>) -> i32 {
+    let mut err = 0;
+    let mut irqs_were_enabled = true;
+    for state in MULTI_STOP_STATES {
+        match state {
+            "MULTI_STOP_DISABLE_IRQ" => irqs_were_enabled = cpu.local_irq_save(),
+            "MULTI_STOP_RUN" => err = function(cpu.clone()).await,
+            _ => {}
+        }
+        cpu.progress();
+        barrier.arrive_and_wait(&cpu, "the other stoppers (multi_cpu_stop)").await;
+    }
+    cpu.local_irq_restore(irqs_were_enabled);
+    err
+}
+
+/// `stop_machine_cpuslocked()`: runs `function` on every online CPU with IRQs off, while
+/// nothing else runs anywhere. The caller must hold `cpus_read_lock()`.
+///
+/// Kernel: kernel/stop_machine.c.
+pub async fn stop_machine_cpuslocked(
+    cpu: &Cpu,
+    hotplug_lock: RwSem,
+    function: OnCpu<i32>,
+) -> Result<(), i32> {
+    if !cpus_held(cpu, hotplug_lock) {
+        // lockdep_assert_cpus_held(): the online mask could change under us.
+        let what = format!("{}: stop_machine_cpuslocked() without cpus_read_lock()", cpu.id);
+        cpu.sim.with(|engine| engine.stop(Outcome::new(OutcomeKind::Warn, what, vec![cpu.task])));
+    }
+    let online = cpu.sim.with(|engine| engine.online_cpus());
+    let costs = &cpu.host().costs;
+    cpu.work(costs.stop_machine_base + costs.stop_machine_per_cpu * online.len() as u64).await;
+    let barrier = Rc::new(SpinBarrier::new(online.len() as u32));
+    let mut results = Vec::new();
+    let mut dones = Vec::new();
+    for &target in &online {
+        let done = Rc::new(Completion::default());
+        let barrier = barrier.clone();
+        let function = function.clone();
+        let stopper: OnCpu<i32> =
+            Rc::new(move |on| Box::pin(multi_cpu_stop(on, barrier.clone(), function.clone())));
+        results.push(spawn_on_cpu(
+            cpu,
+            target,
+            TaskPriority::Stopper,
+            format!("migration/{}", target.0),
+            stopper,
+            done.clone(),
+        ));
+        dones.push(done);
+    }
+    for done in &dones {
+        done.wait(cpu, "the stoppers (stop_machine)").await;
+    }
+    let first_error = results.iter().filter_map(|result| *result.borrow()).find(|&ret| ret != 0);
+    match first_error {
+        Some(ret) => Err(ret),
+        None => Ok(()),
+    }
+}
+
+/// `stop_machine()`: takes `cpus_read_lock()` itself around `stop_machine_cpuslocked()`.
+pub async fn stop_machine(cpu: &Cpu, hotplug_lock: RwSem, function: OnCpu<i32>) -> Result<(), i32> {
+    down_read(cpu, hotplug_lock).await;
+    let result = stop_machine_cpuslocked(cpu, hotplug_lock, function).await;
+    up_read(cpu, hotplug_lock);
+    result
+}
+
+/// Maps a stop_machine() error code back to an errno for callers that return one.
+pub fn errno_of(ret: i32) -> Errno {
+    match -ret {
+        16 => Errno::EBUSY,
+        12 => Errno::ENOMEM,
+        19 => Errno::ENODEV,
+        22 => Errno::EINVAL,
+        _ => Errno::EIO,
+    }
+}

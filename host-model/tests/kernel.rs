@@ -1,0 +1,236 @@
+//! The kernel primitives issue 4 needs, on their own: stop_machine, cpuhp, the hotplug lock.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use host_model::kernel::Errno;
+use host_model::kernel::completion::OnCpu;
+use host_model::kernel::cpuhp::{CpuhpState, cpu_down, cpu_up, cpuhp_setup_state};
+use host_model::kernel::mutex::{down_read, up_read};
+use host_model::kernel::spinlock::{spin_lock, spin_unlock};
+use host_model::kernel::stop_machine::{stop_machine, stop_machine_cpuslocked};
+use host_model::{Cpu, DpamtDesign, Host, HostConfig, HostCosts};
+use sim_core::{CpuId, Cycle, EngineConfig, Executor, OutcomeKind, RandomChooser, RunReport, Seed};
+
+struct World {
+    exec: Executor,
+    host: Rc<Host>,
+}
+
+fn world(cpus: u32, online: u32) -> World {
+    let exec = Executor::new(
+        EngineConfig {
+            cpus,
+            max_time: Cycle(100_000_000),
+            watchdog_cycles: 50_000_000,
+            jitter: 0.0,
+            record_trace: false,
+            max_stall_cycles: 0,
+            online_cpus: online,
+        },
+        Box::new(RandomChooser::new(Seed(1))),
+    );
+    let host = Rc::new(Host::new(
+        exec.sim(),
+        HostConfig {
+            memory_bytes: 16 << 20,
+            dpamt: true,
+            host_priority: true,
+            dpamt_design: DpamtDesign::DecAndLock,
+            leaf_costs: BTreeMap::new(),
+            costs: HostCosts::default(),
+            range_labels: BTreeMap::new(),
+            reserved_ranges: BTreeSet::new(),
+            tds: Vec::new(),
+        },
+    ));
+    World { exec, host }
+}
+
+impl World {
+    fn task<F, Fut>(&mut self, cpu: u32, start: u64, name: &str, body: F)
+    where
+        F: FnOnce(Cpu) -> Fut + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        let host = self.host.clone();
+        self.exec.spawn(CpuId(cpu), Cycle(start), name, move |ctx| {
+            body(Cpu::new(ctx.sim, ctx.cpu, ctx.task, host))
+        });
+    }
+
+    fn run(mut self) -> RunReport {
+        self.exec.run()
+    }
+}
+
+type Log = Rc<RefCell<Vec<(u32, u64, bool)>>>;
+
+/// A stop_machine function that logs (CPU, cycle, IRQs on) and returns `ret_on_cpu1` on CPU 1.
+fn logging(log: &Log, ret_on_cpu1: i32) -> OnCpu<i32> {
+    let log = log.clone();
+    Rc::new(move |cpu: Cpu| {
+        let log = log.clone();
+        Box::pin(async move {
+            let irqs_on = cpu.sim.with(|engine| engine.cpu(cpu.id).irqs_enabled);
+            log.borrow_mut().push((cpu.id.0, cpu.sim.now().0, irqs_on));
+            cpu.work(1_000).await;
+            if cpu.id.0 == 1 { ret_on_cpu1 } else { 0 }
+        })
+    })
+}
+
+#[test]
+fn stop_machine_runs_the_function_on_every_online_cpu_with_irqs_off() {
+    let mut world = world(4, 3);
+    let log: Log = Rc::default();
+    let result: Rc<RefCell<Option<Result<(), i32>>>> = Rc::default();
+    let (function, slot) = (logging(&log, -16), result.clone());
+    let lock = world.host.cpu_hotplug_lock;
+    world.task(0, 0, "updater", move |cpu| async move {
+        let result = stop_machine(&cpu, lock, function).await;
+        *slot.borrow_mut() = Some(result);
+    });
+    let report = world.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass, "{}", report.outcome);
+    let log = log.borrow();
+    let cpus: BTreeSet<u32> = log.iter().map(|&(cpu, _, _)| cpu).collect();
+    assert_eq!(cpus, BTreeSet::from([0, 1, 2]), "not the offline CPU 3");
+    assert!(log.iter().all(|&(_, _, irqs_on)| !irqs_on), "{log:?}");
+    assert_eq!(*result.borrow(), Some(Err(-16)), "an error on any CPU is the result");
+}
+
+#[test]
+fn stop_machine_waits_for_a_cpu_inside_a_spinlock() {
+    // U7: a preempt-disabled section (a spinlock held for 500k cycles) delays the update.
+    let mut world = world(2, 2);
+    let log: Log = Rc::default();
+    let function = logging(&log, 0);
+    let (lock, spin) = (world.host.cpu_hotplug_lock, world.host.dpamt_lock);
+    world.task(1, 0, "dpamt", move |cpu| async move {
+        spin_lock(&cpu, spin).await;
+        cpu.sim.delay(500_000).await;
+        spin_unlock(&cpu, spin);
+        cpu.work(100).await;
+    });
+    world.task(0, 1_000, "updater", move |cpu| async move {
+        let _ = stop_machine(&cpu, lock, function).await;
+    });
+    let report = world.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass, "{}", report.outcome);
+    let log = log.borrow();
+    assert_eq!(log.len(), 2);
+    assert!(
+        log.iter().all(|&(_, at, _)| at >= 500_000),
+        "no CPU runs the function before the unlock: {log:?}"
+    );
+}
+
+#[test]
+fn stop_machine_cpuslocked_without_the_hotplug_lock_warns() {
+    let mut world = world(2, 2);
+    let log: Log = Rc::default();
+    let function = logging(&log, 0);
+    let lock = world.host.cpu_hotplug_lock;
+    world.task(0, 0, "updater", move |cpu| async move {
+        let _ = stop_machine_cpuslocked(&cpu, lock, function).await;
+    });
+    let report = world.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Warn);
+    assert!(report.outcome.what.contains("without cpus_read_lock()"), "{}", report.outcome.what);
+}
+
+#[test]
+fn cpus_read_lock_then_stop_machine_deadlocks_against_a_pending_hotplug_writer() {
+    // U3: the updater takes cpus_read_lock(), a cpu_up() queues as writer, and stop_machine()
+    // (not _cpuslocked) takes the read lock again.
+    let mut world = world(3, 2);
+    let log: Log = Rc::default();
+    let function = logging(&log, 0);
+    let lock = world.host.cpu_hotplug_lock;
+    world.task(0, 0, "updater", move |cpu| async move {
+        down_read(&cpu, lock).await;
+        cpu.sim.sleep(10_000).await;
+        let _ = stop_machine(&cpu, lock, function).await;
+        up_read(&cpu, lock);
+    });
+    world.task(1, 1_000, "hotplug", |cpu| async move {
+        let _ = cpu_up(&cpu, CpuId(2)).await;
+    });
+    let report = world.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Deadlock, "{}", report.outcome);
+    assert!(report.outcome.what.contains("cpu_hotplug_lock"), "{}", report.outcome.what);
+    assert!(log.borrow().is_empty(), "the update never ran");
+}
+
+fn callback(
+    log: &Rc<RefCell<Vec<String>>>,
+    what: &'static str,
+    fail_on: Option<u32>,
+) -> OnCpu<Result<(), Errno>> {
+    let log = log.clone();
+    Rc::new(move |cpu: Cpu| {
+        let log = log.clone();
+        Box::pin(async move {
+            log.borrow_mut().push(format!("{what} on {}", cpu.id.0));
+            if fail_on == Some(cpu.id.0) { Err(Errno::EBUSY) } else { Ok(()) }
+        })
+    })
+}
+
+#[test]
+fn cpuhp_states_run_on_every_cpu_and_a_failing_bring_up_rolls_back() {
+    let mut world = world(3, 2);
+    let log: Rc<RefCell<Vec<String>>> = Rc::default();
+    let states = [
+        CpuhpState {
+            name: "a",
+            startup: callback(&log, "a up", None),
+            teardown: Some(callback(&log, "a down", None)),
+        },
+        CpuhpState {
+            name: "b",
+            startup: callback(&log, "b up", Some(2)),
+            teardown: Some(callback(&log, "b down", None)),
+        },
+    ];
+    let results: Rc<RefCell<Vec<Result<(), Errno>>>> = Rc::default();
+    let slot = results.clone();
+    world.task(0, 0, "setup", move |cpu| async move {
+        for state in states {
+            let result = cpuhp_setup_state(&cpu, state).await;
+            slot.borrow_mut().push(result);
+        }
+        let result = cpu_up(&cpu, CpuId(2)).await;
+        slot.borrow_mut().push(result);
+        let online = cpu.sim.with(|engine| engine.cpu(CpuId(2)).online);
+        assert!(!online, "a failed bring-up leaves the CPU offline");
+    });
+    let report = world.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass, "{}", report.outcome);
+    assert_eq!(*results.borrow(), vec![Ok(()), Ok(()), Err(Errno::EBUSY)]);
+    assert_eq!(
+        *log.borrow(),
+        ["a up on 0", "a up on 1", "b up on 0", "b up on 1", "a up on 2", "b up on 2", "a down on 2"]
+    );
+}
+
+#[test]
+fn a_refused_cpu_down_leaves_the_cpu_online() {
+    let mut world = world(2, 2);
+    let log: Rc<RefCell<Vec<String>>> = Rc::default();
+    let state = CpuhpState {
+        name: "t",
+        startup: callback(&log, "up", None),
+        teardown: Some(callback(&log, "down", Some(1))),
+    };
+    world.task(0, 0, "admin", move |cpu| async move {
+        cpuhp_setup_state(&cpu, state).await.unwrap();
+        assert_eq!(cpu_down(&cpu, CpuId(1)).await, Err(Errno::EBUSY));
+        assert!(cpu.sim.with(|engine| engine.cpu(CpuId(1)).online));
+    });
+    let report = world.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass, "{}", report.outcome);
+    assert_eq!(*log.borrow(), ["up on 0", "up on 1", "down on 1"]);
+}
