@@ -19,8 +19,8 @@ use toml::de::{DeString, DeTable, DeValue};
 
 use crate::error::{ErrorKind, ScenarioError, line_column};
 use crate::schema::{
-    Bound, CALLS, CALLS_NOT_AVAILABLE, Call, ENABLE_DESIGNS, Expect, HostCfg, METRICS, Machine, MetricBound,
-    ModuleCfg, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy, Task, UPDATE_DESIGNS,
+    Bound, CALLS, CALLS_NOT_AVAILABLE, Call, EnableDesign, Expect, HostCfg, METRICS, Machine, MetricBound,
+    ModuleCfg, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy, Task, UpdateDesign,
 };
 use crate::units::{parse_address, parse_size, parse_time};
 
@@ -224,8 +224,8 @@ impl<'t> Loader<'t> {
         let mut host = HostCfg {
             dpamt: DpamtDesign::default(),
             sept_busy: SEPT_BUSY_DESIGNS[0].to_owned(),
-            update: UPDATE_DESIGNS[0].to_owned(),
-            enable: ENABLE_DESIGNS[0].to_owned(),
+            update: UpdateDesign::default(),
+            enable: EnableDesign::default(),
         };
         let Some(table) = self.subtable(top, "host", HOST_KEYS)? else {
             return Ok(host);
@@ -235,14 +235,18 @@ impl<'t> Loader<'t> {
             let name = self.choice(&table.key("dpamt"), value, &names)?;
             host.dpamt = DpamtDesign::from_name(name).expect("choice() returned a listed name");
         }
-        for (name, designs, field) in [
-            ("sept_busy", SEPT_BUSY_DESIGNS, &mut host.sept_busy),
-            ("update", UPDATE_DESIGNS, &mut host.update),
-            ("enable", ENABLE_DESIGNS, &mut host.enable),
-        ] {
-            if let Some(value) = table.get(name) {
-                *field = self.choice(&table.key(name), value, designs)?.to_owned();
-            }
+        if let Some(value) = table.get("sept_busy") {
+            host.sept_busy = self.choice(&table.key("sept_busy"), value, SEPT_BUSY_DESIGNS)?.to_owned();
+        }
+        if let Some(value) = table.get("update") {
+            let names: Vec<&str> = UpdateDesign::ALL.iter().map(|design| design.name()).collect();
+            let name = self.choice(&table.key("update"), value, &names)?;
+            host.update = UpdateDesign::from_name(name).expect("choice() returned a listed name");
+        }
+        if let Some(value) = table.get("enable") {
+            let names: Vec<&str> = EnableDesign::ALL.iter().map(|design| design.name()).collect();
+            let name = self.choice(&table.key("enable"), value, &names)?;
+            host.enable = EnableDesign::from_name(name).expect("choice() returned a listed name");
         }
         Ok(host)
     }

@@ -67,25 +67,145 @@ pub struct HostCfg {
     pub dpamt: DpamtDesign,
     /// One of [`SEPT_BUSY_DESIGNS`] (default `kick-and-block`).
     pub sept_busy: String,
-    /// One of [`UPDATE_DESIGNS`] (default `stop-machine`).
-    pub update: String,
-    /// One of [`ENABLE_DESIGNS`] (default `boot-cpuhp`).
-    pub enable: String,
+    /// `host.update`: how `seamldr_install_module` runs a runtime update (default `stop-machine`).
+    pub update: UpdateDesign,
+    /// `host.enable`: how TDX is enabled and how CPU hotplug keeps CPUs TDX-capable
+    /// (default `boot-cpuhp`).
+    pub enable: EnableDesign,
 }
 
 /// Values of `host.sept_busy`; the first is the default.
 pub const SEPT_BUSY_DESIGNS: &[&str] = &["kick-and-block", "blind-retry"];
-/// Values of `host.update`; the first is the default.
-pub const UPDATE_DESIGNS: &[&str] =
-    &["stop-machine", "stop-machine-no-abort", "no-stop-machine", "nested-cpus-read-lock", "update-rwsem"];
-/// Values of `host.enable`; the first is the default.
-pub const ENABLE_DESIGNS: &[&str] = &[
-    "boot-cpuhp",
-    "kvm-hardware-enable",
-    "cpuhp-unlocked-usage",
-    "lp-init-without-vmxon",
-    "cpus-read-lock-vt-init",
-];
+
+/// `host.update`: the runtime-update design (spec/host-algorithms.md §5). Here until the
+/// host crate runs updates and takes it over, as it did `DpamtDesign`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpdateDesign {
+    /// Today's upstream (§5.1, §5.2): `cpus_read_lock` + `stop_machine_cpuslocked`, lock-step
+    /// state machine, abort after a failed step.
+    #[default]
+    StopMachine,
+    /// U1: the state machine advances even after a failed step.
+    StopMachineNoAbort,
+    /// U2: no stop_machine; an rwlock around SEAMCALLs instead.
+    NoStopMachine,
+    /// U3: `cpus_read_lock()` then plain `stop_machine()`, which takes it again.
+    NestedCpusReadLock,
+    /// U6: `update_rwsem`, read-held by TD builds from init to finalize, write-held by the update.
+    UpdateRwsem,
+}
+
+impl UpdateDesign {
+    /// Every design, in the order `host.update`'s error lists them; the first is the default.
+    pub const ALL: &'static [UpdateDesign] = &[
+        UpdateDesign::StopMachine,
+        UpdateDesign::StopMachineNoAbort,
+        UpdateDesign::NoStopMachine,
+        UpdateDesign::NestedCpusReadLock,
+        UpdateDesign::UpdateRwsem,
+    ];
+
+    /// The scenario name (`host.update`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            UpdateDesign::StopMachine => "stop-machine",
+            UpdateDesign::StopMachineNoAbort => "stop-machine-no-abort",
+            UpdateDesign::NoStopMachine => "no-stop-machine",
+            UpdateDesign::NestedCpusReadLock => "nested-cpus-read-lock",
+            UpdateDesign::UpdateRwsem => "update-rwsem",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<UpdateDesign> {
+        UpdateDesign::ALL.iter().copied().find(|design| design.name() == name)
+    }
+
+    /// Where the design comes from, for `tdxsim list designs`.
+    pub const fn source(self) -> &'static str {
+        match self {
+            UpdateDesign::StopMachine => {
+                "current: stop_machine_cpuslocked, abort after a failed step (runtime update v10, Chao Gao, 2026-05-20)"
+            }
+            UpdateDesign::StopMachineNoAbort => {
+                "U1: no abort, a failed SHUTDOWN still installs (Chao Gao, Re: v7 10/22, 2026-04-14)"
+            }
+            UpdateDesign::NoStopMachine => {
+                "U2: an rwlock around SEAMCALLs instead of stop_machine (rejected, v9 12/23, 2026-05-13)"
+            }
+            UpdateDesign::NestedCpusReadLock => {
+                "U3: cpus_read_lock() then stop_machine(), the read lock nested (known kernel pattern bug)"
+            }
+            UpdateDesign::UpdateRwsem => {
+                "U6: update_rwsem held across TD build (Dave Hansen, Re: v2 00/21, 2025-10)"
+            }
+        }
+    }
+}
+
+/// `host.enable`: the TDX enabling / CPU-hotplug design (spec/host-algorithms.md §2). Here
+/// until the host crate runs enabling and takes it over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EnableDesign {
+    /// Today's upstream (§2.1): VMXON refcount in the core kernel, TDX brought up at boot, a
+    /// cpuhp callback that makes every onlined CPU TDX-capable or refuses it.
+    #[default]
+    BootCpuhp,
+    /// H2: `tdx_cpu_enable()` in KVM's per-CPU hardware enable, right after VMXON.
+    KvmHardwareEnable,
+    /// H3: a separate TDX cpuhp state that reads `kvm_usage_count` without `kvm_lock`.
+    CpuhpUnlockedUsage,
+    /// H4: a TDX cpuhp state doing `tdx_cpu_enable()` unconditionally, without VMXON.
+    LpInitWithoutVmxon,
+    /// H0: `cpus_read_lock()` held across the whole of `vt_init()`.
+    CpusReadLockVtInit,
+}
+
+impl EnableDesign {
+    /// Every design, in the order `host.enable`'s error lists them; the first is the default.
+    pub const ALL: &'static [EnableDesign] = &[
+        EnableDesign::BootCpuhp,
+        EnableDesign::KvmHardwareEnable,
+        EnableDesign::CpuhpUnlockedUsage,
+        EnableDesign::LpInitWithoutVmxon,
+        EnableDesign::CpusReadLockVtInit,
+    ];
+
+    /// The scenario name (`host.enable`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            EnableDesign::BootCpuhp => "boot-cpuhp",
+            EnableDesign::KvmHardwareEnable => "kvm-hardware-enable",
+            EnableDesign::CpuhpUnlockedUsage => "cpuhp-unlocked-usage",
+            EnableDesign::LpInitWithoutVmxon => "lp-init-without-vmxon",
+            EnableDesign::CpusReadLockVtInit => "cpus-read-lock-vt-init",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<EnableDesign> {
+        EnableDesign::ALL.iter().copied().find(|design| design.name() == name)
+    }
+
+    /// Where the design comes from, for `tdxsim list designs`.
+    pub const fn source(self) -> &'static str {
+        match self {
+            EnableDesign::BootCpuhp => {
+                "current: TDX at boot, VMXON refcount, virt/tdx cpuhp state (Sean Christopherson, v3 00/16, 2026-02-13)"
+            }
+            EnableDesign::KvmHardwareEnable => {
+                "H2: tdx_cpu_enable() in KVM's hardware enable after VMXON (Kai Huang, 2024-03-22)"
+            }
+            EnableDesign::CpuhpUnlockedUsage => {
+                "H3: TDX cpuhp state reads kvm_usage_count without kvm_lock (Kai Huang, 2024-03-22)"
+            }
+            EnableDesign::LpInitWithoutVmxon => {
+                "H4: TDX cpuhp state, tdx_cpu_enable() without VMXON (Kai Huang, 2024-03-22)"
+            }
+            EnableDesign::CpusReadLockVtInit => {
+                "H0: cpus_read_lock() across vt_init(), the read lock nested (Kai Huang, 2024-03-22)"
+            }
+        }
+    }
+}
 
 /// `[[task]]`: a kernel thread pinned to one CPU, running its steps in order.
 #[derive(Clone, Debug, PartialEq)]

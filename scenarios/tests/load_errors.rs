@@ -3,7 +3,7 @@
 //! panics. One test per class of error, asserting the whole message.
 
 use scenarios::error::ErrorKind;
-use scenarios::schema::{Bound, Call, Strategy};
+use scenarios::schema::{Bound, Call, EnableDesign, Strategy, UpdateDesign};
 use scenarios::{load_file, load_str};
 use seam_model::{Gpa, Hpa, Leaf, LeafCall, TdId};
 use sim_core::{Cycle, OutcomeKind};
@@ -173,8 +173,8 @@ fn defaults_fill_everything_optional() {
     assert_eq!(scenario.module.costs[&Leaf::PhymemPamtAdd], 12_000);
     assert_eq!(scenario.host.dpamt.name(), "dec-and-lock");
     assert_eq!(
-        (scenario.host.sept_busy.as_str(), scenario.host.update.as_str(), scenario.host.enable.as_str()),
-        ("kick-and-block", "stop-machine", "boot-cpuhp")
+        (scenario.host.sept_busy.as_str(), scenario.host.update, scenario.host.enable),
+        ("kick-and-block", UpdateDesign::StopMachine, EnableDesign::BootCpuhp)
     );
     assert!(scenario.pages.is_empty() && scenario.tasks.is_empty() && scenario.expect.is_none());
     let run = &scenario.run;
@@ -465,6 +465,38 @@ fn unknown_designs() {
     assert_eq!(
         error("name = \"t\"\n[host]\nenable = true\n"),
         "x.toml:3:10: host.enable: expected one of boot-cpuhp | kvm-hardware-enable | cpuhp-unlocked-usage | lp-init-without-vmxon | cpus-read-lock-vt-init, found true"
+    );
+}
+
+#[test]
+fn every_update_and_enable_design_loads_by_name() {
+    for design in UpdateDesign::ALL {
+        let text = format!("name = \"t\"\n[host]\nupdate = \"{}\"\n", design.name());
+        assert_eq!(load_str("x.toml", &text).unwrap().host.update, *design);
+        assert_eq!(UpdateDesign::from_name(design.name()), Some(*design));
+        assert!(!design.source().is_empty());
+    }
+    for design in EnableDesign::ALL {
+        let text = format!("name = \"t\"\n[host]\nenable = \"{}\"\n", design.name());
+        assert_eq!(load_str("x.toml", &text).unwrap().host.enable, *design);
+        assert_eq!(EnableDesign::from_name(design.name()), Some(*design));
+        assert!(!design.source().is_empty());
+    }
+    // The first of each list is the default, as SCENARIOS.md's example writes it.
+    assert_eq!(UpdateDesign::ALL[0], UpdateDesign::default());
+    assert_eq!(EnableDesign::ALL[0], EnableDesign::default());
+    let scenario = load_str(
+        "x.toml",
+        "name = \"t\"\n[host]\nupdate = \"update-rwsem\"\nenable = \"lp-init-without-vmxon\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (scenario.host.update, scenario.host.enable),
+        (UpdateDesign::UpdateRwsem, EnableDesign::LpInitWithoutVmxon)
+    );
+    assert_eq!(
+        error("name = \"t\"\n[host]\nupdate = 6\n"),
+        "x.toml:3:10: host.update: expected one of stop-machine | stop-machine-no-abort | no-stop-machine | nested-cpus-read-lock | update-rwsem, found 6"
     );
 }
 
