@@ -56,8 +56,9 @@ pub fn load_str(path_for_messages: &str, text: &str) -> std::result::Result<Scen
 
 const TOP_KEYS: &[&str] =
     &["name", "about", "machine", "module", "host", "pages", "task", "workload", "run", "expect"];
-const MACHINE_KEYS: &[&str] = &["cpus", "possible_cpus", "memory", "ghz"];
-const MODULE_KEYS: &[&str] = &["dpamt", "host_priority", "jitter", "costs"];
+const MACHINE_KEYS: &[&str] = &["cpus", "possible_cpus", "memory", "ghz", "packages"];
+const MODULE_KEYS: &[&str] =
+    &["dpamt", "host_priority", "jitter", "costs", "initialized", "seamret_erratum", "compat_sensitive"];
 const HOST_KEYS: &[&str] = &["dpamt", "sept_busy", "update", "enable"];
 const TASK_KEYS: &[&str] = &["cpu", "start", "repeat", "steps"];
 const RUN_KEYS: &[&str] =
@@ -148,7 +149,7 @@ impl<'t> Loader<'t> {
 
     fn machine(&self, top: &Table<'_, '_>) -> Result<Machine> {
         let Some(table) = self.subtable(top, "machine", MACHINE_KEYS)? else {
-            return Ok(Machine { cpus: 1, possible_cpus: 1, memory_bytes: 64 << 20, ghz: 2.0 });
+            return Ok(Machine { cpus: 1, possible_cpus: 1, packages: 1, memory_bytes: 64 << 20, ghz: 2.0 });
         };
         let cpus = match table.get("cpus") {
             Some(value) => self.int(&table.key("cpus"), value, 1, MAX_CPUS)?,
@@ -157,6 +158,15 @@ impl<'t> Loader<'t> {
         let possible_cpus = match table.get("possible_cpus") {
             Some(value) => self.int(&table.key("possible_cpus"), value, cpus, MAX_CPUS)?,
             None => cpus,
+        };
+        let packages = match table.get("packages") {
+            Some(value) => {
+                self.int(&table.key("packages"), value, 1, possible_cpus).map_err(|error| ScenarioError {
+                    expected: format!("an integer 1..={possible_cpus} (at most machine.possible_cpus)"),
+                    ..error
+                })?
+            }
+            None => 1,
         };
         let memory_bytes = match table.get("memory") {
             Some(value) => {
@@ -174,7 +184,13 @@ impl<'t> Loader<'t> {
             Some(value) => self.float(&table.key("ghz"), value, "a number > 0", |ghz| ghz > 0.0)?,
             None => 2.0,
         };
-        Ok(Machine { cpus: cpus as u32, possible_cpus: possible_cpus as u32, memory_bytes, ghz })
+        Ok(Machine {
+            cpus: cpus as u32,
+            possible_cpus: possible_cpus as u32,
+            packages: packages as u32,
+            memory_bytes,
+            ghz,
+        })
     }
 
     fn module(&self, top: &Table<'_, '_>, clock: Clock) -> Result<ModuleCfg> {
@@ -183,6 +199,9 @@ impl<'t> Loader<'t> {
             host_priority: true,
             jitter: 0.10,
             costs: Leaf::ALL.iter().map(|leaf| (*leaf, leaf.default_cost_cycles())).collect(),
+            initialized: true,
+            seamret_erratum: false,
+            compat_sensitive: true,
         };
         let Some(table) = self.subtable(top, "module", MODULE_KEYS)? else {
             return Ok(module);
@@ -192,6 +211,15 @@ impl<'t> Loader<'t> {
         }
         if let Some(value) = table.get("host_priority") {
             module.host_priority = self.boolean(&table.key("host_priority"), value)?;
+        }
+        for (name, field) in [
+            ("initialized", &mut module.initialized),
+            ("seamret_erratum", &mut module.seamret_erratum),
+            ("compat_sensitive", &mut module.compat_sensitive),
+        ] {
+            if let Some(value) = table.get(name) {
+                *field = self.boolean(&table.key(name), value)?;
+            }
         }
         if let Some(value) = table.get("jitter") {
             let in_range = |jitter: f64| (0.0..=0.5).contains(&jitter);

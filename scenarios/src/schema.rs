@@ -42,6 +42,11 @@ pub struct Machine {
     pub cpus: u32,
     /// invariant: cpus <= possible_cpus <= 4096 (default = cpus).
     pub possible_cpus: u32,
+    /// `machine.packages`: physical packages (sockets) the possible CPUs are spread over, for
+    /// what is per package (SYS.KEY.CONFIG, refusing to offline a package's last CPU while a
+    /// HKID is allocated); invariant: 1..=possible_cpus (default 1). It need not divide
+    /// possible_cpus.
+    pub packages: u32,
     /// `machine.memory`: one TDMR from 0; invariant: a positive multiple of 2M (default 64M).
     pub memory_bytes: u64,
     /// Clock rate used to convert time units; invariant: finite and > 0 (default 2.0).
@@ -59,6 +64,18 @@ pub struct ModuleCfg {
     pub jitter: f64,
     /// invariant: every `Leaf` is a key; each cost >= 1 cycle.
     pub costs: BTreeMap<Leaf, u64>,
+    /// `module.initialized`: TDX was enabled at boot on every online CPU (SYS.INIT, LP.INIT,
+    /// SYS.CONFIG, KEY.CONFIG, TDMR.INIT done; default true, what every file before this key
+    /// meant). false: the module is loaded but not initialised, as before `tdx_enable()`.
+    pub initialized: bool,
+    /// `module.seamret_erratum`: the CPU has the SEAMRET erratum (SEAMRET clears the VMCS
+    /// when IA32_VMX_BASIC bit 60 is clear), so the kernel offers no runtime update
+    /// (host-algorithms.md §2.1.1, §5.1; default false).
+    pub seamret_erratum: bool,
+    /// `module.compat_sensitive`: the module supports TDH.SYS.SHUTDOWN's AVOID_COMPAT_SENSITIVE
+    /// (bit 16): a shutdown during a compatibility-sensitive operation fails with
+    /// TDX_UPDATE_COMPAT_SENSITIVE instead of going ahead (default true; false: an older module).
+    pub compat_sensitive: bool,
 }
 
 /// `[host]`: one design per algorithm.

@@ -169,6 +169,11 @@ fn defaults_fill_everything_optional() {
     assert_eq!(scenario.machine.memory_bytes, 64 << 20);
     assert_eq!(scenario.machine.ghz, 2.0);
     assert!(scenario.module.dpamt && scenario.module.host_priority);
+    assert_eq!(scenario.machine.packages, 1);
+    // A file without the keys means what it meant before them: TDX enabled at boot, a
+    // module with AVOID_COMPAT_SENSITIVE, no SEAMRET erratum.
+    assert!(scenario.module.initialized && scenario.module.compat_sensitive);
+    assert!(!scenario.module.seamret_erratum);
     assert_eq!(scenario.module.jitter, 0.10);
     assert_eq!(scenario.module.costs[&Leaf::PhymemPamtAdd], 12_000);
     assert_eq!(scenario.host.dpamt.name(), "dec-and-lock");
@@ -208,7 +213,7 @@ fn unknown_top_level_key() {
 fn unknown_key_in_a_table() {
     assert_eq!(
         error("name = \"t\"\n[machine]\ncpus = 2\ncpu_count = 2\n"),
-        "x.toml:4:1: machine.cpu_count: expected one of the keys cpus, possible_cpus, memory, ghz, found cpu_count"
+        "x.toml:4:1: machine.cpu_count: expected one of the keys cpus, possible_cpus, memory, ghz, packages, found cpu_count"
     );
     assert_eq!(
         error(&with("[run]\nstrategy = \"random\"\nseeds = 3\n")),
@@ -243,7 +248,7 @@ fn wrong_type() {
     assert_eq!(error("name = 3\n"), "x.toml:1:8: name: expected a non-empty string, found 3");
     assert_eq!(
         error("name = \"t\"\nmachine = 3\n"),
-        "x.toml:2:11: machine: expected a table with keys cpus, possible_cpus, memory, ghz, found 3"
+        "x.toml:2:11: machine: expected a table with keys cpus, possible_cpus, memory, ghz, packages, found 3"
     );
     assert_eq!(
         error("name = \"t\"\n[module]\ndpamt = \"yes\"\n"),
@@ -268,6 +273,59 @@ fn wrong_type() {
     assert_eq!(
         error(&step("{ call = \"tdx_pamt_get\", page = [[\"A1\"]] }")),
         "x.toml:9:42: task[0].steps[0].page: expected a page: a name from [pages] (A1) or an address like \"0x200000\", found [[\"A1\"]]"
+    );
+}
+
+// ---- machine.packages, module.initialized / seamret_erratum / compat_sensitive ----
+
+#[test]
+fn machine_packages() {
+    let machine = |lines: &str| format!("name = \"t\"\n[machine]\n{lines}\n");
+    let scenario = load_str("x.toml", &machine("cpus = 2\npossible_cpus = 6\npackages = 4")).unwrap();
+    assert_eq!((scenario.machine.possible_cpus, scenario.machine.packages), (6, 4));
+    // Need not divide possible_cpus; may equal it.
+    assert_eq!(load_str("x.toml", &machine("cpus = 3\npackages = 2")).unwrap().machine.packages, 2);
+    assert_eq!(load_str("x.toml", &machine("cpus = 3\npackages = 3")).unwrap().machine.packages, 3);
+    assert_eq!(
+        error(&machine("cpus = 2\npossible_cpus = 4\npackages = 5")),
+        "x.toml:5:12: machine.packages: expected an integer 1..=4 (at most machine.possible_cpus), found 5"
+    );
+    assert_eq!(
+        error(&machine("packages = 0")),
+        "x.toml:3:12: machine.packages: expected an integer 1..=1 (at most machine.possible_cpus), found 0"
+    );
+    assert_eq!(
+        error(&machine("cpus = 4\npackages = \"2\"")),
+        "x.toml:4:12: machine.packages: expected an integer 1..=4 (at most machine.possible_cpus), found \"2\""
+    );
+}
+
+#[test]
+fn module_initialized_seamret_erratum_compat_sensitive() {
+    let module = |lines: &str| format!("name = \"t\"\n[module]\n{lines}\n");
+    let scenario =
+        load_str("x.toml", &module("initialized = false\nseamret_erratum = true\ncompat_sensitive = false"))
+            .unwrap();
+    assert!(!scenario.module.initialized);
+    assert!(scenario.module.seamret_erratum);
+    assert!(!scenario.module.compat_sensitive);
+    let scenario = load_str("x.toml", &module("initialized = true\ncompat_sensitive = true")).unwrap();
+    assert!(scenario.module.initialized && scenario.module.compat_sensitive);
+    assert_eq!(
+        error(&module("initialized = \"no\"")),
+        "x.toml:3:15: module.initialized: expected true or false, found \"no\""
+    );
+    assert_eq!(
+        error(&module("seamret_erratum = 1")),
+        "x.toml:3:19: module.seamret_erratum: expected true or false, found 1"
+    );
+    assert_eq!(
+        error(&module("compat_sensitive = \"true\"")),
+        "x.toml:3:20: module.compat_sensitive: expected true or false, found \"true\""
+    );
+    assert_eq!(
+        error(&module("initialised = false")),
+        "x.toml:3:1: module.initialised: expected one of the keys dpamt, host_priority, jitter, costs, initialized, seamret_erratum, compat_sensitive, found initialised"
     );
 }
 
