@@ -344,11 +344,6 @@ impl<'t> Loader<'t> {
         let cpu = self
             .int(&cpu_key, cpu_value, 0, possible - 1)
             .map_err(|error| ScenarioError { expected, ..error })?;
-        if cpu >= u64::from(machine.cpus) {
-            let expected =
-                format!("an online CPU (0..{}); CPU hotplug is not available in this version", machine.cpus);
-            return Err(self.invalid(Some(cpu_value), &cpu_key, &expected));
-        }
         let start = match table.get("start") {
             Some(value) => self.time(&table.key("start"), value, clock, TIME_EXPECTED)?,
             None => 0,

@@ -227,7 +227,8 @@ impl EnableDesign {
 /// `[[task]]`: a kernel thread pinned to one CPU, running its steps in order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Task {
-    /// invariant: an online CPU (< machine.cpus).
+    /// invariant: < machine.possible_cpus. A task on a CPU that is offline at start
+    /// (>= machine.cpus) starts when a `cpu_up` brings that CPU online, not before `start`.
     pub cpu: u32,
     /// Earliest start (default 0).
     pub start: Cycle,
