@@ -264,6 +264,26 @@ pub enum Call {
     /// lists it for both calls) names the pages PAMT.REMOVE is expected to hand back; the put
     /// itself takes them from PAMT.REMOVE, so the pair only keeps the page allocator off them.
     TdxPamtPut { page: u64, pair: Option<[u64; 2]> },
+    /// `tdx_enable`: `tdx_enable()` in the `host.enable` design: SYS.INIT and LP.INIT on every
+    /// online CPU, then the module's initialisation (host-algorithms.md §2.1.6).
+    TdxEnable,
+    /// `tdx_cpu_enable`: `tdx_cpu_enable()` on the task's CPU: SYS.INIT once, then LP.INIT
+    /// (§2.1.3).
+    TdxCpuEnable,
+    /// `cpu_up`: bring CPU `target` online through the cpuhp callbacks of the `host.enable`
+    /// design; invariant: target < machine.possible_cpus.
+    CpuUp { target: u32 },
+    /// `cpu_down`: take CPU `target` offline through the cpuhp teardown callbacks (§2.1.5);
+    /// invariant: target < machine.possible_cpus.
+    CpuDown { target: u32 },
+    /// `seamldr_install_module`: a runtime module update in the `host.update` design (§5);
+    /// `fail_step` makes that step of the update's state machine fail (absent: none is made to).
+    SeamldrInstallModule { fail_step: Option<FailStep> },
+    /// `td_create`: TD number `td` with `vcpus` vCPUs (default 1; invariant: 1..=256) and its
+    /// control pages.
+    TdCreate { td: u32, vcpus: u32 },
+    /// `td_destroy`: teardown of TD `td` and its control pages.
+    TdDestroy { td: u32 },
     /// `tdp_fault`: EPT violations on `count` private 4K pages from `gpa`; `page` backs the
     /// first GPA and the following GPAs take the following pages (absent: allocated by the host).
     TdpFault { td: u32, gpa: u64, count: u32, page: Option<u64> },
@@ -282,6 +302,13 @@ impl Call {
             Call::Seamcall(_) => "seamcall",
             Call::TdxPamtGet { .. } => "tdx_pamt_get",
             Call::TdxPamtPut { .. } => "tdx_pamt_put",
+            Call::TdxEnable => "tdx_enable",
+            Call::TdxCpuEnable => "tdx_cpu_enable",
+            Call::CpuUp { .. } => "cpu_up",
+            Call::CpuDown { .. } => "cpu_down",
+            Call::SeamldrInstallModule { .. } => "seamldr_install_module",
+            Call::TdCreate { .. } => "td_create",
+            Call::TdDestroy { .. } => "td_destroy",
             Call::TdpFault { .. } => "tdp_fault",
             Call::Zap { .. } => "zap",
             Call::Sleep { .. } => "sleep",
@@ -301,6 +328,17 @@ pub const CALLS: &[(&str, &str, &str)] = &[
     ),
     ("tdx_pamt_get", "page, pair (optional)", "DPAMT get in the host.dpamt design"),
     ("tdx_pamt_put", "page, pair (optional)", "DPAMT put in the host.dpamt design"),
+    ("tdx_cpu_enable", "", "tdx_cpu_enable() on this CPU: SYS.INIT once, then LP.INIT"),
+    ("tdx_enable", "", "tdx_enable() in the host.enable design: every online CPU, then module init"),
+    ("cpu_up", "target", "CPU hotplug: target comes online through the cpuhp callbacks"),
+    ("cpu_down", "target", "CPU hotplug: target goes offline through the cpuhp callbacks"),
+    (
+        "seamldr_install_module",
+        "fail_step (optional: SHUTDOWN, CPU_INSTALL, CPU_INIT, RUN_UPDATE)",
+        "a runtime module update in the host.update design",
+    ),
+    ("td_create", "td, vcpus (default 1)", "a TD and its control pages"),
+    ("td_destroy", "td", "teardown of a TD and its control pages"),
     ("tdp_fault", "td, gpa, count (default 1), page (optional)", "EPT violations on private memory"),
     ("zap", "td, gpa, count (default 1)", "removal of private pages under mmu_lock write"),
     ("sleep", "for", "the task sleeps"),
@@ -309,17 +347,41 @@ pub const CALLS: &[(&str, &str, &str)] = &[
 
 /// Calls SCENARIOS.md documents that this version does not run yet; the loader refuses
 /// them with "not available in this version" rather than "unknown call".
-pub const CALLS_NOT_AVAILABLE: &[&str] = &[
-    "tdx_cpu_enable",
-    "tdx_enable",
-    "cpu_up",
-    "cpu_down",
-    "seamldr_install_module",
-    "td_create",
-    "td_destroy",
-    "vcpu_run",
-    "memslot_delete",
-];
+pub const CALLS_NOT_AVAILABLE: &[&str] = &["vcpu_run", "memslot_delete"];
+
+/// `seamldr_install_module`'s `fail_step`: a step of the update's lock-step state machine
+/// (host-algorithms.md §5.2), written as the kernel names the states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailStep {
+    /// `tdx_module_shutdown()` on the lead CPU (TDH.SYS.SHUTDOWN); recoverable, TDs kept.
+    Shutdown,
+    /// The per-CPU SEAMLDR INSTALL; destructive, TDs lost.
+    CpuInstall,
+    /// The per-CPU `tdx_cpu_enable()` against the new image; TDs lost.
+    CpuInit,
+    /// `tdx_module_run_update()` on the lead CPU (TDH.SYS.UPDATE); TDs lost.
+    RunUpdate,
+}
+
+impl FailStep {
+    /// In the state machine's order.
+    pub const ALL: &'static [FailStep] =
+        &[FailStep::Shutdown, FailStep::CpuInstall, FailStep::CpuInit, FailStep::RunUpdate];
+
+    /// The name as written in scenario files.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FailStep::Shutdown => "SHUTDOWN",
+            FailStep::CpuInstall => "CPU_INSTALL",
+            FailStep::CpuInit => "CPU_INIT",
+            FailStep::RunUpdate => "RUN_UPDATE",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<FailStep> {
+        FailStep::ALL.iter().copied().find(|step| step.name() == name)
+    }
+}
 
 /// `[run]`: how runs are explored.
 #[derive(Clone, Debug, PartialEq)]

@@ -3,7 +3,7 @@
 //! panics. One test per class of error, asserting the whole message.
 
 use scenarios::error::ErrorKind;
-use scenarios::schema::{Bound, Call, EnableDesign, Strategy, UpdateDesign};
+use scenarios::schema::{Bound, Call, EnableDesign, FailStep, Strategy, UpdateDesign};
 use scenarios::{load_file, load_str};
 use seam_model::{Gpa, Hpa, Leaf, LeafCall, TdId};
 use sim_core::{Cycle, OutcomeKind};
@@ -389,7 +389,7 @@ fn missing_required_keys() {
     );
     assert_eq!(
         error(&step("{ page = \"A1\" }")),
-        "x.toml:9:10: task[0].steps[0].call: expected a call name (seamcall, tdx_pamt_get, tdx_pamt_put, tdp_fault, zap, sleep, spin), found nothing"
+        "x.toml:9:10: task[0].steps[0].call: expected a call name (seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, td_destroy, tdp_fault, zap, sleep, spin), found nothing"
     );
     assert_eq!(
         error(&with("[expect]\nwhat = \"x\"\n")),
@@ -647,15 +647,133 @@ fn sizes_and_times_that_do_not_parse() {
 fn unknown_call() {
     assert_eq!(
         error(&step("{ call = \"tdx_pamt_getx\", page = \"A1\" }")),
-        "x.toml:9:19: task[0].steps[0].call: expected a known call (seamcall, tdx_pamt_get, tdx_pamt_put, tdp_fault, zap, sleep, spin), found \"tdx_pamt_getx\""
+        "x.toml:9:19: task[0].steps[0].call: expected a known call (seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, td_destroy, tdp_fault, zap, sleep, spin), found \"tdx_pamt_getx\""
     );
 }
 
 #[test]
 fn documented_call_not_available() {
+    for name in ["vcpu_run", "memslot_delete"] {
+        assert_eq!(
+            error(&step(&format!("{{ call = \"{name}\", td = 1 }}"))),
+            format!(
+                "x.toml:9:19: task[0].steps[0].call: expected a call this version runs ({CALL_NAMES}); {name} is not available in this version, found \"{name}\""
+            )
+        );
+    }
+}
+
+const CALL_NAMES: &str = "seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, td_destroy, tdp_fault, zap, sleep, spin";
+
+/// The call of `step(text)`'s only step, which must load.
+fn call(text: &str) -> Call {
+    let scenario = load_str("x.toml", &step(text)).unwrap();
+    scenario.tasks[0].steps[0].call.clone()
+}
+
+#[test]
+fn tdx_enable_and_tdx_cpu_enable_take_no_arguments() {
+    assert_eq!(call("{ call = \"tdx_enable\" }"), Call::TdxEnable);
+    assert_eq!(call("{ call = \"tdx_cpu_enable\", at = \"1us\" }"), Call::TdxCpuEnable);
+    assert_eq!(Call::TdxEnable.name(), "tdx_enable");
+    assert_eq!(Call::TdxCpuEnable.name(), "tdx_cpu_enable");
     assert_eq!(
-        error(&step("{ call = \"cpu_up\", target = 1 }")),
-        "x.toml:9:19: task[0].steps[0].call: expected a call this version runs (seamcall, tdx_pamt_get, tdx_pamt_put, tdp_fault, zap, sleep, spin); cpu_up is not available in this version, found \"cpu_up\""
+        error(&step("{ call = \"tdx_enable\", target = 1 }")),
+        "x.toml:9:33: task[0].steps[0].target: expected one of the keys call, at, found target"
+    );
+    assert_eq!(
+        error(&step("{ call = \"tdx_cpu_enable\", cpu = 1 }")),
+        "x.toml:9:37: task[0].steps[0].cpu: expected one of the keys call, at, found cpu"
+    );
+}
+
+#[test]
+fn cpu_up_and_cpu_down_take_a_possible_cpu() {
+    // step(): cpus = 2, so possible_cpus = 2.
+    assert_eq!(call("{ call = \"cpu_up\", target = 1 }"), Call::CpuUp { target: 1 });
+    assert_eq!(call("{ call = \"cpu_down\", target = 0 }"), Call::CpuDown { target: 0 });
+    // A CPU offline at start is a target, and its task loads too.
+    let text = "name = \"t\"\n[machine]\ncpus = 2\npossible_cpus = 4\n[[task]]\ncpu = 0\nsteps = [{ call = \"cpu_up\", target = 3 }]\n[[task]]\ncpu = 3\nsteps = [{ call = \"cpu_down\", target = 3 }]\n";
+    let scenario = load_str("x.toml", text).unwrap();
+    assert_eq!(scenario.tasks[0].steps[0].call, Call::CpuUp { target: 3 });
+    assert_eq!(scenario.tasks[1].steps[0].call, Call::CpuDown { target: 3 });
+    assert_eq!(
+        error(&step("{ call = \"cpu_up\" }")),
+        "x.toml:9:10: task[0].steps[0].target: expected a CPU 0..=1 (below machine.possible_cpus, required), found nothing"
+    );
+    assert_eq!(
+        error(&step("{ call = \"cpu_down\", target = 2 }")),
+        "x.toml:9:40: task[0].steps[0].target: expected an integer 0..=1 (below machine.possible_cpus), found 2"
+    );
+    assert_eq!(
+        error(&step("{ call = \"cpu_up\", target = -1 }")),
+        "x.toml:9:38: task[0].steps[0].target: expected an integer 0..=1 (below machine.possible_cpus), found -1"
+    );
+    assert_eq!(
+        error(&step("{ call = \"cpu_up\", target = \"1\" }")),
+        "x.toml:9:38: task[0].steps[0].target: expected an integer 0..=1 (below machine.possible_cpus), found \"1\""
+    );
+    assert_eq!(
+        error(&step("{ call = \"cpu_up\", cpu = 1 }")),
+        "x.toml:9:29: task[0].steps[0].cpu: expected one of the keys call, target, at, found cpu"
+    );
+}
+
+#[test]
+fn seamldr_install_module_takes_an_optional_fail_step() {
+    assert_eq!(call("{ call = \"seamldr_install_module\" }"), Call::SeamldrInstallModule { fail_step: None });
+    for step_name in ["SHUTDOWN", "CPU_INSTALL", "CPU_INIT", "RUN_UPDATE"] {
+        let loaded = call(&format!("{{ call = \"seamldr_install_module\", fail_step = \"{step_name}\" }}"));
+        let Call::SeamldrInstallModule { fail_step: Some(fail_step) } = loaded else { panic!("{loaded:?}") };
+        assert_eq!(fail_step.name(), step_name);
+        assert_eq!(FailStep::from_name(step_name), Some(fail_step));
+    }
+    assert_eq!(
+        call("{ call = \"seamldr_install_module\", fail_step = \"CPU_INIT\" }"),
+        Call::SeamldrInstallModule { fail_step: Some(FailStep::CpuInit) }
+    );
+    assert_eq!(
+        error(&step("{ call = \"seamldr_install_module\", fail_step = \"INSTALL\" }")),
+        "x.toml:9:57: task[0].steps[0].fail_step: expected one of SHUTDOWN | CPU_INSTALL | CPU_INIT | RUN_UPDATE, found \"INSTALL\""
+    );
+    assert_eq!(
+        error(&step("{ call = \"seamldr_install_module\", fail_step = \"shutdown\" }")),
+        "x.toml:9:57: task[0].steps[0].fail_step: expected one of SHUTDOWN | CPU_INSTALL | CPU_INIT | RUN_UPDATE, found \"shutdown\""
+    );
+    assert_eq!(
+        error(&step("{ call = \"seamldr_install_module\", fail_step = 1 }")),
+        "x.toml:9:57: task[0].steps[0].fail_step: expected one of SHUTDOWN | CPU_INSTALL | CPU_INIT | RUN_UPDATE, found 1"
+    );
+}
+
+#[test]
+fn td_create_and_td_destroy() {
+    assert_eq!(call("{ call = \"td_create\", td = 0 }"), Call::TdCreate { td: 0, vcpus: 1 });
+    assert_eq!(call("{ call = \"td_create\", td = 2, vcpus = 256 }"), Call::TdCreate { td: 2, vcpus: 256 });
+    assert_eq!(call("{ call = \"td_destroy\", td = 2 }"), Call::TdDestroy { td: 2 });
+    assert_eq!(
+        error(&step("{ call = \"td_create\", td = 1, vcpus = 0 }")),
+        "x.toml:9:48: task[0].steps[0].vcpus: expected an integer 1..=256, found 0"
+    );
+    assert_eq!(
+        error(&step("{ call = \"td_create\", td = 1, vcpus = 257 }")),
+        "x.toml:9:48: task[0].steps[0].vcpus: expected an integer 1..=256, found 257"
+    );
+    assert_eq!(
+        error(&step("{ call = \"td_create\", vcpus = 2 }")),
+        "x.toml:9:10: task[0].steps[0].td: expected a TD number (required), found nothing"
+    );
+    assert_eq!(
+        error(&step("{ call = \"td_create\", td = -1 }")),
+        "x.toml:9:37: task[0].steps[0].td: expected an integer 0..=4294967295, found -1"
+    );
+    assert_eq!(
+        error(&step("{ call = \"td_destroy\" }")),
+        "x.toml:9:10: task[0].steps[0].td: expected a TD number (required), found nothing"
+    );
+    assert_eq!(
+        error(&step("{ call = \"td_destroy\", td = 1, vcpus = 1 }")),
+        "x.toml:9:41: task[0].steps[0].vcpus: expected one of the keys call, td, at, found vcpus"
     );
 }
 
