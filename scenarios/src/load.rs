@@ -19,8 +19,9 @@ use toml::de::{DeString, DeTable, DeValue};
 
 use crate::error::{ErrorKind, ScenarioError, line_column};
 use crate::schema::{
-    Bound, CALLS, CALLS_NOT_AVAILABLE, Call, ENABLE_DESIGNS, Expect, HostCfg, METRICS, Machine, MetricBound,
-    ModuleCfg, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy, Task, UPDATE_DESIGNS,
+    Bound, CALLS, CALLS_NOT_AVAILABLE, Call, EnableDesign, Expect, FailStep, HostCfg, METRICS, Machine,
+    MetricBound, ModuleCfg, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy, Task,
+    UpdateDesign,
 };
 use crate::units::{parse_address, parse_size, parse_time};
 
@@ -56,8 +57,9 @@ pub fn load_str(path_for_messages: &str, text: &str) -> std::result::Result<Scen
 
 const TOP_KEYS: &[&str] =
     &["name", "about", "machine", "module", "host", "pages", "task", "workload", "run", "expect"];
-const MACHINE_KEYS: &[&str] = &["cpus", "possible_cpus", "memory", "ghz"];
-const MODULE_KEYS: &[&str] = &["dpamt", "host_priority", "jitter", "costs"];
+const MACHINE_KEYS: &[&str] = &["cpus", "possible_cpus", "memory", "ghz", "packages"];
+const MODULE_KEYS: &[&str] =
+    &["dpamt", "host_priority", "jitter", "costs", "initialized", "seamret_erratum", "compat_sensitive"];
 const HOST_KEYS: &[&str] = &["dpamt", "sept_busy", "update", "enable"];
 const TASK_KEYS: &[&str] = &["cpu", "start", "repeat", "steps"];
 const RUN_KEYS: &[&str] =
@@ -65,6 +67,8 @@ const RUN_KEYS: &[&str] =
 const EXPECT_KEYS: &[&str] = &["outcome", "what", "within_runs", "metrics"];
 /// Largest `machine.cpus` / `machine.possible_cpus`.
 const MAX_CPUS: u64 = 4096;
+/// Largest `td_create` `vcpus`.
+const MAX_VCPUS: u64 = 256;
 /// A `found` longer than this is cut, so one message stays one line.
 const FOUND_CHARS_MAX: usize = 40;
 
@@ -97,10 +101,11 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 }
 
-/// What page-valued arguments are checked against.
-struct PageSpace<'s> {
+/// What page- and CPU-valued step arguments are checked against.
+struct StepSpace<'s> {
     pages: &'s IndexMap<String, u64>,
     memory_bytes: u64,
+    possible_cpus: u32,
 }
 
 impl<'t> Loader<'t> {
@@ -119,7 +124,11 @@ impl<'t> Loader<'t> {
         let module = self.module(&top, clock)?;
         let host = self.host(&top)?;
         let pages = self.pages(&top, &machine)?;
-        let space = PageSpace { pages: &pages, memory_bytes: machine.memory_bytes };
+        let space = StepSpace {
+            pages: &pages,
+            memory_bytes: machine.memory_bytes,
+            possible_cpus: machine.possible_cpus,
+        };
         let tasks = self.tasks(&top, &machine, &space, clock)?;
         if let Some(value) = top.get("workload") {
             return Err(self.error(
@@ -148,7 +157,7 @@ impl<'t> Loader<'t> {
 
     fn machine(&self, top: &Table<'_, '_>) -> Result<Machine> {
         let Some(table) = self.subtable(top, "machine", MACHINE_KEYS)? else {
-            return Ok(Machine { cpus: 1, possible_cpus: 1, memory_bytes: 64 << 20, ghz: 2.0 });
+            return Ok(Machine { cpus: 1, possible_cpus: 1, packages: 1, memory_bytes: 64 << 20, ghz: 2.0 });
         };
         let cpus = match table.get("cpus") {
             Some(value) => self.int(&table.key("cpus"), value, 1, MAX_CPUS)?,
@@ -157,6 +166,15 @@ impl<'t> Loader<'t> {
         let possible_cpus = match table.get("possible_cpus") {
             Some(value) => self.int(&table.key("possible_cpus"), value, cpus, MAX_CPUS)?,
             None => cpus,
+        };
+        let packages = match table.get("packages") {
+            Some(value) => {
+                self.int(&table.key("packages"), value, 1, possible_cpus).map_err(|error| ScenarioError {
+                    expected: format!("an integer 1..={possible_cpus} (at most machine.possible_cpus)"),
+                    ..error
+                })?
+            }
+            None => 1,
         };
         let memory_bytes = match table.get("memory") {
             Some(value) => {
@@ -174,7 +192,13 @@ impl<'t> Loader<'t> {
             Some(value) => self.float(&table.key("ghz"), value, "a number > 0", |ghz| ghz > 0.0)?,
             None => 2.0,
         };
-        Ok(Machine { cpus: cpus as u32, possible_cpus: possible_cpus as u32, memory_bytes, ghz })
+        Ok(Machine {
+            cpus: cpus as u32,
+            possible_cpus: possible_cpus as u32,
+            packages: packages as u32,
+            memory_bytes,
+            ghz,
+        })
     }
 
     fn module(&self, top: &Table<'_, '_>, clock: Clock) -> Result<ModuleCfg> {
@@ -183,6 +207,9 @@ impl<'t> Loader<'t> {
             host_priority: true,
             jitter: 0.10,
             costs: Leaf::ALL.iter().map(|leaf| (*leaf, leaf.default_cost_cycles())).collect(),
+            initialized: true,
+            seamret_erratum: false,
+            compat_sensitive: true,
         };
         let Some(table) = self.subtable(top, "module", MODULE_KEYS)? else {
             return Ok(module);
@@ -192,6 +219,15 @@ impl<'t> Loader<'t> {
         }
         if let Some(value) = table.get("host_priority") {
             module.host_priority = self.boolean(&table.key("host_priority"), value)?;
+        }
+        for (name, field) in [
+            ("initialized", &mut module.initialized),
+            ("seamret_erratum", &mut module.seamret_erratum),
+            ("compat_sensitive", &mut module.compat_sensitive),
+        ] {
+            if let Some(value) = table.get(name) {
+                *field = self.boolean(&table.key(name), value)?;
+            }
         }
         if let Some(value) = table.get("jitter") {
             let in_range = |jitter: f64| (0.0..=0.5).contains(&jitter);
@@ -224,8 +260,8 @@ impl<'t> Loader<'t> {
         let mut host = HostCfg {
             dpamt: DpamtDesign::default(),
             sept_busy: SEPT_BUSY_DESIGNS[0].to_owned(),
-            update: UPDATE_DESIGNS[0].to_owned(),
-            enable: ENABLE_DESIGNS[0].to_owned(),
+            update: UpdateDesign::default(),
+            enable: EnableDesign::default(),
         };
         let Some(table) = self.subtable(top, "host", HOST_KEYS)? else {
             return Ok(host);
@@ -235,14 +271,18 @@ impl<'t> Loader<'t> {
             let name = self.choice(&table.key("dpamt"), value, &names)?;
             host.dpamt = DpamtDesign::from_name(name).expect("choice() returned a listed name");
         }
-        for (name, designs, field) in [
-            ("sept_busy", SEPT_BUSY_DESIGNS, &mut host.sept_busy),
-            ("update", UPDATE_DESIGNS, &mut host.update),
-            ("enable", ENABLE_DESIGNS, &mut host.enable),
-        ] {
-            if let Some(value) = table.get(name) {
-                *field = self.choice(&table.key(name), value, designs)?.to_owned();
-            }
+        if let Some(value) = table.get("sept_busy") {
+            host.sept_busy = self.choice(&table.key("sept_busy"), value, SEPT_BUSY_DESIGNS)?.to_owned();
+        }
+        if let Some(value) = table.get("update") {
+            let names: Vec<&str> = UpdateDesign::ALL.iter().map(|design| design.name()).collect();
+            let name = self.choice(&table.key("update"), value, &names)?;
+            host.update = UpdateDesign::from_name(name).expect("choice() returned a listed name");
+        }
+        if let Some(value) = table.get("enable") {
+            let names: Vec<&str> = EnableDesign::ALL.iter().map(|design| design.name()).collect();
+            let name = self.choice(&table.key("enable"), value, &names)?;
+            host.enable = EnableDesign::from_name(name).expect("choice() returned a listed name");
         }
         Ok(host)
     }
@@ -274,7 +314,7 @@ impl<'t> Loader<'t> {
         &self,
         top: &Table<'_, '_>,
         machine: &Machine,
-        space: &PageSpace<'_>,
+        space: &StepSpace<'_>,
         clock: Clock,
     ) -> Result<Vec<Task>> {
         let Some(value) = top.get("task") else {
@@ -300,23 +340,13 @@ impl<'t> Loader<'t> {
         &self,
         table: &Table<'_, '_>,
         machine: &Machine,
-        space: &PageSpace<'_>,
+        space: &StepSpace<'_>,
         clock: Clock,
     ) -> Result<Task> {
         let Some(cpu_value) = table.get("cpu") else {
             return Err(self.missing(table, "cpu", "an integer (the task's CPU, required)"));
         };
-        let cpu_key = table.key("cpu");
-        let possible = u64::from(machine.possible_cpus);
-        let expected = format!("an integer 0..={} (below machine.possible_cpus)", possible - 1);
-        let cpu = self
-            .int(&cpu_key, cpu_value, 0, possible - 1)
-            .map_err(|error| ScenarioError { expected, ..error })?;
-        if cpu >= u64::from(machine.cpus) {
-            let expected =
-                format!("an online CPU (0..{}); CPU hotplug is not available in this version", machine.cpus);
-            return Err(self.invalid(Some(cpu_value), &cpu_key, &expected));
-        }
+        let cpu = self.cpu(&table.key("cpu"), cpu_value, machine.possible_cpus)?;
         let start = match table.get("start") {
             Some(value) => self.time(&table.key("start"), value, clock, TIME_EXPECTED)?,
             None => 0,
@@ -341,10 +371,10 @@ impl<'t> Loader<'t> {
             steps.push(self.step(&format!("{steps_key}[{index}]"), value, space, clock)?);
         }
         let (line, _) = line_column(self.text.as_bytes(), table.span.start);
-        Ok(Task { cpu: cpu as u32, start: Cycle(start), repeat: repeat as u32, steps, line })
+        Ok(Task { cpu, start: Cycle(start), repeat: repeat as u32, steps, line })
     }
 
-    fn step(&self, path: &str, value: &Value<'_>, space: &PageSpace<'_>, clock: Clock) -> Result<Step> {
+    fn step(&self, path: &str, value: &Value<'_>, space: &StepSpace<'_>, clock: Clock) -> Result<Step> {
         let expected = "a step: an inline table like { call = \"sleep\", for = \"1us\" }";
         if !value.get_ref().is_table() {
             return Err(self.invalid(Some(value), path, expected));
@@ -392,6 +422,47 @@ impl<'t> Loader<'t> {
                 let count = self.count(&table)?;
                 Call::Zap { td, gpa: self.gpa(&table, count)?, count }
             }
+            "tdx_enable" | "tdx_cpu_enable" => {
+                self.check_keys(&table, &["call", "at"])?;
+                if name == "tdx_enable" { Call::TdxEnable } else { Call::TdxCpuEnable }
+            }
+            "cpu_up" | "cpu_down" => {
+                self.check_keys(&table, &["call", "target", "at"])?;
+                let Some(target_value) = table.get("target") else {
+                    let expected = format!(
+                        "a CPU 0..={} (below machine.possible_cpus, required)",
+                        space.possible_cpus - 1
+                    );
+                    return Err(self.missing(&table, "target", &expected));
+                };
+                let target = self.cpu(&table.key("target"), target_value, space.possible_cpus)?;
+                if name == "cpu_up" { Call::CpuUp { target } } else { Call::CpuDown { target } }
+            }
+            "seamldr_install_module" => {
+                self.check_keys(&table, &["call", "fail_step", "at"])?;
+                let fail_step = match table.get("fail_step") {
+                    Some(value) => {
+                        let names: Vec<&str> = FailStep::ALL.iter().map(|step| step.name()).collect();
+                        let name = self.choice(&table.key("fail_step"), value, &names)?;
+                        Some(FailStep::from_name(name).expect("choice() returned a listed name"))
+                    }
+                    None => None,
+                };
+                Call::SeamldrInstallModule { fail_step }
+            }
+            "td_create" => {
+                self.check_keys(&table, &["call", "td", "vcpus", "at"])?;
+                let td = self.required_td(&table)?;
+                let vcpus = match table.get("vcpus") {
+                    Some(value) => self.int(&table.key("vcpus"), value, 1, MAX_VCPUS)? as u32,
+                    None => 1,
+                };
+                Call::TdCreate { td, vcpus }
+            }
+            "td_destroy" => {
+                self.check_keys(&table, &["call", "td", "at"])?;
+                Call::TdDestroy { td: self.required_td(&table)? }
+            }
             "sleep" | "spin" => {
                 self.check_keys(&table, &["call", "for", "at"])?;
                 let Some(for_value) = table.get("for") else {
@@ -422,7 +493,7 @@ impl<'t> Loader<'t> {
 
     /// `{ call = "seamcall", leaf = ..., operands }` -> the typed `LeafCall`. Operands are
     /// kept as given (PAMT.ADD's `hpa` is not rounded to 2MB: the module checks that).
-    fn seamcall(&self, table: &Table<'_, '_>, space: &PageSpace<'_>) -> Result<Call> {
+    fn seamcall(&self, table: &Table<'_, '_>, space: &StepSpace<'_>) -> Result<Call> {
         let modelled: Vec<&str> =
             Leaf::ALL.iter().filter(|leaf| leaf.is_modelled()).map(|leaf| leaf.name()).collect();
         let modelled = modelled.join(", ");
@@ -590,8 +661,16 @@ fn call_names() -> String {
     CALLS.iter().map(|(name, _, _)| *name).collect::<Vec<_>>().join(", ")
 }
 
-/// Step arguments: td, gpa, count, pages.
+/// Step arguments: CPUs, td, gpa, count, pages.
 impl Loader<'_> {
+    /// A CPU number below `possible_cpus`: a task's `cpu`, `cpu_up`'s and `cpu_down`'s `target`.
+    fn cpu(&self, key: &str, value: &Value<'_>, possible_cpus: u32) -> Result<u32> {
+        let last = u64::from(possible_cpus) - 1;
+        let expected = format!("an integer 0..={last} (below machine.possible_cpus)");
+        let cpu = self.int(key, value, 0, last).map_err(|error| ScenarioError { expected, ..error })?;
+        Ok(cpu as u32)
+    }
+
     fn required_td(&self, table: &Table<'_, '_>) -> Result<u32> {
         let Some(value) = table.get("td") else {
             return Err(self.missing(table, "td", "a TD number (required)"));
@@ -625,7 +704,7 @@ impl Loader<'_> {
         table: &Table<'_, '_>,
         name: &str,
         count: u32,
-        space: &PageSpace<'_>,
+        space: &StepSpace<'_>,
     ) -> Result<u64> {
         let Some(value) = table.get(name) else {
             return Err(self.missing(table, name, "a page: a name from [pages] or an address (required)"));
@@ -634,7 +713,7 @@ impl Loader<'_> {
     }
 
     /// `[P1, P2]`: exactly two pages.
-    fn pair(&self, key: &str, value: &Value<'_>, space: &PageSpace<'_>) -> Result<[u64; 2]> {
+    fn pair(&self, key: &str, value: &Value<'_>, space: &StepSpace<'_>) -> Result<[u64; 2]> {
         let expected = "two pages, like [\"B1\", \"0x600000\"]";
         match value.get_ref() {
             DeValue::Array(items) if items.len() == 2 => Ok([
@@ -647,7 +726,7 @@ impl Loader<'_> {
 
     /// A page name from `[pages]`, an integer or an address string, checked to start
     /// `count` 4K pages that all lie inside `machine.memory`.
-    fn page(&self, key: &str, value: &Value<'_>, count: u32, space: &PageSpace<'_>) -> Result<u64> {
+    fn page(&self, key: &str, value: &Value<'_>, count: u32, space: &StepSpace<'_>) -> Result<u64> {
         let names: Vec<&str> = space.pages.keys().map(String::as_str).collect();
         let names = if names.is_empty() { "none defined".to_owned() } else { names.join(", ") };
         let expected = format!("a page: a name from [pages] ({names}) or an address like \"0x200000\"");

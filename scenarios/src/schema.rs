@@ -42,6 +42,11 @@ pub struct Machine {
     pub cpus: u32,
     /// invariant: cpus <= possible_cpus <= 4096 (default = cpus).
     pub possible_cpus: u32,
+    /// `machine.packages`: physical packages (sockets) the possible CPUs are spread over, for
+    /// what is per package (SYS.KEY.CONFIG, refusing to offline a package's last CPU while a
+    /// HKID is allocated); invariant: 1..=possible_cpus (default 1). It need not divide
+    /// possible_cpus.
+    pub packages: u32,
     /// `machine.memory`: one TDMR from 0; invariant: a positive multiple of 2M (default 64M).
     pub memory_bytes: u64,
     /// Clock rate used to convert time units; invariant: finite and > 0 (default 2.0).
@@ -59,6 +64,18 @@ pub struct ModuleCfg {
     pub jitter: f64,
     /// invariant: every `Leaf` is a key; each cost >= 1 cycle.
     pub costs: BTreeMap<Leaf, u64>,
+    /// `module.initialized`: TDX was enabled at boot on every online CPU (SYS.INIT, LP.INIT,
+    /// SYS.CONFIG, KEY.CONFIG, TDMR.INIT done; default true, what every file before this key
+    /// meant). false: the module is loaded but not initialised, as before `tdx_enable()`.
+    pub initialized: bool,
+    /// `module.seamret_erratum`: the CPU has the SEAMRET erratum (SEAMRET clears the VMCS
+    /// when IA32_VMX_BASIC bit 60 is clear), so the kernel offers no runtime update
+    /// (host-algorithms.md §2.1.1, §5.1; default false).
+    pub seamret_erratum: bool,
+    /// `module.compat_sensitive`: the module supports TDH.SYS.SHUTDOWN's AVOID_COMPAT_SENSITIVE
+    /// (bit 16): a shutdown during a compatibility-sensitive operation fails with
+    /// TDX_UPDATE_COMPAT_SENSITIVE instead of going ahead (default true; false: an older module).
+    pub compat_sensitive: bool,
 }
 
 /// `[host]`: one design per algorithm.
@@ -67,30 +84,151 @@ pub struct HostCfg {
     pub dpamt: DpamtDesign,
     /// One of [`SEPT_BUSY_DESIGNS`] (default `kick-and-block`).
     pub sept_busy: String,
-    /// One of [`UPDATE_DESIGNS`] (default `stop-machine`).
-    pub update: String,
-    /// One of [`ENABLE_DESIGNS`] (default `boot-cpuhp`).
-    pub enable: String,
+    /// `host.update`: how `seamldr_install_module` runs a runtime update (default `stop-machine`).
+    pub update: UpdateDesign,
+    /// `host.enable`: how TDX is enabled and how CPU hotplug keeps CPUs TDX-capable
+    /// (default `boot-cpuhp`).
+    pub enable: EnableDesign,
 }
 
 /// Values of `host.sept_busy`; the first is the default.
 pub const SEPT_BUSY_DESIGNS: &[&str] = &["kick-and-block", "blind-retry"];
-/// Values of `host.update`; the first is the default.
-pub const UPDATE_DESIGNS: &[&str] =
-    &["stop-machine", "stop-machine-no-abort", "no-stop-machine", "nested-cpus-read-lock", "update-rwsem"];
-/// Values of `host.enable`; the first is the default.
-pub const ENABLE_DESIGNS: &[&str] = &[
-    "boot-cpuhp",
-    "kvm-hardware-enable",
-    "cpuhp-unlocked-usage",
-    "lp-init-without-vmxon",
-    "cpus-read-lock-vt-init",
-];
+
+/// `host.update`: the runtime-update design (spec/host-algorithms.md §5). Here until the
+/// host crate runs updates and takes it over, as it did `DpamtDesign`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpdateDesign {
+    /// Today's upstream (§5.1, §5.2): `cpus_read_lock` + `stop_machine_cpuslocked`, lock-step
+    /// state machine, abort after a failed step.
+    #[default]
+    StopMachine,
+    /// U1: the state machine advances even after a failed step.
+    StopMachineNoAbort,
+    /// U2: no stop_machine; an rwlock around SEAMCALLs instead.
+    NoStopMachine,
+    /// U3: `cpus_read_lock()` then plain `stop_machine()`, which takes it again.
+    NestedCpusReadLock,
+    /// U6: `update_rwsem`, read-held by TD builds from init to finalize, write-held by the update.
+    UpdateRwsem,
+}
+
+impl UpdateDesign {
+    /// Every design, in the order `host.update`'s error lists them; the first is the default.
+    pub const ALL: &'static [UpdateDesign] = &[
+        UpdateDesign::StopMachine,
+        UpdateDesign::StopMachineNoAbort,
+        UpdateDesign::NoStopMachine,
+        UpdateDesign::NestedCpusReadLock,
+        UpdateDesign::UpdateRwsem,
+    ];
+
+    /// The scenario name (`host.update`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            UpdateDesign::StopMachine => "stop-machine",
+            UpdateDesign::StopMachineNoAbort => "stop-machine-no-abort",
+            UpdateDesign::NoStopMachine => "no-stop-machine",
+            UpdateDesign::NestedCpusReadLock => "nested-cpus-read-lock",
+            UpdateDesign::UpdateRwsem => "update-rwsem",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<UpdateDesign> {
+        UpdateDesign::ALL.iter().copied().find(|design| design.name() == name)
+    }
+
+    /// Where the design comes from, for `tdxsim list designs`.
+    pub const fn source(self) -> &'static str {
+        match self {
+            UpdateDesign::StopMachine => {
+                "current: stop_machine_cpuslocked, abort after a failed step (runtime update v10, Chao Gao, 2026-05-20)"
+            }
+            UpdateDesign::StopMachineNoAbort => {
+                "U1: no abort, a failed SHUTDOWN still installs (Chao Gao, Re: v7 10/22, 2026-04-14)"
+            }
+            UpdateDesign::NoStopMachine => {
+                "U2: an rwlock around SEAMCALLs instead of stop_machine (rejected, v9 12/23, 2026-05-13)"
+            }
+            UpdateDesign::NestedCpusReadLock => {
+                "U3: cpus_read_lock() then stop_machine(), the read lock nested (known kernel pattern bug)"
+            }
+            UpdateDesign::UpdateRwsem => {
+                "U6: update_rwsem held across TD build (Dave Hansen, Re: v2 00/21, 2025-10)"
+            }
+        }
+    }
+}
+
+/// `host.enable`: the TDX enabling / CPU-hotplug design (spec/host-algorithms.md §2). Here
+/// until the host crate runs enabling and takes it over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EnableDesign {
+    /// Today's upstream (§2.1): VMXON refcount in the core kernel, TDX brought up at boot, a
+    /// cpuhp callback that makes every onlined CPU TDX-capable or refuses it.
+    #[default]
+    BootCpuhp,
+    /// H2: `tdx_cpu_enable()` in KVM's per-CPU hardware enable, right after VMXON.
+    KvmHardwareEnable,
+    /// H3: a separate TDX cpuhp state that reads `kvm_usage_count` without `kvm_lock`.
+    CpuhpUnlockedUsage,
+    /// H4: a TDX cpuhp state doing `tdx_cpu_enable()` unconditionally, without VMXON.
+    LpInitWithoutVmxon,
+    /// H0: `cpus_read_lock()` held across the whole of `vt_init()`.
+    CpusReadLockVtInit,
+}
+
+impl EnableDesign {
+    /// Every design, in the order `host.enable`'s error lists them; the first is the default.
+    pub const ALL: &'static [EnableDesign] = &[
+        EnableDesign::BootCpuhp,
+        EnableDesign::KvmHardwareEnable,
+        EnableDesign::CpuhpUnlockedUsage,
+        EnableDesign::LpInitWithoutVmxon,
+        EnableDesign::CpusReadLockVtInit,
+    ];
+
+    /// The scenario name (`host.enable`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            EnableDesign::BootCpuhp => "boot-cpuhp",
+            EnableDesign::KvmHardwareEnable => "kvm-hardware-enable",
+            EnableDesign::CpuhpUnlockedUsage => "cpuhp-unlocked-usage",
+            EnableDesign::LpInitWithoutVmxon => "lp-init-without-vmxon",
+            EnableDesign::CpusReadLockVtInit => "cpus-read-lock-vt-init",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<EnableDesign> {
+        EnableDesign::ALL.iter().copied().find(|design| design.name() == name)
+    }
+
+    /// Where the design comes from, for `tdxsim list designs`.
+    pub const fn source(self) -> &'static str {
+        match self {
+            EnableDesign::BootCpuhp => {
+                "current: TDX at boot, VMXON refcount, virt/tdx cpuhp state (Sean Christopherson, v3 00/16, 2026-02-13)"
+            }
+            EnableDesign::KvmHardwareEnable => {
+                "H2: tdx_cpu_enable() in KVM's hardware enable after VMXON (Kai Huang, 2024-03-22)"
+            }
+            EnableDesign::CpuhpUnlockedUsage => {
+                "H3: TDX cpuhp state reads kvm_usage_count without kvm_lock (Kai Huang, 2024-03-22)"
+            }
+            EnableDesign::LpInitWithoutVmxon => {
+                "H4: TDX cpuhp state, tdx_cpu_enable() without VMXON (Kai Huang, 2024-03-22)"
+            }
+            EnableDesign::CpusReadLockVtInit => {
+                "H0: cpus_read_lock() across vt_init(), the read lock nested (Kai Huang, 2024-03-22)"
+            }
+        }
+    }
+}
 
 /// `[[task]]`: a kernel thread pinned to one CPU, running its steps in order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Task {
-    /// invariant: an online CPU (< machine.cpus).
+    /// invariant: < machine.possible_cpus. A task on a CPU that is offline at start
+    /// (>= machine.cpus) starts when a `cpu_up` brings that CPU online, not before `start`.
     pub cpu: u32,
     /// Earliest start (default 0).
     pub start: Cycle,
@@ -126,6 +264,26 @@ pub enum Call {
     /// lists it for both calls) names the pages PAMT.REMOVE is expected to hand back; the put
     /// itself takes them from PAMT.REMOVE, so the pair only keeps the page allocator off them.
     TdxPamtPut { page: u64, pair: Option<[u64; 2]> },
+    /// `tdx_enable`: `tdx_enable()` in the `host.enable` design: SYS.INIT and LP.INIT on every
+    /// online CPU, then the module's initialisation (host-algorithms.md §2.1.6).
+    TdxEnable,
+    /// `tdx_cpu_enable`: `tdx_cpu_enable()` on the task's CPU: SYS.INIT once, then LP.INIT
+    /// (§2.1.3).
+    TdxCpuEnable,
+    /// `cpu_up`: bring CPU `target` online through the cpuhp callbacks of the `host.enable`
+    /// design; invariant: target < machine.possible_cpus.
+    CpuUp { target: u32 },
+    /// `cpu_down`: take CPU `target` offline through the cpuhp teardown callbacks (§2.1.5);
+    /// invariant: target < machine.possible_cpus.
+    CpuDown { target: u32 },
+    /// `seamldr_install_module`: a runtime module update in the `host.update` design (§5);
+    /// `fail_step` makes that step of the update's state machine fail (absent: none is made to).
+    SeamldrInstallModule { fail_step: Option<FailStep> },
+    /// `td_create`: TD number `td` with `vcpus` vCPUs (default 1; invariant: 1..=256) and its
+    /// control pages.
+    TdCreate { td: u32, vcpus: u32 },
+    /// `td_destroy`: teardown of TD `td` and its control pages.
+    TdDestroy { td: u32 },
     /// `tdp_fault`: EPT violations on `count` private 4K pages from `gpa`; `page` backs the
     /// first GPA and the following GPAs take the following pages (absent: allocated by the host).
     TdpFault { td: u32, gpa: u64, count: u32, page: Option<u64> },
@@ -144,6 +302,13 @@ impl Call {
             Call::Seamcall(_) => "seamcall",
             Call::TdxPamtGet { .. } => "tdx_pamt_get",
             Call::TdxPamtPut { .. } => "tdx_pamt_put",
+            Call::TdxEnable => "tdx_enable",
+            Call::TdxCpuEnable => "tdx_cpu_enable",
+            Call::CpuUp { .. } => "cpu_up",
+            Call::CpuDown { .. } => "cpu_down",
+            Call::SeamldrInstallModule { .. } => "seamldr_install_module",
+            Call::TdCreate { .. } => "td_create",
+            Call::TdDestroy { .. } => "td_destroy",
             Call::TdpFault { .. } => "tdp_fault",
             Call::Zap { .. } => "zap",
             Call::Sleep { .. } => "sleep",
@@ -163,6 +328,17 @@ pub const CALLS: &[(&str, &str, &str)] = &[
     ),
     ("tdx_pamt_get", "page, pair (optional)", "DPAMT get in the host.dpamt design"),
     ("tdx_pamt_put", "page, pair (optional)", "DPAMT put in the host.dpamt design"),
+    ("tdx_cpu_enable", "", "tdx_cpu_enable() on this CPU: SYS.INIT once, then LP.INIT"),
+    ("tdx_enable", "", "tdx_enable() in the host.enable design: every online CPU, then module init"),
+    ("cpu_up", "target", "CPU hotplug: target comes online through the cpuhp callbacks"),
+    ("cpu_down", "target", "CPU hotplug: target goes offline through the cpuhp callbacks"),
+    (
+        "seamldr_install_module",
+        "fail_step (optional: SHUTDOWN, CPU_INSTALL, CPU_INIT, RUN_UPDATE)",
+        "a runtime module update in the host.update design",
+    ),
+    ("td_create", "td, vcpus (default 1)", "a TD and its control pages"),
+    ("td_destroy", "td", "teardown of a TD and its control pages"),
     ("tdp_fault", "td, gpa, count (default 1), page (optional)", "EPT violations on private memory"),
     ("zap", "td, gpa, count (default 1)", "removal of private pages under mmu_lock write"),
     ("sleep", "for", "the task sleeps"),
@@ -171,17 +347,41 @@ pub const CALLS: &[(&str, &str, &str)] = &[
 
 /// Calls SCENARIOS.md documents that this version does not run yet; the loader refuses
 /// them with "not available in this version" rather than "unknown call".
-pub const CALLS_NOT_AVAILABLE: &[&str] = &[
-    "tdx_cpu_enable",
-    "tdx_enable",
-    "cpu_up",
-    "cpu_down",
-    "seamldr_install_module",
-    "td_create",
-    "td_destroy",
-    "vcpu_run",
-    "memslot_delete",
-];
+pub const CALLS_NOT_AVAILABLE: &[&str] = &["vcpu_run", "memslot_delete"];
+
+/// `seamldr_install_module`'s `fail_step`: a step of the update's lock-step state machine
+/// (host-algorithms.md §5.2), written as the kernel names the states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailStep {
+    /// `tdx_module_shutdown()` on the lead CPU (TDH.SYS.SHUTDOWN); recoverable, TDs kept.
+    Shutdown,
+    /// The per-CPU SEAMLDR INSTALL; destructive, TDs lost.
+    CpuInstall,
+    /// The per-CPU `tdx_cpu_enable()` against the new image; TDs lost.
+    CpuInit,
+    /// `tdx_module_run_update()` on the lead CPU (TDH.SYS.UPDATE); TDs lost.
+    RunUpdate,
+}
+
+impl FailStep {
+    /// In the state machine's order.
+    pub const ALL: &'static [FailStep] =
+        &[FailStep::Shutdown, FailStep::CpuInstall, FailStep::CpuInit, FailStep::RunUpdate];
+
+    /// The name as written in scenario files.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FailStep::Shutdown => "SHUTDOWN",
+            FailStep::CpuInstall => "CPU_INSTALL",
+            FailStep::CpuInit => "CPU_INIT",
+            FailStep::RunUpdate => "RUN_UPDATE",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<FailStep> {
+        FailStep::ALL.iter().copied().find(|step| step.name() == name)
+    }
+}
 
 /// `[run]`: how runs are explored.
 #[derive(Clone, Debug, PartialEq)]

@@ -3,7 +3,7 @@
 //! panics. One test per class of error, asserting the whole message.
 
 use scenarios::error::ErrorKind;
-use scenarios::schema::{Bound, Call, Strategy};
+use scenarios::schema::{Bound, Call, EnableDesign, FailStep, Strategy, UpdateDesign};
 use scenarios::{load_file, load_str};
 use seam_model::{Gpa, Hpa, Leaf, LeafCall, TdId};
 use sim_core::{Cycle, OutcomeKind};
@@ -169,12 +169,17 @@ fn defaults_fill_everything_optional() {
     assert_eq!(scenario.machine.memory_bytes, 64 << 20);
     assert_eq!(scenario.machine.ghz, 2.0);
     assert!(scenario.module.dpamt && scenario.module.host_priority);
+    assert_eq!(scenario.machine.packages, 1);
+    // A file without the keys means what it meant before them: TDX enabled at boot, a
+    // module with AVOID_COMPAT_SENSITIVE, no SEAMRET erratum.
+    assert!(scenario.module.initialized && scenario.module.compat_sensitive);
+    assert!(!scenario.module.seamret_erratum);
     assert_eq!(scenario.module.jitter, 0.10);
     assert_eq!(scenario.module.costs[&Leaf::PhymemPamtAdd], 12_000);
     assert_eq!(scenario.host.dpamt.name(), "dec-and-lock");
     assert_eq!(
-        (scenario.host.sept_busy.as_str(), scenario.host.update.as_str(), scenario.host.enable.as_str()),
-        ("kick-and-block", "stop-machine", "boot-cpuhp")
+        (scenario.host.sept_busy.as_str(), scenario.host.update, scenario.host.enable),
+        ("kick-and-block", UpdateDesign::StopMachine, EnableDesign::BootCpuhp)
     );
     assert!(scenario.pages.is_empty() && scenario.tasks.is_empty() && scenario.expect.is_none());
     let run = &scenario.run;
@@ -208,7 +213,7 @@ fn unknown_top_level_key() {
 fn unknown_key_in_a_table() {
     assert_eq!(
         error("name = \"t\"\n[machine]\ncpus = 2\ncpu_count = 2\n"),
-        "x.toml:4:1: machine.cpu_count: expected one of the keys cpus, possible_cpus, memory, ghz, found cpu_count"
+        "x.toml:4:1: machine.cpu_count: expected one of the keys cpus, possible_cpus, memory, ghz, packages, found cpu_count"
     );
     assert_eq!(
         error(&with("[run]\nstrategy = \"random\"\nseeds = 3\n")),
@@ -243,7 +248,7 @@ fn wrong_type() {
     assert_eq!(error("name = 3\n"), "x.toml:1:8: name: expected a non-empty string, found 3");
     assert_eq!(
         error("name = \"t\"\nmachine = 3\n"),
-        "x.toml:2:11: machine: expected a table with keys cpus, possible_cpus, memory, ghz, found 3"
+        "x.toml:2:11: machine: expected a table with keys cpus, possible_cpus, memory, ghz, packages, found 3"
     );
     assert_eq!(
         error("name = \"t\"\n[module]\ndpamt = \"yes\"\n"),
@@ -268,6 +273,59 @@ fn wrong_type() {
     assert_eq!(
         error(&step("{ call = \"tdx_pamt_get\", page = [[\"A1\"]] }")),
         "x.toml:9:42: task[0].steps[0].page: expected a page: a name from [pages] (A1) or an address like \"0x200000\", found [[\"A1\"]]"
+    );
+}
+
+// ---- machine.packages, module.initialized / seamret_erratum / compat_sensitive ----
+
+#[test]
+fn machine_packages() {
+    let machine = |lines: &str| format!("name = \"t\"\n[machine]\n{lines}\n");
+    let scenario = load_str("x.toml", &machine("cpus = 2\npossible_cpus = 6\npackages = 4")).unwrap();
+    assert_eq!((scenario.machine.possible_cpus, scenario.machine.packages), (6, 4));
+    // Need not divide possible_cpus; may equal it.
+    assert_eq!(load_str("x.toml", &machine("cpus = 3\npackages = 2")).unwrap().machine.packages, 2);
+    assert_eq!(load_str("x.toml", &machine("cpus = 3\npackages = 3")).unwrap().machine.packages, 3);
+    assert_eq!(
+        error(&machine("cpus = 2\npossible_cpus = 4\npackages = 5")),
+        "x.toml:5:12: machine.packages: expected an integer 1..=4 (at most machine.possible_cpus), found 5"
+    );
+    assert_eq!(
+        error(&machine("packages = 0")),
+        "x.toml:3:12: machine.packages: expected an integer 1..=1 (at most machine.possible_cpus), found 0"
+    );
+    assert_eq!(
+        error(&machine("cpus = 4\npackages = \"2\"")),
+        "x.toml:4:12: machine.packages: expected an integer 1..=4 (at most machine.possible_cpus), found \"2\""
+    );
+}
+
+#[test]
+fn module_initialized_seamret_erratum_compat_sensitive() {
+    let module = |lines: &str| format!("name = \"t\"\n[module]\n{lines}\n");
+    let scenario =
+        load_str("x.toml", &module("initialized = false\nseamret_erratum = true\ncompat_sensitive = false"))
+            .unwrap();
+    assert!(!scenario.module.initialized);
+    assert!(scenario.module.seamret_erratum);
+    assert!(!scenario.module.compat_sensitive);
+    let scenario = load_str("x.toml", &module("initialized = true\ncompat_sensitive = true")).unwrap();
+    assert!(scenario.module.initialized && scenario.module.compat_sensitive);
+    assert_eq!(
+        error(&module("initialized = \"no\"")),
+        "x.toml:3:15: module.initialized: expected true or false, found \"no\""
+    );
+    assert_eq!(
+        error(&module("seamret_erratum = 1")),
+        "x.toml:3:19: module.seamret_erratum: expected true or false, found 1"
+    );
+    assert_eq!(
+        error(&module("compat_sensitive = \"true\"")),
+        "x.toml:3:20: module.compat_sensitive: expected true or false, found \"true\""
+    );
+    assert_eq!(
+        error(&module("initialised = false")),
+        "x.toml:3:1: module.initialised: expected one of the keys dpamt, host_priority, jitter, costs, initialized, seamret_erratum, compat_sensitive, found initialised"
     );
 }
 
@@ -331,7 +389,7 @@ fn missing_required_keys() {
     );
     assert_eq!(
         error(&step("{ page = \"A1\" }")),
-        "x.toml:9:10: task[0].steps[0].call: expected a call name (seamcall, tdx_pamt_get, tdx_pamt_put, tdp_fault, zap, sleep, spin), found nothing"
+        "x.toml:9:10: task[0].steps[0].call: expected a call name (seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, td_destroy, tdp_fault, zap, sleep, spin), found nothing"
     );
     assert_eq!(
         error(&with("[expect]\nwhat = \"x\"\n")),
@@ -439,11 +497,12 @@ fn task_cpu_beyond_possible_cpus() {
 }
 
 #[test]
-fn task_cpu_offline_needs_hotplug() {
-    assert_eq!(
-        error("name = \"t\"\n[machine]\ncpus = 2\npossible_cpus = 4\n[[task]]\ncpu = 3\nsteps = []\n"),
-        "x.toml:6:7: task[0].cpu: expected an online CPU (0..2); CPU hotplug is not available in this version, found 3"
-    );
+fn task_on_a_cpu_offline_at_start_loads() {
+    // CPUs cpus..possible_cpus are offline at start; their tasks start once cpu_up brings
+    // them online.
+    let text = "name = \"t\"\n[machine]\ncpus = 2\npossible_cpus = 4\n[[task]]\ncpu = 3\nstart = 10\nsteps = [{ call = \"spin\", for = 1 }]\n";
+    let scenario = load_str("x.toml", text).unwrap();
+    assert_eq!((scenario.machine.cpus, scenario.tasks[0].cpu, scenario.tasks[0].start), (2, 3, Cycle(10)));
 }
 
 // ---- unknown values ----
@@ -465,6 +524,38 @@ fn unknown_designs() {
     assert_eq!(
         error("name = \"t\"\n[host]\nenable = true\n"),
         "x.toml:3:10: host.enable: expected one of boot-cpuhp | kvm-hardware-enable | cpuhp-unlocked-usage | lp-init-without-vmxon | cpus-read-lock-vt-init, found true"
+    );
+}
+
+#[test]
+fn every_update_and_enable_design_loads_by_name() {
+    for design in UpdateDesign::ALL {
+        let text = format!("name = \"t\"\n[host]\nupdate = \"{}\"\n", design.name());
+        assert_eq!(load_str("x.toml", &text).unwrap().host.update, *design);
+        assert_eq!(UpdateDesign::from_name(design.name()), Some(*design));
+        assert!(!design.source().is_empty());
+    }
+    for design in EnableDesign::ALL {
+        let text = format!("name = \"t\"\n[host]\nenable = \"{}\"\n", design.name());
+        assert_eq!(load_str("x.toml", &text).unwrap().host.enable, *design);
+        assert_eq!(EnableDesign::from_name(design.name()), Some(*design));
+        assert!(!design.source().is_empty());
+    }
+    // The first of each list is the default, as SCENARIOS.md's example writes it.
+    assert_eq!(UpdateDesign::ALL[0], UpdateDesign::default());
+    assert_eq!(EnableDesign::ALL[0], EnableDesign::default());
+    let scenario = load_str(
+        "x.toml",
+        "name = \"t\"\n[host]\nupdate = \"update-rwsem\"\nenable = \"lp-init-without-vmxon\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (scenario.host.update, scenario.host.enable),
+        (UpdateDesign::UpdateRwsem, EnableDesign::LpInitWithoutVmxon)
+    );
+    assert_eq!(
+        error("name = \"t\"\n[host]\nupdate = 6\n"),
+        "x.toml:3:10: host.update: expected one of stop-machine | stop-machine-no-abort | no-stop-machine | nested-cpus-read-lock | update-rwsem, found 6"
     );
 }
 
@@ -556,15 +647,133 @@ fn sizes_and_times_that_do_not_parse() {
 fn unknown_call() {
     assert_eq!(
         error(&step("{ call = \"tdx_pamt_getx\", page = \"A1\" }")),
-        "x.toml:9:19: task[0].steps[0].call: expected a known call (seamcall, tdx_pamt_get, tdx_pamt_put, tdp_fault, zap, sleep, spin), found \"tdx_pamt_getx\""
+        "x.toml:9:19: task[0].steps[0].call: expected a known call (seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, td_destroy, tdp_fault, zap, sleep, spin), found \"tdx_pamt_getx\""
     );
 }
 
 #[test]
 fn documented_call_not_available() {
+    for name in ["vcpu_run", "memslot_delete"] {
+        assert_eq!(
+            error(&step(&format!("{{ call = \"{name}\", td = 1 }}"))),
+            format!(
+                "x.toml:9:19: task[0].steps[0].call: expected a call this version runs ({CALL_NAMES}); {name} is not available in this version, found \"{name}\""
+            )
+        );
+    }
+}
+
+const CALL_NAMES: &str = "seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, td_destroy, tdp_fault, zap, sleep, spin";
+
+/// The call of `step(text)`'s only step, which must load.
+fn call(text: &str) -> Call {
+    let scenario = load_str("x.toml", &step(text)).unwrap();
+    scenario.tasks[0].steps[0].call.clone()
+}
+
+#[test]
+fn tdx_enable_and_tdx_cpu_enable_take_no_arguments() {
+    assert_eq!(call("{ call = \"tdx_enable\" }"), Call::TdxEnable);
+    assert_eq!(call("{ call = \"tdx_cpu_enable\", at = \"1us\" }"), Call::TdxCpuEnable);
+    assert_eq!(Call::TdxEnable.name(), "tdx_enable");
+    assert_eq!(Call::TdxCpuEnable.name(), "tdx_cpu_enable");
     assert_eq!(
-        error(&step("{ call = \"cpu_up\", target = 1 }")),
-        "x.toml:9:19: task[0].steps[0].call: expected a call this version runs (seamcall, tdx_pamt_get, tdx_pamt_put, tdp_fault, zap, sleep, spin); cpu_up is not available in this version, found \"cpu_up\""
+        error(&step("{ call = \"tdx_enable\", target = 1 }")),
+        "x.toml:9:33: task[0].steps[0].target: expected one of the keys call, at, found target"
+    );
+    assert_eq!(
+        error(&step("{ call = \"tdx_cpu_enable\", cpu = 1 }")),
+        "x.toml:9:37: task[0].steps[0].cpu: expected one of the keys call, at, found cpu"
+    );
+}
+
+#[test]
+fn cpu_up_and_cpu_down_take_a_possible_cpu() {
+    // step(): cpus = 2, so possible_cpus = 2.
+    assert_eq!(call("{ call = \"cpu_up\", target = 1 }"), Call::CpuUp { target: 1 });
+    assert_eq!(call("{ call = \"cpu_down\", target = 0 }"), Call::CpuDown { target: 0 });
+    // A CPU offline at start is a target, and its task loads too.
+    let text = "name = \"t\"\n[machine]\ncpus = 2\npossible_cpus = 4\n[[task]]\ncpu = 0\nsteps = [{ call = \"cpu_up\", target = 3 }]\n[[task]]\ncpu = 3\nsteps = [{ call = \"cpu_down\", target = 3 }]\n";
+    let scenario = load_str("x.toml", text).unwrap();
+    assert_eq!(scenario.tasks[0].steps[0].call, Call::CpuUp { target: 3 });
+    assert_eq!(scenario.tasks[1].steps[0].call, Call::CpuDown { target: 3 });
+    assert_eq!(
+        error(&step("{ call = \"cpu_up\" }")),
+        "x.toml:9:10: task[0].steps[0].target: expected a CPU 0..=1 (below machine.possible_cpus, required), found nothing"
+    );
+    assert_eq!(
+        error(&step("{ call = \"cpu_down\", target = 2 }")),
+        "x.toml:9:40: task[0].steps[0].target: expected an integer 0..=1 (below machine.possible_cpus), found 2"
+    );
+    assert_eq!(
+        error(&step("{ call = \"cpu_up\", target = -1 }")),
+        "x.toml:9:38: task[0].steps[0].target: expected an integer 0..=1 (below machine.possible_cpus), found -1"
+    );
+    assert_eq!(
+        error(&step("{ call = \"cpu_up\", target = \"1\" }")),
+        "x.toml:9:38: task[0].steps[0].target: expected an integer 0..=1 (below machine.possible_cpus), found \"1\""
+    );
+    assert_eq!(
+        error(&step("{ call = \"cpu_up\", cpu = 1 }")),
+        "x.toml:9:29: task[0].steps[0].cpu: expected one of the keys call, target, at, found cpu"
+    );
+}
+
+#[test]
+fn seamldr_install_module_takes_an_optional_fail_step() {
+    assert_eq!(call("{ call = \"seamldr_install_module\" }"), Call::SeamldrInstallModule { fail_step: None });
+    for step_name in ["SHUTDOWN", "CPU_INSTALL", "CPU_INIT", "RUN_UPDATE"] {
+        let loaded = call(&format!("{{ call = \"seamldr_install_module\", fail_step = \"{step_name}\" }}"));
+        let Call::SeamldrInstallModule { fail_step: Some(fail_step) } = loaded else { panic!("{loaded:?}") };
+        assert_eq!(fail_step.name(), step_name);
+        assert_eq!(FailStep::from_name(step_name), Some(fail_step));
+    }
+    assert_eq!(
+        call("{ call = \"seamldr_install_module\", fail_step = \"CPU_INIT\" }"),
+        Call::SeamldrInstallModule { fail_step: Some(FailStep::CpuInit) }
+    );
+    assert_eq!(
+        error(&step("{ call = \"seamldr_install_module\", fail_step = \"INSTALL\" }")),
+        "x.toml:9:57: task[0].steps[0].fail_step: expected one of SHUTDOWN | CPU_INSTALL | CPU_INIT | RUN_UPDATE, found \"INSTALL\""
+    );
+    assert_eq!(
+        error(&step("{ call = \"seamldr_install_module\", fail_step = \"shutdown\" }")),
+        "x.toml:9:57: task[0].steps[0].fail_step: expected one of SHUTDOWN | CPU_INSTALL | CPU_INIT | RUN_UPDATE, found \"shutdown\""
+    );
+    assert_eq!(
+        error(&step("{ call = \"seamldr_install_module\", fail_step = 1 }")),
+        "x.toml:9:57: task[0].steps[0].fail_step: expected one of SHUTDOWN | CPU_INSTALL | CPU_INIT | RUN_UPDATE, found 1"
+    );
+}
+
+#[test]
+fn td_create_and_td_destroy() {
+    assert_eq!(call("{ call = \"td_create\", td = 0 }"), Call::TdCreate { td: 0, vcpus: 1 });
+    assert_eq!(call("{ call = \"td_create\", td = 2, vcpus = 256 }"), Call::TdCreate { td: 2, vcpus: 256 });
+    assert_eq!(call("{ call = \"td_destroy\", td = 2 }"), Call::TdDestroy { td: 2 });
+    assert_eq!(
+        error(&step("{ call = \"td_create\", td = 1, vcpus = 0 }")),
+        "x.toml:9:48: task[0].steps[0].vcpus: expected an integer 1..=256, found 0"
+    );
+    assert_eq!(
+        error(&step("{ call = \"td_create\", td = 1, vcpus = 257 }")),
+        "x.toml:9:48: task[0].steps[0].vcpus: expected an integer 1..=256, found 257"
+    );
+    assert_eq!(
+        error(&step("{ call = \"td_create\", vcpus = 2 }")),
+        "x.toml:9:10: task[0].steps[0].td: expected a TD number (required), found nothing"
+    );
+    assert_eq!(
+        error(&step("{ call = \"td_create\", td = -1 }")),
+        "x.toml:9:37: task[0].steps[0].td: expected an integer 0..=4294967295, found -1"
+    );
+    assert_eq!(
+        error(&step("{ call = \"td_destroy\" }")),
+        "x.toml:9:10: task[0].steps[0].td: expected a TD number (required), found nothing"
+    );
+    assert_eq!(
+        error(&step("{ call = \"td_destroy\", td = 1, vcpus = 1 }")),
+        "x.toml:9:41: task[0].steps[0].vcpus: expected one of the keys call, td, at, found vcpus"
     );
 }
 
