@@ -160,14 +160,12 @@ impl TdxStatus {
         (self.0 >> 40) as u8
     }
 
-    /// The name of the masked status, e.g. `TDX_OPERAND_BUSY`. A value no TDX status
-    /// matches may be a P-SEAMLDR status (`SEAMLDR_EBADCALL`), looked up whole.
+    /// The name of the masked status, e.g. `TDX_OPERAND_BUSY`; for a status whose low
+    /// bits are part of its code, the name of the whole value (see `whole_entry`).
     pub fn name(self) -> &'static str {
         let masked = self.masked();
-        NAMED_STATUSES
-            .iter()
-            .find(|(_, status)| *status == masked)
-            .or_else(|| self.seamldr_entry())
+        self.whole_entry()
+            .or_else(|| NAMED_STATUSES.iter().find(|(_, status)| *status == masked))
             .map_or("TDX_UNKNOWN_STATUS", |(name, _)| name)
     }
 
@@ -180,12 +178,18 @@ impl TdxStatus {
             .map(|(_, s)| *s)
     }
 
-    /// The P-SEAMLDR error this whole value is, if no TDX status claims its masked value.
-    fn seamldr_entry(self) -> Option<&'static (&'static str, TdxStatus)> {
-        if self == TDX_SUCCESS {
-            return None;
-        }
-        seamldr::NAMED_SEAMLDR_STATUSES.iter().find(|(_, status)| *status == self)
+    /// The named status this whole value is, when its low bits are code rather than an
+    /// operand: Linux's software-defined SEAMCALL results (VMfailInvalid, #UD), and
+    /// P-SEAMLDR errors that no TDX status claims by its masked value.
+    fn whole_entry(self) -> Option<&'static (&'static str, TdxStatus)> {
+        let software = NAMED_STATUSES.iter().find(|(_, status)| status.operand() != 0 && *status == self);
+        software.or_else(|| {
+            let masked = self.masked();
+            if self == TDX_SUCCESS || NAMED_STATUSES.iter().any(|(_, status)| *status == masked) {
+                return None;
+            }
+            seamldr::NAMED_SEAMLDR_STATUSES.iter().find(|(_, status)| *status == self)
+        })
     }
 }
 
@@ -194,7 +198,7 @@ impl std::fmt::Display for TdxStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = self.name();
         let operand = self.operand();
-        if operand == 0 || self.masked() == TDX_SEAMCALL_VMFAILINVALID || self.seamldr_entry().is_some() {
+        if operand == 0 || self.whole_entry().is_some() {
             return f.write_str(name);
         }
         let operand_name = match operand {
@@ -250,5 +254,7 @@ mod tests {
         assert_eq!(TDX_SUCCESS.to_string(), "TDX_SUCCESS");
         assert_eq!(TdxStatus::from_name("SEAMLDR_EBADHANDOFF"), Some(seamldr::SEAMLDR_EBADHANDOFF));
         assert_eq!(TDX_UPDATE_COMPAT_SENSITIVE.0, 0x8000_0512_0000_0000);
+        assert_eq!(TDX_SEAMCALL_VMFAILINVALID.to_string(), "TDX_SEAMCALL_VMFAILINVALID");
+        assert_eq!(TDX_SEAMCALL_UD.to_string(), "TDX_SEAMCALL_UD");
     }
 }
