@@ -12,8 +12,10 @@
 //! - `call`: `LeafCall` (typed operands) and `LeafOutput`.
 //! - `lock`: the module's `sharex` and `sharex_hp` try-locks.
 //! - `pamt`: the PAMT tree, per-2MB DPAMT state, the backing bitmap and 4KB page types.
-//! - `td`: the minimal TD state the modelled leaves need (S-EPT entries, epoch).
-//! - `module`: `Module`, dispatch, and the leaves.
+//! - `td`: the minimal TD state the modelled leaves need (S-EPT entries, epoch, op_state).
+//! - `module`: `Module`, its config, and the TD and PAMT leaves.
+//! - `module/lifecycle`: SEAMCALL dispatch, per-LP state, the SYS.* leaves (boot init and
+//!   the TD-preserving update) and the P-SEAMLDR.
 
 pub mod call;
 pub mod leaf;
@@ -26,10 +28,10 @@ pub mod td;
 pub use call::{LeafCall, LeafOutput};
 pub use leaf::Leaf;
 pub use lock::{Caller, HpBusy, LockMode, Sharex, SharexHp};
-pub use module::{Begin, HeldLock, Module, ModuleConfig, ModuleLock, Ticket};
+pub use module::{Begin, Handoff, HeldLock, Module, ModuleConfig, ModuleLock, SysState, Ticket};
 pub use pamt::{Dpamt2M, PageType};
 pub use status::TdxStatus;
-pub use td::{SeptEntry, SeptState, Td};
+pub use td::{OpState, SeptEntry, SeptState, Td};
 
 use serde::{Deserialize, Serialize};
 

@@ -9,32 +9,77 @@
 //! (for example PAMT.ADD on a backed range answers HPA_RANGE_NOT_FREE even if a pair
 //! page's range is busy). Every state check reads state that the held locks protect, so
 //! deciding it in `finish` gives the same answer as deciding it in `begin`.
+//!
+//! Before any of that, `begin` makes the SEAMCALL dispatch checks of spec §3 (VMX,
+//! P-SEAMLDR, `seam_ready`, `sys_state`, `lp_is_init`); the module's life cycle (boot
+//! initialisation, TD-preserving update) and the P-SEAMLDR are in `module/lifecycle.rs`.
+
+mod lifecycle;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sim_core::CpuId;
 
-use crate::lock::{Caller, LockMode};
+pub use lifecycle::{Handoff, SysState};
+
+use crate::lock::{Caller, LockMode, Sharex};
 use crate::pamt::{Dpamt2M, PageType, Pamt, WalkTarget};
 use crate::status::{
     TDX_EPT_ENTRY_FREE, TDX_EPT_ENTRY_STATE_INCORRECT, TDX_GPA_RANGE_ALREADY_BLOCKED,
     TDX_GPA_RANGE_NOT_BLOCKED, TDX_HPA_RANGE_NOT_FREE, TDX_MISSING_PAMT_PAGE_PAIR, TDX_NO_PAMT_PAGE_PAIR,
-    TDX_OPERAND_ADDR_RANGE_ERROR, TDX_OPERAND_BUSY, TDX_OPERAND_INVALID, TDX_PAGE_NOT_FREE,
-    TDX_PAMT_PAGE_NOT_EMPTY, TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE, TdxStatus, operand,
+    TDX_OP_STATE_INCORRECT, TDX_OPERAND_ADDR_RANGE_ERROR, TDX_OPERAND_BUSY, TDX_OPERAND_INVALID,
+    TDX_PAGE_NOT_FREE, TDX_PAMT_PAGE_NOT_EMPTY, TDX_SUCCESS, TDX_TLB_TRACKING_NOT_DONE, TdxStatus, operand,
 };
-use crate::td::{SeptState, Td};
-use crate::{Gpa, Hpa, LeafCall, LeafOutput, PAGE_SIZE, RANGE_1G, RANGE_2M, TdId};
+use crate::td::{OpState, SeptState, Td};
+use crate::{Gpa, Hpa, Leaf, LeafCall, LeafOutput, PAGE_SIZE, RANGE_1G, RANGE_2M, TdId};
 
-/// What the module is built with.
+/// What the module is built with, and the platform it runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleConfig {
     /// The one TDMR is `[0, memory_bytes)`; a non-zero multiple of 2MB.
     pub memory_bytes: u64,
-    /// Dynamic PAMT (TDH.SYS.CONFIG R8 bit 16); false is the static PAMT.
+    /// Dynamic PAMT (TDH.SYS.CONFIG R8 bit 16); false is the static PAMT. With
+    /// `initialized = false` it is ignored: the host's TDH.SYS.CONFIG chooses.
     pub dpamt: bool,
     /// The module's `sharex_hp` locks and SEPT entry locks set HP when a host loses.
     pub host_priority: bool,
+    /// Every platform LP (`tot_num_lps`, what MCHECK counted at boot; the host passes its
+    /// number of possible CPUs, not the online ones). LPs are `CpuId(0..num_lps)`.
+    pub num_lps: u32,
+    /// Packages; LP `i` is in package `i * packages / num_lps`. 1 ..= `num_lps`.
+    pub packages: u32,
+    /// True: the module was initialised at boot (SYS_READY, LP.INIT done on every LP,
+    /// VMX on everywhere). False: the BIOS loaded it and nothing more (SYSINIT_PENDING,
+    /// no LP initialised, VMX off everywhere).
+    pub initialized: bool,
+    /// The CPU has the SEAMRET erratum (IA32_VMX_BASIC bit 60 clear): returning from the
+    /// P-SEAMLDR clears the LP's current VMCS (spec §8.2).
+    pub seamret_erratum: bool,
+    /// The module knows TDH.SYS.SHUTDOWN's AVOID_COMPAT_SENSITIVE flag (RCX bit 16).
+    pub compat_sensitive_supported: bool,
+}
+
+impl ModuleConfig {
+    /// One LP in one package, initialised at boot, no erratum, compat-sensitive flag known:
+    /// what the DPAMT scenarios assume.
+    pub fn new(memory_bytes: u64, dpamt: bool, host_priority: bool) -> ModuleConfig {
+        ModuleConfig {
+            memory_bytes,
+            dpamt,
+            host_priority,
+            num_lps: 1,
+            packages: 1,
+            initialized: true,
+            seamret_erratum: false,
+            compat_sensitive_supported: true,
+        }
+    }
+
+    /// The package of `lp`: LPs are split evenly, in order.
+    pub fn package_of(&self, lp: CpuId) -> u32 {
+        (u64::from(lp.0) * u64::from(self.packages) / u64::from(self.num_lps)) as u32
+    }
 }
 
 /// A lock inside the module, named by what it guards.
@@ -54,13 +99,23 @@ pub enum ModuleLock {
     SeptEntry(TdId, u64),
     #[doc(alias = "epoch_lock")]
     Epoch(TdId),
+    /// The module's global "SYS" lock that the SYS.* leaves take (operand SYS, 0xB8).
+    #[doc(alias = "global_lock")]
+    Global,
+    /// The key ownership table lock (operand KOT, 0xBA).
+    #[doc(alias = "kot_lock")]
+    Kot,
 }
 
 impl ModuleLock {
     /// The TD whose lock this is, for TD locks.
     pub const fn td(self) -> Option<TdId> {
         match self {
-            ModuleLock::Pamt1G(_) | ModuleLock::Pamt2M(_) | ModuleLock::Pamt4K(_) => None,
+            ModuleLock::Pamt1G(_)
+            | ModuleLock::Pamt2M(_)
+            | ModuleLock::Pamt4K(_)
+            | ModuleLock::Global
+            | ModuleLock::Kot => None,
             ModuleLock::Tdr(td)
             | ModuleLock::Tdcs(td)
             | ModuleLock::SeptTree(td)
@@ -82,6 +137,8 @@ impl std::fmt::Display for ModuleLock {
             ModuleLock::SeptTree(td) => write!(f, "secure_ept_lock[td{}]", td.0),
             ModuleLock::SeptEntry(td, gpa) => write!(f, "sept_entry[td{} {gpa:#x}]", td.0),
             ModuleLock::Epoch(td) => write!(f, "epoch_lock[td{}]", td.0),
+            ModuleLock::Global => f.write_str("global_lock"),
+            ModuleLock::Kot => f.write_str("kot_lock"),
         }
     }
 }
@@ -103,10 +160,12 @@ impl std::fmt::Display for HeldLock {
 /// What `begin` answers.
 #[derive(Debug)]
 pub enum Begin {
-    /// The leaf returned without holding anything: an operand error found before locking,
-    /// or TDX_OPERAND_BUSY at the first contended try-lock (all locks taken so far undone).
+    /// The leaf returned without holding anything: a dispatch check (spec §3), an injected
+    /// failure, an operand error found before locking, or TDX_OPERAND_BUSY at the first
+    /// contended try-lock (all locks taken so far undone).
     Done { output: LeafOutput, try_locks: u32 },
-    /// Every lock of the leaf is held; call `finish` after the leaf's cost.
+    /// Every lock of the leaf is held (for a P-SEAMLDR leaf: the LP is inside the
+    /// P-SEAMLDR); call `finish` after the leaf's cost.
     Held(Ticket),
 }
 
@@ -119,6 +178,7 @@ pub struct Ticket {
     // invariant: every lock here is held by this ticket, in acquisition order.
     locks: Vec<HeldLock>,
     try_locks: u32,
+    cost_override: Option<u64>,
 }
 
 impl Ticket {
@@ -139,6 +199,13 @@ impl Ticket {
     pub fn try_locks(&self) -> u32 {
         self.try_locks
     }
+
+    /// The cost in cycles of this call when it differs from its leaf's: only the last
+    /// LP's SEAMLDR.INSTALL, which loads the new image
+    /// ([`seamldr_install_last_cost_cycles`]). The host uses it instead of the leaf's cost.
+    pub fn cost_override(&self) -> Option<u64> {
+        self.cost_override
+    }
 }
 
 /// Locks taken so far by one leaf, and how many attempts it made.
@@ -148,21 +215,100 @@ pub(crate) struct LockList {
     pub(crate) try_locks: u32,
 }
 
-/// The TDX module: PAMT, TDs and the modelled leaves.
+/// Per-LP state: the module's view (spec §1, §7) and the hardware's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct LpState {
+    /// TDH.SYS.LP.INIT done against the current module image.
+    lp_is_init: bool,
+    /// Tickets of this LP between `begin` and `finish`: the module's `lp_is_busy` is
+    /// `busy_calls > 0`. A count, not a flag, because tests build overlap by hand and may
+    /// hold two tickets on one LP.
+    busy_calls: u32,
+    /// Hardware: VMXON done; a SEAMCALL with VMX off is #UD.
+    vmx_on: bool,
+    /// Hardware: a P-SEAMLDR SEAMRET cleared the current VMCS (the erratum, spec §8.2).
+    current_vmcs_cleared: bool,
+}
+
+/// The TDX module and the P-SEAMLDR: PAMT, TDs, life-cycle state and the modelled leaves.
 #[derive(Clone, Debug)]
 pub struct Module {
     config: ModuleConfig,
     pamt: Pamt,
+    /// The TDs of the current module image.
     tds: BTreeMap<TdId, Td>,
+    /// A module image is loaded and SEAMCALLs reach it; cleared by the first
+    /// SEAMLDR.INSTALL of a session, set by a successful last one.
+    seam_ready: bool,
+    /// Written under `global_lock` held exclusive, except by SEAMLDR.INSTALL (the module
+    /// is shut down then) and TDMR.INIT's step to SYS_READY (shared; see `maybe_ready`).
+    sys_state: SysState,
+    global_lock: Sharex,
+    kot_lock: Sharex,
+    /// `tot_num_lps` as SYS.INIT recorded it.
+    num_of_lps: u32,
+    // invariant: num_init_lps == number of LPs with lp_is_init.
+    num_init_lps: u32,
+    /// TDH.SYS.CONFIG succeeded on this image (or the image was initialised at boot, or
+    /// imported its configuration with SYS.UPDATE).
+    config_done: bool,
+    /// Chosen by SYS.CONFIG R8 bit 16 (or imported by SYS.UPDATE).
+    dpamt_enabled: bool,
+    /// By package. Protected by `global_lock` (KEY.CONFIG takes it exclusive).
+    pkg_key_configured: Vec<bool>,
+    /// `tdmr_init_progress` of the one TDMR: the next address TDMR.INIT initialises.
+    tdmr_next: u64,
+    /// Written by SYS.SHUTDOWN, imported by SYS.UPDATE of the next image.
+    handoff: Option<Handoff>,
+    /// By `CpuId`. invariant: `lps.len() == config.num_lps`.
+    lps: Vec<LpState>,
+    /// The LP inside the P-SEAMLDR, if any (at most one, spec §8.1).
+    seamldr_lp: Option<CpuId>,
+    /// The LPs that have called SEAMLDR.INSTALL in the current session, in call order;
+    /// `None` when no session is open.
+    install_session: Option<Vec<CpuId>>,
+    /// Failures to return from the next call of a leaf (`inject_failure`).
+    injected: BTreeMap<Leaf, TdxStatus>,
 }
 
 impl Module {
     pub fn new(config: ModuleConfig) -> Module {
-        Module { config, pamt: Pamt::new(config.memory_bytes, config.dpamt), tds: BTreeMap::new() }
+        assert!(config.num_lps >= 1, "module: a platform has at least one LP");
+        assert!(
+            (1..=config.num_lps).contains(&config.packages),
+            "module: packages must be between 1 and num_lps"
+        );
+        let booted = config.initialized;
+        let lp = LpState { lp_is_init: booted, busy_calls: 0, vmx_on: booted, current_vmcs_cleared: false };
+        Module {
+            config,
+            pamt: Pamt::new(config.memory_bytes, config.dpamt),
+            tds: BTreeMap::new(),
+            seam_ready: true,
+            sys_state: if booted { SysState::SysReady } else { SysState::SysinitPending },
+            global_lock: Sharex::new(),
+            kot_lock: Sharex::new(),
+            num_of_lps: if booted { config.num_lps } else { 0 },
+            num_init_lps: if booted { config.num_lps } else { 0 },
+            config_done: booted,
+            dpamt_enabled: booted && config.dpamt,
+            pkg_key_configured: vec![booted; config.packages as usize],
+            tdmr_next: if booted { config.memory_bytes } else { 0 },
+            handoff: None,
+            lps: vec![lp; config.num_lps as usize],
+            seamldr_lp: None,
+            install_session: None,
+            injected: BTreeMap::new(),
+        }
     }
 
     pub fn config(&self) -> ModuleConfig {
         self.config
+    }
+
+    /// Whether Dynamic PAMT is on: chosen at boot, by TDH.SYS.CONFIG, or by the handoff.
+    pub fn dpamt_enabled(&self) -> bool {
+        self.dpamt_enabled
     }
 
     /// Creates a runnable TD. Shortcut: building a TD (TDH.MNG.CREATE, KEY.CONFIG, ADDCX,
@@ -173,29 +319,54 @@ impl Module {
         assert!(previous.is_none(), "create_td: {td} already exists");
     }
 
-    /// Operand checks, then the leaf's try-locks in the module's order.
+    /// The SEAMCALL dispatch checks (spec §3), an injected failure, the operand checks,
+    /// then the leaf's try-locks in the module's order. A P-SEAMLDR leaf that gets past
+    /// dispatch is `Held` while its LP is inside the P-SEAMLDR.
+    ///
+    /// `lp` must be one of the platform's `num_lps` LPs.
     pub fn begin(&mut self, lp: CpuId, call: &LeafCall) -> Begin {
+        let leaf = call.leaf();
+        if let Err(status) = self.check_dispatch(lp, leaf) {
+            return done(status, 0);
+        }
+        if leaf.is_seamldr() {
+            return self.begin_seamldr(lp, call);
+        }
+        if let Some(status) = self.injected.remove(&leaf) {
+            return done(status, 0);
+        }
         if let Err(status) = self.check_operands(call) {
-            return Begin::Done { output: LeafOutput::status(status), try_locks: 0 };
+            return done(status, 0);
         }
         let mut list = LockList::default();
-        match self.lock_leaf(call, &mut list) {
-            Ok(()) => Begin::Held(Ticket { lp, call: *call, locks: list.held, try_locks: list.try_locks }),
+        let locked = self.lock_leaf(call, &mut list).and_then(|()| self.after_locks(lp, call));
+        match locked {
+            Ok(()) => {
+                self.lp_mut(lp).busy_calls += 1;
+                Begin::Held(Ticket {
+                    lp,
+                    call: *call,
+                    locks: list.held,
+                    try_locks: list.try_locks,
+                    cost_override: None,
+                })
+            }
             Err(status) => {
                 self.release_all(&list.held);
-                Begin::Done { output: LeafOutput::status(status), try_locks: list.try_locks }
+                done(status, list.try_locks)
             }
         }
     }
 
     /// The leaf's state checks and effects, then the release of every lock it holds
-    /// (HP bits persist).
+    /// (HP bits persist), and the LP leaves the module (or the P-SEAMLDR).
     pub fn finish(&mut self, ticket: Ticket) -> LeafOutput {
         for held in &ticket.locks {
             assert!(self.is_held(*held), "finish: {held} of {} is not held", ticket.call);
         }
-        let output = match self.check_leaf(&ticket.call) {
-            Err(status) => failure(status),
+        let lp = ticket.lp;
+        let output = match self.check_leaf(lp, &ticket.call) {
+            Err(status) => LeafOutput::status(status),
             Ok(()) => match ticket.call {
                 LeafCall::PamtAdd { hpa, pair } => self.finish_pamt_add(hpa, pair),
                 LeafCall::PamtRemove { hpa } => self.finish_pamt_remove(hpa),
@@ -204,9 +375,20 @@ impl Module {
                 LeafCall::Track { td } => self.finish_track(td),
                 LeafCall::PageRemove { td, gpa } => self.finish_page_remove(td, gpa),
                 LeafCall::PageWbinvd { .. } => LeafOutput::status(TDX_SUCCESS),
+                LeafCall::MngCreate { td, tdr } => self.finish_mng_create(td, tdr),
+                LeafCall::MngInit { td } => self.finish_op_state(td, OpState::Initialized),
+                LeafCall::VpCreate { td, tdvpr } => self.finish_vp_create(td, tdvpr),
+                LeafCall::MrFinalize { td } => self.finish_op_state(td, OpState::Runnable),
+                _ => self.finish_lifecycle(lp, &ticket.call),
             },
         };
         self.release_all(&ticket.locks);
+        if ticket.call.leaf().is_seamldr() {
+            self.leave_seamldr(lp);
+        } else {
+            let lp_state = self.lp_mut(lp);
+            lp_state.busy_calls = lp_state.busy_calls.checked_sub(1).expect("finish: the LP was busy");
+        }
         output
     }
 
@@ -215,7 +397,21 @@ impl Module {
     /// The answer is the one `finish` will give: the state it reads is guarded by the
     /// ticket's locks.
     pub fn will_fail(&self, ticket: &Ticket) -> bool {
-        self.check_leaf(&ticket.call).is_err()
+        self.check_leaf(ticket.lp, &ticket.call).is_err()
+    }
+
+    /// The next call of `leaf`, by any LP, that gets past the dispatch checks (spec §3)
+    /// returns `status` from `begin` without effect. Injecting again for the same leaf
+    /// replaces the pending failure.
+    ///
+    /// SEAMLDR.INSTALL takes a P-SEAMLDR status (`status::seamldr::*`); this is the knob
+    /// `seamldr_install_module`'s `fail_step` uses. An INSTALL failure on a call that is
+    /// not the session's last rejects that call only. On the last call (the one that
+    /// would load the image) it is the load failing: the session ends, the old image is
+    /// already gone (`seam_ready` stays false), the handoff and the TDs are lost, and the
+    /// output's `value` (RDX) is 1, "unrecoverable" [I].
+    pub fn inject_failure(&mut self, leaf: Leaf, status: TdxStatus) {
+        self.injected.insert(leaf, status);
     }
 
     /// The DPAMT state of a 2MB range; always `Unbacked` with static PAMT, which keeps no
@@ -254,8 +450,15 @@ impl Module {
 
     /// Module locks held right now, each reader counted (0 when no ticket is out).
     pub fn held_lock_count(&self) -> usize {
-        self.pamt.held_lock_count() + self.tds.values().map(Td::held_lock_count).sum::<usize>()
+        self.pamt.held_lock_count()
+            + self.tds.values().map(Td::held_lock_count).sum::<usize>()
+            + self.global_lock.holders()
+            + self.kot_lock.holders()
     }
+}
+
+fn done(status: TdxStatus, try_locks: u32) -> Begin {
+    Begin::Done { output: LeafOutput::status(status), try_locks }
 }
 
 // Operand checks: before any lock, in register order, as the module does.
@@ -288,11 +491,26 @@ impl Module {
             }
             LeafCall::Track { td } => self.check_td(td, operand::RCX),
             LeafCall::PageWbinvd { page } => self.check_page(page, operand::RCX),
+            LeafCall::MngCreate { td, tdr } => {
+                self.check_page(tdr, operand::RCX)?;
+                // [I] The model names TDs by id: reusing a live TD's id is refused on the
+                // TDR operand (on hardware the TDR page *is* the TD's identity).
+                if self.tds.contains_key(&td) {
+                    return Err(TDX_OPERAND_INVALID.with_operand(operand::RCX));
+                }
+                Ok(())
+            }
+            LeafCall::MngInit { td } | LeafCall::MrFinalize { td } => self.check_td(td, operand::RCX),
+            LeafCall::VpCreate { td, tdvpr } => {
+                self.check_page(tdvpr, operand::RCX)?;
+                self.check_td(td, operand::RDX)
+            }
+            _ => self.check_lifecycle_operands(call),
         }
     }
 
     fn check_dpamt_enabled(&self) -> Result<(), TdxStatus> {
-        if !self.config.dpamt {
+        if !self.dpamt_enabled {
             return Err(TDX_OPERAND_INVALID.with_operand(operand::RAX));
         }
         Ok(())
@@ -356,7 +574,57 @@ impl Module {
             LeafCall::PageRemove { td, gpa } => self.lock_page_remove(td, gpa, list),
             // [I] The spec leaves WBINVD's locks open ("page / KOT"); no lock is modelled.
             LeafCall::PageWbinvd { .. } => Ok(()),
+            LeafCall::MngCreate { tdr, .. } => {
+                if !self.lock_new_page(tdr, list)? {
+                    return Ok(()); // MISSING_PAMT_PAGE_PAIR or PAGE_NOT_FREE, decided in finish
+                }
+                self.lock_global(ModuleLock::Kot, LockMode::Exclusive, list)
+            }
+            LeafCall::MngInit { td } | LeafCall::MrFinalize { td } => {
+                self.lock_td(ModuleLock::Tdr(td), LockMode::Exclusive, operand::TDR, list)
+            }
+            LeafCall::VpCreate { td, tdvpr } => {
+                if !self.lock_new_page(tdvpr, list)? {
+                    return Ok(()); // MISSING_PAMT_PAGE_PAIR or PAGE_NOT_FREE, decided in finish
+                }
+                self.lock_td(ModuleLock::Tdr(td), LockMode::Shared, operand::TDR, list)?;
+                self.lock_td(ModuleLock::Tdcs(td), LockMode::Shared, operand::TDCS, list)
+            }
+            _ => self.lock_lifecycle(call, list),
         }
+    }
+
+    /// A page-assigning leaf's new control page (RCX): walk to its 4KB entry exclusive.
+    /// `Ok(false)` when the module stops there: the range has no DPAMT backing, or the page
+    /// is not free.
+    fn lock_new_page(&mut self, page: Hpa, list: &mut LockList) -> Result<bool, TdxStatus> {
+        self.walk(page, WalkTarget::Page4K(LockMode::Exclusive), operand::RCX, list)?;
+        Ok(self.new_page_status(page).is_ok())
+    }
+
+    /// A module-wide `sharex` lock: `global_lock` (contention is TDX_SYS_BUSY) or
+    /// `kot_lock` (TDX_OPERAND_BUSY|KOT).
+    fn lock_global(
+        &mut self,
+        lock: ModuleLock,
+        mode: LockMode,
+        list: &mut LockList,
+    ) -> Result<(), TdxStatus> {
+        list.try_locks += 1;
+        let (sharex, busy) = match lock {
+            ModuleLock::Global => (&mut self.global_lock, lifecycle::global_lock_busy()),
+            ModuleLock::Kot => (&mut self.kot_lock, TDX_OPERAND_BUSY.with_operand(operand::KOT)),
+            _ => unreachable!("module: {lock} is not a module-wide lock"),
+        };
+        let taken = match mode {
+            LockMode::Shared => sharex.acquire_shared(),
+            LockMode::Exclusive => sharex.acquire_exclusive(),
+        };
+        if !taken {
+            return Err(busy);
+        }
+        list.held.push(HeldLock { lock, mode });
+        Ok(())
     }
 
     /// Spec §5.4 steps 3–5: X's 2MB entry exclusive, then each pair page outside X down to
@@ -456,6 +724,8 @@ impl Module {
                     self.pamt.release(held.lock, held.mode)
                 }
                 ModuleLock::SeptEntry(td, gpa) => self.td_mut(td).release_entry(gpa),
+                ModuleLock::Global => self.global_lock.release(held.mode),
+                ModuleLock::Kot => self.kot_lock.release(held.mode),
                 lock => td_sharex(self.td_mut(lock.td().expect("a TD lock")), lock).release(held.mode),
             }
         }
@@ -467,6 +737,13 @@ impl Module {
                 self.pamt.is_held(held.lock, held.mode)
             }
             ModuleLock::SeptEntry(td, gpa) => self.tds[&td].entry(gpa).locked,
+            ModuleLock::Global | ModuleLock::Kot => {
+                let sharex = if held.lock == ModuleLock::Global { self.global_lock } else { self.kot_lock };
+                match held.mode {
+                    LockMode::Shared => sharex.readers() > 0,
+                    LockMode::Exclusive => sharex.is_exclusive(),
+                }
+            }
             lock => {
                 let td = &self.tds[&lock.td().expect("a TD lock")];
                 let sharex = match lock {
@@ -501,7 +778,7 @@ fn td_sharex(td: &mut Td, lock: ModuleLock) -> &mut crate::lock::SharexHp {
 // State checks and effects, with every lock of the leaf held.
 impl Module {
     /// The leaf's state checks, in the module's order; `Err` is the status it returns.
-    fn check_leaf(&self, call: &LeafCall) -> Result<(), TdxStatus> {
+    fn check_leaf(&self, lp: CpuId, call: &LeafCall) -> Result<(), TdxStatus> {
         match *call {
             LeafCall::PamtAdd { hpa, pair } => {
                 // Spec §5.4 steps 4-5.
@@ -575,7 +852,57 @@ impl Module {
                 }
                 Ok(())
             }
+            LeafCall::MngCreate { tdr, .. } => self.new_page_status(tdr),
+            LeafCall::MngInit { td } => self.check_op_state(td, OpState::Uninitialized),
+            LeafCall::VpCreate { td, tdvpr } => {
+                self.new_page_status(tdvpr)?;
+                self.check_op_state(td, OpState::Initialized)
+            }
+            LeafCall::MrFinalize { td } => self.check_op_state(td, OpState::Initialized),
+            _ => self.check_lifecycle_leaf(lp, call),
         }
+    }
+
+    /// A page-assigning leaf's new page (RCX): the range must have its 4KB level, and the
+    /// page must be NDA and not a DPAMT backing page (spec §5.3).
+    fn new_page_status(&self, page: Hpa) -> Result<(), TdxStatus> {
+        if !self.pamt.has_4k_level(page.range_index()) {
+            return Err(TDX_MISSING_PAMT_PAGE_PAIR.with_operand(operand::RCX));
+        }
+        if self.pamt.page_type(page) != PageType::Nda || self.pamt.is_backing_page(page) {
+            return Err(TDX_PAGE_NOT_FREE.with_operand(operand::RCX));
+        }
+        Ok(())
+    }
+
+    /// [I] The module's op_state checks answer OP_STATE_INCORRECT; no operand detail.
+    fn check_op_state(&self, td: TdId, expected: OpState) -> Result<(), TdxStatus> {
+        if self.tds[&td].op_state != expected {
+            return Err(TDX_OP_STATE_INCORRECT);
+        }
+        Ok(())
+    }
+
+    /// TDH.MNG.CREATE: the TDR page becomes PT_TDR and the TD exists, not initialised.
+    fn finish_mng_create(&mut self, td: TdId, tdr: Hpa) -> LeafOutput {
+        self.pamt.set_page_type(tdr, PageType::Tdr);
+        self.pamt.count_up(tdr.range_index());
+        let previous = self.tds.insert(td, Td::created(self.config.host_priority, tdr));
+        assert!(previous.is_none(), "MNG.CREATE: {td} was checked absent under kot_lock");
+        LeafOutput::status(TDX_SUCCESS)
+    }
+
+    fn finish_vp_create(&mut self, td: TdId, tdvpr: Hpa) -> LeafOutput {
+        self.pamt.set_page_type(tdvpr, PageType::Tdvpr);
+        self.pamt.count_up(tdvpr.range_index());
+        self.td_mut(td).tdvprs.push(tdvpr);
+        LeafOutput::status(TDX_SUCCESS)
+    }
+
+    /// TDH.MNG.INIT (build starts) and TDH.MR.FINALIZE (build ends).
+    fn finish_op_state(&mut self, td: TdId, op_state: OpState) -> LeafOutput {
+        self.td_mut(td).op_state = op_state;
+        LeafOutput::status(TDX_SUCCESS)
     }
 
     /// Spec §5.4 steps 4–6.
@@ -606,7 +933,7 @@ impl Module {
         assert!(self.pamt.set_backing_page(hpa0, false), "PAMT.REMOVE: hpa0 bitmap bit was clear");
         assert!(self.pamt.set_backing_page(hpa1, false), "PAMT.REMOVE: hpa1 bitmap bit was clear");
         self.pamt.set_dpamt(range_index, Dpamt2M::Unbacked);
-        LeafOutput { status: TDX_SUCCESS, pair: Some([hpa0, hpa1]), removal_hint: false }
+        LeafOutput { pair: Some([hpa0, hpa1]), ..LeafOutput::status(TDX_SUCCESS) }
     }
 
     fn finish_page_aug(&mut self, td: TdId, gpa: Gpa, page: Hpa) -> LeafOutput {
@@ -647,10 +974,6 @@ impl Module {
         assert_eq!(self.pamt.page_type(page), PageType::Reg, "PAGE.REMOVE: a mapped page is REG");
         self.pamt.set_page_type(page, PageType::Nda);
         let count = self.pamt.count_down(page.range_index());
-        LeafOutput { status: TDX_SUCCESS, pair: None, removal_hint: count == Some(0) }
+        LeafOutput { removal_hint: count == Some(0), ..LeafOutput::status(TDX_SUCCESS) }
     }
-}
-
-fn failure(status: TdxStatus) -> LeafOutput {
-    LeafOutput::status(status)
 }

@@ -44,11 +44,30 @@ statuses! {
     TDX_PAMT_PAGE_NOT_EMPTY = 0xC000_0306_0000_0000;
     /// A page-assigning leaf touched a 2MB range with no DPAMT backing.
     TDX_MISSING_PAMT_PAGE_PAIR = 0x8000_0308_0000_0000;
+    /// TDH.SYS.INIT when the module is not in SYSINIT_PENDING (e.g. called twice).
+    TDX_SYS_INIT_NOT_PENDING = 0xC000_0500_0000_0000;
+    /// This LP has not done TDH.SYS.LP.INIT against the current module image.
     TDX_SYS_LP_INIT_NOT_DONE = 0xC000_0502_0000_0000;
+    /// TDH.SYS.LP.INIT repeated on one LP.
+    TDX_SYS_LP_INIT_DONE = 0xC000_0503_0000_0000;
+    /// A non-SYS leaf before the module is SYS_READY.
     TDX_SYS_NOT_READY = 0xC000_0505_0000_0000;
+    /// The module is shut down (runtime update in progress).
     TDX_SYS_SHUTDOWN = 0xC000_0506_0000_0000;
+    TDX_SYS_KEY_CONFIG_NOT_PENDING = 0xC000_0507_0000_0000;
+    TDX_SYS_STATE_INCORRECT = 0xC000_0508_0000_0000;
+    /// TDH.SYS.UPDATE: no usable handoff data.
+    TDX_SYS_INVALID_HANDOFF = 0xC000_0509_0000_0000;
+    /// TDH.SYS.LP.INIT before TDH.SYS.INIT.
+    TDX_SYS_LP_INIT_NOT_PENDING = 0xC000_050B_0000_0000;
+    /// TDH.SYS.CONFIG in the wrong state, or not every platform LP has done LP.INIT.
+    TDX_SYS_CONFIG_NOT_PENDING = 0xC000_050C_0000_0000;
+    /// TDH.SYS.SHUTDOWN with AVOID_COMPAT_SENSITIVE while a TD build is in progress.
+    TDX_UPDATE_COMPAT_SENSITIVE = 0x8000_0512_0000_0000;
     TDX_LIFECYCLE_STATE_INCORRECT = 0xC000_0607_0000_0000;
     TDX_OP_STATE_INCORRECT = 0xC000_0608_0000_0000;
+    /// Informational: TDH.SYS.KEY.CONFIG on a package whose key is already programmed.
+    TDX_KEY_CONFIGURED = 0x0000_0815_0000_0000;
     TDX_EPT_WALK_FAILED = 0xC000_0B00_0000_0000;
     TDX_EPT_ENTRY_FREE = 0xC000_0B01_0000_0000;
     TDX_EPT_ENTRY_NOT_FREE = 0xC000_0B02_0000_0000;
@@ -56,10 +75,41 @@ statuses! {
     TDX_GPA_RANGE_ALREADY_BLOCKED = 0x0000_0B07_0000_0000;
     TDX_TLB_TRACKING_NOT_DONE = 0xC000_0B08_0000_0000;
     TDX_EPT_ENTRY_STATE_INCORRECT = 0xC000_0B0D_0000_0000;
+    TDX_METADATA_FIELD_ID_INCORRECT = 0xC000_0C00_0000_0000;
     /// Linux: the SEAMCALL returned VMfailInvalid (no module, or SEAM not ready).
     TDX_SEAMCALL_VMFAILINVALID = 0x8000_FF00_FFFF_0000;
     /// Linux: the SEAMCALL raised #UD (VMX off on this CPU).
     TDX_SEAMCALL_UD = 0x8000_FF00_0000_0006;
+}
+
+/// P-SEAMLDR statuses (spec/constants.md §2). They live in the same RAX but use their own
+/// encoding: the low bits are part of the code, so they are compared whole, never masked.
+pub mod seamldr {
+    use super::TdxStatus;
+
+    macro_rules! seamldr_statuses {
+        ($($(#[$doc:meta])* $name:ident = $value:expr;)*) => {
+            $( $(#[$doc])* pub const $name: TdxStatus = TdxStatus($value); )*
+            /// Every named P-SEAMLDR status.
+            pub const NAMED_SEAMLDR_STATUSES: &[(&str, TdxStatus)] = &[$((stringify!($name), $name)),*];
+        };
+    }
+
+    seamldr_statuses! {
+        SEAMLDR_SUCCESS = 0;
+        SEAMLDR_EBADPARAM = 0x8000_0000_0000_0000;
+        /// For example SEAMLDR.INSTALL called twice on one LP in one session.
+        SEAMLDR_EBADCALL = 0x8000_0000_0000_0003;
+        /// SEAMLDR.INSTALL with no shut-down module and handoff data to update from.
+        SEAMLDR_EBADHANDOFF = 0x8000_0000_0000_0004;
+        SEAMLDR_ENOMEM = 0x8000_0000_0001_0002;
+        SEAMLDR_EUNSPECERR = 0x8000_0000_0001_0003;
+        SEAMLDR_EUNSUPCPU = 0x8000_0000_0001_0004;
+        SEAMLDR_EBADSIG = 0x8000_0000_0002_0000;
+        SEAMLDR_EBADHASH = 0x8000_0000_0002_0001;
+        SEAMLDR_EINTERRUPT = 0x8000_0000_0003_0000;
+        SEAMLDR_ENOENTROPY = 0x8000_0000_0003_0001;
+    }
 }
 
 /// Operand ids (detail bits of a status), spec/constants.md §4.
@@ -110,18 +160,36 @@ impl TdxStatus {
         (self.0 >> 40) as u8
     }
 
-    /// The name of the masked status, e.g. `TDX_OPERAND_BUSY`.
+    /// The name of the masked status, e.g. `TDX_OPERAND_BUSY`; for a status whose low
+    /// bits are part of its code, the name of the whole value (see `whole_entry`).
     pub fn name(self) -> &'static str {
         let masked = self.masked();
-        NAMED_STATUSES
-            .iter()
-            .find(|(_, status)| *status == masked)
+        self.whole_entry()
+            .or_else(|| NAMED_STATUSES.iter().find(|(_, status)| *status == masked))
             .map_or("TDX_UNKNOWN_STATUS", |(name, _)| name)
     }
 
-    /// Looks up a status by its name, e.g. `"TDX_HPA_RANGE_NOT_FREE"`.
+    /// Looks up a status by its name, e.g. `"TDX_HPA_RANGE_NOT_FREE"` or `"SEAMLDR_EBADCALL"`.
     pub fn from_name(name: &str) -> Option<TdxStatus> {
-        NAMED_STATUSES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+        NAMED_STATUSES
+            .iter()
+            .chain(seamldr::NAMED_SEAMLDR_STATUSES)
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| *s)
+    }
+
+    /// The named status this whole value is, when its low bits are code rather than an
+    /// operand: Linux's software-defined SEAMCALL results (VMfailInvalid, #UD), and
+    /// P-SEAMLDR errors that no TDX status claims by its masked value.
+    fn whole_entry(self) -> Option<&'static (&'static str, TdxStatus)> {
+        let software = NAMED_STATUSES.iter().find(|(_, status)| status.operand() != 0 && *status == self);
+        software.or_else(|| {
+            let masked = self.masked();
+            if self == TDX_SUCCESS || NAMED_STATUSES.iter().any(|(_, status)| *status == masked) {
+                return None;
+            }
+            seamldr::NAMED_SEAMLDR_STATUSES.iter().find(|(_, status)| *status == self)
+        })
     }
 }
 
@@ -130,7 +198,7 @@ impl std::fmt::Display for TdxStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = self.name();
         let operand = self.operand();
-        if operand == 0 || self.masked() == TDX_SEAMCALL_VMFAILINVALID {
+        if operand == 0 || self.whole_entry().is_some() {
             return f.write_str(name);
         }
         let operand_name = match operand {
@@ -176,5 +244,17 @@ mod tests {
         assert_eq!(TDX_OPERAND_BUSY.with_operand(operand::RDX).to_string(), "TDX_OPERAND_BUSY|RDX");
         assert_eq!(TDX_HPA_RANGE_NOT_FREE.to_string(), "TDX_HPA_RANGE_NOT_FREE");
         assert_eq!(TdxStatus::from_name("TDX_NO_PAMT_PAGE_PAIR"), Some(TDX_NO_PAMT_PAGE_PAIR));
+    }
+
+    #[test]
+    fn seamldr_statuses_print_whole() {
+        assert_eq!(seamldr::SEAMLDR_EBADCALL.to_string(), "SEAMLDR_EBADCALL");
+        assert_eq!(seamldr::SEAMLDR_EBADPARAM.to_string(), "SEAMLDR_EBADPARAM");
+        assert_eq!(seamldr::SEAMLDR_ENOMEM.to_string(), "SEAMLDR_ENOMEM");
+        assert_eq!(TDX_SUCCESS.to_string(), "TDX_SUCCESS");
+        assert_eq!(TdxStatus::from_name("SEAMLDR_EBADHANDOFF"), Some(seamldr::SEAMLDR_EBADHANDOFF));
+        assert_eq!(TDX_UPDATE_COMPAT_SENSITIVE.0, 0x8000_0512_0000_0000);
+        assert_eq!(TDX_SEAMCALL_VMFAILINVALID.to_string(), "TDX_SEAMCALL_VMFAILINVALID");
+        assert_eq!(TDX_SEAMCALL_UD.to_string(), "TDX_SEAMCALL_UD");
     }
 }

@@ -1,8 +1,9 @@
 //! The TD state the modelled leaves need: the TD-wide locks, the TLB epoch and the
 //! secure-EPT leaf entries (spec/seam-module.md §1, §2.3).
 //!
-//! Only 4KB leaf entries are modelled; the S-EPT's non-leaf pages (TDH.MEM.SEPT.ADD) and
-//! the TD's control pages come with the TD-lifecycle work.
+//! Only 4KB leaf entries are modelled; the S-EPT's non-leaf pages (TDH.MEM.SEPT.ADD) are
+//! not. Of the TD's control pages only the TDR (TDH.MNG.CREATE) and the TDVPRs
+//! (TDH.VP.CREATE) are; TDCX pages, HKIDs and measurements are not.
 
 use std::collections::BTreeMap;
 
@@ -50,6 +51,18 @@ impl SeptEntry {
     };
 }
 
+/// The TD's operational state (TDCS `op_state`), as far as the build goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum OpState {
+    /// TDH.MNG.CREATE made the TD; TDH.MNG.INIT has not run.
+    Uninitialized,
+    /// TDH.MNG.INIT ran: the TD build is in progress. A build is compatibility-sensitive:
+    /// SYS.SHUTDOWN with AVOID_COMPAT_SENSITIVE refuses to start an update now.
+    Initialized,
+    /// TDH.MR.FINALIZE ended the build; the TD can run.
+    Runnable,
+}
+
 /// One TD, as far as the modelled leaves see it.
 #[derive(Clone, Debug)]
 pub struct Td {
@@ -66,11 +79,18 @@ pub struct Td {
     /// Leaf entries by 4KB-aligned GPA; absent means FREE with no lock and no HP bit.
     /// Protected by `sept_lock` (exclusive) or, for one entry, by that entry's TDEL bit.
     pub sept: BTreeMap<u64, SeptEntry>,
+    /// Protected by `tdr_lock`: MNG.INIT and MR.FINALIZE change it with the lock exclusive.
+    pub op_state: OpState,
+    /// The TDR page, for a TD made by TDH.MNG.CREATE (`None` for [`crate::Module::create_td`]).
+    pub tdr: Option<Hpa>,
+    /// TDVPR pages given by TDH.VP.CREATE, in creation order.
+    pub tdvprs: Vec<Hpa>,
     /// False for a module without host priority: a losing host never sets HP.
     host_priority: bool,
 }
 
 impl Td {
+    /// A runnable TD with no control pages: the shortcut of [`crate::Module::create_td`].
     pub fn new(host_priority: bool) -> Td {
         let lock = if host_priority { SharexHp::new() } else { SharexHp::without_host_priority() };
         Td {
@@ -80,8 +100,21 @@ impl Td {
             epoch_lock: lock,
             td_epoch: 0,
             sept: BTreeMap::new(),
+            op_state: OpState::Runnable,
+            tdr: None,
+            tdvprs: Vec::new(),
             host_priority,
         }
+    }
+
+    /// A TD that TDH.MNG.CREATE just made on `tdr`: not yet initialised.
+    pub fn created(host_priority: bool, tdr: Hpa) -> Td {
+        Td { op_state: OpState::Uninitialized, tdr: Some(tdr), ..Td::new(host_priority) }
+    }
+
+    /// Between TDH.MNG.INIT and TDH.MR.FINALIZE (spec §9, "compatibility-sensitive").
+    pub fn is_building(&self) -> bool {
+        self.op_state == OpState::Initialized
     }
 
     /// The entry for `gpa`, FREE if absent.

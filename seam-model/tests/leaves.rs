@@ -31,7 +31,9 @@ fn page(range_index: u64, page_index: u64) -> Hpa {
 }
 
 fn module_with(dpamt: bool, host_priority: bool) -> Module {
-    let mut module = Module::new(ModuleConfig { memory_bytes: MEMORY, dpamt, host_priority });
+    // Two LPs: `run` calls on LP0, `held` on LP1.
+    let mut module =
+        Module::new(ModuleConfig { num_lps: 2, ..ModuleConfig::new(MEMORY, dpamt, host_priority) });
     module.create_td(TD);
     module
 }
@@ -341,7 +343,7 @@ fn pamt_remove_returns_the_pair_and_unbacks_the_range() {
     assert_eq!(ticket.locks(), [sh(ModuleLock::Pamt1G(0)), ex(ModuleLock::Pamt2M(1))]);
     assert_eq!(ticket.locks()[1].to_string(), "pamt2m[0x200000] ex");
     let output = module.finish(ticket);
-    assert_eq!(output, LeafOutput { status: TDX_SUCCESS, pair: Some(pair), removal_hint: false });
+    assert_eq!(output, LeafOutput { pair: Some(pair), ..LeafOutput::status(TDX_SUCCESS) });
     assert_eq!(module.dpamt(1), Dpamt2M::Unbacked);
     assert!(!module.is_pamt_backing_page(pair[0]));
     assert!(!module.is_pamt_backing_page(pair[1]));
@@ -709,7 +711,7 @@ fn aug_block_track_remove_gives_the_hint_exactly_when_the_count_reaches_zero() {
     assert_eq!(ticket.locks()[4], ex(ModuleLock::Pamt4K(page(1, 4).pfn())), "implicit: no walk");
     assert_eq!(ticket.locks().len(), 5);
     let first = module.finish(ticket);
-    assert_eq!(first, LeafOutput { status: TDX_SUCCESS, pair: None, removal_hint: false });
+    assert_eq!(first, LeafOutput::status(TDX_SUCCESS));
     assert_eq!(module.dpamt(1), Dpamt2M::Backed { hpa0: pair[0], hpa1: pair[1], count: 1 });
     assert_eq!(module.page_type(page(1, 4)), PageType::Nda);
     assert_eq!(module.td(TD).unwrap().entry(0x1000).state, SeptState::Free);
@@ -720,7 +722,7 @@ fn aug_block_track_remove_gives_the_hint_exactly_when_the_count_reaches_zero() {
     );
 
     let last = run(&mut module, page_remove(0x2000));
-    assert_eq!(last, LeafOutput { status: TDX_SUCCESS, pair: None, removal_hint: true });
+    assert_eq!(last, LeafOutput { removal_hint: true, ..LeafOutput::status(TDX_SUCCESS) });
     assert_eq!(module.dpamt(1), Dpamt2M::Backed { hpa0: pair[0], hpa1: pair[1], count: 0 });
     assert!(module.td(TD).unwrap().sept.is_empty());
     assert_eq!(run(&mut module, remove(range(1))).pair, Some(pair));
