@@ -11,8 +11,11 @@ use crate::kernel::mutex::RwSem;
 use crate::kernel::page_alloc::PageAllocator;
 use crate::kernel::rwlock::RwLock;
 use crate::kernel::spinlock::Spinlock;
+use crate::kvm::main::KvmGlobal;
 use crate::kvm::mmu::KvmTd;
+use crate::seamldr::update::UpdateDesign;
 use crate::tdx::dpamt::DpamtDesign;
+use crate::tdx::enable::{EnableDesign, TdxState};
 
 /// Host-side costs in cycles (spec/calibration.md §2.2; all assumptions to be swept).
 #[derive(Clone, Debug)]
@@ -33,6 +36,8 @@ pub struct HostCosts {
     /// Bringing one CPU up, apart from the cpuhp callbacks.
     pub cpu_bringup: u64,
     pub smp_call_on_cpu: u64,
+    /// VMXON or VMXOFF on one CPU.
+    pub vmxon: u64,
     /// stop_machine start-up: this, plus `stop_machine_per_cpu` per CPU.
     pub stop_machine_base: u64,
     pub stop_machine_per_cpu: u64,
@@ -54,6 +59,7 @@ impl Default for HostCosts {
             cpus_write_lock: 1_000_000,
             cpu_bringup: 1_000_000,
             smp_call_on_cpu: 20_000,
+            vmxon: 2_000,
             stop_machine_base: 20_000,
             stop_machine_per_cpu: 2_000,
         }
@@ -66,7 +72,17 @@ pub struct HostConfig {
     pub memory_bytes: u64,
     pub dpamt: bool,
     pub host_priority: bool,
+    /// All platform LPs (possible CPUs), and how many start online.
+    pub possible_cpus: u32,
+    pub online_cpus: u32,
+    pub packages: u32,
+    /// TDX was enabled at boot: the module is READY and every online CPU did LP.INIT.
+    pub tdx_initialized: bool,
+    pub seamret_erratum: bool,
+    pub compat_sensitive: bool,
     pub dpamt_design: DpamtDesign,
+    pub enable_design: EnableDesign,
+    pub update_design: UpdateDesign,
     /// Cost of each leaf that gets past its locks (cycles).
     pub leaf_costs: BTreeMap<Leaf, u64>,
     pub costs: HostCosts,
@@ -74,8 +90,10 @@ pub struct HostConfig {
     pub range_labels: BTreeMap<usize, String>,
     /// 2MB ranges the page allocator must not hand out (they hold scenario-named pages).
     pub reserved_ranges: BTreeSet<usize>,
-    /// TDs that exist when the run starts.
+    /// TDs that exist (runnable) in the module when the run starts.
     pub tds: Vec<TdId>,
+    /// TDs KVM knows about (those above and those a step creates), for their `mmu_lock`.
+    pub kvm_tds: Vec<TdId>,
 }
 
 /// SEAMCALLs by leaf and status, and other host-side counts.
@@ -110,6 +128,10 @@ pub struct Host {
     pub cpu_hotplug_lock: RwSem,
     /// Installed dynamic cpuhp states, in the order their startups run.
     pub cpuhp_states: RefCell<Vec<CpuhpState>>,
+    /// TDX enabling and update state (arch/x86/virt/vmx/tdx, seamldr.c).
+    pub tdx: TdxState,
+    /// KVM's global state that enabling and TD creation use.
+    pub kvm: KvmGlobal,
     pub stats: RefCell<HostStats>,
     sim: Sim,
 }
@@ -117,9 +139,12 @@ pub struct Host {
 impl Host {
     pub fn new(sim: &Sim, config: HostConfig) -> Host {
         let mut module = Module::new(ModuleConfig {
-            memory_bytes: config.memory_bytes,
-            dpamt: config.dpamt,
-            host_priority: config.host_priority,
+            num_lps: config.possible_cpus,
+            packages: config.packages,
+            initialized: config.tdx_initialized,
+            seamret_erratum: config.seamret_erratum,
+            compat_sensitive_supported: config.compat_sensitive,
+            ..ModuleConfig::new(config.memory_bytes, config.dpamt, config.host_priority)
         });
         for &td in &config.tds {
             module.create_td(td);
@@ -130,7 +155,14 @@ impl Host {
             DpamtDesign::GlobalLockFastpath | DpamtDesign::Hint => "pamt_lock",
             _ => "dpamt_lock",
         };
-        let kvm_tds = config.tds.iter().map(|&td| (td, KvmTd::new(sim, td, costs.spin_handoff))).collect();
+        let kvm_tds =
+            config.kvm_tds.iter().map(|&td| (td, KvmTd::new(sim, td, costs.spin_handoff))).collect();
+        // TDX enabled at boot in today's design: its cpuhp state is installed.
+        let cpuhp_states = if config.tdx_initialized && config.enable_design == EnableDesign::BootCpuhp {
+            vec![crate::tdx::enable::tdx_cpuhp_state()]
+        } else {
+            Vec::new()
+        };
         Host {
             dpamt_lock: Spinlock::new(sim, lock_name, costs.spin_handoff),
             dpamt_rwlock: RwLock::new(sim, "dpamt_rwlock", costs.spin_handoff),
@@ -141,7 +173,9 @@ impl Host {
             module: RefCell::new(module),
             kvm_tds,
             cpu_hotplug_lock: RwSem::new(sim, "cpu_hotplug_lock", true),
-            cpuhp_states: RefCell::new(Vec::new()),
+            cpuhp_states: RefCell::new(cpuhp_states),
+            tdx: TdxState::new(sim, &config),
+            kvm: KvmGlobal::new(sim),
             stats: RefCell::new(HostStats::default()),
             costs,
             config,

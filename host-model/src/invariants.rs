@@ -6,7 +6,7 @@
 //! ended up in use there; the designs claim refcount and backing move together, and the
 //! checker holds them to it whenever nobody is between the two.
 
-use seam_model::{Dpamt2M, Hpa};
+use seam_model::{Dpamt2M, Hpa, Leaf};
 use sim_core::{Outcome, OutcomeKind};
 
 use crate::host::Host;
@@ -17,6 +17,9 @@ pub const DPAMT_REFCOUNT_MATCHES_MODULE: &str = "dpamt-refcount-matches-module";
 pub const NO_PAGE_IN_UNBACKED_RANGE: &str = "no-page-in-unbacked-range";
 pub const PAMT_PAGES_NOT_DOUBLE_FREED: &str = "pamt-pages-not-double-freed";
 pub const PAMT_PAGES_NOT_LEAKED: &str = "pamt-pages-not-leaked";
+pub const LP_INIT_BEFORE_SEAMCALL: &str = "lp-init-before-seamcall";
+pub const NO_SEAMCALL_IN_UPDATE_WINDOW: &str = "no-seamcall-in-update-window";
+pub const TDS_SURVIVE_UPDATE: &str = "tds-survive-update";
 
 /// Every invariant: (name, what it says, when it is checked).
 pub const INVARIANTS: &[(&str, &str, &str)] = &[
@@ -34,6 +37,21 @@ pub const INVARIANTS: &[(&str, &str, &str)] = &[
         PAMT_PAGES_NOT_DOUBLE_FREED,
         "no page is freed that the page allocator did not hand out (or already got back)",
         "at every __free_page()",
+    ),
+    (
+        LP_INIT_BEFORE_SEAMCALL,
+        "every online CPU has done TDH.SYS.LP.INIT (on the current module image) before any other SEAMCALL runs on it",
+        "at every SEAMCALL, once TDX is enabled",
+    ),
+    (
+        NO_SEAMCALL_IN_UPDATE_WINDOW,
+        "no SEAMCALL other than the update's own runs between TDH.SYS.SHUTDOWN and the end of the update",
+        "at every SEAMCALL",
+    ),
+    (
+        TDS_SURVIVE_UPDATE,
+        "the TDs that existed before a module update exist after it; lost TDs are named",
+        "when seamldr_install_module() returns",
     ),
     (
         PAMT_PAGES_NOT_LEAKED,
@@ -111,4 +129,57 @@ pub fn check_at_end(host: &Host) -> Option<(&'static str, String)> {
         ));
     }
     None
+}
+
+/// Leaves the update itself issues (and the host's metadata reads around it).
+fn is_update_leaf(leaf: Leaf) -> bool {
+    matches!(
+        leaf,
+        Leaf::SysRd
+            | Leaf::SysShutdown
+            | Leaf::SysInit
+            | Leaf::SysLpInit
+            | Leaf::SysUpdate
+            | Leaf::SeamldrInstall
+    ) || leaf.is_seamldr()
+}
+
+/// `lp-init-before-seamcall` and `no-seamcall-in-update-window`, as a SEAMCALL starts.
+pub fn check_seamcall_allowed(cpu: &Cpu, leaf: Leaf) {
+    let host = cpu.host();
+    if host.tdx.update_in_progress.get() && !is_update_leaf(leaf) {
+        broken(
+            cpu,
+            NO_SEAMCALL_IN_UPDATE_WINDOW,
+            format!("{} issues {leaf} during the module update", cpu.id),
+        );
+        return;
+    }
+    if leaf.is_seamldr() || leaf.is_allowed_before_lp_init() || host.tdx.update_in_progress.get() {
+        return;
+    }
+    let enabled = host.tdx.module_initialized.get();
+    if enabled && !host.module.borrow().lp_is_init(cpu.id) {
+        broken(
+            cpu,
+            LP_INIT_BEFORE_SEAMCALL,
+            format!("{} issues {leaf} but has not done TDH.SYS.LP.INIT", cpu.id),
+        );
+    }
+}
+
+/// `tds-survive-update`: the TDs of before an update are there after it; a failed update
+/// that lost some names them and the step it failed in.
+pub fn tds_survive_update(
+    cpu: &Cpu,
+    before: &[seam_model::TdId],
+    state: crate::seamldr::update::UpdateState,
+) {
+    let after = cpu.host().module.borrow().td_names();
+    let lost = crate::seamldr::update::lost_tds(before, &after);
+    if lost.is_empty() {
+        return;
+    }
+    let names: Vec<String> = lost.iter().map(|td| td.to_string()).collect();
+    broken(cpu, TDS_SURVIVE_UPDATE, format!("the update stopped in {state:?} and lost {}", names.join(", ")));
 }

@@ -6,6 +6,9 @@
 //! - `host`: `Host`, the kernel state of one run, its config and its costs.
 //! - `invariants`: the named invariants checked during and at the end of a run.
 //! - `kernel`: spinlock, rwlock, atomics, page allocator, the `Cpu` handle, `Errno`.
+//! - `tdx::enable`: TDX enabling and CPU hotplug in every `host.enable` design.
+//! - `seamldr::update`: the runtime module update in every `host.update` design.
+//! - `kvm::main`: KVM's usage count, hardware enable, TD creation.
 //! - `tdx::seamcall`: the SEAMCALL wrapper.
 //! - `tdx::dpamt`: `tdx_pamt_get` / `tdx_pamt_put` in every published design.
 //! - `kvm::mmu`: the private-page fault and zap paths.
@@ -13,6 +16,7 @@ pub mod host;
 pub mod invariants;
 pub mod kernel;
 pub mod kvm;
+pub mod seamldr;
 pub mod tdx;
 
 pub use host::{Host, HostConfig, HostCosts, HostStats};

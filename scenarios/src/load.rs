@@ -62,6 +62,24 @@ const MODULE_KEYS: &[&str] =
     &["dpamt", "host_priority", "jitter", "costs", "initialized", "seamret_erratum", "compat_sensitive"];
 const HOST_KEYS: &[&str] = &["dpamt", "sept_busy", "update", "enable"];
 const TASK_KEYS: &[&str] = &["cpu", "start", "repeat", "steps"];
+/// The operands a raw `seamcall` step takes for `leaf`, or `None` if a raw step cannot
+/// issue it (SYS.RD reads `module_hv`).
+fn raw_operands(leaf: Leaf) -> Option<&'static [&'static str]> {
+    Some(match leaf {
+        Leaf::PhymemPamtAdd => &["hpa", "pair"],
+        Leaf::PhymemPamtRemove => &["hpa"],
+        Leaf::MemPageAug => &["td", "gpa", "page"],
+        Leaf::MemPageRemove | Leaf::MemRangeBlock => &["td", "gpa"],
+        Leaf::MemTrack => &["td"],
+        Leaf::PhymemPageWbinvd => &["page"],
+        Leaf::SysRd | Leaf::SysInit | Leaf::SysLpInit | Leaf::SeamldrInfo => &[],
+        _ => return None,
+    })
+}
+
+/// What a step's `returns` may name.
+pub const RETURNS: &[&str] = &["0", "-EBUSY", "-EIO", "-ENOMEM", "-ENODEV", "-EINVAL", "-EACCES"];
+
 const RUN_KEYS: &[&str] =
     &["runs", "seed", "strategy", "pct_depth", "exhaustive_bound", "max_time", "watchdog", "max_stall"];
 const EXPECT_KEYS: &[&str] = &["outcome", "what", "within_runs", "metrics"];
@@ -388,7 +406,7 @@ impl<'t> Loader<'t> {
         let call = match name {
             "seamcall" => self.seamcall(&table, space)?,
             "tdx_pamt_get" => {
-                self.check_keys(&table, &["call", "page", "pair", "at"])?;
+                self.check_keys(&table, &["call", "page", "pair", "at", "returns"])?;
                 let page = self.required_page(&table, "page", 1, space)?;
                 let pair = match table.get("pair") {
                     Some(value) => Some(self.pair(&table.key("pair"), value, space)?),
@@ -397,7 +415,7 @@ impl<'t> Loader<'t> {
                 Call::TdxPamtGet { page, pair }
             }
             "tdx_pamt_put" => {
-                self.check_keys(&table, &["call", "page", "pair", "at"])?;
+                self.check_keys(&table, &["call", "page", "pair", "at", "returns"])?;
                 let page = self.required_page(&table, "page", 1, space)?;
                 let pair = match table.get("pair") {
                     Some(value) => Some(self.pair(&table.key("pair"), value, space)?),
@@ -406,7 +424,7 @@ impl<'t> Loader<'t> {
                 Call::TdxPamtPut { page, pair }
             }
             "tdp_fault" => {
-                self.check_keys(&table, &["call", "td", "gpa", "count", "page", "at"])?;
+                self.check_keys(&table, &["call", "td", "gpa", "count", "page", "at", "returns"])?;
                 let td = self.required_td(&table)?;
                 let count = self.count(&table)?;
                 let gpa = self.gpa(&table, count)?;
@@ -417,17 +435,17 @@ impl<'t> Loader<'t> {
                 Call::TdpFault { td, gpa, count, page }
             }
             "zap" => {
-                self.check_keys(&table, &["call", "td", "gpa", "count", "at"])?;
+                self.check_keys(&table, &["call", "td", "gpa", "count", "at", "returns"])?;
                 let td = self.required_td(&table)?;
                 let count = self.count(&table)?;
                 Call::Zap { td, gpa: self.gpa(&table, count)?, count }
             }
             "tdx_enable" | "tdx_cpu_enable" => {
-                self.check_keys(&table, &["call", "at"])?;
+                self.check_keys(&table, &["call", "at", "returns"])?;
                 if name == "tdx_enable" { Call::TdxEnable } else { Call::TdxCpuEnable }
             }
             "cpu_up" | "cpu_down" => {
-                self.check_keys(&table, &["call", "target", "at"])?;
+                self.check_keys(&table, &["call", "target", "at", "returns"])?;
                 let Some(target_value) = table.get("target") else {
                     let expected = format!(
                         "a CPU 0..={} (below machine.possible_cpus, required)",
@@ -439,7 +457,7 @@ impl<'t> Loader<'t> {
                 if name == "cpu_up" { Call::CpuUp { target } } else { Call::CpuDown { target } }
             }
             "seamldr_install_module" => {
-                self.check_keys(&table, &["call", "fail_step", "at"])?;
+                self.check_keys(&table, &["call", "fail_step", "at", "returns"])?;
                 let fail_step = match table.get("fail_step") {
                     Some(value) => {
                         let names: Vec<&str> = FailStep::ALL.iter().map(|step| step.name()).collect();
@@ -451,20 +469,20 @@ impl<'t> Loader<'t> {
                 Call::SeamldrInstallModule { fail_step }
             }
             "td_create" => {
-                self.check_keys(&table, &["call", "td", "vcpus", "at"])?;
+                self.check_keys(&table, &["call", "td", "vcpus", "build", "at", "returns"])?;
                 let td = self.required_td(&table)?;
                 let vcpus = match table.get("vcpus") {
                     Some(value) => self.int(&table.key("vcpus"), value, 1, MAX_VCPUS)? as u32,
                     None => 1,
                 };
-                Call::TdCreate { td, vcpus }
-            }
-            "td_destroy" => {
-                self.check_keys(&table, &["call", "td", "at"])?;
-                Call::TdDestroy { td: self.required_td(&table)? }
+                let build_cycles = match table.get("build") {
+                    Some(value) => self.time(&table.key("build"), value, clock, TIME_EXPECTED)?,
+                    None => 0,
+                };
+                Call::TdCreate { td, vcpus, build_cycles }
             }
             "sleep" | "spin" => {
-                self.check_keys(&table, &["call", "for", "at"])?;
+                self.check_keys(&table, &["call", "for", "at", "returns"])?;
                 let Some(for_value) = table.get("for") else {
                     return Err(self.missing(&table, "for", "a time (required)"));
                 };
@@ -487,15 +505,25 @@ impl<'t> Loader<'t> {
             Some(value) => Some(Cycle(self.time(&table.key("at"), value, clock, TIME_EXPECTED)?)),
             None => None,
         };
+        let returns = match table.get("returns") {
+            Some(value) => {
+                let name = self.choice(&table.key("returns"), value, RETURNS)?;
+                Some(name.to_string())
+            }
+            None => None,
+        };
         let (line, column) = line_column(self.text.as_bytes(), value.span().start);
-        Ok(Step { call, at, line, column })
+        Ok(Step { call, at, returns, line, column })
     }
 
     /// `{ call = "seamcall", leaf = ..., operands }` -> the typed `LeafCall`. Operands are
     /// kept as given (PAMT.ADD's `hpa` is not rounded to 2MB: the module checks that).
     fn seamcall(&self, table: &Table<'_, '_>, space: &StepSpace<'_>) -> Result<Call> {
-        let modelled: Vec<&str> =
-            Leaf::ALL.iter().filter(|leaf| leaf.is_modelled()).map(|leaf| leaf.name()).collect();
+        let modelled: Vec<&str> = Leaf::ALL
+            .iter()
+            .filter(|leaf| leaf.is_modelled() && raw_operands(**leaf).is_some())
+            .map(|leaf| leaf.name())
+            .collect();
         let modelled = modelled.join(", ");
         let Some(leaf_value) = table.get("leaf") else {
             return Err(self.missing(table, "leaf", &format!("a leaf name ({modelled})")));
@@ -513,17 +541,11 @@ impl<'t> Loader<'t> {
         if !leaf.is_modelled() {
             return Err(not_modelled());
         }
-        let operands: &[&str] = match leaf {
-            Leaf::PhymemPamtAdd => &["hpa", "pair"],
-            Leaf::PhymemPamtRemove => &["hpa"],
-            Leaf::MemPageAug => &["td", "gpa", "page"],
-            Leaf::MemPageRemove | Leaf::MemRangeBlock => &["td", "gpa"],
-            Leaf::MemTrack => &["td"],
-            Leaf::PhymemPageWbinvd => &["page"],
-            _ => return Err(not_modelled()),
+        let Some(operands) = raw_operands(leaf) else {
+            return Err(not_modelled());
         };
         let allowed: Vec<&str> =
-            ["call", "leaf"].into_iter().chain(operands.iter().copied()).chain(["at"]).collect();
+            ["call", "leaf"].into_iter().chain(operands.iter().copied()).chain(["at", "returns"]).collect();
         self.check_keys(table, &allowed)?;
         let td = || self.required_td(table).map(TdId);
         let gpa = || self.gpa(table, 1).map(Gpa);
@@ -543,6 +565,10 @@ impl<'t> Loader<'t> {
             Leaf::MemRangeBlock => LeafCall::RangeBlock { td: td()?, gpa: gpa()? },
             Leaf::MemTrack => LeafCall::Track { td: td()? },
             Leaf::PhymemPageWbinvd => LeafCall::PageWbinvd { page: page("page")? },
+            Leaf::SysRd => LeafCall::SysRd { field: seam_model::call::metadata::FIELD_MODULE_HV },
+            Leaf::SysInit => LeafCall::SysInit,
+            Leaf::SysLpInit => LeafCall::SysLpInit,
+            Leaf::SeamldrInfo => LeafCall::SeamldrInfo,
             _ => return Err(not_modelled()),
         };
         Ok(Call::Seamcall(call))

@@ -7,8 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use host_model::kernel::cpu::mark;
+use host_model::kernel::cpuhp::{cpu_down, cpu_up};
+use host_model::kvm::main::td_create;
 use host_model::kvm::mmu::{tdp_fault, zap};
+use host_model::seamldr::update::{FailStep as UpdateFailStep, seamldr_install_module};
 use host_model::tdx::dpamt::{PairSource, tdx_pamt_get, tdx_pamt_put};
+use host_model::tdx::enable::{tdx_cpu_enable, tdx_enable};
 use host_model::tdx::seamcall::seamcall;
 use host_model::{Cpu, Host, HostConfig, HostCosts};
 use seam_model::{Hpa, Leaf, LeafCall, RANGE_2M, TdId, TdxStatus};
@@ -17,7 +21,7 @@ use sim_core::{
     PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, Seed, Span, TraceEvent,
 };
 
-use crate::schema::{Call, Scenario, Strategy};
+use crate::schema::{Call, FailStep, Scenario, Strategy};
 
 /// How to schedule a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,8 +136,18 @@ impl Metrics {
     }
 }
 
-/// The TDs a scenario's steps name, which exist from the start of every run.
-fn scenario_tds(scenario: &Scenario) -> Vec<TdId> {
+/// The TDs a scenario's steps name: (those that exist from the start of every run, those
+/// a `td_create` step builds). A TD named by both is built by its step.
+fn scenario_tds(scenario: &Scenario) -> (Vec<TdId>, Vec<TdId>) {
+    let created: BTreeSet<TdId> = scenario
+        .tasks
+        .iter()
+        .flat_map(|task| &task.steps)
+        .filter_map(|step| match step.call {
+            Call::TdCreate { td, .. } => Some(TdId(td)),
+            _ => None,
+        })
+        .collect();
     let mut tds = BTreeSet::new();
     for step in scenario.tasks.iter().flat_map(|task| &task.steps) {
         match &step.call {
@@ -151,7 +165,8 @@ fn scenario_tds(scenario: &Scenario) -> Vec<TdId> {
             _ => {}
         }
     }
-    tds.into_iter().collect()
+    let existing = tds.difference(&created).copied().collect();
+    (existing, created.into_iter().collect())
 }
 
 /// Every physical page a step names (named or literal), so the page allocator keeps off
@@ -229,8 +244,7 @@ fn step_label(scenario: &Scenario, call: &Call) -> String {
             format!("seamldr_install_module(fail {})", step.name())
         }
         Call::SeamldrInstallModule { fail_step: None } => "seamldr_install_module()".to_string(),
-        Call::TdCreate { td, vcpus } => format!("td_create(TD {td}, {vcpus} vCPUs)"),
-        Call::TdDestroy { td } => format!("td_destroy(TD {td})"),
+        Call::TdCreate { td, vcpus, .. } => format!("td_create(TD {td}, {vcpus} vCPUs)"),
         Call::Sleep { cycles } => format!("sleep({cycles} cycles)"),
         Call::Spin { cycles } => format!("spin({cycles} cycles)"),
     }
@@ -248,34 +262,43 @@ async fn run_step(cpu: &Cpu, call: &Call) -> String {
         }
         Call::TdxPamtPut { page, .. } => {
             tdx_pamt_put(cpu, Hpa(*page)).await;
-            "done".to_string()
+            "0".to_string()
         }
         Call::TdpFault { td, gpa, count, page } => {
             errno_text(tdp_fault(cpu, TdId(*td), *gpa, *count, page.map(Hpa)).await)
         }
         Call::Zap { td, gpa, count } => errno_text(zap(cpu, TdId(*td), *gpa, *count).await),
-        Call::TdxEnable
-        | Call::TdxCpuEnable
-        | Call::CpuUp { .. }
-        | Call::CpuDown { .. }
-        | Call::SeamldrInstallModule { .. }
-        | Call::TdCreate { .. }
-        | Call::TdDestroy { .. } => {
-            // The loader accepts these; the host side is wired separately. Until then a run
-            // that reaches one ends in `error`, never in a silent pass.
-            let what = format!("simulator bug: {} is loaded but not wired yet", call.name());
-            cpu.sim.with(|engine| engine.stop(Outcome::new(OutcomeKind::Error, what, vec![cpu.task])));
-            "not wired".to_string()
+        Call::TdxEnable => errno_text(tdx_enable(cpu).await),
+        Call::TdxCpuEnable => {
+            // Callers run it with preemption off (pinned to this CPU).
+            cpu.preempt_disable();
+            let ret = tdx_cpu_enable(cpu).await;
+            cpu.preempt_enable();
+            errno_text(ret)
+        }
+        Call::CpuUp { target } => errno_text(cpu_up(cpu, CpuId(*target)).await),
+        Call::CpuDown { target } => errno_text(cpu_down(cpu, CpuId(*target)).await),
+        Call::SeamldrInstallModule { fail_step } => {
+            let fail_step = fail_step.map(|step| match step {
+                FailStep::Shutdown => UpdateFailStep::Shutdown,
+                FailStep::CpuInstall => UpdateFailStep::CpuInstall,
+                FailStep::CpuInit => UpdateFailStep::CpuInit,
+                FailStep::RunUpdate => UpdateFailStep::RunUpdate,
+            });
+            errno_text(seamldr_install_module(cpu, fail_step).await)
+        }
+        Call::TdCreate { td, vcpus, build_cycles } => {
+            errno_text(td_create(cpu, TdId(*td), *vcpus, *build_cycles).await)
         }
         Call::Sleep { cycles } => {
             cpu.sim.sleep(*cycles).await;
-            "done".to_string()
+            "0".to_string()
         }
         Call::Spin { cycles } => {
             cpu.preempt_disable();
             cpu.sim.delay(*cycles).await;
             cpu.preempt_enable();
-            "done".to_string()
+            "0".to_string()
         }
     }
 }
@@ -310,18 +333,28 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         chooser,
     );
     let reserved_ranges = scenario_pages(scenario).iter().map(|page| (page / RANGE_2M) as usize).collect();
+    let (existing_tds, created_tds) = scenario_tds(scenario);
     let host = Rc::new(Host::new(
         executor.sim(),
         HostConfig {
             memory_bytes: scenario.machine.memory_bytes,
             dpamt: scenario.module.dpamt,
             host_priority: scenario.module.host_priority,
+            possible_cpus: scenario.machine.possible_cpus,
+            online_cpus: scenario.machine.cpus,
+            packages: scenario.machine.packages,
+            tdx_initialized: scenario.module.initialized,
+            seamret_erratum: scenario.module.seamret_erratum,
+            compat_sensitive: scenario.module.compat_sensitive,
             dpamt_design: scenario.host.dpamt,
+            enable_design: scenario.host.enable,
+            update_design: scenario.host.update,
             leaf_costs: scenario.module.costs.clone(),
             costs: HostCosts::default(),
             range_labels: range_labels(scenario),
             reserved_ranges,
-            tds: scenario_tds(scenario),
+            kvm_tds: existing_tds.iter().chain(&created_tds).copied().collect(),
+            tds: existing_tds,
         },
     ));
     let scenario_rc = Rc::new(scenario.clone());
@@ -349,6 +382,12 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
                     cpu.mark(Span::End, mark::STEP, step_index as u64, 0, || {
                         format!("{} = {result}", step.call.name())
                     });
+                    if let Some(expected) = &step.returns
+                        && *expected != result
+                    {
+                        let label = step_label(&scenario, &step.call);
+                        cpu.warn(format!("step {label} returned {result}, expected {expected}"));
+                    }
                     cpu.progress();
                 }
             }

@@ -94,135 +94,8 @@ pub struct HostCfg {
 /// Values of `host.sept_busy`; the first is the default.
 pub const SEPT_BUSY_DESIGNS: &[&str] = &["kick-and-block", "blind-retry"];
 
-/// `host.update`: the runtime-update design (spec/host-algorithms.md §5). Here until the
-/// host crate runs updates and takes it over, as it did `DpamtDesign`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum UpdateDesign {
-    /// Today's upstream (§5.1, §5.2): `cpus_read_lock` + `stop_machine_cpuslocked`, lock-step
-    /// state machine, abort after a failed step.
-    #[default]
-    StopMachine,
-    /// U1: the state machine advances even after a failed step.
-    StopMachineNoAbort,
-    /// U2: no stop_machine; an rwlock around SEAMCALLs instead.
-    NoStopMachine,
-    /// U3: `cpus_read_lock()` then plain `stop_machine()`, which takes it again.
-    NestedCpusReadLock,
-    /// U6: `update_rwsem`, read-held by TD builds from init to finalize, write-held by the update.
-    UpdateRwsem,
-}
-
-impl UpdateDesign {
-    /// Every design, in the order `host.update`'s error lists them; the first is the default.
-    pub const ALL: &'static [UpdateDesign] = &[
-        UpdateDesign::StopMachine,
-        UpdateDesign::StopMachineNoAbort,
-        UpdateDesign::NoStopMachine,
-        UpdateDesign::NestedCpusReadLock,
-        UpdateDesign::UpdateRwsem,
-    ];
-
-    /// The scenario name (`host.update`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            UpdateDesign::StopMachine => "stop-machine",
-            UpdateDesign::StopMachineNoAbort => "stop-machine-no-abort",
-            UpdateDesign::NoStopMachine => "no-stop-machine",
-            UpdateDesign::NestedCpusReadLock => "nested-cpus-read-lock",
-            UpdateDesign::UpdateRwsem => "update-rwsem",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<UpdateDesign> {
-        UpdateDesign::ALL.iter().copied().find(|design| design.name() == name)
-    }
-
-    /// Where the design comes from, for `tdxsim list designs`.
-    pub const fn source(self) -> &'static str {
-        match self {
-            UpdateDesign::StopMachine => {
-                "current: stop_machine_cpuslocked, abort after a failed step (runtime update v10, Chao Gao, 2026-05-20)"
-            }
-            UpdateDesign::StopMachineNoAbort => {
-                "U1: no abort, a failed SHUTDOWN still installs (Chao Gao, Re: v7 10/22, 2026-04-14)"
-            }
-            UpdateDesign::NoStopMachine => {
-                "U2: an rwlock around SEAMCALLs instead of stop_machine (rejected, v9 12/23, 2026-05-13)"
-            }
-            UpdateDesign::NestedCpusReadLock => {
-                "U3: cpus_read_lock() then stop_machine(), the read lock nested (known kernel pattern bug)"
-            }
-            UpdateDesign::UpdateRwsem => {
-                "U6: update_rwsem held across TD build (Dave Hansen, Re: v2 00/21, 2025-10)"
-            }
-        }
-    }
-}
-
-/// `host.enable`: the TDX enabling / CPU-hotplug design (spec/host-algorithms.md §2). Here
-/// until the host crate runs enabling and takes it over.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum EnableDesign {
-    /// Today's upstream (§2.1): VMXON refcount in the core kernel, TDX brought up at boot, a
-    /// cpuhp callback that makes every onlined CPU TDX-capable or refuses it.
-    #[default]
-    BootCpuhp,
-    /// H2: `tdx_cpu_enable()` in KVM's per-CPU hardware enable, right after VMXON.
-    KvmHardwareEnable,
-    /// H3: a separate TDX cpuhp state that reads `kvm_usage_count` without `kvm_lock`.
-    CpuhpUnlockedUsage,
-    /// H4: a TDX cpuhp state doing `tdx_cpu_enable()` unconditionally, without VMXON.
-    LpInitWithoutVmxon,
-    /// H0: `cpus_read_lock()` held across the whole of `vt_init()`.
-    CpusReadLockVtInit,
-}
-
-impl EnableDesign {
-    /// Every design, in the order `host.enable`'s error lists them; the first is the default.
-    pub const ALL: &'static [EnableDesign] = &[
-        EnableDesign::BootCpuhp,
-        EnableDesign::KvmHardwareEnable,
-        EnableDesign::CpuhpUnlockedUsage,
-        EnableDesign::LpInitWithoutVmxon,
-        EnableDesign::CpusReadLockVtInit,
-    ];
-
-    /// The scenario name (`host.enable`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            EnableDesign::BootCpuhp => "boot-cpuhp",
-            EnableDesign::KvmHardwareEnable => "kvm-hardware-enable",
-            EnableDesign::CpuhpUnlockedUsage => "cpuhp-unlocked-usage",
-            EnableDesign::LpInitWithoutVmxon => "lp-init-without-vmxon",
-            EnableDesign::CpusReadLockVtInit => "cpus-read-lock-vt-init",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<EnableDesign> {
-        EnableDesign::ALL.iter().copied().find(|design| design.name() == name)
-    }
-
-    /// Where the design comes from, for `tdxsim list designs`.
-    pub const fn source(self) -> &'static str {
-        match self {
-            EnableDesign::BootCpuhp => {
-                "current: TDX at boot, VMXON refcount, virt/tdx cpuhp state (Sean Christopherson, v3 00/16, 2026-02-13)"
-            }
-            EnableDesign::KvmHardwareEnable => {
-                "H2: tdx_cpu_enable() in KVM's hardware enable after VMXON (Kai Huang, 2024-03-22)"
-            }
-            EnableDesign::CpuhpUnlockedUsage => {
-                "H3: TDX cpuhp state reads kvm_usage_count without kvm_lock (Kai Huang, 2024-03-22)"
-            }
-            EnableDesign::LpInitWithoutVmxon => {
-                "H4: TDX cpuhp state, tdx_cpu_enable() without VMXON (Kai Huang, 2024-03-22)"
-            }
-            EnableDesign::CpusReadLockVtInit => {
-                "H0: cpus_read_lock() across vt_init(), the read lock nested (Kai Huang, 2024-03-22)"
-            }
-        }
-    }
-}
+pub use host_model::seamldr::update::UpdateDesign;
+pub use host_model::tdx::enable::EnableDesign;
 
 /// `[[task]]`: a kernel thread pinned to one CPU, running its steps in order.
 #[derive(Clone, Debug, PartialEq)]
@@ -246,6 +119,9 @@ pub struct Step {
     pub call: Call,
     /// Do not start before this time.
     pub at: Option<Cycle>,
+    /// `returns`: what the call must return ("0", "-EBUSY", ...); anything else ends the run
+    /// in `warn`. A key this version adds to SCENARIOS.md.
+    pub returns: Option<String>,
     /// Position of the step's `{`, for messages.
     pub line: usize,
     pub column: usize,
@@ -281,9 +157,7 @@ pub enum Call {
     SeamldrInstallModule { fail_step: Option<FailStep> },
     /// `td_create`: TD number `td` with `vcpus` vCPUs (default 1; invariant: 1..=256) and its
     /// control pages.
-    TdCreate { td: u32, vcpus: u32 },
-    /// `td_destroy`: teardown of TD `td` and its control pages.
-    TdDestroy { td: u32 },
+    TdCreate { td: u32, vcpus: u32, build_cycles: u64 },
     /// `tdp_fault`: EPT violations on `count` private 4K pages from `gpa`; `page` backs the
     /// first GPA and the following GPAs take the following pages (absent: allocated by the host).
     TdpFault { td: u32, gpa: u64, count: u32, page: Option<u64> },
@@ -308,7 +182,6 @@ impl Call {
             Call::CpuDown { .. } => "cpu_down",
             Call::SeamldrInstallModule { .. } => "seamldr_install_module",
             Call::TdCreate { .. } => "td_create",
-            Call::TdDestroy { .. } => "td_destroy",
             Call::TdpFault { .. } => "tdp_fault",
             Call::Zap { .. } => "zap",
             Call::Sleep { .. } => "sleep",
@@ -338,7 +211,6 @@ pub const CALLS: &[(&str, &str, &str)] = &[
         "a runtime module update in the host.update design",
     ),
     ("td_create", "td, vcpus (default 1)", "a TD and its control pages"),
-    ("td_destroy", "td", "teardown of a TD and its control pages"),
     ("tdp_fault", "td, gpa, count (default 1), page (optional)", "EPT violations on private memory"),
     ("zap", "td, gpa, count (default 1)", "removal of private pages under mmu_lock write"),
     ("sleep", "for", "the task sleeps"),
@@ -347,7 +219,7 @@ pub const CALLS: &[(&str, &str, &str)] = &[
 
 /// Calls SCENARIOS.md documents that this version does not run yet; the loader refuses
 /// them with "not available in this version" rather than "unknown call".
-pub const CALLS_NOT_AVAILABLE: &[&str] = &["vcpu_run", "memslot_delete"];
+pub const CALLS_NOT_AVAILABLE: &[&str] = &["td_destroy", "vcpu_run", "memslot_delete"];
 
 /// `seamldr_install_module`'s `fail_step`: a step of the update's lock-step state machine
 /// (host-algorithms.md §5.2), written as the kernel names the states.

@@ -229,11 +229,11 @@ fn unknown_key_in_a_task_and_a_step() {
     );
     assert_eq!(
         error(&step("{ call = \"tdx_pamt_get\", pge = \"A1\" }")),
-        "x.toml:9:35: task[0].steps[0].pge: expected one of the keys call, page, pair, at, found pge"
+        "x.toml:9:35: task[0].steps[0].pge: expected one of the keys call, page, pair, at, returns, found pge"
     );
     assert_eq!(
         error(&step("{ call = \"tdx_pamt_put\", page = \"A1\", count = 2 }")),
-        "x.toml:9:48: task[0].steps[0].count: expected one of the keys call, page, pair, at, found count"
+        "x.toml:9:48: task[0].steps[0].count: expected one of the keys call, page, pair, at, returns, found count"
     );
 }
 
@@ -389,7 +389,7 @@ fn missing_required_keys() {
     );
     assert_eq!(
         error(&step("{ page = \"A1\" }")),
-        "x.toml:9:10: task[0].steps[0].call: expected a call name (seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, td_destroy, tdp_fault, zap, sleep, spin), found nothing"
+        "x.toml:9:10: task[0].steps[0].call: expected a call name (seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, tdp_fault, zap, sleep, spin), found nothing"
     );
     assert_eq!(
         error(&with("[expect]\nwhat = \"x\"\n")),
@@ -647,7 +647,7 @@ fn sizes_and_times_that_do_not_parse() {
 fn unknown_call() {
     assert_eq!(
         error(&step("{ call = \"tdx_pamt_getx\", page = \"A1\" }")),
-        "x.toml:9:19: task[0].steps[0].call: expected a known call (seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, td_destroy, tdp_fault, zap, sleep, spin), found \"tdx_pamt_getx\""
+        "x.toml:9:19: task[0].steps[0].call: expected a known call (seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, tdp_fault, zap, sleep, spin), found \"tdx_pamt_getx\""
     );
 }
 
@@ -663,7 +663,7 @@ fn documented_call_not_available() {
     }
 }
 
-const CALL_NAMES: &str = "seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, td_destroy, tdp_fault, zap, sleep, spin";
+const CALL_NAMES: &str = "seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, tdp_fault, zap, sleep, spin";
 
 /// The call of `step(text)`'s only step, which must load.
 fn call(text: &str) -> Call {
@@ -679,11 +679,11 @@ fn tdx_enable_and_tdx_cpu_enable_take_no_arguments() {
     assert_eq!(Call::TdxCpuEnable.name(), "tdx_cpu_enable");
     assert_eq!(
         error(&step("{ call = \"tdx_enable\", target = 1 }")),
-        "x.toml:9:33: task[0].steps[0].target: expected one of the keys call, at, found target"
+        "x.toml:9:33: task[0].steps[0].target: expected one of the keys call, at, returns, found target"
     );
     assert_eq!(
         error(&step("{ call = \"tdx_cpu_enable\", cpu = 1 }")),
-        "x.toml:9:37: task[0].steps[0].cpu: expected one of the keys call, at, found cpu"
+        "x.toml:9:37: task[0].steps[0].cpu: expected one of the keys call, at, returns, found cpu"
     );
 }
 
@@ -715,7 +715,7 @@ fn cpu_up_and_cpu_down_take_a_possible_cpu() {
     );
     assert_eq!(
         error(&step("{ call = \"cpu_up\", cpu = 1 }")),
-        "x.toml:9:29: task[0].steps[0].cpu: expected one of the keys call, target, at, found cpu"
+        "x.toml:9:29: task[0].steps[0].cpu: expected one of the keys call, target, at, returns, found cpu"
     );
 }
 
@@ -747,10 +747,12 @@ fn seamldr_install_module_takes_an_optional_fail_step() {
 }
 
 #[test]
-fn td_create_and_td_destroy() {
-    assert_eq!(call("{ call = \"td_create\", td = 0 }"), Call::TdCreate { td: 0, vcpus: 1 });
-    assert_eq!(call("{ call = \"td_create\", td = 2, vcpus = 256 }"), Call::TdCreate { td: 2, vcpus: 256 });
-    assert_eq!(call("{ call = \"td_destroy\", td = 2 }"), Call::TdDestroy { td: 2 });
+fn td_create() {
+    assert_eq!(call("{ call = \"td_create\", td = 0 }"), Call::TdCreate { td: 0, vcpus: 1, build_cycles: 0 });
+    assert_eq!(
+        call("{ call = \"td_create\", td = 2, vcpus = 256, build = \"1us\" }"),
+        Call::TdCreate { td: 2, vcpus: 256, build_cycles: 2_000 }
+    );
     assert_eq!(
         error(&step("{ call = \"td_create\", td = 1, vcpus = 0 }")),
         "x.toml:9:48: task[0].steps[0].vcpus: expected an integer 1..=256, found 0"
@@ -767,19 +769,22 @@ fn td_create_and_td_destroy() {
         error(&step("{ call = \"td_create\", td = -1 }")),
         "x.toml:9:37: task[0].steps[0].td: expected an integer 0..=4294967295, found -1"
     );
+}
+
+#[test]
+fn returns_names_an_errno() {
+    let scenario =
+        load_str("x.toml", &step("{ call = \"cpu_up\", target = 1, returns = \"-EBUSY\" }")).unwrap();
+    assert_eq!(scenario.tasks[0].steps[0].returns.as_deref(), Some("-EBUSY"));
     assert_eq!(
-        error(&step("{ call = \"td_destroy\" }")),
-        "x.toml:9:10: task[0].steps[0].td: expected a TD number (required), found nothing"
-    );
-    assert_eq!(
-        error(&step("{ call = \"td_destroy\", td = 1, vcpus = 1 }")),
-        "x.toml:9:41: task[0].steps[0].vcpus: expected one of the keys call, td, at, found vcpus"
+        error(&step("{ call = \"cpu_up\", target = 1, returns = \"EBUSY\" }")),
+        "x.toml:9:51: task[0].steps[0].returns: expected one of 0 | -EBUSY | -EIO | -ENOMEM | -ENODEV | -EINVAL | -EACCES, found \"EBUSY\""
     );
 }
 
 #[test]
 fn unknown_and_unmodelled_leaves() {
-    let modelled = "TDH.MEM.PAGE.AUG, TDH.MEM.RANGE.BLOCK, TDH.MEM.PAGE.REMOVE, TDH.MEM.TRACK, TDH.PHYMEM.PAGE.WBINVD, TDH.PHYMEM.PAMT.ADD, TDH.PHYMEM.PAMT.REMOVE";
+    let modelled = "TDH.MEM.PAGE.AUG, TDH.MEM.RANGE.BLOCK, TDH.MEM.PAGE.REMOVE, TDH.SYS.INIT, TDH.SYS.RD, TDH.SYS.LP.INIT, TDH.MEM.TRACK, TDH.PHYMEM.PAGE.WBINVD, TDH.PHYMEM.PAMT.ADD, TDH.PHYMEM.PAMT.REMOVE, SEAMLDR.INFO";
     assert_eq!(
         error(&step("{ call = \"seamcall\", leaf = \"TDH.PAMT.ADD\" }")),
         format!(
@@ -787,14 +792,14 @@ fn unknown_and_unmodelled_leaves() {
         )
     );
     assert_eq!(
-        error(&step("{ call = \"seamcall\", leaf = \"TDH.SYS.INIT\" }")),
+        error(&step("{ call = \"seamcall\", leaf = \"TDH.VP.ENTER\" }")),
         format!(
-            "x.toml:9:38: task[0].steps[0].leaf: expected a leaf this version models ({modelled}), found \"TDH.SYS.INIT\""
+            "x.toml:9:38: task[0].steps[0].leaf: expected a leaf this version models ({modelled}), found \"TDH.VP.ENTER\""
         )
     );
     assert_eq!(
         error(&step("{ call = \"seamcall\", leaf = \"TDH.MEM.TRACK\", td = 1, gpa = 0 }")),
-        "x.toml:9:63: task[0].steps[0].gpa: expected one of the keys call, leaf, td, at, found gpa"
+        "x.toml:9:63: task[0].steps[0].gpa: expected one of the keys call, leaf, td, at, returns, found gpa"
     );
 }
 

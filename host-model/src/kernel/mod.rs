@@ -32,4 +32,20 @@ pub enum Errno {
     ENODEV,
     #[error("EINVAL")]
     EINVAL,
+    #[error("EACCES")]
+    EACCES,
+}
+
+impl Errno {
+    /// The positive errno value.
+    pub const fn code(self) -> i32 {
+        match self {
+            Errno::EBUSY => 16,
+            Errno::EIO => 5,
+            Errno::ENOMEM => 12,
+            Errno::ENODEV => 19,
+            Errno::EINVAL => 22,
+            Errno::EACCES => 13,
+        }
+    }
 }

@@ -121,11 +121,8 @@ pub async fn stop_machine(cpu: &Cpu, hotplug_lock: RwSem, function: OnCpu<i32>) 
 
 /// Maps a stop_machine() error code back to an errno for callers that return one.
 pub fn errno_of(ret: i32) -> Errno {
-    match -ret {
-        16 => Errno::EBUSY,
-        12 => Errno::ENOMEM,
-        19 => Errno::ENODEV,
-        22 => Errno::EINVAL,
-        _ => Errno::EIO,
-    }
+    [Errno::EBUSY, Errno::ENOMEM, Errno::ENODEV, Errno::EINVAL, Errno::EACCES]
+        .into_iter()
+        .find(|errno| errno.code() == -ret)
+        .unwrap_or(Errno::EIO)
 }

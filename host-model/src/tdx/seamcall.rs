@@ -21,6 +21,7 @@ async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
     let seam_entry = SEAMCALL_TRANSITION_CYCLES / 2;
     let seam_exit = SEAMCALL_TRANSITION_CYCLES - seam_entry;
     cpu.mark(Span::Begin, mark::SEAMCALL, leaf.rax(), 0, || call.to_string());
+    crate::invariants::check_seamcall_allowed(cpu, leaf);
     cpu.work(seam_entry).await;
     let begin = cpu.host().module.borrow_mut().begin(cpu.id, call);
     let output = match begin {
@@ -33,7 +34,9 @@ async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
             let hold_cycles = if fails {
                 u64::from(ticket.try_locks()) * TRY_LOCK_CYCLES
             } else {
-                cpu.host().leaf_cost(leaf).saturating_sub(SEAMCALL_TRANSITION_CYCLES)
+                // The last LP's SEAMLDR.INSTALL verifies and loads the image: its own cost.
+                let cost = ticket.cost_override().unwrap_or_else(|| cpu.host().leaf_cost(leaf));
+                cost.saturating_sub(SEAMCALL_TRANSITION_CYCLES)
             };
             cpu.work(hold_cycles).await;
             cpu.host().module.borrow_mut().finish(ticket)
@@ -81,6 +84,7 @@ fn pages_named(call: &LeafCall) -> Vec<seam_model::Hpa> {
         LeafCall::PamtAdd { hpa, pair } => vec![hpa, pair[0], pair[1]],
         LeafCall::PamtRemove { hpa } | LeafCall::PageWbinvd { page: hpa } => vec![hpa],
         LeafCall::PageAug { page, .. } => vec![page],
-        LeafCall::PageRemove { .. } | LeafCall::RangeBlock { .. } | LeafCall::Track { .. } => Vec::new(),
+        LeafCall::MngCreate { tdr: page, .. } | LeafCall::VpCreate { tdvpr: page, .. } => vec![page],
+        _ => Vec::new(),
     }
 }

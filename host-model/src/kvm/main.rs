@@ -1,0 +1,147 @@
+//! KVM's VM-level state and TD creation: `kvm_usage_count` under `kvm_lock`, per-CPU
+//! hardware enable, and the TDH.MNG/VP leaves of building a TD.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use seam_model::{LeafCall, TdId};
+
+use crate::kernel::Errno;
+use crate::kernel::completion::{OnCpu, smp_call_on_cpu};
+use crate::kernel::cpu::Cpu;
+use crate::kernel::mutex::{Mutex, down_read, mutex_lock, mutex_unlock, up_read};
+use crate::kernel::page_alloc::alloc_page;
+use crate::seamldr::update::UpdateDesign;
+use crate::tdx::dpamt::{PairSource, tdx_pamt_get, tdx_pamt_put};
+use crate::tdx::enable::{EnableDesign, cpu_vmxon, seamcall_errno, tdx_cpu_enable, x86_virt_get_ref};
+use crate::tdx::seamcall::seamcall;
+
+/// KVM's global state.
+pub struct KvmGlobal {
+    /// `kvm_lock`: protects `kvm_usage_count`.
+    pub kvm_lock: Mutex,
+    /// `kvm_usage_count`: VMs in existence. Protected by kvm_lock.
+    pub usage_count: Cell<u32>,
+    /// KVM TDX's `tdx_lock`: serialises SEAMCALLs on module-global locks (MNG.CREATE).
+    pub tdx_lock: Mutex,
+    /// TDX guest HKIDs allocated (the KeyID IDA), for `tdx_offline_cpu()`.
+    pub hkids_allocated: Cell<u32>,
+}
+
+impl KvmGlobal {
+    pub fn new(sim: &sim_core::Sim) -> KvmGlobal {
+        KvmGlobal {
+            kvm_lock: Mutex::new(sim, "kvm_lock"),
+            usage_count: Cell::new(0),
+            tdx_lock: Mutex::new(sim, "tdx_lock"),
+            hkids_allocated: Cell::new(0),
+        }
+    }
+}
+
+/// Per-CPU hardware enable for VMs. Current design: a VMX reference (TDX already made the
+/// CPU capable). 2024 designs: VMXON, and from H2 on `tdx_cpu_enable()` right after it.
+///
+/// Kernel: `kvm_arch_enable_virtualization_cpu()` / `vt_hardware_enable()`.
+pub async fn hardware_enable(cpu: &Cpu) -> Result<(), Errno> {
+    match cpu.host().config.enable_design {
+        EnableDesign::BootCpuhp => x86_virt_get_ref(cpu).await,
+        EnableDesign::KvmHardwareEnable | EnableDesign::CpusReadLockVtInit => {
+            cpu_vmxon(cpu).await?;
+            tdx_cpu_enable(cpu).await
+        }
+        EnableDesign::CpuhpUnlockedUsage | EnableDesign::LpInitWithoutVmxon => cpu_vmxon(cpu).await,
+    }
+}
+
+/// `kvm_create_vm()`'s enable step: on the first VM, hardware enable on every online CPU;
+/// any failure fails VM creation. Kernel: `hardware_enable_all()` under `kvm_lock`.
+async fn kvm_get_usage(cpu: &Cpu) -> Result<(), Errno> {
+    let kvm = &cpu.host().kvm;
+    mutex_lock(cpu, kvm.kvm_lock).await;
+    kvm.usage_count.set(kvm.usage_count.get() + 1);
+    let mut ret = Ok(());
+    if kvm.usage_count.get() == 1 {
+        let online = cpu.sim.with(|engine| engine.online_cpus());
+        let enable: OnCpu<Result<(), Errno>> =
+            Rc::new(|on: Cpu| Box::pin(async move { hardware_enable(&on).await }));
+        for target in online {
+            ret = smp_call_on_cpu(cpu, target, enable.clone()).await;
+            if ret.is_err() {
+                break;
+            }
+        }
+        if ret.is_err() {
+            kvm.usage_count.set(kvm.usage_count.get() - 1);
+        }
+    }
+    mutex_unlock(cpu, kvm.kvm_lock);
+    ret
+}
+
+/// A page for a TD control structure with its PAMT reference (`tdx_alloc_control_page()`).
+async fn tdx_alloc_control_page(cpu: &Cpu) -> Result<seam_model::Hpa, Errno> {
+    let page = alloc_page(cpu).await.ok_or(Errno::ENOMEM)?;
+    tdx_pamt_get(cpu, page, PairSource::Allocate).await?;
+    Ok(page)
+}
+
+/// One page-assigning leaf of a TD build; on failure its page's PAMT reference goes back.
+async fn build_leaf(cpu: &Cpu, call: LeafCall, page: seam_model::Hpa) -> Result<(), Errno> {
+    let output = seamcall(cpu, call).await;
+    if let Err(errno) = seamcall_errno(output) {
+        cpu.warn(format!("KVM_BUG_ON: {call} failed: {}", output.status));
+        tdx_pamt_put(cpu, page).await;
+        return Err(errno);
+    }
+    Ok(())
+}
+
+/// Creates and builds a TD with `vcpus` vCPUs: the VM (hardware enable on the first), the
+/// TDR (TDH.MNG.CREATE, under `tdx_lock` and `cpus_read_lock()`), TDH.MNG.INIT, a TDVPR per
+/// vCPU, and TDH.MR.FINALIZE after `build_cycles` of userspace building. Between MNG.INIT
+/// and MR.FINALIZE the build is compatibility-sensitive; under U6 it holds `update_rwsem`
+/// for read across that window.
+///
+/// Kernel: `kvm_create_vm()`, `tdx_td_init()`, `tdx_vcpu_create()`, `tdx_td_finalize()`
+/// (arch/x86/kvm/vmx/tdx.c), modelled as one step.
+pub async fn td_create(cpu: &Cpu, td: TdId, vcpus: u32, build_cycles: u64) -> Result<(), Errno> {
+    if !cpu.host().tdx.module_initialized.get() {
+        return Err(Errno::ENODEV);
+    }
+    kvm_get_usage(cpu).await?;
+    let hotplug_lock = cpu.host().cpu_hotplug_lock;
+    let kvm = &cpu.host().kvm;
+    let tdr = tdx_alloc_control_page(cpu).await?;
+    down_read(cpu, hotplug_lock).await;
+    mutex_lock(cpu, kvm.tdx_lock).await;
+    let created = build_leaf(cpu, LeafCall::MngCreate { td, tdr }, tdr).await;
+    mutex_unlock(cpu, kvm.tdx_lock);
+    up_read(cpu, hotplug_lock);
+    created?;
+    kvm.hkids_allocated.set(kvm.hkids_allocated.get() + 1);
+    let update_rwsem = cpu.host().tdx.update_rwsem;
+    let rwsem = cpu.host().config.update_design == UpdateDesign::UpdateRwsem;
+    if rwsem {
+        down_read(cpu, update_rwsem).await;
+    }
+    let mut ret = seamcall_errno(seamcall(cpu, LeafCall::MngInit { td }).await);
+    for _ in 0..vcpus {
+        if ret.is_err() {
+            break;
+        }
+        ret = match tdx_alloc_control_page(cpu).await {
+            Ok(tdvpr) => build_leaf(cpu, LeafCall::VpCreate { td, tdvpr }, tdvpr).await,
+            Err(errno) => Err(errno),
+        };
+    }
+    if ret.is_ok() {
+        // Userspace populates initial memory and sets up vCPUs meanwhile.
+        cpu.sim.sleep(build_cycles).await;
+        ret = seamcall_errno(seamcall(cpu, LeafCall::MrFinalize { td }).await);
+    }
+    if rwsem {
+        up_read(cpu, update_rwsem);
+    }
+    ret
+}
