@@ -6,7 +6,7 @@
 //! ended up in use there; the designs claim refcount and backing move together, and the
 //! checker holds them to it whenever nobody is between the two.
 
-use seam_model::{Dpamt2M, Hpa, Leaf};
+use seam_model::{Dpamt2M, Hpa, Leaf, PageType};
 use sim_core::{Outcome, OutcomeKind};
 
 use crate::host::Host;
@@ -55,7 +55,7 @@ pub const INVARIANTS: &[(&str, &str, &str)] = &[
     ),
     (
         PAMT_PAGES_NOT_LEAKED,
-        "every page the host allocated is, at the end, freed, a PAMT backing page, or a mapped guest page",
+        "every page the host allocated is, at the end, freed, a PAMT backing page, in use by the module, or a mapped guest page",
         "at the end of a run that would otherwise pass",
     ),
 ];
@@ -120,7 +120,12 @@ pub fn check_at_end(host: &Host) -> Option<(&'static str, String)> {
         .pages
         .borrow()
         .allocated()
-        .filter(|page| !module.is_pamt_backing_page(*page) && !mapped.contains(page))
+        .filter(|page| {
+            // Backing pages, TD control pages and mapped guest pages are in use, not leaked.
+            !module.is_pamt_backing_page(*page)
+                && module.page_type(*page) == PageType::Nda
+                && !mapped.contains(page)
+        })
         .collect();
     if let Some(first) = leaked.first() {
         return Some((
@@ -155,7 +160,8 @@ pub fn check_seamcall_allowed(cpu: &Cpu, leaf: Leaf) {
         );
         return;
     }
-    if leaf.is_seamldr() || leaf.is_allowed_before_lp_init() || host.tdx.update_in_progress.get() {
+    // The update's own calls are its business: it re-initialises the LPs itself.
+    if is_update_leaf(leaf) || leaf.is_allowed_before_lp_init() || host.tdx.update_in_progress.get() {
         return;
     }
     let enabled = host.tdx.module_initialized.get();

@@ -358,12 +358,10 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         },
     ));
     let scenario_rc = Rc::new(scenario.clone());
-    let mut task_cpus = Vec::new();
     for (index, task) in scenario.tasks.iter().enumerate() {
         let host = host.clone();
         let scenario = scenario_rc.clone();
         let cpu_id = CpuId(task.cpu);
-        task_cpus.push(cpu_id);
         executor.spawn(cpu_id, task.start, format!("task {index}"), move |ctx| async move {
             let cpu = Cpu::new(ctx.sim.clone(), ctx.cpu, ctx.task, host);
             let task = &scenario.tasks[index];
@@ -394,6 +392,7 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         });
     }
     let report = executor.run();
+    let task_cpus = report.task_cpus.clone();
     let mut outcome = report.outcome;
     if outcome.kind == OutcomeKind::Livelock {
         explain_livelock(&host, &report_task_cpus(&outcome, &task_cpus), &mut outcome);

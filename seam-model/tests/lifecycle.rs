@@ -329,8 +329,6 @@ fn a_held_shutdown_already_refuses_other_lps() {
     let ticket = held(&mut module, LP0, shutdown());
     assert_eq!(module.sys_state(), SysState::SysShutdown);
     assert_eq!(refused(&mut module, LP1, track(TD)), TDX_SYS_SHUTDOWN);
-    // Until SHUTDOWN returns there is no handoff, so INSTALL cannot start.
-    assert_eq!(status(&mut module, LP1, LeafCall::SeamldrInstall), SEAMLDR_EBADHANDOFF);
     assert_eq!(module.finish(ticket).status, TDX_SUCCESS);
     assert!(module.handoff().is_some());
 }
@@ -550,12 +548,19 @@ fn sys_update_without_a_handoff_is_invalid_handoff() {
 }
 
 #[test]
-fn install_before_shutdown_is_bad_handoff() {
+fn install_before_shutdown_is_destructive_and_ends_in_bad_handoff() {
     let mut module = ready(2);
-    assert_eq!(status(&mut module, LP0, LeafCall::SeamldrInstall), SEAMLDR_EBADHANDOFF);
-    assert!(module.seam_ready(), "no session started");
-    assert!(module.install_callers().is_empty());
-    assert_eq!(status(&mut module, LP0, track(TD)), TDX_SUCCESS);
+    // The first call closes the module off even though it was never shut down.
+    assert_eq!(status(&mut module, LP0, LeafCall::SeamldrInstall), SEAMLDR_SUCCESS);
+    assert!(!module.seam_ready());
+    assert_eq!(status(&mut module, LP1, track(TD)), TDX_SEAMCALL_VMFAILINVALID);
+    // The last call finds no handoff: no image, no TDs.
+    let output = run(&mut module, LP1, LeafCall::SeamldrInstall);
+    assert_eq!(output.status, SEAMLDR_EBADHANDOFF);
+    assert_eq!(output.value, Some(1), "RDX: unrecoverable");
+    assert!(!module.seam_ready());
+    assert!(module.td_names().is_empty());
+    assert_eq!(status(&mut module, LP0, track(TD)), TDX_SEAMCALL_VMFAILINVALID);
 }
 
 #[test]
@@ -621,8 +626,12 @@ fn a_failed_install_loses_the_tds_and_leaves_the_module_unusable() {
     for call in [LeafCall::SysInit, LeafCall::SysLpInit, LeafCall::SysUpdate, track(TD)] {
         assert_eq!(status(&mut module, LP0, call), TDX_SEAMCALL_VMFAILINVALID, "{call}");
     }
-    // Linux does not try another image; the model would refuse it anyway.
-    assert_eq!(status(&mut module, LP0, LeafCall::SeamldrInstall), SEAMLDR_EBADHANDOFF);
+    // Linux does not try another image; a new session could not load one without a handoff.
+    for lp in 0..module.config().num_lps - 1 {
+        assert_eq!(status(&mut module, CpuId(lp), LeafCall::SeamldrInstall), SEAMLDR_SUCCESS);
+    }
+    let last = CpuId(module.config().num_lps - 1);
+    assert_eq!(status(&mut module, last, LeafCall::SeamldrInstall), SEAMLDR_EBADHANDOFF);
 }
 
 #[test]
@@ -653,8 +662,8 @@ fn the_seamret_erratum_clears_the_current_vmcs() {
     assert!(!module.current_vmcs_cleared(LP1));
     module.vmptrld(LP0);
     assert!(!module.current_vmcs_cleared(LP0));
-    // A failed P-SEAMLDR call returns through SEAMRET too.
-    assert_eq!(status(&mut module, LP1, LeafCall::SeamldrInstall), SEAMLDR_EBADHANDOFF);
+    // Any P-SEAMLDR call returns through SEAMRET.
+    assert_eq!(status(&mut module, LP1, LeafCall::SeamldrInstall), SEAMLDR_SUCCESS);
     assert!(module.current_vmcs_cleared(LP1));
 
     let mut module = Module::new(ModuleConfig { num_lps: 2, ..ModuleConfig::new(MEMORY, false, true) });
@@ -671,4 +680,17 @@ fn statuses_print_by_name() {
     assert_eq!(SEAMLDR_EBADCALL.to_string(), "SEAMLDR_EBADCALL");
     assert_eq!(TDX_UPDATE_COMPAT_SENSITIVE.to_string(), "TDX_UPDATE_COMPAT_SENSITIVE");
     assert_eq!(TDX_SEAMCALL_VMFAILINVALID.to_string(), "TDX_SEAMCALL_VMFAILINVALID");
+}
+
+#[test]
+fn an_lp_reset_by_offline_needs_lp_init_again() {
+    let mut module = ready(2);
+    assert!(module.lp_is_init(LP1));
+    module.reset_lp(LP1);
+    assert!(!module.lp_is_init(LP1));
+    assert!(!module.vmx_on(LP1));
+    module.set_vmx(LP1, true);
+    assert_eq!(status(&mut module, LP1, track(TD)), TDX_SYS_LP_INIT_NOT_DONE);
+    assert_eq!(status(&mut module, LP1, LeafCall::SysLpInit), TDX_SUCCESS);
+    assert_eq!(status(&mut module, LP1, track(TD)), TDX_SUCCESS);
 }

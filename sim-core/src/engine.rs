@@ -37,6 +37,14 @@ pub struct EngineConfig {
     pub max_stall_cycles: u64,
 }
 
+/// How long a normal task may keep its CPU while another normal task waits for it, before
+/// it yields at its next preemptible point (CFS time slicing; about 1 ms at 2 GHz).
+pub const SCHED_SLICE_CYCLES: u64 = 2_000_000;
+
+/// A task asleep on a lock or completion is reported after this many watchdog periods
+/// (the hung-task detector), a running one after one (the soft-lockup detector).
+pub const HUNG_TASK_FACTOR: u64 = 5;
+
 /// Stall lengths the chooser picks from: `k / STALL_STEPS` of `max_stall` for k in 1..=STALL_STEPS.
 pub const STALL_STEPS: u32 = 16;
 
@@ -89,6 +97,8 @@ struct TaskState {
     waiting_on: Option<(ResourceId, Mode)>,
     /// In an intentional sleep: the watchdog leaves it alone.
     in_sleep: bool,
+    /// When it last joined its CPU's run queue.
+    runnable_since: Cycle,
     /// Set by a grant: cycles it waited, read back by the `Acquire` future.
     granted_wait: u64,
 }
@@ -361,18 +371,24 @@ impl Engine {
             .unwrap_or(runq.len());
         self.cpus[cpu.0 as usize].runq.insert(position, task);
         self.tasks[task.0 as usize].status = TaskStatus::Runnable;
+        self.tasks[task.0 as usize].runnable_since = self.now;
     }
 
-    /// Whether the current task must let a higher-priority task have its CPU now: it is at
-    /// a point where it can be preempted (IRQs and preemption on) and a stopper is queued.
+    /// Whether the current task must let another task have its CPU now: it is at a point
+    /// where it can be preempted (IRQs and preemption on) and a stopper is queued, or a normal
+    /// task has waited for the CPU a whole time slice.
     pub fn should_yield(&self) -> bool {
         let task = self.current_task();
         let state = &self.tasks[task.0 as usize];
         let cpu = self.cpu(state.cpu);
+        let Some(next) = cpu.runq.front().map(|next| &self.tasks[next.0 as usize]) else { return false };
+        let outranked = next.priority > state.priority;
+        let slice_over =
+            next.priority == state.priority && self.now.since(next.runnable_since) >= SCHED_SLICE_CYCLES;
         state.priority == TaskPriority::Normal
             && cpu.irqs_enabled
             && cpu.preempt_count == 0
-            && cpu.runq.front().is_some_and(|next| self.tasks[next.0 as usize].priority > state.priority)
+            && (outranked || slice_over)
     }
 
     /// Takes `cpu` into or out of the online mask. Coming online, it runs what waits for it.
@@ -579,19 +595,32 @@ impl Engine {
         let period = (self.config.watchdog_cycles / 4).max(1);
         self.next_watchdog_check = self.now.saturating_add(period);
         let limit = self.config.watchdog_cycles;
+        let now = self.now;
+        // A task on its CPU (running, spinning, or queued for it) without progress is the
+        // soft-lockup case; one asleep on a lock or a completion is the hung-task case,
+        // given HUNG_TASK_FACTOR times longer.
+        let limit_of = |state: &TaskState| match state.status {
+            TaskStatus::Sleeping => limit.saturating_mul(HUNG_TASK_FACTOR),
+            _ => limit,
+        };
         let stalled = self.tasks.iter().enumerate().find(|(_, state)| {
             matches!(state.status, TaskStatus::Running | TaskStatus::Runnable | TaskStatus::Sleeping)
                 && !state.in_sleep
-                && self.now.since(state.last_progress) > limit
+                && now.since(state.last_progress) > limit_of(state)
         });
         if let Some((index, state)) = stalled {
             let task = TaskId(index as u32);
+            let kind = if state.status == TaskStatus::Sleeping {
+                "blocked without progress"
+            } else {
+                "made no progress"
+            };
             let what = format!(
-                "{} ({}) made no progress for {} cycles (watchdog {}){}",
+                "{} ({}) {kind} for {} cycles (watchdog {}){}{}",
                 state.cpu,
                 state.name,
-                self.now.since(state.last_progress),
-                limit,
+                now.since(state.last_progress),
+                limit_of(state),
                 match state.waiting_on {
                     Some((resource, mode)) => {
                         format!(
@@ -601,7 +630,8 @@ impl Engine {
                         )
                     }
                     None => String::new(),
-                }
+                },
+                state.parked.map_or(String::new(), |reason| format!(", waiting for {reason}")),
             );
             self.stop(Outcome::new(OutcomeKind::Livelock, what, vec![task]));
         }
@@ -840,6 +870,7 @@ impl Engine {
             last_progress: start,
             waiting_on: None,
             in_sleep: false,
+            runnable_since: start,
             granted_wait: 0,
         });
         self.schedule_wake(task, start);
@@ -980,8 +1011,13 @@ impl Future for Yield {
             }
             let task = engine.current_task();
             let cpu = engine.task_cpu(task);
+            // Preempted by a stopper: back first among its peers. Giving up its time slice:
+            // behind the task that waited for it.
+            let preempted = engine.cpus[cpu.0 as usize].runq.front().is_some_and(|next| {
+                engine.tasks[next.0 as usize].priority > engine.tasks[task.0 as usize].priority
+            });
             engine.cpus[cpu.0 as usize].current = None;
-            engine.enqueue(task, true);
+            engine.enqueue(task, preempted);
             engine.run_next(cpu);
             true
         });

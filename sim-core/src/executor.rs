@@ -44,6 +44,8 @@ pub struct RunReport {
     /// Events dispatched.
     pub events: u64,
     pub resources: Vec<(String, String, ResourceStats)>,
+    /// The CPU of every task, by task id (scenario tasks first, then those spawned in the run).
+    pub task_cpus: Vec<CpuId>,
 }
 
 pub struct Executor {
@@ -126,6 +128,7 @@ impl Executor {
                 diverged: engine.chooser_diverged(),
                 events: engine.events(),
                 resources: engine.resource_stats(),
+                task_cpus: (0..engine.num_tasks() as u32).map(|task| engine.task_cpu(TaskId(task))).collect(),
             }
         })
     }

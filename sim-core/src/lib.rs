@@ -21,7 +21,10 @@ pub mod trace;
 pub use chooser::{
     Chooser, Decision, DecisionKind, Exhaustive, PctChooser, PrefixChooser, RandomChooser, ReplayChooser,
 };
-pub use engine::{Acquired, CpuState, Engine, EngineConfig, STALL_STEPS, Sim, TaskPriority, TaskStatus};
+pub use engine::{
+    Acquired, CpuState, Engine, EngineConfig, HUNG_TASK_FACTOR, SCHED_SLICE_CYCLES, STALL_STEPS, Sim,
+    TaskPriority, TaskStatus,
+};
 pub use executor::{Executor, RunReport, TaskCtx};
 pub use outcome::{Outcome, OutcomeKind};
 pub use resource::{Mode, ResourceId, ResourceStats, WaitKind};

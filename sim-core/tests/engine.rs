@@ -407,3 +407,29 @@ fn a_nested_read_behind_a_pending_writer_deadlocks() {
     });
     assert_eq!(exec.run().outcome.kind, OutcomeKind::Pass);
 }
+
+#[test]
+fn a_task_waiting_a_whole_time_slice_gets_the_cpu() {
+    let mut config = config(1, 0.0);
+    config.watchdog_cycles = 10 * SCHED_SLICE_CYCLES;
+    config.max_time = Cycle(100 * SCHED_SLICE_CYCLES);
+    let mut exec = Executor::new(config, Box::new(RandomChooser::new(Seed(0))));
+    exec.spawn(CpuId(0), Cycle(0), "hog", |ctx| async move {
+        for _ in 0..4_000u64 {
+            if ctx.sim.with(|e| e.should_yield()) {
+                ctx.sim.yield_cpu().await;
+            }
+            ctx.sim.delay(1_000).await;
+            ctx.sim.with(|e| e.progress());
+        }
+    });
+    exec.spawn(CpuId(0), Cycle(10), "kworker", |ctx| async move {
+        let now = ctx.sim.now().0;
+        ctx.sim.with(|e| e.mark(Span::Instant, 1, 0, now, String::new));
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass);
+    // The kworker waits one slice (2M cycles), then the hog yields at its next point.
+    let ran_at = marks(&report)[0].1;
+    assert!((SCHED_SLICE_CYCLES..SCHED_SLICE_CYCLES + 2_000).contains(&ran_at), "{ran_at}");
+}

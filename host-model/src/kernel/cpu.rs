@@ -52,9 +52,9 @@ impl Cpu {
     /// A point where an interrupt, NMI or preemption could take this CPU away (IRQs and
     /// preemption on): the chooser decides whether it does, and for how long.
     pub async fn maybe_stall(&self) {
-        // A queued stopper (stop_machine) takes the CPU here first.
+        // A queued stopper (stop_machine), or a task whose turn it is, takes the CPU here first.
         if self.sim.with(|engine| engine.should_yield()) {
-            self.mark(Span::Instant, mark::STALL, 0, 1, || "(preempted by the stopper)".to_string());
+            self.mark(Span::Instant, mark::STALL, 0, 1, || "(preempted)".to_string());
             self.sim.yield_cpu().await;
         }
         let stall_cycles = self.sim.with(|engine| engine.stall_point());

@@ -135,5 +135,6 @@ async fn cpu_down_locked(cpu: &Cpu, target: CpuId) -> Result<(), Errno> {
         }
     }
     cpu.sim.with(|engine| engine.set_cpu_online(target, false));
+    crate::tdx::enable::tdx_cpu_went_offline(cpu, target);
     Ok(())
 }

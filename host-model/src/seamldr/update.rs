@@ -166,13 +166,17 @@ async fn tdx_module_shutdown(cpu: &Cpu) -> Result<(), Errno> {
     let field = seam_model::call::metadata::FIELD_MODULE_HV;
     seamcall_errno(seamcall(cpu, LeafCall::SysRd { field }).await)?;
     let avoid_compat_sensitive = cpu.host().config.compat_sensitive;
+    let tdx = &cpu.host().tdx;
+    // The update window opens with SHUTDOWN; if SHUTDOWN fails, the module is as it was.
+    tdx.update_in_progress.set(true);
     let output = seamcall(cpu, LeafCall::SysShutdown { avoid_compat_sensitive }).await;
+    if !output.status.is_success() {
+        tdx.update_in_progress.set(false);
+    }
     if output.status.masked() == TDX_UPDATE_COMPAT_SENSITIVE {
         return Err(Errno::EBUSY);
     }
     seamcall_errno(output)?;
-    let tdx = &cpu.host().tdx;
-    tdx.update_in_progress.set(true);
     tdx.module_initialized.set(false);
     tdx.sysinit_done.set(false);
     tdx.sysinit_ret.set(Ok(()));
@@ -261,6 +265,10 @@ async fn do_seamldr_install_module(cpu: Cpu, ctrl: Rc<UpdateCtrl>) -> i32 {
         }
         let failed = ctrl.abort_on_failure && ctrl.num_failed.get() != 0;
         if cur == UpdateState::Done || failed {
+            if lead {
+                // Every CPU leaves the state machine now: the update window closes.
+                cpu.host().tdx.update_in_progress.set(false);
+            }
             return ret;
         }
         if ctrl.state.get() == cur {

@@ -245,6 +245,16 @@ fn callback(function: CallbackFn) -> OnCpu<Result<(), Errno>> {
     Rc::new(move |cpu: Cpu| Box::pin(async move { function(&cpu).await }))
 }
 
+/// A CPU left the online mask. [I] It comes back through INIT/SIPI, which resets its LP in
+/// the module (no LP.INIT, VMX off), and the kernel forgets its per-CPU TDX state, so the
+/// next bring-up must make it TDX-capable again (spec/seam-module.md §7).
+pub fn tdx_cpu_went_offline(cpu: &Cpu, target: CpuId) {
+    let tdx = &cpu.host().tdx;
+    tdx.lp_initialized[target.0 as usize].set(false);
+    tdx.virtualization_nr_users[target.0 as usize].set(0);
+    cpu.host().module.borrow_mut().reset_lp(target);
+}
+
 /// The boot-time TDX cpuhp state of §2.1, installed at boot when TDX was enabled then.
 pub fn tdx_cpuhp_state() -> CpuhpState {
     CpuhpState {

@@ -80,6 +80,19 @@ impl Module {
         self.lp_mut(lp).vmx_on = on;
     }
 
+    /// The LP was taken offline and will come back through INIT/SIPI: it loses its LP.INIT
+    /// on the current image and VMX. [I] Spec §7: an LP that comes online later needs
+    /// LP.INIT before any other SEAMCALL.
+    pub fn reset_lp(&mut self, lp: CpuId) {
+        assert!(!self.lp_is_busy(lp), "reset_lp: {lp} is inside a SEAMCALL");
+        let state = self.lp_mut(lp);
+        let was_init = std::mem::replace(&mut state.lp_is_init, false);
+        state.vmx_on = false;
+        if was_init {
+            self.num_init_lps = self.num_init_lps.saturating_sub(1);
+        }
+    }
+
     /// The hardware view: VMX is on, so SEAMCALL does not #UD.
     pub fn vmx_on(&self, lp: CpuId) -> bool {
         self.lp(lp).vmx_on
@@ -338,16 +351,12 @@ impl Module {
         }
     }
 
-    /// Spec §8.4 steps 1–2. [I] The update scenario's first call needs a module that
-    /// SYS.SHUTDOWN shut down with a handoff; anything else is EBADHANDOFF.
+    /// Spec §8.4 step 1: the same LP twice in a session is EBADCALL. Whether the module was
+    /// shut down with a handoff is the last call's question (`finish_install`).
     fn check_install(&self, lp: CpuId) -> Result<(), TdxStatus> {
         match &self.install_session {
-            None if self.sys_state != SysState::SysShutdown || self.handoff.is_none() => {
-                Err(SEAMLDR_EBADHANDOFF)
-            }
-            None => Ok(()),
             Some(callers) if callers.contains(&lp) => Err(SEAMLDR_EBADCALL),
-            Some(_) => Ok(()),
+            _ => Ok(()),
         }
     }
 
@@ -392,7 +401,7 @@ impl Module {
                     ..LeafOutput::status(SEAMLDR_SUCCESS)
                 };
             }
-            LeafCall::SeamldrInstall => self.finish_install(lp),
+            LeafCall::SeamldrInstall => return self.finish_install(lp),
             _ => unreachable!("finish_lifecycle: {call} is not a SYS or P-SEAMLDR leaf"),
         }
         LeafOutput::status(TDX_SUCCESS)
@@ -431,17 +440,26 @@ impl Module {
         }
     }
 
-    /// Spec §8.4 steps 2–5: the first call closes the module off, the last one loads the
-    /// new image and ends the session.
-    fn finish_install(&mut self, lp: CpuId) {
+    /// Spec §8.4 steps 2–5: the first call closes the module off, whatever state it was in
+    /// (which is why an update that goes on after a failed SHUTDOWN is destructive, spec
+    /// host-algorithms §5.5 U1); the last one loads the new image and ends the session. [I]
+    /// A session that began without a shut-down module and its handoff fails at the last
+    /// call with EBADHANDOFF, leaving no module.
+    fn finish_install(&mut self, lp: CpuId) -> LeafOutput {
         let callers = self.install_session.get_or_insert_with(Vec::new);
         callers.push(lp);
         let num_callers = callers.len();
         self.seam_ready = false;
-        if num_callers == self.config.num_lps as usize {
-            self.install_session = None;
-            self.load_new_image();
+        if num_callers < self.config.num_lps as usize {
+            return LeafOutput::status(SEAMLDR_SUCCESS);
         }
+        self.install_session = None;
+        if self.sys_state != SysState::SysShutdown || self.handoff.is_none() {
+            self.fail_image_load();
+            return LeafOutput { value: Some(1), ..LeafOutput::status(SEAMLDR_EBADHANDOFF) };
+        }
+        self.load_new_image();
+        LeafOutput::status(SEAMLDR_SUCCESS)
     }
 
     /// The new image: SYSINIT_PENDING, no LP initialised, handoff pending, no TDs until
