@@ -160,8 +160,9 @@ pub fn check_seamcall_allowed(cpu: &Cpu, leaf: Leaf) {
         );
         return;
     }
-    // The update's own calls are its business: it re-initialises the LPs itself.
-    if is_update_leaf(leaf) || leaf.is_allowed_before_lp_init() || host.tdx.update_in_progress.get() {
+    // The update's own state changes are its business: it re-initialises the LPs itself.
+    let update_step = matches!(leaf, Leaf::SysShutdown | Leaf::SysUpdate) || leaf.is_seamldr();
+    if update_step || leaf.is_allowed_before_lp_init() || host.tdx.update_in_progress.get() {
         return;
     }
     let enabled = host.tdx.module_initialized.get();

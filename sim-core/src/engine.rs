@@ -68,6 +68,9 @@ pub enum TaskPriority {
     /// A stop_machine stopper (highest-priority RT): runs as soon as the CPU's current task
     /// reaches a point where it can be preempted, or sleeps.
     Stopper,
+    /// An interrupt handler (an IPI's function): runs as soon as the CPU's current task is at
+    /// a point with IRQs on, preemption or not; held while IRQs are off.
+    Irq,
 }
 
 type SpawnedFuture = std::pin::Pin<Box<dyn Future<Output = ()>>>;
@@ -382,13 +385,17 @@ impl Engine {
         let state = &self.tasks[task.0 as usize];
         let cpu = self.cpu(state.cpu);
         let Some(next) = cpu.runq.front().map(|next| &self.tasks[next.0 as usize]) else { return false };
+        if !cpu.irqs_enabled {
+            return false;
+        }
+        // An interrupt comes in wherever IRQs are on; a task only where it is preemptible.
+        if next.priority == TaskPriority::Irq {
+            return state.priority < TaskPriority::Irq;
+        }
         let outranked = next.priority > state.priority;
         let slice_over =
             next.priority == state.priority && self.now.since(next.runnable_since) >= SCHED_SLICE_CYCLES;
-        state.priority == TaskPriority::Normal
-            && cpu.irqs_enabled
-            && cpu.preempt_count == 0
-            && (outranked || slice_over)
+        state.priority == TaskPriority::Normal && cpu.preempt_count == 0 && (outranked || slice_over)
     }
 
     /// Takes `cpu` into or out of the online mask. Coming online, it runs what waits for it.

@@ -71,3 +71,35 @@ pub async fn smp_call_on_cpu<T: 'static>(cpu: &Cpu, target: CpuId, function: OnC
     done.wait(cpu, "smp_call_on_cpu()").await;
     result.borrow_mut().take().expect("the completion fires after the result is stored")
 }
+
+/// `on_each_cpu()` / `smp_call_function_many()`: runs `function` on every online CPU in
+/// interrupt context (an IPI: it interrupts whatever runs there as soon as IRQs are on, and
+/// waits while they are off), and waits for all of them. The handler runs with IRQs off.
+pub async fn on_each_cpu<T: 'static>(cpu: &Cpu, function: OnCpu<T>) -> Vec<T> {
+    let online = cpu.sim.with(|engine| engine.online_cpus());
+    let mut results = Vec::new();
+    let mut dones = Vec::new();
+    for target in online {
+        let done = Rc::new(Completion::default());
+        let handler = function.clone();
+        let in_irq: OnCpu<T> = Rc::new(move |on: Cpu| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let flags = on.local_irq_save();
+                let value = handler(on.clone()).await;
+                on.local_irq_restore(flags);
+                value
+            })
+        });
+        let name = format!("ipi/{}", target.0);
+        results.push(spawn_on_cpu(cpu, target, TaskPriority::Irq, name, in_irq, done.clone()));
+        dones.push(done);
+    }
+    for done in &dones {
+        done.wait(cpu, "the IPI handlers (on_each_cpu)").await;
+    }
+    results
+        .into_iter()
+        .map(|result| result.borrow_mut().take().expect("each handler stored its result"))
+        .collect()
+}

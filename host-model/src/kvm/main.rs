@@ -7,7 +7,7 @@ use std::rc::Rc;
 use seam_model::{LeafCall, TdId};
 
 use crate::kernel::Errno;
-use crate::kernel::completion::{OnCpu, smp_call_on_cpu};
+use crate::kernel::completion::{OnCpu, on_each_cpu};
 use crate::kernel::cpu::Cpu;
 use crate::kernel::mutex::{Mutex, down_read, mutex_lock, mutex_unlock, up_read};
 use crate::kernel::page_alloc::alloc_page;
@@ -54,23 +54,17 @@ pub async fn hardware_enable(cpu: &Cpu) -> Result<(), Errno> {
     }
 }
 
-/// `kvm_create_vm()`'s enable step: on the first VM, hardware enable on every online CPU;
-/// any failure fails VM creation. Kernel: `hardware_enable_all()` under `kvm_lock`.
+/// `kvm_create_vm()`'s enable step: on the first VM, hardware enable on every online CPU
+/// by IPI; any failure fails VM creation. Kernel: `hardware_enable_all()` under `kvm_lock`.
 async fn kvm_get_usage(cpu: &Cpu) -> Result<(), Errno> {
     let kvm = &cpu.host().kvm;
     mutex_lock(cpu, kvm.kvm_lock).await;
     kvm.usage_count.set(kvm.usage_count.get() + 1);
     let mut ret = Ok(());
     if kvm.usage_count.get() == 1 {
-        let online = cpu.sim.with(|engine| engine.online_cpus());
         let enable: OnCpu<Result<(), Errno>> =
             Rc::new(|on: Cpu| Box::pin(async move { hardware_enable(&on).await }));
-        for target in online {
-            ret = smp_call_on_cpu(cpu, target, enable.clone()).await;
-            if ret.is_err() {
-                break;
-            }
-        }
+        ret = on_each_cpu(cpu, enable).await.into_iter().find(Result::is_err).unwrap_or(Ok(()));
         if ret.is_err() {
             kvm.usage_count.set(kvm.usage_count.get() - 1);
         }

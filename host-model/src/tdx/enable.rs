@@ -128,7 +128,8 @@ pub fn seamcall_errno(output: LeafOutput) -> Result<(), Errno> {
     if status.is_success() {
         return Ok(());
     }
-    if status.masked() == TDX_SEAMCALL_VMFAILINVALID.masked() {
+    // The software-defined codes differ only in their low bits: compare them whole.
+    if status == TDX_SEAMCALL_VMFAILINVALID {
         return Err(Errno::ENODEV);
     }
     if status == TDX_SEAMCALL_UD {
@@ -442,4 +443,21 @@ async fn register_hotplug_callbacks(cpu: &Cpu, design: EnableDesign) -> Result<(
         cpuhp_setup_state(cpu, state).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use seam_model::status::TDX_OPERAND_BUSY;
+    use seam_model::{LeafOutput, TdxStatus};
+
+    use super::*;
+
+    #[test]
+    fn seamcall_errno_tells_the_software_codes_apart() {
+        let errno = |status: TdxStatus| seamcall_errno(LeafOutput::status(status));
+        assert_eq!(errno(TdxStatus(0)), Ok(()));
+        assert_eq!(errno(TDX_SEAMCALL_VMFAILINVALID), Err(Errno::ENODEV));
+        assert_eq!(errno(TDX_SEAMCALL_UD), Err(Errno::EACCES));
+        assert_eq!(errno(TDX_OPERAND_BUSY), Err(Errno::EIO));
+    }
 }
