@@ -243,3 +243,33 @@ fn a_refused_cpu_down_leaves_the_cpu_online() {
     assert_eq!(report.outcome.kind, OutcomeKind::Pass, "{}", report.outcome);
     assert_eq!(*log.borrow(), ["up on 0", "up on 1", "down on 1"]);
 }
+
+#[test]
+fn an_ipi_waits_while_the_target_has_irqs_off_and_interrupts_preempt_disabled_code() {
+    use host_model::kernel::completion::on_each_cpu;
+    let mut world = world(2, 2);
+    let log: Log = Rc::default();
+    let function = logging(&log, 0);
+    world.task(1, 0, "irqs-off", |cpu| async move {
+        // IRQs off for 100k cycles, then preemption off (IRQs on) for 100k more.
+        let flags = cpu.local_irq_save();
+        cpu.work(100_000).await;
+        cpu.local_irq_restore(flags);
+        cpu.preempt_disable();
+        for _ in 0..10 {
+            cpu.work(10_000).await;
+        }
+        cpu.preempt_enable();
+    });
+    world.task(0, 1_000, "sender", move |cpu| async move {
+        let _ = on_each_cpu(&cpu, function).await;
+    });
+    let report = world.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass, "{}", report.outcome);
+    let log = log.borrow();
+    let on_cpu1 = log.iter().find(|&&(cpu, _, _)| cpu == 1).expect("the handler ran on CPU 1");
+    // Held until IRQs came back on (100k), taken at the next point after that, before the
+    // preempt-disabled stretch ended (200k), and run with IRQs off.
+    assert!((100_000..120_000).contains(&on_cpu1.1), "{on_cpu1:?}");
+    assert!(!on_cpu1.2);
+}

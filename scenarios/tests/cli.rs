@@ -107,7 +107,7 @@ fn list_prints_the_catalogues() {
         "per-2m-rwlock-pfn-order",
         "global-rwlock-fallback",
     ] {
-        assert!(designs.contains(&format!("host.dpamt = {name} ")), "{name}: {designs}");
+        assert!(designs.contains(&format!("host.dpamt  = {name} ")), "{name}: {designs}");
     }
     let (_, leaves, _) = tdxsim(&["list", "leaves"]);
     assert!(leaves.contains("TDH.PHYMEM.PAMT.ADD") && leaves.contains("modelled"), "{leaves}");

@@ -474,13 +474,21 @@ fn list(what: Catalogue) {
     match what {
         Catalogue::Calls => {
             for (name, arguments, runs) in CALLS {
-                println!("{name:<16} {arguments:<40} {runs}");
+                println!("{name:<24} {arguments:<40} {runs}");
             }
         }
         Catalogue::Designs => {
             for design in host_model::DpamtDesign::ALL {
                 let default = if *design == host_model::DpamtDesign::default() { " (default)" } else { "" };
-                println!("host.dpamt = {:<26} {}{default}", design.name(), design.source());
+                println!("host.dpamt  = {:<26} {}{default}", design.name(), design.source());
+            }
+            for design in host_model::tdx::enable::EnableDesign::ALL {
+                let default = if *design == Default::default() { " (default)" } else { "" };
+                println!("host.enable = {:<26} {}{default}", design.name(), design.source());
+            }
+            for design in host_model::seamldr::update::UpdateDesign::ALL {
+                let default = if *design == Default::default() { " (default)" } else { "" };
+                println!("host.update = {:<26} {}{default}", design.name(), design.source());
             }
         }
         Catalogue::Leaves => {
