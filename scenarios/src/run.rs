@@ -10,7 +10,7 @@ use host_model::kernel::cpu::mark;
 use host_model::kernel::cpuhp::{cpu_down, cpu_up};
 use host_model::kvm::main::td_create;
 use host_model::kvm::mmu::{tdp_fault, zap};
-use host_model::seamldr::update::{FailStep as UpdateFailStep, seamldr_install_module};
+use host_model::seamldr::update::seamldr_install_module;
 use host_model::tdx::dpamt::{PairSource, tdx_pamt_get, tdx_pamt_put};
 use host_model::tdx::enable::{tdx_cpu_enable, tdx_enable};
 use host_model::tdx::seamcall::seamcall;
@@ -21,7 +21,7 @@ use sim_core::{
     PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, Seed, Span, TraceEvent,
 };
 
-use crate::schema::{Call, FailStep, Scenario, Strategy};
+use crate::schema::{Call, Scenario, Strategy};
 
 /// How to schedule a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,15 +278,7 @@ async fn run_step(cpu: &Cpu, call: &Call) -> String {
         }
         Call::CpuUp { target } => errno_text(cpu_up(cpu, CpuId(*target)).await),
         Call::CpuDown { target } => errno_text(cpu_down(cpu, CpuId(*target)).await),
-        Call::SeamldrInstallModule { fail_step } => {
-            let fail_step = fail_step.map(|step| match step {
-                FailStep::Shutdown => UpdateFailStep::Shutdown,
-                FailStep::CpuInstall => UpdateFailStep::CpuInstall,
-                FailStep::CpuInit => UpdateFailStep::CpuInit,
-                FailStep::RunUpdate => UpdateFailStep::RunUpdate,
-            });
-            errno_text(seamldr_install_module(cpu, fail_step).await)
-        }
+        Call::SeamldrInstallModule { fail_step } => errno_text(seamldr_install_module(cpu, *fail_step).await),
         Call::TdCreate { td, vcpus, build_cycles } => {
             errno_text(td_create(cpu, TdId(*td), *vcpus, *build_cycles).await)
         }

@@ -221,39 +221,7 @@ pub const CALLS: &[(&str, &str, &str)] = &[
 /// them with "not available in this version" rather than "unknown call".
 pub const CALLS_NOT_AVAILABLE: &[&str] = &["td_destroy", "vcpu_run", "memslot_delete"];
 
-/// `seamldr_install_module`'s `fail_step`: a step of the update's lock-step state machine
-/// (host-algorithms.md §5.2), written as the kernel names the states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailStep {
-    /// `tdx_module_shutdown()` on the lead CPU (TDH.SYS.SHUTDOWN); recoverable, TDs kept.
-    Shutdown,
-    /// The per-CPU SEAMLDR INSTALL; destructive, TDs lost.
-    CpuInstall,
-    /// The per-CPU `tdx_cpu_enable()` against the new image; TDs lost.
-    CpuInit,
-    /// `tdx_module_run_update()` on the lead CPU (TDH.SYS.UPDATE); TDs lost.
-    RunUpdate,
-}
-
-impl FailStep {
-    /// In the state machine's order.
-    pub const ALL: &'static [FailStep] =
-        &[FailStep::Shutdown, FailStep::CpuInstall, FailStep::CpuInit, FailStep::RunUpdate];
-
-    /// The name as written in scenario files.
-    pub const fn name(self) -> &'static str {
-        match self {
-            FailStep::Shutdown => "SHUTDOWN",
-            FailStep::CpuInstall => "CPU_INSTALL",
-            FailStep::CpuInit => "CPU_INIT",
-            FailStep::RunUpdate => "RUN_UPDATE",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<FailStep> {
-        FailStep::ALL.iter().copied().find(|step| step.name() == name)
-    }
-}
+pub use host_model::seamldr::update::FailStep;
 
 /// `[run]`: how runs are explored.
 #[derive(Clone, Debug, PartialEq)]

@@ -84,16 +84,39 @@ impl UpdateDesign {
     }
 }
 
-/// A step of the update whose SEAMCALL a scenario makes fail (`fail_step`).
+/// `seamldr_install_module`'s `fail_step`: a step of the update's lock-step state machine
+/// (host-algorithms.md §5.2), written as the kernel names the states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailStep {
+    /// `tdx_module_shutdown()` on the lead CPU (TDH.SYS.SHUTDOWN); recoverable, TDs kept.
     Shutdown,
+    /// The per-CPU SEAMLDR INSTALL; destructive, TDs lost.
     CpuInstall,
+    /// The per-CPU `tdx_cpu_enable()` against the new image; TDs lost.
     CpuInit,
+    /// `tdx_module_run_update()` on the lead CPU (TDH.SYS.UPDATE); TDs lost.
     RunUpdate,
 }
 
 impl FailStep {
+    /// In the state machine's order.
+    pub const ALL: &'static [FailStep] =
+        &[FailStep::Shutdown, FailStep::CpuInstall, FailStep::CpuInit, FailStep::RunUpdate];
+
+    /// The name as written in scenario files.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FailStep::Shutdown => "SHUTDOWN",
+            FailStep::CpuInstall => "CPU_INSTALL",
+            FailStep::CpuInit => "CPU_INIT",
+            FailStep::RunUpdate => "RUN_UPDATE",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<FailStep> {
+        FailStep::ALL.iter().copied().find(|step| step.name() == name)
+    }
+
     /// The leaf that fails, and the status it fails with: SHUTDOWN is refused as if another
     /// LP were busy (recoverable); INSTALL fails its signature check; SYS.INIT of the new
     /// image is refused; SYS.UPDATE finds the handoff unusable.

@@ -177,15 +177,31 @@ fn run_command(
     if let Some(line) = bundle_line {
         println!("{line}");
     }
-    if let Some(trace_file) = trace_file
-        && let Err(code) = write_chrome_trace(trace_file, &scenario, &result)
-    {
+    if let Err(code) = show_run(&scenario, &result, show_table, trace_file) {
         return code;
+    }
+    exit_code_of(&scenario, &result)
+}
+
+/// The trace file and the table a run or a replay was asked for.
+fn show_run(
+    scenario: &Scenario,
+    result: &RunResult,
+    show_table: bool,
+    trace_file: Option<&Path>,
+) -> Result<(), ExitCode> {
+    if let Some(trace_file) = trace_file {
+        write_chrome_trace(trace_file, scenario, result)?;
     }
     if show_table {
         println!();
-        print!("{}", table::render(&result));
+        print!("{}", table::render(result));
     }
+    Ok(())
+}
+
+/// 0 when the run passed or ended as the file expects, else 1.
+fn exit_code_of(scenario: &Scenario, result: &RunResult) -> ExitCode {
     let expected = scenario.expect.as_ref().map_or(OutcomeKind::Pass, |expect| expect.outcome);
     if result.outcome.kind == OutcomeKind::Pass || result.outcome.kind == expected {
         ExitCode::SUCCESS
@@ -404,14 +420,8 @@ fn replay_bundle(path: &Path, show_table: bool, trace_file: Option<&Path>) -> Ex
         }
     };
     print_run(&scenario, bundle.seed, &result);
-    if let Some(trace_file) = trace_file
-        && let Err(code) = write_chrome_trace(trace_file, &scenario, &result)
-    {
+    if let Err(code) = show_run(&scenario, &result, show_table, trace_file) {
         return code;
-    }
-    if show_table {
-        println!();
-        print!("{}", table::render(&result));
     }
     let mismatches = bundle.mismatches(&result);
     if !mismatches.is_empty() {
@@ -422,12 +432,7 @@ fn replay_bundle(path: &Path, show_table: bool, trace_file: Option<&Path>) -> Ex
         return ExitCode::from(1);
     }
     println!("bundle: reproduced (same trace hash and outcome as recorded)");
-    let expected = scenario.expect.as_ref().map_or(OutcomeKind::Pass, |expect| expect.outcome);
-    if result.outcome.kind == OutcomeKind::Pass || result.outcome.kind == expected {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    exit_code_of(&scenario, &result)
 }
 
 /// `run --check-determinism`: the seed twice with the trace recorded; names the first
