@@ -138,10 +138,9 @@ impl Sharex {
 /// retry wins. A host success clears HP; releasing keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharexHp {
-    exclusive: bool,
+    /// The exclusive bit and reader count: a plain `sharex` word.
+    word: Sharex,
     host_priority: bool,
-    // invariant: readers == 0 whenever exclusive is set.
-    readers: u16,
     /// False for a module without host priority: a losing host never sets HP.
     priority_enabled: bool,
 }
@@ -154,7 +153,7 @@ impl Default for SharexHp {
 
 impl SharexHp {
     pub const fn new() -> SharexHp {
-        SharexHp { exclusive: false, host_priority: false, readers: 0, priority_enabled: true }
+        SharexHp { word: Sharex::new(), host_priority: false, priority_enabled: true }
     }
 
     /// A lock of a module that has no host priority: it then behaves as a plain `sharex`.
@@ -164,7 +163,7 @@ impl SharexHp {
 
     /// Table rows "acquire shared" of spec §2.2.
     pub fn acquire_shared(&mut self, caller: Caller) -> Result<(), HpBusy> {
-        if self.exclusive {
+        if self.word.is_exclusive() {
             // A writer is the reason for the failure, whoever asks.
             self.host_lost(caller);
             return Err(HpBusy::Busy);
@@ -172,21 +171,21 @@ impl SharexHp {
         if caller == Caller::Guest && self.host_priority {
             return Err(HpBusy::BusyHostPriority);
         }
-        self.readers = self.readers.checked_add(1).expect("sharex_hp: reader count overflow");
+        assert!(self.word.acquire_shared(), "sharex_hp: no writer, so the read is taken");
         self.host_won(caller);
         Ok(())
     }
 
     /// Table rows "acquire exclusive" of spec §2.2.
     pub fn acquire_exclusive(&mut self, caller: Caller) -> Result<(), HpBusy> {
-        if self.exclusive || self.readers != 0 {
+        if !self.word.is_free() {
             self.host_lost(caller);
             return Err(HpBusy::Busy);
         }
         if caller == Caller::Guest && self.host_priority {
             return Err(HpBusy::BusyHostPriority);
         }
-        self.exclusive = true;
+        assert!(self.word.acquire_exclusive(), "sharex_hp: a free lock is taken");
         self.host_won(caller);
         Ok(())
     }
@@ -196,33 +195,25 @@ impl SharexHp {
     /// [I] The table says "any caller, only reader → success"; we let a guest promote even
     /// with HP set (it already holds the lock), and clear HP only when a host wins.
     pub fn promote(&mut self, caller: Caller) -> Result<(), HpBusy> {
-        assert!(self.readers >= 1 && !self.exclusive, "sharex_hp: promote without a shared hold");
-        if self.readers != 1 {
+        if !self.word.promote() {
             self.host_lost(caller);
             return Err(HpBusy::Busy);
         }
-        self.readers = 0;
-        self.exclusive = true;
         self.host_won(caller);
         Ok(())
     }
 
     pub fn release_shared(&mut self) {
-        assert!(self.readers >= 1, "sharex_hp: release_shared without a reader");
-        self.readers -= 1;
+        self.word.release_shared();
     }
 
     /// Clears the writer and keeps HP (spec §2.2, last row).
     pub fn release_exclusive(&mut self) {
-        assert!(self.exclusive, "sharex_hp: release_exclusive without the writer");
-        self.exclusive = false;
+        self.word.release_exclusive();
     }
 
     pub fn release(&mut self, mode: LockMode) {
-        match mode {
-            LockMode::Shared => self.release_shared(),
-            LockMode::Exclusive => self.release_exclusive(),
-        }
+        self.word.release(mode);
     }
 
     pub const fn host_priority(&self) -> bool {
@@ -230,16 +221,16 @@ impl SharexHp {
     }
 
     pub const fn is_exclusive(&self) -> bool {
-        self.exclusive
+        self.word.is_exclusive()
     }
 
     pub const fn readers(&self) -> u16 {
-        self.readers
+        self.word.readers()
     }
 
     /// Holders right now: the readers, or 1 for a writer.
     pub const fn holders(&self) -> usize {
-        self.readers as usize + self.exclusive as usize
+        self.word.holders()
     }
 
     fn host_lost(&mut self, caller: Caller) {
