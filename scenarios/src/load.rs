@@ -584,6 +584,7 @@ impl<'t> Loader<'t> {
             max_time: Cycle(clock.ns_to_cycles(1e9)),
             watchdog: Cycle(clock.ns_to_cycles(20e6)),
             max_stall: Cycle(clock.ns_to_cycles(50e3)),
+            max_events: crate::schema::MAX_EVENTS_DEFAULT,
         };
         let Some(table) = self.subtable(top, "run", RUN_KEYS)? else {
             return Ok(run);

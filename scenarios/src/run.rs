@@ -320,6 +320,7 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
             jitter: scenario.module.jitter,
             record_trace,
             max_stall_cycles: scenario.run.max_stall.0,
+            max_events: scenario.run.max_events,
             online_cpus: scenario.machine.cpus,
         },
         chooser,

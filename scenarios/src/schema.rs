@@ -242,7 +242,12 @@ pub struct RunCfg {
     pub watchdog: Cycle,
     /// Longest interrupt/preemption the chooser may inject (default 50us).
     pub max_stall: Cycle,
+    /// Events a run may dispatch; past it the outcome is `limit` (default [`MAX_EVENTS_DEFAULT`]).
+    pub max_events: u64,
 }
+
+/// `run.max_events` when the file does not say.
+pub const MAX_EVENTS_DEFAULT: u64 = 200_000_000;
 
 /// `run.strategy`: how `tdxsim check` explores a scenario's schedules.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -25,6 +25,8 @@ pub struct EngineConfig {
     pub cpus: u32,
     /// Past this, the run ends in `limit`.
     pub max_time: Cycle,
+    /// The event budget: dispatching more events than this ends the run in `limit`.
+    pub max_events: u64,
     /// A task that runs this long without declaring progress ends the run in `livelock`.
     pub watchdog_cycles: u64,
     /// Each cost varies by up to this fraction either way, drawn by the chooser.
@@ -906,6 +908,13 @@ impl Engine {
         }
         self.now = at;
         self.events += 1;
+        if self.events > self.config.max_events {
+            return Err(Outcome::new(
+                OutcomeKind::Limit,
+                format!("run.max_events ({} events) reached with tasks unfinished", self.config.max_events),
+                Vec::new(),
+            ));
+        }
         if self.now >= self.next_watchdog_check {
             self.check_watchdog();
             if let Some(outcome) = self.stop.take() {
