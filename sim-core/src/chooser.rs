@@ -188,15 +188,14 @@ impl Chooser for PctChooser {
             DecisionKind::Stall => {
                 let index = self.stall_points_seen;
                 self.stall_points_seen += 1;
-                if self.is_change_point(index) {
-                    if let Some(&cpu) = decision.cpus.first()
-                        && let Some(rank) = self.rank.get_mut(cpu.0 as usize)
-                    {
-                        *rank = self.next_low_rank;
-                        self.next_low_rank += 1;
-                    }
-                    // The demoted CPU loses its place (same-cycle order, the slow end of its
-                    // band); whether it is also interrupted here is the environment's call.
+                // At a change point the CPU loses its place (same-cycle order, the slow end
+                // of its band); whether it is also interrupted here is the environment's call.
+                if self.is_change_point(index)
+                    && let Some(&cpu) = decision.cpus.first()
+                    && let Some(rank) = self.rank.get_mut(cpu.0 as usize)
+                {
+                    *rank = self.next_low_rank;
+                    self.next_low_rank += 1;
                 }
                 let Some(log2) = self.stall_rate_log2 else { return 0 };
                 let mask = (1u32 << log2) - 1;
