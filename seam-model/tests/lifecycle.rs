@@ -443,7 +443,7 @@ fn td_build_leaves_assign_pages_and_need_dpamt_backing() {
     assert_eq!(status(&mut module, LP0, key_config), TDX_KEY_CONFIGURED);
     assert_eq!(status(&mut module, LP0, vp_create), TDX_SUCCESS);
     assert!(matches!(module.dpamt(1), Dpamt2M::Backed { count: 2, .. }));
-    assert_eq!(module.td(TD).unwrap().tdvprs, [Hpa(2 * MB + 4096)]);
+    assert_eq!(module.td(TD).unwrap().vcpus.keys().copied().collect::<Vec<_>>(), [Hpa(2 * MB + 4096)]);
     assert_eq!(status(&mut module, LP0, LeafCall::MrFinalize { td: TD }), TDX_SUCCESS);
 }
 
