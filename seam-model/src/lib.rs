@@ -22,6 +22,8 @@
 //!   the TD-preserving update) and the P-SEAMLDR.
 
 pub mod call;
+#[cfg(test)]
+mod footprint;
 pub mod leaf;
 pub mod lock;
 pub mod module;

@@ -214,6 +214,73 @@ impl DirTable {
     }
 }
 
+/// Level-1 tables by `gpa >> 30`: directly indexed for the first TiB of GPA space (where a
+/// TD's memory is; a lookup per leaf-entry access must be cheap), in a map beyond it.
+#[derive(Clone, Debug, Default)]
+struct Dirs {
+    /// invariant: no trailing `None`.
+    near: Vec<Option<DirTable>>,
+    /// Keys at or above `NEAR_DIRS`.
+    far: BTreeMap<u64, DirTable>,
+}
+
+/// Level-1 tables (1GB each) kept in `Dirs::near`.
+const NEAR_DIRS: u64 = 1024;
+
+impl Dirs {
+    fn get(&self, index: u64) -> Option<&DirTable> {
+        if index < NEAR_DIRS {
+            return self.near.get(index as usize)?.as_ref();
+        }
+        self.far.get(&index)
+    }
+
+    fn get_mut(&mut self, index: u64) -> Option<&mut DirTable> {
+        if index < NEAR_DIRS {
+            return self.near.get_mut(index as usize)?.as_mut();
+        }
+        self.far.get_mut(&index)
+    }
+
+    fn insert(&mut self, index: u64, dir: DirTable) {
+        if index < NEAR_DIRS {
+            let slot = index as usize;
+            if self.near.len() <= slot {
+                self.near.resize_with(slot + 1, || None);
+            }
+            self.near[slot] = Some(dir);
+        } else {
+            self.far.insert(index, dir);
+        }
+    }
+
+    fn remove(&mut self, index: u64) {
+        if index < NEAR_DIRS {
+            if let Some(slot) = self.near.get_mut(index as usize) {
+                *slot = None;
+            }
+            while self.near.last().is_some_and(Option::is_none) {
+                self.near.pop();
+            }
+            if self.near.is_empty() {
+                self.near = Vec::new();
+            }
+        } else {
+            self.far.remove(&index);
+        }
+    }
+
+    /// In GPA order.
+    fn values(&self) -> impl Iterator<Item = &DirTable> {
+        self.near.iter().flatten().chain(self.far.values())
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let map_entry = 8 + std::mem::size_of::<DirTable>() + std::mem::size_of::<usize>();
+        self.near.capacity() * std::mem::size_of::<Option<DirTable>>() + self.far.len() * map_entry
+    }
+}
+
 /// The lock and HP bits of one non-leaf entry (TDH.MEM.SEPT.ADD locks its parent entry).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct EntryBits {
@@ -239,7 +306,7 @@ pub struct Sept {
     /// Level-2 tables (1GB entries), by `gpa >> 39`, with their page.
     tables_1g: BTreeMap<u64, Hpa>,
     /// Level-1 tables, by `gpa >> 30`.
-    dirs: BTreeMap<u64, DirTable>,
+    dirs: Dirs,
     /// `blocked_epoch` of each blocked leaf entry, by GPA.
     blocked: BTreeMap<u64, u64>,
     /// Lock and HP bits of non-leaf entries, by `gpa | level`; absent means both clear.
@@ -253,7 +320,7 @@ impl Sept {
             prebuilt: false,
             host_priority,
             tables_1g: BTreeMap::new(),
-            dirs: BTreeMap::new(),
+            dirs: Dirs::default(),
             blocked: BTreeMap::new(),
             non_leaf_bits: BTreeMap::new(),
         }
@@ -281,8 +348,8 @@ impl Sept {
             || match level {
                 LEVEL_ROOT => true,
                 2 => self.tables_1g.contains_key(&(gpa >> 39)),
-                1 => self.dirs.contains_key(&(gpa >> 30)),
-                _ => self.dirs.get(&(gpa >> 30)).is_some_and(|dir| dir.leaves[leaf_slot(gpa)].is_some()),
+                1 => self.dirs.get(gpa >> 30).is_some(),
+                _ => self.dirs.get(gpa >> 30).is_some_and(|dir| dir.leaves[leaf_slot(gpa)].is_some()),
             };
         if reached { Walk::Reached } else { Walk::Failed }
     }
@@ -308,7 +375,7 @@ impl Sept {
                 self.dirs.insert(gpa >> 30, DirTable::new(Some(page)));
             }
             1 => {
-                let dir = self.dirs.get_mut(&(gpa >> 30)).expect("sept: the walk reached the level-1 table");
+                let dir = self.dirs.get_mut(gpa >> 30).expect("sept: the walk reached the level-1 table");
                 dir.leaves[leaf_slot(gpa)] = Some(Box::new(LeafTable::new(Some(page))));
             }
             _ => unreachable!("sept: SEPT.ADD level {level} was checked"),
@@ -479,8 +546,8 @@ impl Sept {
         let mut bytes = self.tables_1g.len() * map_entry(8, std::mem::size_of::<Hpa>());
         bytes += self.blocked.len() * map_entry(8, 8);
         bytes += self.non_leaf_bits.len() * map_entry(8, std::mem::size_of::<EntryBits>());
+        bytes += self.dirs.heap_bytes();
         for dir in self.dirs.values() {
-            bytes += map_entry(8, std::mem::size_of::<DirTable>());
             bytes += std::mem::size_of::<[Option<Box<LeafTable>>; ENTRIES]>();
             for leaf in dir.leaves.iter().flatten() {
                 bytes += std::mem::size_of::<LeafTable>() + leaf.heap_bytes();
@@ -490,19 +557,17 @@ impl Sept {
     }
 
     fn leaf(&self, gpa: u64) -> Option<&LeafTable> {
-        self.dirs.get(&(gpa >> 30))?.leaves[leaf_slot(gpa)].as_deref()
+        self.dirs.get(gpa >> 30)?.leaves[leaf_slot(gpa)].as_deref()
     }
 
     /// The level-0 table holding `gpa`, made on demand in a prebuilt S-EPT.
     fn leaf_mut(&mut self, gpa: u64) -> &mut LeafTable {
         let prebuilt = self.prebuilt;
-        let dir = match self.dirs.entry(gpa >> 30) {
-            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::btree_map::Entry::Vacant(entry) => {
-                assert!(prebuilt, "sept: a leaf entry below a missing level-1 table (walk first)");
-                entry.insert(DirTable::new(None))
-            }
-        };
+        if self.dirs.get(gpa >> 30).is_none() {
+            assert!(prebuilt, "sept: a leaf entry below a missing level-1 table (walk first)");
+            self.dirs.insert(gpa >> 30, DirTable::new(None));
+        }
+        let dir = self.dirs.get_mut(gpa >> 30).expect("sept: the level-1 table exists");
         let slot = &mut dir.leaves[leaf_slot(gpa)];
         if slot.is_none() {
             assert!(prebuilt, "sept: a leaf entry below a missing level-0 table (walk first)");
@@ -517,7 +582,7 @@ impl Sept {
         if !self.prebuilt {
             return;
         }
-        let Some(dir) = self.dirs.get_mut(&(gpa >> 30)) else {
+        let Some(dir) = self.dirs.get_mut(gpa >> 30) else {
             return;
         };
         let slot = &mut dir.leaves[leaf_slot(gpa)];
@@ -525,7 +590,7 @@ impl Sept {
             *slot = None;
         }
         if dir.leaves.iter().all(Option::is_none) {
-            self.dirs.remove(&(gpa >> 30));
+            self.dirs.remove(gpa >> 30);
         }
     }
 

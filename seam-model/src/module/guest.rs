@@ -82,13 +82,16 @@ pub enum Entered {
     Returned(LeafOutput),
 }
 
-/// A guest's TDG.MEM.PAGE.ACCEPT that holds its SEPT entry's lock while it initialises the
-/// page; [`Module::finish_accept`] completes it.
+/// A guest's TDG.MEM.PAGE.ACCEPT that holds its SEPT entry's lock: while it initialises a
+/// PENDING page, or for the moment it reads an entry already MAPPED.
+/// [`Module::finish_accept`] completes it.
 #[must_use = "an ACCEPT holds its SEPT entry's lock until Module::finish_accept"]
 #[derive(Debug)]
 pub struct AcceptTicket {
     run: GuestRun,
     gpa: Gpa,
+    /// The entry was PENDING: the ACCEPT zeroes the page and maps it.
+    accepts: bool,
 }
 
 impl AcceptTicket {
@@ -99,21 +102,29 @@ impl AcceptTicket {
     pub fn run(&self) -> &GuestRun {
         &self.run
     }
+
+    /// True when the ACCEPT initialises the page (the entry is PENDING), so it holds the lock
+    /// for the time that takes; false when it finds the page already accepted and only reads
+    /// the entry (the host side holds it for a try-lock cost).
+    pub fn accepts(&self) -> bool {
+        self.accepts
+    }
 }
 
 /// What [`Module::guest_accept`] answers.
 #[derive(Debug)]
 pub enum GuestAccept {
     /// The guest holds the entry's lock (a guest lock, spec §2.3): call `finish_accept`
-    /// after the ACCEPT's cost. Meanwhile a host leaf on the entry gets BUSY and claims
-    /// host priority.
+    /// after the ACCEPT's cost ([`AcceptTicket::accepts`]). Meanwhile a host leaf on the
+    /// entry gets BUSY and claims host priority.
     Locked(AcceptTicket),
-    /// ACCEPT returned this status to the guest, which keeps running: TDX_OPERAND_BUSY|RCX
-    /// (another holds the entry), TDX_OPERAND_BUSY_HOST_PRIORITY|RCX (a host claimed it),
-    /// TDX_PAGE_ALREADY_ACCEPTED (informational) or TDX_OPERAND_INVALID|RCX.
+    /// ACCEPT returned this status to the guest at once, which keeps running:
+    /// TDX_OPERAND_BUSY|RCX (another holds the entry), TDX_OPERAND_BUSY_HOST_PRIORITY|RCX (a
+    /// host claimed it) or TDX_OPERAND_INVALID|RCX.
     Returned { run: GuestRun, status: TdxStatus },
-    /// The entry is not PENDING (FREE, BLOCKED, or a table above it is missing): the module
-    /// turns the ACCEPT into an EPT-violation TD exit, and VP.ENTER has returned this.
+    /// The entry is neither PENDING nor MAPPED (FREE, BLOCKED, or a table above it is
+    /// missing): the module turns the ACCEPT into an EPT-violation TD exit, and VP.ENTER
+    /// has returned this.
     Exited(LeafOutput),
 }
 
@@ -180,15 +191,8 @@ impl Module {
             return GuestAccept::Returned { run, status: busy.status().with_operand(operand::RCX) };
         }
         match self.tds[&td].sept.state(gpa.0) {
-            SeptState::Pending => GuestAccept::Locked(AcceptTicket { run, gpa }),
-            SeptState::Mapped => {
-                self.td_mut(td).sept.release_entry(gpa.0);
-                // The detail is the S-EPT level of the entry found: 4KB.
-                GuestAccept::Returned {
-                    run,
-                    status: TDX_PAGE_ALREADY_ACCEPTED.with_operand(u32::from(LEVEL_4K)),
-                }
-            }
+            SeptState::Pending => GuestAccept::Locked(AcceptTicket { run, gpa, accepts: true }),
+            SeptState::Mapped => GuestAccept::Locked(AcceptTicket { run, gpa, accepts: false }),
             SeptState::Free | SeptState::Blocked => {
                 self.td_mut(td).sept.release_entry(gpa.0);
                 GuestAccept::Exited(self.accept_violation(run, gpa))
@@ -196,18 +200,26 @@ impl Module {
         }
     }
 
-    /// The ACCEPT initialised the page: the entry becomes MAPPED and its lock is released
-    /// (an HP bit a host set meanwhile stays). Returns the run and the guest's status.
+    /// The ACCEPT ends: a PENDING entry becomes MAPPED (TDX_SUCCESS); one already MAPPED
+    /// answers TDX_PAGE_ALREADY_ACCEPTED (informational; the detail is the level of the
+    /// entry found, 4KB). The entry's lock is released; an HP bit a host set meanwhile
+    /// stays. Returns the run and the guest's status.
     pub fn finish_accept(&mut self, ticket: AcceptTicket) -> (GuestRun, TdxStatus) {
-        let AcceptTicket { run, gpa } = ticket;
+        let AcceptTicket { run, gpa, accepts } = ticket;
         let td = self.td_mut(run.td);
         let entry = td.sept.entry(gpa.0);
         assert!(entry.locked, "finish_accept: the guest holds the entry's lock");
-        assert_eq!(entry.state, SeptState::Pending, "finish_accept: the locked entry stayed PENDING");
-        let td_epoch = td.td_epoch;
-        td.sept.set_state(gpa.0, SeptState::Mapped, td_epoch);
+        let expected = if accepts { SeptState::Pending } else { SeptState::Mapped };
+        assert_eq!(entry.state, expected, "finish_accept: the locked entry kept its state");
+        let status = if accepts {
+            let td_epoch = td.td_epoch;
+            td.sept.set_state(gpa.0, SeptState::Mapped, td_epoch);
+            TDX_SUCCESS
+        } else {
+            TDX_PAGE_ALREADY_ACCEPTED.with_operand(u32::from(LEVEL_4K))
+        };
         td.sept.release_entry(gpa.0);
-        (run, TDX_SUCCESS)
+        (run, status)
     }
 
     /// The vCPU whose guest runs on `lp` right now, if any.

@@ -353,6 +353,8 @@ pub struct Module {
     owners: Vec<Option<TdId>>,
     /// By package: the TDH.PHYMEM.CACHE.WB state (`wbt_entries`).
     wbt: Vec<WbtEntry>,
+    /// A TD whose TDR a PAGE.RECLAIM in `finish` just reclaimed, dropped after the release.
+    reclaimed_td: Option<TdId>,
 }
 
 /// One package's TDH.PHYMEM.CACHE.WB state.
@@ -408,6 +410,7 @@ impl Module {
             injected: BTreeMap::new(),
             owners: Vec::new(),
             wbt: vec![WbtEntry::default(); config.packages as usize],
+            reclaimed_td: None,
         }
     }
 
@@ -561,6 +564,7 @@ impl Module {
             }
         };
         self.release_all(&ticket.list.held);
+        self.drop_reclaimed_td();
         if ticket.call.leaf().is_seamldr() {
             self.leave_seamldr(lp);
         } else {

@@ -156,6 +156,15 @@ impl Module {
         }
     }
 
+    /// After PAGE.RECLAIM of a TDR released its locks: the TD and its owner slot are gone.
+    pub(super) fn drop_reclaimed_td(&mut self) {
+        if let Some(td) = self.reclaimed_td.take() {
+            let state = self.tds.remove(&td).expect("PAGE.RECLAIM: the owner exists");
+            assert_eq!(state.held_lock_count(), 0, "PAGE.RECLAIM: nothing holds a lock of a TD in teardown");
+            self.owners[usize::from(state.owner_slot)] = None;
+        }
+    }
+
     /// The TDs whose HKID is FLUSHED (life cycle BLOCKED), in TD order.
     fn hkids_flushed(&self) -> Vec<TdId> {
         self.tds
@@ -201,9 +210,9 @@ impl Module {
         let page_type = self.pamt.page_type(page);
         let count = self.pamt.free_page(page);
         if page_type == PageType::Tdr {
-            let state = self.tds.remove(&td).expect("PAGE.RECLAIM: the owner exists");
-            assert_eq!(state.child_pages, 0, "PAGE.RECLAIM: the TDR goes last");
-            self.owners[usize::from(state.owner_slot)] = None;
+            assert_eq!(self.tds[&td].child_pages, 0, "PAGE.RECLAIM: the TDR goes last");
+            // The TD goes once the leaf released its TDR lock (`drop_reclaimed_td`).
+            self.reclaimed_td = Some(td);
         } else {
             let state = self.td_mut(td);
             state.child_pages =
