@@ -212,9 +212,9 @@ impl<'t> Loader<'t> {
         let memory_bytes = match table.get("memory") {
             Some(value) => {
                 let key = table.key("memory");
-                let expected = "a size that is a positive multiple of 2M, like \"64M\"";
+                let expected = "a size that is a positive multiple of 2M up to 16T, like \"64M\"";
                 let bytes = self.size(&key, value, expected)?;
-                if bytes == 0 || !bytes.is_multiple_of(RANGE_2M) {
+                if bytes == 0 || !bytes.is_multiple_of(RANGE_2M) || bytes > seam_model::MAX_MEMORY_BYTES {
                     return Err(self.invalid(Some(value), &key, expected));
                 }
                 bytes

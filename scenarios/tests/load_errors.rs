@@ -606,7 +606,7 @@ fn unknown_metric() {
 
 #[test]
 fn sizes_and_times_that_do_not_parse() {
-    let expected_memory = "expected a size that is a positive multiple of 2M, like \"64M\"";
+    let expected_memory = "expected a size that is a positive multiple of 2M up to 16T, like \"64M\"";
     assert_eq!(
         error("name = \"t\"\n[machine]\nmemory = \"64 MB\"\n"),
         format!("x.toml:3:10: machine.memory: {expected_memory}, found \"64 MB\"")
@@ -618,6 +618,10 @@ fn sizes_and_times_that_do_not_parse() {
     assert_eq!(
         error("name = \"t\"\n[machine]\nmemory = 0\n"),
         format!("x.toml:3:10: machine.memory: {expected_memory}, found 0")
+    );
+    assert_eq!(
+        error("name = \"t\"\n[machine]\nmemory = \"32T\"\n"),
+        format!("x.toml:3:10: machine.memory: {expected_memory}, found \"32T\"")
     );
     let expected_time = "expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s)";
     assert_eq!(
