@@ -87,11 +87,16 @@ impl Module {
                 }
                 Ok(())
             }
+            // Once teardown began (VPFLUSHDONE), the key life cycle refuses them.
             LeafCall::VpCreate { td, tdvpr } => {
                 self.new_page_status(tdvpr)?;
+                self.check_keys_configured(td)?;
                 self.check_op_state(td, OpState::Initialized)
             }
-            LeafCall::MrFinalize { td } => self.check_op_state(td, OpState::Initialized),
+            LeafCall::MrFinalize { td } => {
+                self.check_keys_configured(td)?;
+                self.check_op_state(td, OpState::Initialized)
+            }
             _ => unreachable!("td_leaves: {call} is not a TD build leaf"),
         }
     }
