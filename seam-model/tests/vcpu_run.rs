@@ -518,3 +518,25 @@ fn vp_enter_locking_interleaves_with_another_lps_track() {
     assert!(!module.lp_is_busy(LP0));
     assert_eq!(module.held_lock_count(), 0);
 }
+
+// ---- the shortcuts ----
+
+#[test]
+fn a_shortcut_vcpu_of_a_shortcut_td_runs_and_accepts_on_the_prebuilt_sept() {
+    let mut module = module();
+    module.create_td(TD);
+    let tdvpr = control(0);
+    module.create_vcpu(TD, tdvpr);
+    back(&mut module, 2);
+    aug(&mut module, 0x40_0000, page(2, 0));
+    let run = enter(&mut module, LP3, tdvpr);
+    let ticket = locked(accept(&mut module, run, 0x40_0000));
+    let (run, status) = module.finish_accept(ticket);
+    assert_eq!(status, TDX_SUCCESS);
+    let output = module.exit_guest(run, ept_violation(0x80_0000, 0));
+    assert_eq!(output.exit, Some(TdExitReason::EptViolation { gpa: Gpa(0x80_0000) }));
+    let td = module.td(TD).unwrap();
+    assert_eq!(td.vcpus[&tdvpr].associated_lp, Some(LP3));
+    assert_eq!(td.entry(0x40_0000).state, SeptState::Mapped);
+    assert_eq!(module.page_type(tdvpr), seam_model::PageType::Nda, "a shortcut's pages take no memory");
+}

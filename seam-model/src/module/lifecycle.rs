@@ -103,8 +103,9 @@ impl Module {
         self.lp(lp).lp_is_init
     }
 
-    /// `lp` is inside a TDX-module SEAMCALL: from a `begin` that returned `Held` until
-    /// its `finish`. P-SEAMLDR calls do not count (see [`Module::seamldr_lp`]).
+    /// `lp` is inside a TDX-module SEAMCALL: from a `begin` that did not return `Done` until
+    /// its `finish`, or for TDH.VP.ENTER until its guest run ends (`exit_guest`), the whole
+    /// time the guest runs (spec §7). P-SEAMLDR calls do not count (see [`Module::seamldr_lp`]).
     pub fn lp_is_busy(&self, lp: CpuId) -> bool {
         self.lp(lp).busy_calls > 0
     }
