@@ -13,6 +13,8 @@
 pub mod bundle;
 pub mod check;
 pub mod error;
+pub mod files;
+pub mod keys;
 pub mod load;
 pub mod perfetto;
 pub mod run;
