@@ -144,7 +144,7 @@ pub fn limits() -> Vec<(&'static str, String)> {
         ("machine.possible_cpus", max::CPUS.to_string()),
         ("machine.packages", "machine.possible_cpus".to_owned()),
         ("machine.memory", format!("{}T", max::MEMORY_BYTES >> 40)),
-        ("machine.ghz", format!("{}..={}", max::GHZ_MIN, max::GHZ)),
+        ("machine.ghz", format!("{} (at least {})", max::GHZ, max::GHZ_MIN)),
         ("module.jitter", "0.5".to_owned()),
         ("module.costs.<leaf>", time.clone()),
         ("task.start", time.clone()),
