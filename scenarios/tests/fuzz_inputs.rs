@@ -26,7 +26,7 @@ const EVENTS_PER_RUN: u64 = 20_000;
 
 fn library() -> Vec<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("library");
-    let files = scenarios::files::scenario_files(&[root.clone()]).unwrap();
+    let files = scenarios::files::scenario_files(std::slice::from_ref(&root)).unwrap();
     files
         .into_iter()
         .map(|file| {
