@@ -60,6 +60,10 @@ pub fn load_str(path_for_messages: &str, text: &str) -> std::result::Result<Scen
 /// What a step's `returns` may name.
 pub const RETURNS: &[&str] = &["0", "-EBUSY", "-EIO", "-ENOMEM", "-ENODEV", "-EINVAL", "-EACCES"];
 
+/// `machine.ghz` when the file does not say: the clock the calibration's cycle counts were
+/// taken at (TDH.SYS.TDMR.INIT, 7 us = 15,400 cycles at 2.2 GHz; docs/model.md "Clock"), so
+/// a time written in a file and a default cost in cycles mean the same wall time.
+pub const GHZ_DEFAULT: f64 = 2.2;
 /// A `found` longer than this is cut, so one message stays one line.
 const FOUND_CHARS_MAX: usize = 40;
 /// A key path longer than this is cut (a 1 MB key makes no message readable).
@@ -160,7 +164,13 @@ impl<'t> Loader<'t> {
 
     fn machine(&self, top: &Table<'_, '_>) -> Result<Machine> {
         let Some(table) = self.subtable(top, "machine", keys::MACHINE)? else {
-            return Ok(Machine { cpus: 1, possible_cpus: 1, packages: 1, memory_bytes: 64 << 20, ghz: 2.0 });
+            return Ok(Machine {
+                cpus: 1,
+                possible_cpus: 1,
+                packages: 1,
+                memory_bytes: 64 << 20,
+                ghz: GHZ_DEFAULT,
+            });
         };
         let cpus = match table.get("cpus") {
             Some(value) => self.int(&table.key("cpus"), value, 1, max::CPUS)?,
@@ -205,7 +215,7 @@ impl<'t> Loader<'t> {
                     (max::GHZ_MIN..=max::GHZ).contains(&ghz)
                 })?
             }
-            None => 2.0,
+            None => GHZ_DEFAULT,
         };
         Ok(Machine {
             cpus: cpus as u32,

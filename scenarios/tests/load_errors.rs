@@ -170,7 +170,8 @@ fn defaults_fill_everything_optional() {
     let scenario = load_str("x.toml", &format!("name = \"minimal\"{TASK}")).unwrap();
     assert_eq!((scenario.machine.cpus, scenario.machine.possible_cpus), (1, 1));
     assert_eq!(scenario.machine.memory_bytes, 64 << 20);
-    assert_eq!(scenario.machine.ghz, 2.0);
+    // The calibration's clock (docs/model.md "Clock").
+    assert_eq!(scenario.machine.ghz, 2.2);
     assert!(scenario.module.dpamt && scenario.module.host_priority);
     assert_eq!(scenario.machine.packages, 1);
     // A file without the keys means what it meant before them: TDX enabled at boot, a
@@ -191,7 +192,7 @@ fn defaults_fill_everything_optional() {
     assert_eq!((run.runs, run.seed, run.pct_depth), (100, 0, 3));
     assert_eq!(
         (run.max_time, run.watchdog, run.max_stall),
-        (Cycle(2_000_000_000), Cycle(40_000_000), Cycle(100_000))
+        (Cycle(2_200_000_000), Cycle(44_000_000), Cycle(110_000))
     );
 }
 
@@ -665,7 +666,7 @@ fn sizes_and_times_that_do_not_parse() {
     );
     assert_eq!(
         error("name = \"t\"\n[run]\nmax_time = \"0s\"\n"),
-        "x.toml:3:12: run.max_time: expected a time of at least 1 cycle (\"0s\" is 0 cycles at 2 GHz), found \"0s\""
+        "x.toml:3:12: run.max_time: expected a time of at least 1 cycle (\"0s\" is 0 cycles at 2.2 GHz), found \"0s\""
     );
     // A clock slow enough that a written time rounds to no cycles says so.
     assert_eq!(
@@ -792,7 +793,7 @@ fn td_create() {
     assert_eq!(call("{ call = \"td_create\", td = 0 }"), Call::TdCreate { td: 0, vcpus: 1, build_cycles: 0 });
     assert_eq!(
         call("{ call = \"td_create\", td = 2, vcpus = 256, build = \"1us\" }"),
-        Call::TdCreate { td: 2, vcpus: 256, build_cycles: 2_000 }
+        Call::TdCreate { td: 2, vcpus: 256, build_cycles: 2_200 }
     );
     assert_eq!(
         error(&step("{ call = \"td_create\", td = 1, vcpus = 0 }")),
@@ -1039,28 +1040,28 @@ fn every_size_has_a_maximum_checked_with_its_position() {
     );
     assert_eq!(
         run("max_time = \"3601s\""),
-        "x.toml:3:12: run.max_time: expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s), at most 3600s (7200000000000 cycles at 2 GHz), found \"3601s\""
+        "x.toml:3:12: run.max_time: expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s), at most 3600s (7920000000000 cycles at 2.2 GHz), found \"3601s\""
     );
     assert_eq!(
         run("max_time = \"1ms\"\nwatchdog = \"20ms\""),
-        "x.toml:4:12: run.watchdog: expected a time at most run.max_time (2000000 cycles): the watchdog could never fire, found \"20ms\""
+        "x.toml:4:12: run.watchdog: expected a time at most run.max_time (2200000 cycles): the watchdog could never fire, found \"20ms\""
     );
     assert_eq!(
         run("max_time = \"10us\"\nmax_stall = \"50us\""),
-        "x.toml:4:13: run.max_stall: expected a time at most run.max_time (20000 cycles): a stall that long could not end inside the run, found \"50us\""
+        "x.toml:4:13: run.max_stall: expected a time at most run.max_time (22000 cycles): a stall that long could not end inside the run, found \"50us\""
     );
     // The defaults need not fit a short max_time: only what the file writes is held to it.
     let short =
         load_str("x.toml", &format!("name = \"t\"\n[run]\nmax_time = \"1ms\"\nmax_events = 5000\n{TASK}"))
             .unwrap();
-    assert_eq!((short.run.max_time, short.run.max_events), (Cycle(2_000_000), 5000));
+    assert_eq!((short.run.max_time, short.run.max_events), (Cycle(2_200_000), 5000));
     assert_eq!(
         error(&step("{ call = \"tdp_fault\", td = 1, gpa = 0, count = 4294967295 }")),
         "x.toml:9:57: task[0].steps[0].count: expected an integer 1..=2048 (at most the 4K pages of machine.memory), found 4294967295"
     );
     assert_eq!(
         error(&step("{ call = \"sleep\", for = \"3601s\" }")),
-        "x.toml:9:34: task[0].steps[0].for: expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s), at most 3600s (7200000000000 cycles at 2 GHz), found \"3601s\""
+        "x.toml:9:34: task[0].steps[0].for: expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s), at most 3600s (7920000000000 cycles at 2.2 GHz), found \"3601s\""
     );
     assert_eq!(
         error(

@@ -73,10 +73,10 @@ fn a_deadlock_leaves_out_the_cpu_and_the_steps_it_is_not_about() {
     let result = run_once(&scenario, &Schedule::Random(0), true);
     assert_eq!(result.outcome.kind, OutcomeKind::Deadlock, "{}", result.outcome);
     let whole = table::render_whole(&result);
-    assert!(whole.contains("CPU 2") && whole.contains("== spin(200 cycles)"), "{whole}");
+    assert!(whole.contains("CPU 2") && whole.contains("== spin(220 cycles)"), "{whole}");
 
     let table = table::render(&result);
-    assert!(header(&table).starts_with("deadlock: CPUs 0, 1; steps from cycle 200"), "{table}");
+    assert!(header(&table).starts_with("deadlock: CPUs 0, 1; steps from cycle 220"), "{table}");
     assert!(!table.contains("CPU 2"), "CPU 2 only spun:\n{table}");
     assert!(!table.contains("== spin"), "CPU 0's spin ended before any lock was taken:\n{table}");
     assert!(table.contains("read_lock(rw[B]) ... spins") && table.contains("read_lock(rw[A]) ... spins"));
