@@ -1,4 +1,4 @@
-//! `[expect]` over the runs `tdxsim check` explores (SCENARIOS.md "Outcomes").
+//! `[expect]` over the runs `tdxsim check` explores (docs/scenarios.md "Outcomes", "`[expect]`").
 //!
 //! Random and PCT runs are independent and run in parallel (rayon), then are judged in seed
 //! order, so the result is the same for any number of threads. The exhaustive enumeration

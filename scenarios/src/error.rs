@@ -1,6 +1,6 @@
 //! `ScenarioError`: every way a scenario file can be refused, in one positioned form.
 //!
-//! A malformed file is never half-run (SCENARIOS.md "Bad input"), so the loader stops at
+//! A malformed file is never half-run (docs/scenarios.md "Bad input"), so the loader stops at
 //! the first problem and says where it is, which key, what it wanted and what it saw:
 //! `scenarios/x.toml:12:9: machine.cpus: expected an integer 1..=4096, found "two"`.
 

@@ -1,4 +1,4 @@
-//! The loader's contract (../shared/SCENARIOS.md "Bad input"): every malformed file is
+//! The loader's contract (docs/scenarios.md "Bad input"): every malformed file is
 //! refused before any run with `FILE:LINE:COL: KEY: expected …, found …`, and no input
 //! panics. One test per class of error, asserting the whole message.
 
@@ -31,7 +31,7 @@ fn step(step: &str) -> String {
     format!("{head}[[task]]\ncpu = 0\nsteps = [{step}]\n")
 }
 
-// The example SCENARIOS.md gives, minus [[workload]] (not available in this version).
+// The example the original SCENARIOS.md gave, minus [[workload]] (not available in this version).
 const EXAMPLE: &str = r#"name = "dpamt: AB-BA between per-2MB rwlocks (cpus=2)"      # required
 about = "Yan Zhao, Dynamic PAMT v3 thread, 2025-09-28"      # where it comes from
 
@@ -576,7 +576,7 @@ fn every_update_and_enable_design_loads_by_name() {
         assert_eq!(EnableDesign::from_name(design.name()), Some(*design));
         assert!(!design.source().is_empty());
     }
-    // The first of each list is the default, as SCENARIOS.md's example writes it.
+    // The first of each list is the default, as the original example wrote it.
     assert_eq!(UpdateDesign::ALL[0], UpdateDesign::default());
     assert_eq!(EnableDesign::ALL[0], EnableDesign::default());
     let scenario = load_str(
@@ -619,7 +619,7 @@ fn unknown_or_unexpectable_outcome() {
         error("name = \"t\"\n[expect]\noutcome = \"hang\"\n"),
         format!("x.toml:3:11: expect.outcome: {expected}, found \"hang\"")
     );
-    // `error` is a simulator bug: never expected (SCENARIOS.md, Outcomes).
+    // `error` is a simulator bug: never expected (docs/scenarios.md "Outcomes").
     assert_eq!(
         error("name = \"t\"\n[expect]\noutcome = \"error\"\n"),
         format!("x.toml:3:11: expect.outcome: {expected}, found \"error\"")
