@@ -5,22 +5,57 @@ use sim_core::{Mode, ResourceId, WaitKind};
 
 use super::cpu::Cpu;
 
-/// A spinning lock. `spinlock_t` and `raw_spinlock_t` are the same on non-RT kernels.
+/// A spinning lock. `spinlock_t` and `raw_spinlock_t` behave the same on non-RT kernels;
+/// the kind says which one the kernel declares, and so which calls take it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Spinlock {
     pub resource: ResourceId,
+    pub kind: SpinlockKind,
+}
+
+/// Which kernel type a [`Spinlock`] is; its resource class, which tables name calls by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpinlockKind {
+    /// `spinlock_t`, taken with `spin_lock()`.
+    Spinlock,
+    /// `raw_spinlock_t`, taken with `raw_spin_lock_irqsave()` wherever this model takes one.
+    RawIrqsave,
+}
+
+impl SpinlockKind {
+    /// The resource class: `spinlock` or `raw_spinlock_irqsave`.
+    pub const fn class(self) -> &'static str {
+        match self {
+            SpinlockKind::Spinlock => "spinlock",
+            SpinlockKind::RawIrqsave => "raw_spinlock_irqsave",
+        }
+    }
 }
 
 impl Spinlock {
-    /// Creates the lock in the engine; `name` is what reports and tables show.
+    /// Creates a `spinlock_t` in the engine; `name` is what reports and tables show.
     pub fn new(cpu_or_host_sim: &sim_core::Sim, name: &str, handoff_cycles: u64) -> Spinlock {
-        let resource = cpu_or_host_sim.with(|engine| engine.new_resource(name, "spinlock", handoff_cycles));
-        Spinlock { resource }
+        Spinlock::of_kind(cpu_or_host_sim, name, handoff_cycles, SpinlockKind::Spinlock)
+    }
+
+    /// Creates a `raw_spinlock_t`, which the model takes with `raw_spin_lock_irqsave()`.
+    pub fn new_raw(cpu_or_host_sim: &sim_core::Sim, name: &str, handoff_cycles: u64) -> Spinlock {
+        Spinlock::of_kind(cpu_or_host_sim, name, handoff_cycles, SpinlockKind::RawIrqsave)
+    }
+
+    fn of_kind(sim: &sim_core::Sim, name: &str, handoff_cycles: u64, kind: SpinlockKind) -> Spinlock {
+        let resource = sim.with(|engine| engine.new_resource(name, kind.class(), handoff_cycles));
+        Spinlock { resource, kind }
     }
 }
 
 /// `spin_lock()`: disables preemption, then spins until the lock is ours.
 pub async fn spin_lock(cpu: &Cpu, lock: Spinlock) {
+    assert_eq!(lock.kind, SpinlockKind::Spinlock, "spin_lock() on a raw_spinlock_t");
+    spin_acquire(cpu, lock).await;
+}
+
+async fn spin_acquire(cpu: &Cpu, lock: Spinlock) {
     cpu.maybe_stall().await;
     cpu.preempt_disable();
     cpu.sim.acquire(lock.resource, Mode::Exclusive, WaitKind::Spin).await;
@@ -35,8 +70,9 @@ pub fn spin_unlock(cpu: &Cpu, lock: Spinlock) {
 
 /// `raw_spin_lock_irqsave()`: returns the saved IRQ state for the restore.
 pub async fn raw_spin_lock_irqsave(cpu: &Cpu, lock: Spinlock) -> bool {
+    assert_eq!(lock.kind, SpinlockKind::RawIrqsave, "raw_spin_lock_irqsave() on a spinlock_t");
     let flags = cpu.local_irq_save();
-    spin_lock(cpu, lock).await;
+    spin_acquire(cpu, lock).await;
     flags
 }
 

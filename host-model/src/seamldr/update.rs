@@ -323,7 +323,7 @@ pub async fn seamldr_install_module(cpu: &Cpu, fail_step: Option<FailStep>) -> R
         state: Cell::new(UpdateState::Shutdown),
         num_ack: Cell::new(0),
         num_failed: Cell::new(0),
-        lock: Spinlock::new(&cpu.sim, "update_ctrl.lock", cpu.host().costs.spin_handoff),
+        lock: Spinlock::new_raw(&cpu.sim, "update_ctrl.lock", cpu.host().costs.spin_handoff),
         spinners: RefCell::new(Vec::new()),
         abort_on_failure: design != UpdateDesign::StopMachineNoAbort,
     });

@@ -115,7 +115,7 @@ impl TdxState {
             sysinit_lock: Spinlock::new(sim, "sysinit_lock", config.costs.spin_handoff),
             lp_initialized: (0..possible).map(|_| Cell::new(booted)).collect(),
             virtualization_nr_users: (0..possible).map(|_| Cell::new(u32::from(booted))).collect(),
-            seamldr_lock: Spinlock::new(sim, "seamldr_lock", config.costs.spin_handoff),
+            seamldr_lock: Spinlock::new_raw(sim, "seamldr_lock", config.costs.spin_handoff),
             update_in_progress: Cell::new(false),
             update_rwsem: RwSem::new(sim, "update_rwsem", false),
         }

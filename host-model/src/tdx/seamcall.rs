@@ -45,7 +45,7 @@ async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
     cpu.work(seam_exit).await;
     cpu.mark(Span::End, mark::SEAMCALL, leaf.rax(), output.status.0, || {
         let hint = if output.removal_hint { " +hint" } else { "" };
-        format!("{} = {}{hint}", leaf.name().trim_start_matches("TDH."), output.status)
+        format!("{} = {}{hint}", leaf.name(), output.status)
     });
     for page in pages_named(call) {
         if let Err(detail) = crate::invariants::no_page_in_unbacked_range(cpu.host(), page) {

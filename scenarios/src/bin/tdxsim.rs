@@ -70,6 +70,10 @@ enum Command {
         /// Where a run that does not pass writes its repro bundle [default: tdxsim-out].
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Columns the --table may take; long cells wrap inside their column [default: the
+        /// terminal's width, or 100 when not a terminal].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(40..))]
+        width: Option<u16>,
         /// Run the seed twice more with the trace recorded and compare; exit 1 if they differ.
         #[arg(long)]
         check_determinism: bool,
@@ -124,6 +128,10 @@ enum Command {
         /// The strategy the run was found with (default: the file's run.strategy).
         #[arg(long)]
         strategy: Option<StrategyArg>,
+        /// Columns the --table may take; long cells wrap inside their column [default: the
+        /// terminal's width, or 100 when not a terminal].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(40..))]
+        width: Option<u16>,
         /// Write the run as Chrome trace-event JSON, for ui.perfetto.dev, to this file.
         #[arg(long, value_name = "FILE.json")]
         trace: Option<PathBuf>,
@@ -217,9 +225,10 @@ fn output_failed(error: &std::io::Error) -> ! {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let status = match cli.command {
-        Command::Run { file, seed, table, out, check_determinism, strategy, trace } => {
+        Command::Run { file, seed, table, width, out, check_determinism, strategy, trace } => {
             let strategy = strategy.map(Into::into);
             let out = out.as_deref().unwrap_or(Path::new(DEFAULT_OUT));
+            let table = table.then(|| table_width(width));
             let status = run_command(&file, seed, table, Some(out), strategy, trace.as_deref());
             if check_determinism && status != code::BAD_INPUT {
                 status.max(determinism_command(&file, seed, strategy))
@@ -227,7 +236,8 @@ fn main() -> ExitCode {
                 status
             }
         }
-        Command::Replay { file, seed, table, strategy, trace } => {
+        Command::Replay { file, seed, table, strategy, width, trace } => {
+            let table = table.then(|| table_width(width));
             replay_command(&file, seed, table, strategy.map(Into::into), trace.as_deref())
         }
         Command::Check { paths, out, jobs, strategy, format, junit, timing } => {
@@ -250,6 +260,18 @@ fn main() -> ExitCode {
         output_failed(&error);
     }
     ExitCode::from(status)
+}
+
+/// `--width`, else the terminal's width, else [`table::DEFAULT_WIDTH`].
+fn table_width(width: Option<u16>) -> usize {
+    if let Some(width) = width {
+        return usize::from(width);
+    }
+    let terminal = console::Term::stdout();
+    match terminal.size_checked() {
+        Some((_, columns)) if terminal.is_term() => usize::from(columns).max(40),
+        _ => table::DEFAULT_WIDTH,
+    }
 }
 
 fn man(out: Option<&Path>) -> u8 {
@@ -287,7 +309,7 @@ const DEFAULT_OUT: &str = "tdxsim-out";
 fn run_command(
     file: &Path,
     seed: Option<u64>,
-    show_table: bool,
+    show_table: Option<usize>,
     bundle_dir: Option<&Path>,
     strategy: Option<Strategy>,
     trace_file: Option<&Path>,
@@ -298,7 +320,7 @@ fn run_command(
     };
     let seed = seed.unwrap_or(scenario.run.seed);
     let strategy = strategy.unwrap_or(scenario.run.strategy);
-    let record = show_table || trace_file.is_some();
+    let record = show_table.is_some() || trace_file.is_some();
     let result = run_once(&scenario, &Schedule::for_seed(&scenario, Some(strategy), seed), record);
     let bundle = bundle_dir
         .filter(|_| result.outcome.kind != OutcomeKind::Pass)
@@ -319,14 +341,20 @@ fn run_command(
 
 /// The trace file and the table a run or a replay was asked for: 0, or 3 if the trace
 /// could not be written.
-fn show_run(scenario: &Scenario, result: &RunResult, show_table: bool, trace_file: Option<&Path>) -> u8 {
+fn show_run(
+    scenario: &Scenario,
+    result: &RunResult,
+    show_table: Option<usize>,
+    trace_file: Option<&Path>,
+) -> u8 {
     let mut status = 0;
     if let Some(trace_file) = trace_file {
         status = write_chrome_trace(trace_file, scenario, result);
     }
-    if show_table {
+    if let Some(width) = show_table {
         out!();
-        emit(format_args!("{}", table::render(result)));
+        let options = table::TableOptions { width, pages: Some(&scenario.pages) };
+        emit(format_args!("{}", table::render_with(result, &options)));
     }
     status
 }
@@ -537,7 +565,7 @@ fn write_bundle(
 fn replay_command(
     file: &Path,
     seed: Option<u64>,
-    show_table: bool,
+    show_table: Option<usize>,
     strategy: Option<Strategy>,
     trace_file: Option<&Path>,
 ) -> u8 {
@@ -559,7 +587,7 @@ fn replay_command(
 /// Replays a bundle's decisions on its embedded scenario, prints the run as `run` does, and
 /// exits 1 if anything the bundle records (trace hash, outcome, its seed and strategy's
 /// decisions, every decision used) is not what the replay gives.
-fn replay_bundle(path: &Path, show_table: bool, trace_file: Option<&Path>) -> u8 {
+fn replay_bundle(path: &Path, show_table: Option<usize>, trace_file: Option<&Path>) -> u8 {
     let shown = printable(&path.display().to_string()).into_owned();
     let bundle = match bundle::read(path) {
         Ok(bundle) => bundle,
@@ -576,7 +604,7 @@ fn replay_bundle(path: &Path, show_table: bool, trace_file: Option<&Path>) -> u8
             printable(&bundle.tool_version)
         );
     }
-    let (scenario, result) = match bundle.replay(show_table || trace_file.is_some()) {
+    let (scenario, result) = match bundle.replay(show_table.is_some() || trace_file.is_some()) {
         Ok(replayed) => replayed,
         Err(error) => {
             err!("{shown}: the embedded scenario does not load: {error}");
