@@ -13,10 +13,18 @@ pub const TOP: &[&str] =
 /// `[machine]`.
 pub const MACHINE: &[&str] = &["cpus", "possible_cpus", "memory", "ghz", "packages"];
 /// `[module]`.
-pub const MODULE: &[&str] =
-    &["dpamt", "host_priority", "jitter", "costs", "initialized", "seamret_erratum", "compat_sensitive"];
+pub const MODULE: &[&str] = &[
+    "dpamt",
+    "host_priority",
+    "jitter",
+    "costs",
+    "initialized",
+    "seamret_erratum",
+    "compat_sensitive",
+    "leaf_locks",
+];
 /// `[host]`.
-pub const HOST: &[&str] = &["dpamt", "sept_busy", "update", "enable"];
+pub const HOST: &[&str] = &["dpamt", "sept_busy", "update", "enable", "hint_aug_retries"];
 /// `[[task]]`.
 pub const TASK: &[&str] = &["cpu", "start", "repeat", "steps"];
 /// Keys every step takes, whatever its call.
@@ -31,6 +39,7 @@ pub const RUN: &[&str] = &[
     "max_time",
     "watchdog",
     "max_stall",
+    "hung_task",
     "max_events",
 ];
 /// `[expect]`.
@@ -156,12 +165,14 @@ pub fn limits() -> Vec<(&'static str, String)> {
         ("step.td_create.vcpus", max::VCPUS.to_string()),
         ("step.tdp_fault.count", "machine.memory / 4K".to_owned()),
         ("step.zap.count", "machine.memory / 4K".to_owned()),
+        ("host.hint_aug_retries", crate::schema::HINT_AUG_RETRIES_MAX.to_string()),
         ("run.runs", max::RUNS.to_string()),
         ("run.pct_depth", max::PCT_DEPTH.to_string()),
         ("run.exhaustive_bound", max::EXHAUSTIVE_BOUND.to_string()),
         ("run.max_time", time.clone()),
         ("run.watchdog", "run.max_time".to_owned()),
         ("run.max_stall", "run.max_time".to_owned()),
+        ("run.hung_task", "run.max_time".to_owned()),
         ("run.max_events", max::EVENTS.to_string()),
         ("expect.within_runs", "run.runs".to_owned()),
         ("scenario file", format!("{} bytes", max::SCENARIO_BYTES)),

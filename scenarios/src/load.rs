@@ -21,10 +21,11 @@ use crate::error::{ErrorKind, ScenarioError, line_column, shortened};
 use crate::keys::{self, max, raw_operands};
 use crate::schema::{
     Bound, CALLS, CALLS_NOT_AVAILABLE, Call, EnableDesign, Expect, FailStep, HostCfg, METRICS, Machine,
-    MetricBound, ModuleCfg, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy, Task,
-    UpdateDesign,
+    MetricBound, ModuleCfg, Returns, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy,
+    Task, UpdateDesign,
 };
 use crate::units::{parse_address, parse_size, parse_time};
+use seam_model::LeafLocks;
 
 /// Reads and loads a scenario file; the error names `path` as given.
 pub fn load_file(path: &Path) -> std::result::Result<Scenario, ScenarioError> {
@@ -56,9 +57,6 @@ pub fn load_str(path_for_messages: &str, text: &str) -> std::result::Result<Scen
     let root = DeTable::parse(text).map_err(|error| loader.syntax_error(&error))?;
     loader.scenario(root.get_ref())
 }
-
-/// What a step's `returns` may name.
-pub const RETURNS: &[&str] = &["0", "-EBUSY", "-EIO", "-ENOMEM", "-ENODEV", "-EINVAL", "-EACCES"];
 
 /// `machine.ghz` when the file does not say: the clock the calibration's cycle counts were
 /// taken at (TDH.SYS.TDMR.INIT, 7 us = 15,400 cycles at 2.2 GHz; docs/model.md "Clock"), so
@@ -235,6 +233,7 @@ impl<'t> Loader<'t> {
             initialized: true,
             seamret_erratum: false,
             compat_sensitive: true,
+            leaf_locks: LeafLocks::default(),
         };
         let Some(table) = self.subtable(top, "module", keys::MODULE)? else {
             return Ok(module);
@@ -253,6 +252,11 @@ impl<'t> Loader<'t> {
             if let Some(value) = table.get(name) {
                 *field = self.boolean(&table.key(name), value)?;
             }
+        }
+        if let Some(value) = table.get("leaf_locks") {
+            let names: Vec<&str> = LeafLocks::ALL.iter().map(|locks| locks.name()).collect();
+            let name = self.choice(&table.key("leaf_locks"), value, &names)?;
+            module.leaf_locks = LeafLocks::from_name(name).expect("choice() returned a listed name");
         }
         if let Some(value) = table.get("jitter") {
             let in_range = |jitter: f64| (0.0..=0.5).contains(&jitter);
@@ -284,6 +288,7 @@ impl<'t> Loader<'t> {
             sept_busy: SEPT_BUSY_DESIGNS[0].to_owned(),
             update: UpdateDesign::default(),
             enable: EnableDesign::default(),
+            hint_aug_retries: host_model::kvm::mmu::HINT_AUG_RETRIES_DEFAULT,
         };
         let Some(table) = self.subtable(top, "host", keys::HOST)? else {
             return Ok(host);
@@ -305,6 +310,10 @@ impl<'t> Loader<'t> {
             let names: Vec<&str> = EnableDesign::ALL.iter().map(|design| design.name()).collect();
             let name = self.choice(&table.key("enable"), value, &names)?;
             host.enable = EnableDesign::from_name(name).expect("choice() returned a listed name");
+        }
+        if let Some(value) = table.get("hint_aug_retries") {
+            let key = table.key("hint_aug_retries");
+            host.hint_aug_retries = self.int(&key, value, 0, crate::schema::HINT_AUG_RETRIES_MAX)? as u32;
         }
         Ok(host)
     }
@@ -533,8 +542,11 @@ impl<'t> Loader<'t> {
         };
         let returns = match table.get("returns") {
             Some(value) => {
-                let name = self.choice(&table.key("returns"), value, RETURNS)?;
-                Some(name.to_string())
+                let key = table.key("returns");
+                let possible = call.possible_returns();
+                let names: Vec<&str> = possible.iter().map(String::as_str).collect();
+                let name = self.choice(&key, value, &names)?;
+                Some(Returns::parse(name).expect("possible_returns() lists parseable values"))
             }
             None => None,
         };
@@ -608,10 +620,12 @@ impl<'t> Loader<'t> {
             exhaustive_bound: 2,
             max_time: Cycle(clock.ns_to_cycles(1e9)),
             watchdog: Cycle(clock.ns_to_cycles(20e6)),
+            hung_task: Cycle(0),
             max_stall: Cycle(clock.ns_to_cycles(50e3)),
             max_events: crate::schema::MAX_EVENTS_DEFAULT,
         };
         let Some(table) = self.subtable(top, "run", keys::RUN)? else {
+            run.hung_task = Cycle(run.watchdog.0.saturating_mul(crate::schema::HUNG_TASK_FACTOR));
             return Ok(run);
         };
         if let Some(value) = table.get("runs") {
@@ -639,6 +653,7 @@ impl<'t> Loader<'t> {
             ("max_time", &mut run.max_time, 1),
             ("watchdog", &mut run.watchdog, 1),
             ("max_stall", &mut run.max_stall, 0),
+            ("hung_task", &mut run.hung_task, 1),
         ] {
             if let Some(value) = table.get(name) {
                 let key = table.key(name);
@@ -650,6 +665,7 @@ impl<'t> Loader<'t> {
         for (name, cycles, what) in [
             ("watchdog", run.watchdog, "the watchdog could never fire"),
             ("max_stall", run.max_stall, "a stall that long could not end inside the run"),
+            ("hung_task", run.hung_task, "the hung-task detector could never fire"),
         ] {
             if let Some(value) = table.get(name)
                 && cycles > run.max_time
@@ -660,6 +676,9 @@ impl<'t> Loader<'t> {
         }
         if let Some(value) = table.get("max_events") {
             run.max_events = self.int(&table.key("max_events"), value, 1, max::EVENTS)?;
+        }
+        if run.hung_task == Cycle(0) {
+            run.hung_task = Cycle(run.watchdog.0.saturating_mul(crate::schema::HUNG_TASK_FACTOR));
         }
         Ok(run)
     }

@@ -238,7 +238,12 @@ mod tests {
             verdict: Err("expected every run to pass; seed 1 ended in deadlock: AB-BA".to_string()),
             first_failing: Some(FirstFailing {
                 seed: 1,
-                outcome: Outcome::new(OutcomeKind::Deadlock, "AB-BA", Vec::new()),
+                outcome: Outcome::new(
+                    OutcomeKind::Deadlock,
+                    "AB-BA",
+                    sim_core::Cycle(7),
+                    sim_core::Finding::None,
+                ),
                 trace_hash: 0xabc,
             }),
             bundle: Some(Ok(PathBuf::from("out/x-pct-seed1.bundle"))),

@@ -16,7 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use host_model::kernel::cpu::mark;
 use indexmap::IndexMap;
-use sim_core::{CpuId, Mode, OutcomeKind, ResourceId, Span, TaskId, TraceEvent, TraceKind};
+use sim_core::{
+    Blocked, CpuId, Finding, Mode, OutcomeKind, ResourceId, Span, Subject, TaskId, TraceEvent, TraceKind,
+    WaitsFor,
+};
 
 use crate::run::RunResult;
 
@@ -73,6 +76,8 @@ fn cell(result: &RunResult, event: &TraceEvent, held: &mut BTreeMap<(u32, u32), 
             ("rwsem", Mode::Shared, true) => "up_read",
             ("rwsem", Mode::Exclusive, false) => "down_write",
             ("rwsem", Mode::Exclusive, true) => "up_write",
+            ("raw_spinlock", _, false) => "raw_spin_lock",
+            ("raw_spinlock", _, true) => "raw_spin_unlock",
             ("raw_spinlock_irqsave", _, false) => "raw_spin_lock_irqsave",
             ("raw_spinlock_irqsave", _, true) => "raw_spin_unlock_irqrestore",
             (_, _, false) => "spin_lock",
@@ -151,7 +156,7 @@ struct Focus {
 }
 
 fn focus(result: &RunResult) -> Focus {
-    let involved: BTreeSet<TaskId> = result.outcome.tasks.iter().copied().collect();
+    let involved: BTreeSet<TaskId> = result.outcome.tasks().into_iter().collect();
     let focused = match result.outcome.kind {
         OutcomeKind::Deadlock => focus_deadlock(result, &involved),
         OutcomeKind::Warn => focus_warn(result, &involved),
@@ -159,62 +164,66 @@ fn focus(result: &RunResult) -> Focus {
     };
     let mut focus = focused.unwrap_or_else(|| focus_cpus(result, &involved));
     if result.outcome.kind != OutcomeKind::Deadlock {
-        add_holders(result, &involved, &mut focus);
+        add_holders(result, &mut focus);
     }
     focus
 }
 
-/// A lock a task waits for when the trace ends, and who holds it then.
+/// A lock a task of the finding waits for, and who holds it.
 struct Stuck {
     waiter: TaskId,
     resource: ResourceId,
     mode: Mode,
-    /// (holder, the index of its acquire) for every task holding the lock at the end.
+    /// (holder, the trace index of its acquire) for each blocker that holds the lock.
     holders: Vec<(TaskId, usize)>,
 }
 
-/// For each involved task still waiting for a lock at the end of the trace: the lock and its
-/// holders. (A deadlock's message names both sides already.)
-fn stuck_on_locks(result: &RunResult, involved: &BTreeSet<TaskId>) -> Vec<Stuck> {
-    let mut waiting: BTreeMap<TaskId, (ResourceId, Mode)> = BTreeMap::new();
-    // Per (resource, task): the indexes of acquires not yet released, innermost last.
-    let mut held: BTreeMap<(u32, TaskId), Vec<usize>> = BTreeMap::new();
-    for (index, event) in result.trace.iter().enumerate() {
-        match &event.kind {
-            TraceKind::Wait { resource, mode } => {
-                waiting.insert(event.task, (*resource, *mode));
-            }
-            TraceKind::Acquire { resource, .. } => {
-                waiting.remove(&event.task);
-                held.entry((resource.0, event.task)).or_default().push(index);
-            }
-            TraceKind::Release { resource } => {
-                if let Some(stack) = held.get_mut(&(resource.0, event.task)) {
-                    stack.pop();
-                }
-            }
-            _ => {}
-        }
-    }
-    waiting
+/// The finding's tasks that wait for a lock (typed: `Finding::NoProgress` and
+/// `Finding::Stuck`; a wait cycle names both sides itself), with the blockers that hold it,
+/// found in the trace by their unreleased acquire.
+fn stuck_on_locks(result: &RunResult) -> Vec<Stuck> {
+    let blocked: Vec<&Blocked> = match &result.outcome.finding {
+        Finding::NoProgress { blocked, .. } => vec![blocked],
+        Finding::Stuck(blocked) => blocked.iter().collect(),
+        _ => Vec::new(),
+    };
+    blocked
         .into_iter()
-        .filter(|(task, _)| involved.contains(task))
-        .map(|(waiter, (resource, mode))| {
-            let holders = held
-                .iter()
-                .filter(|((id, _), stack)| *id == resource.0 && !stack.is_empty())
-                .map(|((_, task), stack)| (*task, stack[0]))
-                .collect();
-            Stuck { waiter, resource, mode, holders }
+        .filter_map(|blocked| match &blocked.waits {
+            Some(WaitsFor::Resource { resource, mode, blockers, .. }) => Some(Stuck {
+                waiter: blocked.task,
+                resource: *resource,
+                mode: *mode,
+                holders: blockers
+                    .iter()
+                    .filter_map(|blocker| Some((*blocker, held_since(result, *blocker, *resource)?)))
+                    .collect(),
+            }),
+            _ => None,
         })
         .collect()
 }
 
+/// The trace index of `task`'s acquire of `resource` that it still holds at the end, if any.
+fn held_since(result: &RunResult, task: TaskId, resource: ResourceId) -> Option<usize> {
+    let mut held = Vec::new();
+    for (index, event) in result.trace.iter().enumerate().filter(|(_, event)| event.task == task) {
+        match &event.kind {
+            TraceKind::Acquire { resource: taken, .. } if *taken == resource => held.push(index),
+            TraceKind::Release { resource: released } if *released == resource => {
+                held.pop();
+            }
+            _ => {}
+        }
+    }
+    held.first().copied()
+}
+
 /// Brings the CPUs that hold what a stuck task waits for into the table, from the step in
 /// which they took it, and says so in the header.
-fn add_holders(result: &RunResult, involved: &BTreeSet<TaskId>, focus: &mut Focus) {
+fn add_holders(result: &RunResult, focus: &mut Focus) {
     let spans = mark_spans(&result.trace);
-    for stuck in stuck_on_locks(result, involved) {
+    for stuck in stuck_on_locks(result) {
         let (name, _, _) = &result.resources[stuck.resource.0 as usize];
         let waiter_cpu = result.task_cpus[stuck.waiter.0 as usize];
         if stuck.holders.is_empty() {
@@ -257,26 +266,23 @@ fn holder_name(task: TaskId) -> String {
     format!("task {}", task.0)
 }
 
-/// Every event of the CPUs the finding names: those of its tasks, or without tasks (an
-/// invariant) those that touched a lock or counter `outcome.what` names, or else all.
+/// Every event of the CPUs the finding names: those of its tasks, and those that touched a
+/// lock or a marked subject (a range's refcount) the finding names; all when it names none.
 fn focus_cpus(result: &RunResult, involved: &BTreeSet<TaskId>) -> Focus {
     let mut cpus: BTreeSet<CpuId> = involved.iter().map(|task| result.task_cpus[task.0 as usize]).collect();
-    if cpus.is_empty() {
-        let named = named_resources(result);
-        let words = bracketed_words(&result.outcome.what);
-        cpus = result
-            .trace
-            .iter()
-            .filter(|event| match &event.kind {
-                TraceKind::Wait { resource, .. }
-                | TraceKind::Acquire { resource, .. }
-                | TraceKind::Release { resource } => named.contains(&resource.0),
-                TraceKind::Mark { text, .. } => words.iter().any(|word| names(text, word)),
-                _ => false,
-            })
-            .map(|event| event.cpu)
-            .collect();
-    }
+    let named = named_resources(result);
+    let subjects = match &result.outcome.finding {
+        Finding::Report { subjects, .. } => subjects.clone(),
+        _ => Vec::new(),
+    };
+    let touched = result.trace.iter().filter(|event| match &event.kind {
+        TraceKind::Wait { resource, .. }
+        | TraceKind::Acquire { resource, .. }
+        | TraceKind::Release { resource } => named.contains(&resource.0),
+        TraceKind::Mark { code, a, .. } => subjects.contains(&Subject::Marked(*code, *a)),
+        _ => false,
+    });
+    cpus.extend(touched.map(|event| event.cpu));
     let keep = result.trace.iter().map(|event| cpus.is_empty() || cpus.contains(&event.cpu)).collect();
     Focus { keep, shown: "whole run".to_string() }
 }
@@ -396,28 +402,9 @@ fn mark_spans(trace: &[TraceEvent]) -> Vec<MarkSpan> {
     spans
 }
 
-/// Ids of the locks whose names `outcome.what` mentions.
+/// Ids of the locks the finding names.
 fn named_resources(result: &RunResult) -> BTreeSet<u32> {
-    (0..result.resources.len() as u32)
-        .filter(|id| names(&result.outcome.what, &result.resources[*id as usize].0))
-        .collect()
-}
-
-/// Whether `text` mentions `name` as a whole word (`rw[A]` is not in `rw[AB]`).
-fn names(text: &str, name: &str) -> bool {
-    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    text.match_indices(name).any(|(at, _)| {
-        let before = text[..at].chars().next_back();
-        let after = text[at + name.len()..].chars().next();
-        !before.is_some_and(is_word) && !after.is_some_and(|c| is_word(c) || c == '[')
-    })
-}
-
-/// The `name[label]` words of a message: counters and locks, as `pamt_refcount[A]`.
-fn bracketed_words(text: &str) -> Vec<&str> {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || "_[]".contains(c)))
-        .filter(|word| word.contains('[') && word.ends_with(']'))
-        .collect()
+    result.outcome.resources().iter().map(|resource| resource.0).collect()
 }
 
 fn rows(result: &RunResult, keep: &[bool], options: &TableOptions<'_>) -> Vec<(u64, CpuId, String)> {
@@ -554,10 +541,9 @@ fn fit_columns(natural: &[usize], available: usize) -> Vec<usize> {
 
 /// A cell's text on lines of at most `width` characters, continuation lines indented by two.
 fn wrap_cell(text: &str, width: usize) -> Vec<String> {
-    let mut lines = wrap(text, width);
-    if lines.len() > 1 {
-        let rest = lines.split_off(1).join(" ");
-        lines.extend(wrap(&rest, width.saturating_sub(2).max(1)).into_iter().map(|line| format!("  {line}")));
+    let mut lines = wrap_widths(text, width, width.saturating_sub(2));
+    for line in lines.iter_mut().skip(1) {
+        line.insert_str(0, "  ");
     }
     lines
 }
@@ -565,7 +551,12 @@ fn wrap_cell(text: &str, width: usize) -> Vec<String> {
 /// `text` on lines of at most `width` characters, broken at spaces or after a `(`; a word
 /// longer than a line is broken where the line ends. Nothing is left out.
 fn wrap(text: &str, width: usize) -> Vec<String> {
-    let width = width.max(1);
+    wrap_widths(text, width, width)
+}
+
+/// [`wrap`] with the first line `first` wide and the others `rest` wide.
+fn wrap_widths(text: &str, first: usize, rest: usize) -> Vec<String> {
+    let (first, rest) = (first.max(1), rest.max(1));
     // (piece, whether a space separates it from the piece before)
     let mut pieces: Vec<(String, bool)> = Vec::new();
     for word in text.split(' ') {
@@ -578,10 +569,11 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
             pieces.push((String::new(), true));
         }
     }
-    let mut lines = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
     let mut line = String::new();
     for (mut piece, space) in pieces {
         loop {
+            let width = if lines.is_empty() { first } else { rest };
             let line_len = line.chars().count();
             let piece_len = piece.chars().count();
             let gap = usize::from(space && !line.is_empty());
@@ -616,16 +608,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_matches_whole_lock_names_only() {
-        let what = "CPU 0 holds rw[A] and waits for pamt_lock";
-        assert!(names(what, "rw[A]"));
-        assert!(names(what, "pamt_lock"));
-        assert!(!names("holds rw[AB]", "rw[A]"));
-        assert!(!names("holds pamt_lock2", "pamt_lock"));
-        assert!(!names("holds xrw[A]", "rw[A]"));
-    }
-
-    #[test]
     fn wrap_breaks_at_spaces_keeps_everything_and_breaks_long_words() {
         assert_eq!(wrap("read_lock(rw[B]) ... spins", 16), ["read_lock(rw[B])", "... spins"]);
         assert_eq!(
@@ -656,11 +638,5 @@ mod tests {
         assert_eq!(first, "tdx_pamt_get(A1=0x201000, pair A10=0x20a000 B1)");
         assert!(unnamed.is_empty());
         assert_eq!(first_use_addresses("rw[A1]".to_string(), &mut vec![("A1", 1)]), "rw[A1]");
-    }
-
-    #[test]
-    fn bracketed_words_are_counters_and_locks() {
-        let what = "dpamt-refcount-matches-module: pamt_refcount[A] = 1 but rw[B], x";
-        assert_eq!(bracketed_words(what), ["pamt_refcount[A]", "rw[B]"]);
     }
 }

@@ -91,9 +91,15 @@ fn every_value_of_every_closed_set_is_documented() {
         assert_mentions(&doc, "`[host]`", values);
     }
     assert_mentions(&doc, "`[run]`", STRATEGY_NAMES);
+    let leaf_locks: Vec<&str> = seam_model::LeafLocks::ALL.iter().map(|locks| locks.name()).collect();
+    assert_mentions(&doc, "`[module]`", &leaf_locks);
     let fail_steps: Vec<&str> = FailStep::ALL.iter().map(|step| step.name()).collect();
     assert_mentions(&doc, "### `seamldr_install_module`", &fail_steps);
-    assert_mentions(&doc, "## Steps", scenarios::load::RETURNS);
+    let errnos: Vec<String> = std::iter::once("0".to_string())
+        .chain(scenarios::schema::ERRNOS.iter().map(|errno| format!("-{errno}")))
+        .collect();
+    let errnos: Vec<&str> = errnos.iter().map(String::as_str).collect();
+    assert_mentions(&doc, "## Steps", &errnos);
     let metrics: Vec<&str> = METRICS.iter().map(|(name, _)| *name).collect();
     assert_rows(&doc, "`[expect.metrics]`", false, &metrics);
     let outcomes: Vec<&str> = OutcomeKind::ALL.iter().map(|kind| kind.name()).collect();

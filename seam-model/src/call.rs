@@ -26,6 +26,9 @@ pub enum LeafCall {
     PageWbinvd { page: Hpa },
     /// TDH.MNG.CREATE: RCX = the new TD's TDR page `tdr`. `td` names the TD.
     MngCreate { td: TdId, tdr: Hpa },
+    /// TDH.MNG.KEY.CONFIG: RCX = the TD's TDR. Programs the TD's key on the calling LP's
+    /// package; once per package.
+    MngKeyConfig { td: TdId },
     /// TDH.MNG.INIT: RCX = the TD's TDR. Starts the TD build (op_state INITIALIZED).
     MngInit { td: TdId },
     /// TDH.VP.CREATE: RCX = the new TDVPR page `tdvpr`, RDX = the TD's TDR.
@@ -66,6 +69,7 @@ impl LeafCall {
             LeafCall::Track { .. } => Leaf::MemTrack,
             LeafCall::PageWbinvd { .. } => Leaf::PhymemPageWbinvd,
             LeafCall::MngCreate { .. } => Leaf::MngCreate,
+            LeafCall::MngKeyConfig { .. } => Leaf::MngKeyConfig,
             LeafCall::MngInit { .. } => Leaf::MngInit,
             LeafCall::VpCreate { .. } => Leaf::VpCreate,
             LeafCall::MrFinalize { .. } => Leaf::MrFinalize,
@@ -98,6 +102,7 @@ impl std::fmt::Display for LeafCall {
             }
             LeafCall::PageWbinvd { page } => write!(f, "({page})"),
             LeafCall::MngCreate { td, tdr } => write!(f, "({td}, tdr {tdr})"),
+            LeafCall::MngKeyConfig { td } => write!(f, "({td})"),
             LeafCall::VpCreate { td, tdvpr } => write!(f, "({td}, tdvpr {tdvpr})"),
             LeafCall::SysConfig { dpamt: true } => f.write_str("(dpamt)"),
             LeafCall::SysRd { field } => write!(f, "({field:#x})"),

@@ -18,15 +18,18 @@ pub struct Spinlock {
 pub enum SpinlockKind {
     /// `spinlock_t`, taken with `spin_lock()`.
     Spinlock,
+    /// `raw_spinlock_t`, taken with `raw_spin_lock()`.
+    Raw,
     /// `raw_spinlock_t`, taken with `raw_spin_lock_irqsave()` wherever this model takes one.
     RawIrqsave,
 }
 
 impl SpinlockKind {
-    /// The resource class: `spinlock` or `raw_spinlock_irqsave`.
+    /// The resource class: `spinlock`, `raw_spinlock` or `raw_spinlock_irqsave`.
     pub const fn class(self) -> &'static str {
         match self {
             SpinlockKind::Spinlock => "spinlock",
+            SpinlockKind::Raw => "raw_spinlock",
             SpinlockKind::RawIrqsave => "raw_spinlock_irqsave",
         }
     }
@@ -38,8 +41,13 @@ impl Spinlock {
         Spinlock::of_kind(cpu_or_host_sim, name, handoff_cycles, SpinlockKind::Spinlock)
     }
 
-    /// Creates a `raw_spinlock_t`, which the model takes with `raw_spin_lock_irqsave()`.
+    /// Creates a `raw_spinlock_t` taken with `raw_spin_lock()` (it spins even on PREEMPT_RT).
     pub fn new_raw(cpu_or_host_sim: &sim_core::Sim, name: &str, handoff_cycles: u64) -> Spinlock {
+        Spinlock::of_kind(cpu_or_host_sim, name, handoff_cycles, SpinlockKind::Raw)
+    }
+
+    /// Creates a `raw_spinlock_t` taken with `raw_spin_lock_irqsave()`.
+    pub fn new_raw_irqsave(cpu_or_host_sim: &sim_core::Sim, name: &str, handoff_cycles: u64) -> Spinlock {
         Spinlock::of_kind(cpu_or_host_sim, name, handoff_cycles, SpinlockKind::RawIrqsave)
     }
 
@@ -64,8 +72,24 @@ async fn spin_acquire(cpu: &Cpu, lock: Spinlock) {
 
 /// `spin_unlock()`.
 pub fn spin_unlock(cpu: &Cpu, lock: Spinlock) {
+    assert_eq!(lock.kind, SpinlockKind::Spinlock, "spin_unlock() on a raw_spinlock_t");
+    spin_unlock_any(cpu, lock);
+}
+
+fn spin_unlock_any(cpu: &Cpu, lock: Spinlock) {
     cpu.sim.release(lock.resource);
     cpu.preempt_enable();
+}
+
+/// `raw_spin_lock()`: `spin_lock()` of a `raw_spinlock_t`.
+pub async fn raw_spin_lock(cpu: &Cpu, lock: Spinlock) {
+    assert_eq!(lock.kind, SpinlockKind::Raw, "raw_spin_lock() on another kind of lock");
+    spin_acquire(cpu, lock).await;
+}
+
+/// `raw_spin_unlock()`.
+pub fn raw_spin_unlock(cpu: &Cpu, lock: Spinlock) {
+    spin_unlock_any(cpu, lock);
 }
 
 /// `raw_spin_lock_irqsave()`: returns the saved IRQ state for the restore.
@@ -78,6 +102,6 @@ pub async fn raw_spin_lock_irqsave(cpu: &Cpu, lock: Spinlock) -> bool {
 
 /// `raw_spin_unlock_irqrestore()`.
 pub fn raw_spin_unlock_irqrestore(cpu: &Cpu, lock: Spinlock, flags: bool) {
-    spin_unlock(cpu, lock);
+    spin_unlock_any(cpu, lock);
     cpu.local_irq_restore(flags);
 }

@@ -706,7 +706,7 @@ fn list(what: Catalogue) {
             }
         }
         Catalogue::Invariants => {
-            for (name, says, when) in host_model::invariants::INVARIANTS {
+            for (name, says, when) in scenarios::checker::INVARIANTS {
                 out!("{name:<32} {says}; checked {when}");
             }
             out!(
