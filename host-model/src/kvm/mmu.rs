@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use seam_model::status::TDX_MISSING_PAMT_PAGE_PAIR;
 use seam_model::{Gpa, Hpa, LeafCall, LeafOutput, TdId};
-use sim_core::{OutcomeKind, Subject};
+use sim_core::{OutcomeKind, Span, Subject};
 
 use crate::kernel::Errno;
 use crate::kernel::cpu::{Cpu, mark};
@@ -134,6 +134,9 @@ fn report_unbounded_retry(cpu: &Cpu, page: Hpa, races: u32) {
         cpu.id
     );
     cpu.sim.with(|engine| {
+        engine.mark(Span::Instant, mark::WARN, 2, 0, || {
+            "(unbounded retry: the ADD/AUG race again; reported, not retried)".to_string()
+        });
         let outcome = engine.report_here(OutcomeKind::Livelock, "unbounded retry", detail, Vec::new());
         engine.stop(outcome);
     });

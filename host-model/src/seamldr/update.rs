@@ -295,7 +295,7 @@ pub async fn seamldr_install_module(cpu: &Cpu) -> Result<(), Errno> {
         state: Cell::new(UpdateState::Shutdown),
         num_ack: Cell::new(0),
         num_failed: Cell::new(0),
-        lock: Spinlock::new_raw(&cpu.sim, "update_ctrl.lock", cpu.host().costs.spin_handoff),
+        lock: Spinlock::new_raw_irqsave(&cpu.sim, "update_ctrl.lock", cpu.host().costs.spin_handoff),
         spinners: RefCell::new(Vec::new()),
         abort_on_failure,
         acks: cpu.sim.with(|engine| engine.new_wait()),

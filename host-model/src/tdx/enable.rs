@@ -18,7 +18,7 @@ use crate::kernel::cpu::Cpu;
 use crate::kernel::cpuhp::{CpuhpState, cpuhp_remove_state, cpuhp_setup_state, cpuhp_setup_state_cpuslocked};
 use crate::kernel::lockdep::{cannot_fail, lockdep_assert_held, might_sleep};
 use crate::kernel::mutex::{RwSem, down_read, up_read};
-use crate::kernel::spinlock::{Spinlock, spin_lock, spin_unlock};
+use crate::kernel::spinlock::{Spinlock, raw_spin_lock, raw_spin_unlock};
 use crate::tdx::seamcall::seamcall;
 
 /// `host.enable`: the TDX enabling / CPU-hotplug design (spec/host-algorithms.md §2).
@@ -116,7 +116,7 @@ impl TdxState {
             sysinit_lock: Spinlock::new_raw(sim, "sysinit_lock", config.costs.spin_handoff),
             lp_initialized: (0..possible).map(|_| Cell::new(booted)).collect(),
             virtualization_nr_users: (0..possible).map(|_| Cell::new(u32::from(booted))).collect(),
-            seamldr_lock: Spinlock::new_raw(sim, "seamldr_lock", config.costs.spin_handoff),
+            seamldr_lock: Spinlock::new_raw_irqsave(sim, "seamldr_lock", config.costs.spin_handoff),
             update_rwsem: RwSem::new(sim, "update_rwsem", false),
         }
     }
@@ -172,18 +172,18 @@ pub async fn x86_virt_put_ref(cpu: &Cpu) {
 /// Kernel: `try_init_module_global()`, arch/x86/virt/vmx/tdx/tdx.c.
 pub async fn try_init_module_global(cpu: &Cpu) -> Result<(), Errno> {
     let tdx = &cpu.host().tdx;
-    spin_lock(cpu, tdx.sysinit_lock).await;
+    raw_spin_lock(cpu, tdx.sysinit_lock).await;
     // sysinit_done and sysinit_ret are protected by sysinit_lock.
     lockdep_assert_held(cpu, tdx.sysinit_lock.resource, "try_init_module_global");
     if tdx.sysinit_done.get() {
         let ret = tdx.sysinit_ret.get();
-        spin_unlock(cpu, tdx.sysinit_lock);
+        raw_spin_unlock(cpu, tdx.sysinit_lock);
         return ret;
     }
     let ret = seamcall_errno(seamcall(cpu, LeafCall::SysInit).await);
     tdx.sysinit_ret.set(ret);
     tdx.sysinit_done.set(true);
-    spin_unlock(cpu, tdx.sysinit_lock);
+    raw_spin_unlock(cpu, tdx.sysinit_lock);
     ret
 }
 
