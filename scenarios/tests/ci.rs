@@ -2,7 +2,6 @@
 //! that does not change between runs, help for every argument, exit codes, and no panic when
 //! an output goes away.
 
-use std::path::Path;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
