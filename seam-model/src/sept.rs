@@ -19,7 +19,8 @@
 //!
 //! A *prebuilt* S-EPT (the [`crate::Module::create_td`] shortcut) has every table already,
 //! occupying no simulated memory: only its leaf entries are modelled, and SEPT.ADD finds
-//! every entry present.
+//! every entry present. Its tables are made the first time an entry of theirs is used and
+//! kept after, as a real S-EPT keeps its tables: an entry lock never allocates twice.
 
 use std::collections::BTreeMap;
 
@@ -186,7 +187,7 @@ impl LeafTable {
         }
     }
 
-    /// No entry mapped, locked or claimed: a prebuilt S-EPT drops such a table.
+    /// No entry mapped, locked or claimed: the table reads as all FREE.
     fn is_blank(&self) -> bool {
         self.mapped == 0 && self.locked == [0; WORDS] && self.host_priority == [0; WORDS]
     }
@@ -218,7 +219,6 @@ impl DirTable {
 /// TD's memory is; a lookup per leaf-entry access must be cheap), in a map beyond it.
 #[derive(Clone, Debug, Default)]
 struct Dirs {
-    /// invariant: no trailing `None`.
     near: Vec<Option<DirTable>>,
     /// Keys at or above `NEAR_DIRS`.
     far: BTreeMap<u64, DirTable>,
@@ -251,22 +251,6 @@ impl Dirs {
             self.near[slot] = Some(dir);
         } else {
             self.far.insert(index, dir);
-        }
-    }
-
-    fn remove(&mut self, index: u64) {
-        if index < NEAR_DIRS {
-            if let Some(slot) = self.near.get_mut(index as usize) {
-                *slot = None;
-            }
-            while self.near.last().is_some_and(Option::is_none) {
-                self.near.pop();
-            }
-            if self.near.is_empty() {
-                self.near = Vec::new();
-            }
-        } else {
-            self.far.remove(&index);
         }
     }
 
@@ -451,7 +435,6 @@ impl Sept {
             leaf.pfns = Pfns::None;
         }
         self.blocked.remove(&gpa);
-        self.forget_if_blank(gpa);
         page
     }
 
@@ -470,9 +453,7 @@ impl Sept {
         );
         LeafTable::set_bit(&mut leaf.locked, index, result.locked);
         LeafTable::set_bit(&mut leaf.host_priority, index, result.host_priority);
-        let answer = result.answer;
-        self.forget_if_blank(gpa);
-        answer
+        result.answer
     }
 
     pub fn release_entry(&mut self, gpa: u64) {
@@ -480,7 +461,6 @@ impl Sept {
         let index = leaf_index(gpa);
         assert!(LeafTable::bit(&leaf.locked, index), "sept: releasing an entry lock that is not held");
         LeafTable::set_bit(&mut leaf.locked, index, false);
-        self.forget_if_blank(gpa);
     }
 
     /// The TDEL bit of the non-leaf entry of `level` covering `gpa` (SEPT.ADD's parent).
@@ -576,24 +556,6 @@ impl Sept {
         slot.as_mut().expect("sept: the table was just made")
     }
 
-    /// A prebuilt S-EPT drops a level-0 table once blank, and a level-1 table once it has
-    /// no level-0 tables, so that absent keeps meaning FREE and memory follows use.
-    fn forget_if_blank(&mut self, gpa: u64) {
-        if !self.prebuilt {
-            return;
-        }
-        let Some(dir) = self.dirs.get_mut(gpa >> 30) else {
-            return;
-        };
-        let slot = &mut dir.leaves[leaf_slot(gpa)];
-        if slot.as_ref().is_some_and(|leaf| leaf.is_blank()) {
-            *slot = None;
-        }
-        if dir.leaves.iter().all(Option::is_none) {
-            self.dirs.remove(gpa >> 30);
-        }
-    }
-
     fn set_non_leaf_bits(&mut self, key: u64, bits: EntryBits) {
         if bits == EntryBits::default() {
             self.non_leaf_bits.remove(&key);
@@ -680,7 +642,7 @@ mod tests {
             sept.unmap(index * 4096);
         }
         assert!(sept.is_empty());
-        assert_eq!(sept.heap_bytes(), 0, "a prebuilt S-EPT drops blank tables");
+        assert_eq!(sept.heap_bytes(), contiguous, "the table stays, its pfns array is gone");
     }
 
     #[test]

@@ -147,17 +147,20 @@ impl Module {
             let output = exit_output(TdExitReason::EptViolation { gpa: Gpa(gpa) });
             return Entered::Returned(self.end_vp_enter(lp, &ticket.list.held, output));
         }
-        let mut held = Vec::with_capacity(ticket.list.held.len());
-        for lock in ticket.list.held {
-            let released_at_entry = match lock.lock {
+        let release_sept = self.zero_step_hold() == ZeroStepSeptHold::EntryOnly;
+        let mut held = ticket.list.held;
+        let mut index = 0;
+        while index < held.len() {
+            let released_at_entry = match held[index].lock {
                 ModuleLock::Tdcs(_) => true,
-                ModuleLock::SeptTree(_) => self.zero_step_hold() == ZeroStepSeptHold::EntryOnly,
+                ModuleLock::SeptTree(_) => release_sept,
                 _ => false,
             };
             if released_at_entry {
+                let lock = held.remove(index);
                 self.release_all(&[lock]);
             } else {
-                held.push(lock);
+                index += 1;
             }
         }
         self.td_mut(td).vcpu_mut(tdvpr).state = VcpuState::Active;
