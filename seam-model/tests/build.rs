@@ -10,7 +10,7 @@ use seam_model::status::{
     TDX_TD_KEYS_NOT_CONFIGURED, TDX_TDCX_NUM_INCORRECT, TDX_VCPU_STATE_INCORRECT, operand,
 };
 use seam_model::{
-    Dpamt2M, Gpa, Hpa, LeafCall, Lifecycle, Module, ModuleLock, PageType, SeptState, TdId, VcpuState,
+    Begin, Dpamt2M, Gpa, Hpa, LeafCall, Lifecycle, Module, ModuleLock, PageType, SeptState, TdId, VcpuState,
 };
 
 /// A TD created, keyed on both packages and initialised, with no S-EPT table yet.
@@ -442,4 +442,24 @@ fn a_whole_build_leaves_no_lock_and_counts_every_control_page() {
     assert!(td.vcpus.values().all(|vcpu| vcpu.state == VcpuState::Ready));
     assert_eq!(module.pages_in_use(1), 1 + 3 + 12);
     assert_eq!(module.held_lock_count(), 0);
+}
+
+#[test]
+fn two_mng_creates_of_one_td_id_in_lock_step_the_later_one_is_refused_under_the_kot() {
+    let mut module = module();
+    back(&mut module, 1);
+    let first = LeafCall::MngCreate { td: TD, tdr: control(0) };
+    let second = LeafCall::MngCreate { td: TD, tdr: control(1) };
+    // Both pass their operand checks; the first takes its locks and finishes while the
+    // second is between attempts, which then finds the id taken.
+    let Begin::Locking(late) = module.begin(LP1, &second) else { panic!("more attempts to make") };
+    ok(&mut module, first);
+    let mut answer = module.step(late);
+    while let Begin::Locking(ticket) = answer {
+        answer = module.step(ticket);
+    }
+    let Begin::Held(ticket) = answer else { panic!("the KOT is free again") };
+    assert_eq!(module.finish(ticket).status, TDX_OPERAND_INVALID.with_operand(operand::RCX));
+    assert_eq!(module.page_type(control(1)), PageType::Nda);
+    assert_eq!(module.page_owner(control(0)), Some(TD));
 }

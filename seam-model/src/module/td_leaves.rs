@@ -71,7 +71,14 @@ impl Module {
 
     pub(super) fn check_td_leaf(&self, lp: CpuId, call: &LeafCall) -> Result<(), TdxStatus> {
         match *call {
-            LeafCall::MngCreate { tdr, .. } => self.new_page_status(tdr),
+            LeafCall::MngCreate { td, tdr } => {
+                self.new_page_status(tdr)?;
+                // Again under KOT ex: an MNG.CREATE of the same id may have won meanwhile.
+                if self.tds.contains_key(&td) {
+                    return Err(TDX_OPERAND_INVALID.with_operand(operand::RCX));
+                }
+                Ok(())
+            }
             // [I] Once per package per TD: a repeat is informational, as SYS.KEY.CONFIG's.
             LeafCall::MngKeyConfig { td } => {
                 if self.tds[&td].key_packages.contains(&self.package_of(lp)) {
