@@ -7,7 +7,7 @@
 //! The figure issue 7 asks for ("median runs to first failure over 20 base seeds"), made by a
 //! command rather than by hand.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use rayon::prelude::*;
@@ -60,7 +60,7 @@ fn parse_args() -> Result<(PathBuf, Strategy, u64, u64), String> {
 }
 
 /// Each base's count and the median.
-fn report(file: &PathBuf, strategy: Strategy, bases: u64, cap: u64) -> ExitCode {
+fn report(file: &Path, strategy: Strategy, bases: u64, cap: u64) -> ExitCode {
     let scenario = match scenarios::load_file(file) {
         Ok(scenario) => scenario,
         Err(error) => {
