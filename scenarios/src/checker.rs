@@ -179,11 +179,7 @@ impl StateChecker {
 
     fn leaked_pages(&self, host: &Host) -> Vec<Hpa> {
         let module = self.module.borrow();
-        let mapped: Vec<Hpa> = host
-            .kvm_tds
-            .values()
-            .flat_map(|td| td.mirror.borrow().values().map(|entry| entry.page).collect::<Vec<_>>())
-            .collect();
+        let mapped: Vec<Hpa> = host.kvm_tds.values().flat_map(|td| td.held_pages()).collect();
         host.pages
             .borrow()
             .allocated()

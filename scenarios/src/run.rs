@@ -4,13 +4,13 @@
 //! `Scenario` and a seed (or a decision vector), and nothing outside it is read.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use host_model::kernel::cpu::mark;
 use host_model::kernel::cpuhp::{cpu_down, cpu_up};
-use host_model::kvm::main::td_create;
-use host_model::kvm::mmu::{tdp_fault, zap};
+use host_model::kvm::mmu::zap;
+use host_model::kvm::tdx_fault::tdp_fault;
 use host_model::seamldr::update::seamldr_install_module;
 use host_model::tdx::dpamt::{PairSource, tdx_pamt_get, tdx_pamt_put};
 use host_model::tdx::enable::{tdx_cpu_enable, tdx_enable};
@@ -105,6 +105,39 @@ pub struct Metrics {
     pub lock_acquisitions: u64,
     pub lock_contended: u64,
     pub lock_wait_cycles: u64,
+    /// KVM's counts (host-model's `HostStats`), by metric name; peaks ([`PEAK_METRICS`])
+    /// combine by maximum.
+    pub kvm: BTreeMap<&'static str, u64>,
+}
+
+use crate::schema::PEAK_METRICS;
+
+/// The metrics of [`Metrics::kvm`].
+const KVM_METRICS: &[&str] = &[
+    "vcpu_entries",
+    "ept_violations",
+    "local_retries",
+    "kicks",
+    "sept_zap_kicks",
+    "sept_zap_stall_cycles",
+    "vcpu_entries_blocked",
+    "sept_busy_streak_peak",
+];
+
+impl Metrics {
+    /// KVM's counts of one run.
+    fn kvm_of(stats: &host_model::HostStats) -> BTreeMap<&'static str, u64> {
+        BTreeMap::from([
+            ("vcpu_entries", stats.vcpu_entries),
+            ("ept_violations", stats.ept_violations),
+            ("local_retries", stats.local_retries),
+            ("kicks", stats.kicks),
+            ("sept_zap_kicks", stats.sept_zap_kicks),
+            ("sept_zap_stall_cycles", stats.sept_zap_stall_cycles),
+            ("vcpu_entries_blocked", stats.vcpu_entries_blocked),
+            ("sept_busy_streak_peak", stats.sept_busy_peak),
+        ])
+    }
 }
 
 impl Metrics {
@@ -113,6 +146,9 @@ impl Metrics {
         let sum = |keep: &dyn Fn(TdxStatus) -> bool| -> u64 {
             self.seamcalls.iter().filter(|((_, status), _)| keep(*status)).map(|(_, count)| count).sum()
         };
+        if let Some(count) = self.kvm_metric(name) {
+            return Some(count);
+        }
         Some(match name {
             "seamcalls" => sum(&|_| true),
             "seamcall_busy" => sum(&|status| status.class() == 0x02),
@@ -128,47 +164,26 @@ impl Metrics {
         })
     }
 
+    fn kvm_metric(&self, name: &str) -> Option<u64> {
+        match self.kvm.get(name) {
+            Some(count) => Some(*count),
+            None if KVM_METRICS.contains(&name) => Some(0),
+            None => None,
+        }
+    }
+
     pub fn add(&mut self, other: &Metrics) {
         for (key, count) in &other.seamcalls {
             *self.seamcalls.entry(*key).or_default() += count;
+        }
+        for (name, count) in &other.kvm {
+            let mine = self.kvm.entry(name).or_default();
+            *mine = if PEAK_METRICS.contains(name) { (*mine).max(*count) } else { *mine + count };
         }
         self.lock_acquisitions += other.lock_acquisitions;
         self.lock_contended += other.lock_contended;
         self.lock_wait_cycles += other.lock_wait_cycles;
     }
-}
-
-/// The TDs a scenario's steps name: (those that exist from the start of every run, those
-/// a `td_create` step builds). A TD named by both is built by its step.
-fn scenario_tds(scenario: &Scenario) -> (Vec<TdId>, Vec<TdId>) {
-    let created: BTreeSet<TdId> = scenario
-        .tasks
-        .iter()
-        .flat_map(|task| &task.steps)
-        .filter_map(|step| match step.call {
-            Call::TdCreate { td, .. } => Some(TdId(td)),
-            _ => None,
-        })
-        .collect();
-    let mut tds = BTreeSet::new();
-    for step in scenario.tasks.iter().flat_map(|task| &task.steps) {
-        match &step.call {
-            Call::TdpFault { td, .. } | Call::Zap { td, .. } => {
-                tds.insert(TdId(*td));
-            }
-            Call::Seamcall(
-                LeafCall::PageAug { td, .. }
-                | LeafCall::PageRemove { td, .. }
-                | LeafCall::RangeBlock { td, .. }
-                | LeafCall::Track { td },
-            ) => {
-                tds.insert(*td);
-            }
-            _ => {}
-        }
-    }
-    let existing = tds.difference(&created).copied().collect();
-    (existing, created.into_iter().collect())
 }
 
 /// Every physical page a step names (named or literal), so the page allocator keeps off
@@ -181,7 +196,8 @@ fn scenario_pages(scenario: &Scenario) -> Vec<u64> {
                 pages.push(*page);
                 pages.extend(pair.iter().flatten());
             }
-            Call::TdpFault { page: Some(page), count, .. } => {
+            Call::TdpFault { page: Some(page), count, .. }
+            | Call::InitMemRegion { page: Some(page), count, .. } => {
                 pages.extend((0..u64::from(*count)).map(|i| page + i * seam_model::PAGE_SIZE));
             }
             Call::Seamcall(LeafCall::PamtAdd { hpa, pair }) => {
@@ -246,9 +262,17 @@ fn step_label(scenario: &Scenario, call: &Call) -> String {
             format!("seamldr_install_module(fail {})", step.name())
         }
         Call::SeamldrInstallModule { fail_step: None } => "seamldr_install_module()".to_string(),
-        Call::TdCreate { td, vcpus, .. } => format!("td_create(TD {td}, {vcpus} vCPUs)"),
         Call::Sleep { cycles } => format!("sleep({cycles} cycles)"),
         Call::Spin { cycles } => format!("spin({cycles} cycles)"),
+        Call::TdCreate { .. }
+        | Call::VcpuInit { .. }
+        | Call::InitMemRegion { .. }
+        | Call::TdFinalize { .. }
+        | Call::VcpuRun { .. }
+        | Call::MemslotDelete { .. }
+        | Call::TdDestroy { .. } => {
+            crate::kvm_steps::kvm_step_label(call).expect("kvm_step_label names every KVM step")
+        }
     }
 }
 
@@ -287,9 +311,15 @@ async fn run_step(cpu: &Cpu, call: &Call, module: &RefCell<Module>) -> StepResul
             }
             StepResult::Errno(seamldr_install_module(cpu).await)
         }
-        Call::TdCreate { td, vcpus, build_cycles } => {
-            StepResult::Errno(td_create(cpu, TdId(*td), *vcpus, *build_cycles).await)
-        }
+        Call::TdCreate { .. }
+        | Call::VcpuInit { .. }
+        | Call::InitMemRegion { .. }
+        | Call::TdFinalize { .. }
+        | Call::VcpuRun { .. }
+        | Call::MemslotDelete { .. }
+        | Call::TdDestroy { .. } => StepResult::Errno(
+            crate::kvm_steps::run_kvm_step(cpu, call).await.expect("run_kvm_step runs every KVM step"),
+        ),
         Call::Sleep { cycles } => {
             cpu.sim.sleep(*cycles).await;
             StepResult::Errno(Ok(()))
@@ -328,7 +358,7 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         chooser,
     );
     let reserved_ranges = scenario_pages(scenario).iter().map(|page| (page / RANGE_2M) as usize).collect();
-    let (existing_tds, created_tds) = scenario_tds(scenario);
+    let (existing_tds, kvm_tds) = crate::kvm_steps::scenario_tds(scenario);
     let config = HostConfig {
         memory_bytes: scenario.machine.memory_bytes,
         ghz: scenario.machine.ghz,
@@ -345,11 +375,13 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         dpamt_design: scenario.host.dpamt,
         enable_design: scenario.host.enable,
         update_design: scenario.host.update,
+        sept_busy: scenario.host.sept_busy,
+        sept_retries: scenario.host.sept_retries,
         leaf_costs: scenario.module.costs.clone(),
         costs: HostCosts::default(),
         range_labels: range_labels(scenario),
         reserved_ranges,
-        kvm_tds: existing_tds.iter().chain(&created_tds).copied().collect(),
+        kvm_tds,
         tds: existing_tds,
     };
     let module = Rc::new(RefCell::new(config.new_module()));
@@ -401,7 +433,11 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
     {
         outcome = Outcome { cycle: report.end, ..broken };
     }
-    let mut metrics = Metrics { seamcalls: host.stats.borrow().seamcalls.clone(), ..Metrics::default() };
+    let mut metrics = Metrics {
+        seamcalls: host.stats.borrow().seamcalls.clone(),
+        kvm: Metrics::kvm_of(&host.stats.borrow()),
+        ..Metrics::default()
+    };
     for (_, _, stats) in &report.resources {
         metrics.lock_acquisitions += stats.acquisitions;
         metrics.lock_contended += stats.contended;

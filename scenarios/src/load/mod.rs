@@ -21,12 +21,13 @@ use crate::error::{ErrorKind, ScenarioError, line_column, shortened};
 use crate::keys::{self, max, raw_operands};
 use crate::schema::{
     Bound, CALLS, CALLS_NOT_AVAILABLE, Call, EnableDesign, Expect, FailStep, HostCfg, METRICS, Machine,
-    MetricBound, ModuleCfg, Returns, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy,
-    Task, UpdateDesign,
+    MetricBound, ModuleCfg, Returns, RunCfg, STRATEGY_NAMES, Scenario, SeptBusyDesign, Step, Strategy, Task,
+    UpdateDesign,
 };
 use crate::units::{parse_address, parse_size, parse_time};
 
 mod errors;
+mod kvm;
 mod sections;
 mod steps;
 mod values;
