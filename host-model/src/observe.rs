@@ -31,6 +31,9 @@ pub trait Observer {
 
     /// `kvm_destroy_vm()` of TD `td` returned: KVM has reclaimed what it could.
     fn td_destroyed(&self, _cpu: &Cpu, _td: TdId) {}
+
+    /// `tdh_do_no_vcpus()` on TD `td` kicked every vCPU out and is about to retry `call`.
+    fn sept_zap_retrying(&self, _cpu: &Cpu, _td: TdId, _call: &LeafCall) {}
 }
 
 /// Observes nothing (host-model's own tests).

@@ -764,7 +764,6 @@ fn kvm_calls_refuse_what_could_never_run() {
     );
 }
 
-
 /// The call of `step(text)`'s only step, which must load.
 fn call(text: &str) -> Call {
     let scenario = load_str("x.toml", &step(text)).unwrap();

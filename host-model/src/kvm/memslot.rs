@@ -6,7 +6,7 @@
 use seam_model::{Gpa, PAGE_SIZE, TdId};
 use sim_core::Span;
 
-use super::mmu::{kvm_gmem_truncate, tdp_mmu_zap_leafs};
+use super::mmu::tdp_mmu_zap_leafs;
 use super::vm::{KvmTd, Memslot, MemslotState, kvm_td};
 use crate::kernel::Errno;
 use crate::kernel::cpu::{Cpu, mark};
@@ -62,14 +62,14 @@ async fn kvm_invalidate_memslot(cpu: &Cpu, kvm: &KvmTd, slot: &Memslot) {
 }
 
 /// `kvm_arch_flush_shadow_memslot()` for a TD: zap the slot's private leaves under
-/// `mmu_lock` held for write, and guest_memfd lets the pages go.
+/// `mmu_lock` held for write. guest_memfd keeps its pages (the file outlives the binding);
+/// they go when the TD does.
 async fn kvm_arch_flush_shadow_memslot(cpu: &Cpu, kvm: &KvmTd, slot: &Memslot) {
     let (start, end) = (slot.base_gfn, slot.base_gfn + slot.npages);
     write_lock(cpu, kvm.mmu_lock).await;
     // A failed removal is KVM_BUG_ON (already reported); the deletion goes on.
     let _ = tdp_mmu_zap_leafs(cpu, kvm, start, end).await;
     write_unlock(cpu, kvm.mmu_lock);
-    kvm_gmem_truncate(cpu, kvm, start, end).await;
 }
 
 /// `kvm_delete_memslot()`: the invalid slot is replaced by nothing; new faults find no

@@ -40,6 +40,7 @@ pub async fn tdh_do_no_vcpus(cpu: &Cpu, kvm: &KvmTd, call: LeafCall) -> LeafOutp
     kvm.zap_blocked_since.set(Some(cpu.sim.now()));
     cpu.mark(Span::Begin, mark::KVM, 1, 0, || "wait_for_sept_zap = true; kick all vCPUs".to_string());
     kvm_make_all_cpus_request(cpu, kvm, request::OUTSIDE_GUEST_MODE).await;
+    cpu.host().observer.sept_zap_retrying(cpu, kvm.td, &call);
     let retried = seamcall(cpu, call).await;
     kvm.wait_for_sept_zap.set(false);
     if let Some(since) = kvm.zap_blocked_since.take() {
@@ -167,7 +168,7 @@ pub async fn kvm_gmem_truncate(cpu: &Cpu, kvm: &KvmTd, start: u64, end: u64) {
 
 /// Removal of `count` private pages from `gpa` of `td`: a guest_memfd punch-hole (or
 /// conversion to shared) invalidates the range under `mmu_lock` held for write, then frees
-/// the pages.
+/// the pages; faults that looked a page up meanwhile retry.
 ///
 /// Kernel: `kvm_gmem_punch_hole()` -> `kvm_gmem_invalidate_begin()` ->
 /// `kvm_mmu_unmap_gfn_range()`, virt/kvm/guest_memfd.c.
@@ -176,9 +177,18 @@ pub async fn zap(cpu: &Cpu, td: TdId, gpa: u64, count: u32) -> Result<(), Errno>
     let kvm = kvm_td(cpu, td);
     let start = gpa / PAGE_SIZE;
     let end = start + u64::from(count);
+    // kvm_gmem_invalidate_begin(): faults on the range that looked their page up before
+    // now retry (mmu_invalidate_retry_gfn()).
     write_lock(cpu, kvm.mmu_lock).await;
+    kvm.mmu_invalidate_in_progress.set(kvm.mmu_invalidate_in_progress.get() + 1);
+    kvm.mmu_invalidate_range.set((start, end));
     let ret = tdp_mmu_zap_leafs(cpu, kvm, start, end).await;
     write_unlock(cpu, kvm.mmu_lock);
     kvm_gmem_truncate(cpu, kvm, start, end).await;
+    // kvm_gmem_invalidate_end().
+    write_lock(cpu, kvm.mmu_lock).await;
+    kvm.mmu_invalidate_seq.set(kvm.mmu_invalidate_seq.get() + 1);
+    kvm.mmu_invalidate_in_progress.set(kvm.mmu_invalidate_in_progress.get() - 1);
+    write_unlock(cpu, kvm.mmu_lock);
     ret
 }

@@ -38,6 +38,9 @@ pub enum Retry {
     Busy,
     /// Another vCPU froze the SPTE.
     Frozen,
+    /// An invalidation of the GFN (a punch-hole's zap) ran or runs since the fault looked
+    /// its page up (`is_page_fault_stale()`).
+    Stale,
     /// The memslot is being deleted or moved (`KVM_MEMSLOT_INVALID`); `wait`'s party is the
     /// task deleting it.
     InvalidSlot(WaitId),
@@ -124,7 +127,7 @@ pub async fn tdx_handle_ept_violation(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, gp
 fn spin_on_invalid_slot(cpu: &Cpu, why: Retry) {
     let polling = match why {
         Retry::InvalidSlot(wait) => Some((WAITS_FOR_INVALID_SLOT, wait)),
-        Retry::Busy | Retry::Frozen => None,
+        Retry::Busy | Retry::Frozen | Retry::Stale => None,
     };
     cpu.sim.with(|engine| engine.set_polling(polling));
 }
@@ -160,15 +163,22 @@ pub async fn kvm_mmu_page_fault(
         SlotLookup::Invalid { wait } => return Ok(Fault::Retry(Retry::InvalidSlot(wait))),
         SlotLookup::None => return Err(Errno::EFAULT),
     }
+    let mmu_seq = kvm.mmu_invalidate_seq.get();
     let (page, allocated) = kvm_gmem_get_pfn(cpu, kvm, gfn, page).await?;
     read_lock(cpu, kvm.mmu_lock).await;
-    let ret = kvm_tdp_mmu_map(cpu, kvm, &caches, gfn, (page, allocated), op).await;
+    let ret = if kvm.mmu_invalidate_retry_gfn(mmu_seq, gfn) {
+        // is_page_fault_stale(): the page looked up may be gone.
+        Ok(Fault::Retry(Retry::Stale))
+    } else {
+        kvm_tdp_mmu_map(cpu, kvm, &caches, gfn, (page, allocated), op).await
+    };
     read_unlock(cpu, kvm.mmu_lock);
     ret
 }
 
 /// `kvm_gmem_get_pfn()`: the guest_memfd page of `gfn`, allocated on first use (or the page
-/// the scenario names).
+/// the scenario names). The file holds one page per index: a fault that allocated while
+/// another inserted the index's page gives its own back and uses that one.
 async fn kvm_gmem_get_pfn(cpu: &Cpu, kvm: &KvmTd, gfn: u64, page: Option<Hpa>) -> Result<(Hpa, bool), Errno> {
     if let Some(entry) = kvm.gmem.borrow().get(&gfn) {
         return Ok(*entry);
@@ -177,6 +187,13 @@ async fn kvm_gmem_get_pfn(cpu: &Cpu, kvm: &KvmTd, gfn: u64, page: Option<Hpa>) -
         Some(page) => (page, false),
         None => (alloc_page(cpu).await.ok_or(Errno::ENOMEM)?, true),
     };
+    let existing = kvm.gmem.borrow().get(&gfn).copied();
+    if let Some(existing) = existing {
+        if entry.1 {
+            free_page(cpu, entry.0).await;
+        }
+        return Ok(existing);
+    }
     kvm.gmem.borrow_mut().insert(gfn, entry);
     Ok(entry)
 }

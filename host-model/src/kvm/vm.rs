@@ -243,6 +243,12 @@ pub struct KvmTd {
     /// from its first fault until a zap punches it out or the TD is destroyed.
     pub gmem: RefCell<BTreeMap<u64, (Hpa, bool)>>,
     pub memslots: Vec<Memslot>,
+    /// `kvm->mmu_invalidate_seq`: bumped when an invalidation ends. Protected by `mmu_lock`
+    /// (written with it held for write).
+    pub mmu_invalidate_seq: Cell<u64>,
+    /// `kvm->mmu_invalidate_in_progress` and the GFN range it covers.
+    pub mmu_invalidate_in_progress: Cell<u32>,
+    pub mmu_invalidate_range: Cell<(u64, u64)>,
     /// `kvm_tdx->wait_for_sept_zap`: while set, no vCPU enters the guest.
     pub wait_for_sept_zap: Cell<bool>,
     /// When `wait_for_sept_zap` was last set, for the TD-wide entry stall.
@@ -290,6 +296,9 @@ impl KvmTd {
             mirror: RefCell::new(Mirror { prebuilt: config.exists, ..Mirror::default() }),
             gmem: RefCell::new(BTreeMap::new()),
             memslots,
+            mmu_invalidate_seq: Cell::new(0),
+            mmu_invalidate_in_progress: Cell::new(0),
+            mmu_invalidate_range: Cell::new((0, 0)),
             wait_for_sept_zap: Cell::new(false),
             zap_blocked_since: Cell::new(None),
             state: Cell::new(if config.exists { TdState::Runnable } else { TdState::Uninitialized }),
@@ -314,6 +323,16 @@ impl KvmTd {
             Some(MemslotState::Invalid { wait }) => SlotLookup::Invalid { wait },
             Some(MemslotState::Deleted) => SlotLookup::None,
         }
+    }
+
+    /// `mmu_invalidate_retry_gfn()`: a fault that read `mmu_seq` before looking up its page
+    /// must retry if an invalidation of `gfn` is in progress or one ended since.
+    pub fn mmu_invalidate_retry_gfn(&self, mmu_seq: u64, gfn: u64) -> bool {
+        let (start, end) = self.mmu_invalidate_range.get();
+        if self.mmu_invalidate_in_progress.get() > 0 && (start..end).contains(&gfn) {
+            return true;
+        }
+        self.mmu_invalidate_seq.get() != mmu_seq
     }
 
     /// The memslot starting at `gpa` with `pages` pages, as the scenario registered it.
