@@ -257,7 +257,17 @@ fn pages_named(call: &LeafCall) -> Vec<Hpa> {
         LeafCall::PamtRemove { hpa } | LeafCall::PageWbinvd { page: hpa } => vec![hpa],
         LeafCall::PageAug { page, .. } => vec![page],
         LeafCall::MngCreate { tdr: page, .. } | LeafCall::VpCreate { tdvpr: page, .. } => vec![page],
+        LeafCall::VpAddcx { tdcx: page, .. }
+        | LeafCall::SeptAdd { page, .. }
+        | LeafCall::PageAdd { page, .. }
+        | LeafCall::PageReclaim { page } => vec![page],
         LeafCall::PageRemove { .. }
+        | LeafCall::VpInit { .. }
+        | LeafCall::VpEnter { .. }
+        | LeafCall::VpFlush { .. }
+        | LeafCall::MngVpflushdone { .. }
+        | LeafCall::CacheWb { .. }
+        | LeafCall::MngKeyFreeid { .. }
         | LeafCall::RangeBlock { .. }
         | LeafCall::Track { .. }
         | LeafCall::MngKeyConfig { .. }

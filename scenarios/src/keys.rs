@@ -118,10 +118,12 @@ pub mod max {
     pub const CPUS: u64 = 4096;
     /// `td_create`'s `vcpus`.
     pub const VCPUS: u64 = 256;
-    /// `machine.memory`: the PAMT model keeps about 0.7 byte per 4K page and 40 bytes per 2M
-    /// range, allocated anew for each run, so 1T reserves about 190 MB per run in flight (the
-    /// OS backs only what a run touches: a 1T run of one step peaks at 20 MB).
+    /// `machine.memory`: the PAMT model keeps about 0.7 byte per 4K page and 56 bytes per 2M
+    /// range, allocated anew for each run, so 1T reserves about 200 MB per run in flight (the
+    /// OS backs only what a run touches: a 1T run of one step peaks at 20 MB). The module
+    /// model itself takes up to `seam_model::MAX_MEMORY_BYTES`.
     pub const MEMORY_BYTES: u64 = 1 << 40;
+    const _: () = assert!(MEMORY_BYTES <= seam_model::MAX_MEMORY_BYTES);
     /// `machine.ghz`, both ends: below 0.1 the defaults of microseconds round to few cycles;
     /// above 10 no CPU runs.
     pub const GHZ_MIN: f64 = 0.1;

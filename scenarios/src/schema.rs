@@ -48,7 +48,8 @@ pub struct Machine {
     /// HKID is allocated); invariant: 1..=possible_cpus (default 1). It need not divide
     /// possible_cpus.
     pub packages: u32,
-    /// `machine.memory`: one TDMR from 0; invariant: a positive multiple of 2M (default 64M).
+    /// `machine.memory`: one TDMR from 0; invariant: a positive multiple of 2M, at most
+    /// `keys::max::MEMORY_BYTES` (default 64M).
     pub memory_bytes: u64,
     /// Clock rate used to convert time units; invariant: finite and > 0 (default 2.0).
     pub ghz: f64,

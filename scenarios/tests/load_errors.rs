@@ -656,6 +656,10 @@ fn sizes_and_times_that_do_not_parse() {
         error("name = \"t\"\n[machine]\nmemory = 0\n"),
         format!("x.toml:3:10: machine.memory: {expected_memory}, found 0")
     );
+    assert_eq!(
+        error("name = \"t\"\n[machine]\nmemory = \"32T\"\n"),
+        format!("x.toml:3:10: machine.memory: {expected_memory}, found \"32T\"")
+    );
     let expected_time = "expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s)";
     assert_eq!(
         error("name = \"t\"\n[run]\nwatchdog = \"20 ms\"\n"),
