@@ -8,12 +8,16 @@
 //! - `table`: the two-column `CPU 0 | CPU 1` interleaving table, focused on the finding of a failing run.
 //! - `perfetto`: `chrome_trace`, the run as Chrome trace-event JSON for Perfetto.
 //! - `error`: `ScenarioError`, one positioned error (`FILE:LINE:COL: KEY: expected …, found …`).
+//! - `lockstat`: `render`, the lock figures of `run --lock-stat` (lockstat / perf lock contention).
+//! - `metrics`: `Metrics`, every figure by its `[expect.metrics]` name, and how runs combine.
 //! - `run`: `run_once`, one run of a scenario from a seed or a decision vector; `Metrics`.
 //! - `units`: sizes (`"64M"`), times (`"50us"`) and addresses (`"0x200000"`).
 pub mod bundle;
 pub mod check;
 pub mod error;
 pub mod load;
+pub mod lockstat;
+pub mod metrics;
 pub mod perfetto;
 pub mod run;
 pub mod schema;

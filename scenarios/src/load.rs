@@ -19,9 +19,8 @@ use toml::de::{DeString, DeTable, DeValue};
 
 use crate::error::{ErrorKind, ScenarioError, line_column};
 use crate::schema::{
-    Bound, CALLS, CALLS_NOT_AVAILABLE, Call, EnableDesign, Expect, FailStep, HostCfg, METRICS, Machine,
-    MetricBound, ModuleCfg, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy, Task,
-    UpdateDesign,
+    Bound, CALLS, CALLS_NOT_AVAILABLE, Call, EnableDesign, Expect, FailStep, HostCfg, Machine, MetricBound,
+    ModuleCfg, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy, Task, UpdateDesign,
 };
 use crate::units::{parse_address, parse_size, parse_time};
 
@@ -665,12 +664,10 @@ impl<'t> Loader<'t> {
                 let parsed =
                     [("_max", Bound::Max), ("_min", Bound::Min)].into_iter().find_map(|(suffix, bound)| {
                         let metric = name.strip_suffix(suffix)?;
-                        METRICS.iter().any(|(known, _)| *known == metric).then_some((metric, bound))
+                        crate::metrics::MetricName::parse(metric).map(|_| (metric, bound))
                     });
                 let Some((metric, bound)) = parsed else {
-                    let names: Vec<&str> = METRICS.iter().map(|(metric, _)| *metric).collect();
-                    let expected =
-                        format!("<metric>_max or <metric>_min, metric one of {}", names.join(", "));
+                    let expected = crate::metrics::expected_metric();
                     return Err(self.error(key.span(), &bounds.key(name), &expected, self.raw(key.span())));
                 };
                 let bound_value = self.int(&bounds.key(name), value, 0, u64::MAX)?;

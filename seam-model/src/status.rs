@@ -129,6 +129,33 @@ pub mod operand {
     pub const OP_STATE: u32 = 0xAC;
     pub const SYS: u32 = 0xB8;
     pub const KOT: u32 = 0xBA;
+
+    /// Every operand id a status may carry, named as statuses print it (`TDX_OPERAND_BUSY|RCX`).
+    pub const NAMES: &[(&str, u32)] = &[
+        ("RCX", RCX),
+        ("RDX", RDX),
+        ("R8", R8),
+        ("TDR", TDR),
+        ("TDCX", TDCX),
+        ("TDVPR", TDVPR),
+        ("TDCS", TDCS),
+        ("SEPT", SEPT),
+        ("SEPT_ENTRY", SEPT_ENTRY),
+        ("TD_EPOCH", TD_EPOCH),
+        ("OP_STATE", OP_STATE),
+        ("SYS", SYS),
+        ("KOT", KOT),
+    ];
+
+    /// The name of operand id `id`, if it has one.
+    pub fn name(id: u32) -> Option<&'static str> {
+        NAMES.iter().find(|(_, named)| *named == id).map(|(name, _)| *name)
+    }
+
+    /// The operand id called `name` (`"SEPT"`), if there is one.
+    pub fn from_name(name: &str) -> Option<u32> {
+        NAMES.iter().find(|(named, _)| *named == name).map(|(_, id)| *id)
+    }
 }
 
 impl TdxStatus {
@@ -201,21 +228,8 @@ impl std::fmt::Display for TdxStatus {
         if operand == 0 || self.whole_entry().is_some() {
             return f.write_str(name);
         }
-        let operand_name = match operand {
-            operand::RCX => "RCX",
-            operand::RDX => "RDX",
-            operand::R8 => "R8",
-            operand::TDR => "TDR",
-            operand::TDCX => "TDCX",
-            operand::TDVPR => "TDVPR",
-            operand::TDCS => "TDCS",
-            operand::SEPT => "SEPT",
-            operand::SEPT_ENTRY => "SEPT_ENTRY",
-            operand::TD_EPOCH => "TD_EPOCH",
-            operand::OP_STATE => "OP_STATE",
-            operand::SYS => "SYS",
-            operand::KOT => "KOT",
-            _ => return write!(f, "{name}|{operand:#x}"),
+        let Some(operand_name) = operand::name(operand) else {
+            return write!(f, "{name}|{operand:#x}");
         };
         write!(f, "{name}|{operand_name}")
     }

@@ -304,7 +304,7 @@ impl Engine {
             recursive_shared: false,
             holders: Vec::new(),
             waiters: VecDeque::new(),
-            stats: ResourceStats::default(),
+            stats: Default::default(),
         });
         id
     }
@@ -459,8 +459,7 @@ impl Engine {
             let resumes_at = self.now.saturating_add(handoff);
             let waited = resumes_at.since(since);
             let res = &mut self.resources[resource.0 as usize];
-            res.stats.acquisitions += 1;
-            res.stats.wait_cycles += waited;
+            res.stats.granted(task, resumes_at, Some(waited));
             let state = &mut self.tasks[task.0 as usize];
             state.waiting_on = None;
             state.granted_wait = waited;
@@ -482,6 +481,7 @@ impl Engine {
             return;
         };
         res.holders.swap_remove(position);
+        res.stats.released(task, self.now);
         self.trace_task(task, TraceKind::Release { resource }, [0x52454c, u64::from(resource.0), 0, 0]);
         self.grant_waiters(resource);
     }
@@ -830,7 +830,7 @@ impl Future for Acquire {
             }
             if res.can_grant_now(mode) {
                 res.holders.push((task, mode));
-                res.stats.acquisitions += 1;
+                res.stats.granted(task, engine.now, None);
                 engine.trace_task(
                     task,
                     TraceKind::Acquire { resource, mode, waited_cycles: 0 },
@@ -840,7 +840,7 @@ impl Future for Acquire {
             }
             let now = engine.now;
             res.waiters.push_back(Waiter { task, mode, since: now });
-            res.stats.contended += 1;
+            res.stats.contended();
             engine.tasks[task.0 as usize].waiting_on = Some((resource, mode));
             engine.trace_task(
                 task,
@@ -1004,7 +1004,10 @@ impl Engine {
 
     /// Name, class and figures of every resource, in creation order.
     pub fn resource_stats(&self) -> Vec<(String, String, ResourceStats)> {
-        self.resources.iter().map(|res| (res.name.clone(), res.class.clone(), res.stats)).collect()
+        self.resources
+            .iter()
+            .map(|res| (res.name.clone(), res.class.clone(), res.stats.figures.clone()))
+            .collect()
     }
 }
 

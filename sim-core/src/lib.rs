@@ -5,6 +5,7 @@
 //! - `chooser`: the `Chooser` trait and its random and replay strategies.
 //! - `engine`: `Engine` (clock, queue, CPUs, tasks, resources, detection) and the `Sim` handle.
 //! - `executor`: `Executor`, which owns the task futures and runs the loop.
+//! - `histogram`: `Histogram`, fixed log2 buckets with 8 sub-buckets, for wait and latency percentiles.
 //! - `lockdep`: lock-order checking over lock instances and classes.
 //! - `resource`: queued shared/exclusive resources, the basis of every lock and of the wait-for graph.
 //! - `trace`: trace events and the stable trace hash.
@@ -12,6 +13,7 @@
 pub mod chooser;
 pub mod engine;
 pub mod executor;
+pub mod histogram;
 pub mod lockdep;
 pub mod outcome;
 pub mod resource;
@@ -26,6 +28,7 @@ pub use engine::{
     TaskPriority, TaskStatus,
 };
 pub use executor::{Executor, RunReport, TaskCtx};
+pub use histogram::Histogram;
 pub use outcome::{Outcome, OutcomeKind};
 pub use resource::{Mode, ResourceId, ResourceStats, WaitKind};
 pub use time::{Clock, CpuId, Cycle, Seed, TaskId};

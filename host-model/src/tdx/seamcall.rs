@@ -56,6 +56,10 @@ async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
     *stats.seamcalls.entry((leaf, output.status.masked())).or_default() += 1;
     *stats.since_progress.entry(cpu.id.0).or_default().entry((leaf, output.status.masked())).or_default() +=
         1;
+    // Class 0x02, "busy / contention", as the `seamcall_busy` metric counts it.
+    if output.status.class() == 0x02 {
+        *stats.busy.entry((leaf, output.status)).or_default() += 1;
+    }
     drop(stats);
     output
 }

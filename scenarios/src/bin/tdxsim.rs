@@ -51,6 +51,10 @@ enum Command {
         /// Write the run as Chrome trace-event JSON, for ui.perfetto.dev, to this file.
         #[arg(long, value_name = "FILE.json")]
         trace: Option<PathBuf>,
+        /// Print lockstat / `perf lock contention` figures per lock class and instance (by
+        /// total wait), BUSY returns by leaf and operand, and fault latency.
+        #[arg(long)]
+        lock_stat: bool,
     },
     /// Explore run.runs seeds of each file and judge its [expect]; exit 1 if any fails.
     Check {
@@ -82,6 +86,9 @@ enum Command {
         /// Write the run as Chrome trace-event JSON, for ui.perfetto.dev, to this file.
         #[arg(long, value_name = "FILE.json")]
         trace: Option<PathBuf>,
+        /// Print lock statistics, as `run --lock-stat` does.
+        #[arg(long)]
+        lock_stat: bool,
     },
     /// Print a catalogue.
     List { what: Catalogue },
@@ -117,10 +124,11 @@ enum Catalogue {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { file, seed, table, out, check_determinism, strategy, trace } => {
+        Command::Run { file, seed, table, out, check_determinism, strategy, trace, lock_stat } => {
             let strategy = strategy.map(Into::into);
             let out = Some(out.as_deref().unwrap_or(Path::new(DEFAULT_OUT)));
-            let code = run_command(&file, seed, table, out, strategy, trace.as_deref());
+            let show = Show { table, trace_file: trace.as_deref(), lock_stat };
+            let code = run_command(&file, seed, show, out, strategy);
             if check_determinism && code != ExitCode::from(2) {
                 let determinism = determinism_command(&file, seed, strategy);
                 if determinism != ExitCode::SUCCESS {
@@ -129,8 +137,9 @@ fn main() -> ExitCode {
             }
             code
         }
-        Command::Replay { file, seed, table, strategy, trace } => {
-            replay_command(&file, seed, table, strategy.map(Into::into), trace.as_deref())
+        Command::Replay { file, seed, table, strategy, trace, lock_stat } => {
+            let show = Show { table, trace_file: trace.as_deref(), lock_stat };
+            replay_command(&file, seed, show, strategy.map(Into::into))
         }
         Command::Check { files, out, jobs, strategy } => {
             check_command(&files, out.as_deref(), CheckOptions { jobs, strategy: strategy.map(Into::into) })
@@ -152,15 +161,22 @@ fn load(file: &Path) -> Result<Scenario, ExitCode> {
 /// Where failing runs write their repro bundles unless `--out` says otherwise.
 const DEFAULT_OUT: &str = "tdxsim-out";
 
+/// What to show of a run besides its summary.
+#[derive(Clone, Copy)]
+struct Show<'a> {
+    table: bool,
+    trace_file: Option<&'a Path>,
+    lock_stat: bool,
+}
+
 /// One run; when `bundle_dir` is given and the run does not pass, its bundle is written
 /// before anything is printed.
 fn run_command(
     file: &Path,
     seed: Option<u64>,
-    show_table: bool,
+    show: Show,
     bundle_dir: Option<&Path>,
     strategy: Option<Strategy>,
-    trace_file: Option<&Path>,
 ) -> ExitCode {
     let scenario = match load(file) {
         Ok(scenario) => scenario,
@@ -168,7 +184,7 @@ fn run_command(
     };
     let seed = seed.unwrap_or(scenario.run.seed);
     let strategy = strategy.unwrap_or(scenario.run.strategy);
-    let record = show_table || trace_file.is_some();
+    let record = show.table || show.trace_file.is_some();
     let result = run_once(&scenario, &Schedule::for_seed(&scenario, Some(strategy), seed), record);
     let bundle_line = bundle_dir
         .filter(|_| result.outcome.kind != OutcomeKind::Pass)
@@ -177,23 +193,22 @@ fn run_command(
     if let Some(line) = bundle_line {
         println!("{line}");
     }
-    if let Err(code) = show_run(&scenario, &result, show_table, trace_file) {
+    if let Err(code) = show_run(&scenario, &result, show) {
         return code;
     }
     exit_code_of(&scenario, &result)
 }
 
-/// The trace file and the table a run or a replay was asked for.
-fn show_run(
-    scenario: &Scenario,
-    result: &RunResult,
-    show_table: bool,
-    trace_file: Option<&Path>,
-) -> Result<(), ExitCode> {
-    if let Some(trace_file) = trace_file {
+/// The trace file, lock statistics and table a run or a replay was asked for.
+fn show_run(scenario: &Scenario, result: &RunResult, show: Show) -> Result<(), ExitCode> {
+    if let Some(trace_file) = show.trace_file {
         write_chrome_trace(trace_file, scenario, result)?;
     }
-    if show_table {
+    if show.lock_stat {
+        println!();
+        print!("{}", scenarios::lockstat::render(&result.metrics, scenario.clock()));
+    }
+    if show.table {
         println!();
         print!("{}", table::render(result));
     }
@@ -240,7 +255,7 @@ fn print_run(scenario: &Scenario, seed: u64, result: &RunResult) {
     }
     println!(
         "locks: {} acquisitions, {} contended, {} wait cycles",
-        result.metrics.lock_acquisitions, result.metrics.lock_contended, result.metrics.lock_wait_cycles
+        result.metrics.locks.acquisitions, result.metrics.locks.contended, result.metrics.locks.wait_cycles
     );
     for (name, _, stats) in &result.resources {
         if stats.acquisitions > 0 || stats.contended > 0 {
@@ -373,20 +388,14 @@ fn check_bundle(scenario: &Scenario, summary: &CheckSummary, out: Option<&Path>)
 }
 
 /// `replay FILE --seed N` or `replay BUNDLE` (recognised by its extension or its magic).
-fn replay_command(
-    file: &Path,
-    seed: Option<u64>,
-    show_table: bool,
-    strategy: Option<Strategy>,
-    trace_file: Option<&Path>,
-) -> ExitCode {
+fn replay_command(file: &Path, seed: Option<u64>, show: Show, strategy: Option<Strategy>) -> ExitCode {
     match (bundle::looks_like_bundle(file), seed) {
-        (true, None) => replay_bundle(file, show_table, trace_file),
+        (true, None) => replay_bundle(file, show),
         (true, Some(_)) => {
             eprintln!("{}: a bundle replays its own recorded run; drop --seed", file.display());
             ExitCode::from(2)
         }
-        (false, Some(seed)) => run_command(file, Some(seed), show_table, None, strategy, trace_file),
+        (false, Some(seed)) => run_command(file, Some(seed), show, None, strategy),
         (false, None) => {
             eprintln!("{}: not a bundle; replaying a scenario file needs --seed N", file.display());
             ExitCode::from(2)
@@ -396,7 +405,7 @@ fn replay_command(
 
 /// Replays a bundle's decisions on its embedded scenario, prints the run as `run` does, and
 /// exits 1 if the trace hash or outcome differ from what the bundle recorded.
-fn replay_bundle(path: &Path, show_table: bool, trace_file: Option<&Path>) -> ExitCode {
+fn replay_bundle(path: &Path, show: Show) -> ExitCode {
     let bundle = match bundle::read(path) {
         Ok(bundle) => bundle,
         Err(error) => {
@@ -412,7 +421,7 @@ fn replay_bundle(path: &Path, show_table: bool, trace_file: Option<&Path>) -> Ex
             env!("CARGO_PKG_VERSION")
         );
     }
-    let (scenario, result) = match bundle.replay(show_table || trace_file.is_some()) {
+    let (scenario, result) = match bundle.replay(show.table || show.trace_file.is_some()) {
         Ok(replayed) => replayed,
         Err(error) => {
             eprintln!("{}: the embedded scenario does not load: {error}", path.display());
@@ -420,7 +429,7 @@ fn replay_bundle(path: &Path, show_table: bool, trace_file: Option<&Path>) -> Ex
         }
     };
     print_run(&scenario, bundle.seed, &result);
-    if let Err(code) = show_run(&scenario, &result, show_table, trace_file) {
+    if let Err(code) = show_run(&scenario, &result, show) {
         return code;
     }
     let mismatches = bundle.mismatches(&result);
