@@ -5,6 +5,7 @@
 //! - `load`: `load_file` / `load_str`, TOML text to `Scenario`, every check before any run.
 //! - `bundle`: `Bundle`, a repro bundle (one run, replayable without its file); `read` / `write`.
 //! - `check`: `check`, the runs of `tdxsim check` and the verdict on `[expect]`.
+//! - `sweep`: `Sweep`, a sweep file checked point by point; `run` / `merge`, the grid on rayon into CSV.
 //! - `table`: the two-column `CPU 0 | CPU 1` interleaving table, focused on the finding of a failing run.
 //! - `perfetto`: `chrome_trace`, the run as Chrome trace-event JSON for Perfetto.
 //! - `error`: `ScenarioError`, one positioned error (`FILE:LINE:COL: KEY: expected …, found …`).
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod perfetto;
 pub mod run;
 pub mod schema;
+pub mod sweep;
 pub mod table;
 pub mod units;
 

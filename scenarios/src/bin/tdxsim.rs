@@ -17,6 +17,9 @@ use seam_model::Leaf;
 use sim_core::{Outcome, OutcomeKind, TraceEvent};
 use std::io::IsTerminal;
 
+#[path = "tdxsim/sweep_cli.rs"]
+mod sweep_cli;
+
 #[derive(Parser)]
 #[command(
     name = "tdxsim",
@@ -92,6 +95,13 @@ enum Command {
     },
     /// Print a catalogue.
     List { what: Catalogue },
+    /// Run a sweep file's grid (docs/sweeps.md) into runs.csv and points.csv; or merge partitions.
+    Sweep(sweep_cli::SweepArgs),
+    /// Render a sweep directory's plots (SVG), report.md and report.html.
+    Report {
+        /// A directory `tdxsim sweep` wrote.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -148,6 +158,8 @@ fn main() -> ExitCode {
             list(what);
             ExitCode::SUCCESS
         }
+        Command::Sweep(args) => sweep_cli::sweep(args),
+        Command::Report { dir } => sweep_cli::report(&dir),
     }
 }
 
