@@ -61,7 +61,9 @@ pub struct Plot {
     pub references: Vec<Reference>,
 }
 
-const WIDTH: u32 = 820;
+const WIDTH: u32 = 980;
+/// Room right of the plot for the legend, so it never covers a line.
+const LEGEND_WIDTH: u32 = 200;
 const HEIGHT: u32 = 520;
 
 impl Plot {
@@ -113,6 +115,7 @@ impl Plot {
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, ("sans-serif", 20))
             .margin(16)
+            .margin_right(LEGEND_WIDTH)
             .x_label_area_size(48)
             .y_label_area_size(78)
             .build_cartesian_2d(x_low..x_high, y_low..y_high)?;
@@ -141,17 +144,10 @@ impl Plot {
             .draw()?;
         for (index, curve) in self.curves.iter().enumerate() {
             let style = colour(index).stroke_width(2);
-            let mut labelled = false;
             for segment in segments(curve) {
                 let line: Vec<(f64, f64)> =
                     segment.iter().map(|(x, stat)| (self.x_position(*x), stat.mean)).collect();
-                let drawn = chart.draw_series(LineSeries::new(line, style))?;
-                if !labelled {
-                    drawn.label(&curve.series).legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], colour(index).stroke_width(2))
-                    });
-                    labelled = true;
-                }
+                chart.draw_series(LineSeries::new(line, style))?;
                 chart.draw_series(segment.iter().map(|(x, stat)| {
                     ErrorBar::new_vertical(
                         self.x_position(*x),
@@ -190,12 +186,13 @@ impl Plot {
                 }
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()?;
+        // The legend, in the margin right of the plot, so it never covers a line.
+        let left = (WIDTH - LEGEND_WIDTH) as i32 + 4;
+        for (index, curve) in self.curves.iter().enumerate() {
+            let y = 58 + 20 * index as i32;
+            root.draw(&PathElement::new(vec![(left, y), (left + 22, y)], colour(index).stroke_width(2)))?;
+            root.draw(&Text::new(curve.series.clone(), (left + 28, y - 6), ("sans-serif", 14).into_font()))?;
+        }
         Ok(())
     }
 }
