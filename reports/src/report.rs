@@ -484,8 +484,11 @@ impl<'m> Sweep<'m> {
         let x_label = self.x_label();
         let mut header = vec![x_label];
         header.extend(figure.plot.curves.iter().map(|curve| curve.series.clone()));
-        let unit =
-            if figure.spec.per.is_some() { "per run".to_string() } else { figure.unit.name().to_string() };
+        let unit = match figure.unit {
+            Unit::Count => String::new(),
+            Unit::Ratio => " (each run's ratio)".to_string(),
+            Unit::Cycles | Unit::Time { .. } => format!(", in {}", figure.unit.name()),
+        };
         let rows: Vec<Vec<String>> = (0..self.x_values().len())
             .map(|x_index| {
                 let mut row =
@@ -501,7 +504,7 @@ impl<'m> Sweep<'m> {
                 row
             })
             .collect();
-        doc.paragraph(&format!("Mean (min–max) over passing runs, in {unit}:"));
+        doc.paragraph(&format!("Mean (min–max) over passing runs{unit}:"));
         doc.table(&header, &rows);
     }
 
