@@ -46,6 +46,7 @@ pub fn run_engine() -> RunReport {
         record_trace: false,
         max_stall_cycles: 0,
         max_events: u64::MAX,
+        hung_task_cycles: u64::MAX,
         online_cpus: u32::MAX,
     };
     let mut executor = Executor::new(config, Box::new(RandomChooser::new(SEED)));

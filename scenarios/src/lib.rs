@@ -5,6 +5,8 @@
 //! - `load`: `load_file` / `load_str`, TOML text to `Scenario`, every check before any run.
 //! - `bundle`: `Bundle`, a repro bundle (one run, replayable without its file); `read` / `write`.
 //! - `check`: `check`, the runs of `tdxsim check` and the verdict on `[expect]`.
+//! - `checker`: `StateChecker`, which observes a run and owns every named invariant.
+//! - `faults`: the fault plan a run gives the module (`fail_step`).
 //! - `sweep`: `Sweep`, a sweep file checked point by point; `run` / `merge`, the grid on rayon into CSV.
 //! - `table`: the two-column `CPU 0 | CPU 1` interleaving table, focused on the finding of a failing run.
 //! - `perfetto`: `chrome_trace`, the run as Chrome trace-event JSON for Perfetto.
@@ -15,7 +17,9 @@
 //! - `units`: sizes (`"64M"`), times (`"50us"`) and addresses (`"0x200000"`).
 pub mod bundle;
 pub mod check;
+pub mod checker;
 pub mod error;
+pub mod faults;
 pub mod load;
 pub mod lockstat;
 pub mod metrics;

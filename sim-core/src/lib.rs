@@ -3,13 +3,14 @@
 //! Modules:
 //! - `time`: `Cycle`, `CpuId`, `TaskId`, `Seed`, `Clock`.
 //! - `chooser`: the `Chooser` trait and its random and replay strategies.
-//! - `engine`: `Engine` (clock, queue, CPUs, tasks, resources, detection) and the `Sim` handle.
+//! - `engine`: `Engine` (clock, queue, CPUs, tasks, resources, wait objects, detection) and
+//!   the `Sim` handle, split in `sched`, `resources`, `waits`, `detect` and `futures`.
 //! - `executor`: `Executor`, which owns the task futures and runs the loop.
 //! - `histogram`: `Histogram`, fixed log2 buckets with 8 sub-buckets, for wait and latency percentiles.
 //! - `lockdep`: lock-order checking over lock instances and classes.
 //! - `resource`: queued shared/exclusive resources, the basis of every lock and of the wait-for graph.
 //! - `trace`: trace events and the stable trace hash.
-//! - `outcome`: how a run ends.
+//! - `outcome`: how a run ends, and its typed finding.
 pub mod chooser;
 pub mod engine;
 pub mod executor;
@@ -24,12 +25,12 @@ pub use chooser::{
     Chooser, Decision, DecisionKind, Exhaustive, PctChooser, PrefixChooser, RandomChooser, ReplayChooser,
 };
 pub use engine::{
-    Acquired, CpuState, Engine, EngineConfig, HUNG_TASK_FACTOR, SCHED_SLICE_CYCLES, STALL_STEPS, Sim,
-    TaskPriority, TaskStatus,
+    Acquired, CpuState, Engine, EngineConfig, SCHED_SLICE_CYCLES, STALL_MIN_CYCLES, STALL_STEPS, Sim, Stall,
+    TaskPriority, TaskStatus, WaitId,
 };
 pub use executor::{Executor, RunReport, TaskCtx};
 pub use histogram::Histogram;
-pub use outcome::{Outcome, OutcomeKind};
+pub use outcome::{Blocked, Finding, OrderEdge, Outcome, OutcomeKind, Subject, WaitsFor};
 pub use resource::{Mode, ResourceId, ResourceStats, WaitKind};
 pub use time::{Clock, CpuId, Cycle, Seed, TaskId};
 pub use trace::{Span, TraceEvent, TraceKind};
