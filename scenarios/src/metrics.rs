@@ -113,7 +113,8 @@ impl LockFigure {
 pub enum MetricName<'a> {
     /// One of `schema::METRICS`.
     Plain(&'a str),
-    /// `lock_<figure>[LOCK]`: a lock instance if one has that name, else a lock class.
+    /// `lock_<figure>[LOCK]`: a lock instance if one has that name, else a lock class; several
+    /// separated by commas are pooled (`lock_contended[pamt_lock,dpamt_lock]`).
     Lock { figure: LockFigure, lock: &'a str },
     /// `seamcall_busy[LEAF]` or `seamcall_busy[LEAF|OPERAND]`.
     Busy { leaf: Leaf, operand: Option<u32> },
@@ -141,6 +142,9 @@ impl<'a> MetricName<'a> {
             return None;
         }
         if let Some(figure) = LockFigure::from_metric(family) {
+            if qualifier.split(',').any(|lock| lock.trim().is_empty()) {
+                return None;
+            }
             return Some(MetricName::Lock { figure, lock: qualifier });
         }
         if family != "seamcall_busy" {
@@ -211,7 +215,7 @@ impl Metrics {
     pub fn get(&self, name: &str) -> Option<u64> {
         Some(match MetricName::parse(name)? {
             MetricName::Plain(name) => self.plain(name)?,
-            MetricName::Lock { figure, lock } => self.lock(lock).map_or(0, |lock| figure.of(&lock.stats)),
+            MetricName::Lock { figure, lock } => figure.of(&self.locks_pooled(lock)),
             MetricName::Busy { leaf, operand } => self
                 .busy
                 .iter()
@@ -226,6 +230,19 @@ impl Metrics {
     /// A lock instance called `lock`, else the class.
     pub fn lock(&self, lock: &str) -> Option<&LockFigures> {
         self.lock_instances.get(lock).or_else(|| self.lock_classes.get(lock))
+    }
+
+    /// The figures of `locks`: one lock, or several separated by commas pooled as one
+    /// (`pamt_lock,dpamt_lock,dpamt_rwlock,rw`: whichever DPAMT lock a design takes).
+    /// Locks that do not exist add nothing.
+    pub fn locks_pooled(&self, locks: &str) -> ResourceStats {
+        let mut pooled = ResourceStats::default();
+        for lock in locks.split(',').map(str::trim) {
+            if let Some(figures) = self.lock(lock) {
+                pooled.merge(&figures.stats);
+            }
+        }
+        pooled
     }
 
     fn plain(&self, name: &str) -> Option<u64> {
@@ -361,6 +378,13 @@ mod tests {
         assert_eq!(run.get("lock_acquisitions"), Some(18));
         assert_eq!(run.get("lock_contended[dpamt_lock]"), Some(0), "a lock no run created");
         assert_eq!(run.lock_classes["rw"].instances, 2);
+        assert_eq!(
+            run.get("lock_contended[pamt_lock,rw,dpamt_lock]"),
+            Some(3),
+            "pooled: rw's 3 and pamt_lock's 0"
+        );
+        assert_eq!(run.get("lock_wait_max_cycles[pamt_lock,rw]"), Some(700));
+        assert_eq!(MetricName::parse("lock_contended[a,,b]"), None);
         assert_eq!(run.lock_classes["rw"].kind, "rwlock");
 
         let mut other = Metrics::default();

@@ -43,7 +43,7 @@ fn bytes(dir: &Path) -> Vec<Vec<u8>> {
 
 fn storm(extra_axes: &str) -> String {
     format!(
-        "name = \"storm\"\nbase = \"{}\"\nseeds = 2\n[[axis]]\nkey = \"host.dpamt\"\nvalues = [\"global-lock\", \"dec-and-lock\"]\n\
+        "name = \"storm\"\nbase = \"{}\"\nseeds = 2\nrecord = [\"lock_contended[pamt_lock,dpamt_lock]\"]\n[[axis]]\nkey = \"host.dpamt\"\nvalues = [\"global-lock\", \"dec-and-lock\"]\n\
          [[axis]]\nkey = [\"machine.cpus\", \"task.len\"]\nvalues = [1, 2, [4, 4]]\n[[axis]]\nkey = \"task.*.repeat\"\nvalues = [2]\n{extra_axes}",
         library("dpamt/fault-storm-shared-ranges.toml")
     )
@@ -76,6 +76,11 @@ fn the_files_are_the_same_bytes_for_any_number_of_jobs() {
             "point,host.dpamt,machine.cpus,task.len,task.*.repeat,seed,outcome,finding,seamcalls,"
         )
     );
+    // `record` adds the pooled DPAMT lock: global-lock takes dpamt_lock, so it equals that class.
+    let table = reports::table::RunsTable::parse(runs.as_bytes()).unwrap();
+    let pooled = table.column("lock_contended[pamt_lock,dpamt_lock]").unwrap();
+    let class = table.column("lock_contended[dpamt_lock]").unwrap();
+    assert!(table.rows.iter().all(|row| row[pooled] == row[class] && !row[class].is_empty()), "{runs}");
 }
 
 #[test]
@@ -238,13 +243,19 @@ fn bad_input_is_refused_with_the_sweep_files_position_before_anything_runs() {
     );
     assert_eq!(
         refused(&format!("{head}seedz = 3\n[[axis]]\nkey = \"machine.cpus\"\nvalues = [2]\n")),
-        "s.toml:3:1: seedz: expected one of the keys name, about, base, seeds, seed, axis, report, found seedz"
+        "s.toml:3:1: seedz: expected one of the keys name, about, base, seeds, seed, record, axis, report, found seedz"
     );
     assert_eq!(
         refused(&format!(
             "{head}[[axis]]\nkey = \"host.dpamt\"\nvalues = [\"dec-and-lock\"]\n[report]\nx = \"machine.cpus\"\n"
         )),
         "s.toml:7:5: report.x: expected one of the axis keys host.dpamt, found \"machine.cpus\""
+    );
+    assert_eq!(
+        refused(&format!(
+            "{head}record = [\"seamcalls\", \"lock_bogus[x]\"]\n[[axis]]\nkey = \"machine.cpus\"\nvalues = [64]\n"
+        )),
+        "s.toml:3:24: record: expected a list of metric names (tdxsim list metrics), like \"lock_contended[pamt_lock,dpamt_lock]\", found \"lock_bogus[x]\""
     );
     let error =
         refused("name = \"t\"\nbase = \"missing.toml\"\n[[axis]]\nkey = \"machine.cpus\"\nvalues = [2]\n");
@@ -328,4 +339,48 @@ fn the_library_sweeps_load() {
         let sweep = Sweep::load(&file).unwrap_or_else(|error| panic!("{error}"));
         assert!(sweep.points() > 1, "{}", file.display());
     }
+}
+
+#[test]
+fn the_commands_work_end_to_end_and_draw_no_progress_bar_off_a_terminal() {
+    let dir = temp("cli");
+    let file = sweep_file(&dir, &storm(""));
+    let file = file.to_str().unwrap();
+    let mut parts = Vec::new();
+    for index in 1..=2 {
+        let out = dir.join(format!("part{index}"));
+        // Without CI set: stderr is a pipe, so there is no bar either, only the timing line.
+        let output = Command::new(env!("CARGO_BIN_EXE_tdxsim"))
+            .args(["sweep", file, "--partition", &format!("count:{index}/2"), "--out", out.to_str().unwrap()])
+            .env_remove("CI")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0));
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+        assert!(stderr.ends_with(" runs/s\n") && !stderr.contains('\r'), "{stderr:?}");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            stdout
+                .contains(&format!("(partition count:{index}/2): 3 points x 2 seeds; 0 resumed, 6 runs now")),
+            "{stdout}"
+        );
+        parts.push(out.to_str().unwrap().to_string());
+    }
+    let merged = dir.join("merged");
+    let (code, stdout, stderr) =
+        tdxsim(&["sweep", "merge", &parts[0], &parts[1], "--out", merged.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("merged 2 directories: 6 points"), "{stdout}");
+    let (code, stdout, stderr) = tdxsim(&["report", merged.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("report.html"), "{stdout}");
+    let report = std::fs::read_to_string(merged.join("report.md")).unwrap();
+    assert!(report.contains("## contended host lock acquisitions"), "default plots: {report}");
+    let (code, _, stderr) = tdxsim(&["report", dir.to_str().unwrap()]);
+    assert_eq!(code, 2, "not a sweep directory");
+    assert!(stderr.contains("manifest.json"), "{stderr}");
+    let (code, _, stderr) = tdxsim(&["sweep", file, "--partition", "count:3/2"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("count:K/N with 1 <= K <= N"), "{stderr}");
 }

@@ -510,9 +510,20 @@ fn run_seed(sweep: &Sweep, ready: &Prepared, point: u64, seed_index: usize) -> M
         seed,
         outcome: result.outcome.kind.name().to_string(),
         finding: if passed { String::new() } else { result.outcome.what.clone() },
-        metrics: result.metrics.named_values(),
+        metrics: recorded(sweep, &result.metrics),
     };
     Message::Ran { point, seed_index, record, failed: (!passed).then(|| Box::new(result)) }
+}
+
+/// Every metric a run records: the named values, then the sweep file's `record`.
+fn recorded(sweep: &Sweep, metrics: &crate::metrics::Metrics) -> Vec<(String, u64)> {
+    let mut values = metrics.named_values();
+    for name in &sweep.record {
+        if !values.iter().any(|(known, _)| known == name) {
+            values.push((name.clone(), metrics.get(name).expect("Sweep::load checked the name")));
+        }
+    }
+    values
 }
 
 /// A point whose seeds all ran: its first failing run's bundle, then its record.

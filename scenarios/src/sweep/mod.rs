@@ -53,7 +53,9 @@ pub const MAX_SEEDS: u64 = 10_000;
 /// Most runs a sweep may make (points x seeds).
 pub const MAX_RUNS: u64 = 2_000_000;
 
-const TOP_KEYS: &[&str] = &["name", "about", "base", "seeds", "seed", "axis", "report"];
+const TOP_KEYS: &[&str] = &["name", "about", "base", "seeds", "seed", "record", "axis", "report"];
+/// Most extra metrics a sweep file may `record`.
+pub const MAX_RECORD: usize = 64;
 const AXIS_KEYS: &[&str] = &["key", "values", "range"];
 const RANGE_KEYS: &[&str] = &["from", "to", "step", "factor"];
 const REPORT_KEYS: &[&str] = &["title", "x", "series", "plot", "mark"];
@@ -134,6 +136,9 @@ pub struct Sweep {
     base_document: DocumentMut,
     pub seeds: Vec<u64>,
     pub strategy: Strategy,
+    /// `record`: metrics each run records besides every plain, per-class and per-leaf one
+    /// (pooled locks, per-instance figures).
+    pub record: Vec<String>,
     pub axes: Vec<SweepAxis>,
     pub report: ReportSpec,
     /// `machine.ghz` when every point has the same.
@@ -186,6 +191,7 @@ impl Sweep {
             None => base.run.seed,
         };
         let seeds: Vec<u64> = (0..seeds_count).map(|index| first_seed.wrapping_add(index)).collect();
+        let record = reader.record(top)?;
         let axes = reader.axes(top)?;
         let report = reader.report(top, &axes, &base)?;
         let mut sweep = Sweep {
@@ -198,6 +204,7 @@ impl Sweep {
             base_text,
             base_document,
             seeds,
+            record,
             axes,
             report,
             ghz: None,
@@ -764,6 +771,34 @@ impl Reader<'_> {
             spec.marks.push(Mark { metric, series, x, y, label });
         }
         Ok(spec)
+    }
+
+    fn record(&self, top: &Table) -> Result<Vec<String>, SweepError> {
+        let Some(item) = top.get("record") else { return Ok(Vec::new()) };
+        let expected =
+            "a list of metric names (tdxsim list metrics), like \"lock_contended[pamt_lock,dpamt_lock]\"";
+        let Some(Value::Array(array)) = item.as_value() else {
+            return Err(self.invalid(item, "record", expected));
+        };
+        if array.len() > MAX_RECORD {
+            return Err(self.invalid(item, "record", &format!("at most {MAX_RECORD} metrics")));
+        }
+        let mut names = Vec::new();
+        for value in array.iter() {
+            let span = value.span().unwrap_or(span_of(item));
+            match value.as_str() {
+                Some(name) if MetricName::parse(name).is_some() => names.push(name.to_string()),
+                _ => {
+                    return Err(SweepError::file(self.error(
+                        span.clone(),
+                        "record",
+                        expected,
+                        self.found(span),
+                    )));
+                }
+            }
+        }
+        Ok(names)
     }
 
     fn metric(
