@@ -367,7 +367,7 @@ pub fn run(
     let manifest = manifest(sweep, options.partition, options.commit.clone());
     write_atomic(&out.join("manifest.json"), manifest.to_json().as_bytes())?;
     let header = LogHeader::new(sweep, options.partition, options.commit.clone());
-    let (mut log, mut records) = Log::open(out, &header)?;
+    let (log, records) = Log::open(out, &header)?;
     let mine: Vec<u64> =
         (0..sweep.points()).filter(|&point| options.partition.is_none_or(|p| p.contains(point))).collect();
     for (point, record) in &records {
@@ -378,26 +378,56 @@ pub fn run(
             });
         }
     }
-    let mut summary =
-        SweepSummary { points: mine.len() as u64, resumed: records.len() as u64, ..SweepSummary::default() };
     let todo: Vec<(u64, usize)> = mine
         .iter()
         .filter(|point| !records.contains_key(point))
         .flat_map(|&point| (0..sweep.seeds.len()).map(move |seed_index| (point, seed_index)))
         .collect();
-    progress(&Progress { done: summary.resumed, total: summary.points, current: String::new() });
-    let pool =
-        rayon::ThreadPoolBuilder::new().num_threads(options.jobs).build().expect("a rayon thread pool");
+    let mut collector = Collector {
+        sweep,
+        out,
+        log,
+        summary: SweepSummary {
+            points: mine.len() as u64,
+            resumed: records.len() as u64,
+            ..SweepSummary::default()
+        },
+        records,
+        pending: BTreeMap::new(),
+        current: String::new(),
+        progress,
+    };
+    collector.report_progress();
+    run_parallel(sweep, options.jobs, &todo, &mut collector)?;
+    let Collector { mut summary, records, .. } = collector;
+    let all: Vec<PointRecord> = records.into_values().collect();
+    let failing = |run: &RunRecord| run.outcome != reports::table::PASS;
+    summary.failing_points = all.iter().filter(|point| point.runs.iter().any(failing)).count() as u64;
+    summary.failing_runs = all.iter().flat_map(|point| &point.runs).filter(|run| failing(run)).count() as u64;
+    summary.empty_points = all.iter().filter(|point| point.runs.iter().all(failing)).count() as u64;
+    summary.files = write_outputs(out, &manifest, &all)?;
+    Ok(summary)
+}
+
+/// Runs `todo` on `jobs` workers that take the next (point, seed) in order, while this
+/// thread collects what they send; the first error stops them at their next run.
+fn run_parallel(
+    sweep: &Sweep,
+    jobs: usize,
+    todo: &[(u64, usize)],
+    collector: &mut Collector,
+) -> Result<(), SweepError> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build().expect("a rayon thread pool");
     let workers = pool.current_num_threads().min(todo.len().max(1));
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let prepared: Mutex<BTreeMap<u64, Arc<Prepared>>> = Mutex::new(BTreeMap::new());
     let (sender, receiver) = mpsc::channel::<Message>();
-    let mut failed: Option<SweepError> = None;
+    let mut failed = None;
     pool.in_place_scope(|scope| {
         for _ in 0..workers {
             let sender = sender.clone();
-            let (todo, next, stop, prepared) = (&todo, &next, &stop, &prepared);
+            let (next, stop, prepared) = (&next, &stop, &prepared);
             scope.spawn(move |_| {
                 while !stop.load(Ordering::Relaxed) {
                     let Some(&(point, seed_index)) = todo.get(next.fetch_add(1, Ordering::Relaxed)) else {
@@ -407,58 +437,22 @@ pub fn run(
                         let _ = sender.send(Message::Started(point));
                     }
                     let ready = prepare(sweep, prepared, point);
-                    let message = run_seed(sweep, &ready, point, seed_index);
-                    if sender.send(message).is_err() {
+                    if sender.send(run_seed(sweep, &ready, point, seed_index)).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(sender);
-        let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
-        let mut current = String::new();
         for message in receiver {
             if failed.is_some() {
-                continue; // Drain: workers stop at their next run.
+                continue; // Drain: the workers stop at their next run.
             }
-            let (point, seed_index, record, failure) = match message {
-                Message::Started(point) => {
-                    current = format!("point {point}: {}", sweep.point_label(point));
-                    progress(&Progress {
-                        done: records.len() as u64,
-                        total: summary.points,
-                        current: current.clone(),
-                    });
-                    continue;
+            match collector.on_message(message) {
+                Ok(Some(finished)) => {
+                    prepared.lock().expect("no worker panicked holding it").remove(&finished);
                 }
-                Message::Ran { point, seed_index, record, failed } => (point, seed_index, record, failed),
-            };
-            summary.runs += 1;
-            let entry = pending.entry(point).or_insert_with(|| Pending {
-                runs: vec![None; sweep.seeds.len()],
-                failures: BTreeMap::new(),
-            });
-            entry.runs[seed_index] = Some(record);
-            if let Some(result) = failure {
-                entry.failures.insert(seed_index, *result);
-            }
-            if entry.runs.iter().any(Option::is_none) {
-                continue;
-            }
-            let done = pending.remove(&point).expect("just seen");
-            prepared.lock().expect("no worker panicked holding it").remove(&point);
-            match finish_point(sweep, out, point, done, &mut summary).and_then(|record| {
-                log.append(&record)?;
-                Ok(record)
-            }) {
-                Ok(record) => {
-                    records.insert(point, record);
-                    progress(&Progress {
-                        done: records.len() as u64,
-                        total: summary.points,
-                        current: current.clone(),
-                    });
-                }
+                Ok(None) => {}
                 Err(error) => {
                     stop.store(true, Ordering::Relaxed);
                     failed = Some(error);
@@ -466,21 +460,62 @@ pub fn run(
             }
         }
     });
-    if let Some(error) = failed {
-        return Err(error);
+    failed.map_or(Ok(()), Err)
+}
+
+/// The thread that gathers runs into points, writes each finished point and reports progress.
+struct Collector<'s> {
+    sweep: &'s Sweep,
+    out: &'s Path,
+    log: Log,
+    summary: SweepSummary,
+    /// Finished points, resumed ones included.
+    records: BTreeMap<u64, PointRecord>,
+    pending: BTreeMap<u64, Pending>,
+    /// The point most recently started.
+    current: String,
+    progress: &'s (dyn Fn(&Progress) + Sync),
+}
+
+impl Collector<'_> {
+    fn report_progress(&self) {
+        (self.progress)(&Progress {
+            done: self.records.len() as u64,
+            total: self.summary.points,
+            current: self.current.clone(),
+        });
     }
-    let all: Vec<PointRecord> = records.into_values().collect();
-    summary.failing_points =
-        all.iter().filter(|point| point.runs.iter().any(|run| run.outcome != reports::table::PASS)).count()
-            as u64;
-    summary.failing_runs =
-        all.iter().flat_map(|point| &point.runs).filter(|run| run.outcome != reports::table::PASS).count()
-            as u64;
-    summary.empty_points =
-        all.iter().filter(|point| point.runs.iter().all(|run| run.outcome != reports::table::PASS)).count()
-            as u64;
-    summary.files = write_outputs(out, &manifest, &all)?;
-    Ok(summary)
+
+    /// Takes one message; `Some(point)` when it finished that point.
+    fn on_message(&mut self, message: Message) -> Result<Option<u64>, SweepError> {
+        let (point, seed_index, record, failure) = match message {
+            Message::Started(point) => {
+                self.current = format!("point {point}: {}", self.sweep.point_label(point));
+                self.report_progress();
+                return Ok(None);
+            }
+            Message::Ran { point, seed_index, record, failed } => (point, seed_index, record, failed),
+        };
+        self.summary.runs += 1;
+        let seeds = self.sweep.seeds.len();
+        let entry = self
+            .pending
+            .entry(point)
+            .or_insert_with(|| Pending { runs: vec![None; seeds], failures: BTreeMap::new() });
+        entry.runs[seed_index] = Some(record);
+        if let Some(result) = failure {
+            entry.failures.insert(seed_index, *result);
+        }
+        if entry.runs.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        let done = self.pending.remove(&point).expect("just seen");
+        let record = finish_point(self.sweep, self.out, point, done, &mut self.summary)?;
+        self.log.append(&record)?;
+        self.records.insert(point, record);
+        self.report_progress();
+        Ok(Some(point))
+    }
 }
 
 /// The point's scenario (and PCT horizon), derived by the first seed that needs it.

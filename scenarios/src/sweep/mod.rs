@@ -284,7 +284,7 @@ impl Sweep {
                         span,
                         &key.text,
                         &format!("a key of the base scenario ({why})"),
-                        reader.found(span_of_range(&value.span)),
+                        reader.found(value.span.clone()),
                     ))
                 })?;
             }
@@ -352,7 +352,7 @@ impl Sweep {
             "a value the base scenario accepts",
             format!(
                 "{} (point {point}: {}): {why}",
-                reader.found(span_of_range(&value.span)),
+                reader.found(value.span.clone()),
                 self.point_label(point)
             ),
         ))
@@ -384,10 +384,6 @@ fn value_text(value: &Value, bare_strings: bool) -> String {
 
 fn span_of(item: &Item) -> Range<usize> {
     item.span().unwrap_or(0..0)
-}
-
-fn span_of_range(span: &Range<usize>) -> Range<usize> {
-    span.clone()
 }
 
 /// Positioned reading of the sweep file.
