@@ -384,3 +384,22 @@ fn the_commands_work_end_to_end_and_draw_no_progress_bar_off_a_terminal() {
     assert_eq!(code, 2);
     assert!(stderr.contains("count:K/N with 1 <= K <= N"), "{stderr}");
 }
+
+#[test]
+fn a_pct_base_sweeps_with_its_strategy_and_finds_its_bug_the_same_for_any_jobs() {
+    let dir = temp("pct");
+    let text = format!(
+        "name = \"pct\"\nbase = \"{}\"\nseeds = 40\n[[axis]]\nkey = \"host.dpamt\"\nvalues = [\"global-lock-fastpath\", \"dec-and-lock\"]\n",
+        library("dpamt/s-d2-double-remove.toml")
+    );
+    let sweep = Sweep::load(&sweep_file(&dir, &text)).unwrap();
+    let one = sweep::run(&sweep, &options(dir.join("one"), 1, None), &|_| {}).unwrap();
+    sweep::run(&sweep, &options(dir.join("two"), 2, None), &|_| {}).unwrap();
+    assert_eq!(bytes(&dir.join("one")), bytes(&dir.join("two")));
+    let manifest = std::fs::read_to_string(dir.join("one/manifest.json")).unwrap();
+    assert!(manifest.contains("\"strategy\": \"pct\""));
+    // D2's double PAMT.REMOVE is found under PCT within 40 seeds; D4 fixes it.
+    assert_eq!(one.failing_points, 1, "{one:?}");
+    assert!(dir.join("one/bundles/point-0").is_dir());
+    assert!(!dir.join("one/bundles/point-1").exists());
+}
