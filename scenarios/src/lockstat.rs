@@ -13,9 +13,11 @@ pub fn render(metrics: &Metrics, clock: Clock) -> String {
     let mut out = String::new();
     let time = |cycles: u64| human_time(clock.cycles_to_ns(cycles));
     out += "lock classes, by total wait:\n";
-    table(&mut out, "class", &sorted(metrics.lock_classes.iter()), &time);
+    let classes = metrics.lock_classes();
+    table(&mut out, "class", &sorted(classes.iter()), &time);
     out += "lock instances, by total wait:\n";
-    table(&mut out, "instance", &sorted(metrics.lock_instances.iter()), &time);
+    let instances = metrics.lock_instances();
+    table(&mut out, "instance", &sorted(instances.iter()), &time);
     out += "BUSY returns by leaf and status:\n";
     if metrics.busy.is_empty() {
         out += "  (none)\n";
@@ -130,11 +132,11 @@ mod tests {
             wait_cycles,
             ..Default::default()
         };
-        metrics.add_resources(&[
+        metrics.set_run_locks(std::sync::Arc::from(vec![
             ("a_lock".to_string(), "spinlock".to_string(), stats(1, 100)),
             ("b_lock".to_string(), "spinlock".to_string(), stats(5, 900)),
             ("c_lock".to_string(), "mutex".to_string(), stats(9, 100)),
-        ]);
+        ]));
         let text = render(&metrics, Clock { ghz: 1.0 });
         let order: Vec<&str> = text
             .lines()

@@ -19,6 +19,7 @@
 //! value and never above the maximum. A lock that no run created has 0 in every figure.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use host_model::kvm::fault_stats::FaultLatency;
 use seam_model::status::operand;
@@ -174,6 +175,24 @@ fn operand_label(id: u32) -> String {
     }
 }
 
+/// Pools one instance's figures into `map[name]`, allocating the key only the first time.
+fn pool(map: &mut BTreeMap<String, LockFigures>, name: &str, kind: &str, stats: &ResourceStats) {
+    match map.get_mut(name) {
+        Some(existing) => {
+            if existing.kind != kind {
+                existing.kind = "mixed".to_string();
+            }
+            existing.stats.merge(stats);
+        }
+        None => {
+            map.insert(
+                name.to_string(),
+                LockFigures { kind: kind.to_string(), instances: 1, stats: stats.clone() },
+            );
+        }
+    }
+}
+
 /// A lock's class: its name up to the first `[` (`rw[A]` -> `rw`).
 pub fn lock_class(instance: &str) -> &str {
     instance.split('[').next().unwrap_or(instance)
@@ -188,27 +207,50 @@ pub struct Metrics {
     pub busy: BTreeMap<(Leaf, TdxStatus), u64>,
     /// Every host lock together.
     pub locks: ResourceStats,
-    /// By lock class.
-    pub lock_classes: BTreeMap<String, LockFigures>,
-    /// By lock instance.
-    pub lock_instances: BTreeMap<String, LockFigures>,
+    /// This run's locks as the engine listed them (name, type, figures), shared with
+    /// `RunResult::resources` rather than copied: a run builds no map of its locks.
+    pub run_locks: Arc<[(String, String, ResourceStats)]>,
+    /// The locks of the runs `add`ed, by instance.
+    pub pooled_locks: BTreeMap<String, LockFigures>,
     pub faults: FaultLatency,
     /// Simulated cycles until the run ended.
     pub sim_cycles: u64,
 }
 
 impl Metrics {
-    /// The lock figures of a run from the engine's (name, type, figures) per resource.
-    pub fn add_resources(&mut self, resources: &[(String, String, ResourceStats)]) {
-        for (name, kind, stats) in resources {
+    /// This run's locks, from the engine's (name, type, figures) per resource.
+    pub fn set_run_locks(&mut self, resources: Arc<[(String, String, ResourceStats)]>) {
+        for (_, _, stats) in resources.iter() {
             self.locks.merge(stats);
-            let instance = LockFigures { kind: kind.clone(), instances: 1, stats: stats.clone() };
-            self.lock_instances.entry(name.clone()).or_default().merge(&instance);
-            let class = self.lock_classes.entry(lock_class(name).to_string()).or_default();
-            let instances = class.instances + 1;
-            class.merge(&instance);
-            class.instances = instances;
         }
+        self.run_locks = resources;
+    }
+
+    /// Every lock instance's figures: this run's and those of the runs added.
+    pub fn lock_instances(&self) -> BTreeMap<String, LockFigures> {
+        let mut instances = self.pooled_locks.clone();
+        for (name, kind, stats) in self.run_locks.iter() {
+            pool(&mut instances, name, kind, stats);
+        }
+        instances
+    }
+
+    /// The figures of each lock class: its instances pooled.
+    pub fn lock_classes(&self) -> BTreeMap<String, LockFigures> {
+        let mut classes: BTreeMap<String, LockFigures> = BTreeMap::new();
+        for (name, figures) in &self.lock_instances() {
+            let class_name = lock_class(name);
+            match classes.get_mut(class_name) {
+                Some(class) => {
+                    class.merge(figures);
+                    class.instances += 1;
+                }
+                None => {
+                    classes.insert(class_name.to_string(), figures.clone());
+                }
+            }
+        }
+        classes
     }
 
     /// A metric by its name (see the module doc); `None` when the name is not a metric.
@@ -227,9 +269,22 @@ impl Metrics {
         })
     }
 
-    /// A lock instance called `lock`, else the class.
-    pub fn lock(&self, lock: &str) -> Option<&LockFigures> {
-        self.lock_instances.get(lock).or_else(|| self.lock_classes.get(lock))
+    /// The figures of the lock instance called `lock`, else of the class; `None` when no
+    /// lock has that name or class.
+    pub fn lock(&self, lock: &str) -> Option<ResourceStats> {
+        let all = || {
+            let run = self.run_locks.iter().map(|(name, _, stats)| (name.as_str(), stats));
+            run.chain(self.pooled_locks.iter().map(|(name, figures)| (name.as_str(), &figures.stats)))
+        };
+        let is_instance = all().any(|(name, _)| name == lock);
+        let mut pooled: Option<ResourceStats> = None;
+        for (name, stats) in all() {
+            let matches = if is_instance { name == lock } else { lock_class(name) == lock };
+            if matches {
+                pooled.get_or_insert_with(ResourceStats::default).merge(stats);
+            }
+        }
+        pooled
     }
 
     /// The figures of `locks`: one lock, or several separated by commas pooled as one
@@ -239,7 +294,7 @@ impl Metrics {
         let mut pooled = ResourceStats::default();
         for lock in locks.split(',').map(str::trim) {
             if let Some(figures) = self.lock(lock) {
-                pooled.merge(&figures.stats);
+                pooled.merge(&figures);
             }
         }
         pooled
@@ -280,11 +335,11 @@ impl Metrics {
             *self.busy.entry(*key).or_default() += count;
         }
         self.locks.merge(&other.locks);
-        for (name, figures) in &other.lock_classes {
-            self.lock_classes.entry(name.clone()).or_default().merge(figures);
+        for (name, figures) in &other.pooled_locks {
+            pool(&mut self.pooled_locks, name, &figures.kind, &figures.stats);
         }
-        for (name, figures) in &other.lock_instances {
-            self.lock_instances.entry(name.clone()).or_default().merge(figures);
+        for (name, kind, stats) in other.run_locks.iter() {
+            pool(&mut self.pooled_locks, name, kind, stats);
         }
         self.faults.total_cycles += other.faults.total_cycles;
         self.faults.histogram.merge(&other.faults.histogram);
@@ -300,7 +355,8 @@ impl Metrics {
             .iter()
             .map(|(name, _)| (name.to_string(), self.plain(name).expect("METRICS names plain metrics")))
             .collect();
-        for (class, figures) in self.lock_classes.iter().filter(|(_, figures)| figures.stats.acquisitions > 0)
+        for (class, figures) in
+            self.lock_classes().iter().filter(|(_, figures)| figures.stats.acquisitions > 0)
         {
             for figure in LockFigure::ALL {
                 values.push((format!("{}[{class}]", figure.metric()), figure.of(&figures.stats)));
@@ -363,11 +419,11 @@ mod tests {
     #[test]
     fn classes_pool_their_instances_and_runs_combine_as_documented() {
         let mut run = Metrics::default();
-        run.add_resources(&[
+        run.set_run_locks(Arc::from(vec![
             ("rw[A]".to_string(), "rwlock".to_string(), stats(10, &[100, 300], 50)),
             ("rw[B]".to_string(), "rwlock".to_string(), stats(5, &[700], 80)),
             ("pamt_lock".to_string(), "spinlock".to_string(), stats(3, &[], 10)),
-        ]);
+        ]));
         run.sim_cycles = 1000;
         assert_eq!(run.get("lock_contended[rw]"), Some(3));
         assert_eq!(run.get("lock_contended[rw[B]]"), Some(1));
@@ -377,7 +433,7 @@ mod tests {
         assert_eq!(run.get("lock_hold_max_cycles"), Some(80));
         assert_eq!(run.get("lock_acquisitions"), Some(18));
         assert_eq!(run.get("lock_contended[dpamt_lock]"), Some(0), "a lock no run created");
-        assert_eq!(run.lock_classes["rw"].instances, 2);
+        assert_eq!(run.lock_classes()["rw"].instances, 2);
         assert_eq!(
             run.get("lock_contended[pamt_lock,rw,dpamt_lock]"),
             Some(3),
@@ -385,10 +441,14 @@ mod tests {
         );
         assert_eq!(run.get("lock_wait_max_cycles[pamt_lock,rw]"), Some(700));
         assert_eq!(MetricName::parse("lock_contended[a,,b]"), None);
-        assert_eq!(run.lock_classes["rw"].kind, "rwlock");
+        assert_eq!(run.lock_classes()["rw"].kind, "rwlock");
 
         let mut other = Metrics::default();
-        other.add_resources(&[("rw[A]".to_string(), "rwlock".to_string(), stats(1, &[5000], 9))]);
+        other.set_run_locks(Arc::from(vec![(
+            "rw[A]".to_string(),
+            "rwlock".to_string(),
+            stats(1, &[5000], 9),
+        )]));
         other.sim_cycles = 400;
         let mut both = run.clone();
         both.add(&other);
@@ -402,7 +462,11 @@ mod tests {
     #[test]
     fn named_values_cover_plain_class_and_busy_figures() {
         let mut metrics = Metrics::default();
-        metrics.add_resources(&[("pamt_lock".to_string(), "spinlock".to_string(), stats(2, &[40], 10))]);
+        metrics.set_run_locks(Arc::from(vec![(
+            "pamt_lock".to_string(),
+            "spinlock".to_string(),
+            stats(2, &[40], 10),
+        )]));
         let busy = seam_model::status::TDX_OPERAND_BUSY;
         metrics.busy.insert((Leaf::PhymemPamtAdd, busy.with_operand(operand::RCX)), 3);
         metrics.busy.insert((Leaf::PhymemPamtAdd, busy.with_operand(operand::RDX)), 1);

@@ -95,7 +95,7 @@ pub struct RunResult {
     /// Per task: its CPU.
     pub task_cpus: Vec<CpuId>,
     /// (name, class, figures) per host lock, by resource id.
-    pub resources: Vec<(String, String, ResourceStats)>,
+    pub resources: std::sync::Arc<[(String, String, ResourceStats)]>,
 }
 
 pub use crate::metrics::Metrics;
@@ -372,7 +372,8 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         ..Metrics::default()
     };
     drop(host_stats);
-    metrics.add_resources(&report.resources);
+    let resources: std::sync::Arc<[(String, String, ResourceStats)]> = report.resources.into();
+    metrics.set_run_locks(resources.clone());
     RunResult {
         outcome,
         end: report.end,
@@ -386,7 +387,7 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         metrics,
         trace: report.trace_events,
         task_cpus,
-        resources: report.resources,
+        resources,
     }
 }
 

@@ -43,7 +43,7 @@ fn a_run_reports_lockstat_figures_per_class_and_instance() {
     assert_eq!(metrics.get("faults"), Some(12), "two CPUs x three rounds x two pages");
     // Every D3 get and put takes dpamt_lock: 12 gets and 12 puts.
     assert_eq!(metrics.get("lock_acquisitions[dpamt_lock]"), Some(24));
-    let class = &metrics.lock_classes["mmu_lock"];
+    let class = &metrics.lock_classes()["mmu_lock"];
     assert_eq!((class.kind.as_str(), class.instances), ("rwlock", 2), "mmu_lock[TD 1] and mmu_lock[TD 2]");
     let per_instance: u64 = ["mmu_lock[TD 1]", "mmu_lock[TD 2]"]
         .iter()
@@ -68,7 +68,8 @@ fn contention_shows_up_in_some_run_and_its_waits_are_counted() {
     let summary = check(&scenario);
     let figure = |name: &str| summary.metrics.get(name).unwrap();
     assert!(figure("lock_contended[dpamt_lock]") > 0, "two CPUs race for dpamt_lock in 20 runs");
-    let waits = &summary.metrics.lock_classes["dpamt_lock"].stats;
+    let classes = summary.metrics.lock_classes();
+    let waits = &classes["dpamt_lock"].stats;
     assert_eq!(waits.wait_histogram.count(), waits.contended, "one wait per contention");
     assert_eq!(
         figure("lock_wait_avg_cycles[dpamt_lock]"),

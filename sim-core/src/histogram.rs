@@ -4,8 +4,9 @@
 //! HDR-like buckets: values 0..8 each have their own bucket; above that, every power of two
 //! is split into 8 equal sub-buckets, so a bucket's width is at most 1/8 of its lower bound
 //! and a percentile read from it is at most 12.5% above the true value. 496 buckets cover
-//! all of `u64`. The bucket array is allocated on the first `record` and never again:
-//! recording allocates nothing, and an empty histogram (an uncontended lock) costs one word.
+//! all of `u64`. The first 8 values are kept as they are (exact percentiles, no allocation);
+//! the bucket array is allocated at the ninth and never again, so recording allocates nothing
+//! per event.
 
 /// Values below this have a bucket each.
 const EXACT: u64 = 8;
@@ -14,11 +15,19 @@ const SUB_BITS: u32 = 3;
 /// Buckets for all of u64: the exact ones, then 8 per power of two from 2^3 to 2^63.
 pub const BUCKETS: usize = EXACT as usize + (64 - SUB_BITS as usize) * (1 << SUB_BITS);
 
-/// A distribution of `u64` values (cycles) in [`BUCKETS`] fixed buckets.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Values kept as they are before a histogram needs its buckets.
+const INLINE: usize = 8;
+
+/// A distribution of `u64` values (cycles): up to [`INLINE`] values kept exactly, then
+/// [`BUCKETS`] fixed buckets. Most locks of a small run are contended a few times, so their
+/// histograms never allocate and their percentiles are exact.
+#[derive(Clone, Debug, Default)]
 pub struct Histogram {
-    /// invariant: `None` exactly when `count == 0`; the counts sum to `count`.
+    /// invariant: `Some` exactly when more than INLINE values were recorded; then the counts
+    /// sum to `count` and `inline` is unused.
     counts: Option<Box<[u64; BUCKETS]>>,
+    /// invariant: while `counts` is `None`, the first `count` entries are the values.
+    inline: [u64; INLINE],
     count: u64,
     /// invariant: the largest value recorded (0 when empty).
     max: u64,
@@ -27,21 +36,46 @@ pub struct Histogram {
 impl Histogram {
     /// Adds one value.
     pub fn record(&mut self, value: u64) {
-        let counts = self.counts.get_or_insert_with(|| Box::new([0; BUCKETS]));
-        counts[bucket_of(value)] += 1;
+        match &mut self.counts {
+            Some(counts) => counts[bucket_of(value)] += 1,
+            None if (self.count as usize) < INLINE => self.inline[self.count as usize] = value,
+            None => {
+                let mut counts = Box::new([0; BUCKETS]);
+                for &kept in &self.inline {
+                    counts[bucket_of(kept)] += 1;
+                }
+                counts[bucket_of(value)] += 1;
+                self.counts = Some(counts);
+            }
+        }
         self.count += 1;
         self.max = self.max.max(value);
     }
 
     /// Adds every value of `other` (the distribution of both together).
     pub fn merge(&mut self, other: &Histogram) {
-        let Some(theirs) = &other.counts else { return };
-        let ours = self.counts.get_or_insert_with(|| Box::new([0; BUCKETS]));
-        for (mine, their) in ours.iter_mut().zip(theirs.iter()) {
-            *mine += their;
+        match &other.counts {
+            None => {
+                for &value in &other.inline[..other.count as usize] {
+                    self.record(value);
+                }
+            }
+            Some(theirs) => {
+                if self.counts.is_none() {
+                    let mut counts = Box::new([0; BUCKETS]);
+                    for &kept in &self.inline[..self.count as usize] {
+                        counts[bucket_of(kept)] += 1;
+                    }
+                    self.counts = Some(counts);
+                }
+                let ours = self.counts.as_mut().expect("just made");
+                for (mine, their) in ours.iter_mut().zip(theirs.iter()) {
+                    *mine += their;
+                }
+                self.count += other.count;
+                self.max = self.max.max(other.max);
+            }
         }
-        self.count += other.count;
-        self.max = self.max.max(other.max);
     }
 
     /// Values recorded.
@@ -54,13 +88,21 @@ impl Histogram {
         self.max
     }
 
-    /// The nearest-rank `quantile` (0.0..=1.0): the upper bound of the bucket holding the
-    /// ceil(quantile * count)-th smallest value, but never more than the largest value
-    /// recorded. 0 when empty.
+    /// The nearest-rank `quantile` (0.0..=1.0): the ceil(quantile * count)-th smallest value,
+    /// exactly while the values are kept inline, else the upper bound of the bucket holding
+    /// it but never more than the largest value recorded. 0 when empty.
     pub fn quantile(&self, quantile: f64) -> u64 {
         assert!((0.0..=1.0).contains(&quantile), "a quantile is in 0..=1, got {quantile}");
-        let Some(counts) = &self.counts else { return 0 };
+        if self.count == 0 {
+            return 0;
+        }
         let rank = ((quantile * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let Some(counts) = &self.counts else {
+            let mut values = self.inline;
+            let values = &mut values[..self.count as usize];
+            values.sort_unstable();
+            return values[rank as usize - 1];
+        };
         let mut seen = 0;
         for (bucket, &in_bucket) in counts.iter().enumerate() {
             seen += in_bucket;
@@ -71,6 +113,29 @@ impl Histogram {
         unreachable!("the bucket counts sum to count, and rank <= count")
     }
 }
+
+/// Two histograms are equal when they hold the same values (inline values in any order).
+impl PartialEq for Histogram {
+    fn eq(&self, other: &Histogram) -> bool {
+        if (self.count, self.max) != (other.count, other.max) {
+            return false;
+        }
+        match (&self.counts, &other.counts) {
+            (Some(ours), Some(theirs)) => ours == theirs,
+            (None, None) => {
+                let sorted = |histogram: &Histogram| {
+                    let mut values = histogram.inline;
+                    values[..histogram.count as usize].sort_unstable();
+                    values[..histogram.count as usize].to_vec()
+                };
+                sorted(self) == sorted(other)
+            }
+            _ => unreachable!("the mode follows from the count, and the counts are equal"),
+        }
+    }
+}
+
+impl Eq for Histogram {}
 
 /// The bucket `value` falls in.
 fn bucket_of(value: u64) -> usize {
@@ -138,6 +203,30 @@ mod tests {
         assert_eq!(histogram.quantile(1.0), 100_000);
         let p0 = histogram.quantile(0.0);
         assert!((100..=112).contains(&p0), "rank 1 is the smallest value's bucket: {p0}");
+    }
+
+    #[test]
+    fn a_few_values_are_exact_and_more_go_to_buckets() {
+        let mut histogram = Histogram::default();
+        for value in [900, 100, 500] {
+            histogram.record(value);
+        }
+        assert_eq!((histogram.quantile(0.5), histogram.quantile(1.0)), (500, 900), "exact while inline");
+        assert!(histogram.counts.is_none(), "no allocation for a few values");
+        let mut many = Histogram::default();
+        for value in 1..=20u64 {
+            many.record(value * 1000);
+        }
+        assert!(many.counts.is_some());
+        let mut merged = histogram.clone();
+        merged.merge(&many);
+        assert_eq!(merged.count(), 23);
+        assert_eq!(merged.max(), 20_000);
+        let p50 = merged.quantile(0.5);
+        assert!((9_000..=10_125).contains(&p50), "the 12th of 23 is 9000, within a bucket: {p50}");
+        let mut other_way = many.clone();
+        other_way.merge(&histogram);
+        assert_eq!(other_way, merged, "merging is the same in either order");
     }
 
     #[test]

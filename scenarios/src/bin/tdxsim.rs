@@ -269,7 +269,7 @@ fn print_run(scenario: &Scenario, seed: u64, result: &RunResult) {
         "locks: {} acquisitions, {} contended, {} wait cycles",
         result.metrics.locks.acquisitions, result.metrics.locks.contended, result.metrics.locks.wait_cycles
     );
-    for (name, _, stats) in &result.resources {
+    for (name, _, stats) in result.resources.iter() {
         if stats.acquisitions > 0 || stats.contended > 0 {
             println!(
                 "  {name:<24} {} acquisitions, {} contended, {} wait cycles",
