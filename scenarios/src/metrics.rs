@@ -15,8 +15,8 @@
 //! Combining runs (`Metrics::add`, what `check` bounds): counts and totals add; `*_max_*`
 //! and `sim_cycles` take the largest; `*_avg_*` is the pooled total over the pooled count;
 //! `*_p50_*` / `*_p99_*` are percentiles of all runs' values together (their histograms
-//! merged), read as the upper edge of the histogram bucket, so at most 12.5% above the exact
-//! value and never above the maximum. A lock that no run created has 0 in every figure.
+//! merged): exact for up to 8 values, else the upper edge of the histogram bucket, so at most
+//! 12.5% above the exact value and never above the maximum. A lock that no run created has 0 in every figure.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
