@@ -142,9 +142,14 @@ fn partitions_merge_into_the_bytes_of_the_whole_sweep() {
 #[test]
 fn a_killed_sweep_resumes_and_ends_with_the_same_files() {
     let dir = temp("kill");
-    // Enough points that the kill lands in the middle.
-    let file =
-        sweep_file(&dir, &storm("[[axis]]\nkey = \"module.jitter\"\nvalues = [0.0, 0.05, 0.1, 0.2, 0.3]\n"));
+    // 30 points of up to 12 CPUs (milliseconds a run), so the kill lands in the middle.
+    let text = format!(
+        "name = \"kill\"\nbase = \"{}\"\nseeds = 2\n[[axis]]\nkey = \"host.dpamt\"\nvalues = [\"global-lock\", \"dec-and-lock\"]\n\
+         [[axis]]\nkey = [\"machine.cpus\", \"task.len\"]\nvalues = [12, 8, 4]\n\
+         [[axis]]\nkey = \"module.jitter\"\nvalues = [0.0, 0.05, 0.1, 0.2, 0.3]\n",
+        library("dpamt/fault-storm-shared-ranges.toml")
+    );
+    let file = sweep_file(&dir, &text);
     let file = file.to_str().unwrap();
     let whole = dir.join("whole");
     let (code, _, stderr) = tdxsim(&["sweep", file, "--out", whole.to_str().unwrap(), "--jobs", "1"]);
