@@ -17,7 +17,8 @@ use sim_core::{Clock, Cycle, OutcomeKind};
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
-use crate::error::{ErrorKind, ScenarioError, line_column};
+use crate::error::{ErrorKind, ScenarioError, line_column, shortened};
+use crate::keys::{self, max, raw_operands};
 use crate::schema::{
     Bound, CALLS, CALLS_NOT_AVAILABLE, Call, EnableDesign, Expect, FailStep, HostCfg, Machine, MetricBound,
     ModuleCfg, Returns, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy, Task,
@@ -29,7 +30,8 @@ use seam_model::LeafLocks;
 /// Reads and loads a scenario file; the error names `path` as given.
 pub fn load_file(path: &Path) -> std::result::Result<Scenario, ScenarioError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|error| ScenarioError::io(&file, &error))?;
+    let bytes = crate::files::read_regular(path, max::SCENARIO_BYTES)
+        .map_err(|error| ScenarioError::io(&file, &error))?;
     match String::from_utf8(bytes) {
         Ok(text) => load_str(&file, &text),
         Err(error) => {
@@ -56,54 +58,16 @@ pub fn load_str(path_for_messages: &str, text: &str) -> std::result::Result<Scen
     loader.scenario(root.get_ref())
 }
 
-const TOP_KEYS: &[&str] =
-    &["name", "about", "machine", "module", "host", "pages", "task", "workload", "run", "expect"];
-const MACHINE_KEYS: &[&str] = &["cpus", "possible_cpus", "memory", "ghz", "packages"];
-const MODULE_KEYS: &[&str] = &[
-    "dpamt",
-    "host_priority",
-    "jitter",
-    "costs",
-    "initialized",
-    "seamret_erratum",
-    "compat_sensitive",
-    "leaf_locks",
-];
-const HOST_KEYS: &[&str] = &["dpamt", "sept_busy", "update", "enable", "hint_aug_retries"];
-const TASK_KEYS: &[&str] = &["cpu", "start", "repeat", "steps"];
-/// The operands a raw `seamcall` step takes for `leaf`, or `None` if a raw step cannot
-/// issue it (SYS.RD reads `module_hv`).
-fn raw_operands(leaf: Leaf) -> Option<&'static [&'static str]> {
-    Some(match leaf {
-        Leaf::PhymemPamtAdd => &["hpa", "pair"],
-        Leaf::PhymemPamtRemove => &["hpa"],
-        Leaf::MemPageAug => &["td", "gpa", "page"],
-        Leaf::MemPageRemove | Leaf::MemRangeBlock => &["td", "gpa"],
-        Leaf::MemTrack => &["td"],
-        Leaf::PhymemPageWbinvd => &["page"],
-        Leaf::SysRd | Leaf::SysInit | Leaf::SysLpInit | Leaf::SeamldrInfo => &[],
-        _ => return None,
-    })
-}
-
-const RUN_KEYS: &[&str] = &[
-    "runs",
-    "seed",
-    "strategy",
-    "pct_depth",
-    "exhaustive_bound",
-    "max_time",
-    "watchdog",
-    "max_stall",
-    "hung_task",
-];
-const EXPECT_KEYS: &[&str] = &["outcome", "what", "within_runs", "metrics"];
-/// Largest `machine.cpus` / `machine.possible_cpus`.
-const MAX_CPUS: u64 = 4096;
-/// Largest `td_create` `vcpus`.
-const MAX_VCPUS: u64 = 256;
+/// `machine.ghz` when the file does not say: the clock the calibration's cycle counts were
+/// taken at (TDH.SYS.TDMR.INIT, 7 us = 15,400 cycles at 2.2 GHz; docs/model.md "Clock"), so
+/// a time written in a file and a default cost in cycles mean the same wall time.
+pub const GHZ_DEFAULT: f64 = 2.2;
 /// A `found` longer than this is cut, so one message stays one line.
 const FOUND_CHARS_MAX: usize = 40;
+/// A key path longer than this is cut (a 1 MB key makes no message readable).
+const KEY_CHARS_MAX: usize = 80;
+/// toml's parser refuses a dotted key of this many parts, without saying where.
+const TOML_KEY_PARTS_MAX: usize = 80;
 
 type Value<'i> = Spanned<DeValue<'i>>;
 type Key<'i> = Spanned<DeString<'i>>;
@@ -143,7 +107,7 @@ struct StepSpace<'s> {
 
 impl<'t> Loader<'t> {
     fn scenario(&self, root: &DeTable<'_>) -> Result<Scenario> {
-        let top = self.table_entries(String::new(), 0..0, root, TOP_KEYS)?;
+        let top = self.table_entries(String::new(), 0..0, root, keys::TOP)?;
         let name = match top.get("name") {
             Some(value) => self.string(&top.key("name"), value, "a non-empty string")?,
             None => return Err(self.missing(&top, "name", "a string (required)")),
@@ -173,6 +137,14 @@ impl<'t> Loader<'t> {
         }
         let run = self.run(&top, clock)?;
         let expect = self.expect(&top, &run)?;
+        // Last, so a file being written shows its other mistakes first.
+        if tasks.is_empty() {
+            let expected = "at least one [[task]] (a file with no tasks has nothing to run)";
+            return Err(match top.get("task") {
+                Some(value) => self.invalid(Some(value), "task", expected),
+                None => self.missing(&top, "task", expected),
+            });
+        }
         Ok(Scenario {
             path: self.file.to_owned(),
             text: self.text.to_owned(),
@@ -189,15 +161,21 @@ impl<'t> Loader<'t> {
     }
 
     fn machine(&self, top: &Table<'_, '_>) -> Result<Machine> {
-        let Some(table) = self.subtable(top, "machine", MACHINE_KEYS)? else {
-            return Ok(Machine { cpus: 1, possible_cpus: 1, packages: 1, memory_bytes: 64 << 20, ghz: 2.0 });
+        let Some(table) = self.subtable(top, "machine", keys::MACHINE)? else {
+            return Ok(Machine {
+                cpus: 1,
+                possible_cpus: 1,
+                packages: 1,
+                memory_bytes: 64 << 20,
+                ghz: GHZ_DEFAULT,
+            });
         };
         let cpus = match table.get("cpus") {
-            Some(value) => self.int(&table.key("cpus"), value, 1, MAX_CPUS)?,
+            Some(value) => self.int(&table.key("cpus"), value, 1, max::CPUS)?,
             None => 1,
         };
         let possible_cpus = match table.get("possible_cpus") {
-            Some(value) => self.int(&table.key("possible_cpus"), value, cpus, MAX_CPUS)?,
+            Some(value) => self.int(&table.key("possible_cpus"), value, cpus, max::CPUS)?,
             None => cpus,
         };
         let packages = match table.get("packages") {
@@ -212,18 +190,30 @@ impl<'t> Loader<'t> {
         let memory_bytes = match table.get("memory") {
             Some(value) => {
                 let key = table.key("memory");
-                let expected = "a size that is a positive multiple of 2M, like \"64M\"";
-                let bytes = self.size(&key, value, expected)?;
-                if bytes == 0 || !bytes.is_multiple_of(RANGE_2M) {
-                    return Err(self.invalid(Some(value), &key, expected));
+                let expected = format!(
+                    "a size that is a positive multiple of 2M, at most {}T, like \"64M\"",
+                    max::MEMORY_BYTES >> 40
+                );
+                let bytes = self.size(&key, value, &expected)?;
+                if bytes == 0 || !bytes.is_multiple_of(RANGE_2M) || bytes > max::MEMORY_BYTES {
+                    return Err(self.invalid(Some(value), &key, &expected));
                 }
                 bytes
             }
             None => 64 << 20,
         };
         let ghz = match table.get("ghz") {
-            Some(value) => self.float(&table.key("ghz"), value, "a number > 0", |ghz| ghz > 0.0)?,
-            None => 2.0,
+            Some(value) => {
+                let expected = format!(
+                    "a clock rate in GHz, {}..={} (times in the file are converted with it)",
+                    max::GHZ_MIN,
+                    max::GHZ
+                );
+                self.float(&table.key("ghz"), value, &expected, |ghz| {
+                    (max::GHZ_MIN..=max::GHZ).contains(&ghz)
+                })?
+            }
+            None => GHZ_DEFAULT,
         };
         Ok(Machine {
             cpus: cpus as u32,
@@ -245,7 +235,7 @@ impl<'t> Loader<'t> {
             compat_sensitive: true,
             leaf_locks: LeafLocks::default(),
         };
-        let Some(table) = self.subtable(top, "module", MODULE_KEYS)? else {
+        let Some(table) = self.subtable(top, "module", keys::MODULE)? else {
             return Ok(module);
         };
         if let Some(value) = table.get("dpamt") {
@@ -279,16 +269,13 @@ impl<'t> Loader<'t> {
                     return Err(self.error(
                         key.span(),
                         &costs.key(key.get_ref()),
-                        "a leaf name as in spec/constants.md, like \"TDH.PHYMEM.PAMT.ADD\"",
+                        "a leaf name (tdxsim list leaves), like \"TDH.PHYMEM.PAMT.ADD\"",
                         self.raw(key.span()),
                     ));
                 };
                 let cost_key = costs.key(key.get_ref());
-                let expected = "a cost: an integer of cycles >= 1 or a time like \"5us\"";
-                let cycles = self.time(&cost_key, value, clock, expected)?;
-                if cycles == 0 {
-                    return Err(self.invalid(Some(value), &cost_key, expected));
-                }
+                let expected = "a cost: an integer of cycles or a time like \"5us\"";
+                let cycles = self.bounded_time(&cost_key, value, clock, 1, expected)?;
                 module.costs.insert(leaf, cycles);
             }
         }
@@ -303,7 +290,7 @@ impl<'t> Loader<'t> {
             enable: EnableDesign::default(),
             hint_aug_retries: host_model::kvm::mmu::HINT_AUG_RETRIES_DEFAULT,
         };
-        let Some(table) = self.subtable(top, "host", HOST_KEYS)? else {
+        let Some(table) = self.subtable(top, "host", keys::HOST)? else {
             return Ok(host);
         };
         if let Some(value) = table.get("dpamt") {
@@ -374,10 +361,30 @@ impl<'t> Loader<'t> {
             if !value.get_ref().is_table() {
                 return Err(self.invalid(Some(value), &path, "a table (a [[task]])"));
             }
-            let table = self.table(path, value, Some(TASK_KEYS))?;
-            tasks.push(self.task(&table, machine, space, clock)?);
+            let table = self.table(path, value, Some(keys::TASK))?;
+            tasks.push((self.task(&table, machine, space, clock)?, table.get("cpu")));
         }
-        Ok(tasks)
+        // A task on a CPU that is offline at start waits for a cpu_up of that CPU; without
+        // one it would never run, and the run would pass having done nothing.
+        let brought_up: Vec<u32> = tasks
+            .iter()
+            .flat_map(|(task, _)| &task.steps)
+            .filter_map(|step| match step.call {
+                Call::CpuUp { target } => Some(target),
+                _ => None,
+            })
+            .collect();
+        for (index, (task, cpu_value)) in tasks.iter().enumerate() {
+            if task.cpu >= machine.cpus && !brought_up.contains(&task.cpu) {
+                let expected = format!(
+                    "a CPU online at start (0..={}) or one a cpu_up step brings online; CPU {} never is",
+                    machine.cpus - 1,
+                    task.cpu
+                );
+                return Err(self.invalid(*cpu_value, &format!("task[{index}].cpu"), &expected));
+            }
+        }
+        Ok(tasks.into_iter().map(|(task, _)| task).collect())
     }
 
     fn task(
@@ -392,11 +399,11 @@ impl<'t> Loader<'t> {
         };
         let cpu = self.cpu(&table.key("cpu"), cpu_value, machine.possible_cpus)?;
         let start = match table.get("start") {
-            Some(value) => self.time(&table.key("start"), value, clock, TIME_EXPECTED)?,
+            Some(value) => self.bounded_time(&table.key("start"), value, clock, 0, TIME_EXPECTED)?,
             None => 0,
         };
         let repeat = match table.get("repeat") {
-            Some(value) => self.int(&table.key("repeat"), value, 1, u64::from(u32::MAX))?,
+            Some(value) => self.int(&table.key("repeat"), value, 1, max::REPEAT)?,
             None => 1,
         };
         let Some(steps_value) = table.get("steps") else {
@@ -429,10 +436,14 @@ impl<'t> Loader<'t> {
         };
         let call_key = table.key("call");
         let name = self.string(&call_key, call_value, &format!("a call name ({})", call_names()))?;
+        if name != "seamcall"
+            && let Some(arguments) = keys::call_arguments(name)
+        {
+            self.check_keys(&table, &step_keys(arguments))?;
+        }
         let call = match name {
             "seamcall" => self.seamcall(&table, space)?,
             "tdx_pamt_get" => {
-                self.check_keys(&table, &["call", "page", "pair", "at", "returns"])?;
                 let page = self.required_page(&table, "page", 1, space)?;
                 let pair = match table.get("pair") {
                     Some(value) => Some(self.pair(&table.key("pair"), value, space)?),
@@ -441,7 +452,6 @@ impl<'t> Loader<'t> {
                 Call::TdxPamtGet { page, pair }
             }
             "tdx_pamt_put" => {
-                self.check_keys(&table, &["call", "page", "pair", "at", "returns"])?;
                 let page = self.required_page(&table, "page", 1, space)?;
                 let pair = match table.get("pair") {
                     Some(value) => Some(self.pair(&table.key("pair"), value, space)?),
@@ -450,9 +460,8 @@ impl<'t> Loader<'t> {
                 Call::TdxPamtPut { page, pair }
             }
             "tdp_fault" => {
-                self.check_keys(&table, &["call", "td", "gpa", "count", "page", "at", "returns"])?;
                 let td = self.required_td(&table)?;
-                let count = self.count(&table)?;
+                let count = self.count(&table, space)?;
                 let gpa = self.gpa(&table, count)?;
                 let page = match table.get("page") {
                     Some(value) => Some(self.page(&table.key("page"), value, count, space)?),
@@ -461,17 +470,18 @@ impl<'t> Loader<'t> {
                 Call::TdpFault { td, gpa, count, page }
             }
             "zap" => {
-                self.check_keys(&table, &["call", "td", "gpa", "count", "at", "returns"])?;
                 let td = self.required_td(&table)?;
-                let count = self.count(&table)?;
+                let count = self.count(&table, space)?;
                 Call::Zap { td, gpa: self.gpa(&table, count)?, count }
             }
             "tdx_enable" | "tdx_cpu_enable" => {
-                self.check_keys(&table, &["call", "at", "returns"])?;
-                if name == "tdx_enable" { Call::TdxEnable } else { Call::TdxCpuEnable }
+                if name == "tdx_enable" {
+                    Call::TdxEnable
+                } else {
+                    Call::TdxCpuEnable
+                }
             }
             "cpu_up" | "cpu_down" => {
-                self.check_keys(&table, &["call", "target", "at", "returns"])?;
                 let Some(target_value) = table.get("target") else {
                     let expected = format!(
                         "a CPU 0..={} (below machine.possible_cpus, required)",
@@ -483,7 +493,6 @@ impl<'t> Loader<'t> {
                 if name == "cpu_up" { Call::CpuUp { target } } else { Call::CpuDown { target } }
             }
             "seamldr_install_module" => {
-                self.check_keys(&table, &["call", "fail_step", "at", "returns"])?;
                 let fail_step = match table.get("fail_step") {
                     Some(value) => {
                         let names: Vec<&str> = FailStep::ALL.iter().map(|step| step.name()).collect();
@@ -495,24 +504,22 @@ impl<'t> Loader<'t> {
                 Call::SeamldrInstallModule { fail_step }
             }
             "td_create" => {
-                self.check_keys(&table, &["call", "td", "vcpus", "build", "at", "returns"])?;
                 let td = self.required_td(&table)?;
                 let vcpus = match table.get("vcpus") {
-                    Some(value) => self.int(&table.key("vcpus"), value, 1, MAX_VCPUS)? as u32,
+                    Some(value) => self.int(&table.key("vcpus"), value, 1, max::VCPUS)? as u32,
                     None => 1,
                 };
                 let build_cycles = match table.get("build") {
-                    Some(value) => self.time(&table.key("build"), value, clock, TIME_EXPECTED)?,
+                    Some(value) => self.bounded_time(&table.key("build"), value, clock, 0, TIME_EXPECTED)?,
                     None => 0,
                 };
                 Call::TdCreate { td, vcpus, build_cycles }
             }
             "sleep" | "spin" => {
-                self.check_keys(&table, &["call", "for", "at", "returns"])?;
                 let Some(for_value) = table.get("for") else {
                     return Err(self.missing(&table, "for", "a time (required)"));
                 };
-                let cycles = self.time(&table.key("for"), for_value, clock, TIME_EXPECTED)?;
+                let cycles = self.bounded_time(&table.key("for"), for_value, clock, 0, TIME_EXPECTED)?;
                 if name == "sleep" { Call::Sleep { cycles } } else { Call::Spin { cycles } }
             }
             _ if CALLS_NOT_AVAILABLE.contains(&name) => {
@@ -528,7 +535,9 @@ impl<'t> Loader<'t> {
             }
         };
         let at = match table.get("at") {
-            Some(value) => Some(Cycle(self.time(&table.key("at"), value, clock, TIME_EXPECTED)?)),
+            Some(value) => {
+                Some(Cycle(self.bounded_time(&table.key("at"), value, clock, 0, TIME_EXPECTED)?))
+            }
             None => None,
         };
         let returns = match table.get("returns") {
@@ -573,9 +582,8 @@ impl<'t> Loader<'t> {
         let Some(operands) = raw_operands(leaf) else {
             return Err(not_modelled());
         };
-        let allowed: Vec<&str> =
-            ["call", "leaf"].into_iter().chain(operands.iter().copied()).chain(["at", "returns"]).collect();
-        self.check_keys(table, &allowed)?;
+        let arguments: Vec<&str> = ["leaf"].into_iter().chain(operands.iter().copied()).collect();
+        self.check_keys(table, &step_keys(&arguments))?;
         let td = || self.required_td(table).map(TdId);
         let gpa = || self.gpa(table, 1).map(Gpa);
         let page = |name| self.required_page(table, name, 1, space).map(Hpa);
@@ -616,12 +624,12 @@ impl<'t> Loader<'t> {
             max_stall: Cycle(clock.ns_to_cycles(50e3)),
             max_events: crate::schema::MAX_EVENTS_DEFAULT,
         };
-        let Some(table) = self.subtable(top, "run", RUN_KEYS)? else {
+        let Some(table) = self.subtable(top, "run", keys::RUN)? else {
             run.hung_task = Cycle(run.watchdog.0.saturating_mul(crate::schema::HUNG_TASK_FACTOR));
             return Ok(run);
         };
         if let Some(value) = table.get("runs") {
-            run.runs = self.int(&table.key("runs"), value, 1, u64::MAX)?;
+            run.runs = self.int(&table.key("runs"), value, 1, max::RUNS)?;
         }
         if let Some(value) = table.get("seed") {
             run.seed = self.int(&table.key("seed"), value, 0, u64::MAX)?;
@@ -635,11 +643,11 @@ impl<'t> Loader<'t> {
             };
         }
         if let Some(value) = table.get("pct_depth") {
-            run.pct_depth = self.int(&table.key("pct_depth"), value, 1, u64::from(u32::MAX))? as u32;
+            run.pct_depth = self.int(&table.key("pct_depth"), value, 1, max::PCT_DEPTH)? as u32;
         }
         if let Some(value) = table.get("exhaustive_bound") {
             let key = table.key("exhaustive_bound");
-            run.exhaustive_bound = self.int(&key, value, 0, u64::from(u32::MAX))? as u32;
+            run.exhaustive_bound = self.int(&key, value, 0, max::EXHAUSTIVE_BOUND)? as u32;
         }
         for (name, field, minimum) in [
             ("max_time", &mut run.max_time, 1),
@@ -649,12 +657,25 @@ impl<'t> Loader<'t> {
         ] {
             if let Some(value) = table.get(name) {
                 let key = table.key(name);
-                let cycles = self.time(&key, value, clock, TIME_EXPECTED)?;
-                if cycles < minimum {
-                    return Err(self.invalid(Some(value), &key, "a time > 0"));
-                }
-                *field = Cycle(cycles);
+                *field = Cycle(self.bounded_time(&key, value, clock, minimum, TIME_EXPECTED)?);
             }
+        }
+        // A watchdog or a stall longer than the whole run could never act: the file means
+        // something else than it says.
+        for (name, cycles, what) in [
+            ("watchdog", run.watchdog, "the watchdog could never fire"),
+            ("max_stall", run.max_stall, "a stall that long could not end inside the run"),
+            ("hung_task", run.hung_task, "the hung-task detector could never fire"),
+        ] {
+            if let Some(value) = table.get(name)
+                && cycles > run.max_time
+            {
+                let expected = format!("a time at most run.max_time ({} cycles): {what}", run.max_time.0);
+                return Err(self.invalid(Some(value), &table.key(name), &expected));
+            }
+        }
+        if let Some(value) = table.get("max_events") {
+            run.max_events = self.int(&table.key("max_events"), value, 1, max::EVENTS)?;
         }
         if run.hung_task == Cycle(0) {
             run.hung_task = Cycle(run.watchdog.0.saturating_mul(crate::schema::HUNG_TASK_FACTOR));
@@ -663,7 +684,7 @@ impl<'t> Loader<'t> {
     }
 
     fn expect(&self, top: &Table<'_, '_>, run: &RunCfg) -> Result<Option<Expect>> {
-        let Some(table) = self.subtable(top, "expect", EXPECT_KEYS)? else {
+        let Some(table) = self.subtable(top, "expect", keys::EXPECT)? else {
             return Ok(None);
         };
         let expectable: Vec<&str> = OutcomeKind::ALL
@@ -717,6 +738,13 @@ impl<'t> Loader<'t> {
 
 const TIME_EXPECTED: &str = "a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s)";
 
+/// The keys a step of a call with `arguments` may have: `call`, the arguments, then the
+/// other keys of every step ([`keys::STEP`]).
+fn step_keys<'k>(arguments: &[&'k str]) -> Vec<&'k str> {
+    let (call, common) = keys::STEP.split_first().expect("keys::STEP starts with call");
+    std::iter::once(*call).chain(arguments.iter().copied()).chain(common.iter().copied()).collect()
+}
+
 fn call_names() -> String {
     CALLS.iter().map(|(name, _, _)| *name).collect::<Vec<_>>().join(", ")
 }
@@ -738,9 +766,18 @@ impl Loader<'_> {
         Ok(self.int(&table.key("td"), value, 0, u64::from(u32::MAX))? as u32)
     }
 
-    fn count(&self, table: &Table<'_, '_>) -> Result<u32> {
+    /// A number of 4K pages, at most the pages of `machine.memory`.
+    fn count(&self, table: &Table<'_, '_>, space: &StepSpace<'_>) -> Result<u32> {
+        let pages = space.memory_bytes / PAGE_SIZE;
         match table.get("count") {
-            Some(value) => Ok(self.int(&table.key("count"), value, 1, u64::from(u32::MAX))? as u32),
+            Some(value) => {
+                let count =
+                    self.int(&table.key("count"), value, 1, pages).map_err(|error| ScenarioError {
+                        expected: format!("an integer 1..={pages} (at most the 4K pages of machine.memory)"),
+                        ..error
+                    })?;
+                Ok(count as u32)
+            }
             None => Ok(1),
         }
     }
@@ -974,6 +1011,39 @@ impl<'t> Loader<'t> {
         cycles.ok_or_else(|| self.invalid(Some(value), key, expected))
     }
 
+    /// A time (see [`Loader::time`]) of at least `minimum` cycles and at most
+    /// [`max::TIME_NS`] at `clock`; the message says which end was crossed.
+    fn bounded_time(
+        &self,
+        key: &str,
+        value: &Value<'_>,
+        clock: Clock,
+        minimum: u64,
+        expected: &str,
+    ) -> Result<u64> {
+        let cycles = self.time(key, value, clock, expected)?;
+        let maximum = clock.ns_to_cycles(max::TIME_NS as f64);
+        if cycles > maximum {
+            let expected = format!(
+                "{expected}, at most {}s ({maximum} cycles at {} GHz)",
+                max::TIME_NS / 1_000_000_000,
+                clock.ghz
+            );
+            return Err(self.invalid(Some(value), key, &expected));
+        }
+        if cycles < minimum {
+            let converted = match value.get_ref() {
+                DeValue::String(_) => {
+                    format!(" ({} is {cycles} cycles at {} GHz)", self.found(value), clock.ghz)
+                }
+                _ => String::new(),
+            };
+            let expected = format!("a time of at least {minimum} cycle{converted}");
+            return Err(self.invalid(Some(value), key, &expected));
+        }
+        Ok(cycles)
+    }
+
     /// An address: an integer or a string like "0x200000".
     fn address(&self, key: &str, value: &Value<'_>) -> Result<u64> {
         let address = match value.get_ref() {
@@ -996,7 +1066,7 @@ impl Loader<'_> {
             file: self.file.to_owned(),
             line,
             column,
-            key: key.to_owned(),
+            key: shortened(key, KEY_CHARS_MAX).into_owned(),
             expected: expected.to_owned(),
             found,
         }
@@ -1038,18 +1108,55 @@ impl Loader<'_> {
 
     /// A TOML syntax error, positioned, with the key it is nearest to.
     fn syntax_error(&self, error: &toml::de::Error) -> ScenarioError {
+        if error.span().is_none()
+            && let Some((span, parts)) = deep_dotted_key(self.text)
+        {
+            let (line, column) = line_column(self.text.as_bytes(), span.start);
+            return ScenarioError {
+                kind: ErrorKind::Syntax,
+                file: self.file.to_owned(),
+                line,
+                column,
+                key: shortened(&self.text[span.clone()], KEY_CHARS_MAX).into_owned(),
+                expected: format!("a key of fewer than {TOML_KEY_PARTS_MAX} dotted parts"),
+                found: format!("{parts} parts"),
+            };
+        }
         let offset = error.span().map_or(0, |span| span.start);
         let (line, column) = line_column(self.text.as_bytes(), offset);
+        let message = error.message().split_whitespace().collect::<Vec<_>>().join(" ");
         ScenarioError {
             kind: ErrorKind::Syntax,
             file: self.file.to_owned(),
             line,
             column,
-            key: nearest_key(self.text, offset),
+            key: shortened(&nearest_key(self.text, offset), KEY_CHARS_MAX).into_owned(),
             expected: "valid TOML".to_owned(),
-            found: error.message().split_whitespace().collect::<Vec<_>>().join(" "),
+            found: shortened(&message, 200).into_owned(),
         }
     }
+}
+
+/// The first dotted key (in a header, before `=`, or in an inline table) with at least
+/// [`TOML_KEY_PARTS_MAX`] parts: its byte span and number of parts. toml reports such a key
+/// as "recursion limit" with no position; this finds it.
+fn deep_dotted_key(text: &str) -> Option<(Range<usize>, usize)> {
+    let is_key_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | '\'');
+    let mut start = None;
+    for (offset, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+        match (is_key_char(c), start) {
+            (true, None) => start = Some(offset),
+            (false, Some(begin)) => {
+                let parts = text[begin..offset].matches('.').count() + 1;
+                if parts >= TOML_KEY_PARTS_MAX {
+                    return Some((begin..offset, parts));
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A best guess at the key a syntax error at `offset` belongs to: the last table header

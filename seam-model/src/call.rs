@@ -88,37 +88,34 @@ impl LeafCall {
 }
 
 impl std::fmt::Display for LeafCall {
-    /// `PAMT.ADD(0x200000, pair 0x400000 0x600000)`: short enough for a table cell.
+    /// `TDH.PHYMEM.PAMT.ADD(0x200000, pair 0x400000 0x600000)`: the leaf's full name, as
+    /// `tdxsim list leaves` and every message print it, then its operands.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.leaf().name())?;
         match self {
-            LeafCall::PamtAdd { hpa, pair } => {
-                write!(f, "PAMT.ADD({hpa}, pair {} {})", pair[0], pair[1])
+            LeafCall::PamtAdd { hpa, pair } => write!(f, "({hpa}, pair {} {})", pair[0], pair[1]),
+            LeafCall::PamtRemove { hpa } => write!(f, "({hpa})"),
+            LeafCall::PageAug { td, gpa, page } => write!(f, "({td}, {gpa}, {page})"),
+            LeafCall::PageRemove { td, gpa } | LeafCall::RangeBlock { td, gpa } => write!(f, "({td}, {gpa})"),
+            LeafCall::Track { td } | LeafCall::MngInit { td } | LeafCall::MrFinalize { td } => {
+                write!(f, "({td})")
             }
-            LeafCall::PamtRemove { hpa } => write!(f, "PAMT.REMOVE({hpa})"),
-            LeafCall::PageAug { td, gpa, page } => write!(f, "PAGE.AUG({td}, {gpa}, {page})"),
-            LeafCall::PageRemove { td, gpa } => write!(f, "PAGE.REMOVE({td}, {gpa})"),
-            LeafCall::RangeBlock { td, gpa } => write!(f, "RANGE.BLOCK({td}, {gpa})"),
-            LeafCall::Track { td } => write!(f, "TRACK({td})"),
-            LeafCall::PageWbinvd { page } => write!(f, "PAGE.WBINVD({page})"),
-            LeafCall::MngCreate { td, tdr } => write!(f, "MNG.CREATE({td}, tdr {tdr})"),
-            LeafCall::MngKeyConfig { td } => write!(f, "MNG.KEY.CONFIG({td})"),
-            LeafCall::MngInit { td } => write!(f, "MNG.INIT({td})"),
-            LeafCall::VpCreate { td, tdvpr } => write!(f, "VP.CREATE({td}, tdvpr {tdvpr})"),
-            LeafCall::MrFinalize { td } => write!(f, "MR.FINALIZE({td})"),
-            LeafCall::SysInit => f.write_str("SYS.INIT"),
-            LeafCall::SysLpInit => f.write_str("SYS.LP.INIT"),
-            LeafCall::SysConfig { dpamt: true } => f.write_str("SYS.CONFIG(dpamt)"),
-            LeafCall::SysConfig { dpamt: false } => f.write_str("SYS.CONFIG"),
-            LeafCall::SysKeyConfig => f.write_str("SYS.KEY.CONFIG"),
-            LeafCall::SysTdmrInit => f.write_str("SYS.TDMR.INIT"),
-            LeafCall::SysRd { field } => write!(f, "SYS.RD({field:#x})"),
-            LeafCall::SysShutdown { avoid_compat_sensitive: true } => {
-                f.write_str("SYS.SHUTDOWN(avoid compat-sensitive)")
-            }
-            LeafCall::SysShutdown { avoid_compat_sensitive: false } => f.write_str("SYS.SHUTDOWN"),
-            LeafCall::SysUpdate => f.write_str("SYS.UPDATE"),
-            LeafCall::SeamldrInfo => f.write_str("SEAMLDR.INFO"),
-            LeafCall::SeamldrInstall => f.write_str("SEAMLDR.INSTALL"),
+            LeafCall::PageWbinvd { page } => write!(f, "({page})"),
+            LeafCall::MngCreate { td, tdr } => write!(f, "({td}, tdr {tdr})"),
+            LeafCall::MngKeyConfig { td } => write!(f, "({td})"),
+            LeafCall::VpCreate { td, tdvpr } => write!(f, "({td}, tdvpr {tdvpr})"),
+            LeafCall::SysConfig { dpamt: true } => f.write_str("(dpamt)"),
+            LeafCall::SysRd { field } => write!(f, "({field:#x})"),
+            LeafCall::SysShutdown { avoid_compat_sensitive: true } => f.write_str("(avoid compat-sensitive)"),
+            LeafCall::SysInit
+            | LeafCall::SysLpInit
+            | LeafCall::SysConfig { dpamt: false }
+            | LeafCall::SysKeyConfig
+            | LeafCall::SysTdmrInit
+            | LeafCall::SysShutdown { avoid_compat_sensitive: false }
+            | LeafCall::SysUpdate
+            | LeafCall::SeamldrInfo
+            | LeafCall::SeamldrInstall => Ok(()),
         }
     }
 }

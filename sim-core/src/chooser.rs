@@ -50,8 +50,9 @@ pub trait Chooser {
 }
 
 /// Swarm testing for stalls (Groce et al., ISSTA 2012): each random run draws its own stall
-/// rate, one interruptible point in `2^k` for `k` uniform in `1..=STALL_RATE_LOG2_MAX`, so a run
-/// with a few well-placed stalls is as likely as a run with many.
+/// rate, one interruptible point in `2^k` for `k` uniform in `0..=STALL_RATE_LOG2_MAX` (from
+/// every point to one in 1024), so a run with a few well-placed stalls is as likely as a run
+/// with many.
 pub const STALL_RATE_LOG2_MAX: u32 = 10;
 
 fn uniform(rng: &mut ChaCha8Rng, options: u32) -> u32 {
@@ -71,7 +72,7 @@ pub struct RandomChooser {
 impl RandomChooser {
     pub fn new(seed: Seed) -> RandomChooser {
         let mut rng = ChaCha8Rng::seed_from_u64(seed.0);
-        let stall_rate_log2 = 1 + uniform(&mut rng, STALL_RATE_LOG2_MAX);
+        let stall_rate_log2 = uniform(&mut rng, STALL_RATE_LOG2_MAX + 1);
         RandomChooser { rng, stall_rate_log2 }
     }
 
@@ -100,18 +101,15 @@ impl Chooser for RandomChooser {
 /// CPU's costs land at the fast end of their jitter band the higher its priority. Up to
 /// `depth - 1` change points (how many is drawn per run, none included, so the undisturbed
 /// parallel schedule is among those explored) are drawn among the first `horizon`
-/// interruptible points of the run: at a change point the CPU there is stalled and drops to
-/// the lowest priority — PCT's "preempt the running thread at a random step".
+/// interruptible points of the run: at a change point the CPU there drops to the lowest
+/// priority — PCT's "preempt the running thread at a random step", which in a timed model
+/// means it now loses same-cycle races and runs at the slow end of its band.
 ///
-/// Elsewhere the CPUs' environment still interrupts them, as on hardware: at a rate drawn
-/// per run as the random strategy's is (swarm testing), so a run of PCT is its priority
-/// schedule plus the interrupts a real machine would take, and windows that need an
-/// interrupt (inside preempt-off code) stay reachable under PCT.
-/// PCT's background interrupt rate is drawn from `2^-k`, `k` in
-/// `PCT_STALL_RATE_LOG2_MIN ..` (STALL_RATE_LOG2_MAX values): lower than the random
-/// strategy's, so runs whose schedule PCT did not disturb stay close to undisturbed.
-pub const PCT_STALL_RATE_LOG2_MIN: u32 = 4;
-
+/// A run with change points also takes the interrupts its environment would (the random
+/// strategy's swarm rates), so windows that need an interrupt inside preempt-off code stay
+/// reachable. A run without change points is PCT's depth-1 run: the priority schedule alone,
+/// undisturbed, so what the undisturbed parallel schedule reaches is found at least as often
+/// as under random.
 pub struct PctChooser {
     rng: ChaCha8Rng,
     /// Rank of each CPU: lower runs first. invariant: a permutation of 0..cpus, then
@@ -123,8 +121,9 @@ pub struct PctChooser {
     /// The next change point not yet reached.
     next_change: usize,
     stall_points_seen: u64,
-    /// The run's background interrupt rate: one point in `2^stall_rate_log2`.
-    stall_rate_log2: u32,
+    /// The run's background interrupt rate, one point in `2^log2`; `None` in a run without
+    /// change points.
+    stall_rate_log2: Option<u32>,
 }
 
 impl PctChooser {
@@ -142,7 +141,7 @@ impl PctChooser {
             .map(|_| (u64::from(rng.next_u32()) << 32 | u64::from(rng.next_u32())) % horizon)
             .collect();
         change_points.sort_unstable();
-        let stall_rate_log2 = PCT_STALL_RATE_LOG2_MIN + uniform(&mut rng, STALL_RATE_LOG2_MAX);
+        let stall_rate_log2 = (changes > 0).then(|| uniform(&mut rng, STALL_RATE_LOG2_MAX + 1));
         PctChooser {
             rng,
             rank,
@@ -189,21 +188,17 @@ impl Chooser for PctChooser {
             DecisionKind::Stall => {
                 let index = self.stall_points_seen;
                 self.stall_points_seen += 1;
-                if self.is_change_point(index) {
-                    if let Some(&cpu) = decision.cpus.first()
-                        && let Some(rank) = self.rank.get_mut(cpu.0 as usize)
-                    {
-                        *rank = self.next_low_rank;
-                        self.next_low_rank += 1;
-                    }
-                    // The demoted CPU is preempted here half the time; otherwise it only
-                    // loses its place (same-cycle order, the slow end of its band).
-                    if self.rng.next_u32() & 1 == 0 {
-                        return 1 + uniform(&mut self.rng, decision.options - 1);
-                    }
-                    return 0;
+                // At a change point the CPU loses its place (same-cycle order, the slow end
+                // of its band); whether it is also interrupted here is the environment's call.
+                if self.is_change_point(index)
+                    && let Some(&cpu) = decision.cpus.first()
+                    && let Some(rank) = self.rank.get_mut(cpu.0 as usize)
+                {
+                    *rank = self.next_low_rank;
+                    self.next_low_rank += 1;
                 }
-                let mask = (1u32 << self.stall_rate_log2) - 1;
+                let Some(log2) = self.stall_rate_log2 else { return 0 };
+                let mask = (1u32 << log2) - 1;
                 if self.rng.next_u32() & mask != 0 {
                     return 0;
                 }
@@ -332,7 +327,7 @@ mod tests {
         for seed in 0..60 {
             let mut chooser = RandomChooser::new(Seed(seed));
             let log2 = chooser.stall_rate_log2();
-            assert!((1..=STALL_RATE_LOG2_MAX).contains(&log2));
+            assert!(log2 <= STALL_RATE_LOG2_MAX);
             rates.insert(log2);
             let points = 1u32 << (log2 + 7);
             let stalls = (0..points)
@@ -344,7 +339,7 @@ mod tests {
                 "seed {seed}: {stalls} vs {expected}"
             );
         }
-        assert_eq!(rates.len() as u32, STALL_RATE_LOG2_MAX, "every rate is drawn");
+        assert_eq!(rates.len() as u32, STALL_RATE_LOG2_MAX + 1, "every rate is drawn");
     }
 
     #[test]
@@ -384,9 +379,10 @@ mod tests {
             assert_eq!(chooser.choose(&decision(DecisionKind::SameCycleOrder, 3, &cpus)), first);
             let winner = cpus[first as usize];
             assert_eq!(chooser.choose(&decision(DecisionKind::CostJitter, 11, &[winner])), 0);
-            for _ in 0..4u64 {
-                // A change point preempts half the time, and interrupts come in between.
-                chooser.choose(&decision(DecisionKind::Stall, 17, &[winner]));
+            let stalls: Vec<u32> =
+                (0..4).map(|_| chooser.choose(&decision(DecisionKind::Stall, 17, &[winner]))).collect();
+            if change_points.is_empty() {
+                assert_eq!(stalls, [0; 4], "seed {seed}: a run without change points is undisturbed");
             }
             let after = chooser.choose(&decision(DecisionKind::SameCycleOrder, 3, &cpus));
             if change_points.is_empty() {

@@ -89,11 +89,12 @@ impl SweepError {
         SweepError::Io { path: path.to_path_buf(), error }
     }
 
-    /// Exit status: 2 when input was refused before anything ran, else 1.
+    /// The CLI's exit status (docs/cli.md): 2 when input was refused before anything ran, 3
+    /// when a file could not be written or read.
     pub fn exit_code(&self) -> u8 {
         match self {
             SweepError::File(_) | SweepError::Base { .. } | SweepError::Dir { .. } => 2,
-            SweepError::Io { .. } => 1,
+            SweepError::Io { .. } => 3,
         }
     }
 }

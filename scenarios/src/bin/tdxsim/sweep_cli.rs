@@ -1,11 +1,12 @@
 //! `tdxsim sweep FILE`, `tdxsim sweep merge DIR... --out DIR` and `tdxsim report DIR`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Instant;
 
 use scenarios::sweep::{self, Partition, Progress, Sweep, SweepOptions};
+
+use crate::emit;
 
 /// `tdxsim sweep`.
 #[derive(clap::Args)]
@@ -42,9 +43,10 @@ enum SweepCommand {
     },
 }
 
-/// Runs `tdxsim sweep ...`: 0 when the sweep finished, 1 when a bundle or file could not be
-/// written, 2 when the sweep file, its base scenario or the directory's log is refused.
-pub fn sweep(args: SweepArgs) -> ExitCode {
+/// Runs `tdxsim sweep ...`: 0 when the sweep finished (failing runs are data), 2 when the
+/// sweep file, its base scenario or the directory's log is refused, 3 when a repro bundle or
+/// an output file could not be written.
+pub fn sweep(args: SweepArgs) -> u8 {
     if let Some(SweepCommand::Merge { dirs, out }) = args.command {
         return merge(&dirs, &out);
     }
@@ -52,8 +54,8 @@ pub fn sweep(args: SweepArgs) -> ExitCode {
     let sweep = match Sweep::load(&file) {
         Ok(sweep) => sweep,
         Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::from(error.exit_code());
+            err!("{error}");
+            return error.exit_code();
         }
     };
     let stem =
@@ -87,12 +89,12 @@ pub fn sweep(args: SweepArgs) -> ExitCode {
     let summary = match result {
         Ok(summary) => summary,
         Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::from(error.exit_code());
+            err!("{error}");
+            return error.exit_code();
         }
     };
     let partition = args.partition.map_or(String::new(), |partition| format!(" (partition {partition})"));
-    println!(
+    out!(
         "sweep {}{partition}: {} points x {} seeds; {} resumed, {} runs now",
         sweep.path,
         summary.points,
@@ -100,7 +102,7 @@ pub fn sweep(args: SweepArgs) -> ExitCode {
         summary.resumed,
         summary.runs
     );
-    println!(
+    out!(
         "failing runs: {} in {} points ({} points with no passing run: gaps in plots){}",
         summary.failing_runs,
         summary.failing_points,
@@ -112,47 +114,52 @@ pub fn sweep(args: SweepArgs) -> ExitCode {
         }
     );
     for file in &summary.files {
-        println!("wrote {}", file.display());
+        out!("wrote {}", file.display());
     }
     let seconds = started.elapsed().as_secs_f64();
-    eprintln!("{:.1} s, {:.1} runs/s", seconds, summary.runs as f64 / seconds.max(1e-9));
+    err!("{:.1} s, {:.1} runs/s", seconds, summary.runs as f64 / seconds.max(1e-9));
     for error in &summary.bundle_errors {
-        eprintln!("tdxsim: could not write a repro bundle: {error}");
+        err!("tdxsim: could not write a repro bundle: {error}");
     }
-    if summary.bundle_errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if summary.bundle_errors.is_empty() { 0 } else { crate::code::OUTPUT }
 }
 
-fn merge(dirs: &[PathBuf], out: &Path) -> ExitCode {
+fn merge(dirs: &[PathBuf], out: &Path) -> u8 {
     match sweep::merge(dirs, out) {
         Ok(summary) => {
-            println!("merged {} directories: {} points", dirs.len(), summary.points);
+            out!("merged {} directories: {} points", dirs.len(), summary.points);
             for file in &summary.files {
-                println!("wrote {}", file.display());
+                out!("wrote {}", file.display());
             }
-            ExitCode::SUCCESS
+            0
         }
         Err(error) => {
-            eprintln!("{error}");
-            ExitCode::from(error.exit_code())
+            err!("{error}");
+            error.exit_code()
         }
     }
 }
 
-/// `tdxsim report DIR`: 0 when written, 2 when DIR is not a sweep directory.
-pub fn report(dir: &Path) -> ExitCode {
+/// `tdxsim report DIR`: 0 when written, 2 when DIR is not a sweep directory, 3 when a file
+/// could not be written.
+pub fn report(dir: &Path) -> u8 {
     match reports::render(dir) {
         Ok(rendered) => {
             for file in &rendered.files {
-                println!("wrote {}", file.display());
+                out!("wrote {}", file.display());
             }
             for skipped in &rendered.skipped {
-                println!("left out: {skipped}");
+                out!("left out: {skipped}");
             }
-            ExitCode::SUCCESS
+            0
         }
         Err(error) => {
-            eprintln!("{error}");
-            ExitCode::from(2)
+            err!("{error}");
+            match error {
+                reports::ReportError::Invalid { .. } => crate::code::BAD_INPUT,
+                reports::ReportError::Io { ref path, .. } if !path.exists() => crate::code::BAD_INPUT,
+                reports::ReportError::Io { .. } => crate::code::OUTPUT,
+            }
         }
     }
 }
