@@ -53,7 +53,7 @@ pub fn load_file(path: &Path) -> std::result::Result<Scenario, ScenarioError> {
 
 /// Loads a scenario from `text`; `path_for_messages` is what errors and `Scenario::path` say.
 pub fn load_str(path_for_messages: &str, text: &str) -> std::result::Result<Scenario, ScenarioError> {
-    let loader = Loader { file: path_for_messages, text };
+    let loader = Loader { file: path_for_messages, text, line_starts: std::cell::OnceCell::new() };
     let root = DeTable::parse(text).map_err(|error| loader.syntax_error(&error))?;
     loader.scenario(root.get_ref())
 }
@@ -76,6 +76,27 @@ type Result<T> = std::result::Result<T, ScenarioError>;
 struct Loader<'t> {
     file: &'t str,
     text: &'t str,
+    /// Where each line starts, for the position every task and step records: found by
+    /// binary search rather than by counting from the start of the file each time (a
+    /// scenario with a thousand steps loaded once per sweep point).
+    line_starts: std::cell::OnceCell<Vec<usize>>,
+}
+
+impl Loader<'_> {
+    /// 1-based line and column (in characters) of byte `offset`, as `line_column` counts them.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let bytes = self.text.as_bytes();
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let offset = offset.min(bytes.len());
+        let line = starts.partition_point(|&start| start <= offset);
+        let line_start = starts[line - 1];
+        let column = 1 + bytes[line_start..offset].iter().filter(|&&b| b & 0xC0 != 0x80).count();
+        (line, column)
+    }
 }
 
 /// A TOML table being read: its entries in file order, and where to point when a
@@ -421,7 +442,7 @@ impl<'t> Loader<'t> {
         for (index, value) in array.iter().enumerate() {
             steps.push(self.step(&format!("{steps_key}[{index}]"), value, space, clock)?);
         }
-        let (line, _) = line_column(self.text.as_bytes(), table.span.start);
+        let (line, _) = self.position(table.span.start);
         Ok(Task { cpu, start: Cycle(start), repeat: repeat as u32, steps, line })
     }
 
@@ -550,7 +571,7 @@ impl<'t> Loader<'t> {
             }
             None => None,
         };
-        let (line, column) = line_column(self.text.as_bytes(), value.span().start);
+        let (line, column) = self.position(value.span().start);
         Ok(Step { call, at, returns, line, column })
     }
 
@@ -1182,5 +1203,19 @@ fn nearest_key(text: &str, offset: usize) -> String {
         (Some(header), Some(key)) => format!("{header}.{key}"),
         (Some(only), None) | (None, Some(only)) => only,
         (None, None) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_by_line_index_agree_with_counting_from_the_start() {
+        let text = "name = \"é\"\n\n[[task]]\ncpu = 0 # ü\nsteps = [{ call = \"spin\" }]\n";
+        let loader = Loader { file: "x.toml", text, line_starts: std::cell::OnceCell::new() };
+        for offset in 0..=text.len() + 3 {
+            assert_eq!(loader.position(offset), line_column(text.as_bytes(), offset), "offset {offset}");
+        }
     }
 }

@@ -30,6 +30,7 @@ mod exec;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use reports::manifest::{Mark, PlotSpec, ReportSpec};
 use toml_edit::{DocumentMut, Item, Table, Value};
 
@@ -220,12 +221,18 @@ impl Sweep {
                 format!("{points} points x {seeds_count} seeds"),
             )));
         }
+        // Every point loads, on all cores (the grid can be thousands of scenarios); the error
+        // reported is that of the first point in grid order, whatever the threads did.
+        let clocks: Vec<Result<f64, SweepError>> = (0..points)
+            .into_par_iter()
+            .map(|point| sweep.derive(point).map(|scenario| scenario.machine.ghz))
+            .collect();
         let mut ghz = None;
-        for point in 0..points {
-            let scenario = sweep.derive(point)?;
+        for clock in clocks {
+            let clock = clock?;
             ghz = match ghz {
-                None => Some(Some(scenario.machine.ghz)),
-                Some(Some(same)) if same == scenario.machine.ghz => Some(Some(same)),
+                None => Some(Some(clock)),
+                Some(Some(same)) if same == clock => Some(Some(same)),
                 Some(_) => Some(None),
             };
         }
