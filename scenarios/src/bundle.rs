@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::keys::max;
 
 use serde::{Deserialize, Serialize};
+use sim_core::Outcome;
 
 use crate::error::ScenarioError;
 use crate::load_str;
@@ -34,7 +35,7 @@ use crate::schema::{Scenario, Strategy};
 /// The first bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"TDXSIMRB";
 /// The bundle format this tdxsim writes and reads; bump it when `Bundle` or the layout changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// File name extension of bundles.
 pub const EXTENSION: &str = "bundle";
 
@@ -59,8 +60,9 @@ pub struct Bundle {
     /// Every Chooser answer of the run: `Schedule::Replay(decisions)` repeats it.
     pub decisions: Vec<u32>,
     pub trace_hash: u64,
-    /// The outcome as `tdxsim run` prints it (`deadlock: …`).
-    pub outcome: String,
+    /// The run's outcome as data: its kind, sentence and typed finding (format version 2;
+    /// version 1 kept the sentence only).
+    pub outcome: Outcome,
 }
 
 /// Why a file was refused as a bundle. Nothing is ever half-read: any of these means no `Bundle`.
@@ -101,7 +103,7 @@ impl Bundle {
             strategy: strategy.name().to_string(),
             decisions: result.decisions.clone(),
             trace_hash: result.trace_hash,
-            outcome: result.outcome.to_string(),
+            outcome: result.outcome.clone(),
         }
     }
 
@@ -170,9 +172,9 @@ impl Bundle {
                 result.trace_hash, self.trace_hash
             ));
         }
-        let outcome = result.outcome.to_string();
-        if outcome != self.outcome {
-            mismatches.push(format!("outcome {outcome:?}, the bundle recorded {:?}", self.outcome));
+        if result.outcome != self.outcome {
+            let (now, then) = (result.outcome.to_string(), self.outcome.to_string());
+            mismatches.push(format!("outcome {now:?}, the bundle recorded {then:?}"));
         }
         mismatches
     }
@@ -356,7 +358,7 @@ mod tests {
             strategy: "random".to_string(),
             decisions: vec![0, 1, 2, 70000],
             trace_hash: 0x1234,
-            outcome: "pass".to_string(),
+            outcome: Outcome::pass(),
         }
     }
 

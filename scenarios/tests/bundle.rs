@@ -61,11 +61,12 @@ fn write_then_read_gives_the_same_bundle() {
 #[test]
 fn replaying_a_bundle_gives_the_recorded_run() {
     let bundle = bundle_of(S_D5, 4);
-    assert!(bundle.outcome.starts_with("deadlock"), "{}", bundle.outcome);
+    assert_eq!(bundle.outcome.kind, sim_core::OutcomeKind::Deadlock, "{}", bundle.outcome);
+    assert!(matches!(bundle.outcome.finding, sim_core::Finding::WaitCycle(_)), "the finding, typed");
     let read = bundle::decode(&bundle::encode(&bundle)).unwrap();
     let (_, result) = read.replay(false).unwrap();
     assert_eq!(result.trace_hash, bundle.trace_hash);
-    assert_eq!(result.outcome.to_string(), bundle.outcome);
+    assert_eq!(result.outcome, bundle.outcome);
     assert!(read.mismatches(&result).is_empty());
     assert!(!result.diverged);
 }
@@ -198,7 +199,7 @@ fn run_writes_the_bundle_of_a_run_that_does_not_pass() {
 fn replaying_a_bundle_that_does_not_reproduce_says_so_and_exits_1() {
     let dir = temp_dir("mismatch");
     let mut recorded = bundle_of(S_D5, 4);
-    recorded.outcome = "pass".to_string();
+    recorded.outcome = sim_core::Outcome::pass();
     let path = bundle::write(&dir, &recorded).unwrap();
     let (code, stdout, _) = tdxsim(&["replay", &path.to_string_lossy()]);
     assert_eq!(code, 1, "{stdout}");

@@ -277,7 +277,7 @@ fn a_bundle_from_another_version_says_so_before_anything_else() {
     let result = scenarios::run::run_once(&scenario, &scenarios::run::Schedule::Random(3), false);
     let mut bundle = scenarios::bundle::Bundle::new(&scenario, &text, scenario.run.strategy, 3, &result);
     bundle.tool_version = "0.0.1".to_string();
-    bundle.outcome = "pass".to_string();
+    bundle.outcome = sim_core::Outcome::pass();
     let path = scenarios::bundle::write(&dir, &bundle).unwrap();
     let (code, stdout, _) = tdxsim(&["replay", &path.to_string_lossy()]);
     assert_eq!(code, 1, "{stdout}");

@@ -347,6 +347,20 @@ enum RefcountDesign {
     Per2mRwlockPfnOrder,
 }
 
+impl RefcountDesign {
+    /// Whether a get first tries to take a reference without the lock. D3 has no fast
+    /// path: every get goes through the lock.
+    fn has_fast_path(self) -> bool {
+        match self {
+            RefcountDesign::GlobalLock => false,
+            RefcountDesign::GlobalLockFastpath
+            | RefcountDesign::DecAndLock
+            | RefcountDesign::Per2mRwlock
+            | RefcountDesign::Per2mRwlockPfnOrder => true,
+        }
+    }
+}
+
 /// Take a reference on the 2MB range holding `page`; add PAMT backing on 0 -> 1.
 ///
 /// Kernel: `tdx_pamt_get()`, arch/x86/virt/vmx/tdx/tdx.c — v2–v4 (D2), v6 05/11 (D3),
@@ -378,16 +392,8 @@ async fn tdx_pamt_get_refcount(
     source: PairSource<'_>,
 ) -> Result<(), Errno> {
     let pamt_refcount = pamt_refcount(cpu, page);
-    // Fast path: the range is already backed, just take a reference. (D3 has none: every
-    // get goes through the lock.)
-    let fast_path = match design {
-        RefcountDesign::GlobalLock => false,
-        RefcountDesign::GlobalLockFastpath
-        | RefcountDesign::DecAndLock
-        | RefcountDesign::Per2mRwlock
-        | RefcountDesign::Per2mRwlockPfnOrder => true,
-    };
-    if fast_path && atomic_inc_not_zero(cpu, pamt_refcount).await {
+    // Fast path: the range is already backed, just take a reference.
+    if design.has_fast_path() && atomic_inc_not_zero(cpu, pamt_refcount).await {
         return Ok(());
     }
     let pamt_pages = alloc_pamt_pages(cpu, source).await?;

@@ -388,6 +388,12 @@ impl Engine {
             }
             let Reverse(first) = self.queue.pop()?;
             if first.2 != WATCHDOG {
+                let alone = !matches!(self.queue.peek(), Some(Reverse(next)) if next.0 == first.0 && next.2 != WATCHDOG);
+                if alone {
+                    // The common case: nothing else is due on this cycle.
+                    self.queued_task_events -= 1;
+                    return Some((Cycle(first.0), TaskId(first.2)));
+                }
                 self.same_cycle.push(first);
                 break;
             }
@@ -454,8 +460,8 @@ pub(crate) enum Next {
     Poll(TaskId),
     /// The event only queued its task for its CPU.
     Queued,
-    /// The run is over.
-    End(Outcome),
+    /// The run is over (boxed: the common variants stay two words).
+    End(Box<Outcome>),
 }
 
 /// What the executor needs from the engine between polls.
@@ -484,29 +490,34 @@ impl Engine {
     /// or `Err` with the run's end.
     pub(crate) fn advance(&mut self) -> Next {
         if let Some(outcome) = self.stop.take() {
-            return Next::End(outcome);
+            return Next::End(Box::new(outcome));
         }
         let Some((at, task)) = self.next_event() else {
             if let Some(outcome) = self.stop.take() {
-                return Next::End(outcome);
+                return Next::End(Box::new(outcome));
             }
             if self.tasks.iter().all(|state| state.status == TaskStatus::Finished) {
-                return Next::End(Outcome::pass());
+                return Next::End(Box::new(Outcome::pass()));
             }
             self.report_stuck();
-            return Next::End(self.stop.take().expect("report_stuck stops"));
+            return Next::End(Box::new(self.stop.take().expect("report_stuck stops")));
         };
         if at > self.config.max_time {
             let what =
                 format!("run.max_time ({} cycles) reached with tasks unfinished", self.config.max_time.0);
-            return Next::End(Outcome::new(OutcomeKind::Limit, what, self.config.max_time, Finding::Limit));
+            return Next::End(Box::new(Outcome::new(
+                OutcomeKind::Limit,
+                what,
+                self.config.max_time,
+                Finding::Limit,
+            )));
         }
         self.now = at;
         self.events += 1;
         if self.events > self.config.max_events {
             let what =
                 format!("run.max_events ({} events) reached with tasks unfinished", self.config.max_events);
-            return Next::End(Outcome::new(OutcomeKind::Limit, what, at, Finding::Limit));
+            return Next::End(Box::new(Outcome::new(OutcomeKind::Limit, what, at, Finding::Limit)));
         }
         self.dispatch(task)
     }
