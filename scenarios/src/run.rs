@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use host_model::kernel::cpu::mark;
 use host_model::kernel::cpuhp::{cpu_down, cpu_up};
@@ -19,7 +20,7 @@ use host_model::{Cpu, Host, HostConfig, HostCosts};
 use seam_model::{Hpa, Leaf, LeafCall, Module, RANGE_2M, TdId, TdxStatus};
 use sim_core::{
     Chooser, CpuId, Cycle, EngineConfig, Executor, Exhaustive, Outcome, OutcomeKind, PctChooser,
-    PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, Seed, Span, TraceEvent,
+    PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, RunReport, Seed, Span, TraceEvent,
 };
 
 use crate::checker::StateChecker;
@@ -95,96 +96,10 @@ pub struct RunResult {
     /// Per task: its CPU.
     pub task_cpus: Vec<CpuId>,
     /// (name, class, figures) per host lock, by resource id.
-    pub resources: Vec<(String, String, ResourceStats)>,
+    pub resources: std::sync::Arc<[(sim_core::Name, &'static str, ResourceStats)]>,
 }
 
-/// The counts a run reports, and that `[expect.metrics]` bounds.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Metrics {
-    pub seamcalls: BTreeMap<(Leaf, TdxStatus), u64>,
-    pub lock_acquisitions: u64,
-    pub lock_contended: u64,
-    pub lock_wait_cycles: u64,
-    /// KVM's counts (host-model's `HostStats`), by metric name; peaks ([`PEAK_METRICS`])
-    /// combine by maximum.
-    pub kvm: BTreeMap<&'static str, u64>,
-}
-
-use crate::schema::PEAK_METRICS;
-
-/// The metrics of [`Metrics::kvm`].
-const KVM_METRICS: &[&str] = &[
-    "vcpu_entries",
-    "ept_violations",
-    "local_retries",
-    "kicks",
-    "sept_zap_kicks",
-    "sept_zap_stall_cycles",
-    "vcpu_entries_blocked",
-    "sept_busy_streak_peak",
-];
-
-impl Metrics {
-    /// KVM's counts of one run.
-    fn kvm_of(stats: &host_model::HostStats) -> BTreeMap<&'static str, u64> {
-        BTreeMap::from([
-            ("vcpu_entries", stats.vcpu_entries),
-            ("ept_violations", stats.ept_violations),
-            ("local_retries", stats.local_retries),
-            ("kicks", stats.kicks),
-            ("sept_zap_kicks", stats.sept_zap_kicks),
-            ("sept_zap_stall_cycles", stats.sept_zap_stall_cycles),
-            ("vcpu_entries_blocked", stats.vcpu_entries_blocked),
-            ("sept_busy_streak_peak", stats.sept_busy_peak),
-        ])
-    }
-}
-
-impl Metrics {
-    /// A metric by its `[expect.metrics]` name (see `schema::METRICS`).
-    pub fn get(&self, name: &str) -> Option<u64> {
-        let sum = |keep: &dyn Fn(TdxStatus) -> bool| -> u64 {
-            self.seamcalls.iter().filter(|((_, status), _)| keep(*status)).map(|(_, count)| count).sum()
-        };
-        if let Some(count) = self.kvm_metric(name) {
-            return Some(count);
-        }
-        Some(match name {
-            "seamcalls" => sum(&|_| true),
-            "seamcall_busy" => sum(&|status| status.class() == 0x02),
-            "seamcall_errors" => sum(&|status| status.0 >> 63 == 1 && status.class() != 0x02),
-            "lock_acquisitions" => self.lock_acquisitions,
-            "lock_contended" => self.lock_contended,
-            "lock_wait_cycles" => self.lock_wait_cycles,
-            _ => {
-                let status_name = format!("TDX_{}", name.strip_prefix("status_")?.to_ascii_uppercase());
-                let wanted = TdxStatus::from_name(&status_name)?;
-                sum(&|status| status == wanted)
-            }
-        })
-    }
-
-    fn kvm_metric(&self, name: &str) -> Option<u64> {
-        match self.kvm.get(name) {
-            Some(count) => Some(*count),
-            None if KVM_METRICS.contains(&name) => Some(0),
-            None => None,
-        }
-    }
-
-    pub fn add(&mut self, other: &Metrics) {
-        for (key, count) in &other.seamcalls {
-            *self.seamcalls.entry(*key).or_default() += count;
-        }
-        for (name, count) in &other.kvm {
-            let mine = self.kvm.entry(name).or_default();
-            *mine = if PEAK_METRICS.contains(name) { (*mine).max(*count) } else { *mine + count };
-        }
-        self.lock_acquisitions += other.lock_acquisitions;
-        self.lock_contended += other.lock_contended;
-        self.lock_wait_cycles += other.lock_wait_cycles;
-    }
-}
+pub use crate::metrics::Metrics;
 
 /// Every physical page a step names (named or literal), so the page allocator keeps off
 /// their 2MB ranges.
@@ -335,31 +250,99 @@ async fn run_step(cpu: &Cpu, call: &Call, module: &RefCell<Module>) -> StepResul
 
 /// Runs `scenario` once.
 pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) -> RunResult {
-    let chooser: Box<dyn Chooser> = match schedule {
-        Schedule::Random(seed) => Box::new(RandomChooser::new(Seed(*seed))),
-        Schedule::Pct { seed, depth, horizon } => {
-            Box::new(PctChooser::new(Seed(*seed), scenario.machine.possible_cpus, *depth, *horizon))
+    Runner::new(scenario).run(schedule, record_trace)
+}
+
+/// What every run of a scenario shares, worked out once: the host's configuration (labels,
+/// reserved ranges, TDs, costs). Exploring many seeds of one scenario goes through one
+/// `Runner`, so a run's setup copies pointers and allocates little.
+pub struct Runner<'s> {
+    scenario: &'s Scenario,
+    host_config: Arc<HostConfig>,
+}
+
+impl<'s> Runner<'s> {
+    pub fn new(scenario: &'s Scenario) -> Runner<'s> {
+        Runner { scenario, host_config: Arc::new(host_config(scenario)) }
+    }
+
+    pub fn scenario(&self) -> &'s Scenario {
+        self.scenario
+    }
+
+    /// One run from `schedule`; `record_trace` keeps the events (tables, Perfetto).
+    pub fn run(&self, schedule: &Schedule, record_trace: bool) -> RunResult {
+        let scenario = self.scenario;
+        let chooser: Box<dyn Chooser> = match schedule {
+            Schedule::Random(seed) => Box::new(RandomChooser::new(Seed(*seed))),
+            Schedule::Pct { seed, depth, horizon } => {
+                Box::new(PctChooser::new(Seed(*seed), scenario.machine.possible_cpus, *depth, *horizon))
+            }
+            Schedule::Replay(decisions) => Box::new(ReplayChooser::new(decisions.clone())),
+            Schedule::Prefix(prefix) => Box::new(PrefixChooser::new(prefix.clone())),
+        };
+        let mut executor = Executor::new(engine_config(scenario, record_trace), chooser);
+        let config = self.host_config.clone();
+        let module = Rc::new(RefCell::new(config.new_module()));
+        let checker = Rc::new(StateChecker::new(module.clone()));
+        let host = Rc::new(Host::new(executor.sim(), config, module.clone(), checker.clone()));
+        for (index, task) in scenario.tasks.iter().enumerate() {
+            let host = host.clone();
+            let module = module.clone();
+            let cpu_id = CpuId(task.cpu);
+            executor.spawn(cpu_id, task.start, format!("task {index}"), move |ctx| async move {
+                let cpu = Cpu::new(ctx.sim.clone(), ctx.cpu, ctx.task, host);
+                for _ in 0..task.repeat {
+                    for (step_index, step) in task.steps.iter().enumerate() {
+                        if let Some(at) = step.at {
+                            let now = cpu.sim.now();
+                            if now < at {
+                                cpu.sim.sleep(at.since(now)).await;
+                            }
+                        }
+                        cpu.mark(Span::Begin, mark::STEP, step_index as u64, 0, || {
+                            step_label(scenario, &step.call)
+                        });
+                        let result = run_step(&cpu, &step.call, &module).await;
+                        cpu.mark(Span::End, mark::STEP, step_index as u64, 0, || {
+                            format!("{} = {result}", step.call.name())
+                        });
+                        if let Some(expected) = step.returns
+                            && !expected.matches(result)
+                        {
+                            let label = step_label(scenario, &step.call);
+                            cpu.warn("step", format!("{label} returned {result}, expected {expected}"));
+                        }
+                        cpu.progress();
+                    }
+                }
+            });
         }
-        Schedule::Replay(decisions) => Box::new(ReplayChooser::new(decisions.clone())),
-        Schedule::Prefix(prefix) => Box::new(PrefixChooser::new(prefix.clone())),
-    };
-    let mut executor = Executor::new(
-        EngineConfig {
-            cpus: scenario.machine.possible_cpus,
-            max_time: scenario.run.max_time,
-            watchdog_cycles: scenario.run.watchdog.0,
-            jitter: scenario.module.jitter,
-            record_trace,
-            max_stall_cycles: scenario.run.max_stall.0,
-            hung_task_cycles: scenario.run.hung_task.0,
-            max_events: scenario.run.max_events,
-            online_cpus: scenario.machine.cpus,
-        },
-        chooser,
-    );
+        finish_run(executor.run(), &host, &checker)
+    }
+}
+
+/// The engine's configuration for a run of `scenario`.
+fn engine_config(scenario: &Scenario, record_trace: bool) -> EngineConfig {
+    EngineConfig {
+        cpus: scenario.machine.possible_cpus,
+        max_time: scenario.run.max_time,
+        watchdog_cycles: scenario.run.watchdog.0,
+        jitter: scenario.module.jitter,
+        record_trace,
+        max_stall_cycles: scenario.run.max_stall.0,
+        hung_task_cycles: scenario.run.hung_task.0,
+        max_events: scenario.run.max_events,
+        online_cpus: scenario.machine.cpus,
+    }
+}
+
+/// The host's configuration for every run of `scenario`.
+fn host_config(scenario: &Scenario) -> HostConfig {
     let reserved_ranges = scenario_pages(scenario).iter().map(|page| (page / RANGE_2M) as usize).collect();
     let (existing_tds, kvm_tds) = crate::kvm_steps::scenario_tds(scenario);
-    let config = HostConfig {
+    let labels = range_labels(scenario);
+    HostConfig {
         memory_bytes: scenario.machine.memory_bytes,
         ghz: scenario.machine.ghz,
         dpamt: scenario.module.dpamt,
@@ -379,70 +362,39 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         sept_retries: scenario.host.sept_retries,
         leaf_costs: scenario.module.costs.clone(),
         costs: HostCosts::default(),
-        range_labels: range_labels(scenario),
+        range_lock_names: HostConfig::lock_names_of(&labels),
+        range_labels: labels,
         reserved_ranges,
         kvm_tds,
         tds: existing_tds,
-    };
-    let module = Rc::new(RefCell::new(config.new_module()));
-    let checker = Rc::new(StateChecker::new(module.clone()));
-    let host = Rc::new(Host::new(executor.sim(), config, module.clone(), checker.clone()));
-    let scenario_rc = Rc::new(scenario.clone());
-    for (index, task) in scenario.tasks.iter().enumerate() {
-        let host = host.clone();
-        let module = module.clone();
-        let scenario = scenario_rc.clone();
-        let cpu_id = CpuId(task.cpu);
-        executor.spawn(cpu_id, task.start, format!("task {index}"), move |ctx| async move {
-            let cpu = Cpu::new(ctx.sim.clone(), ctx.cpu, ctx.task, host);
-            let task = &scenario.tasks[index];
-            for _ in 0..task.repeat {
-                for (step_index, step) in task.steps.iter().enumerate() {
-                    if let Some(at) = step.at {
-                        let now = cpu.sim.now();
-                        if now < at {
-                            cpu.sim.sleep(at.since(now)).await;
-                        }
-                    }
-                    cpu.mark(Span::Begin, mark::STEP, step_index as u64, 0, || {
-                        step_label(&scenario, &step.call)
-                    });
-                    let result = run_step(&cpu, &step.call, &module).await;
-                    cpu.mark(Span::End, mark::STEP, step_index as u64, 0, || {
-                        format!("{} = {result}", step.call.name())
-                    });
-                    if let Some(expected) = step.returns
-                        && !expected.matches(result)
-                    {
-                        let label = step_label(&scenario, &step.call);
-                        cpu.warn("step", format!("{label} returned {result}, expected {expected}"));
-                    }
-                    cpu.progress();
-                }
-            }
-        });
     }
-    let report = executor.run();
+}
+
+/// The run's result from the engine's report: the livelock explained, the end-of-run
+/// checks, the metrics.
+fn finish_run(report: RunReport, host: &Host, checker: &StateChecker) -> RunResult {
     let task_cpus = report.task_cpus.clone();
     let mut outcome = report.outcome;
     if outcome.kind == OutcomeKind::Livelock {
-        explain_livelock(&host, &report_task_cpus(&outcome, &task_cpus), &mut outcome);
+        explain_livelock(host, &report_task_cpus(&outcome, &task_cpus), &mut outcome);
     }
     if outcome.kind == OutcomeKind::Pass
-        && let Some(broken) = checker.check_at_end(&host)
+        && let Some(broken) = checker.check_at_end(host)
     {
         outcome = Outcome { cycle: report.end, ..broken };
     }
+    let host_stats = host.stats.borrow();
     let mut metrics = Metrics {
-        seamcalls: host.stats.borrow().seamcalls.clone(),
-        kvm: Metrics::kvm_of(&host.stats.borrow()),
+        seamcalls: host_stats.seamcalls.clone(),
+        busy: host_stats.busy.clone(),
+        faults: host_stats.faults.clone(),
+        sim_cycles: report.end.0,
+        kvm: crate::metrics::kvm_of(&host_stats),
         ..Metrics::default()
     };
-    for (_, _, stats) in &report.resources {
-        metrics.lock_acquisitions += stats.acquisitions;
-        metrics.lock_contended += stats.contended;
-        metrics.lock_wait_cycles += stats.wait_cycles;
-    }
+    drop(host_stats);
+    let resources: std::sync::Arc<[(sim_core::Name, &'static str, ResourceStats)]> = report.resources.into();
+    metrics.set_run_locks(resources.clone());
     RunResult {
         outcome,
         end: report.end,
@@ -456,7 +408,7 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         metrics,
         trace: report.trace_events,
         task_cpus,
-        resources: report.resources,
+        resources,
     }
 }
 

@@ -6,6 +6,7 @@
 //! - `engine`: `Engine` (clock, queue, CPUs, tasks, resources, wait objects, detection) and
 //!   the `Sim` handle, split in `sched`, `resources`, `waits`, `detect` and `futures`.
 //! - `executor`: `Executor`, which owns the task futures and runs the loop.
+//! - `histogram`: `Histogram`, fixed log2 buckets with 8 sub-buckets, for wait and latency percentiles.
 //! - `lockdep`: lock-order checking over lock instances and classes.
 //! - `resource`: queued shared/exclusive resources, the basis of every lock and of the wait-for graph.
 //! - `trace`: trace events and the stable trace hash.
@@ -13,6 +14,7 @@
 pub mod chooser;
 pub mod engine;
 pub mod executor;
+pub mod histogram;
 pub mod lockdep;
 pub mod outcome;
 pub mod resource;
@@ -27,7 +29,8 @@ pub use engine::{
     STALL_STEPS, Sim, Stall, TaskPriority, TaskStatus, WaitId,
 };
 pub use executor::{Executor, RunReport, TaskCtx};
+pub use histogram::Histogram;
 pub use outcome::{Blocked, Finding, OrderEdge, Outcome, OutcomeKind, Subject, WaitsFor};
-pub use resource::{Mode, ResourceId, ResourceStats, WaitKind};
+pub use resource::{Mode, Name, ResourceId, ResourceStats, WaitKind};
 pub use time::{Clock, CpuId, Cycle, Seed, TaskId};
 pub use trace::{Span, TraceEvent, TraceKind};

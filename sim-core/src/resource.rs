@@ -5,13 +5,90 @@
 //! which is exactly the wait-for graph deadlock detection needs.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::histogram::Histogram;
 use crate::{Cycle, TaskId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ResourceId(pub u32);
+
+/// A resource's name. Most are fixed (`pamt_lock`, `cpu_hotplug_lock`) and cost nothing;
+/// per-object names (`rw[A]`, `kvm[1].mmu_lock`) are shared text, so handing a run's lock
+/// list to its report copies pointers, not strings.
+#[derive(Clone, Debug)]
+pub enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Name::Static(name) => name,
+            Name::Shared(name) => name,
+        }
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&'static str> for Name {
+    fn from(name: &'static str) -> Name {
+        Name::Static(name)
+    }
+}
+
+impl From<String> for Name {
+    fn from(name: String) -> Name {
+        Name::Shared(name.into())
+    }
+}
+
+impl From<Arc<str>> for Name {
+    fn from(name: Arc<str>) -> Name {
+        Name::Shared(name)
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Mode {
@@ -50,17 +127,83 @@ pub(crate) struct Waiter {
     pub since: Cycle,
 }
 
-/// Per-resource figures for reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Per-resource figures, those of the kernel's lockstat (/proc/lock_stat) and
+/// `perf lock contention`.
+///
+/// A wait is counted from queueing to running with the lock (the hand-off included); a hold,
+/// from then (or from an uncontended acquisition) to the release. Wait figures are over
+/// contended acquisitions only, as lockstat's waittime is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResourceStats {
     pub acquisitions: u64,
+    /// Acquisitions that had to queue (lockstat's "contentions").
     pub contended: u64,
+    /// Total cycles queued.
     pub wait_cycles: u64,
+    pub wait_max_cycles: u64,
+    /// Total cycles held, over the holds that ended in a release.
+    pub hold_cycles: u64,
+    pub hold_max_cycles: u64,
+    /// Every contended acquisition's wait, for percentiles.
+    pub wait_histogram: Histogram,
+}
+
+impl ResourceStats {
+    /// Adds `other`'s figures, as if both resources' acquisitions had been one's: counts and
+    /// totals add, maxima take the larger, wait distributions merge.
+    pub fn merge(&mut self, other: &ResourceStats) {
+        self.acquisitions += other.acquisitions;
+        self.contended += other.contended;
+        self.wait_cycles += other.wait_cycles;
+        self.wait_max_cycles = self.wait_max_cycles.max(other.wait_max_cycles);
+        self.hold_cycles += other.hold_cycles;
+        self.hold_max_cycles = self.hold_max_cycles.max(other.hold_max_cycles);
+        self.wait_histogram.merge(&other.wait_histogram);
+    }
+}
+
+/// A resource's figures and the start of each current hold.
+#[derive(Debug, Default)]
+pub(crate) struct LockStat {
+    pub figures: ResourceStats,
+    /// (holder, running with the lock since), one per hold in `Resource::holders`.
+    holds_since: Vec<(TaskId, Cycle)>,
+}
+
+impl LockStat {
+    /// `task` runs with the resource from `since`, after `waited` cycles queued (`None`:
+    /// it was free).
+    pub fn granted(&mut self, task: TaskId, since: Cycle, waited: Option<u64>) {
+        self.figures.acquisitions += 1;
+        if let Some(waited) = waited {
+            self.figures.wait_cycles += waited;
+            self.figures.wait_max_cycles = self.figures.wait_max_cycles.max(waited);
+            self.figures.wait_histogram.record(waited);
+        }
+        self.holds_since.push((task, since));
+    }
+
+    /// An acquisition queued.
+    pub fn contended(&mut self) {
+        self.figures.contended += 1;
+    }
+
+    /// `task` released its latest hold at `now`.
+    pub fn released(&mut self, task: TaskId, now: Cycle) {
+        let Some(position) = self.holds_since.iter().rposition(|&(holder, _)| holder == task) else {
+            return; // The engine reports the bad release.
+        };
+        let (_, since) = self.holds_since.remove(position);
+        // A hold that began after a hand-off still in flight has not started yet.
+        let held = now.0.saturating_sub(since.0);
+        self.figures.hold_cycles += held;
+        self.figures.hold_max_cycles = self.figures.hold_max_cycles.max(held);
+    }
 }
 
 pub(crate) struct Resource {
-    pub name: String,
-    pub class: String,
+    pub name: Name,
+    pub class: &'static str,
     /// Dense id of `class`, for lockdep's class graph.
     pub class_id: u32,
     /// Cycles from a release to the next holder running (queued-lock cache-line hand-off).
@@ -72,7 +215,7 @@ pub(crate) struct Resource {
     pub waiters: VecDeque<Waiter>,
     /// When it last changed hands: a queued waiter moves up while this moves (watchdog).
     pub last_grant: Cycle,
-    pub stats: ResourceStats,
+    pub stats: LockStat,
 }
 
 impl Resource {

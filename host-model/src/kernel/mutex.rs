@@ -16,13 +16,14 @@ pub struct Mutex {
 }
 
 impl Mutex {
-    pub fn new(sim: &sim_core::Sim, name: &str) -> Mutex {
+    pub fn new(sim: &sim_core::Sim, name: impl Into<sim_core::Name>) -> Mutex {
+        let name = name.into();
         Mutex { resource: sim.with(|engine| engine.new_resource(name, "mutex", 0)) }
     }
 
     /// A mutex of its own lockdep class `class` (`mutex_init()` at its own site, as
     /// `kvm->lock` or `vcpu->mutex`), so lockdep orders it apart from other mutexes.
-    pub fn with_class(sim: &sim_core::Sim, name: &str, class: &str) -> Mutex {
+    pub fn with_class(sim: &sim_core::Sim, name: impl Into<sim_core::Name>, class: &'static str) -> Mutex {
         let mutex = Mutex::new(sim, name);
         sim.with(|engine| engine.set_lockdep_class(mutex.resource, class));
         mutex
@@ -48,7 +49,8 @@ pub struct RwSem {
 }
 
 impl RwSem {
-    pub fn new(sim: &sim_core::Sim, name: &str, percpu: bool) -> RwSem {
+    pub fn new(sim: &sim_core::Sim, name: impl Into<sim_core::Name>, percpu: bool) -> RwSem {
+        let name = name.into();
         let class = if percpu { "percpu_rwsem" } else { "rwsem" };
         let resource = sim.with(|engine| {
             let resource = engine.new_resource(name, class, 0);

@@ -4,6 +4,7 @@
 //! - `design`: `host.sept_busy`, the S-EPT SEAMCALL retry policy by kernel version.
 //! - `vm`: per-TD and per-vCPU state, the mirror S-EPT, memslots, requests, the kick, the
 //!   6.19 TD state guard.
+//! - `fault_stats`: `FaultTimer`, the latency of each resolved private-page fault.
 //! - `main`: KVM's usage count, hardware enable, `tdx_lock`, control pages.
 //! - `tdx_init`: building a TD through its ioctls (group 1: PAGE.ADD).
 //! - `vcpu`: KVM_RUN: the run loop, guest entry, TDH.VP.ENTER, exits.
@@ -13,6 +14,7 @@
 //! - `memslot`: memslot deletion with its SRCU synchronisation.
 //! - `teardown`: TD destruction: HKID release and page reclaim.
 pub mod design;
+pub mod fault_stats;
 pub mod main;
 pub mod memslot;
 pub mod mmu;

@@ -19,6 +19,7 @@ use crate::kernel::cpu::{Cpu, mark};
 use crate::kernel::lockdep::{lockdep_assert_held, lockdep_assert_preemption_disabled, might_sleep};
 use crate::kernel::page_alloc::{alloc_page, alloc_page_atomic, free_page};
 use crate::kernel::rwlock::{read_lock, read_unlock};
+use crate::kvm::fault_stats::FaultTimer;
 use crate::tdx::dpamt::{DpamtDesign, PairSource, PamtCache, tdx_pamt_add_hint, tdx_pamt_get, tdx_pamt_put};
 use crate::tdx::seamcall::seamcall;
 
@@ -93,6 +94,7 @@ pub async fn tdx_handle_ept_violation(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, gp
     let design = cpu.host().config.sept_busy;
     let local_retry = design.local_retry();
     let gfn = gpa.0 / PAGE_SIZE;
+    let timer = FaultTimer::start(cpu);
     let ret = loop {
         let ret = kvm_mmu_page_fault(cpu, kvm, vcpu.caches(), gfn, None, LeafOp::Aug).await;
         let why = match ret {
@@ -119,6 +121,9 @@ pub async fn tdx_handle_ept_violation(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, gp
         cpu.cond_resched().await;
     };
     cpu.sim.with(|engine| engine.set_polling(None));
+    if ret == Ok(Fault::Fixed) {
+        timer.resolved(cpu);
+    }
     ret.map(|_| ())
 }
 
@@ -599,10 +604,15 @@ pub async fn tdp_fault(
     for index in 0..u64::from(count) {
         let gfn = gpa / PAGE_SIZE + index;
         let page = first_page.map(|first| Hpa(first.0 + index * PAGE_SIZE));
+        if kvm.mirror.borrow().leaves.contains_key(&gfn) {
+            continue; // Already mapped: a spurious fault, not counted.
+        }
+        let timer = FaultTimer::start(cpu);
         ret = kvm_tdp_map_page(cpu, kvm, MmuCaches { pamt: &pamt, spt: &spt }, gfn, page).await;
         if ret.is_err() {
             break;
         }
+        timer.resolved(cpu);
         // One fault handled: progress, as a vCPU that moves on to its next instruction.
         cpu.progress();
     }

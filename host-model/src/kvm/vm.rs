@@ -116,7 +116,7 @@ impl KvmVcpu {
         KvmVcpu {
             td,
             index,
-            mutex: Mutex::with_class(sim, &format!("vcpu->mutex[TD {} vCPU {index}]", td.0), "vcpu->mutex"),
+            mutex: Mutex::with_class(sim, format!("vcpu->mutex[TD {} vCPU {index}]", td.0), "vcpu->mutex"),
             mode: Cell::new(VcpuMode::OutsideGuestMode),
             requests: Cell::new(0),
             state: Cell::new(VcpuTdState::Uninitialized),
@@ -289,10 +289,10 @@ impl KvmTd {
             .collect();
         KvmTd {
             td,
-            lock: Mutex::with_class(sim, &format!("kvm->lock[TD {}]", td.0), "kvm->lock"),
-            slots_lock: Mutex::with_class(sim, &format!("kvm->slots_lock[TD {}]", td.0), "kvm->slots_lock"),
+            lock: Mutex::with_class(sim, format!("kvm->lock[TD {}]", td.0), "kvm->lock"),
+            slots_lock: Mutex::with_class(sim, format!("kvm->slots_lock[TD {}]", td.0), "kvm->slots_lock"),
             srcu: SrcuStruct::new("kvm->srcu", "synchronize_srcu(&kvm->srcu)"),
-            mmu_lock: RwLock::new(sim, &format!("mmu_lock[TD {}]", td.0), handoff_cycles),
+            mmu_lock: RwLock::new(sim, format!("mmu_lock[TD {}]", td.0), handoff_cycles),
             mirror: RefCell::new(Mirror { prebuilt: config.exists, ..Mirror::default() }),
             gmem: RefCell::new(BTreeMap::new()),
             memslots,

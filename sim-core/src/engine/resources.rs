@@ -4,7 +4,7 @@
 
 use super::Engine;
 use crate::outcome::{Blocked, Finding, OrderEdge, Outcome, OutcomeKind, WaitsFor};
-use crate::resource::{Mode, Resource, ResourceId, ResourceStats, WaitKind, Waiter};
+use crate::resource::{Mode, Name, Resource, ResourceId, ResourceStats, WaitKind, Waiter};
 use crate::trace::TraceKind;
 use crate::{Cycle, TaskId};
 
@@ -19,17 +19,18 @@ pub(super) enum Attempt {
 }
 
 impl Engine {
+    /// A new resource named `name` in lock class `class` (lockdep's class graph, lockstat's
+    /// class rows).
     pub fn new_resource(
         &mut self,
-        name: impl Into<String>,
-        class: impl Into<String>,
+        name: impl Into<Name>,
+        class: &'static str,
         handoff_cycles: u64,
     ) -> ResourceId {
-        let class = class.into();
         let class_id = match self.classes.iter().position(|known| *known == class) {
             Some(index) => index as u32,
             None => {
-                self.classes.push(class.clone());
+                self.classes.push(class);
                 (self.classes.len() - 1) as u32
             }
         };
@@ -43,7 +44,7 @@ impl Engine {
             holders: Vec::new(),
             waiters: std::collections::VecDeque::new(),
             last_grant: Cycle::ZERO,
-            stats: ResourceStats::default(),
+            stats: Default::default(),
         });
         id
     }
@@ -51,11 +52,11 @@ impl Engine {
     /// Puts `resource` in the lockdep class `key` instead of its kind's: locks of one kind
     /// taken at different sites (`kvm->lock` and `tdx_lock` are both mutexes) are different
     /// classes to lockdep, as a `lock_class_key` per init site makes them in the kernel.
-    pub fn set_lockdep_class(&mut self, resource: ResourceId, key: &str) {
-        let class_id = match self.classes.iter().position(|known| known == key) {
+    pub fn set_lockdep_class(&mut self, resource: ResourceId, key: &'static str) {
+        let class_id = match self.classes.iter().position(|known| *known == key) {
             Some(index) => index as u32,
             None => {
-                self.classes.push(key.to_owned());
+                self.classes.push(key);
                 (self.classes.len() - 1) as u32
             }
         };
@@ -72,8 +73,8 @@ impl Engine {
         &self.resources[resource.0 as usize].name
     }
 
-    pub fn resource_class(&self, resource: ResourceId) -> &str {
-        &self.resources[resource.0 as usize].class
+    pub fn resource_class(&self, resource: ResourceId) -> &'static str {
+        self.resources[resource.0 as usize].class
     }
 
     /// The mode in which `task` holds `resource`, if it does.
@@ -91,8 +92,8 @@ impl Engine {
     }
 
     /// Name, class and figures of every resource, in creation order.
-    pub fn resource_stats(&self) -> Vec<(String, String, ResourceStats)> {
-        self.resources.iter().map(|res| (res.name.clone(), res.class.clone(), res.stats)).collect()
+    pub fn resource_stats(&self) -> Vec<(Name, &'static str, ResourceStats)> {
+        self.resources.iter().map(|res| (res.name.clone(), res.class, res.stats.figures.clone())).collect()
     }
 
     /// The current task attempts `resource` in `mode`: lockdep first (as the kernel's, before
@@ -109,7 +110,7 @@ impl Engine {
         }
         if res.can_grant_now(mode) {
             res.holders.push((task, mode));
-            res.stats.acquisitions += 1;
+            res.stats.granted(task, self.now, None);
             res.last_grant = self.now;
             self.tasks[task.0 as usize].held.push(resource);
             self.trace_task(
@@ -121,7 +122,7 @@ impl Engine {
         }
         let now = self.now;
         res.waiters.push_back(Waiter { task, mode, wait, since: now });
-        res.stats.contended += 1;
+        res.stats.contended();
         self.tasks[task.0 as usize].waiting_on = Some((resource, mode));
         self.trace_task(
             task,
@@ -183,8 +184,7 @@ impl Engine {
             let resumes_at = self.now.saturating_add(handoff);
             let waited = resumes_at.since(since);
             let res = &mut self.resources[resource.0 as usize];
-            res.stats.acquisitions += 1;
-            res.stats.wait_cycles += waited;
+            res.stats.granted(task, resumes_at, Some(waited));
             let state = &mut self.tasks[task.0 as usize];
             state.waiting_on = None;
             state.granted_wait = waited;
@@ -211,6 +211,7 @@ impl Engine {
             return;
         };
         res.holders.swap_remove(position);
+        res.stats.released(task, self.now);
         let held = &mut self.tasks[task.0 as usize].held;
         if let Some(index) = held.iter().rposition(|&id| id == resource) {
             held.remove(index);
