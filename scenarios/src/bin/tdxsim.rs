@@ -708,6 +708,10 @@ fn list(what: Catalogue) {
                 let default = if *design == Default::default() { " (default)" } else { "" };
                 out!("host.update = {:<26} {}{default}", design.name(), design.source());
             }
+            for design in host_model::SeptBusyDesign::ALL {
+                let default = if *design == Default::default() { " (default)" } else { "" };
+                out!("host.sept_busy = {:<23} {}{default}", design.name(), design.source());
+            }
         }
         Catalogue::Leaves => {
             for leaf in Leaf::ALL {
