@@ -112,7 +112,7 @@ pub async fn tdx_handle_ept_violation(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, gp
         if vcpu.check_request(request::VM_DEAD) {
             break Err(Errno::EIO);
         }
-        let invalid = matches!(kvm.gfn_to_memslot(gfn), SlotLookup::Invalid { .. });
+        let invalid = matches!(kvm.vcpu_gfn_to_memslot(cpu, gfn), SlotLookup::Invalid { .. });
         if design.invalid_memslot_exit() && invalid {
             break ret;
         }
@@ -163,7 +163,7 @@ pub async fn kvm_mmu_page_fault(
     cpu.work(cpu.host().costs.mmu_page_fault).await;
     // kvm_mmu_faultin_pfn(): a fault on an invalid memslot is retried; one with no memslot
     // on private memory goes to userspace (KVM_EXIT_MEMORY_FAULT).
-    match kvm.gfn_to_memslot(gfn) {
+    match kvm.vcpu_gfn_to_memslot(cpu, gfn) {
         SlotLookup::Valid => {}
         SlotLookup::Invalid { wait } => return Ok(Fault::Retry(Retry::InvalidSlot(wait))),
         SlotLookup::None => return Err(Errno::EFAULT),

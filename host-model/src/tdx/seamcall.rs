@@ -99,6 +99,7 @@ fn vp_enter_half(cpu: &Cpu) -> u64 {
 /// the caller has IRQs off).
 pub async fn tdh_vp_enter(cpu: &Cpu, call: LeafCall) -> VpEnter {
     assert!(matches!(call, LeafCall::VpEnter { .. }), "tdh_vp_enter: {call} is not TDH.VP.ENTER");
+    crate::kernel::lockdep::lockdep_assert_irqs_disabled(cpu, "tdh_vp_enter");
     match seam_entry(cpu, &call).await {
         Begin::Done { output, try_locks } => {
             if !interleaved(cpu) {
