@@ -561,6 +561,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_sept_busy_names_are_the_designs() {
+        let names: Vec<&str> = SeptBusyDesign::ALL.iter().map(|design| design.name()).collect();
+        assert_eq!(names, SEPT_BUSY_DESIGNS);
+    }
+
+    #[test]
     fn status_metrics_name_real_statuses() {
         for (metric, _) in METRICS {
             if let Some(status) = metric.strip_prefix("status_") {
