@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use crate::chooser::{Chooser, Decision, DecisionKind};
+use crate::coverage::Coverage;
 use crate::lockdep::{LockOrder, LockRef};
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::resource::{Mode, Resource, ResourceId, ResourceStats, WaitKind, Waiter};
@@ -37,6 +38,8 @@ pub struct EngineConfig {
     pub online_cpus: u32,
     /// The longest interrupt or preemption the chooser may inject (`run.max_stall`); 0: none.
     pub max_stall_cycles: u64,
+    /// Record what the run covered (coverage.rs) for `--strategy coverage`.
+    pub coverage: bool,
 }
 
 /// How long a normal task may keep its CPU while another normal task waits for it, before
@@ -131,6 +134,8 @@ pub struct Engine {
     scratch_tasks: Vec<TaskId>,
     /// Tasks spawned by running tasks, for the executor to take over after the poll.
     pending_spawns: Vec<(TaskId, SpawnedFuture)>,
+    /// `Some` only when `config.coverage` is on.
+    pub(crate) coverage: Option<Box<Coverage>>,
 }
 
 /// The handle simulated code uses to reach the engine.
@@ -165,6 +170,7 @@ impl Engine {
             current: None,
             stop: None,
             next_watchdog_check: Cycle(config.watchdog_cycles / 4),
+            coverage: config.coverage.then(Box::default),
             config,
             events: 0,
             scratch_tasks: Vec::new(),
@@ -216,6 +222,9 @@ impl Engine {
             return 0;
         }
         let pick = self.chooser.choose(&Decision { kind, options, cpus });
+        if let Some(coverage) = self.coverage.as_deref_mut() {
+            coverage.decision(kind, cpus);
+        }
         self.decisions.push(pick);
         self.decision_options.push(options);
         pick
@@ -508,6 +517,9 @@ impl Engine {
         let held_refs: Vec<LockRef<'_>> = held.iter().map(|&id| lock(id)).collect();
         let names = |id: u32| resources[id as usize].name.clone();
         let cpu = self.tasks[task.0 as usize].cpu;
+        if let Some(coverage) = self.coverage.as_deref_mut() {
+            coverage.lock_order(&held_refs, &lock(resource.0));
+        }
         self.lock_order.on_acquire(cpu, task, self.now, &held_refs, &lock(resource.0), &names);
     }
 
@@ -842,6 +854,9 @@ impl Future for Acquire {
             res.waiters.push_back(Waiter { task, mode, since: now });
             res.stats.contended += 1;
             engine.tasks[task.0 as usize].waiting_on = Some((resource, mode));
+            if let Some(coverage) = engine.coverage.as_deref_mut() {
+                coverage.wait(&engine.resources, task, resource, mode);
+            }
             engine.trace_task(
                 task,
                 TraceKind::Wait { resource, mode },

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use crate::chooser::Chooser;
+use crate::coverage::CoverageReport;
 use crate::engine::{Engine, EngineConfig, Sim};
 use crate::outcome::Outcome;
 use crate::resource::ResourceStats;
@@ -46,6 +47,8 @@ pub struct RunReport {
     pub resources: Vec<(String, String, ResourceStats)>,
     /// The CPU of every task, by task id (scenario tasks first, then those spawned in the run).
     pub task_cpus: Vec<CpuId>,
+    /// What the run covered, when `EngineConfig::coverage` was on.
+    pub coverage: Option<CoverageReport>,
 }
 
 pub struct Executor {
@@ -129,6 +132,7 @@ impl Executor {
                 events: engine.events(),
                 resources: engine.resource_stats(),
                 task_cpus: (0..engine.num_tasks() as u32).map(|task| engine.task_cpu(TaskId(task))).collect(),
+                coverage: engine.take_coverage(),
             }
         })
     }

@@ -3,6 +3,7 @@
 //! Modules:
 //! - `time`: `Cycle`, `CpuId`, `TaskId`, `Seed`, `Clock`.
 //! - `chooser`: the `Chooser` trait and its random and replay strategies.
+//! - `coverage`: what a run covered (lock-order and wait-for edges, model features), when asked.
 //! - `engine`: `Engine` (clock, queue, CPUs, tasks, resources, detection) and the `Sim` handle.
 //! - `executor`: `Executor`, which owns the task futures and runs the loop.
 //! - `lockdep`: lock-order checking over lock instances and classes.
@@ -10,6 +11,7 @@
 //! - `trace`: trace events and the stable trace hash.
 //! - `outcome`: how a run ends.
 pub mod chooser;
+pub mod coverage;
 pub mod engine;
 pub mod executor;
 pub mod lockdep;
@@ -21,6 +23,7 @@ pub mod trace;
 pub use chooser::{
     Chooser, Decision, DecisionKind, Exhaustive, PctChooser, PrefixChooser, RandomChooser, ReplayChooser,
 };
+pub use coverage::{CoverageReport, FeatureTag};
 pub use engine::{
     Acquired, CpuState, Engine, EngineConfig, HUNG_TASK_FACTOR, SCHED_SLICE_CYCLES, STALL_STEPS, Sim,
     TaskPriority, TaskStatus,

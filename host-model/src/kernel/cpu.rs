@@ -27,6 +27,16 @@ pub mod mark {
     pub const STALL: u32 = 7;
 }
 
+/// Coverage feature codes used by host-model (`--strategy coverage`; sim-core coverage.rs).
+pub mod cover {
+    /// A SEAMCALL returned: `a` = the leaf (RAX), `b` = the status with its operand detail.
+    pub const SEAMCALL: u32 = 1;
+    /// A DPAMT refcount decision at or across zero while another get/put of the same range
+    /// was in flight (a near miss of `dpamt-refcount-matches-module`): `a` = the site
+    /// (`dpamt::ZeroCrossing`), `b` = how many others were in flight (capped at 3).
+    pub const NEAR_MISS: u32 = 2;
+}
+
 impl Cpu {
     pub fn new(sim: Sim, id: CpuId, task: TaskId, host: Rc<Host>) -> Cpu {
         Cpu { sim, id, task, host }
@@ -114,6 +124,11 @@ impl Cpu {
             let what = format!("{}: {message}", self.id);
             engine.stop(Outcome::new(OutcomeKind::Warn, what, vec![self.task]));
         });
+    }
+
+    /// Records a coverage feature (`cover::*`); nothing when the run does not record coverage.
+    pub fn cover(&self, code: u32, a: u64, b: u64) {
+        self.sim.with(|engine| engine.cover(code, a, b));
     }
 
     /// A trace mark of this task.

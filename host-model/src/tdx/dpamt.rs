@@ -90,7 +90,7 @@ use crate::kernel::atomic::{
     Atomic, atomic_add_unless, atomic_cmpxchg, atomic_dec, atomic_dec_and_test, atomic_inc,
     atomic_inc_not_zero, atomic_read, atomic_set,
 };
-use crate::kernel::cpu::Cpu;
+use crate::kernel::cpu::{Cpu, cover};
 use crate::kernel::page_alloc::{alloc_page, free_page};
 use crate::kernel::rwlock::{RwLock, read_lock, read_unlock, write_lock, write_unlock};
 use crate::kernel::spinlock::{Spinlock, spin_lock, spin_unlock};
@@ -143,6 +143,33 @@ impl Drop for InFlight<'_> {
         {
             crate::invariants::broken(self.cpu, crate::invariants::DPAMT_REFCOUNT_MATCHES_MODULE, detail);
         }
+    }
+}
+
+/// Where a DPAMT path decides at zero: the sites of coverage's near misses.
+#[derive(Clone, Copy, Debug)]
+#[repr(u64)]
+enum ZeroCrossing {
+    /// A get found the count at 0 and takes the slow path.
+    GetSlowPath = 1,
+    /// A get lost the race: the count was raised while it waited for the lock.
+    GetLostRace = 2,
+    /// PAMT.ADD said HPA_RANGE_NOT_FREE: the range is backed already.
+    AddFoundBacked = 3,
+    /// A put takes the count from 1 to 0 (and goes on to remove).
+    PutLast = 4,
+    /// A put that saw 1 -> 0 found the count raised again under the lock.
+    PutRaced = 5,
+    /// A hint-driven PAMT.REMOVE found the range in use again, or removed already.
+    RemoveLostRace = 6,
+}
+
+/// Coverage: a decision at zero while another get/put of the range is in flight, the shape
+/// every DPAMT race has (a near miss of `dpamt-refcount-matches-module`).
+fn cover_zero_crossing(cpu: &Cpu, page: Hpa, site: ZeroCrossing) {
+    let others = cpu.host().pamt_in_flight[page.range_index()].get().saturating_sub(1);
+    if others > 0 {
+        cpu.cover(cover::NEAR_MISS, site as u64, u64::from(others.min(3)));
     }
 }
 
@@ -306,6 +333,7 @@ async fn tdx_pamt_get_design(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Re
     if design != DpamtDesign::GlobalLock && atomic_inc_not_zero(cpu, pamt_refcount).await {
         return Ok(());
     }
+    cover_zero_crossing(cpu, page, ZeroCrossing::GetSlowPath);
     let pamt_pages = alloc_pamt_pages(cpu, source).await?;
     let locks = pamt_locks_for_add(cpu, design, page, pamt_pages);
     pamt_lock(cpu, &locks).await;
@@ -322,6 +350,7 @@ async fn tdx_pamt_get_design(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Re
         atomic_inc_not_zero(cpu, pamt_refcount).await
     };
     if lost_race {
+        cover_zero_crossing(cpu, page, ZeroCrossing::GetLostRace);
         pamt_unlock(cpu, &locks);
         free_pamt_pages(cpu, pamt_pages).await;
         return Ok(());
@@ -332,6 +361,7 @@ async fn tdx_pamt_get_design(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Re
     } else if design == DpamtDesign::GlobalLockFastpath && output.status.masked() == TDX_HPA_RANGE_NOT_FREE {
         // v2-v4: a put dropped the count to 0 and has not removed yet; its REMOVE will see
         // our count and back off. Keep the backing.
+        cover_zero_crossing(cpu, page, ZeroCrossing::AddFoundBacked);
         atomic_set(cpu, pamt_refcount, 1).await;
         pamt_unlock(cpu, &locks);
         free_pamt_pages(cpu, pamt_pages).await;
@@ -373,9 +403,11 @@ async fn tdx_pamt_put_design(cpu: &Cpu, page: Hpa) {
             if !atomic_dec_and_test(cpu, pamt_refcount).await {
                 return;
             }
+            cover_zero_crossing(cpu, page, ZeroCrossing::PutLast);
             pamt_lock(cpu, &locks).await;
             // A getter re-established the range meanwhile.
             if atomic_read(cpu, pamt_refcount).await != 0 {
+                cover_zero_crossing(cpu, page, ZeroCrossing::PutRaced);
                 pamt_unlock(cpu, &locks);
                 return;
             }
@@ -387,11 +419,13 @@ async fn tdx_pamt_put_design(cpu: &Cpu, page: Hpa) {
                 pamt_unlock(cpu, &locks);
                 return;
             }
+            cover_zero_crossing(cpu, page, ZeroCrossing::PutLast);
         }
         _ => {
             if !pamt_dec_and_lock(cpu, pamt_refcount, &locks).await {
                 return;
             }
+            cover_zero_crossing(cpu, page, ZeroCrossing::PutLast);
         }
     }
     let output = tdh_phymem_pamt_remove(cpu, page).await;
@@ -429,6 +463,7 @@ pub async fn tdx_pamt_add_hint(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> 
             return Ok(());
         }
         if output.status.masked() == TDX_HPA_RANGE_NOT_FREE {
+            cover_zero_crossing(cpu, page, ZeroCrossing::AddFoundBacked);
             free_pamt_pages(cpu, pamt_pages).await;
             return Ok(());
         }
@@ -456,6 +491,7 @@ pub async fn tdx_pamt_remove_hint(cpu: &Cpu, page: Hpa) {
         }
         let status = output.status.masked();
         if status == TDX_PAMT_PAGE_NOT_EMPTY || status == TDX_NO_PAMT_PAGE_PAIR {
+            cover_zero_crossing(cpu, page, ZeroCrossing::RemoveLostRace);
             return;
         }
         if output.status.is_operand_busy() {
@@ -506,6 +542,7 @@ async fn tdx_pamt_get_rwlock_fallback(cpu: &Cpu, page: Hpa, source: PairSource<'
             return Ok(());
         }
         if atomic_cmpxchg(cpu, pamt_refcount, 0, PAMT_TRANSITION).await == 0 {
+            cover_zero_crossing(cpu, page, ZeroCrossing::GetSlowPath);
             break;
         }
         // Another CPU's ADD or REMOVE of this range is in flight.
@@ -540,6 +577,7 @@ async fn tdx_pamt_put_rwlock_fallback(cpu: &Cpu, page: Hpa) {
             return;
         }
         if count == 1 && atomic_cmpxchg(cpu, pamt_refcount, 1, PAMT_TRANSITION).await == 1 {
+            cover_zero_crossing(cpu, page, ZeroCrossing::PutLast);
             break;
         }
         read_unlock(cpu, lock);

@@ -5,7 +5,7 @@ use seam_model::status::TDX_RND_NO_ENTROPY;
 use seam_model::{Begin, LeafCall, LeafOutput};
 use sim_core::Span;
 
-use crate::kernel::cpu::{Cpu, mark};
+use crate::kernel::cpu::{Cpu, cover, mark};
 
 /// `RDRAND_RETRY_LOOPS`: attempts on TDX_RND_NO_ENTROPY.
 const RDRAND_RETRY_LOOPS: u32 = 10;
@@ -47,6 +47,7 @@ async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
         let hint = if output.removal_hint { " +hint" } else { "" };
         format!("{} = {}{hint}", leaf.name().trim_start_matches("TDH."), output.status)
     });
+    cpu.cover(cover::SEAMCALL, leaf.rax(), output.status.0);
     for page in pages_named(call) {
         if let Err(detail) = crate::invariants::no_page_in_unbacked_range(cpu.host(), page) {
             crate::invariants::broken(cpu, crate::invariants::NO_PAGE_IN_UNBACKED_RANGE, detail);
