@@ -37,11 +37,12 @@ pub struct CheckSummary {
 }
 
 /// What one run leaves for the verdict.
-struct RunSummary {
-    seed: u64,
-    outcome: Outcome,
-    metrics: Metrics,
-    events: u64,
+pub(crate) struct RunSummary {
+    /// The seed, or the schedule number for `exhaustive` and `coverage`.
+    pub(crate) seed: u64,
+    pub(crate) outcome: Outcome,
+    pub(crate) metrics: Metrics,
+    pub(crate) events: u64,
 }
 
 /// Runs the scenario's schedules and judges `[expect]`. A file without `[expect]` is held
@@ -59,6 +60,7 @@ pub fn check_with(scenario: &Scenario, options: CheckOptions, on_run: &(dyn Fn()
             (runs, Some(complete))
         }
         Strategy::Random | Strategy::Pct => (explore_seeds(scenario, strategy, options.jobs, on_run), None),
+        Strategy::Coverage => (crate::coverage::explore(scenario, options.jobs, on_run), None),
     };
     judge_runs(scenario, strategy, runs, complete)
 }

@@ -5,6 +5,8 @@
 //! - `load`: `load_file` / `load_str`, TOML text to `Scenario`, every check before any run.
 //! - `bundle`: `Bundle`, a repro bundle (one run, replayable without its file); `read` / `write`.
 //! - `check`: `check`, the runs of `tdxsim check` and the verdict on `[expect]`.
+//! - `coverage`: `--strategy coverage` for `check`, `run` and `replay` (the fuzz crate's explorer).
+//! - `fuzzing`: `tdxsim fuzz` (the fuzz crate's campaign, its output), and `ScenarioRunner`.
 //! - `table`: the two-column `CPU 0 | CPU 1` interleaving table, focused on the finding of a failing run.
 //! - `perfetto`: `chrome_trace`, the run as Chrome trace-event JSON for Perfetto.
 //! - `error`: `ScenarioError`, one positioned error (`FILE:LINE:COL: KEY: expected …, found …`).
@@ -12,7 +14,9 @@
 //! - `units`: sizes (`"64M"`), times (`"50us"`) and addresses (`"0x200000"`).
 pub mod bundle;
 pub mod check;
+pub mod coverage;
 pub mod error;
+pub mod fuzzing;
 pub mod load;
 pub mod perfetto;
 pub mod run;

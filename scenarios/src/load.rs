@@ -600,6 +600,7 @@ impl<'t> Loader<'t> {
             run.strategy = match self.choice(&key, value, STRATEGY_NAMES)? {
                 "pct" => Strategy::Pct,
                 "exhaustive" => Strategy::Exhaustive,
+                "coverage" => Strategy::Coverage,
                 _ => Strategy::Random,
             };
         }

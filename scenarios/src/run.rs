@@ -17,8 +17,8 @@ use host_model::tdx::seamcall::seamcall;
 use host_model::{Cpu, Host, HostConfig, HostCosts};
 use seam_model::{Hpa, Leaf, LeafCall, RANGE_2M, TdId, TdxStatus};
 use sim_core::{
-    Chooser, CpuId, Cycle, EngineConfig, Executor, Exhaustive, Outcome, OutcomeKind, PctChooser,
-    PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, Seed, Span, TraceEvent,
+    Chooser, CoverageReport, CpuId, Cycle, EngineConfig, Executor, Exhaustive, Outcome, OutcomeKind,
+    PctChooser, PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, Seed, Span, TraceEvent,
 };
 
 use crate::schema::{Call, Scenario, Strategy};
@@ -47,6 +47,7 @@ impl Schedule {
                 Schedule::Pct { seed, depth: scenario.run.pct_depth, horizon: pct_horizon(scenario) }
             }
             Strategy::Exhaustive => Schedule::Prefix(exhaustive_schedule(scenario, seed)),
+            Strategy::Coverage => Schedule::Prefix(crate::coverage::coverage_schedule(scenario, seed)),
         }
     }
 }
@@ -94,6 +95,11 @@ pub struct RunResult {
     pub task_cpus: Vec<CpuId>,
     /// (name, class, figures) per host lock, by resource id.
     pub resources: Vec<(String, String, ResourceStats)>,
+    /// What the run covered, when asked for (`run_once_with`, `--strategy coverage`).
+    pub coverage: Option<CoverageReport>,
+    /// Per 2MB range at the end of the run: the host's refcount and whether the module has
+    /// the range backed (what `dpamt-refcount-matches-module` compares).
+    pub pamt_end: Vec<(i32, bool)>,
 }
 
 /// The counts a run reports, and that `[expect.metrics]` bounds.
@@ -304,6 +310,16 @@ fn errno_text(result: Result<(), host_model::Errno>) -> String {
 
 /// Runs `scenario` once.
 pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) -> RunResult {
+    run_once_with(scenario, schedule, record_trace, false)
+}
+
+/// Runs `scenario` once, recording what it covered when `coverage` is on.
+pub fn run_once_with(
+    scenario: &Scenario,
+    schedule: &Schedule,
+    record_trace: bool,
+    coverage: bool,
+) -> RunResult {
     let chooser: Box<dyn Chooser> = match schedule {
         Schedule::Random(seed) => Box::new(RandomChooser::new(Seed(*seed))),
         Schedule::Pct { seed, depth, horizon } => {
@@ -322,6 +338,7 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
             max_stall_cycles: scenario.run.max_stall.0,
             max_events: scenario.run.max_events,
             online_cpus: scenario.machine.cpus,
+            coverage,
         },
         chooser,
     );
@@ -401,6 +418,15 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         metrics.lock_contended += stats.contended;
         metrics.lock_wait_cycles += stats.wait_cycles;
     }
+    let pamt_end = {
+        let module = host.module.borrow();
+        (0..host.pamt_refcount.len())
+            .map(|index| {
+                let backed = matches!(module.dpamt(index), seam_model::Dpamt2M::Backed { .. });
+                (host.pamt_refcount[index].get(), backed)
+            })
+            .collect()
+    };
     RunResult {
         outcome,
         end: report.end,
@@ -415,6 +441,8 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         trace: report.trace_events,
         task_cpus,
         resources: report.resources,
+        coverage: report.coverage,
+        pamt_end,
     }
 }
 

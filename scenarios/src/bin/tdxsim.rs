@@ -83,6 +83,9 @@ enum Command {
         #[arg(long, value_name = "FILE.json")]
         trace: Option<PathBuf>,
     },
+    /// Fuzz designs from scratch (or around FILE): generated scenarios and schedules until a
+    /// run fails, then the failure shrunk and written to --out; exit 1 when one is found.
+    Fuzz(scenarios::fuzzing::FuzzArgs),
     /// Print a catalogue.
     List { what: Catalogue },
 }
@@ -92,6 +95,7 @@ enum StrategyArg {
     Random,
     Pct,
     Exhaustive,
+    Coverage,
 }
 
 impl From<StrategyArg> for Strategy {
@@ -100,6 +104,7 @@ impl From<StrategyArg> for Strategy {
             StrategyArg::Random => Strategy::Random,
             StrategyArg::Pct => Strategy::Pct,
             StrategyArg::Exhaustive => Strategy::Exhaustive,
+            StrategyArg::Coverage => Strategy::Coverage,
         }
     }
 }
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
         Command::Check { files, out, jobs, strategy } => {
             check_command(&files, out.as_deref(), CheckOptions { jobs, strategy: strategy.map(Into::into) })
         }
+        Command::Fuzz(args) => scenarios::fuzzing::fuzz_command(&args),
         Command::List { what } => {
             list(what);
             ExitCode::SUCCESS

@@ -1,0 +1,39 @@
+//! `--strategy coverage` for `check`, `run` and `replay`: the coverage-guided exploration of
+//! a scenario's schedules (fuzz/src/explore.rs), seeded with `run.seed`. Run `N` of it is
+//! what `--seed N` names, as for `exhaustive`: the exploration is replayed up to it.
+
+use fuzz::explore::explore_schedules;
+
+use crate::check::RunSummary;
+use crate::fuzzing::{run_schedule, verdict_of};
+use crate::schema::Scenario;
+
+/// `run.runs` runs of the exploration, in order (`check`).
+pub(crate) fn explore(scenario: &Scenario, jobs: usize, on_run: &(dyn Fn() + Sync)) -> Vec<RunSummary> {
+    let run = |schedule: &fuzz::Schedule| {
+        let result = run_schedule(scenario, schedule, false, true);
+        let summary = RunSummary {
+            seed: 0,
+            outcome: result.outcome.clone(),
+            metrics: result.metrics.clone(),
+            events: result.events,
+        };
+        (verdict_of(result), summary)
+    };
+    explore_schedules(scenario.run.seed, scenario.run.runs, jobs, &run, on_run)
+        .into_iter()
+        .enumerate()
+        .map(|(index, (_, summary))| RunSummary { seed: index as u64, ..summary })
+        .collect()
+}
+
+/// The decisions of run `index` of the exploration (its whole vector, which replays it).
+pub fn coverage_schedule(scenario: &Scenario, index: u64) -> Vec<u32> {
+    let run = |schedule: &fuzz::Schedule| {
+        let result = run_schedule(scenario, schedule, false, true);
+        let decisions = result.decisions.clone();
+        (verdict_of(result), decisions)
+    };
+    let explored = explore_schedules(scenario.run.seed, index + 1, 1, &run, &|| {});
+    explored.into_iter().last().map(|(_, decisions)| decisions).unwrap_or_default()
+}
