@@ -15,11 +15,12 @@
 //! Everything is a function of the seed: candidates for a batch are drawn in order from one
 //! ChaCha8 stream before the batch runs, and results are absorbed in candidate order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use host_model::kernel::cpu::cover;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
-use sim_core::DecisionKind;
+use sim_core::{DecisionKind, FeatureTag, model_code};
 
 use crate::runner::Verdict;
 use crate::schedule::{Deviations, Schedule};
@@ -33,6 +34,19 @@ const FRESH_ONE_IN: u32 = 4;
 
 /// Decisions before a new feature's first appearance that mutations aim at.
 const HOTSPOT_WINDOW: u32 = 96;
+
+/// How much a new feature is worth aiming mutations at: DPAMT near misses most, then
+/// SEAMCALL statuses, wait-for edges, and the reads-from of atomics and locks; lock-order
+/// edges and contended pairs least (they come with the wait-for edges that matter).
+pub fn hotspot_weight(feature: u64) -> u64 {
+    match (FeatureTag::of(feature), model_code(feature)) {
+        (_, Some(cover::NEAR_MISS)) => 8,
+        (_, Some(cover::SEAMCALL)) => 4,
+        (Some(FeatureTag::WaitFor), _) => 3,
+        (_, Some(cover::ATOMIC)) | (Some(FeatureTag::LockHandoff), _) => 2,
+        _ => 1,
+    }
+}
 
 /// A uniform draw in `0..bound` (`bound` > 0).
 pub fn below(rng: &mut ChaCha8Rng, bound: u64) -> u64 {
@@ -48,8 +62,9 @@ pub struct Entry<S> {
     pub options: Vec<u32>,
     pub kinds: Vec<DecisionKind>,
     pub features: Vec<u64>,
-    /// Decision counts at which its new features first appeared.
-    pub hotspots: Vec<u32>,
+    /// Where its new features first appeared (decisions made by then), and how much each
+    /// is worth aiming at (`hotspot_weight`).
+    pub hotspots: Vec<(u32, u64)>,
     picks: u32,
 }
 
@@ -88,7 +103,8 @@ impl<S: Clone> Corpus<S> {
         for (position, &feature) in verdict.features.iter().enumerate() {
             let hits = self.hits.entry(feature).or_default();
             if *hits == 0 {
-                hotspots.push(verdict.feature_first_at.get(position).copied().unwrap_or(0));
+                let at = verdict.feature_first_at.get(position).copied().unwrap_or(0);
+                hotspots.push((at, hotspot_weight(feature)));
             }
             *hits += 1;
         }
@@ -154,6 +170,12 @@ impl<S: Clone> Corpus<S> {
 /// What the explorer does to an entry's schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mutation {
+    /// A long stall at the first stall point at or after a hotspot: the task that just
+    /// covered something new is held there while the others run on.
+    StallAtHotspot,
+    /// A long stall at the last stall point before a hotspot: the task about to cover it is
+    /// held back, so what the others do next comes first (the event's order reversed).
+    StallBeforeHotspot,
     FlipOrder,
     InsertStall,
     LengthenStall,
@@ -165,6 +187,8 @@ enum Mutation {
 }
 
 const MUTATIONS: &[(Mutation, u64)] = &[
+    (Mutation::StallAtHotspot, 5),
+    (Mutation::StallBeforeHotspot, 5),
     (Mutation::FlipOrder, 3),
     (Mutation::InsertStall, 4),
     (Mutation::LengthenStall, 3),
@@ -216,11 +240,7 @@ pub fn mutate_schedule<S>(entry: &Entry<S>, rng: &mut ChaCha8Rng) -> Vec<u32> {
     }
     let rounds = 1 + below(rng, 3);
     for _ in 0..rounds {
-        let hotspot = if below(rng, 4) != 0 && !entry.hotspots.is_empty() {
-            Some(entry.hotspots[below(rng, entry.hotspots.len() as u64) as usize])
-        } else {
-            None
-        };
+        let hotspot = if below(rng, 4) != 0 { pick_hotspot(&entry.hotspots, rng) } else { None };
         let total: u64 = MUTATIONS.iter().map(|(_, weight)| weight).sum();
         let mut target = below(rng, total);
         let mut mutation = MUTATIONS[0].0;
@@ -236,6 +256,45 @@ pub fn mutate_schedule<S>(entry: &Entry<S>, rng: &mut ChaCha8Rng) -> Vec<u32> {
     decisions
 }
 
+/// The stall decision an aimed mutation at `hotspot` changes: the first stall point at or
+/// after it (`StallAtHotspot`) or the last one before it (`StallBeforeHotspot`).
+fn aimed_stall<S>(entry: &Entry<S>, hotspot: u32, mutation: Mutation) -> Option<usize> {
+    let len = entry.decisions.len().min(entry.kinds.len()).min(entry.options.len());
+    let stall = |i: &usize| entry.kinds[*i] == DecisionKind::Stall;
+    let hotspot = (hotspot as usize).min(len);
+    match mutation {
+        Mutation::StallBeforeHotspot => (0..hotspot).rev().find(stall),
+        _ => (hotspot..len).find(stall),
+    }
+}
+
+/// FNV-1a of a schedule, for telling planned schedules apart.
+fn schedule_hash(parent: usize, decisions: &[u32]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ parent as u64;
+    for &option in decisions {
+        for byte in option.to_le_bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// A hotspot, by weight; `None` when there is none.
+fn pick_hotspot(hotspots: &[(u32, u64)], rng: &mut ChaCha8Rng) -> Option<u32> {
+    let total: u64 = hotspots.iter().map(|&(_, weight)| weight).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut target = below(rng, total);
+    for &(at, weight) in hotspots {
+        if target < weight {
+            return Some(at);
+        }
+        target -= weight;
+    }
+    None
+}
+
 fn apply<S>(
     entry: &Entry<S>,
     decisions: &mut [u32],
@@ -246,6 +305,21 @@ fn apply<S>(
     let stall = |kind: DecisionKind| kind == DecisionKind::Stall;
     let max_option = |index: usize| entry.options[index].saturating_sub(1);
     match mutation {
+        Mutation::StallAtHotspot | Mutation::StallBeforeHotspot => {
+            let Some(hotspot) = hotspot else {
+                return apply(entry, decisions, None, Mutation::InsertStall, rng);
+            };
+            let hotspot = (hotspot as usize).min(decisions.len());
+            let index = if mutation == Mutation::StallAtHotspot {
+                (hotspot..decisions.len()).find(|&i| stall(entry.kinds[i]))
+            } else {
+                (0..hotspot).rev().find(|&i| stall(entry.kinds[i]))
+            };
+            let Some(index) = index else { return };
+            let options = u64::from(max_option(index).max(1));
+            // The long half of the band: short stalls rarely outlast another CPU's step.
+            decisions[index] = (options / 2 + 1 + below(rng, options - options / 2)).min(options) as u32;
+        }
         Mutation::FlipOrder => {
             let orders = indices_of(entry, decisions, hotspot, &|kind, _| {
                 matches!(kind, DecisionKind::SameCycleOrder | DecisionKind::WaiterWins)
@@ -314,13 +388,27 @@ fn apply<S>(
     }
 }
 
-/// The coverage-guided search state: a corpus, the seeded stream mutations draw from, and
-/// how many fresh cases it has asked for.
+/// The coverage-guided search state: a corpus, the seeded stream mutations draw from, how
+/// many fresh cases it has asked for, the aimed mutations still to run, and the mutated
+/// schedules already planned (never planned twice).
 pub struct Explorer<S> {
     pub corpus: Corpus<S>,
     rng: ChaCha8Rng,
     fresh: u64,
+    /// Aimed mutations of new entries still to run: (entry, stall decision), in order.
+    aimed: VecDeque<(usize, usize)>,
+    planned: BTreeSet<u64>,
 }
+
+/// Distinct stall decisions of a new entry that aimed mutations stall, the ones its
+/// weightiest hotspots point at first.
+const AIMED_PER_ENTRY: usize = 8;
+
+/// Aimed mutations waiting at most; past it, new entries get none.
+const AIMED_QUEUE_MAX: usize = 64;
+
+/// Tries at a random mutation that is new before settling for a repeat.
+const MUTATION_TRIES: usize = 8;
 
 impl<S: Clone> Explorer<S> {
     pub fn new(seed: u64) -> Explorer<S> {
@@ -328,13 +416,17 @@ impl<S: Clone> Explorer<S> {
             corpus: Corpus::default(),
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x636f_7665_7261_6765),
             fresh: 0,
+            aimed: VecDeque::new(),
+            planned: BTreeSet::new(),
         }
     }
 
     /// The next `count` cases: fresh ones from `fresh(k)` (k = 0, 1, … over the whole
-    /// exploration) while the corpus is empty and one in `FRESH_ONE_IN` after; the rest
-    /// mutate corpus entries: their schedule, or (when `mutate_subject` gives one) their
-    /// subject, run under the parent's schedule or a fresh one.
+    /// exploration) while the corpus is empty and one in `FRESH_ONE_IN` after; then the
+    /// aimed mutations of new entries (a long stall at, or just before, the points where
+    /// they covered something new, the weightiest first); then random mutations of entries
+    /// picked by weight: their schedule, or (when `mutate_subject` gives one) their subject,
+    /// run under the parent's schedule or a fresh one.
     pub fn plan(
         &mut self,
         count: usize,
@@ -346,6 +438,18 @@ impl<S: Clone> Explorer<S> {
             if self.corpus.is_empty() || below(&mut self.rng, u64::from(FRESH_ONE_IN)) == 0 {
                 planned.push(fresh(self.fresh));
                 self.fresh += 1;
+                continue;
+            }
+            if let Some((index, stall)) = self.aimed.pop_front() {
+                let entry = self.corpus.entry(index);
+                let mut decisions = entry.decisions.clone();
+                decisions.truncate(entry.kinds.len().min(entry.options.len()));
+                decisions[stall] = (entry.options[stall].saturating_sub(1) * 3 / 4).max(1);
+                self.planned.insert(schedule_hash(index, &decisions));
+                planned.push((
+                    entry.subject.clone(),
+                    Schedule::Deviations(Deviations::from_decisions(&decisions)),
+                ));
                 continue;
             }
             let index = self.corpus.pick(&mut self.rng, 1)[0];
@@ -363,7 +467,15 @@ impl<S: Clone> Explorer<S> {
                 planned.push((subject, schedule));
                 continue;
             }
-            let decisions = mutate_schedule(&entry, &mut self.rng);
+            let mut decisions = mutate_schedule(&entry, &mut self.rng);
+            for _ in 1..MUTATION_TRIES {
+                let hash = schedule_hash(index, &decisions);
+                if decisions != entry.decisions && !self.planned.contains(&hash) {
+                    break;
+                }
+                decisions = mutate_schedule(&entry, &mut self.rng);
+            }
+            self.planned.insert(schedule_hash(index, &decisions));
             planned
                 .push((entry.subject.clone(), Schedule::Deviations(Deviations::from_decisions(&decisions))));
         }
@@ -371,8 +483,30 @@ impl<S: Clone> Explorer<S> {
     }
 
     /// Takes in one run's coverage (in candidate order); returns how many features were new.
+    /// A run that joins the corpus gets its aimed mutations queued.
     pub fn absorb(&mut self, subject: &S, verdict: &Verdict) -> usize {
-        self.corpus.absorb(subject, verdict)
+        let entries = self.corpus.len();
+        let new = self.corpus.absorb(subject, verdict);
+        if self.corpus.len() > entries && self.aimed.len() < AIMED_QUEUE_MAX {
+            let index = self.corpus.len() - 1;
+            let entry = self.corpus.entry(index);
+            let mut hotspots = entry.hotspots.clone();
+            hotspots.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut stalls: Vec<usize> = Vec::new();
+            for &(at, _) in &hotspots {
+                for mutation in [Mutation::StallAtHotspot, Mutation::StallBeforeHotspot] {
+                    if let Some(stall) = aimed_stall(entry, at, mutation)
+                        && entry.decisions[stall] == 0
+                        && !stalls.contains(&stall)
+                        && stalls.len() < AIMED_PER_ENTRY
+                    {
+                        stalls.push(stall);
+                    }
+                }
+            }
+            self.aimed.extend(stalls.into_iter().map(|stall| (index, stall)));
+        }
+        new
     }
 }
 

@@ -1,8 +1,10 @@
 //! Coverage-guided exploration of one scenario's schedules: `tdxsim check --strategy
 //! coverage` and `run`/`replay --strategy coverage --seed N` (run number N of it).
 //!
-//! Run 0 is the default schedule, then seeded random runs until the corpus has something,
-//! then mostly mutations of the corpus (corpus.rs) with a fresh random run one time in four.
+//! Run 0 is the default schedule (every CPU at its fastest), run 1 the nominal one (every
+//! cost at the middle of its band), then seeded random and PCT runs in turn until the corpus
+//! has something, then mostly mutations of the corpus (corpus.rs) with a fresh seeded run
+//! one time in four.
 //! Batches of `BATCH` runs are planned from the corpus as it stood, run in parallel, and
 //! absorbed in order: the sequence of runs is a function of the seed alone.
 
@@ -12,12 +14,20 @@ use crate::corpus::{BATCH, Explorer};
 use crate::runner::Verdict;
 use crate::schedule::Schedule;
 
-/// The `k`-th fresh schedule of an exploration seeded `seed`: the default first, then the
-/// random schedules `seed`, `seed + 1`, … (the ones `random` would run).
-pub fn fresh_schedule(seed: u64, k: u64) -> Schedule {
+/// Runs of the first batch: the default and the nominal schedule.
+const FIRST_BATCH: usize = 2;
+
+/// The `k`-th fresh schedule of an exploration seeded `seed`: the default, the nominal one,
+/// then random and PCT (`pct_depth`) schedules in turn from `seed`, `seed + 1`, … (the seeds
+/// `random` and `pct` would run).
+pub fn fresh_schedule(seed: u64, pct_depth: u32, k: u64) -> Schedule {
     match k {
         0 => Schedule::default_choices(),
-        k => Schedule::Random(seed.wrapping_add(k - 1)),
+        1 => Schedule::Nominal,
+        k => {
+            let _ = pct_depth;
+            Schedule::Random(seed.wrapping_add(k - 2))
+        }
     }
 }
 
@@ -26,6 +36,7 @@ pub fn fresh_schedule(seed: u64, k: u64) -> Schedule {
 /// of it. Returns every run's schedule and what was kept, in run order.
 pub fn explore_schedules<T: Send>(
     seed: u64,
+    pct_depth: u32,
     runs: u64,
     jobs: usize,
     run: &(dyn Fn(&Schedule) -> (Verdict, T) + Sync),
@@ -35,8 +46,10 @@ pub fn explore_schedules<T: Send>(
     let mut explorer: Explorer<()> = Explorer::new(seed);
     let mut explored = Vec::with_capacity(runs as usize);
     while (explored.len() as u64) < runs {
-        let count = (runs - explored.len() as u64).min(BATCH as u64) as usize;
-        let mut fresh = |k| ((), fresh_schedule(seed, k));
+        // The first batch is the two fixed schedules alone, so mutation starts from them.
+        let batch = if explored.is_empty() { FIRST_BATCH } else { BATCH };
+        let count = (runs - explored.len() as u64).min(batch as u64) as usize;
+        let mut fresh = |k| ((), fresh_schedule(seed, pct_depth, k));
         let planned = explorer.plan(count, &mut fresh, &mut |_, _| None);
         let results: Vec<(Verdict, T)> = pool.install(|| {
             planned

@@ -2,16 +2,33 @@
 //! a scenario's schedules (fuzz/src/explore.rs), seeded with `run.seed`. Run `N` of it is
 //! what `--seed N` names, as for `exhaustive`: the exploration is replayed up to it.
 
+use std::sync::OnceLock;
+
 use fuzz::explore::explore_schedules;
 
 use crate::check::RunSummary;
-use crate::fuzzing::{run_schedule, verdict_of};
+use crate::fuzzing::{engine_schedule, verdict_of};
+use crate::run::{RunResult, Schedule, pct_horizon, run_once_with};
 use crate::schema::Scenario;
+
+/// Runs one schedule of the exploration with coverage on; PCT's horizon is computed once.
+fn run_explored(scenario: &Scenario, horizon: &OnceLock<u64>, schedule: &fuzz::Schedule) -> RunResult {
+    let schedule = match schedule {
+        fuzz::Schedule::Pct { seed, depth } => Schedule::Pct {
+            seed: *seed,
+            depth: *depth,
+            horizon: *horizon.get_or_init(|| pct_horizon(scenario)),
+        },
+        other => engine_schedule(scenario, other),
+    };
+    run_once_with(scenario, &schedule, false, true)
+}
 
 /// `run.runs` runs of the exploration, in order (`check`).
 pub(crate) fn explore(scenario: &Scenario, jobs: usize, on_run: &(dyn Fn() + Sync)) -> Vec<RunSummary> {
+    let horizon = OnceLock::new();
     let run = |schedule: &fuzz::Schedule| {
-        let result = run_schedule(scenario, schedule, false, true);
+        let result = run_explored(scenario, &horizon, schedule);
         let summary = RunSummary {
             seed: 0,
             outcome: result.outcome.clone(),
@@ -20,7 +37,7 @@ pub(crate) fn explore(scenario: &Scenario, jobs: usize, on_run: &(dyn Fn() + Syn
         };
         (verdict_of(result), summary)
     };
-    explore_schedules(scenario.run.seed, scenario.run.runs, jobs, &run, on_run)
+    explore_schedules(scenario.run.seed, scenario.run.pct_depth, scenario.run.runs, jobs, &run, on_run)
         .into_iter()
         .enumerate()
         .map(|(index, (_, summary))| RunSummary { seed: index as u64, ..summary })
@@ -29,11 +46,12 @@ pub(crate) fn explore(scenario: &Scenario, jobs: usize, on_run: &(dyn Fn() + Syn
 
 /// The decisions of run `index` of the exploration (its whole vector, which replays it).
 pub fn coverage_schedule(scenario: &Scenario, index: u64) -> Vec<u32> {
+    let horizon = OnceLock::new();
     let run = |schedule: &fuzz::Schedule| {
-        let result = run_schedule(scenario, schedule, false, true);
+        let result = run_explored(scenario, &horizon, schedule);
         let decisions = result.decisions.clone();
         (verdict_of(result), decisions)
     };
-    let explored = explore_schedules(scenario.run.seed, index + 1, 1, &run, &|| {});
+    let explored = explore_schedules(scenario.run.seed, scenario.run.pct_depth, index + 1, 1, &run, &|| {});
     explored.into_iter().last().map(|(_, decisions)| decisions).unwrap_or_default()
 }

@@ -35,6 +35,8 @@ pub enum Schedule {
     Replay(Vec<u32>),
     /// One schedule of the exhaustive enumeration: this prefix, then the default everywhere.
     Prefix(Vec<u32>),
+    /// Every cost at the middle of its band, nothing else deviating (`NominalChooser`).
+    Nominal,
 }
 
 impl Schedule {
@@ -327,6 +329,7 @@ pub fn run_once_with(
         }
         Schedule::Replay(decisions) => Box::new(ReplayChooser::new(decisions.clone())),
         Schedule::Prefix(prefix) => Box::new(PrefixChooser::new(prefix.clone())),
+        Schedule::Nominal => Box::new(sim_core::NominalChooser),
     };
     let mut executor = Executor::new(
         EngineConfig {

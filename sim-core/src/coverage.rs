@@ -10,7 +10,8 @@
 //! - wait-for edges: a task queues on a lock held in a conflicting mode, what it holds
 //!   meanwhile, and whether the holder it waits for is itself waiting (one step short of a
 //!   wait cycle);
-//! - contended pairs: a lock contended while the waiter holds another.
+//! - contended pairs: a lock contended while the waiter holds another;
+//! - lock hand-offs: who last released a lock a task takes (the lock's reads-from).
 //!
 //! Models add their own through [`Engine::cover`] (host-model: each SEAMCALL's leaf, status
 //! and operand, and the near misses of its invariants).
@@ -40,6 +41,9 @@ pub enum FeatureTag {
     ContendedPair = 4,
     /// A model's own feature ([`Engine::cover`]).
     Model = 5,
+    /// Took a lock (name, mode), after waiting or not, last released by this CPU, another
+    /// one, or nobody yet: the lock's reads-from.
+    LockHandoff = 6,
 }
 
 impl FeatureTag {
@@ -51,6 +55,7 @@ impl FeatureTag {
             3 => Some(FeatureTag::WaitFor),
             4 => Some(FeatureTag::ContendedPair),
             5 => Some(FeatureTag::Model),
+            6 => Some(FeatureTag::LockHandoff),
             _ => None,
         }
     }
@@ -77,6 +82,8 @@ pub struct Coverage {
     features: Vec<(u64, u32)>,
     decision_kinds: Vec<DecisionKind>,
     decision_cpus: Vec<CpuId>,
+    /// The CPU that last released each lock, by resource id.
+    last_release: Vec<Option<CpuId>>,
     /// `features` is sorted and deduplicated again when it reaches this length.
     compact_at: usize,
 }
@@ -112,6 +119,20 @@ impl FeatureHash {
     fn feature(self, tag: FeatureTag) -> u64 {
         (u64::from(tag as u8) << 56) | (self.0 & 0x00ff_ffff_ffff_ffff)
     }
+
+    /// A model feature keeps its code in the byte below the tag, so explorers can tell
+    /// kinds of model features apart.
+    fn model_feature(self, code: u32) -> u64 {
+        (u64::from(FeatureTag::Model as u8) << 56)
+            | (u64::from(code as u8) << 48)
+            | (self.0 & 0x0000_ffff_ffff_ffff)
+    }
+}
+
+/// The code a model feature was recorded with ([`Engine::cover`]; its low byte), or `None`
+/// for an engine feature.
+pub fn model_code(feature: u64) -> Option<u32> {
+    (FeatureTag::of(feature) == Some(FeatureTag::Model)).then_some(((feature >> 48) & 0xff) as u32)
 }
 
 fn mode_word(mode: Mode) -> u64 {
@@ -133,6 +154,7 @@ impl Coverage {
             features: Vec::new(),
             decision_kinds: Vec::new(),
             decision_cpus: Vec::new(),
+            last_release: Vec::new(),
             compact_at: COMPACT_AT_LEAST,
         }
     }
@@ -197,10 +219,41 @@ impl Coverage {
         }
     }
 
+    /// `cpu` released `resource`.
+    pub(crate) fn release(&mut self, resource: ResourceId, cpu: CpuId) {
+        let index = resource.0 as usize;
+        if self.last_release.len() <= index {
+            self.last_release.resize(index + 1, None);
+        }
+        self.last_release[index] = Some(cpu);
+    }
+
+    /// A task on `cpu` got `resource` in `mode` (after queueing when `waited`).
+    pub(crate) fn acquire(
+        &mut self,
+        resources: &[Resource],
+        resource: ResourceId,
+        cpu: CpuId,
+        mode: Mode,
+        waited: bool,
+    ) {
+        let from = match self.last_release.get(resource.0 as usize).copied().flatten() {
+            None => 0,
+            Some(releaser) if releaser == cpu => 1,
+            Some(_) => 2,
+        };
+        let handoff = FeatureHash::new(FeatureTag::LockHandoff)
+            .text(&resources[resource.0 as usize].name)
+            .word(mode_word(mode))
+            .word(u64::from(waited))
+            .word(from);
+        self.push(handoff.feature(FeatureTag::LockHandoff));
+    }
+
     /// A model's feature: `code` says what it is, `a` and `b` its facts.
     pub(crate) fn model(&mut self, code: u32, a: u64, b: u64) {
         let feature = FeatureHash::new(FeatureTag::Model).word(u64::from(code)).word(a).word(b);
-        self.push(feature.feature(FeatureTag::Model));
+        self.push(feature.model_feature(code));
     }
 
     pub(crate) fn finish(mut self) -> CoverageReport {
@@ -253,10 +306,10 @@ mod tests {
         assert!(report.features.windows(2).all(|pair| pair[0] < pair[1]));
         assert_eq!(report.first_at.len(), report.features.len());
         // Each feature keeps where it was first seen: the first ten before the decision.
-        let model =
-            |b| FeatureHash::new(FeatureTag::Model).word(7).word(b).word(0).feature(FeatureTag::Model);
+        let model = |b| FeatureHash::new(FeatureTag::Model).word(7).word(b).word(0).model_feature(7);
         let at = |feature| report.first_at[report.features.binary_search(&feature).unwrap()];
         assert_eq!(at(model(3)), 0);
+        assert_eq!(model_code(model(3)), Some(7));
         assert_eq!(report.decision_kinds, vec![DecisionKind::Stall]);
         let count = |tag| report.features.iter().filter(|&&f| FeatureTag::of(f) == Some(tag)).count();
         assert_eq!(count(FeatureTag::Model), 10);

@@ -491,6 +491,9 @@ impl Engine {
             return;
         };
         res.holders.swap_remove(position);
+        if let Some(coverage) = self.coverage.as_deref_mut() {
+            coverage.release(resource, self.tasks[task.0 as usize].cpu);
+        }
         self.trace_task(task, TraceKind::Release { resource }, [0x52454c, u64::from(resource.0), 0, 0]);
         self.grant_waiters(resource);
     }
@@ -817,6 +820,15 @@ impl Future for Acquire {
                     TraceKind::Acquire { resource, mode, waited_cycles: waited },
                     [0x4143, u64::from(resource.0), mode as u64, waited],
                 );
+                if let Some(coverage) = engine.coverage.as_deref_mut() {
+                    coverage.acquire(
+                        &engine.resources,
+                        resource,
+                        engine.tasks[task.0 as usize].cpu,
+                        mode,
+                        true,
+                    );
+                }
                 return Some(Acquired { waited_cycles: waited });
             }
             engine.check_lock_order(task, resource);
@@ -848,6 +860,15 @@ impl Future for Acquire {
                     TraceKind::Acquire { resource, mode, waited_cycles: 0 },
                     [0x4143, u64::from(resource.0), mode as u64, 0],
                 );
+                if let Some(coverage) = engine.coverage.as_deref_mut() {
+                    coverage.acquire(
+                        &engine.resources,
+                        resource,
+                        engine.tasks[task.0 as usize].cpu,
+                        mode,
+                        false,
+                    );
+                }
                 return Some(Acquired { waited_cycles: 0 });
             }
             let now = engine.now;

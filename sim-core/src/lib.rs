@@ -21,9 +21,10 @@ pub mod time;
 pub mod trace;
 
 pub use chooser::{
-    Chooser, Decision, DecisionKind, Exhaustive, PctChooser, PrefixChooser, RandomChooser, ReplayChooser,
+    Chooser, Decision, DecisionKind, Exhaustive, NominalChooser, PctChooser, PrefixChooser, RandomChooser,
+    ReplayChooser,
 };
-pub use coverage::{CoverageReport, FeatureTag};
+pub use coverage::{CoverageReport, FeatureTag, model_code};
 pub use engine::{
     Acquired, CpuState, Engine, EngineConfig, HUNG_TASK_FACTOR, SCHED_SLICE_CYCLES, STALL_STEPS, Sim,
     TaskPriority, TaskStatus,

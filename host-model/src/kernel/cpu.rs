@@ -35,6 +35,9 @@ pub mod cover {
     /// was in flight (a near miss of `dpamt-refcount-matches-module`): `a` = the site
     /// (`dpamt::ZeroCrossing`), `b` = how many others were in flight (capped at 3).
     pub const NEAR_MISS: u32 = 2;
+    /// An `atomic_t` operation: `a` = its site (the atomic's and the operation's names),
+    /// `b` = the value found and left (bucketed) and who wrote it last (kernel/atomic.rs).
+    pub const ATOMIC: u32 = 3;
 }
 
 impl Cpu {
