@@ -47,6 +47,7 @@ pub fn run_engine() -> RunReport {
         max_stall_cycles: 0,
         coverage: false,
         max_events: u64::MAX,
+        hung_task_cycles: u64::MAX,
         online_cpus: u32::MAX,
     };
     let mut executor = Executor::new(config, Box::new(RandomChooser::new(SEED)));

@@ -42,6 +42,20 @@ pub fn explore_schedules<T: Send>(
     run: &(dyn Fn(&Schedule) -> (Verdict, T) + Sync),
     on_run: &(dyn Fn() + Sync),
 ) -> Vec<(Schedule, T)> {
+    explore_schedules_until(seed, pct_depth, runs, jobs, run, on_run, &|_| false)
+}
+
+/// `explore_schedules`, stopping after the batch in which `stop` held for a run (the runs
+/// returned are the same as without it, up to that batch).
+pub fn explore_schedules_until<T: Send>(
+    seed: u64,
+    pct_depth: u32,
+    runs: u64,
+    jobs: usize,
+    run: &(dyn Fn(&Schedule) -> (Verdict, T) + Sync),
+    on_run: &(dyn Fn() + Sync),
+    stop: &dyn Fn(&T) -> bool,
+) -> Vec<(Schedule, T)> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build().expect("a rayon thread pool");
     let mut explorer: Explorer<()> = Explorer::new(seed);
     let mut explored = Vec::with_capacity(runs as usize);
@@ -61,9 +75,14 @@ pub fn explore_schedules<T: Send>(
                 })
                 .collect()
         });
+        let mut stopped = false;
         for ((_, schedule), (verdict, kept)) in planned.into_iter().zip(results) {
             explorer.absorb(&(), &verdict);
+            stopped |= stop(&kept);
             explored.push((schedule, kept));
+        }
+        if stopped {
+            break;
         }
     }
     explored

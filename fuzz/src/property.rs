@@ -3,7 +3,10 @@
 
 use seam_model::Leaf;
 use seam_model::status::{TDX_MISSING_PAMT_PAGE_PAIR, TDX_NO_PAMT_PAGE_PAIR};
-use sim_core::OutcomeKind;
+use sim_core::{Finding, OutcomeKind};
+
+/// The name of the host model's report of the hint design's unbounded AUG retry.
+pub const UNBOUNDED_RETRY: &str = "unbounded retry";
 
 use crate::runner::Verdict;
 
@@ -12,7 +15,7 @@ use crate::runner::Verdict;
 pub enum Property {
     /// Every run passes (or ends at `run.max_time`): what `tdxsim fuzz` looks for by default.
     Passes,
-    /// Never a deadlock, livelock (soft lockup or hung task), lock-order inversion, broken
+    /// Never a deadlock, livelock (soft lockup), hung task, lock-order inversion, broken
     /// invariant, WARN or simulator error: designs the library calls correct.
     NoFinding,
     /// Never a deadlock or lock-order inversion (a simulator error counts too):
@@ -26,8 +29,9 @@ pub enum Property {
     /// Never a PAMT.REMOVE that finds the range already removed (TDX_NO_PAMT_PAGE_PAIR):
     /// the v2–v4 put removes twice (S-D2).
     NeverRemovesTwice,
-    /// Never a PAGE.AUG that fails for want of PAMT backing (TDX_MISSING_PAMT_PAGE_PAIR) and
-    /// leaves the host stuck or warning: the hint design misses its pair (S-D1).
+    /// Never a PAGE.AUG that misses its PAMT pair (TDX_MISSING_PAMT_PAGE_PAIR) after the
+    /// fault's PAMT.ADD said the range was backed, the race the hint design retries without
+    /// bound (S-D1): a `livelock` the host model reports as an unbounded retry.
     NeverMissesPair,
     /// Never a deadlock: `per-2m-rwlock` deadlocks (S-D5, Yan Zhao's AB-BA).
     NeverDeadlocks,
@@ -44,7 +48,7 @@ impl Property {
     pub const fn name(self) -> &'static str {
         match self {
             Property::Passes => "every run passes",
-            Property::NoFinding => "no deadlock, livelock, lock-order, invariant, warn or error",
+            Property::NoFinding => "no deadlock, livelock, hung task, lock-order, invariant, warn or error",
             Property::NoDeadlockOrInversion => "no deadlock or lock-order inversion",
             Property::RefcountsAgree => "refcounts agree with the module's PAMT when no get/put is in flight",
             Property::NeverRemovesTwice => "PAMT.REMOVE never finds the range already removed",
@@ -72,8 +76,12 @@ impl Property {
                     && kind != OutcomeKind::Pass
             }
             Property::NeverMissesPair => {
-                verdict.seamcall_count(Leaf::MemPageAug, TDX_MISSING_PAMT_PAGE_PAIR) > 0
-                    && matches!(kind, OutcomeKind::Warn | OutcomeKind::Livelock)
+                // The fault's loop, AUG -> MISSING -> ADD -> AUG, is the design; the finding is
+                // the host model's report that an AUG missed its pair after the ADD said the
+                // range was backed (host-model kvm/mmu.rs, `report_unbounded_retry`).
+                kind == OutcomeKind::Livelock
+                    && verdict.seamcall_count(Leaf::MemPageAug, TDX_MISSING_PAMT_PAGE_PAIR) > 0
+                    && matches!(&verdict.outcome.finding, Finding::Report { name, .. } if name == UNBOUNDED_RETRY)
             }
             Property::NeverDeadlocks => matches!(kind, OutcomeKind::Deadlock | OutcomeKind::Error),
         };
@@ -96,6 +104,7 @@ fn is_finding(kind: OutcomeKind) -> bool {
         OutcomeKind::Pass | OutcomeKind::Limit => false,
         OutcomeKind::Deadlock
         | OutcomeKind::Livelock
+        | OutcomeKind::Hung
         | OutcomeKind::LockOrder
         | OutcomeKind::Invariant
         | OutcomeKind::Warn

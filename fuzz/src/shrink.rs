@@ -76,6 +76,8 @@ enum Site {
     Index(u32),
     /// The `ordinal`-th stall point of CPU `cpu`.
     Stall { cpu: u32, ordinal: u32 },
+    /// Whether that stall is a preemption (the decision right after a stall taken).
+    StallKind { cpu: u32, ordinal: u32 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +90,7 @@ struct Planned {
 fn plan_of(verdict: &Verdict) -> Vec<Planned> {
     let mut ordinals: Vec<u32> = Vec::new();
     let mut plan = Vec::new();
+    let mut last_stall: Option<Site> = None;
     for (index, &option) in verdict.decisions.iter().enumerate() {
         let site = match (verdict.decision_kinds.get(index), verdict.decision_cpus.get(index)) {
             (Some(DecisionKind::Stall), Some(cpu)) => {
@@ -98,8 +101,13 @@ fn plan_of(verdict: &Verdict) -> Vec<Planned> {
                 ordinals[cpu] += 1;
                 Site::Stall { cpu: cpu as u32, ordinal: ordinals[cpu] - 1 }
             }
+            (Some(DecisionKind::StallKind), _) => match last_stall {
+                Some(Site::Stall { cpu, ordinal }) => Site::StallKind { cpu, ordinal },
+                _ => Site::Index(index as u32),
+            },
             _ => Site::Index(index as u32),
         };
+        last_stall = Some(site);
         if option != 0 {
             plan.push(Planned { site, option });
         }
@@ -124,11 +132,14 @@ fn dense(plan: &[Planned], base: Option<&Verdict>) -> Vec<u32> {
     }
     let mut entries = Vec::with_capacity(plan.len());
     for planned in plan {
+        let stall_at = |cpu: u32, ordinal: u32| {
+            stall_index.get(cpu as usize).and_then(|points| points.get(ordinal as usize)).copied()
+        };
         let index = match planned.site {
             Site::Index(index) => Some(index),
-            Site::Stall { cpu, ordinal } => {
-                stall_index.get(cpu as usize).and_then(|points| points.get(ordinal as usize)).copied()
-            }
+            Site::Stall { cpu, ordinal } => stall_at(cpu, ordinal),
+            // A stall's kind is decided right after its length, once the stall is taken.
+            Site::StallKind { cpu, ordinal } => stall_at(cpu, ordinal).map(|index| index + 1),
         };
         if let Some(index) = index {
             entries.push((index, planned.option));
@@ -139,6 +150,11 @@ fn dense(plan: &[Planned], base: Option<&Verdict>) -> Vec<u32> {
 
 fn has_stalls(plan: &[Planned]) -> bool {
     plan.iter().any(|planned| matches!(planned.site, Site::Stall { .. }))
+}
+
+/// Whether a planned deviation is held by where it stalls (not by its index).
+fn is_stall_site(site: Site) -> bool {
+    matches!(site, Site::Stall { .. } | Site::StallKind { .. })
 }
 
 /// How a scenario cut renumbers CPUs: `map[old] = Some(new)`, or `None` when it is gone.
@@ -451,12 +467,15 @@ impl Shrinker<'_> {
                     let cpu = map.get(cpu as usize).copied().flatten()?;
                     Some(Planned { site: Site::Stall { cpu, ordinal }, option: planned.option })
                 }
+                Site::StallKind { cpu, ordinal } => {
+                    let cpu = map.get(cpu as usize).copied().flatten()?;
+                    Some(Planned { site: Site::StallKind { cpu, ordinal }, option: planned.option })
+                }
                 Site::Index(_) => Some(planned),
             })
             .collect();
         if has_stalls(&plan) {
-            let stalls: Vec<Planned> =
-                plan.iter().copied().filter(|p| matches!(p.site, Site::Stall { .. })).collect();
+            let stalls: Vec<Planned> = plan.iter().copied().filter(|p| is_stall_site(p.site)).collect();
             let base = self.run(candidate, &Schedule::default_choices())?;
             if self.keeps(&base) {
                 return Some(base);
@@ -544,8 +563,7 @@ impl Shrinker<'_> {
         let mut changed = false;
         let mut plan = plan_of(current);
         if has_stalls(&plan) && plan.iter().any(|p| matches!(p.site, Site::Index(_))) {
-            let stalls: Vec<Planned> =
-                plan.iter().copied().filter(|p| matches!(p.site, Site::Stall { .. })).collect();
+            let stalls: Vec<Planned> = plan.iter().copied().filter(|p| is_stall_site(p.site)).collect();
             if let Some(verdict) = self.try_plan(spec, &stalls, Some(current)) {
                 *current = verdict;
                 plan = plan_of(current);

@@ -2,9 +2,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
-use seam_model::{Hpa, Leaf, Module, ModuleConfig, TdId, TdxStatus};
+use seam_model::{Hpa, Leaf, LeafLocks, Module, ModuleConfig, TdId, TdxStatus};
 use sim_core::Sim;
+
+use crate::observe::Observer;
 
 use crate::kernel::cpuhp::CpuhpState;
 use crate::kernel::mutex::RwSem;
@@ -70,6 +73,8 @@ impl Default for HostCosts {
 #[derive(Clone, Debug)]
 pub struct HostConfig {
     pub memory_bytes: u64,
+    /// The clock rate, for printing cycles as time.
+    pub ghz: f64,
     pub dpamt: bool,
     pub host_priority: bool,
     /// All platform LPs (possible CPUs), and how many start online.
@@ -80,6 +85,11 @@ pub struct HostConfig {
     pub tdx_initialized: bool,
     pub seamret_erratum: bool,
     pub compat_sensitive: bool,
+    /// How the module's leaves take their try-locks (`module.leaf_locks`).
+    pub leaf_locks: LeafLocks,
+    /// D1: MISSING_PAMT_PAGE_PAIR answers after an ADD said "backed" that one fault
+    /// tolerates before the unbounded retry is reported (`host.hint_aug_retries`).
+    pub hint_aug_retries: u32,
     pub dpamt_design: DpamtDesign,
     pub enable_design: EnableDesign,
     pub update_design: UpdateDesign,
@@ -96,6 +106,30 @@ pub struct HostConfig {
     pub kvm_tds: Vec<TdId>,
 }
 
+impl HostConfig {
+    /// The module this host runs on: the platform's LPs and packages, how it was brought up.
+    pub fn module_config(&self) -> ModuleConfig {
+        ModuleConfig {
+            num_lps: self.possible_cpus,
+            packages: self.packages,
+            initialized: self.tdx_initialized,
+            seamret_erratum: self.seamret_erratum,
+            compat_sensitive_supported: self.compat_sensitive,
+            leaf_locks: self.leaf_locks,
+            ..ModuleConfig::new(self.memory_bytes, self.dpamt, self.host_priority)
+        }
+    }
+
+    /// The module of a run: `module_config()`, with the TDs that exist from the start.
+    pub fn new_module(&self) -> Module {
+        let mut module = Module::new(self.module_config());
+        for &td in &self.tds {
+            module.create_td(td);
+        }
+        module
+    }
+}
+
 /// SEAMCALLs by leaf and status, and other host-side counts.
 #[derive(Clone, Debug, Default)]
 pub struct HostStats {
@@ -109,7 +143,11 @@ pub struct HostStats {
 pub struct Host {
     pub costs: HostCosts,
     pub config: HostConfig,
-    pub module: RefCell<Module>,
+    /// The module, reached only by `tdx::seamcall` (the SEAMCALL instruction) and
+    /// `kernel::arch` (VMXON/VMXOFF, LP reset, topology).
+    pub(crate) module: Rc<RefCell<Module>>,
+    /// Whoever checks the run (scenarios' state checker).
+    pub observer: Rc<dyn Observer>,
     /// DPAMT refcounts, one per 2MB range (`pamt_refcount` / `dpamt_refcount`).
     // invariant: with a refcount design, > 0 exactly when the module has the range backed,
     // whenever no get/put of that range is in flight.
@@ -139,24 +177,16 @@ pub struct Host {
 }
 
 impl Host {
-    pub fn new(sim: &Sim, config: HostConfig) -> Host {
-        let mut module = Module::new(ModuleConfig {
-            num_lps: config.possible_cpus,
-            packages: config.packages,
-            initialized: config.tdx_initialized,
-            seamret_erratum: config.seamret_erratum,
-            compat_sensitive_supported: config.compat_sensitive,
-            ..ModuleConfig::new(config.memory_bytes, config.dpamt, config.host_priority)
-        });
-        for &td in &config.tds {
-            module.create_td(td);
-        }
+    /// The host of a run on `module`, observed by `observer`.
+    pub fn new(
+        sim: &Sim,
+        config: HostConfig,
+        module: Rc<RefCell<Module>>,
+        observer: Rc<dyn Observer>,
+    ) -> Host {
         let ranges = (config.memory_bytes / seam_model::RANGE_2M) as usize;
         let costs = config.costs.clone();
-        let lock_name = match config.dpamt_design {
-            DpamtDesign::GlobalLockFastpath | DpamtDesign::Hint => "pamt_lock",
-            _ => "dpamt_lock",
-        };
+        let lock_name = config.dpamt_design.lock_name();
         let kvm_tds =
             config.kvm_tds.iter().map(|&td| (td, KvmTd::new(sim, td, costs.spin_handoff))).collect();
         // TDX enabled at boot in today's design: its cpuhp state is installed.
@@ -172,7 +202,8 @@ impl Host {
             pamt_refcount: (0..ranges).map(|_| Cell::new(0)).collect(),
             pamt_in_flight: (0..ranges).map(|_| Cell::new(0)).collect(),
             pages: RefCell::new(PageAllocator::new(config.memory_bytes, config.reserved_ranges.clone())),
-            module: RefCell::new(module),
+            module,
+            observer,
             kvm_tds,
             cpu_hotplug_lock: RwSem::new(sim, "cpu_hotplug_lock", true),
             cpuhp_states: RefCell::new(cpuhp_states),
@@ -201,6 +232,11 @@ impl Host {
             let name = format!("rw[{}]", self.range_label(index));
             RwLock::new(&self.sim, &name, self.costs.spin_handoff)
         })
+    }
+
+    /// `cycles` in microseconds at the machine's clock.
+    pub fn cycles_to_us(&self, cycles: u64) -> f64 {
+        cycles as f64 / self.config.ghz / 1000.0
     }
 
     pub fn leaf_cost(&self, leaf: Leaf) -> u64 {

@@ -1,10 +1,11 @@
 //! Linux as the TDX module sees it: kernel primitives and the host algorithms.
 //!
-//! host-model reaches the module only through SEAMCALL (`tdx::seamcall`).
+//! host-model reaches the module only through SEAMCALL (`tdx::seamcall`) and the named
+//! hardware view (`kernel::arch`); it checks no invariant: it reports to an `Observer`.
 //!
 //! Modules:
 //! - `host`: `Host`, the kernel state of one run, its config and its costs.
-//! - `invariants`: the named invariants checked during and at the end of a run.
+//! - `observe`: `Observer`, the points a checker observes (SEAMCALL returns, frees, ...).
 //! - `kernel`: spinlock, rwlock, atomics, page allocator, the `Cpu` handle, `Errno`.
 //! - `tdx::enable`: TDX enabling and CPU hotplug in every `host.enable` design.
 //! - `seamldr::update`: the runtime module update in every `host.update` design.
@@ -13,9 +14,9 @@
 //! - `tdx::dpamt`: `tdx_pamt_get` / `tdx_pamt_put` in every published design.
 //! - `kvm::mmu`: the private-page fault and zap paths.
 pub mod host;
-pub mod invariants;
 pub mod kernel;
 pub mod kvm;
+pub mod observe;
 pub mod seamldr;
 pub mod tdx;
 

@@ -29,33 +29,36 @@ fn world(cpus: u32, online: u32) -> World {
             max_stall_cycles: 0,
             coverage: false,
             max_events: u64::MAX,
+            hung_task_cycles: 250_000_000,
             online_cpus: online,
         },
         Box::new(RandomChooser::new(Seed(1))),
     );
-    let host = Rc::new(Host::new(
-        exec.sim(),
-        HostConfig {
-            memory_bytes: 16 << 20,
-            dpamt: true,
-            host_priority: true,
-            possible_cpus: cpus,
-            online_cpus: online,
-            packages: 1,
-            tdx_initialized: false,
-            seamret_erratum: false,
-            compat_sensitive: true,
-            dpamt_design: DpamtDesign::DecAndLock,
-            enable_design: Default::default(),
-            update_design: Default::default(),
-            leaf_costs: BTreeMap::new(),
-            costs: HostCosts::default(),
-            range_labels: BTreeMap::new(),
-            reserved_ranges: BTreeSet::new(),
-            tds: Vec::new(),
-            kvm_tds: Vec::new(),
-        },
-    ));
+    let config = HostConfig {
+        memory_bytes: 16 << 20,
+        ghz: 2.0,
+        dpamt: true,
+        host_priority: true,
+        possible_cpus: cpus,
+        online_cpus: online,
+        packages: 1,
+        tdx_initialized: false,
+        seamret_erratum: false,
+        compat_sensitive: true,
+        leaf_locks: seam_model::LeafLocks::Interleaved,
+        hint_aug_retries: 1,
+        dpamt_design: DpamtDesign::DecAndLock,
+        enable_design: Default::default(),
+        update_design: Default::default(),
+        leaf_costs: BTreeMap::new(),
+        costs: HostCosts::default(),
+        range_labels: BTreeMap::new(),
+        reserved_ranges: BTreeSet::new(),
+        tds: Vec::new(),
+        kvm_tds: Vec::new(),
+    };
+    let module = Rc::new(std::cell::RefCell::new(config.new_module()));
+    let host = Rc::new(Host::new(exec.sim(), config, module, Rc::new(host_model::observe::NoObserver)));
     World { exec, host }
 }
 
@@ -139,7 +142,7 @@ fn stop_machine_waits_for_a_cpu_inside_a_spinlock() {
 }
 
 #[test]
-fn stop_machine_cpuslocked_without_the_hotplug_lock_warns() {
+fn stop_machine_cpuslocked_without_the_hotplug_lock_is_a_broken_precondition() {
     let mut world = world(2, 2);
     let log: Log = Rc::default();
     let function = logging(&log, 0);
@@ -148,8 +151,12 @@ fn stop_machine_cpuslocked_without_the_hotplug_lock_warns() {
         let _ = stop_machine_cpuslocked(&cpu, lock, function).await;
     });
     let report = world.run();
-    assert_eq!(report.outcome.kind, OutcomeKind::Warn);
-    assert!(report.outcome.what.contains("without cpus_read_lock()"), "{}", report.outcome.what);
+    assert_eq!(report.outcome.kind, OutcomeKind::Error);
+    assert!(
+        report.outcome.what.contains("stop_machine_cpuslocked: lockdep_assert_cpus_held() failed"),
+        "{}",
+        report.outcome.what
+    );
 }
 
 #[test]

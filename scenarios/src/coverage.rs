@@ -4,7 +4,8 @@
 
 use std::sync::OnceLock;
 
-use fuzz::explore::explore_schedules;
+use fuzz::explore::{explore_schedules, explore_schedules_until};
+use sim_core::Outcome;
 
 use crate::check::RunSummary;
 use crate::fuzzing::{engine_schedule, verdict_of};
@@ -42,6 +43,25 @@ pub(crate) fn explore(scenario: &Scenario, jobs: usize, on_run: &(dyn Fn() + Syn
         .enumerate()
         .map(|(index, (_, summary))| RunSummary { seed: index as u64, ..summary })
         .collect()
+}
+
+/// How many runs of the exploration seeded `seed` it takes to reach one whose outcome
+/// `wanted` accepts (`cap + 1` when none of the first `cap` does).
+pub fn runs_to_find(
+    scenario: &Scenario,
+    seed: u64,
+    cap: u64,
+    wanted: &(dyn Fn(&Outcome) -> bool + Sync),
+) -> u64 {
+    let horizon = OnceLock::new();
+    let run = |schedule: &fuzz::Schedule| {
+        let result = run_explored(scenario, &horizon, schedule);
+        let found = wanted(&result.outcome);
+        (verdict_of(result), found)
+    };
+    let explored =
+        explore_schedules_until(seed, scenario.run.pct_depth, cap, 1, &run, &|| {}, &|found: &bool| *found);
+    explored.iter().position(|(_, found)| *found).map_or(cap + 1, |index| index as u64 + 1)
 }
 
 /// The decisions of run `index` of the exploration (its whole vector, which replays it).

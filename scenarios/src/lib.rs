@@ -7,6 +7,8 @@
 //! - `check`: `check`, the runs of `tdxsim check` and the verdict on `[expect]`.
 //! - `coverage`: `--strategy coverage` for `check`, `run` and `replay` (the fuzz crate's explorer).
 //! - `fuzzing`: `tdxsim fuzz` (the fuzz crate's campaign, its output), and `ScenarioRunner`.
+//! - `checker`: `StateChecker`, which observes a run and owns every named invariant.
+//! - `faults`: the fault plan a run gives the module (`fail_step`).
 //! - `table`: the two-column `CPU 0 | CPU 1` interleaving table, focused on the finding of a failing run.
 //! - `perfetto`: `chrome_trace`, the run as Chrome trace-event JSON for Perfetto.
 //! - `error`: `ScenarioError`, one positioned error (`FILE:LINE:COL: KEY: expected …, found …`).
@@ -14,8 +16,10 @@
 //! - `units`: sizes (`"64M"`), times (`"50us"`) and addresses (`"0x200000"`).
 pub mod bundle;
 pub mod check;
+pub mod checker;
 pub mod coverage;
 pub mod error;
+pub mod faults;
 pub mod fuzzing;
 pub mod load;
 pub mod perfetto;

@@ -20,10 +20,11 @@ use toml::de::{DeString, DeTable, DeValue};
 use crate::error::{ErrorKind, ScenarioError, line_column};
 use crate::schema::{
     Bound, CALLS, CALLS_NOT_AVAILABLE, Call, EnableDesign, Expect, FailStep, HostCfg, METRICS, Machine,
-    MetricBound, ModuleCfg, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy, Task,
-    UpdateDesign,
+    MetricBound, ModuleCfg, Returns, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy,
+    Task, UpdateDesign,
 };
 use crate::units::{parse_address, parse_size, parse_time};
+use seam_model::LeafLocks;
 
 /// Reads and loads a scenario file; the error names `path` as given.
 pub fn load_file(path: &Path) -> std::result::Result<Scenario, ScenarioError> {
@@ -58,9 +59,17 @@ pub fn load_str(path_for_messages: &str, text: &str) -> std::result::Result<Scen
 const TOP_KEYS: &[&str] =
     &["name", "about", "machine", "module", "host", "pages", "task", "workload", "run", "expect"];
 const MACHINE_KEYS: &[&str] = &["cpus", "possible_cpus", "memory", "ghz", "packages"];
-const MODULE_KEYS: &[&str] =
-    &["dpamt", "host_priority", "jitter", "costs", "initialized", "seamret_erratum", "compat_sensitive"];
-const HOST_KEYS: &[&str] = &["dpamt", "sept_busy", "update", "enable"];
+const MODULE_KEYS: &[&str] = &[
+    "dpamt",
+    "host_priority",
+    "jitter",
+    "costs",
+    "initialized",
+    "seamret_erratum",
+    "compat_sensitive",
+    "leaf_locks",
+];
+const HOST_KEYS: &[&str] = &["dpamt", "sept_busy", "update", "enable", "hint_aug_retries"];
 const TASK_KEYS: &[&str] = &["cpu", "start", "repeat", "steps"];
 /// The operands a raw `seamcall` step takes for `leaf`, or `None` if a raw step cannot
 /// issue it (SYS.RD reads `module_hv`).
@@ -77,11 +86,17 @@ fn raw_operands(leaf: Leaf) -> Option<&'static [&'static str]> {
     })
 }
 
-/// What a step's `returns` may name.
-pub const RETURNS: &[&str] = &["0", "-EBUSY", "-EIO", "-ENOMEM", "-ENODEV", "-EINVAL", "-EACCES"];
-
-const RUN_KEYS: &[&str] =
-    &["runs", "seed", "strategy", "pct_depth", "exhaustive_bound", "max_time", "watchdog", "max_stall"];
+const RUN_KEYS: &[&str] = &[
+    "runs",
+    "seed",
+    "strategy",
+    "pct_depth",
+    "exhaustive_bound",
+    "max_time",
+    "watchdog",
+    "max_stall",
+    "hung_task",
+];
 const EXPECT_KEYS: &[&str] = &["outcome", "what", "within_runs", "metrics"];
 /// Largest `machine.cpus` / `machine.possible_cpus`.
 const MAX_CPUS: u64 = 4096;
@@ -228,6 +243,7 @@ impl<'t> Loader<'t> {
             initialized: true,
             seamret_erratum: false,
             compat_sensitive: true,
+            leaf_locks: LeafLocks::default(),
         };
         let Some(table) = self.subtable(top, "module", MODULE_KEYS)? else {
             return Ok(module);
@@ -246,6 +262,11 @@ impl<'t> Loader<'t> {
             if let Some(value) = table.get(name) {
                 *field = self.boolean(&table.key(name), value)?;
             }
+        }
+        if let Some(value) = table.get("leaf_locks") {
+            let names: Vec<&str> = LeafLocks::ALL.iter().map(|locks| locks.name()).collect();
+            let name = self.choice(&table.key("leaf_locks"), value, &names)?;
+            module.leaf_locks = LeafLocks::from_name(name).expect("choice() returned a listed name");
         }
         if let Some(value) = table.get("jitter") {
             let in_range = |jitter: f64| (0.0..=0.5).contains(&jitter);
@@ -280,6 +301,7 @@ impl<'t> Loader<'t> {
             sept_busy: SEPT_BUSY_DESIGNS[0].to_owned(),
             update: UpdateDesign::default(),
             enable: EnableDesign::default(),
+            hint_aug_retries: host_model::kvm::mmu::HINT_AUG_RETRIES_DEFAULT,
         };
         let Some(table) = self.subtable(top, "host", HOST_KEYS)? else {
             return Ok(host);
@@ -301,6 +323,10 @@ impl<'t> Loader<'t> {
             let names: Vec<&str> = EnableDesign::ALL.iter().map(|design| design.name()).collect();
             let name = self.choice(&table.key("enable"), value, &names)?;
             host.enable = EnableDesign::from_name(name).expect("choice() returned a listed name");
+        }
+        if let Some(value) = table.get("hint_aug_retries") {
+            let key = table.key("hint_aug_retries");
+            host.hint_aug_retries = self.int(&key, value, 0, crate::schema::HINT_AUG_RETRIES_MAX)? as u32;
         }
         Ok(host)
     }
@@ -507,8 +533,11 @@ impl<'t> Loader<'t> {
         };
         let returns = match table.get("returns") {
             Some(value) => {
-                let name = self.choice(&table.key("returns"), value, RETURNS)?;
-                Some(name.to_string())
+                let key = table.key("returns");
+                let possible = call.possible_returns();
+                let names: Vec<&str> = possible.iter().map(String::as_str).collect();
+                let name = self.choice(&key, value, &names)?;
+                Some(Returns::parse(name).expect("possible_returns() lists parseable values"))
             }
             None => None,
         };
@@ -583,10 +612,12 @@ impl<'t> Loader<'t> {
             exhaustive_bound: 2,
             max_time: Cycle(clock.ns_to_cycles(1e9)),
             watchdog: Cycle(clock.ns_to_cycles(20e6)),
+            hung_task: Cycle(0),
             max_stall: Cycle(clock.ns_to_cycles(50e3)),
             max_events: crate::schema::MAX_EVENTS_DEFAULT,
         };
         let Some(table) = self.subtable(top, "run", RUN_KEYS)? else {
+            run.hung_task = Cycle(run.watchdog.0.saturating_mul(crate::schema::HUNG_TASK_FACTOR));
             return Ok(run);
         };
         if let Some(value) = table.get("runs") {
@@ -615,6 +646,7 @@ impl<'t> Loader<'t> {
             ("max_time", &mut run.max_time, 1),
             ("watchdog", &mut run.watchdog, 1),
             ("max_stall", &mut run.max_stall, 0),
+            ("hung_task", &mut run.hung_task, 1),
         ] {
             if let Some(value) = table.get(name) {
                 let key = table.key(name);
@@ -624,6 +656,9 @@ impl<'t> Loader<'t> {
                 }
                 *field = Cycle(cycles);
             }
+        }
+        if run.hung_task == Cycle(0) {
+            run.hung_task = Cycle(run.watchdog.0.saturating_mul(crate::schema::HUNG_TASK_FACTOR));
         }
         Ok(run)
     }

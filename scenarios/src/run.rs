@@ -3,6 +3,7 @@
 //! Like TigerBeetle's VOPR wiring: everything a run needs is built here from the
 //! `Scenario` and a seed (or a decision vector), and nothing outside it is read.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
@@ -15,13 +16,14 @@ use host_model::tdx::dpamt::{PairSource, tdx_pamt_get, tdx_pamt_put};
 use host_model::tdx::enable::{tdx_cpu_enable, tdx_enable};
 use host_model::tdx::seamcall::seamcall;
 use host_model::{Cpu, Host, HostConfig, HostCosts};
-use seam_model::{Hpa, Leaf, LeafCall, RANGE_2M, TdId, TdxStatus};
+use seam_model::{Hpa, Leaf, LeafCall, Module, RANGE_2M, TdId, TdxStatus};
 use sim_core::{
     Chooser, CoverageReport, CpuId, Cycle, EngineConfig, Executor, Exhaustive, Outcome, OutcomeKind,
     PctChooser, PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, Seed, Span, TraceEvent,
 };
 
-use crate::schema::{Call, Scenario, Strategy};
+use crate::checker::StateChecker;
+use crate::schema::{Call, Scenario, StepResult, Strategy};
 
 /// How to schedule a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,55 +260,54 @@ fn step_label(scenario: &Scenario, call: &Call) -> String {
     }
 }
 
-async fn run_step(cpu: &Cpu, call: &Call) -> String {
+async fn run_step(cpu: &Cpu, call: &Call, module: &RefCell<Module>) -> StepResult {
     match call {
-        Call::Seamcall(leaf_call) => seamcall(cpu, *leaf_call).await.status.to_string(),
+        Call::Seamcall(leaf_call) => StepResult::Status(seamcall(cpu, *leaf_call).await.status),
         Call::TdxPamtGet { page, pair } => {
             let source = match pair {
                 Some([a, b]) => PairSource::Given([Hpa(*a), Hpa(*b)]),
                 None => PairSource::Allocate,
             };
-            errno_text(tdx_pamt_get(cpu, Hpa(*page), source).await)
+            StepResult::Errno(tdx_pamt_get(cpu, Hpa(*page), source).await)
         }
         Call::TdxPamtPut { page, .. } => {
             tdx_pamt_put(cpu, Hpa(*page)).await;
-            "0".to_string()
+            StepResult::Errno(Ok(()))
         }
         Call::TdpFault { td, gpa, count, page } => {
-            errno_text(tdp_fault(cpu, TdId(*td), *gpa, *count, page.map(Hpa)).await)
+            StepResult::Errno(tdp_fault(cpu, TdId(*td), *gpa, *count, page.map(Hpa)).await)
         }
-        Call::Zap { td, gpa, count } => errno_text(zap(cpu, TdId(*td), *gpa, *count).await),
-        Call::TdxEnable => errno_text(tdx_enable(cpu).await),
+        Call::Zap { td, gpa, count } => StepResult::Errno(zap(cpu, TdId(*td), *gpa, *count).await),
+        Call::TdxEnable => StepResult::Errno(tdx_enable(cpu).await),
         Call::TdxCpuEnable => {
-            // Callers run it with preemption off (pinned to this CPU).
+            // Callers run it pinned, with preemption off.
             cpu.preempt_disable();
             let ret = tdx_cpu_enable(cpu).await;
             cpu.preempt_enable();
-            errno_text(ret)
+            StepResult::Errno(ret)
         }
-        Call::CpuUp { target } => errno_text(cpu_up(cpu, CpuId(*target)).await),
-        Call::CpuDown { target } => errno_text(cpu_down(cpu, CpuId(*target)).await),
-        Call::SeamldrInstallModule { fail_step } => errno_text(seamldr_install_module(cpu, *fail_step).await),
+        Call::CpuUp { target } => StepResult::Errno(cpu_up(cpu, CpuId(*target)).await),
+        Call::CpuDown { target } => StepResult::Errno(cpu_down(cpu, CpuId(*target)).await),
+        Call::SeamldrInstallModule { fail_step } => {
+            // The fault plan: the step's failure, armed in the module before the update runs.
+            if let Some(step) = fail_step {
+                step.arm(&mut module.borrow_mut());
+            }
+            StepResult::Errno(seamldr_install_module(cpu).await)
+        }
         Call::TdCreate { td, vcpus, build_cycles } => {
-            errno_text(td_create(cpu, TdId(*td), *vcpus, *build_cycles).await)
+            StepResult::Errno(td_create(cpu, TdId(*td), *vcpus, *build_cycles).await)
         }
         Call::Sleep { cycles } => {
             cpu.sim.sleep(*cycles).await;
-            "0".to_string()
+            StepResult::Errno(Ok(()))
         }
         Call::Spin { cycles } => {
             cpu.preempt_disable();
             cpu.sim.delay(*cycles).await;
             cpu.preempt_enable();
-            "0".to_string()
+            StepResult::Errno(Ok(()))
         }
-    }
-}
-
-fn errno_text(result: Result<(), host_model::Errno>) -> String {
-    match result {
-        Ok(()) => "0".to_string(),
-        Err(errno) => format!("-{errno}"),
     }
 }
 
@@ -339,6 +340,7 @@ pub fn run_once_with(
             jitter: scenario.module.jitter,
             record_trace,
             max_stall_cycles: scenario.run.max_stall.0,
+            hung_task_cycles: scenario.run.hung_task.0,
             max_events: scenario.run.max_events,
             online_cpus: scenario.machine.cpus,
             coverage,
@@ -347,32 +349,36 @@ pub fn run_once_with(
     );
     let reserved_ranges = scenario_pages(scenario).iter().map(|page| (page / RANGE_2M) as usize).collect();
     let (existing_tds, created_tds) = scenario_tds(scenario);
-    let host = Rc::new(Host::new(
-        executor.sim(),
-        HostConfig {
-            memory_bytes: scenario.machine.memory_bytes,
-            dpamt: scenario.module.dpamt,
-            host_priority: scenario.module.host_priority,
-            possible_cpus: scenario.machine.possible_cpus,
-            online_cpus: scenario.machine.cpus,
-            packages: scenario.machine.packages,
-            tdx_initialized: scenario.module.initialized,
-            seamret_erratum: scenario.module.seamret_erratum,
-            compat_sensitive: scenario.module.compat_sensitive,
-            dpamt_design: scenario.host.dpamt,
-            enable_design: scenario.host.enable,
-            update_design: scenario.host.update,
-            leaf_costs: scenario.module.costs.clone(),
-            costs: HostCosts::default(),
-            range_labels: range_labels(scenario),
-            reserved_ranges,
-            kvm_tds: existing_tds.iter().chain(&created_tds).copied().collect(),
-            tds: existing_tds,
-        },
-    ));
+    let config = HostConfig {
+        memory_bytes: scenario.machine.memory_bytes,
+        ghz: scenario.machine.ghz,
+        dpamt: scenario.module.dpamt,
+        host_priority: scenario.module.host_priority,
+        possible_cpus: scenario.machine.possible_cpus,
+        online_cpus: scenario.machine.cpus,
+        packages: scenario.machine.packages,
+        tdx_initialized: scenario.module.initialized,
+        seamret_erratum: scenario.module.seamret_erratum,
+        compat_sensitive: scenario.module.compat_sensitive,
+        leaf_locks: scenario.module.leaf_locks,
+        hint_aug_retries: scenario.host.hint_aug_retries,
+        dpamt_design: scenario.host.dpamt,
+        enable_design: scenario.host.enable,
+        update_design: scenario.host.update,
+        leaf_costs: scenario.module.costs.clone(),
+        costs: HostCosts::default(),
+        range_labels: range_labels(scenario),
+        reserved_ranges,
+        kvm_tds: existing_tds.iter().chain(&created_tds).copied().collect(),
+        tds: existing_tds,
+    };
+    let module = Rc::new(RefCell::new(config.new_module()));
+    let checker = Rc::new(StateChecker::new(module.clone()));
+    let host = Rc::new(Host::new(executor.sim(), config, module.clone(), checker.clone()));
     let scenario_rc = Rc::new(scenario.clone());
     for (index, task) in scenario.tasks.iter().enumerate() {
         let host = host.clone();
+        let module = module.clone();
         let scenario = scenario_rc.clone();
         let cpu_id = CpuId(task.cpu);
         executor.spawn(cpu_id, task.start, format!("task {index}"), move |ctx| async move {
@@ -389,15 +395,15 @@ pub fn run_once_with(
                     cpu.mark(Span::Begin, mark::STEP, step_index as u64, 0, || {
                         step_label(&scenario, &step.call)
                     });
-                    let result = run_step(&cpu, &step.call).await;
+                    let result = run_step(&cpu, &step.call, &module).await;
                     cpu.mark(Span::End, mark::STEP, step_index as u64, 0, || {
                         format!("{} = {result}", step.call.name())
                     });
-                    if let Some(expected) = &step.returns
-                        && *expected != result
+                    if let Some(expected) = step.returns
+                        && !expected.matches(result)
                     {
                         let label = step_label(&scenario, &step.call);
-                        cpu.warn(format!("step {label} returned {result}, expected {expected}"));
+                        cpu.warn("step", format!("{label} returned {result}, expected {expected}"));
                     }
                     cpu.progress();
                 }
@@ -411,9 +417,9 @@ pub fn run_once_with(
         explain_livelock(&host, &report_task_cpus(&outcome, &task_cpus), &mut outcome);
     }
     if outcome.kind == OutcomeKind::Pass
-        && let Some(broken) = check_quiescent_invariants(&host)
+        && let Some(broken) = checker.check_at_end(&host)
     {
-        outcome = broken;
+        outcome = Outcome { cycle: report.end, ..broken };
     }
     let mut metrics = Metrics { seamcalls: host.stats.borrow().seamcalls.clone(), ..Metrics::default() };
     for (_, _, stats) in &report.resources {
@@ -422,7 +428,7 @@ pub fn run_once_with(
         metrics.lock_wait_cycles += stats.wait_cycles;
     }
     let pamt_end = {
-        let module = host.module.borrow();
+        let module = module.borrow();
         (0..host.pamt_refcount.len())
             .map(|index| {
                 let backed = matches!(module.dpamt(index), seam_model::Dpamt2M::Backed { .. });
@@ -481,24 +487,8 @@ pub fn first_trace_difference(
     Some((index, first.get(index).cloned(), second.get(index).cloned()))
 }
 
-/// Checks that hold once every task has finished: the module holds no lock (else the
-/// simulator has a bug), and the host's end-of-run invariants.
-fn check_quiescent_invariants(host: &Host) -> Option<Outcome> {
-    let module = host.module.borrow();
-    if module.held_lock_count() != 0 {
-        return Some(Outcome::new(
-            OutcomeKind::Error,
-            format!("simulator bug: the module still holds {} locks after the run", module.held_lock_count()),
-            Vec::new(),
-        ));
-    }
-    drop(module);
-    let (name, detail) = host_model::invariants::check_at_end(host)?;
-    Some(Outcome::new(OutcomeKind::Invariant, format!("{name}: {detail}"), Vec::new()))
-}
-
 fn report_task_cpus(outcome: &Outcome, task_cpus: &[CpuId]) -> Vec<CpuId> {
-    outcome.tasks.iter().map(|task| task_cpus[task.0 as usize]).collect()
+    outcome.tasks().iter().map(|task| task_cpus[task.0 as usize]).collect()
 }
 
 /// Appends what the stuck CPU's SEAMCALLs kept returning since its last progress.

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use host_model::Errno;
 use host_model::tdx::dpamt::DpamtDesign;
 use indexmap::IndexMap;
-use seam_model::{Leaf, LeafCall};
+use seam_model::{Leaf, LeafCall, TdxStatus};
 use sim_core::{Clock, Cycle, OutcomeKind};
 
 /// One scenario file.
@@ -76,6 +77,9 @@ pub struct ModuleCfg {
     /// (bit 16): a shutdown during a compatibility-sensitive operation fails with
     /// TDX_UPDATE_COMPAT_SENSITIVE instead of going ahead (default true; false: an older module).
     pub compat_sensitive: bool,
+    /// `module.leaf_locks`: a leaf's try-locks are separate attempts a try-lock cost apart
+    /// (`interleaved`, the default, what the hardware does) or one atomic set (`atomic`).
+    pub leaf_locks: seam_model::LeafLocks,
 }
 
 /// `[host]`: one design per algorithm.
@@ -89,7 +93,14 @@ pub struct HostCfg {
     /// `host.enable`: how TDX is enabled and how CPU hotplug keeps CPUs TDX-capable
     /// (default `boot-cpuhp`).
     pub enable: EnableDesign,
+    /// `host.hint_aug_retries`: with `host.dpamt = "hint"`, how many times one fault may see
+    /// PAGE.AUG fail with MISSING_PAMT_PAGE_PAIR after its PAMT.ADD said the range was backed
+    /// before the unbounded retry is reported (default 1; invariant: <= HINT_AUG_RETRIES_MAX).
+    pub hint_aug_retries: u32,
 }
+
+/// The largest `host.hint_aug_retries`.
+pub const HINT_AUG_RETRIES_MAX: u64 = 1_000_000;
 
 /// Values of `host.sept_busy`; the first is the default.
 pub const SEPT_BUSY_DESIGNS: &[&str] = &["kick-and-block", "blind-retry"];
@@ -119,9 +130,10 @@ pub struct Step {
     pub call: Call,
     /// Do not start before this time.
     pub at: Option<Cycle>,
-    /// `returns`: what the call must return ("0", "-EBUSY", ...); anything else ends the run
-    /// in `warn`. A key this version adds to SCENARIOS.md.
-    pub returns: Option<String>,
+    /// `returns`: what the call must return (a host call's "0" or errno like "-EBUSY", a raw
+    /// SEAMCALL's status name like "TDX_SUCCESS"); checked at load against what the call can
+    /// return; anything else at run time ends the run in `warn`.
+    pub returns: Option<Returns>,
     /// Position of the step's `{`, for messages.
     pub line: usize,
     pub column: usize,
@@ -190,6 +202,99 @@ impl Call {
     }
 }
 
+/// What a step returned: a host function's result, or a raw SEAMCALL's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepResult {
+    Errno(Result<(), Errno>),
+    Status(TdxStatus),
+}
+
+impl std::fmt::Display for StepResult {
+    /// `0`, `-EBUSY`, `TDX_OPERAND_BUSY|RCX`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepResult::Errno(Ok(())) => f.write_str("0"),
+            StepResult::Errno(Err(errno)) => write!(f, "-{errno}"),
+            StepResult::Status(status) => write!(f, "{status}"),
+        }
+    }
+}
+
+/// A step's `returns`: what it must return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Returns {
+    /// `"0"` (`None`) or an errno (`"-EBUSY"`).
+    Errno(Option<Errno>),
+    /// A status by name; the operand detail is not compared (`"TDX_OPERAND_BUSY"`).
+    Status(TdxStatus),
+}
+
+impl Returns {
+    /// `"0"`, `"-EIO"`, or a status name.
+    pub fn parse(text: &str) -> Option<Returns> {
+        if text == "0" {
+            return Some(Returns::Errno(None));
+        }
+        if let Some(name) = text.strip_prefix('-') {
+            return ERRNOS
+                .iter()
+                .find(|errno| errno.to_string() == name)
+                .map(|errno| Returns::Errno(Some(*errno)));
+        }
+        TdxStatus::from_name(text).map(Returns::Status)
+    }
+
+    pub fn matches(self, result: StepResult) -> bool {
+        match (self, result) {
+            (Returns::Errno(expected), StepResult::Errno(got)) => got.err() == expected,
+            (Returns::Status(expected), StepResult::Status(got)) => got.without_operand() == expected,
+            (Returns::Errno(_), StepResult::Status(_)) | (Returns::Status(_), StepResult::Errno(_)) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Returns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Returns::Errno(None) => f.write_str("0"),
+            Returns::Errno(Some(errno)) => write!(f, "-{errno}"),
+            Returns::Status(status) => f.write_str(status.name()),
+        }
+    }
+}
+
+/// Every errno a host call returns.
+pub const ERRNOS: &[Errno] =
+    &[Errno::EBUSY, Errno::EIO, Errno::ENOMEM, Errno::ENODEV, Errno::EINVAL, Errno::EACCES];
+
+impl Call {
+    /// What this call can return, as `returns` names it: for a raw SEAMCALL every status
+    /// name; for a host function "0" and the errnos it returns.
+    pub fn possible_returns(&self) -> Vec<String> {
+        use Errno::{EACCES, EBUSY, EINVAL, EIO, ENODEV, ENOMEM};
+        let errnos: &[Errno] = match self {
+            Call::Seamcall(_) => {
+                return seam_model::status::NAMED_STATUSES
+                    .iter()
+                    .chain(seam_model::status::seamldr::NAMED_SEAMLDR_STATUSES)
+                    .map(|(name, _)| name.to_string())
+                    .collect();
+            }
+            Call::TdxPamtGet { .. } => &[ENOMEM, EIO],
+            Call::TdxPamtPut { .. } | Call::Sleep { .. } | Call::Spin { .. } => &[],
+            Call::TdxEnable => &[EBUSY, EIO, ENODEV, EINVAL, EACCES, ENOMEM],
+            Call::TdxCpuEnable => &[EIO, ENODEV, EACCES],
+            Call::CpuUp { .. } => &[EBUSY, EINVAL, EIO, ENODEV, EACCES],
+            Call::CpuDown { .. } => &[EBUSY, EINVAL],
+            Call::SeamldrInstallModule { .. } => &[EBUSY, EIO, ENODEV, EINVAL, EACCES],
+            Call::TdCreate { .. } => &[EBUSY, EIO, ENODEV, ENOMEM, EACCES],
+            Call::TdpFault { .. } => &[ENOMEM, EIO],
+            Call::Zap { .. } => &[EIO],
+        };
+        std::iter::once("0".to_string()).chain(errnos.iter().map(|errno| format!("-{errno}"))).collect()
+    }
+}
+
 /// Every call this version runs: (name, arguments, what it runs), for `tdxsim list calls`.
 pub const CALLS: &[(&str, &str, &str)] = &[
     (
@@ -221,7 +326,7 @@ pub const CALLS: &[(&str, &str, &str)] = &[
 /// them with "not available in this version" rather than "unknown call".
 pub const CALLS_NOT_AVAILABLE: &[&str] = &["td_destroy", "vcpu_run", "memslot_delete"];
 
-pub use host_model::seamldr::update::FailStep;
+pub use crate::faults::FailStep;
 
 /// `[run]`: how runs are explored.
 #[derive(Clone, Debug, PartialEq)]
@@ -242,9 +347,17 @@ pub struct RunCfg {
     pub watchdog: Cycle,
     /// Longest interrupt/preemption the chooser may inject (default 50us).
     pub max_stall: Cycle,
+    /// `run.hung_task`: a task asleep on a sleeping lock or completion this long without
+    /// progress ends the run in `hung` (default HUNG_TASK_FACTOR x watchdog).
+    pub hung_task: Cycle,
     /// Events a run may dispatch; past it the outcome is `limit` (default [`MAX_EVENTS_DEFAULT`]).
     pub max_events: u64,
 }
+
+/// `run.hung_task` when the file does not say, in watchdog periods: the kernel's hung-task
+/// detector waits longer (120 s) than its soft-lockup detector (20 s); scaled as the
+/// watchdog is.
+pub const HUNG_TASK_FACTOR: u64 = 5;
 
 /// `run.max_events` when the file does not say.
 pub const MAX_EVENTS_DEFAULT: u64 = 200_000_000;

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use host_model::kernel::cpu::mark;
-use sim_core::{CpuId, Mode, OutcomeKind, Span, TaskId, TraceEvent, TraceKind};
+use sim_core::{CpuId, Finding, Mode, OutcomeKind, Span, Subject, TaskId, TraceEvent, TraceKind};
 
 use crate::run::RunResult;
 
@@ -34,6 +34,8 @@ fn cell(result: &RunResult, event: &TraceEvent, held: &mut BTreeMap<(u32, u32), 
             ("rwsem", Mode::Shared, true) => "up_read",
             ("rwsem", Mode::Exclusive, false) => "down_write",
             ("rwsem", Mode::Exclusive, true) => "up_write",
+            ("raw_spinlock", _, false) => "raw_spin_lock",
+            ("raw_spinlock", _, true) => "raw_spin_unlock",
             (_, _, false) => "spin_lock",
             (_, _, true) => "spin_unlock",
         }
@@ -42,7 +44,11 @@ fn cell(result: &RunResult, event: &TraceEvent, held: &mut BTreeMap<(u32, u32), 
         TraceKind::TaskStart | TraceKind::TaskEnd => return None,
         TraceKind::Wait { resource, mode } => {
             let (name, class, _) = name_of(*resource);
-            format!("{}({name}) ... spins", verb(class, *mode, false))
+            let waits = match class.as_str() {
+                "mutex" | "rwsem" | "percpu_rwsem" => "blocks",
+                _ => "spins",
+            };
+            format!("{}({name}) ... {waits}", verb(class, *mode, false))
         }
         TraceKind::Acquire { resource, mode, waited_cycles } => {
             held.insert((resource.0, event.task.0), *mode);
@@ -93,7 +99,7 @@ struct Focus {
 }
 
 fn focus(result: &RunResult) -> Focus {
-    let involved: BTreeSet<TaskId> = result.outcome.tasks.iter().copied().collect();
+    let involved: BTreeSet<TaskId> = result.outcome.tasks().into_iter().collect();
     let focused = match result.outcome.kind {
         OutcomeKind::Deadlock => focus_deadlock(result, &involved),
         OutcomeKind::Warn => focus_warn(result, &involved),
@@ -102,26 +108,23 @@ fn focus(result: &RunResult) -> Focus {
     focused.unwrap_or_else(|| focus_cpus(result, &involved))
 }
 
-/// Every event of the CPUs the finding names: those of its tasks, or without tasks (an
-/// invariant) those that touched a lock or counter `outcome.what` names, or else all.
+/// Every event of the CPUs the finding names: those of its tasks, and those that touched a
+/// lock or a marked subject (a range's refcount) the finding names; all when it names none.
 fn focus_cpus(result: &RunResult, involved: &BTreeSet<TaskId>) -> Focus {
     let mut cpus: BTreeSet<CpuId> = involved.iter().map(|task| result.task_cpus[task.0 as usize]).collect();
-    if cpus.is_empty() {
-        let named = named_resources(result);
-        let words = bracketed_words(&result.outcome.what);
-        cpus = result
-            .trace
-            .iter()
-            .filter(|event| match &event.kind {
-                TraceKind::Wait { resource, .. }
-                | TraceKind::Acquire { resource, .. }
-                | TraceKind::Release { resource } => named.contains(&resource.0),
-                TraceKind::Mark { text, .. } => words.iter().any(|word| names(text, word)),
-                _ => false,
-            })
-            .map(|event| event.cpu)
-            .collect();
-    }
+    let named = named_resources(result);
+    let subjects = match &result.outcome.finding {
+        Finding::Report { subjects, .. } => subjects.clone(),
+        _ => Vec::new(),
+    };
+    let touched = result.trace.iter().filter(|event| match &event.kind {
+        TraceKind::Wait { resource, .. }
+        | TraceKind::Acquire { resource, .. }
+        | TraceKind::Release { resource } => named.contains(&resource.0),
+        TraceKind::Mark { code, a, .. } => subjects.contains(&Subject::Marked(*code, *a)),
+        _ => false,
+    });
+    cpus.extend(touched.map(|event| event.cpu));
     let keep = result.trace.iter().map(|event| cpus.is_empty() || cpus.contains(&event.cpu)).collect();
     Focus { keep, shown: "whole run".to_string() }
 }
@@ -241,28 +244,9 @@ fn mark_spans(trace: &[TraceEvent]) -> Vec<MarkSpan> {
     spans
 }
 
-/// Ids of the locks whose names `outcome.what` mentions.
+/// Ids of the locks the finding names.
 fn named_resources(result: &RunResult) -> BTreeSet<u32> {
-    (0..result.resources.len() as u32)
-        .filter(|id| names(&result.outcome.what, &result.resources[*id as usize].0))
-        .collect()
-}
-
-/// Whether `text` mentions `name` as a whole word (`rw[A]` is not in `rw[AB]`).
-fn names(text: &str, name: &str) -> bool {
-    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    text.match_indices(name).any(|(at, _)| {
-        let before = text[..at].chars().next_back();
-        let after = text[at + name.len()..].chars().next();
-        !before.is_some_and(is_word) && !after.is_some_and(|c| is_word(c) || c == '[')
-    })
-}
-
-/// The `name[label]` words of a message: counters and locks, as `pamt_refcount[A]`.
-fn bracketed_words(text: &str) -> Vec<&str> {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || "_[]".contains(c)))
-        .filter(|word| word.contains('[') && word.ends_with(']'))
-        .collect()
+    result.outcome.resources().iter().map(|resource| resource.0).collect()
 }
 
 fn rows(result: &RunResult, keep: &[bool]) -> Vec<(u64, CpuId, String)> {
@@ -321,25 +305,4 @@ fn render_rows(rows: Vec<(u64, CpuId, String)>) -> String {
         line(&mut out, &cycle.to_string(), &cells);
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_matches_whole_lock_names_only() {
-        let what = "CPU 0 holds rw[A] and waits for pamt_lock";
-        assert!(names(what, "rw[A]"));
-        assert!(names(what, "pamt_lock"));
-        assert!(!names("holds rw[AB]", "rw[A]"));
-        assert!(!names("holds pamt_lock2", "pamt_lock"));
-        assert!(!names("holds xrw[A]", "rw[A]"));
-    }
-
-    #[test]
-    fn bracketed_words_are_counters_and_locks() {
-        let what = "dpamt-refcount-matches-module: pamt_refcount[A] = 1 but rw[B], x";
-        assert_eq!(bracketed_words(what), ["pamt_refcount[A]", "rw[B]"]);
-    }
 }

@@ -50,9 +50,9 @@ fn line_starting<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 #[test]
 fn write_then_read_gives_the_same_bundle() {
     let dir = temp_dir("round-trip").join("created/by/write");
-    let bundle = bundle_of(S_D5, 3);
+    let bundle = bundle_of(S_D5, 4);
     let path = bundle::write(&dir, &bundle).unwrap();
-    assert_eq!(path, dir.join("s-d5-per-2m-rwlock-ab-ba-seed3.bundle"));
+    assert_eq!(path, dir.join("s-d5-per-2m-rwlock-ab-ba-seed4.bundle"));
     assert_eq!(bundle::read(&path).unwrap(), bundle);
     let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|entry| entry.unwrap().file_name()).collect();
     assert_eq!(names.len(), 1, "no temporary file is left behind: {names:?}");
@@ -60,7 +60,7 @@ fn write_then_read_gives_the_same_bundle() {
 
 #[test]
 fn replaying_a_bundle_gives_the_recorded_run() {
-    let bundle = bundle_of(S_D5, 3);
+    let bundle = bundle_of(S_D5, 4);
     assert!(bundle.outcome.starts_with("deadlock"), "{}", bundle.outcome);
     let read = bundle::decode(&bundle::encode(&bundle)).unwrap();
     let (_, result) = read.replay(false).unwrap();
@@ -72,7 +72,7 @@ fn replaying_a_bundle_gives_the_recorded_run() {
 
 #[test]
 fn a_replay_that_differs_is_named() {
-    let mut bundle = bundle_of(S_D5, 3);
+    let mut bundle = bundle_of(S_D5, 4);
     bundle.trace_hash ^= 1;
     let (_, result) = bundle.replay(false).unwrap();
     let mismatches = bundle.mismatches(&result);
@@ -82,7 +82,7 @@ fn a_replay_that_differs_is_named() {
 
 #[test]
 fn a_truncated_bundle_is_refused_at_every_length() {
-    let bytes = bundle::encode(&bundle_of(S_D5, 3));
+    let bytes = bundle::encode(&bundle_of(S_D5, 4));
     for len in 0..bytes.len() {
         match bundle::decode(&bytes[..len]) {
             Err(error @ BundleError::Truncated { .. }) => {
@@ -111,7 +111,7 @@ fn other_files_are_not_bundles() {
 
 #[test]
 fn a_flipped_byte_is_corrupt() {
-    let bytes = bundle::encode(&bundle_of(S_D5, 3));
+    let bytes = bundle::encode(&bundle_of(S_D5, 4));
     // Every byte of the payload and of the checksum.
     for index in 20..bytes.len() {
         let mut damaged = bytes.clone();
@@ -124,7 +124,7 @@ fn a_flipped_byte_is_corrupt() {
 
 #[test]
 fn a_bundle_from_another_format_version_names_both_versions() {
-    let mut bytes = bundle::encode(&bundle_of(S_D5, 3));
+    let mut bytes = bundle::encode(&bundle_of(S_D5, 4));
     bytes[8..12].copy_from_slice(&999u32.to_le_bytes());
     let error = bundle::decode(&bytes).unwrap_err();
     assert!(matches!(error, BundleError::Version { found: 999, supported: bundle::FORMAT_VERSION }));
@@ -187,17 +187,17 @@ fn check_writes_no_bundle_for_an_expected_finding_unless_out_is_given() {
 #[test]
 fn run_writes_the_bundle_of_a_run_that_does_not_pass() {
     let dir = temp_dir("run");
-    let (code, stdout, _) = tdxsim(&["run", S_D5, "--seed", "3", "--out", &dir.to_string_lossy()]);
+    let (code, stdout, _) = tdxsim(&["run", S_D5, "--seed", "4", "--out", &dir.to_string_lossy()]);
     assert_eq!(code, 0, "a deadlock is what this file expects: {stdout}");
     let path = bundle_path(&stdout);
-    assert_eq!(Path::new(&path), dir.join("s-d5-per-2m-rwlock-ab-ba-seed3.bundle"));
-    assert_eq!(bundle::read(Path::new(&path)).unwrap(), bundle_of(S_D5, 3));
+    assert_eq!(Path::new(&path), dir.join("s-d5-per-2m-rwlock-ab-ba-seed4.bundle"));
+    assert_eq!(bundle::read(Path::new(&path)).unwrap(), bundle_of(S_D5, 4));
 }
 
 #[test]
 fn replaying_a_bundle_that_does_not_reproduce_says_so_and_exits_1() {
     let dir = temp_dir("mismatch");
-    let mut recorded = bundle_of(S_D5, 3);
+    let mut recorded = bundle_of(S_D5, 4);
     recorded.outcome = "pass".to_string();
     let path = bundle::write(&dir, &recorded).unwrap();
     let (code, stdout, _) = tdxsim(&["replay", &path.to_string_lossy()]);
@@ -210,7 +210,7 @@ fn replaying_a_bundle_that_does_not_reproduce_says_so_and_exits_1() {
 fn replay_refuses_a_damaged_bundle_with_the_reason() {
     let dir = temp_dir("damaged");
     let path = dir.join("cut.bundle");
-    std::fs::write(&path, &bundle::encode(&bundle_of(S_D5, 3))[..40]).unwrap();
+    std::fs::write(&path, &bundle::encode(&bundle_of(S_D5, 4))[..40]).unwrap();
     let (code, stdout, stderr) = tdxsim(&["replay", &path.to_string_lossy()]);
     assert_eq!(code, 2);
     assert!(stdout.is_empty(), "{stdout}");

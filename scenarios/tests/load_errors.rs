@@ -217,7 +217,7 @@ fn unknown_key_in_a_table() {
     );
     assert_eq!(
         error(&with("[run]\nstrategy = \"random\"\nseeds = 3\n")),
-        "x.toml:7:1: run.seeds: expected one of the keys runs, seed, strategy, pct_depth, exhaustive_bound, max_time, watchdog, max_stall, found seeds"
+        "x.toml:7:1: run.seeds: expected one of the keys runs, seed, strategy, pct_depth, exhaustive_bound, max_time, watchdog, max_stall, hung_task, found seeds"
     );
 }
 
@@ -325,7 +325,7 @@ fn module_initialized_seamret_erratum_compat_sensitive() {
     );
     assert_eq!(
         error(&module("initialised = false")),
-        "x.toml:3:1: module.initialised: expected one of the keys dpamt, host_priority, jitter, costs, initialized, seamret_erratum, compat_sensitive, found initialised"
+        "x.toml:3:1: module.initialised: expected one of the keys dpamt, host_priority, jitter, costs, initialized, seamret_erratum, compat_sensitive, leaf_locks, found initialised"
     );
 }
 
@@ -393,7 +393,7 @@ fn missing_required_keys() {
     );
     assert_eq!(
         error(&with("[expect]\nwhat = \"x\"\n")),
-        "x.toml:5:1: expect.outcome: expected one of pass | deadlock | livelock | lock-order | invariant | warn | limit (required in [expect]), found nothing"
+        "x.toml:5:1: expect.outcome: expected one of pass | deadlock | livelock | hung | lock-order | invariant | warn | limit (required in [expect]), found nothing"
     );
     assert_eq!(
         error(&step("{ call = \"tdx_pamt_get\" }")),
@@ -579,7 +579,8 @@ fn unknown_strategy_and_the_ones_that_exist() {
 
 #[test]
 fn unknown_or_unexpectable_outcome() {
-    let expected = "expected one of pass | deadlock | livelock | lock-order | invariant | warn | limit";
+    let expected =
+        "expected one of pass | deadlock | livelock | hung | lock-order | invariant | warn | limit";
     assert_eq!(
         error("name = \"t\"\n[expect]\noutcome = \"hang\"\n"),
         format!("x.toml:3:11: expect.outcome: {expected}, found \"hang\"")
@@ -774,14 +775,33 @@ fn td_create() {
 }
 
 #[test]
-fn returns_names_an_errno() {
+fn returns_names_what_the_call_can_return() {
+    use scenarios::schema::Returns;
     let scenario =
         load_str("x.toml", &step("{ call = \"cpu_up\", target = 1, returns = \"-EBUSY\" }")).unwrap();
-    assert_eq!(scenario.tasks[0].steps[0].returns.as_deref(), Some("-EBUSY"));
+    assert_eq!(scenario.tasks[0].steps[0].returns, Some(Returns::Errno(Some(host_model::Errno::EBUSY))));
     assert_eq!(
         error(&step("{ call = \"cpu_up\", target = 1, returns = \"EBUSY\" }")),
-        "x.toml:9:51: task[0].steps[0].returns: expected one of 0 | -EBUSY | -EIO | -ENOMEM | -ENODEV | -EINVAL | -EACCES, found \"EBUSY\""
+        "x.toml:9:51: task[0].steps[0].returns: expected one of 0 | -EBUSY | -EINVAL | -EIO | -ENODEV | -EACCES, found \"EBUSY\""
     );
+    // cpu_down() never returns -ENOMEM, and a host call does not return a status.
+    assert_eq!(
+        error(&step("{ call = \"cpu_down\", target = 1, returns = \"-ENOMEM\" }")),
+        "x.toml:9:53: task[0].steps[0].returns: expected one of 0 | -EBUSY | -EINVAL, found \"-ENOMEM\""
+    );
+    assert!(
+        error(&step("{ call = \"tdx_pamt_put\", page = \"0x200000\", returns = \"TDX_SUCCESS\" }"))
+            .contains("task[0].steps[0].returns: expected one of 0, found \"TDX_SUCCESS\"")
+    );
+    // A raw SEAMCALL returns a status, named as the module names it.
+    let raw = "{ call = \"seamcall\", leaf = \"TDH.PHYMEM.PAMT.REMOVE\", hpa = \"0x200000\", returns = \"TDX_NO_PAMT_PAGE_PAIR\" }";
+    let scenario = load_str("x.toml", &step(raw)).unwrap();
+    assert_eq!(
+        scenario.tasks[0].steps[0].returns,
+        Some(Returns::Status(seam_model::status::TDX_NO_PAMT_PAGE_PAIR))
+    );
+    let wrong = raw.replace("TDX_NO_PAMT_PAGE_PAIR", "-EBUSY");
+    assert!(error(&step(&wrong)).contains("task[0].steps[0].returns: expected one of TDX_SUCCESS"));
 }
 
 #[test]

@@ -26,6 +26,9 @@ pub enum LeafCall {
     PageWbinvd { page: Hpa },
     /// TDH.MNG.CREATE: RCX = the new TD's TDR page `tdr`. `td` names the TD.
     MngCreate { td: TdId, tdr: Hpa },
+    /// TDH.MNG.KEY.CONFIG: RCX = the TD's TDR. Programs the TD's key on the calling LP's
+    /// package; once per package.
+    MngKeyConfig { td: TdId },
     /// TDH.MNG.INIT: RCX = the TD's TDR. Starts the TD build (op_state INITIALIZED).
     MngInit { td: TdId },
     /// TDH.VP.CREATE: RCX = the new TDVPR page `tdvpr`, RDX = the TD's TDR.
@@ -66,6 +69,7 @@ impl LeafCall {
             LeafCall::Track { .. } => Leaf::MemTrack,
             LeafCall::PageWbinvd { .. } => Leaf::PhymemPageWbinvd,
             LeafCall::MngCreate { .. } => Leaf::MngCreate,
+            LeafCall::MngKeyConfig { .. } => Leaf::MngKeyConfig,
             LeafCall::MngInit { .. } => Leaf::MngInit,
             LeafCall::VpCreate { .. } => Leaf::VpCreate,
             LeafCall::MrFinalize { .. } => Leaf::MrFinalize,
@@ -97,6 +101,7 @@ impl std::fmt::Display for LeafCall {
             LeafCall::Track { td } => write!(f, "TRACK({td})"),
             LeafCall::PageWbinvd { page } => write!(f, "PAGE.WBINVD({page})"),
             LeafCall::MngCreate { td, tdr } => write!(f, "MNG.CREATE({td}, tdr {tdr})"),
+            LeafCall::MngKeyConfig { td } => write!(f, "MNG.KEY.CONFIG({td})"),
             LeafCall::MngInit { td } => write!(f, "MNG.INIT({td})"),
             LeafCall::VpCreate { td, tdvpr } => write!(f, "VP.CREATE({td}, tdvpr {tdvpr})"),
             LeafCall::MrFinalize { td } => write!(f, "MR.FINALIZE({td})"),

@@ -48,7 +48,7 @@ leaves! {
     MemPageRelocate = (5, "TDH.MEM.PAGE.RELOCATE", 6_000, false);
     MemPageAug = (6, "TDH.MEM.PAGE.AUG", 6_000, true);
     MemRangeBlock = (7, "TDH.MEM.RANGE.BLOCK", 4_000, true);
-    MngKeyConfig = (8, "TDH.MNG.KEY.CONFIG", 6_000, false);
+    MngKeyConfig = (8, "TDH.MNG.KEY.CONFIG", 6_000, true);
     MngCreate = (9, "TDH.MNG.CREATE", 6_000, true);
     VpCreate = (10, "TDH.VP.CREATE", 6_000, true);
     MngRd = (11, "TDH.MNG.RD", 2_500, false);

@@ -28,7 +28,7 @@ pub mod td;
 pub use call::{LeafCall, LeafOutput};
 pub use leaf::Leaf;
 pub use lock::{Caller, HpBusy, LockMode, Sharex, SharexHp};
-pub use module::{Begin, Handoff, HeldLock, Module, ModuleConfig, ModuleLock, SysState, Ticket};
+pub use module::{Begin, Handoff, HeldLock, LeafLocks, Module, ModuleConfig, ModuleLock, SysState, Ticket};
 pub use pamt::{Dpamt2M, PageType};
 pub use status::TdxStatus;
 pub use td::{OpState, SeptEntry, SeptState, Td};

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::lock::{LockMode, Sharex};
-use crate::module::{HeldLock, LockList, ModuleLock};
+use crate::module::{Attempt, HeldLock, LockList, LockStop, ModuleLock};
 use crate::{Hpa, PAGE_SIZE, PAGES_PER_2M, RANGE_1G, RANGE_2M};
 
 /// The type a PAMT entry gives its page (spec/constants.md §5).
@@ -235,7 +235,8 @@ impl Pamt {
         }
     }
 
-    /// The PAMT walk of spec §5.2 for `page`, taking each lock into `list`.
+    /// The PAMT walk of spec §5.2 for `page`, taking each lock into `list`, one attempt at
+    /// a time as the list's pass allows (see module/locks.rs).
     ///
     /// A 2MB exclusive target is taken shared and then promoted, as the module does (two
     /// try-lock attempts). On contention returns the lock that failed; what the walk took
@@ -245,7 +246,7 @@ impl Pamt {
         page: Hpa,
         target: WalkTarget,
         list: &mut LockList,
-    ) -> Result<WalkEnd, ModuleLock> {
+    ) -> Result<WalkEnd, LockStop> {
         assert!(self.contains(page), "pamt: walk outside memory, operand checks missed it");
         let gb = ModuleLock::Pamt1G((page.0 / RANGE_1G) as usize);
         self.try_lock(gb, LockMode::Shared, list)?;
@@ -254,13 +255,14 @@ impl Pamt {
         self.try_lock(range, LockMode::Shared, list)?;
         match target {
             WalkTarget::Range2MExclusive => {
-                list.try_locks += 1;
-                if !self.entries_2m[range_index].lock.promote() {
-                    return Err(range);
+                if let Attempt::Try = list.next_attempt()? {
+                    if !self.entries_2m[range_index].lock.promote() {
+                        return Err(LockStop::Contended(range));
+                    }
+                    let last = list.held.last_mut().expect("pamt: the shared 2MB hold was pushed");
+                    assert_eq!(last.lock, range);
+                    last.mode = LockMode::Exclusive;
                 }
-                let last = list.held.last_mut().expect("pamt: the shared 2MB hold was pushed");
-                assert_eq!(last.lock, range);
-                last.mode = LockMode::Exclusive;
                 Ok(WalkEnd::Range2M)
             }
             WalkTarget::Page4K(mode) => {
@@ -279,20 +281,22 @@ impl Pamt {
         lock: ModuleLock,
         mode: LockMode,
         list: &mut LockList,
-    ) -> Result<(), ModuleLock> {
-        list.try_locks += 1;
+    ) -> Result<(), LockStop> {
+        if let Attempt::Replay = list.next_attempt()? {
+            return Ok(());
+        }
         let sharex = match lock {
             ModuleLock::Pamt1G(index) => &mut self.entries_1g[index],
             ModuleLock::Pamt2M(index) => &mut self.entries_2m[index].lock,
             ModuleLock::Pamt4K(pfn) => self.locks_4k.entry(pfn).or_default(),
-            _ => unreachable!("pamt: {lock} is not a PAMT lock"),
+            other => unreachable!("pamt: {other} is not a PAMT lock"),
         };
         let taken = match mode {
             LockMode::Shared => sharex.acquire_shared(),
             LockMode::Exclusive => sharex.acquire_exclusive(),
         };
         if !taken {
-            return Err(lock);
+            return Err(LockStop::Contended(lock));
         }
         list.held.push(HeldLock { lock, mode });
         Ok(())
@@ -390,7 +394,7 @@ mod tests {
     #[test]
     fn walk_to_a_range_exclusive_takes_1g_shared_then_promotes() {
         let mut pamt = Pamt::new(4 * MB, true);
-        let mut list = LockList::default();
+        let mut list = LockList::atomic();
         let end = pamt.walk(Hpa(0x200000), WalkTarget::Range2MExclusive, &mut list);
         assert_eq!(end, Ok(WalkEnd::Range2M));
         assert_eq!(
@@ -409,7 +413,7 @@ mod tests {
     #[test]
     fn walk_to_a_page_of_an_unbacked_dpamt_range_stops_at_2m() {
         let mut pamt = Pamt::new(4 * MB, true);
-        let mut list = LockList::default();
+        let mut list = LockList::atomic();
         let end = pamt.walk(Hpa(0x201000), WalkTarget::Page4K(LockMode::Exclusive), &mut list);
         assert_eq!(end, Ok(WalkEnd::Range2M));
         assert_eq!(list.held.len(), 2);
@@ -421,7 +425,7 @@ mod tests {
     fn walk_to_a_page_of_a_backed_range_takes_its_4k_entry() {
         let mut pamt = Pamt::new(4 * MB, true);
         pamt.set_dpamt(1, Dpamt2M::Backed { hpa0: Hpa(0), hpa1: Hpa(0x1000), count: 0 });
-        let mut list = LockList::default();
+        let mut list = LockList::atomic();
         let end = pamt.walk(Hpa(0x201000), WalkTarget::Page4K(LockMode::Exclusive), &mut list);
         assert_eq!(end, Ok(WalkEnd::Page4K));
         assert_eq!(list.held[2], HeldLock { lock: ModuleLock::Pamt4K(0x201), mode: LockMode::Exclusive });
@@ -435,7 +439,7 @@ mod tests {
         let mut pamt = Pamt::new(4 * MB, false);
         assert!(pamt.has_4k_level(0));
         assert_eq!(pamt.dpamt(0), Dpamt2M::Unbacked);
-        let mut list = LockList::default();
+        let mut list = LockList::atomic();
         let end = pamt.walk(Hpa(0x1000), WalkTarget::Page4K(LockMode::Shared), &mut list);
         assert_eq!(end, Ok(WalkEnd::Page4K));
         assert_eq!(pamt.count_down(0), None, "static PAMT keeps no count");
@@ -445,22 +449,22 @@ mod tests {
     #[test]
     fn walk_reports_the_lock_that_failed() {
         let mut pamt = Pamt::new(4 * MB, true);
-        let mut holder = LockList::default();
+        let mut holder = LockList::atomic();
         pamt.walk(Hpa(0x200000), WalkTarget::Range2MExclusive, &mut holder).unwrap();
 
-        let mut list = LockList::default();
+        let mut list = LockList::atomic();
         let end = pamt.walk(Hpa(0x203000), WalkTarget::Page4K(LockMode::Shared), &mut list);
-        assert_eq!(end, Err(ModuleLock::Pamt2M(1)));
+        assert_eq!(end, Err(LockStop::Contended(ModuleLock::Pamt2M(1))));
         assert_eq!(list.held.len(), 1, "only the 1GB entry was taken");
         release_all(&mut pamt, &mut list);
 
         // A reader on the range makes the promote fail, not the shared acquire.
-        let mut reader = LockList::default();
+        let mut reader = LockList::atomic();
         release_all(&mut pamt, &mut holder);
         pamt.walk(Hpa(0x203000), WalkTarget::Page4K(LockMode::Shared), &mut reader).unwrap();
-        let mut list = LockList::default();
+        let mut list = LockList::atomic();
         let end = pamt.walk(Hpa(0x200000), WalkTarget::Range2MExclusive, &mut list);
-        assert_eq!(end, Err(ModuleLock::Pamt2M(1)));
+        assert_eq!(end, Err(LockStop::Contended(ModuleLock::Pamt2M(1))));
         assert_eq!(list.try_locks, 3);
         assert_eq!(list.held.len(), 2, "the shared 2MB hold stays for the leaf to undo");
         release_all(&mut pamt, &mut list);

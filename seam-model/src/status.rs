@@ -66,7 +66,12 @@ statuses! {
     TDX_UPDATE_COMPAT_SENSITIVE = 0x8000_0512_0000_0000;
     TDX_LIFECYCLE_STATE_INCORRECT = 0xC000_0607_0000_0000;
     TDX_OP_STATE_INCORRECT = 0xC000_0608_0000_0000;
-    /// Informational: TDH.SYS.KEY.CONFIG on a package whose key is already programmed.
+    /// Retryable: the CPU could not generate the key.
+    TDX_KEY_GENERATION_FAILED = 0x8000_0800_0000_0000;
+    /// A key is not in the state the leaf needs (e.g. TDH.MNG.INIT before KEY.CONFIG on
+    /// every package).
+    TDX_KEY_STATE_INCORRECT = 0xC000_0811_0000_0000;
+    /// Informational: a KEY.CONFIG on a package whose key is already programmed.
     TDX_KEY_CONFIGURED = 0x0000_0815_0000_0000;
     TDX_EPT_WALK_FAILED = 0xC000_0B00_0000_0000;
     TDX_EPT_ENTRY_FREE = 0xC000_0B01_0000_0000;
@@ -140,6 +145,13 @@ impl TdxStatus {
     /// The status without its detail (`TDX_STATUS()` in Linux terms).
     pub const fn masked(self) -> TdxStatus {
         TdxStatus(self.0 & TDX_SEAMCALL_STATUS_MASK)
+    }
+
+    /// The status as summaries and metrics count it: without the detail when the detail
+    /// is an operand id; whole when the low bits are part of the code (Linux's VMfailInvalid
+    /// and #UD, the P-SEAMLDR errors), so those print as themselves and stay distinct.
+    pub fn without_operand(self) -> TdxStatus {
+        if self.whole_entry().is_some() { self } else { self.masked() }
     }
 
     pub const fn operand(self) -> u32 {

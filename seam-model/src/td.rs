@@ -85,6 +85,9 @@ pub struct Td {
     pub tdr: Option<Hpa>,
     /// TDVPR pages given by TDH.VP.CREATE, in creation order.
     pub tdvprs: Vec<Hpa>,
+    /// Packages whose key TDH.MNG.KEY.CONFIG has programmed for this TD's HKID.
+    /// Protected by `tdr_lock` (KEY.CONFIG takes it exclusive).
+    pub key_packages: std::collections::BTreeSet<u32>,
     /// False for a module without host priority: a losing host never sets HP.
     host_priority: bool,
 }
@@ -103,6 +106,7 @@ impl Td {
             op_state: OpState::Runnable,
             tdr: None,
             tdvprs: Vec::new(),
+            key_packages: std::collections::BTreeSet::new(),
             host_priority,
         }
     }

@@ -22,6 +22,16 @@ const TD: TdId = TdId(1);
 const LP0: CpuId = CpuId(0);
 const LP1: CpuId = CpuId(1);
 
+/// Begins `call` on `lp` and makes its try-lock attempts back to back, with nothing in
+/// between: what the whole lock set gives when no other LP moves meanwhile.
+fn settle(module: &mut Module, lp: CpuId, call: &LeafCall) -> Begin {
+    let mut answer = module.begin(lp, call);
+    while let Begin::Locking(ticket) = answer {
+        answer = module.step(ticket);
+    }
+    answer
+}
+
 fn range(index: u64) -> Hpa {
     Hpa(index * 2 * MB)
 }
@@ -44,9 +54,10 @@ fn dpamt_module() -> Module {
 
 /// Begins and finishes at once.
 fn run(module: &mut Module, call: LeafCall) -> LeafOutput {
-    match module.begin(LP0, &call) {
+    match settle(module, LP0, &call) {
         Begin::Done { output, .. } => output,
         Begin::Held(ticket) => module.finish(ticket),
+        Begin::Locking(_) => unreachable!("settle makes every attempt"),
     }
 }
 
@@ -56,16 +67,17 @@ fn status_of(module: &mut Module, call: LeafCall) -> TdxStatus {
 
 /// Begins a leaf that must get all its locks, and keeps them.
 fn held(module: &mut Module, call: LeafCall) -> Ticket {
-    match module.begin(LP1, &call) {
+    match settle(module, LP1, &call) {
         Begin::Held(ticket) => ticket,
         Begin::Done { output, .. } => panic!("{call}: expected the locks, got {}", output.status),
+        Begin::Locking(_) => unreachable!("settle makes every attempt"),
     }
 }
 
 /// Begins a leaf that must return without holding anything.
 fn done(module: &mut Module, call: LeafCall) -> (TdxStatus, u32) {
     let before = module.held_lock_count();
-    match module.begin(LP0, &call) {
+    match settle(module, LP0, &call) {
         Begin::Done { output, try_locks } => {
             assert_eq!(module.held_lock_count(), before, "{call}: a Done begin holds nothing");
             assert_eq!(output.pair, None);
@@ -73,6 +85,7 @@ fn done(module: &mut Module, call: LeafCall) -> (TdxStatus, u32) {
             (output.status, try_locks)
         }
         Begin::Held(ticket) => panic!("{call}: expected Done, got locks {:?}", ticket.locks()),
+        Begin::Locking(_) => unreachable!("settle makes every attempt"),
     }
 }
 
@@ -846,4 +859,89 @@ fn a_fresh_module_holds_nothing_and_has_one_range_per_2mb() {
 fn creating_a_td_twice_is_our_bug() {
     let mut module = dpamt_module();
     module.create_td(TD);
+}
+
+// Interleaved try-locks (spec §2): each attempt is its own atomic operation.
+
+/// Steps both leaves one attempt at a time, LP0 then LP1, until neither is `Locking`.
+fn lockstep(module: &mut Module, first: LeafCall, second: LeafCall) -> (Begin, Begin) {
+    let mut a = module.begin(LP0, &first);
+    let mut b = module.begin(LP1, &second);
+    loop {
+        let a_locking = matches!(a, Begin::Locking(_));
+        let b_locking = matches!(b, Begin::Locking(_));
+        if !a_locking && !b_locking {
+            return (a, b);
+        }
+        if let Begin::Locking(ticket) = a {
+            a = module.step(ticket);
+        }
+        if let Begin::Locking(ticket) = b {
+            b = module.step(ticket);
+        }
+    }
+}
+
+#[test]
+fn crossed_pamt_adds_in_lock_step_each_take_their_range_and_fail_on_the_others() {
+    // ADD(X1, pair in X2) on LP0 and ADD(X2, pair in X1) on LP1: each promotes its own 2MB
+    // entry to exclusive before trying the other's shared, so both answer BUSY.
+    let mut module = dpamt_module();
+    let first = add(range(1), [page(2, 1), page(2, 2)]);
+    let second = add(range(2), [page(1, 1), page(1, 2)]);
+    let (a, b) = lockstep(&mut module, first, second);
+    let (Begin::Done { output: a, try_locks: a_tries }, Begin::Done { output: b, try_locks: b_tries }) =
+        (a, b)
+    else {
+        panic!("both leaves return at once");
+    };
+    assert_eq!(a.status, busy(operand::RDX), "LP0 fails on its pair page's range");
+    assert_eq!(b.status, busy(operand::RDX), "LP1 too: the symmetric BUSY of host-algorithms §3.6");
+    // 1GB sh, 2MB sh, promote, then the pair page's 1GB sh and 2MB sh, which fails.
+    assert_eq!((a_tries, b_tries), (5, 5));
+    assert_eq!(module.held_lock_count(), 0, "each undid what it took");
+    assert!(!module.lp_is_busy(LP0) && !module.lp_is_busy(LP1));
+}
+
+#[test]
+fn atomic_leaf_locks_let_the_first_crossed_add_take_its_whole_set() {
+    let mut module = Module::new(ModuleConfig {
+        num_lps: 2,
+        leaf_locks: seam_model::LeafLocks::Atomic,
+        ..ModuleConfig::new(MEMORY, true, true)
+    });
+    let first = add(range(1), [page(2, 1), page(2, 2)]);
+    let second = add(range(2), [page(1, 1), page(1, 2)]);
+    let Begin::Held(ticket) = module.begin(LP0, &first) else { panic!("atomic: all locks at once") };
+    assert_eq!(ticket.try_locks(), 7, "X1: 3, X2 walk for each pair page: 2 each");
+    let (status, tries) = done(&mut module, second);
+    assert_eq!(status, busy(operand::RCX), "the second ADD meets X2 held shared by the first");
+    assert_eq!(tries, 3, "1GB sh, 2MB sh, promote fails");
+    assert_eq!(module.finish(ticket).status, TDX_SUCCESS);
+}
+
+#[test]
+fn a_leaf_between_two_attempts_holds_what_it_took_and_its_lp_is_busy() {
+    let mut module = dpamt_module();
+    let Begin::Locking(ticket) = module.begin(LP0, &add(range(3), [page(4, 0), page(4, 1)])) else {
+        panic!("interleaved: one attempt per pass");
+    };
+    assert_eq!(ticket.try_locks(), 1);
+    assert_eq!(ticket.locks(), [sh(ModuleLock::Pamt1G(0))]);
+    assert!(module.lp_is_busy(LP0), "inside SEAM from its first attempt");
+    // Another LP's REMOVE of X3 now gets the 2MB entry shared before this ADD promotes it.
+    let Begin::Locking(remover) = module.begin(LP1, &remove(range(3))) else { panic!() };
+    let Begin::Locking(remover) = module.step(remover) else { panic!() };
+    let Begin::Locking(ticket) = module.step(ticket) else { panic!() };
+    // The ADD's promote now fails: two readers of X3's 2MB entry. It undoes its holds in
+    // a step of its own.
+    let Begin::Locking(ticket) = module.step(ticket) else { panic!("promote fails") };
+    assert_eq!(ticket.locks().len(), 2, "still held until the undo");
+    let Begin::Done { output, try_locks } = module.step(ticket) else { panic!("undone") };
+    assert_eq!((output.status, try_locks), (busy(operand::RCX), 3));
+    assert!(!module.lp_is_busy(LP0));
+    // The REMOVE, alone now, promotes and finds nothing to remove.
+    let Begin::Held(remover) = module.step(remover) else { panic!() };
+    assert_eq!(module.finish(remover).status, TDX_NO_PAMT_PAGE_PAIR.with_operand(operand::RCX));
+    assert_eq!(module.held_lock_count(), 0);
 }

@@ -8,12 +8,12 @@ use seam_model::status::seamldr::{
     SEAMLDR_EBADCALL, SEAMLDR_EBADHANDOFF, SEAMLDR_EBADPARAM, SEAMLDR_EBADSIG, SEAMLDR_SUCCESS,
 };
 use seam_model::status::{
-    TDX_KEY_CONFIGURED, TDX_METADATA_FIELD_ID_INCORRECT, TDX_MISSING_PAMT_PAGE_PAIR, TDX_OP_STATE_INCORRECT,
-    TDX_OPERAND_BUSY, TDX_OPERAND_INVALID, TDX_PAGE_NOT_FREE, TDX_SEAMCALL_UD, TDX_SEAMCALL_VMFAILINVALID,
-    TDX_SUCCESS, TDX_SYS_BUSY, TDX_SYS_CONFIG_NOT_PENDING, TDX_SYS_INIT_NOT_PENDING, TDX_SYS_INVALID_HANDOFF,
-    TDX_SYS_KEY_CONFIG_NOT_PENDING, TDX_SYS_LP_INIT_DONE, TDX_SYS_LP_INIT_NOT_DONE,
-    TDX_SYS_LP_INIT_NOT_PENDING, TDX_SYS_NOT_READY, TDX_SYS_SHUTDOWN, TDX_SYS_STATE_INCORRECT,
-    TDX_UPDATE_COMPAT_SENSITIVE, TdxStatus, operand,
+    TDX_KEY_CONFIGURED, TDX_KEY_STATE_INCORRECT, TDX_METADATA_FIELD_ID_INCORRECT, TDX_MISSING_PAMT_PAGE_PAIR,
+    TDX_OP_STATE_INCORRECT, TDX_OPERAND_BUSY, TDX_OPERAND_INVALID, TDX_PAGE_NOT_FREE, TDX_SEAMCALL_UD,
+    TDX_SEAMCALL_VMFAILINVALID, TDX_SUCCESS, TDX_SYS_BUSY, TDX_SYS_CONFIG_NOT_PENDING,
+    TDX_SYS_INIT_NOT_PENDING, TDX_SYS_INVALID_HANDOFF, TDX_SYS_KEY_CONFIG_NOT_PENDING, TDX_SYS_LP_INIT_DONE,
+    TDX_SYS_LP_INIT_NOT_DONE, TDX_SYS_LP_INIT_NOT_PENDING, TDX_SYS_NOT_READY, TDX_SYS_SHUTDOWN,
+    TDX_SYS_STATE_INCORRECT, TDX_UPDATE_COMPAT_SENSITIVE, TdxStatus, operand,
 };
 use seam_model::{
     Begin, Dpamt2M, Hpa, Leaf, LeafCall, LeafOutput, Module, ModuleConfig, OpState, SysState, TdId, Ticket,
@@ -28,6 +28,16 @@ const LP0: CpuId = CpuId(0);
 const LP1: CpuId = CpuId(1);
 const LP2: CpuId = CpuId(2);
 const LP3: CpuId = CpuId(3);
+
+/// Begins `call` on `lp` and makes its try-lock attempts back to back, with nothing in
+/// between: what the whole lock set gives when no other LP moves meanwhile.
+fn settle(module: &mut Module, lp: CpuId, call: &LeafCall) -> Begin {
+    let mut answer = module.begin(lp, call);
+    while let Begin::Locking(ticket) = answer {
+        answer = module.step(ticket);
+    }
+    answer
+}
 
 fn lps(num_lps: u32) -> impl Iterator<Item = CpuId> {
     (0..num_lps).map(CpuId)
@@ -57,9 +67,10 @@ fn ready(num_lps: u32) -> Module {
 }
 
 fn run(module: &mut Module, lp: CpuId, call: LeafCall) -> LeafOutput {
-    match module.begin(lp, &call) {
+    match settle(module, lp, &call) {
         Begin::Done { output, .. } => output,
         Begin::Held(ticket) => module.finish(ticket),
+        Begin::Locking(_) => unreachable!("settle makes every attempt"),
     }
 }
 
@@ -69,19 +80,21 @@ fn status(module: &mut Module, lp: CpuId, call: LeafCall) -> TdxStatus {
 
 /// Begins a call that must be let in, and keeps it in flight.
 fn held(module: &mut Module, lp: CpuId, call: LeafCall) -> Ticket {
-    match module.begin(lp, &call) {
+    match settle(module, lp, &call) {
         Begin::Held(ticket) => ticket,
         Begin::Done { output, .. } => panic!("{call} on {lp}: expected to be let in, got {}", output.status),
+        Begin::Locking(_) => unreachable!("settle makes every attempt"),
     }
 }
 
 /// Begins a call that must return at once, and gives its status.
 fn refused(module: &mut Module, lp: CpuId, call: LeafCall) -> TdxStatus {
-    match module.begin(lp, &call) {
+    match settle(module, lp, &call) {
         Begin::Done { output, .. } => output.status,
         Begin::Held(ticket) => {
             panic!("{call} on {lp}: expected an immediate return, got a ticket for {:?}", ticket.call())
         }
+        Begin::Locking(_) => unreachable!("settle makes every attempt"),
     }
 }
 
@@ -371,6 +384,7 @@ fn compat_sensitive_shutdown_is_refused_during_a_td_build() {
     let avoid = LeafCall::SysShutdown { avoid_compat_sensitive: true };
     // Created but not initialised: not a build in progress yet.
     assert_eq!(status(&mut module.clone(), LP0, avoid), TDX_SUCCESS);
+    assert_eq!(status(&mut module, LP0, LeafCall::MngKeyConfig { td: building }), TDX_SUCCESS);
     assert_eq!(status(&mut module, LP0, LeafCall::MngInit { td: building }), TDX_SUCCESS);
     assert_eq!(module.td(building).unwrap().op_state, OpState::Initialized);
 
@@ -420,8 +434,13 @@ fn td_build_leaves_assign_pages_and_need_dpamt_backing() {
     let vp_create = LeafCall::VpCreate { td: TD, tdvpr: Hpa(2 * MB + 4096) };
     assert_eq!(status(&mut module, LP0, vp_create), TDX_OP_STATE_INCORRECT, "VP.CREATE needs MNG.INIT");
     assert_eq!(status(&mut module, LP0, LeafCall::MrFinalize { td: TD }), TDX_OP_STATE_INCORRECT);
+    let key_config = LeafCall::MngKeyConfig { td: TD };
+    assert_eq!(status(&mut module, LP0, LeafCall::MngInit { td: TD }), TDX_KEY_STATE_INCORRECT, "keys first");
+    assert_eq!(status(&mut module, LP0, key_config), TDX_SUCCESS);
+    assert_eq!(status(&mut module, LP0, key_config), TDX_KEY_CONFIGURED, "once per package");
     assert_eq!(status(&mut module, LP0, LeafCall::MngInit { td: TD }), TDX_SUCCESS);
     assert_eq!(status(&mut module, LP0, LeafCall::MngInit { td: TD }), TDX_OP_STATE_INCORRECT);
+    assert_eq!(status(&mut module, LP0, key_config), TDX_KEY_CONFIGURED);
     assert_eq!(status(&mut module, LP0, vp_create), TDX_SUCCESS);
     assert!(matches!(module.dpamt(1), Dpamt2M::Backed { count: 2, .. }));
     assert_eq!(module.td(TD).unwrap().tdvprs, [Hpa(2 * MB + 4096)]);
@@ -446,6 +465,7 @@ fn full_td_preserving_update_keeps_the_tds() {
     let mut module = ready(4);
     let built = TdId(2);
     assert_eq!(status(&mut module, LP0, LeafCall::MngCreate { td: built, tdr: Hpa(2 * MB) }), TDX_SUCCESS);
+    assert_eq!(status(&mut module, LP0, LeafCall::MngKeyConfig { td: built }), TDX_SUCCESS);
     assert_eq!(status(&mut module, LP0, LeafCall::MngInit { td: built }), TDX_SUCCESS);
     assert_eq!(status(&mut module, LP0, LeafCall::MrFinalize { td: built }), TDX_SUCCESS);
     assert_eq!(status(&mut module, LP0, track(TD)), TDX_SUCCESS);

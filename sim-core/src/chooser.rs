@@ -20,8 +20,12 @@ pub enum DecisionKind {
     /// Which waiter gets a lock that does not queue its waiters.
     WaiterWins,
     /// Whether an interrupt or preemption stalls a CPU at a point where its code can be
-    /// interrupted, and for how long: 0 is no stall, `k` is `k / (options - 1)` of `run.max_stall`.
+    /// interrupted, and for how long: 0 is no stall, `k` is the `k`-th of the engine's stall
+    /// lengths (log-spaced up to `run.max_stall`, shortest first).
     Stall,
+    /// At a point where preemption is on too, whether a stall is an interrupt (0: the task
+    /// keeps its CPU) or a preemption (1: another task may run there meanwhile).
+    StallKind,
 }
 
 /// One decision: its kind, how many options, and the CPU each option belongs to (for
@@ -45,8 +49,11 @@ pub trait Chooser {
     }
 }
 
-/// One stall in this many preemptible points, for the random strategy.
-pub const RANDOM_STALL_ONE_IN: u32 = 32;
+/// Swarm testing for stalls (Groce et al., ISSTA 2012): each random run draws its own stall
+/// rate, one interruptible point in `2^k` for `k` uniform in `0..=STALL_RATE_LOG2_MAX` (from
+/// every point to one in 1024), so a run with a few well-placed stalls is as likely as a run
+/// with many.
+pub const STALL_RATE_LOG2_MAX: u32 = 10;
 
 fn uniform(rng: &mut ChaCha8Rng, options: u32) -> u32 {
     // Lemire's multiply-shift: uniform enough for scheduling, and branch-free.
@@ -54,14 +61,24 @@ fn uniform(rng: &mut ChaCha8Rng, options: u32) -> u32 {
 }
 
 /// Uniform choices from ChaCha8 seeded with the run's seed: the default strategy. Stalls
-/// are rare (one preemptible point in `RANDOM_STALL_ONE_IN`) and of uniform length.
+/// come at the run's own rate (swarm testing) and their lengths are uniform over the
+/// engine's log-spaced steps, so short and long windows are both hit often.
 pub struct RandomChooser {
     rng: ChaCha8Rng,
+    /// This run's stall rate: one interruptible point in `2^stall_rate_log2` stalls.
+    stall_rate_log2: u32,
 }
 
 impl RandomChooser {
     pub fn new(seed: Seed) -> RandomChooser {
-        RandomChooser { rng: ChaCha8Rng::seed_from_u64(seed.0) }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.0);
+        let stall_rate_log2 = uniform(&mut rng, STALL_RATE_LOG2_MAX + 1);
+        RandomChooser { rng, stall_rate_log2 }
+    }
+
+    /// This run's stall rate as `log2(1 / rate)`.
+    pub fn stall_rate_log2(&self) -> u32 {
+        self.stall_rate_log2
     }
 }
 
@@ -69,7 +86,8 @@ impl Chooser for RandomChooser {
     fn choose(&mut self, decision: &Decision<'_>) -> u32 {
         debug_assert!(decision.options >= 2);
         if decision.kind == DecisionKind::Stall {
-            if uniform(&mut self.rng, RANDOM_STALL_ONE_IN) != 0 {
+            let mask = (1u32 << self.stall_rate_log2) - 1;
+            if self.rng.next_u32() & mask != 0 {
                 return 0;
             }
             return 1 + uniform(&mut self.rng, decision.options - 1);
@@ -80,19 +98,32 @@ impl Chooser for RandomChooser {
 
 /// Probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010) adapted to timed
 /// events. Each CPU gets a random priority; same-cycle events run in priority order, and a
-/// CPU's costs land at the fast end of their jitter band the higher its priority. `depth - 1`
-/// change points are drawn among the first `horizon` preemptible points of the run: at a
-/// change point the CPU there is stalled and drops to the lowest priority — PCT's
-/// "preempt the running thread at a random step". Elsewhere nothing stalls.
+/// CPU's costs land at the fast end of their jitter band the higher its priority. Up to
+/// `depth - 1` change points (how many is drawn per run, none included, so the undisturbed
+/// parallel schedule is among those explored) are drawn among the first `horizon`
+/// interruptible points of the run: at a change point the CPU there drops to the lowest
+/// priority — PCT's "preempt the running thread at a random step", which in a timed model
+/// means it now loses same-cycle races and runs at the slow end of its band.
+///
+/// A run with change points also takes the interrupts its environment would (the random
+/// strategy's swarm rates), so windows that need an interrupt inside preempt-off code stay
+/// reachable. A run without change points is PCT's depth-1 run: the priority schedule alone,
+/// undisturbed, so what the undisturbed parallel schedule reaches is found at least as often
+/// as under random.
 pub struct PctChooser {
     rng: ChaCha8Rng,
     /// Rank of each CPU: lower runs first. invariant: a permutation of 0..cpus, then
     /// demoted CPUs get ranks past it.
     rank: Vec<u32>,
     next_low_rank: u32,
-    /// Preemptible-point indices at which to demote and stall, ascending.
+    /// Interruptible-point indices at which to demote and stall, ascending.
     change_points: Vec<u64>,
+    /// The next change point not yet reached.
+    next_change: usize,
     stall_points_seen: u64,
+    /// The run's background interrupt rate, one point in `2^log2`; `None` in a run without
+    /// change points.
+    stall_rate_log2: Option<u32>,
 }
 
 impl PctChooser {
@@ -105,15 +136,35 @@ impl PctChooser {
             rank.swap(index, other);
         }
         let horizon = horizon.max(1);
-        let mut change_points: Vec<u64> = (1..depth.max(1))
+        let changes = uniform(&mut rng, depth.max(1));
+        let mut change_points: Vec<u64> = (0..changes)
             .map(|_| (u64::from(rng.next_u32()) << 32 | u64::from(rng.next_u32())) % horizon)
             .collect();
         change_points.sort_unstable();
-        PctChooser { rng, rank, next_low_rank: cpus, change_points, stall_points_seen: 0 }
+        let stall_rate_log2 = (changes > 0).then(|| uniform(&mut rng, STALL_RATE_LOG2_MAX + 1));
+        PctChooser {
+            rng,
+            rank,
+            next_low_rank: cpus,
+            change_points,
+            next_change: 0,
+            stall_points_seen: 0,
+            stall_rate_log2,
+        }
     }
 
     fn rank_of(&self, cpu: CpuId) -> u32 {
         self.rank.get(cpu.0 as usize).copied().unwrap_or(u32::MAX)
+    }
+
+    /// Whether interruptible point `index` is a change point (it may be drawn twice).
+    fn is_change_point(&mut self, index: u64) -> bool {
+        let mut hit = false;
+        while self.change_points.get(self.next_change) == Some(&index) {
+            self.next_change += 1;
+            hit = true;
+        }
+        hit
     }
 }
 
@@ -133,20 +184,23 @@ impl Chooser for PctChooser {
                 let rank = u64::from(self.rank_of(cpu).min(cpus as u32 - 1));
                 ((u64::from(decision.options - 1) * rank) / (cpus - 1)) as u32
             }
+            DecisionKind::StallKind => uniform(&mut self.rng, decision.options),
             DecisionKind::Stall => {
                 let index = self.stall_points_seen;
                 self.stall_points_seen += 1;
-                if self.change_points.first() != Some(&index) {
-                    return 0;
-                }
-                while self.change_points.first() == Some(&index) {
-                    self.change_points.remove(0);
-                }
-                if let Some(&cpu) = decision.cpus.first()
+                // At a change point the CPU loses its place (same-cycle order, the slow end
+                // of its band); whether it is also interrupted here is the environment's call.
+                if self.is_change_point(index)
+                    && let Some(&cpu) = decision.cpus.first()
                     && let Some(rank) = self.rank.get_mut(cpu.0 as usize)
                 {
                     *rank = self.next_low_rank;
                     self.next_low_rank += 1;
+                }
+                let Some(log2) = self.stall_rate_log2 else { return 0 };
+                let mask = (1u32 << log2) - 1;
+                if self.rng.next_u32() & mask != 0 {
+                    return 0;
                 }
                 1 + uniform(&mut self.rng, decision.options - 1)
             }
@@ -219,7 +273,10 @@ impl Chooser for NominalChooser {
     fn choose(&mut self, decision: &Decision<'_>) -> u32 {
         match decision.kind {
             DecisionKind::CostJitter => decision.options / 2,
-            DecisionKind::SameCycleOrder | DecisionKind::WaiterWins | DecisionKind::Stall => 0,
+            DecisionKind::SameCycleOrder
+            | DecisionKind::WaiterWins
+            | DecisionKind::Stall
+            | DecisionKind::StallKind => 0,
         }
     }
 }
@@ -283,12 +340,34 @@ mod tests {
     }
 
     #[test]
-    fn random_stalls_are_rare() {
-        let mut chooser = RandomChooser::new(Seed(9));
-        let stalls = (0..32_000)
-            .filter(|_| chooser.choose(&decision(DecisionKind::Stall, 17, &[CpuId(0)])) != 0)
-            .count();
-        assert!((700..1300).contains(&stalls), "{stalls}");
+    fn random_stall_rates_vary_from_run_to_run_and_match_each_runs_rate() {
+        let mut rates = std::collections::BTreeSet::new();
+        for seed in 0..60 {
+            let mut chooser = RandomChooser::new(Seed(seed));
+            let log2 = chooser.stall_rate_log2();
+            assert!(log2 <= STALL_RATE_LOG2_MAX);
+            rates.insert(log2);
+            let points = 1u32 << (log2 + 7);
+            let stalls = (0..points)
+                .filter(|_| chooser.choose(&decision(DecisionKind::Stall, 33, &[CpuId(0)])) != 0)
+                .count() as f64;
+            let expected = f64::from(points) / f64::from(1u32 << log2);
+            assert!(
+                (stalls - expected).abs() < 5.0 * expected.sqrt() + 3.0,
+                "seed {seed}: {stalls} vs {expected}"
+            );
+        }
+        assert_eq!(rates.len() as u32, STALL_RATE_LOG2_MAX + 1, "every rate is drawn");
+    }
+
+    #[test]
+    fn random_stall_lengths_cover_every_step() {
+        let mut chooser = RandomChooser::new(Seed(1));
+        let mut seen = [0u32; 33];
+        for _ in 0..40_000 {
+            seen[chooser.choose(&decision(DecisionKind::Stall, 33, &[CpuId(0)])) as usize] += 1;
+        }
+        assert!(seen[1..].iter().all(|&count| count > 0), "{seen:?}");
     }
 
     #[test]
@@ -307,21 +386,32 @@ mod tests {
     #[test]
     fn pct_orders_by_priority_and_demotes_at_change_points() {
         let cpus = [CpuId(0), CpuId(1), CpuId(2)];
-        let mut chooser = PctChooser::new(Seed(3), 3, 2, 4);
-        let first = chooser.choose(&decision(DecisionKind::SameCycleOrder, 3, &cpus));
-        // The same CPU wins every time until a change point.
-        assert_eq!(chooser.choose(&decision(DecisionKind::SameCycleOrder, 3, &cpus)), first);
-        let winner = cpus[first as usize];
-        // Its costs are at the fast end.
-        assert_eq!(chooser.choose(&decision(DecisionKind::CostJitter, 11, &[winner])), 0);
-        // Within the horizon of 4 stall points, exactly one stalls: the change point.
-        let stalls: Vec<u32> =
-            (0..4).map(|_| chooser.choose(&decision(DecisionKind::Stall, 17, &[winner]))).collect();
-        assert_eq!(stalls.iter().filter(|&&s| s != 0).count(), 1, "{stalls:?}");
-        // The stalled CPU dropped to the lowest priority.
-        let after = chooser.choose(&decision(DecisionKind::SameCycleOrder, 3, &cpus));
-        assert_ne!(cpus[after as usize], winner);
-        assert_eq!(chooser.choose(&decision(DecisionKind::CostJitter, 11, &[winner])), 10);
+        let mut counts = [0u32; 2];
+        for seed in 0..64 {
+            let mut chooser = PctChooser::new(Seed(seed), 3, 2, 4);
+            let change_points = chooser.change_points.clone();
+            assert!(change_points.len() <= 1, "at most depth - 1 change points");
+            counts[change_points.len()] += 1;
+            let first = chooser.choose(&decision(DecisionKind::SameCycleOrder, 3, &cpus));
+            // The same CPU wins every time until a change point, and runs at the fast end.
+            assert_eq!(chooser.choose(&decision(DecisionKind::SameCycleOrder, 3, &cpus)), first);
+            let winner = cpus[first as usize];
+            assert_eq!(chooser.choose(&decision(DecisionKind::CostJitter, 11, &[winner])), 0);
+            let stalls: Vec<u32> =
+                (0..4).map(|_| chooser.choose(&decision(DecisionKind::Stall, 17, &[winner]))).collect();
+            if change_points.is_empty() {
+                assert_eq!(stalls, [0; 4], "seed {seed}: a run without change points is undisturbed");
+            }
+            let after = chooser.choose(&decision(DecisionKind::SameCycleOrder, 3, &cpus));
+            if change_points.is_empty() {
+                assert_eq!(after, first, "seed {seed}: no change point, no change");
+            } else {
+                // The stalled CPU dropped to the lowest priority.
+                assert_ne!(cpus[after as usize], winner, "seed {seed}");
+                assert_eq!(chooser.choose(&decision(DecisionKind::CostJitter, 11, &[winner])), 10);
+            }
+        }
+        assert!(counts[0] > 10 && counts[1] > 10, "runs with and without a change point: {counts:?}");
     }
 
     #[test]

@@ -22,7 +22,6 @@
 
 use crate::chooser::DecisionKind;
 use crate::engine::Engine;
-use crate::lockdep::LockRef;
 use crate::resource::{Mode, Resource, ResourceId};
 use crate::{CpuId, TaskId};
 
@@ -180,17 +179,20 @@ impl Coverage {
     }
 
     /// A task takes `taken` while holding `held` (the engine's lock-order check).
-    pub(crate) fn lock_order(&mut self, held: &[LockRef<'_>], taken: &LockRef<'_>) {
-        for lock in held {
-            if lock.id == taken.id {
+    pub(crate) fn lock_order(&mut self, resources: &[Resource], held: &[ResourceId], taken: ResourceId) {
+        let taken_lock = &resources[taken.0 as usize];
+        for &lock in held {
+            if lock == taken {
                 continue;
             }
+            let held_lock = &resources[lock.0 as usize];
             let class_edge = FeatureHash::new(FeatureTag::LockOrderClass)
-                .text(lock.class)
-                .text(taken.class)
-                .word(u64::from(taken.id > lock.id));
+                .text(&held_lock.class)
+                .text(&taken_lock.class)
+                .word(u64::from(taken > lock));
             self.push(class_edge.feature(FeatureTag::LockOrderClass));
-            let name_edge = FeatureHash::new(FeatureTag::LockOrderName).text(lock.name).text(taken.name);
+            let name_edge =
+                FeatureHash::new(FeatureTag::LockOrderName).text(&held_lock.name).text(&taken_lock.name);
             self.push(name_edge.feature(FeatureTag::LockOrderName));
         }
     }
@@ -299,9 +301,20 @@ mod tests {
                 coverage.decision(DecisionKind::Stall, &[CpuId(0)]);
             }
         }
-        let lock = |id, name, class| LockRef { id, name, class };
-        coverage.lock_order(&[lock(0, "rw[A]", "rwlock")], &lock(1, "rw[B]", "rwlock"));
-        coverage.lock_order(&[lock(1, "rw[B]", "rwlock")], &lock(0, "rw[A]", "rwlock"));
+        let lock = |name: &str| Resource {
+            name: name.to_string(),
+            class: "rwlock".to_string(),
+            class_id: 0,
+            handoff_cycles: 0,
+            recursive_shared: false,
+            holders: Vec::new(),
+            waiters: Default::default(),
+            last_grant: crate::Cycle::ZERO,
+            stats: Default::default(),
+        };
+        let resources = [lock("rw[A]"), lock("rw[B]")];
+        coverage.lock_order(&resources, &[ResourceId(0)], ResourceId(1));
+        coverage.lock_order(&resources, &[ResourceId(1)], ResourceId(0));
         let report = coverage.finish();
         assert!(report.features.windows(2).all(|pair| pair[0] < pair[1]));
         assert_eq!(report.first_at.len(), report.features.len());

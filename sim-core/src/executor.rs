@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::chooser::Chooser;
 use crate::coverage::CoverageReport;
-use crate::engine::{Engine, EngineConfig, Sim};
+use crate::engine::{Engine, EngineConfig, Next, Sim};
 use crate::outcome::Outcome;
 use crate::resource::ResourceStats;
 use crate::trace::TraceEvent;
@@ -84,15 +84,19 @@ impl Executor {
         let outcome = loop {
             let next = self.sim.with(|engine| engine.advance());
             let task = match next {
-                Ok(Some(task)) => task,
-                Ok(None) => continue,
-                Err(outcome) => break outcome,
+                Next::Poll(task) => task,
+                Next::Queued => continue,
+                Next::End(outcome) => break outcome,
             };
             let Some(future) = self.futures[task.0 as usize].as_mut() else {
-                break Outcome::new(
+                let what = "simulator bug: a finished task was woken";
+                let at = self.sim.with(|engine| engine.now());
+                break Outcome::report(
                     crate::OutcomeKind::Error,
-                    "simulator bug: a finished task was woken",
-                    vec![task],
+                    "",
+                    what,
+                    (at, Some(task), None),
+                    Vec::new(),
                 );
             };
             let poll = future.as_mut().poll(&mut cx);
@@ -110,14 +114,8 @@ impl Executor {
             }
         };
         self.sim.with(|engine| {
-            let lock_order = engine.lock_order_findings().to_vec();
-            // A run that would pass but saw an inversion ends in `lock-order`.
-            let outcome = match lock_order.first() {
-                Some(first) if outcome.kind == crate::OutcomeKind::Pass => {
-                    Outcome::new(crate::OutcomeKind::LockOrder, first.clone(), Vec::new())
-                }
-                _ => outcome,
-            };
+            let lock_order = engine.lock_order_findings();
+            let outcome = engine.final_outcome(outcome);
             let (decisions, decision_options) = engine.take_decisions();
             RunReport {
                 outcome,

@@ -4,12 +4,13 @@
 //! - `time`: `Cycle`, `CpuId`, `TaskId`, `Seed`, `Clock`.
 //! - `chooser`: the `Chooser` trait and its random and replay strategies.
 //! - `coverage`: what a run covered (lock-order and wait-for edges, model features), when asked.
-//! - `engine`: `Engine` (clock, queue, CPUs, tasks, resources, detection) and the `Sim` handle.
+//! - `engine`: `Engine` (clock, queue, CPUs, tasks, resources, wait objects, detection) and
+//!   the `Sim` handle, split in `sched`, `resources`, `waits`, `detect` and `futures`.
 //! - `executor`: `Executor`, which owns the task futures and runs the loop.
 //! - `lockdep`: lock-order checking over lock instances and classes.
 //! - `resource`: queued shared/exclusive resources, the basis of every lock and of the wait-for graph.
 //! - `trace`: trace events and the stable trace hash.
-//! - `outcome`: how a run ends.
+//! - `outcome`: how a run ends, and its typed finding.
 pub mod chooser;
 pub mod coverage;
 pub mod engine;
@@ -26,11 +27,11 @@ pub use chooser::{
 };
 pub use coverage::{CoverageReport, FeatureTag, model_code};
 pub use engine::{
-    Acquired, CpuState, Engine, EngineConfig, HUNG_TASK_FACTOR, SCHED_SLICE_CYCLES, STALL_STEPS, Sim,
-    TaskPriority, TaskStatus,
+    Acquired, CpuState, Engine, EngineConfig, SCHED_SLICE_CYCLES, STALL_MIN_CYCLES, STALL_STEPS, Sim, Stall,
+    TaskPriority, TaskStatus, WaitId,
 };
 pub use executor::{Executor, RunReport, TaskCtx};
-pub use outcome::{Outcome, OutcomeKind};
+pub use outcome::{Blocked, Finding, OrderEdge, Outcome, OutcomeKind, Subject, WaitsFor};
 pub use resource::{Mode, ResourceId, ResourceStats, WaitKind};
 pub use time::{Clock, CpuId, Cycle, Seed, TaskId};
 pub use trace::{Span, TraceEvent, TraceKind};

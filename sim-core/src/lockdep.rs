@@ -3,34 +3,38 @@
 //! over lock classes. A new edge that closes a cycle is an inversion: two paths take the same
 //! locks in opposite orders, so some interleaving deadlocks, whether or not this run did.
 //! Checking goes on after the first finding; each inversion is reported once.
+//!
+//! An attempt allocates nothing unless it adds an edge the graphs have not seen: the caller
+//! passes the task's held locks (which the engine keeps per task), and edges are looked up
+//! in ordered maps.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::outcome::OrderEdge;
+use crate::resource::ResourceId;
 use crate::{CpuId, Cycle, TaskId};
 
-/// Who first took `to` while holding `from`.
-#[derive(Clone, Debug)]
-struct Witness {
-    cpu: CpuId,
-    task: TaskId,
-    cycle: Cycle,
-}
-
+/// Edges `from -> to` over lock instances or classes, each with the instance edge that
+/// first made it.
 #[derive(Default)]
 struct Graph {
-    edges: BTreeMap<u32, BTreeMap<u32, Witness>>,
+    edges: BTreeMap<u32, BTreeMap<u32, OrderEdge>>,
 }
 
 impl Graph {
-    /// A path `from ->* to`, as its edges.
-    fn path(&self, from: u32, to: u32) -> Option<Vec<(u32, u32)>> {
+    fn contains(&self, from: u32, to: u32) -> bool {
+        self.edges.get(&from).is_some_and(|next| next.contains_key(&to))
+    }
+
+    /// A path `from ->* to`, as the witnesses of its edges.
+    fn path(&self, from: u32, to: u32) -> Option<Vec<OrderEdge>> {
         let mut stack = vec![(from, Vec::new())];
         let mut seen = BTreeSet::from([from]);
         while let Some((node, path)) = stack.pop() {
             let Some(next) = self.edges.get(&node) else { continue };
-            for &target in next.keys() {
-                let mut path = path.clone();
-                path.push((node, target));
+            for (&target, witness) in next {
+                let mut path: Vec<OrderEdge> = path.clone();
+                path.push(witness.clone());
                 if target == to {
                     return Some(path);
                 }
@@ -41,10 +45,15 @@ impl Graph {
         }
         None
     }
+}
 
-    fn witness(&self, from: u32, to: u32) -> &Witness {
-        &self.edges[&from][&to]
-    }
+/// An inversion: `taking` closed a cycle made of the `earlier` edges; `classes` when it is
+/// a cycle over lock classes only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inversion {
+    pub taking: OrderEdge,
+    pub earlier: Vec<OrderEdge>,
+    pub classes: bool,
 }
 
 /// The two graphs and what they found.
@@ -52,102 +61,51 @@ impl Graph {
 pub struct LockOrder {
     instances: Graph,
     classes: Graph,
-    class_ids: BTreeMap<String, u32>,
-    class_names: Vec<String>,
     reported: BTreeSet<(bool, u32, u32)>,
-    findings: Vec<String>,
-}
-
-/// What the checker needs to know of one lock.
-pub struct LockRef<'a> {
-    pub id: u32,
-    pub name: &'a str,
-    pub class: &'a str,
+    findings: Vec<Inversion>,
 }
 
 impl LockOrder {
-    fn class_id(&mut self, class: &str) -> u32 {
-        if let Some(&id) = self.class_ids.get(class) {
-            return id;
-        }
-        let id = self.class_names.len() as u32;
-        self.class_names.push(class.to_string());
-        self.class_ids.insert(class.to_string(), id);
-        id
-    }
-
-    /// Records that `task` on `cpu` takes `taken` while holding `held`.
+    /// Records that `task` on `cpu` takes `taken` (of class `class_of(taken)`) while holding
+    /// `held`.
     pub fn on_acquire(
         &mut self,
-        cpu: CpuId,
-        task: TaskId,
-        cycle: Cycle,
-        held: &[LockRef<'_>],
-        taken: &LockRef<'_>,
-        names: &dyn Fn(u32) -> String,
+        (cpu, task, cycle): (CpuId, TaskId, Cycle),
+        held: &[ResourceId],
+        taken: ResourceId,
+        class_of: &dyn Fn(ResourceId) -> u32,
     ) {
-        let witness = Witness { cpu, task, cycle };
-        for lock in held {
-            if lock.id == taken.id {
+        for &lock in held {
+            if lock == taken {
                 continue;
             }
-            self.add_edge(false, lock.id, taken.id, &witness, names);
-            let (held_class, taken_class) = (self.class_id(lock.class), self.class_id(taken.class));
+            let witness = OrderEdge { task, cpu, cycle, from: lock, to: taken };
+            if !self.instances.contains(lock.0, taken.0) {
+                self.add_edge(false, lock.0, taken.0, &witness);
+            }
+            let (held_class, taken_class) = (class_of(lock), class_of(taken));
             // Nesting within one class is ordered by instance; only cross-class edges here.
-            if held_class != taken_class {
-                let class_names = self.class_names.clone();
-                self.add_edge(true, held_class, taken_class, &witness, &|id| {
-                    format!("class {}", class_names[id as usize])
-                });
+            if held_class != taken_class && !self.classes.contains(held_class, taken_class) {
+                self.add_edge(true, held_class, taken_class, &witness);
             }
         }
     }
 
-    fn add_edge(
-        &mut self,
-        class: bool,
-        from: u32,
-        to: u32,
-        witness: &Witness,
-        names: &dyn Fn(u32) -> String,
-    ) {
+    fn add_edge(&mut self, class: bool, from: u32, to: u32, witness: &OrderEdge) {
         let graph = if class { &self.classes } else { &self.instances };
-        if graph.edges.get(&from).is_some_and(|next| next.contains_key(&to)) {
-            return;
-        }
         if let Some(reverse) = graph.path(to, from) {
             let key = (class, from.min(to), from.max(to));
-            if self.reported.insert(key) {
-                let earlier: Vec<String> = reverse
-                    .iter()
-                    .map(|&(a, b)| {
-                        let w = graph.witness(a, b);
-                        format!(
-                            "{} (task {}) took {} while holding {} at cycle {}",
-                            w.cpu,
-                            w.task.0,
-                            names(b),
-                            names(a),
-                            w.cycle.0
-                        )
-                    })
-                    .collect();
-                self.findings.push(format!(
-                    "lock-order inversion: {} (task {}) takes {} while holding {} at cycle {}, but {}",
-                    witness.cpu,
-                    witness.task.0,
-                    names(to),
-                    names(from),
-                    witness.cycle.0,
-                    earlier.join(", and ")
-                ));
+            // A class cycle that an instance cycle already reported says nothing new.
+            let instance_twin = class && self.instances.path(witness.to.0, witness.from.0).is_some();
+            if !instance_twin && self.reported.insert(key) {
+                self.findings.push(Inversion { taking: witness.clone(), earlier: reverse, classes: class });
             }
         }
         let graph = if class { &mut self.classes } else { &mut self.instances };
         graph.edges.entry(from).or_default().insert(to, witness.clone());
     }
 
-    pub fn findings(&self) -> &[String] {
+    pub fn findings(&self) -> &[Inversion] {
         &self.findings
     }
 }
@@ -156,40 +114,57 @@ impl LockOrder {
 mod tests {
     use super::*;
 
-    fn lock(id: u32, class: &'static str) -> LockRef<'static> {
-        LockRef { id, name: "", class }
+    const A: ResourceId = ResourceId(0);
+    const B: ResourceId = ResourceId(1);
+    const C: ResourceId = ResourceId(2);
+
+    fn at(cpu: u32, cycle: u64) -> (CpuId, TaskId, Cycle) {
+        (CpuId(cpu), TaskId(cpu), Cycle(cycle))
     }
 
     #[test]
     fn opposite_orders_are_an_inversion_reported_once() {
         let mut order = LockOrder::default();
-        let names = |id: u32| ["A", "B", "C"][id as usize].to_string();
-        order.on_acquire(CpuId(0), TaskId(0), Cycle(1), &[lock(0, "rw")], &lock(1, "rw"), &names);
+        let one_class = |_| 7;
+        order.on_acquire(at(0, 1), &[A], B, &one_class);
         assert!(order.findings().is_empty());
-        order.on_acquire(CpuId(1), TaskId(1), Cycle(5), &[lock(1, "rw")], &lock(0, "rw"), &names);
+        order.on_acquire(at(1, 5), &[B], A, &one_class);
         assert_eq!(order.findings().len(), 1);
-        assert_eq!(
-            order.findings()[0],
-            "lock-order inversion: CPU 1 (task 1) takes A while holding B at cycle 5, but CPU 0 (task 0) took B while holding A at cycle 1"
-        );
-        order.on_acquire(CpuId(1), TaskId(1), Cycle(9), &[lock(1, "rw")], &lock(0, "rw"), &names);
+        let inversion = &order.findings()[0];
+        assert_eq!((inversion.taking.from, inversion.taking.to, inversion.taking.cpu), (B, A, CpuId(1)));
+        assert_eq!(inversion.earlier.len(), 1);
+        assert_eq!((inversion.earlier[0].from, inversion.earlier[0].to), (A, B));
+        assert_eq!(inversion.earlier[0].cycle, Cycle(1));
+        assert!(!inversion.classes);
+        order.on_acquire(at(1, 9), &[B], A, &one_class);
         assert_eq!(order.findings().len(), 1, "reported once");
     }
 
     #[test]
     fn a_consistent_order_and_a_longer_cycle() {
         let mut order = LockOrder::default();
-        let names = |id: u32| ["A", "B", "C"][id as usize].to_string();
-        order.on_acquire(CpuId(0), TaskId(0), Cycle(1), &[lock(0, "x")], &lock(1, "y"), &names);
-        order.on_acquire(CpuId(0), TaskId(0), Cycle(2), &[lock(0, "x")], &lock(1, "y"), &names);
-        order.on_acquire(CpuId(1), TaskId(1), Cycle(3), &[lock(1, "y")], &lock(2, "z"), &names);
+        let class = |lock: ResourceId| lock.0 + 10;
+        order.on_acquire(at(0, 1), &[A], B, &class);
+        order.on_acquire(at(0, 2), &[A], B, &class);
+        order.on_acquire(at(1, 3), &[B], C, &class);
         assert!(order.findings().is_empty());
-        // C then A closes A -> B -> C -> A, on instances and on classes.
-        order.on_acquire(CpuId(2), TaskId(2), Cycle(4), &[lock(2, "z")], &lock(0, "x"), &names);
-        assert_eq!(order.findings().len(), 2, "{:?}", order.findings());
-        assert!(
-            order.findings()[0].contains("took B while holding A")
-                && order.findings()[0].contains("took C while holding B")
-        );
+        // C then A closes A -> B -> C -> A over instances; the class cycle is the same one.
+        order.on_acquire(at(2, 4), &[C], A, &class);
+        assert_eq!(order.findings().len(), 1, "{:?}", order.findings());
+        let earlier: Vec<(ResourceId, ResourceId)> =
+            order.findings()[0].earlier.iter().map(|edge| (edge.from, edge.to)).collect();
+        assert_eq!(earlier, [(A, B), (B, C)]);
+    }
+
+    #[test]
+    fn a_class_inversion_between_different_instances() {
+        // rw[A] (class x) then lock L (class y) on one CPU; lock M (class y) then rw[B]
+        // (class x) on another: no instance cycle, but classes x and y are inverted.
+        let mut order = LockOrder::default();
+        let class = |lock: ResourceId| if lock.0 < 2 { 1 } else { 2 };
+        order.on_acquire(at(0, 1), &[ResourceId(0)], ResourceId(2), &class);
+        order.on_acquire(at(1, 2), &[ResourceId(3)], ResourceId(1), &class);
+        assert_eq!(order.findings().len(), 1);
+        assert!(order.findings()[0].classes);
     }
 }

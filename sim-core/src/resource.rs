@@ -33,7 +33,7 @@ impl Mode {
 }
 
 /// How a task waits for a resource it cannot have yet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WaitKind {
     /// Busy-wait: the task keeps its CPU (spinlocks, rwlock_t).
     Spin,
@@ -45,6 +45,8 @@ pub enum WaitKind {
 pub(crate) struct Waiter {
     pub task: TaskId,
     pub mode: Mode,
+    /// Spinning on its CPU, or blocked asleep.
+    pub wait: WaitKind,
     pub since: Cycle,
 }
 
@@ -59,6 +61,8 @@ pub struct ResourceStats {
 pub(crate) struct Resource {
     pub name: String,
     pub class: String,
+    /// Dense id of `class`, for lockdep's class graph.
+    pub class_id: u32,
     /// Cycles from a release to the next holder running (queued-lock cache-line hand-off).
     pub handoff_cycles: u64,
     /// A holder may take it shared again (percpu rwsem read side).
@@ -66,6 +70,8 @@ pub(crate) struct Resource {
     pub holders: Vec<(TaskId, Mode)>,
     /// FIFO: a waiter is granted only when everything ahead of it that conflicts is gone.
     pub waiters: VecDeque<Waiter>,
+    /// When it last changed hands: a queued waiter moves up while this moves (watchdog).
+    pub last_grant: Cycle,
     pub stats: ResourceStats,
 }
 

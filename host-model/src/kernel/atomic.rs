@@ -15,6 +15,15 @@ pub struct Atomic<'a> {
     /// e.g. `pamt_refcount`; the index says which element.
     pub name: &'static str,
     pub index: usize,
+    /// A DPAMT refcount, whose changes the checker observes.
+    pub pamt_refcount: bool,
+}
+
+impl<'a> Atomic<'a> {
+    /// `pamt_refcount[index]`, the DPAMT refcount of 2MB range `index`.
+    pub fn pamt_refcount(value: &'a Cell<i32>, index: usize) -> Atomic<'a> {
+        Atomic { value, name: "pamt_refcount", index, pamt_refcount: true }
+    }
 }
 
 async fn rmw<R>(cpu: &Cpu, atomic: Atomic<'_>, op: &'static str, apply: impl FnOnce(i32) -> (i32, R)) -> R
@@ -26,6 +35,10 @@ where
     let (new, result) = apply(old);
     atomic.value.set(new);
     cover_reads_from(cpu, atomic, op, old, new);
+    if atomic.pamt_refcount && new != old {
+        let in_flight = cpu.host().pamt_in_flight[atomic.index].get();
+        cpu.host().observer.pamt_refcount_changed(cpu, atomic.index, old, new, in_flight);
+    }
     cpu.mark(
         Span::Instant,
         mark::ATOMIC,

@@ -1,33 +1,73 @@
 //! `struct completion` and the cross-CPU calls built on it: `smp_call_on_cpu()` runs a
-//! function in a kworker on another CPU and sleeps until it is done.
+//! function in a kworker on another CPU and sleeps until it is done; `on_each_cpu()` runs
+//! it as an IPI on every online CPU.
+//!
+//! A completion names the task that will complete it, when that is known (the kworker or
+//! handler spawned for it), so a waiter is an edge of the wait-for graph to that task.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use sim_core::{CpuId, TaskId, TaskPriority, WaitKind};
+use sim_core::{CpuId, TaskId, TaskPriority, WaitId, WaitKind};
 
 use super::cpu::Cpu;
+use super::lockdep::might_sleep;
 
-#[derive(Default)]
 pub struct Completion {
     done: Cell<bool>,
     waiters: RefCell<Vec<TaskId>>,
+    /// The wait object whose party is the completer.
+    wait: WaitId,
+    /// The completer's party index and task.
+    completer: Cell<Option<(usize, TaskId)>>,
 }
 
 impl Completion {
+    /// `init_completion()`; `what` names it in reports.
+    pub fn new(cpu: &Cpu, what: &'static str) -> Completion {
+        let wait = cpu.sim.with(|engine| engine.new_wait(what));
+        Completion {
+            done: Cell::new(false),
+            waiters: RefCell::new(Vec::new()),
+            wait,
+            completer: Cell::new(None),
+        }
+    }
+
+    /// `task` is the one that will call `complete()`.
+    pub fn expect_completer(&self, cpu: &Cpu, task: TaskId) {
+        let party = cpu.sim.with(|engine| engine.wait_add_party(self.wait, task));
+        self.completer.set(Some((party, task)));
+    }
+
+    /// The task that will complete it, when known.
+    pub fn completer(&self) -> Option<TaskId> {
+        self.completer.get().map(|(_, task)| task)
+    }
+
     /// `wait_for_completion()`: sleeps until `complete()`.
     pub async fn wait(&self, cpu: &Cpu, what: &'static str) {
+        might_sleep(cpu, "wait_for_completion");
+        self.wait_until_done(cpu, what).await;
+    }
+
+    /// Waits until `complete()` without the sleep check: the `csd_lock_wait()` of an IPI
+    /// sender, modelled as giving the CPU up so the local handler can run.
+    async fn wait_until_done(&self, cpu: &Cpu, what: &'static str) {
         while !self.done.get() {
             self.waiters.borrow_mut().push(cpu.task);
-            cpu.sim.park(WaitKind::Sleep, what).await;
+            cpu.sim.park_on(WaitKind::Sleep, what, self.wait).await;
         }
     }
 
     /// `complete_all()`.
     pub fn complete(&self, cpu: &Cpu) {
         self.done.set(true);
+        if let Some((party, _)) = self.completer.get() {
+            cpu.sim.with(|engine| engine.wait_party_done(self.wait, party));
+        }
         for waiter in self.waiters.borrow_mut().drain(..) {
             cpu.sim.with(|engine| engine.unpark(waiter, 0));
         }
@@ -38,7 +78,8 @@ impl Completion {
 pub type OnCpu<T> = Rc<dyn Fn(Cpu) -> Pin<Box<dyn Future<Output = T>>>>;
 
 /// Runs `function` in a new task on `target` (a kworker, or a stopper with `priority`) and
-/// returns its handle and the cell its result lands in; `done` completes when it returns.
+/// returns the cell its result lands in; `done` completes when it returns, and names the
+/// new task as its completer.
 pub fn spawn_on_cpu<T: 'static>(
     cpu: &Cpu,
     target: CpuId,
@@ -51,21 +92,24 @@ pub fn spawn_on_cpu<T: 'static>(
     let slot = result.clone();
     let host = cpu.host_rc();
     let sim = cpu.sim.clone();
+    let completion = done.clone();
     let future = async move {
         let task = sim.with(|engine| engine.current_task());
         let target_cpu = Cpu::new(sim.clone(), target, task, host);
         let value = function(target_cpu.clone()).await;
         *slot.borrow_mut() = Some(value);
-        done.complete(&target_cpu);
+        completion.complete(&target_cpu);
     };
-    cpu.sim.spawn(target, priority, name, future);
+    let task = cpu.sim.spawn(target, priority, name, future);
+    done.expect_completer(cpu, task);
     result
 }
 
 /// `smp_call_on_cpu()`: runs `function` on `target` in a kworker and sleeps until it is done.
 pub async fn smp_call_on_cpu<T: 'static>(cpu: &Cpu, target: CpuId, function: OnCpu<T>) -> T {
+    might_sleep(cpu, "smp_call_on_cpu");
     cpu.work(cpu.host().costs.smp_call_on_cpu).await;
-    let done = Rc::new(Completion::default());
+    let done = Rc::new(Completion::new(cpu, "smp_call_on_cpu() work"));
     let name = format!("kworker/{}", target.0);
     let result = spawn_on_cpu(cpu, target, TaskPriority::Normal, name, function, done.clone());
     done.wait(cpu, "smp_call_on_cpu()").await;
@@ -80,7 +124,7 @@ pub async fn on_each_cpu<T: 'static>(cpu: &Cpu, function: OnCpu<T>) -> Vec<T> {
     let mut results = Vec::new();
     let mut dones = Vec::new();
     for target in online {
-        let done = Rc::new(Completion::default());
+        let done = Rc::new(Completion::new(cpu, "the IPI handler"));
         let handler = function.clone();
         let in_irq: OnCpu<T> = Rc::new(move |on: Cpu| {
             let handler = handler.clone();
@@ -96,7 +140,7 @@ pub async fn on_each_cpu<T: 'static>(cpu: &Cpu, function: OnCpu<T>) -> Vec<T> {
         dones.push(done);
     }
     for done in &dones {
-        done.wait(cpu, "the IPI handlers (on_each_cpu)").await;
+        done.wait_until_done(cpu, "the IPI handlers (on_each_cpu)").await;
     }
     results
         .into_iter()

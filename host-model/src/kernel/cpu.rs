@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use sim_core::{CpuId, Outcome, OutcomeKind, Sim, Span, TaskId};
+use sim_core::{CpuId, OutcomeKind, Sim, Span, Stall, Subject, TaskId, TaskPriority};
 
 use crate::host::Host;
 
@@ -20,11 +20,24 @@ pub struct Cpu {
 pub mod mark {
     pub const STEP: u32 = 1;
     pub const SEAMCALL: u32 = 2;
+    /// `a` is the element index (a 2MB range for `pamt_refcount`).
     pub const ATOMIC: u32 = 3;
     pub const WARN: u32 = 4;
+    /// `a` is 1 for an allocation, 2 for a free; `b` the page.
     pub const PAGE: u32 = 5;
     pub const CALL: u32 = 6;
+    /// `a` is the stall's cycles; `b` 0 for an interrupt, 1 for a preemption by a stopper or
+    /// a task whose turn it is, 2 for a preemption the chooser injected.
     pub const STALL: u32 = 7;
+    /// A kernel log line (`pr_warn()`, `pr_err()`): not a finding, a line in the table.
+    pub const PRINTK: u32 = 8;
+}
+
+/// What a stall mark's `b` says it was.
+pub mod stall {
+    pub const IRQ: u64 = 0;
+    pub const YIELD: u64 = 1;
+    pub const PREEMPTED: u64 = 2;
 }
 
 /// Coverage feature codes used by host-model (`--strategy coverage`; sim-core coverage.rs).
@@ -58,27 +71,46 @@ impl Cpu {
     /// interrupted or preempted, the chooser may first stall it (`maybe_stall`).
     pub async fn work(&self, cycles: u64) {
         self.maybe_stall().await;
+        self.busy(cycles).await;
+    }
+
+    /// Busy for `cycles`, moved within the jitter band, with no point where anything can
+    /// land: the inside of one instruction (a SEAMCALL) or of an IRQs-off handler step.
+    pub async fn busy(&self, cycles: u64) {
         let cycles = self.sim.with(|engine| engine.cost(cycles));
         self.sim.delay(cycles).await;
     }
 
-    /// A point where an interrupt, NMI or preemption could take this CPU away (IRQs and
-    /// preemption on): the chooser decides whether it does, and for how long.
+    /// A point where the task's code can be interrupted: a queued stopper or IPI takes the
+    /// CPU here first; then the chooser may inject an interrupt (wherever IRQs are on, the
+    /// task keeps its CPU) or, where preemption is on too, a preemption (the task leaves
+    /// its CPU for a while).
     pub async fn maybe_stall(&self) {
-        // A queued stopper (stop_machine), or a task whose turn it is, takes the CPU here first.
-        if self.sim.with(|engine| engine.should_yield()) {
-            self.mark(Span::Instant, mark::STALL, 0, 1, || "(preempted)".to_string());
+        if let Some(priority) = self.sim.with(|engine| engine.yield_target()) {
+            let (kind, text) = match priority {
+                TaskPriority::Irq => (stall::IRQ, "(IPI)"),
+                TaskPriority::Normal | TaskPriority::Stopper => (stall::YIELD, "(preempted)"),
+            };
+            self.mark(Span::Instant, mark::STALL, 0, kind, || text.to_string());
             self.sim.yield_cpu().await;
         }
-        let stall_cycles = self.sim.with(|engine| engine.stall_point());
-        if stall_cycles == 0 {
-            return;
+        match self.sim.with(|engine| engine.stall_point()) {
+            Stall::None => {}
+            Stall::Irq(cycles) => {
+                let us = self.host.cycles_to_us(cycles);
+                self.mark(Span::Begin, mark::STALL, cycles, stall::IRQ, || format!("(irq {us:.1} us)"));
+                self.sim.delay(cycles).await;
+                self.mark(Span::End, mark::STALL, cycles, stall::IRQ, || "(irq returns)".to_string());
+            }
+            Stall::Preempt(cycles) => {
+                let us = self.host.cycles_to_us(cycles);
+                self.mark(Span::Begin, mark::STALL, cycles, stall::PREEMPTED, || {
+                    format!("(preempted {us:.1} us)")
+                });
+                self.sim.preempted_for(cycles).await;
+                self.mark(Span::End, mark::STALL, cycles, stall::PREEMPTED, || "(runs again)".to_string());
+            }
         }
-        self.mark(Span::Begin, mark::STALL, stall_cycles, 0, || {
-            format!("(interrupted for {stall_cycles} cycles)")
-        });
-        self.sim.delay(stall_cycles).await;
-        self.mark(Span::End, mark::STALL, stall_cycles, 0, || "(back)".to_string());
     }
 
     /// `cpu_relax()` in a spin loop.
@@ -88,6 +120,7 @@ impl Cpu {
 
     /// `cond_resched()` with nothing else to run.
     pub async fn cond_resched(&self) {
+        crate::kernel::lockdep::might_sleep(self, "cond_resched");
         self.work(self.host.costs.cond_resched).await;
     }
 
@@ -96,15 +129,23 @@ impl Cpu {
     }
 
     pub fn preempt_enable(&self) {
-        self.sim.with(|engine| {
-            let state = engine.cpu_mut(self.id);
-            assert!(state.preempt_count > 0, "preempt_enable() without preempt_disable() on {}", self.id);
-            state.preempt_count -= 1;
-        });
+        let count = self.preempt_count();
+        if count == 0 {
+            self.precondition_failed(
+                "preempt_enable",
+                "preempt_count is already 0 (unbalanced preempt_enable)",
+            );
+            return;
+        }
+        self.sim.with(|engine| engine.cpu_mut(self.id).preempt_count -= 1);
     }
 
     pub fn preempt_count(&self) -> u32 {
         self.sim.with(|engine| engine.cpu(self.id).preempt_count)
+    }
+
+    pub fn irqs_disabled(&self) -> bool {
+        self.sim.with(|engine| !engine.cpu(self.id).irqs_enabled)
     }
 
     /// `local_irq_save()`: returns whether IRQs were on.
@@ -117,15 +158,22 @@ impl Cpu {
         self.sim.with(|engine| engine.cpu_mut(self.id).irqs_enabled = irqs_were_enabled);
     }
 
-    /// `WARN_ON()` / `KVM_BUG_ON()` / an error print on an unexpected status: a finding.
-    /// The run ends with `warn` once this task next waits; the algorithm carries on until then.
-    pub fn warn(&self, message: impl Into<String>) {
+    /// `WARN_ON()` / `KVM_BUG_ON()` / an error print on an unexpected status in `function`:
+    /// a finding. The run ends with `warn` once this task next waits; the algorithm carries
+    /// on until then.
+    pub fn warn(&self, function: &str, message: impl Into<String>) {
+        self.warn_about(function, message, Vec::new());
+    }
+
+    /// `warn` naming what the warning is about (the table focuses on it).
+    pub fn warn_about(&self, function: &str, message: impl Into<String>, subjects: Vec<Subject>) {
         let message = message.into();
         self.sim.with(|engine| {
-            let text = message.clone();
+            let text = format!("{function}: {message}");
             engine.mark(Span::Instant, mark::WARN, 0, 0, || format!("WARN: {text}"));
-            let what = format!("{}: {message}", self.id);
-            engine.stop(Outcome::new(OutcomeKind::Warn, what, vec![self.task]));
+            let detail = format!("{}: {text}", self.id);
+            let outcome = engine.report_here(OutcomeKind::Warn, "", detail, subjects);
+            engine.stop(outcome);
         });
     }
 
@@ -134,12 +182,31 @@ impl Cpu {
         self.sim.with(|engine| engine.cover(code, a, b));
     }
 
+    /// A kernel precondition of `function` does not hold (`lockdep_assert_*`, a "cannot
+    /// fail" that failed, a sleep in atomic context): the model of the kernel is broken,
+    /// which ends the run in `error` naming the function.
+    pub fn precondition_failed(&self, function: &str, what: impl Into<String>) {
+        let what = what.into();
+        self.sim.with(|engine| {
+            let detail = format!("{}: {function}: {what}", self.id);
+            engine.mark(Span::Instant, mark::WARN, 1, 0, || format!("BUG: {function}: {what}"));
+            let outcome = engine.report_here(OutcomeKind::Error, "precondition", detail, Vec::new());
+            engine.stop(outcome);
+        });
+    }
+
+    /// A kernel log line at `level` (`pr_warn_ratelimited`, `pr_err`): shown in tables and
+    /// traces; not a finding.
+    pub fn printk(&self, level: &'static str, message: &'static str) {
+        self.mark(Span::Instant, mark::PRINTK, 0, 0, || format!("{level}: {message}"));
+    }
+
     /// A trace mark of this task.
     pub fn mark(&self, span: Span, code: u32, a: u64, b: u64, text: impl FnOnce() -> String) {
         self.sim.with(|engine| engine.mark(span, code, a, b, text));
     }
 
-    /// Declares progress to the watchdog (a step of the task completed).
+    /// Declares progress to the watchdog (a unit of work completed).
     pub fn progress(&self) {
         self.sim.with(|engine| engine.progress());
         self.host.stats.borrow_mut().since_progress.remove(&self.id.0);

@@ -10,6 +10,7 @@ use sim_core::{CpuId, TaskPriority};
 use super::Errno;
 use super::completion::{Completion, OnCpu, spawn_on_cpu};
 use super::cpu::Cpu;
+use super::lockdep::lockdep_assert_cpus_held;
 use super::mutex::{down_read, down_write, up_read, up_write};
 
 /// A startup or teardown callback; it runs on the CPU coming up or going down.
@@ -25,7 +26,7 @@ pub struct CpuhpState {
 
 /// Runs `callback` in the hotplug thread of `target` and waits for it.
 async fn run_on(cpu: &Cpu, target: CpuId, callback: &CpuhpCallback) -> Result<(), Errno> {
-    let done = Rc::new(Completion::default());
+    let done = Rc::new(Completion::new(cpu, "the cpuhp callback"));
     let name = format!("cpuhp/{}", target.0);
     let result = spawn_on_cpu(cpu, target, TaskPriority::Normal, name, callback.clone(), done.clone());
     done.wait(cpu, "a cpuhp callback").await;
@@ -45,6 +46,7 @@ async fn teardown_on(cpu: &Cpu, targets: &[CpuId], state: &CpuhpState) {
 /// fails, tears down where it succeeded and installs nothing. The caller holds
 /// `cpus_read_lock()`.
 pub async fn cpuhp_setup_state_cpuslocked(cpu: &Cpu, state: CpuhpState) -> Result<(), Errno> {
+    lockdep_assert_cpus_held(cpu, "cpuhp_setup_state_cpuslocked");
     let online = cpu.sim.with(|engine| engine.online_cpus());
     for (index, &target) in online.iter().enumerate() {
         if let Err(errno) = run_on(cpu, target, &state.startup).await {
@@ -136,5 +138,6 @@ async fn cpu_down_locked(cpu: &Cpu, target: CpuId) -> Result<(), Errno> {
     }
     cpu.sim.with(|engine| engine.set_cpu_online(target, false));
     crate::tdx::enable::tdx_cpu_went_offline(cpu, target);
+    super::arch::reset_lp(cpu, target);
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Kernel primitives with kernel names and semantics, built on sim-core resources.
 //!
+//! - `arch`: the hardware without SEAMCALL: VMXON/VMXOFF, LP reset, package topology.
 //! - `cpu`: `Cpu`, the handle a host task runs with (preemption, IRQs, costs, WARN).
+//! - `lockdep`: the kernel's context assertions (`lockdep_assert_held()`, `might_sleep()`).
 //! - `spinlock`: `raw_spinlock_t` / `spinlock_t`: queued, FIFO, spins in simulated time.
 //! - `rwlock`: `rwlock_t`: queued reader/writer spinning lock.
 //! - `atomic`: `atomic_t` operations as awaited steps, including `atomic_dec_and_lock`.
@@ -9,10 +11,12 @@
 //! - `stop_machine`: `stop_machine()` / `stop_machine_cpuslocked()` with `multi_cpu_stop()`.
 //! - `cpuhp`: the online mask, `cpu_up()` / `cpu_down()`, dynamic cpuhp states.
 //! - `page_alloc`: `alloc_page()` / `__free_page()` over simulated memory.
+pub mod arch;
 pub mod atomic;
 pub mod completion;
 pub mod cpu;
 pub mod cpuhp;
+pub mod lockdep;
 pub mod mutex;
 pub mod page_alloc;
 pub mod rwlock;

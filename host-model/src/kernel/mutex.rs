@@ -8,6 +8,7 @@
 use sim_core::{Mode, ResourceId, WaitKind};
 
 use super::cpu::Cpu;
+use super::lockdep::might_sleep;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mutex {
@@ -22,6 +23,7 @@ impl Mutex {
 
 /// `mutex_lock()`: may sleep; process context only.
 pub async fn mutex_lock(cpu: &Cpu, lock: Mutex) {
+    might_sleep(cpu, "mutex_lock");
     cpu.maybe_stall().await;
     cpu.sim.acquire(lock.resource, Mode::Exclusive, WaitKind::Sleep).await;
 }
@@ -51,6 +53,7 @@ impl RwSem {
 
 /// `down_read()` / `cpus_read_lock()`.
 pub async fn down_read(cpu: &Cpu, sem: RwSem) {
+    might_sleep(cpu, "down_read");
     cpu.maybe_stall().await;
     cpu.sim.acquire(sem.resource, Mode::Shared, WaitKind::Sleep).await;
     cpu.work(cpu.host().costs.cpus_read_lock).await;
@@ -63,6 +66,7 @@ pub fn up_read(cpu: &Cpu, sem: RwSem) {
 
 /// `down_write()` / `cpus_write_lock()`.
 pub async fn down_write(cpu: &Cpu, sem: RwSem, cost_cycles: u64) {
+    might_sleep(cpu, "down_write");
     cpu.maybe_stall().await;
     cpu.sim.acquire(sem.resource, Mode::Exclusive, WaitKind::Sleep).await;
     cpu.work(cost_cycles).await;
@@ -71,9 +75,4 @@ pub async fn down_write(cpu: &Cpu, sem: RwSem, cost_cycles: u64) {
 /// `up_write()` / `cpus_write_unlock()`.
 pub fn up_write(cpu: &Cpu, sem: RwSem) {
     cpu.sim.release(sem.resource);
-}
-
-/// `lockdep_assert_cpus_held()`: true if this task holds `cpu_hotplug_lock` in any mode.
-pub fn cpus_held(cpu: &Cpu, sem: RwSem) -> bool {
-    cpu.sim.with(|engine| engine.holds(sem.resource, cpu.task).is_some())
 }

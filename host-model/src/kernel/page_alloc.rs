@@ -11,6 +11,7 @@ use seam_model::{Hpa, PAGE_SIZE, RANGE_2M};
 use sim_core::Span;
 
 use super::cpu::{Cpu, mark};
+use super::lockdep::might_sleep;
 
 pub struct PageAllocator {
     /// Next never-used page, counting down; `None` once memory is used up.
@@ -75,8 +76,14 @@ impl PageAllocator {
     }
 }
 
-/// `alloc_page(GFP_KERNEL)`; `None` is the kernel's NULL (out of memory).
+/// `alloc_page(GFP_KERNEL)`; `None` is the kernel's NULL (out of memory). May sleep.
 pub async fn alloc_page(cpu: &Cpu) -> Option<Hpa> {
+    might_sleep(cpu, "alloc_page(GFP_KERNEL)");
+    alloc_page_atomic(cpu).await
+}
+
+/// `alloc_page(GFP_ATOMIC)`: never sleeps, so it may be called under a spinlock.
+pub async fn alloc_page_atomic(cpu: &Cpu) -> Option<Hpa> {
     cpu.work(cpu.host().costs.alloc_page).await;
     let page = cpu.host().pages.borrow_mut().take();
     cpu.mark(Span::Instant, mark::PAGE, 1, page.map_or(u64::MAX, |p| p.0), || match page {
@@ -91,13 +98,7 @@ pub async fn free_page(cpu: &Cpu, page: Hpa) {
     cpu.work(cpu.host().costs.free_page).await;
     let was_allocated = cpu.host().pages.borrow_mut().give_back(page);
     cpu.mark(Span::Instant, mark::PAGE, 2, page.0, || format!("__free_page({page})"));
-    if !was_allocated {
-        crate::invariants::broken(
-            cpu,
-            crate::invariants::PAMT_PAGES_NOT_DOUBLE_FREED,
-            format!("{} frees {page}, which the page allocator did not hand out", cpu.id),
-        );
-    }
+    cpu.host().observer.page_freed(cpu, page, was_allocated);
 }
 
 #[cfg(test)]

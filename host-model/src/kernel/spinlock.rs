@@ -13,8 +13,14 @@ pub struct Spinlock {
 
 impl Spinlock {
     /// Creates the lock in the engine; `name` is what reports and tables show.
-    pub fn new(cpu_or_host_sim: &sim_core::Sim, name: &str, handoff_cycles: u64) -> Spinlock {
-        let resource = cpu_or_host_sim.with(|engine| engine.new_resource(name, "spinlock", handoff_cycles));
+    pub fn new(sim: &sim_core::Sim, name: &str, handoff_cycles: u64) -> Spinlock {
+        let resource = sim.with(|engine| engine.new_resource(name, "spinlock", handoff_cycles));
+        Spinlock { resource }
+    }
+
+    /// A `raw_spinlock_t` (it spins even on PREEMPT_RT; taken with IRQs off).
+    pub fn new_raw(sim: &sim_core::Sim, name: &str, handoff_cycles: u64) -> Spinlock {
+        let resource = sim.with(|engine| engine.new_resource(name, "raw_spinlock", handoff_cycles));
         Spinlock { resource }
     }
 }

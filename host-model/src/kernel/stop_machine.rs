@@ -9,31 +9,46 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use sim_core::{Outcome, OutcomeKind, TaskId, TaskPriority, WaitKind};
+use sim_core::{TaskId, TaskPriority, WaitId, WaitKind};
 
 use super::Errno;
 use super::completion::{Completion, OnCpu, spawn_on_cpu};
 use super::cpu::Cpu;
-use super::mutex::{RwSem, cpus_held, down_read, up_read};
+use super::lockdep::{lockdep_assert_cpus_held, might_sleep};
+use super::mutex::{RwSem, down_read, up_read};
 
-/// A lock-step barrier the stoppers spin on (`ack_state()` in multi_cpu_stop).
+/// A lock-step barrier the stoppers spin on (`ack_state()` in multi_cpu_stop). Its parties
+/// are the stoppers, so a stopper spinning here waits for the ones that have not arrived.
 pub struct SpinBarrier {
     parties: u32,
     arrived: Cell<u32>,
     waiters: RefCell<Vec<TaskId>>,
+    wait: WaitId,
 }
 
 impl SpinBarrier {
-    pub fn new(parties: u32) -> SpinBarrier {
-        SpinBarrier { parties, arrived: Cell::new(0), waiters: RefCell::new(Vec::new()) }
+    pub fn new(cpu: &Cpu, parties: u32, what: &'static str) -> SpinBarrier {
+        let wait = cpu.sim.with(|engine| engine.new_wait(what));
+        SpinBarrier { parties, arrived: Cell::new(0), waiters: RefCell::new(Vec::new()), wait }
+    }
+
+    /// `task` is one of the parties.
+    pub fn add_party(&self, cpu: &Cpu, task: TaskId) {
+        cpu.sim.with(|engine| engine.wait_add_party(self.wait, task));
     }
 
     /// Arrives and spins until all parties have; the last releases the others.
     pub async fn arrive_and_wait(&self, cpu: &Cpu, what: &'static str) {
         cpu.work(cpu.host().costs.atomic).await;
         self.arrived.set(self.arrived.get() + 1);
+        cpu.sim.with(|engine| {
+            if let Some(party) = engine.wait_party_of(self.wait, cpu.task) {
+                engine.wait_party_done(self.wait, party);
+            }
+        });
         if self.arrived.get() == self.parties {
             self.arrived.set(0);
+            cpu.sim.with(|engine| engine.wait_reset(self.wait));
             let handoff = cpu.host().costs.spin_handoff;
             for waiter in self.waiters.borrow_mut().drain(..) {
                 cpu.sim.with(|engine| engine.unpark(waiter, handoff));
@@ -41,7 +56,7 @@ impl SpinBarrier {
             return;
         }
         self.waiters.borrow_mut().push(cpu.task);
-        cpu.sim.park(WaitKind::Spin, what).await;
+        cpu.sim.park_on(WaitKind::Spin, what, self.wait).await;
     }
 }
 
@@ -74,23 +89,22 @@ pub async fn stop_machine_cpuslocked(
     hotplug_lock: RwSem,
     function: OnCpu<i32>,
 ) -> Result<(), i32> {
-    if !cpus_held(cpu, hotplug_lock) {
-        // lockdep_assert_cpus_held(): the online mask could change under us.
-        let what = format!("{}: stop_machine_cpuslocked() without cpus_read_lock()", cpu.id);
-        cpu.sim.with(|engine| engine.stop(Outcome::new(OutcomeKind::Warn, what, vec![cpu.task])));
-    }
+    // lockdep_assert_cpus_held(): the online mask must not change under us.
+    lockdep_assert_cpus_held(cpu, "stop_machine_cpuslocked");
+    might_sleep(cpu, "stop_machine_cpuslocked");
+    let _ = hotplug_lock;
     let online = cpu.sim.with(|engine| engine.online_cpus());
     let costs = &cpu.host().costs;
     cpu.work(costs.stop_machine_base + costs.stop_machine_per_cpu * online.len() as u64).await;
-    let barrier = Rc::new(SpinBarrier::new(online.len() as u32));
+    let barrier = Rc::new(SpinBarrier::new(cpu, online.len() as u32, "the other stoppers"));
     let mut results = Vec::new();
     let mut dones = Vec::new();
     for &target in &online {
-        let done = Rc::new(Completion::default());
-        let barrier = barrier.clone();
+        let done = Rc::new(Completion::new(cpu, "a stopper"));
+        let stopper_barrier = barrier.clone();
         let function = function.clone();
         let stopper: OnCpu<i32> =
-            Rc::new(move |on| Box::pin(multi_cpu_stop(on, barrier.clone(), function.clone())));
+            Rc::new(move |on| Box::pin(multi_cpu_stop(on, stopper_barrier.clone(), function.clone())));
         results.push(spawn_on_cpu(
             cpu,
             target,
@@ -100,6 +114,9 @@ pub async fn stop_machine_cpuslocked(
             done.clone(),
         ));
         dones.push(done);
+    }
+    for done in &dones {
+        barrier.add_party(cpu, done.completer().expect("spawn_on_cpu names the stopper"));
     }
     for done in &dones {
         done.wait(cpu, "the stoppers (stop_machine)").await;

@@ -9,11 +9,14 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use seam_model::status::TDX_MISSING_PAMT_PAGE_PAIR;
 use seam_model::{Gpa, Hpa, LeafCall, LeafOutput, TdId};
+use sim_core::{OutcomeKind, Subject};
 
 use crate::kernel::Errno;
-use crate::kernel::cpu::Cpu;
-use crate::kernel::page_alloc::{alloc_page, free_page};
+use crate::kernel::cpu::{Cpu, mark};
+use crate::kernel::lockdep::{lockdep_assert_held, lockdep_assert_preemption_disabled, might_sleep};
+use crate::kernel::page_alloc::{alloc_page, alloc_page_atomic, free_page};
 use crate::kernel::rwlock::{RwLock, read_lock, read_unlock, write_lock, write_unlock};
 use crate::tdx::dpamt::{DpamtDesign, PairSource, PamtCache, tdx_pamt_add_hint, tdx_pamt_get, tdx_pamt_put};
 use crate::tdx::seamcall::seamcall;
@@ -54,8 +57,8 @@ async fn tdh_mem_page_aug(cpu: &Cpu, td: TdId, gpa: Gpa, page: Hpa) -> LeafOutpu
 ///
 /// Kernel: `tdx_sept_set_private_spte()` -> `tdx_mem_page_aug()`, arch/x86/kvm/vmx/tdx.c
 /// (6.19 with DPAMT v6: `tdx_pamt_get()` from the vCPU cache before PAGE.AUG, put on failure).
-/// D1 has no refcount and no put: it adds the backing ("already backed" counts as done) and
-/// AUGs, which is the order of the interleaving in the DPAMT v3 cover letter.
+/// D1 has no refcount and no get: PAGE.AUG first; on MISSING_PAMT_PAGE_PAIR it adds the
+/// backing ("already backed" counts as done) and goes back to PAGE.AUG (RFC v1, 2025-05-02).
 async fn tdx_sept_set_private_spte(
     cpu: &Cpu,
     td: TdId,
@@ -63,12 +66,15 @@ async fn tdx_sept_set_private_spte(
     page: Hpa,
     cache: &PamtCache,
 ) -> Result<(), Errno> {
-    if cpu.host().config.dpamt_design == DpamtDesign::Hint {
-        if cpu.host().config.dpamt {
-            tdx_pamt_add_hint(cpu, page, PairSource::Cache(cache)).await?;
-        }
-        let output = tdh_mem_page_aug(cpu, td, gpa, page).await;
-        return aug_result(cpu, output, page);
+    lockdep_assert_held(cpu, kvm_td(cpu, td).mmu_lock.resource, "tdx_sept_set_private_spte");
+    match cpu.host().config.dpamt_design {
+        DpamtDesign::Hint => return tdx_mem_page_aug_hint(cpu, td, gpa, page, cache).await,
+        DpamtDesign::GlobalLockFastpath
+        | DpamtDesign::GlobalLock
+        | DpamtDesign::DecAndLock
+        | DpamtDesign::Per2mRwlock
+        | DpamtDesign::Per2mRwlockPfnOrder
+        | DpamtDesign::GlobalRwlockFallback => {}
     }
     tdx_pamt_get(cpu, page, PairSource::Cache(cache)).await?;
     let output = tdh_mem_page_aug(cpu, td, gpa, page).await;
@@ -79,6 +85,59 @@ async fn tdx_sept_set_private_spte(
     result
 }
 
+/// How many times one D1 fault may see PAGE.AUG answer MISSING_PAMT_PAGE_PAIR after its
+/// PAMT.ADD reported the range backed (success or HPA_RANGE_NOT_FREE) — the published race —
+/// before the model reports the unbounded retry. The RFC's loop has no bound; this one is
+/// the model's (`host.hint_aug_retries`). The default, 0, reports the first race: from there
+/// nothing bounds the loop, each further round needs only the same race again. [I]
+pub const HINT_AUG_RETRIES_DEFAULT: u32 = 0;
+
+/// D1's fault: PAGE.AUG; on MISSING_PAMT_PAGE_PAIR give the range its backing and AUG again.
+async fn tdx_mem_page_aug_hint(
+    cpu: &Cpu,
+    td: TdId,
+    gpa: Gpa,
+    page: Hpa,
+    cache: &PamtCache,
+) -> Result<(), Errno> {
+    let mut added = false;
+    let mut races = 0;
+    loop {
+        let output = tdh_mem_page_aug(cpu, td, gpa, page).await;
+        if output.status.without_operand() != TDX_MISSING_PAMT_PAGE_PAIR {
+            return aug_result(cpu, output, page);
+        }
+        if added {
+            // The range was backed when PAMT.ADD returned; a REMOVE took it since.
+            races += 1;
+            if races > cpu.host().config.hint_aug_retries {
+                report_unbounded_retry(cpu, page, races);
+                return Err(Errno::EIO);
+            }
+        }
+        if cpu.host().config.dpamt {
+            refill_pamt_cache_atomic(cpu, cache).await?;
+            tdx_pamt_add_hint(cpu, page, PairSource::Cache(cache)).await?;
+        }
+        added = true;
+    }
+}
+
+/// The liveness finding of D1's fault loop: the race that the retry cannot outrun.
+fn report_unbounded_retry(cpu: &Cpu, page: Hpa, races: u32) {
+    let range = cpu.host().range_label(page.range_index());
+    let detail = format!(
+        "{}: tdx_sept_set_private_spte: PAGE.AUG({page}) answered TDX_MISSING_PAMT_PAGE_PAIR {races} \
+         time(s) after PAMT.ADD({range}) said the range was backed: a PAGE.REMOVE hint removed the \
+         backing in between, and the hint design retries without bound (DPAMT v3 cover letter, 2025-09-18)",
+        cpu.id
+    );
+    cpu.sim.with(|engine| {
+        let outcome = engine.report_here(OutcomeKind::Livelock, "unbounded retry", detail, Vec::new());
+        engine.stop(outcome);
+    });
+}
+
 fn aug_result(cpu: &Cpu, output: LeafOutput, page: Hpa) -> Result<(), Errno> {
     if output.status.is_success() {
         return Ok(());
@@ -87,12 +146,28 @@ fn aug_result(cpu: &Cpu, output: LeafOutput, page: Hpa) -> Result<(), Errno> {
         // The TDP MMU restores the SPTE and the fault returns RET_PF_RETRY.
         return Err(Errno::EBUSY);
     }
-    cpu.warn(format!("KVM_BUG_ON: TDH.MEM.PAGE.AUG({page}) failed: {}", output.status));
+    let subjects = vec![Subject::Marked(mark::ATOMIC, page.range_index() as u64)];
+    cpu.warn_about(
+        "tdx_mem_page_aug",
+        format!("KVM_BUG_ON: TDH.MEM.PAGE.AUG({page}) failed: {}", output.status),
+        subjects,
+    );
     Err(Errno::EIO)
+}
+
+/// D1 inside `mmu_lock`: a further round's pair cannot come from a sleeping allocation, so
+/// it is taken with GFP_ATOMIC. [I] The RFC's fault path is not published in that detail.
+async fn refill_pamt_cache_atomic(cpu: &Cpu, cache: &PamtCache) -> Result<(), Errno> {
+    while cache.borrow().len() < 2 {
+        let Some(page) = alloc_page_atomic(cpu).await else { return Err(Errno::ENOMEM) };
+        cache.borrow_mut().push(page);
+    }
+    Ok(())
 }
 
 /// Tops the per-vCPU DPAMT cache up to one pair (`tdx_topup_pamt_cache()`), before mmu_lock.
 async fn refill_pamt_cache(cpu: &Cpu, cache: &PamtCache) -> Result<(), Errno> {
+    might_sleep(cpu, "tdx_topup_pamt_cache");
     while cache.borrow().len() < 2 {
         let Some(page) = alloc_page(cpu).await else { return Err(Errno::ENOMEM) };
         cache.borrow_mut().push(page);
@@ -141,6 +216,8 @@ pub async fn tdp_fault(
                 Err(errno) => return Err(errno),
             }
         }
+        // One fault handled: progress, as a vCPU that moves on to its next instruction.
+        cpu.progress();
     }
     // Pages left in the cache go back to the allocator (`tdx_free_pamt_cache()`).
     let leftover: Vec<Hpa> = cache.borrow_mut().drain(..).collect();
@@ -154,6 +231,7 @@ pub async fn tdp_fault(
 /// kick them all, and retry exactly once.
 async fn tdh_do_no_vcpus(cpu: &Cpu, call: LeafCall) -> LeafOutput {
     let output = seamcall(cpu, call).await;
+    lockdep_assert_preemption_disabled(cpu, "tdh_do_no_vcpus");
     if !output.status.is_operand_busy() {
         return output;
     }
@@ -167,10 +245,11 @@ async fn tdh_do_no_vcpus(cpu: &Cpu, call: LeafCall) -> LeafOutput {
 /// Kernel: `tdx_sept_remove_private_spte()` with `tdx_track()`, arch/x86/kvm/vmx/tdx.c (6.19);
 /// then `tdx_pamt_put()` (DPAMT v6), or in D1 the hint-driven PAMT.REMOVE.
 async fn tdx_sept_remove_private_spte(cpu: &Cpu, td: TdId, gpa: Gpa, page: Hpa) -> Result<(), Errno> {
+    lockdep_assert_held(cpu, kvm_td(cpu, td).mmu_lock.resource, "tdx_sept_remove_private_spte");
     for call in [LeafCall::RangeBlock { td, gpa }, LeafCall::Track { td }] {
         let output = tdh_do_no_vcpus(cpu, call).await;
         if !output.status.is_success() && output.status.class() != 0 {
-            cpu.warn(format!("KVM_BUG_ON: {call} failed: {}", output.status));
+            cpu.warn("tdx_sept_remove_private_spte", format!("KVM_BUG_ON: {call} failed: {}", output.status));
             return Err(Errno::EIO);
         }
     }
@@ -178,20 +257,32 @@ async fn tdx_sept_remove_private_spte(cpu: &Cpu, td: TdId, gpa: Gpa, page: Hpa) 
     cpu.work(cpu.host().costs.kick_all_vcpus).await;
     let output = tdh_do_no_vcpus(cpu, LeafCall::PageRemove { td, gpa }).await;
     if !output.status.is_success() {
-        cpu.warn(format!("KVM_BUG_ON: TDH.MEM.PAGE.REMOVE({gpa}) failed: {}", output.status));
+        cpu.warn(
+            "tdx_sept_remove_private_spte",
+            format!("KVM_BUG_ON: TDH.MEM.PAGE.REMOVE({gpa}) failed: {}", output.status),
+        );
         return Err(Errno::EIO);
     }
     let wbinvd = seamcall(cpu, LeafCall::PageWbinvd { page }).await;
     if !wbinvd.status.is_success() {
-        cpu.warn(format!("KVM_BUG_ON: TDH.PHYMEM.PAGE.WBINVD({page}) failed: {}", wbinvd.status));
+        cpu.warn(
+            "tdx_sept_remove_private_spte",
+            format!("KVM_BUG_ON: TDH.PHYMEM.PAGE.WBINVD({page}) failed: {}", wbinvd.status),
+        );
         return Err(Errno::EIO);
     }
-    if cpu.host().config.dpamt_design == DpamtDesign::Hint {
-        if output.removal_hint {
-            crate::tdx::dpamt::tdx_pamt_remove_hint(cpu, page).await;
+    match cpu.host().config.dpamt_design {
+        DpamtDesign::Hint => {
+            if output.removal_hint {
+                crate::tdx::dpamt::tdx_pamt_remove_hint(cpu, page).await;
+            }
         }
-    } else {
-        tdx_pamt_put(cpu, page).await;
+        DpamtDesign::GlobalLockFastpath
+        | DpamtDesign::GlobalLock
+        | DpamtDesign::DecAndLock
+        | DpamtDesign::Per2mRwlock
+        | DpamtDesign::Per2mRwlockPfnOrder
+        | DpamtDesign::GlobalRwlockFallback => tdx_pamt_put(cpu, page).await,
     }
     Ok(())
 }
@@ -214,6 +305,7 @@ pub async fn zap(cpu: &Cpu, td: TdId, gpa: u64, count: u32) -> Result<(), Errno>
         if entry.allocated {
             freed.push(entry.page);
         }
+        cpu.progress();
     }
     write_unlock(cpu, kvm.mmu_lock);
     // guest_memfd frees the pages after the zap, outside mmu_lock.

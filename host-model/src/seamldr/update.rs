@@ -4,16 +4,14 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use seam_model::status::seamldr::SEAMLDR_EBADSIG;
-use seam_model::status::{
-    TDX_SYS_BUSY, TDX_SYS_INIT_NOT_PENDING, TDX_SYS_INVALID_HANDOFF, TDX_UPDATE_COMPAT_SENSITIVE,
-};
-use seam_model::{Leaf, LeafCall, TdId, TdxStatus};
-use sim_core::{Span, TaskId, TaskPriority, WaitKind};
+use seam_model::LeafCall;
+use seam_model::status::TDX_UPDATE_COMPAT_SENSITIVE;
+use sim_core::{Span, TaskId, TaskPriority, WaitId, WaitKind};
 
 use crate::kernel::Errno;
 use crate::kernel::completion::{Completion, OnCpu, spawn_on_cpu};
 use crate::kernel::cpu::{Cpu, mark};
+use crate::kernel::lockdep::{lockdep_assert_cpus_held, might_sleep};
 use crate::kernel::mutex::{down_read, down_write, up_read, up_write};
 use crate::kernel::spinlock::{Spinlock, raw_spin_lock_irqsave, raw_spin_unlock_irqrestore};
 use crate::kernel::stop_machine::{stop_machine, stop_machine_cpuslocked};
@@ -29,7 +27,8 @@ pub enum UpdateDesign {
     StopMachine,
     /// U1: the state machine advances even after a failed step.
     StopMachineNoAbort,
-    /// U2: no stop_machine; an rwlock around SEAMCALLs instead.
+    /// U2: no stop_machine: the state machine runs in a kworker per CPU with IRQs on while
+    /// the CPUs' other tasks keep running and issuing SEAMCALLs.
     NoStopMachine,
     /// U3: `cpus_read_lock()` then plain `stop_machine()`, which takes it again.
     NestedCpusReadLock,
@@ -72,7 +71,7 @@ impl UpdateDesign {
                 "U1: no abort, a failed SHUTDOWN still installs (Chao Gao, Re: v7 10/22, 2026-04-14)"
             }
             UpdateDesign::NoStopMachine => {
-                "U2: an rwlock around SEAMCALLs instead of stop_machine (rejected, v9 12/23, 2026-05-13)"
+                "U2: no stop_machine, the state machine in a kworker per CPU with IRQs on while other SEAMCALLs go on (rejected, v9 12/23, 2026-05-13)"
             }
             UpdateDesign::NestedCpusReadLock => {
                 "U3: cpus_read_lock() then stop_machine(), the read lock nested (known kernel pattern bug)"
@@ -80,52 +79,6 @@ impl UpdateDesign {
             UpdateDesign::UpdateRwsem => {
                 "U6: update_rwsem held across TD build (Dave Hansen, Re: v2 00/21, 2025-10)"
             }
-        }
-    }
-}
-
-/// `seamldr_install_module`'s `fail_step`: a step of the update's lock-step state machine
-/// (host-algorithms.md §5.2), written as the kernel names the states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailStep {
-    /// `tdx_module_shutdown()` on the lead CPU (TDH.SYS.SHUTDOWN); recoverable, TDs kept.
-    Shutdown,
-    /// The per-CPU SEAMLDR INSTALL; destructive, TDs lost.
-    CpuInstall,
-    /// The per-CPU `tdx_cpu_enable()` against the new image; TDs lost.
-    CpuInit,
-    /// `tdx_module_run_update()` on the lead CPU (TDH.SYS.UPDATE); TDs lost.
-    RunUpdate,
-}
-
-impl FailStep {
-    /// In the state machine's order.
-    pub const ALL: &'static [FailStep] =
-        &[FailStep::Shutdown, FailStep::CpuInstall, FailStep::CpuInit, FailStep::RunUpdate];
-
-    /// The name as written in scenario files.
-    pub const fn name(self) -> &'static str {
-        match self {
-            FailStep::Shutdown => "SHUTDOWN",
-            FailStep::CpuInstall => "CPU_INSTALL",
-            FailStep::CpuInit => "CPU_INIT",
-            FailStep::RunUpdate => "RUN_UPDATE",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<FailStep> {
-        FailStep::ALL.iter().copied().find(|step| step.name() == name)
-    }
-
-    /// The leaf that fails, and the status it fails with: SHUTDOWN is refused as if another
-    /// LP were busy (recoverable); INSTALL fails its signature check; SYS.INIT of the new
-    /// image is refused; SYS.UPDATE finds the handoff unusable.
-    fn injected(self) -> (Leaf, TdxStatus) {
-        match self {
-            FailStep::Shutdown => (Leaf::SysShutdown, TDX_SYS_BUSY),
-            FailStep::CpuInstall => (Leaf::SeamldrInstall, SEAMLDR_EBADSIG),
-            FailStep::CpuInit => (Leaf::SysInit, TDX_SYS_INIT_NOT_PENDING),
-            FailStep::RunUpdate => (Leaf::SysUpdate, TDX_SYS_INVALID_HANDOFF),
         }
     }
 }
@@ -148,6 +101,18 @@ pub enum UpdateState {
 }
 
 impl UpdateState {
+    /// The kernel's name of the state.
+    pub const fn name(self) -> &'static str {
+        match self {
+            UpdateState::Start => "MODULE_UPDATE_START",
+            UpdateState::Shutdown => "MODULE_UPDATE_SHUTDOWN",
+            UpdateState::CpuInstall => "MODULE_UPDATE_CPU_INSTALL",
+            UpdateState::CpuInit => "MODULE_UPDATE_CPU_INIT",
+            UpdateState::RunUpdate => "MODULE_UPDATE_RUN_UPDATE",
+            UpdateState::Done => "MODULE_UPDATE_DONE",
+        }
+    }
+
     fn next(self) -> UpdateState {
         match self {
             UpdateState::Start => UpdateState::Shutdown,
@@ -169,6 +134,8 @@ pub struct UpdateCtrl {
     spinners: RefCell<Vec<TaskId>>,
     /// U1: the state advances even after a failed step.
     abort_on_failure: bool,
+    /// The CPUs that must ack the current state: a spinner waits for those that have not.
+    acks: WaitId,
 }
 
 impl UpdateCtrl {
@@ -190,13 +157,8 @@ async fn tdx_module_shutdown(cpu: &Cpu) -> Result<(), Errno> {
     seamcall_errno(seamcall(cpu, LeafCall::SysRd { field }).await)?;
     let avoid_compat_sensitive = cpu.host().config.compat_sensitive;
     let tdx = &cpu.host().tdx;
-    // The update window opens with SHUTDOWN; if SHUTDOWN fails, the module is as it was.
-    tdx.update_in_progress.set(true);
     let output = seamcall(cpu, LeafCall::SysShutdown { avoid_compat_sensitive }).await;
-    if !output.status.is_success() {
-        tdx.update_in_progress.set(false);
-    }
-    if output.status.masked() == TDX_UPDATE_COMPAT_SENSITIVE {
+    if output.status.without_operand() == TDX_UPDATE_COMPAT_SENSITIVE {
         return Err(Errno::EBUSY);
     }
     seamcall_errno(output)?;
@@ -214,7 +176,7 @@ async fn tdx_module_shutdown(cpu: &Cpu) -> Result<(), Errno> {
 /// where returning from the P-SEAMLDR clears the current VMCS.
 async fn seamldr_call(cpu: &Cpu, call: LeafCall) -> Result<(), Errno> {
     if cpu.host().config.seamret_erratum {
-        cpu.warn("seamldr_call: P-SEAMLDR calls clear the VMCS on this CPU (X86_BUG_SEAMRET_INVD_VMCS)");
+        cpu.warn("seamldr_call", "P-SEAMLDR calls clear the VMCS on this CPU (X86_BUG_SEAMRET_INVD_VMCS)");
         return Err(Errno::EINVAL);
     }
     let lock = cpu.host().tdx.seamldr_lock;
@@ -230,7 +192,7 @@ async fn tdx_module_run_update(cpu: &Cpu) -> Result<(), Errno> {
     seamcall_errno(seamcall(cpu, LeafCall::SysUpdate).await)?;
     let field = seam_model::call::metadata::FIELD_MODULE_HV;
     if seamcall_errno(seamcall(cpu, LeafCall::SysRd { field }).await).is_err() {
-        cpu.warn("tdx_module_run_update: reading the new module version failed");
+        cpu.warn("tdx_module_run_update", "reading the new module version failed");
     }
     cpu.host().tdx.module_initialized.set(true);
     Ok(())
@@ -247,15 +209,21 @@ fn errno_code(ret: Result<(), Errno>) -> i32 {
 /// ack of a state with no failure moves everyone to the next state.
 async fn ack_state(cpu: &Cpu, ctrl: &UpdateCtrl, failed: bool) {
     let flags = raw_spin_lock_irqsave(cpu, ctrl.lock).await;
-    let online = cpu.sim.with(|engine| engine.online_cpus().len() as u32);
+    let online = cpu.sim.with(|engine| engine.num_online_cpus());
     ctrl.num_failed.set(ctrl.num_failed.get() + u32::from(failed));
     ctrl.num_ack.set(ctrl.num_ack.get() + 1);
+    cpu.sim.with(|engine| {
+        if let Some(party) = engine.wait_party_of(ctrl.acks, cpu.task) {
+            engine.wait_party_done(ctrl.acks, party);
+        }
+    });
     let advance = ctrl.num_ack.get() == online && (ctrl.num_failed.get() == 0 || !ctrl.abort_on_failure);
     if advance {
         let next = ctrl.state.get().next();
         ctrl.state.set(next);
         ctrl.num_ack.set(0);
-        cpu.mark(Span::Instant, mark::CALL, next as u64, 0, || format!("update state -> {next:?}"));
+        cpu.sim.with(|engine| engine.wait_reset(ctrl.acks));
+        cpu.mark(Span::Instant, mark::CALL, next as u64, 0, || format!("update state -> {}", next.name()));
     }
     raw_spin_unlock_irqrestore(cpu, ctrl.lock, flags);
     if advance || failed {
@@ -270,6 +238,7 @@ async fn ack_state(cpu: &Cpu, ctrl: &UpdateCtrl, failed: bool) {
 async fn do_seamldr_install_module(cpu: Cpu, ctrl: Rc<UpdateCtrl>) -> i32 {
     // CPU 0 leads: it is always online.
     let lead = cpu.id.0 == 0;
+    cpu.sim.with(|engine| engine.wait_add_party(ctrl.acks, cpu.task));
     let mut cur = UpdateState::Start;
     let mut ret = 0;
     loop {
@@ -288,16 +257,12 @@ async fn do_seamldr_install_module(cpu: Cpu, ctrl: Rc<UpdateCtrl>) -> i32 {
         }
         let failed = ctrl.abort_on_failure && ctrl.num_failed.get() != 0;
         if cur == UpdateState::Done || failed {
-            if lead {
-                // Every CPU leaves the state machine now: the update window closes.
-                cpu.host().tdx.update_in_progress.set(false);
-            }
             return ret;
         }
         if ctrl.state.get() == cur {
             // cpu_relax() until the state moves or someone fails.
             ctrl.spinners.borrow_mut().push(cpu.task);
-            cpu.sim.park(WaitKind::Spin, "the next update state").await;
+            cpu.sim.park_on(WaitKind::Spin, "the other CPUs' acks of this update state", ctrl.acks).await;
         }
     }
 }
@@ -310,22 +275,27 @@ async fn do_seamldr_install_module(cpu: Cpu, ctrl: Rc<UpdateCtrl>) -> i32 {
 /// (U2) runs the state machine in kworkers while other work goes on; `nested-cpus-read-lock`
 /// (U3) calls `stop_machine()` under `cpus_read_lock()`; `update-rwsem` (U6) excludes TD
 /// builds with `update_rwsem`.
-pub async fn seamldr_install_module(cpu: &Cpu, fail_step: Option<FailStep>) -> Result<(), Errno> {
+pub async fn seamldr_install_module(cpu: &Cpu) -> Result<(), Errno> {
+    might_sleep(cpu, "seamldr_install_module");
     let design = cpu.host().config.update_design;
-    if let Some(step) = fail_step {
-        let (leaf, status) = step.injected();
-        cpu.host().module.borrow_mut().inject_failure(leaf, status);
-    }
-    let tds_before = cpu.host().module.borrow().td_names();
+    cpu.host().observer.update_started(cpu);
     // Validate the image header and fill SEAMLDR_PARAMS (a page).
     cpu.work(cpu.host().costs.alloc_page).await;
+    let abort_on_failure = match design {
+        UpdateDesign::StopMachineNoAbort => false,
+        UpdateDesign::StopMachine
+        | UpdateDesign::NoStopMachine
+        | UpdateDesign::NestedCpusReadLock
+        | UpdateDesign::UpdateRwsem => true,
+    };
     let ctrl = Rc::new(UpdateCtrl {
         state: Cell::new(UpdateState::Shutdown),
         num_ack: Cell::new(0),
         num_failed: Cell::new(0),
-        lock: Spinlock::new(&cpu.sim, "update_ctrl.lock", cpu.host().costs.spin_handoff),
+        lock: Spinlock::new_raw(&cpu.sim, "update_ctrl.lock", cpu.host().costs.spin_handoff),
         spinners: RefCell::new(Vec::new()),
-        abort_on_failure: design != UpdateDesign::StopMachineNoAbort,
+        abort_on_failure,
+        acks: cpu.sim.with(|engine| engine.new_wait("update_ctrl acks")),
     });
     let function: OnCpu<i32> = {
         let ctrl = ctrl.clone();
@@ -333,32 +303,47 @@ pub async fn seamldr_install_module(cpu: &Cpu, fail_step: Option<FailStep>) -> R
     };
     let hotplug_lock = cpu.host().cpu_hotplug_lock;
     let update_rwsem = cpu.host().tdx.update_rwsem;
-    if design == UpdateDesign::UpdateRwsem {
-        down_write(cpu, update_rwsem, 0).await;
-    }
-    down_read(cpu, hotplug_lock).await;
     let result = match design {
-        UpdateDesign::NestedCpusReadLock => stop_machine(cpu, hotplug_lock, function).await,
-        UpdateDesign::NoStopMachine => run_in_kworkers(cpu, function).await,
-        _ => stop_machine_cpuslocked(cpu, hotplug_lock, function).await,
+        UpdateDesign::StopMachine | UpdateDesign::StopMachineNoAbort => {
+            down_read(cpu, hotplug_lock).await;
+            let result = stop_machine_cpuslocked(cpu, hotplug_lock, function).await;
+            up_read(cpu, hotplug_lock);
+            result
+        }
+        UpdateDesign::NestedCpusReadLock => {
+            down_read(cpu, hotplug_lock).await;
+            let result = stop_machine(cpu, hotplug_lock, function).await;
+            up_read(cpu, hotplug_lock);
+            result
+        }
+        UpdateDesign::NoStopMachine => {
+            down_read(cpu, hotplug_lock).await;
+            let result = run_in_kworkers(cpu, function).await;
+            up_read(cpu, hotplug_lock);
+            result
+        }
+        UpdateDesign::UpdateRwsem => {
+            down_write(cpu, update_rwsem, 0).await;
+            down_read(cpu, hotplug_lock).await;
+            let result = stop_machine_cpuslocked(cpu, hotplug_lock, function).await;
+            up_read(cpu, hotplug_lock);
+            up_write(cpu, update_rwsem);
+            result
+        }
     };
-    up_read(cpu, hotplug_lock);
-    if design == UpdateDesign::UpdateRwsem {
-        up_write(cpu, update_rwsem);
-    }
-    cpu.host().tdx.update_in_progress.set(false);
-    crate::invariants::tds_survive_update(cpu, &tds_before, ctrl.state.get());
+    cpu.host().observer.update_returned(cpu, ctrl.state.get().name());
     result.map_err(crate::kernel::stop_machine::errno_of)
 }
 
 /// U2: the same state machine, but in a kworker per CPU with IRQs on, while the CPUs'
 /// other tasks keep running and issuing SEAMCALLs.
 async fn run_in_kworkers(cpu: &Cpu, function: OnCpu<i32>) -> Result<(), i32> {
+    lockdep_assert_cpus_held(cpu, "run_in_kworkers");
     let online = cpu.sim.with(|engine| engine.online_cpus());
     let mut results = Vec::new();
     let mut dones = Vec::new();
     for target in online {
-        let done = Rc::new(Completion::default());
+        let done = Rc::new(Completion::new(cpu, "an update kworker"));
         results.push(spawn_on_cpu(
             cpu,
             target,
@@ -376,9 +361,4 @@ async fn run_in_kworkers(cpu: &Cpu, function: OnCpu<i32>) -> Result<(), i32> {
         Some(ret) => Err(ret),
         None => Ok(()),
     }
-}
-
-/// TDs a failed update took with it, for the invariant's message.
-pub fn lost_tds(before: &[TdId], after: &[TdId]) -> Vec<TdId> {
-    before.iter().copied().filter(|td| !after.contains(td)).collect()
 }

@@ -1,5 +1,6 @@
-//! Dynamic PAMT: `tdx_pamt_get()` / `tdx_pamt_put()` in every design of
-//! spec/host-algorithms.md §3.
+//! Dynamic PAMT: `tdx_pamt_get()` / `tdx_pamt_put()` in every design of the DPAMT series
+//! (docs/model.md, "Dynamic PAMT"): one function per kernel function, the designs matched
+//! where they differ.
 
 use serde::{Deserialize, Serialize};
 
@@ -77,20 +78,48 @@ impl DpamtDesign {
     pub fn from_name(name: &str) -> Option<DpamtDesign> {
         DpamtDesign::ALL.iter().copied().find(|design| design.name() == name)
     }
+
+    /// What the global DPAMT spinlock is called: `pamt_lock` in v1–v4, `dpamt_lock` in the
+    /// v6-era tree (D5's and D6's global locks are theirs; the name is v6's).
+    pub const fn lock_name(self) -> &'static str {
+        match self {
+            DpamtDesign::Hint | DpamtDesign::GlobalLockFastpath => "pamt_lock",
+            DpamtDesign::GlobalLock
+            | DpamtDesign::DecAndLock
+            | DpamtDesign::Per2mRwlock
+            | DpamtDesign::Per2mRwlockPfnOrder
+            | DpamtDesign::GlobalRwlockFallback => "dpamt_lock",
+        }
+    }
+
+    /// Whether the design keeps a kernel refcount per 2MB range that must agree with the
+    /// module's backing (D1 has none: it follows the module's statuses and hints).
+    pub const fn uses_refcount(self) -> bool {
+        match self {
+            DpamtDesign::Hint => false,
+            DpamtDesign::GlobalLockFastpath
+            | DpamtDesign::GlobalLock
+            | DpamtDesign::DecAndLock
+            | DpamtDesign::Per2mRwlock
+            | DpamtDesign::Per2mRwlockPfnOrder
+            | DpamtDesign::GlobalRwlockFallback => true,
+        }
+    }
 }
 
 use std::cell::RefCell;
 
 use seam_model::status::{TDX_HPA_RANGE_NOT_FREE, TDX_NO_PAMT_PAGE_PAIR, TDX_PAMT_PAGE_NOT_EMPTY};
 use seam_model::{Hpa, LeafCall, LeafOutput};
-use sim_core::Mode;
+use sim_core::{Mode, Subject};
 
 use crate::kernel::Errno;
 use crate::kernel::atomic::{
     Atomic, atomic_add_unless, atomic_cmpxchg, atomic_dec, atomic_dec_and_test, atomic_inc,
     atomic_inc_not_zero, atomic_read, atomic_set,
 };
-use crate::kernel::cpu::{Cpu, cover};
+use crate::kernel::cpu::{Cpu, cover, mark};
+use crate::kernel::lockdep::{lockdep_assert_held, might_sleep};
 use crate::kernel::page_alloc::{alloc_page, free_page};
 use crate::kernel::rwlock::{RwLock, read_lock, read_unlock, write_lock, write_unlock};
 use crate::kernel::spinlock::{Spinlock, spin_lock, spin_unlock};
@@ -102,7 +131,7 @@ pub type PamtCache = RefCell<Vec<Hpa>>;
 /// Where a get's page pair comes from.
 #[derive(Clone, Copy)]
 pub enum PairSource<'a> {
-    /// `alloc_page(GFP_KERNEL)` twice (control pages; process context).
+    /// `alloc_page(GFP_KERNEL)` twice (control pages; process context, may sleep).
     Allocate,
     /// The scenario names the pair (`pair = [..]`).
     Given([Hpa; 2]),
@@ -118,8 +147,8 @@ enum PamtLock {
     Read(RwLock),
 }
 
-/// Marks a get or put of a range as in flight; when the last one of that range returns, the
-/// refcount must agree with the module (`dpamt-refcount-matches-module`).
+/// Marks a get or put of a range as in flight; when the last one of that range returns,
+/// the checker is told the range is quiet (refcount and backing must agree then).
 struct InFlight<'a> {
     cpu: &'a Cpu,
     index: usize,
@@ -138,10 +167,8 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let in_flight = &self.cpu.host().pamt_in_flight[self.index];
         in_flight.set(in_flight.get() - 1);
-        if in_flight.get() == 0
-            && let Err(detail) = crate::invariants::refcount_matches_module(self.cpu.host(), self.index)
-        {
-            crate::invariants::broken(self.cpu, crate::invariants::DPAMT_REFCOUNT_MATCHES_MODULE, detail);
+        if in_flight.get() == 0 {
+            self.cpu.host().observer.pamt_range_quiet(self.cpu, self.index);
         }
     }
 }
@@ -176,50 +203,63 @@ fn cover_zero_crossing(cpu: &Cpu, page: Hpa, site: ZeroCrossing) {
 /// `pamt_refcount[page >> 21]`.
 fn pamt_refcount(cpu: &Cpu, page: Hpa) -> Atomic<'_> {
     let index = page.range_index();
-    Atomic { value: &cpu.host().pamt_refcount[index], name: "pamt_refcount", index }
+    Atomic::pamt_refcount(&cpu.host().pamt_refcount[index], index)
 }
 
 fn dpamt_enabled(cpu: &Cpu) -> bool {
     cpu.host().config.dpamt
 }
 
-/// The locks a design takes around PAMT.ADD of `page`'s range with `pair`, in order.
-fn pamt_locks_for_add(cpu: &Cpu, design: DpamtDesign, page: Hpa, pair: [Hpa; 2]) -> Vec<PamtLock> {
-    match design {
-        DpamtDesign::Per2mRwlock | DpamtDesign::Per2mRwlockPfnOrder => {
-            // Mirror the module's PAMT.ADD lock set: the target range exclusive, the pair's
-            // ranges shared. A range that appears twice is taken once, exclusive winning.
-            let mut ranges: Vec<(Hpa, Mode)> = vec![(page.range_base(), Mode::Exclusive)];
-            for pair_page in pair {
-                if !ranges.iter().any(|(range, _)| *range == pair_page.range_base()) {
-                    ranges.push((pair_page.range_base(), Mode::Shared));
-                }
-            }
-            if design == DpamtDesign::Per2mRwlockPfnOrder {
-                ranges.sort_by_key(|(range, _)| *range);
-            }
-            ranges
-                .into_iter()
-                .map(|(range, mode)| {
-                    let lock = cpu.host().pamt_range_lock(range);
-                    match mode {
-                        Mode::Exclusive => PamtLock::Write(lock),
-                        Mode::Shared => PamtLock::Read(lock),
-                    }
-                })
-                .collect()
+/// The locks a refcount design takes around PAMT.ADD of `page`'s range with `pair`, in order.
+fn pamt_locks_for_add(cpu: &Cpu, design: RefcountDesign, page: Hpa, pair: [Hpa; 2]) -> Vec<PamtLock> {
+    let order = match design {
+        RefcountDesign::GlobalLockFastpath | RefcountDesign::GlobalLock | RefcountDesign::DecAndLock => {
+            return vec![PamtLock::Spin(cpu.host().dpamt_lock)];
         }
-        _ => vec![PamtLock::Spin(cpu.host().dpamt_lock)],
+        RefcountDesign::Per2mRwlock => RangeOrder::ModuleOrder,
+        RefcountDesign::Per2mRwlockPfnOrder => RangeOrder::PfnOrder,
+    };
+    // Mirror the module's PAMT.ADD lock set: the target range exclusive, the pair's ranges
+    // shared. A range that appears twice is taken once, exclusive winning.
+    let mut ranges: Vec<(Hpa, Mode)> = vec![(page.range_base(), Mode::Exclusive)];
+    for pair_page in pair {
+        if !ranges.iter().any(|(range, _)| *range == pair_page.range_base()) {
+            ranges.push((pair_page.range_base(), Mode::Shared));
+        }
     }
+    match order {
+        RangeOrder::ModuleOrder => {}
+        RangeOrder::PfnOrder => ranges.sort_by_key(|(range, _)| *range),
+    }
+    ranges
+        .into_iter()
+        .map(|(range, mode)| {
+            let lock = cpu.host().pamt_range_lock(range);
+            match mode {
+                Mode::Exclusive => PamtLock::Write(lock),
+                Mode::Shared => PamtLock::Read(lock),
+            }
+        })
+        .collect()
 }
 
-/// The locks a design takes around PAMT.REMOVE of `page`'s range.
-fn pamt_locks_for_remove(cpu: &Cpu, design: DpamtDesign, page: Hpa) -> Vec<PamtLock> {
+/// How D5's per-2MB rwlocks are ordered.
+enum RangeOrder {
+    /// As the module takes them: the target, then the pair's ranges (D5).
+    ModuleOrder,
+    /// By physical address (D5').
+    PfnOrder,
+}
+
+/// The locks a refcount design takes around PAMT.REMOVE of `page`'s range.
+fn pamt_locks_for_remove(cpu: &Cpu, design: RefcountDesign, page: Hpa) -> Vec<PamtLock> {
     match design {
-        DpamtDesign::Per2mRwlock | DpamtDesign::Per2mRwlockPfnOrder => {
+        RefcountDesign::Per2mRwlock | RefcountDesign::Per2mRwlockPfnOrder => {
             vec![PamtLock::Write(cpu.host().pamt_range_lock(page))]
         }
-        _ => vec![PamtLock::Spin(cpu.host().dpamt_lock)],
+        RefcountDesign::GlobalLockFastpath | RefcountDesign::GlobalLock | RefcountDesign::DecAndLock => {
+            vec![PamtLock::Spin(cpu.host().dpamt_lock)]
+        }
     }
 }
 
@@ -240,6 +280,17 @@ fn pamt_unlock(cpu: &Cpu, locks: &[PamtLock]) {
             PamtLock::Write(lock) => write_unlock(cpu, lock),
             PamtLock::Read(lock) => read_unlock(cpu, lock),
         }
+    }
+}
+
+/// `lockdep_assert_held()` on every lock of a design's set.
+fn assert_pamt_locks_held(cpu: &Cpu, locks: &[PamtLock], function: &str) {
+    for lock in locks {
+        let resource = match *lock {
+            PamtLock::Spin(lock) => lock.resource,
+            PamtLock::Write(lock) | PamtLock::Read(lock) => lock.resource,
+        };
+        lockdep_assert_held(cpu, resource, function);
     }
 }
 
@@ -274,6 +325,8 @@ async fn alloc_pamt_pages(cpu: &Cpu, source: PairSource<'_>) -> Result<[Hpa; 2],
             }
         }
         PairSource::Allocate => {
+            // GFP_KERNEL may sleep: never with a spinlock or mmu_lock held.
+            might_sleep(cpu, "alloc_pamt_pages");
             let Some(first) = alloc_page(cpu).await else { return Err(Errno::ENOMEM) };
             let Some(second) = alloc_page(cpu).await else {
                 free_page(cpu, first).await;
@@ -302,35 +355,62 @@ pub async fn tdh_phymem_pamt_remove(cpu: &Cpu, page: Hpa) -> LeafOutput {
 }
 
 fn warn_status(cpu: &Cpu, function: &str, leaf: &str, page: Hpa, output: LeafOutput) {
-    let range = cpu.host().range_label(page.range_index());
-    cpu.warn(format!("{function}: {leaf}({range}) failed: {}", output.status));
+    let index = page.range_index();
+    let range = cpu.host().range_label(index);
+    let subjects = vec![Subject::Marked(mark::ATOMIC, index as u64)];
+    cpu.warn_about(function, format!("{leaf}({range}) failed: {}", output.status), subjects);
+}
+
+/// The designs that keep a refcount and share one shape of get and put (D2–D5').
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RefcountDesign {
+    GlobalLockFastpath,
+    GlobalLock,
+    DecAndLock,
+    Per2mRwlock,
+    Per2mRwlockPfnOrder,
 }
 
 /// Take a reference on the 2MB range holding `page`; add PAMT backing on 0 -> 1.
 ///
 /// Kernel: `tdx_pamt_get()`, arch/x86/virt/vmx/tdx/tdx.c — v2–v4 (D2), v6 05/11 (D3),
-/// v6 final (D4); D5/D5' are the 2025-09-26 per-2MB rwlock proposal, D1 and D6 have their
-/// own shapes below.
+/// v6 final (D4); D5/D5' are the 2025-09-26 per-2MB rwlock proposal; D1 (RFC v1) has no
+/// refcount, only the ADD half (`tdx_pamt_add_hint`); D6 has its own shape below.
 /// Events: refcount fast path, the design's lock set, TDH.PHYMEM.PAMT.ADD.
 pub async fn tdx_pamt_get(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Result<(), Errno> {
     let _in_flight = InFlight::enter(cpu, page);
-    tdx_pamt_get_design(cpu, page, source).await
-}
-
-async fn tdx_pamt_get_design(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Result<(), Errno> {
     if !dpamt_enabled(cpu) {
         return Ok(());
     }
-    let design = cpu.host().config.dpamt_design;
-    match design {
+    let design = match cpu.host().config.dpamt_design {
         DpamtDesign::Hint => return tdx_pamt_add_hint(cpu, page, source).await,
         DpamtDesign::GlobalRwlockFallback => return tdx_pamt_get_rwlock_fallback(cpu, page, source).await,
-        _ => {}
-    }
+        DpamtDesign::GlobalLockFastpath => RefcountDesign::GlobalLockFastpath,
+        DpamtDesign::GlobalLock => RefcountDesign::GlobalLock,
+        DpamtDesign::DecAndLock => RefcountDesign::DecAndLock,
+        DpamtDesign::Per2mRwlock => RefcountDesign::Per2mRwlock,
+        DpamtDesign::Per2mRwlockPfnOrder => RefcountDesign::Per2mRwlockPfnOrder,
+    };
+    tdx_pamt_get_refcount(cpu, design, page, source).await
+}
+
+async fn tdx_pamt_get_refcount(
+    cpu: &Cpu,
+    design: RefcountDesign,
+    page: Hpa,
+    source: PairSource<'_>,
+) -> Result<(), Errno> {
     let pamt_refcount = pamt_refcount(cpu, page);
     // Fast path: the range is already backed, just take a reference. (D3 has none: every
     // get goes through the lock.)
-    if design != DpamtDesign::GlobalLock && atomic_inc_not_zero(cpu, pamt_refcount).await {
+    let fast_path = match design {
+        RefcountDesign::GlobalLock => false,
+        RefcountDesign::GlobalLockFastpath
+        | RefcountDesign::DecAndLock
+        | RefcountDesign::Per2mRwlock
+        | RefcountDesign::Per2mRwlockPfnOrder => true,
+    };
+    if fast_path && atomic_inc_not_zero(cpu, pamt_refcount).await {
         return Ok(());
     }
     cover_zero_crossing(cpu, page, ZeroCrossing::GetSlowPath);
@@ -338,16 +418,19 @@ async fn tdx_pamt_get_design(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Re
     let locks = pamt_locks_for_add(cpu, design, page, pamt_pages);
     pamt_lock(cpu, &locks).await;
     // Lost race to another tdx_pamt_get(): it added the backing while we waited.
-    let lost_race = if design == DpamtDesign::GlobalLockFastpath {
+    let lost_race = match design {
         // v2-v4 read the count, then incremented it.
-        if atomic_read(cpu, pamt_refcount).await != 0 {
-            atomic_inc(cpu, pamt_refcount).await;
-            true
-        } else {
-            false
+        RefcountDesign::GlobalLockFastpath => {
+            let raced = atomic_read(cpu, pamt_refcount).await != 0;
+            if raced {
+                atomic_inc(cpu, pamt_refcount).await;
+            }
+            raced
         }
-    } else {
-        atomic_inc_not_zero(cpu, pamt_refcount).await
+        RefcountDesign::GlobalLock
+        | RefcountDesign::DecAndLock
+        | RefcountDesign::Per2mRwlock
+        | RefcountDesign::Per2mRwlockPfnOrder => atomic_inc_not_zero(cpu, pamt_refcount).await,
     };
     if lost_race {
         cover_zero_crossing(cpu, page, ZeroCrossing::GetLostRace);
@@ -355,25 +438,35 @@ async fn tdx_pamt_get_design(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Re
         free_pamt_pages(cpu, pamt_pages).await;
         return Ok(());
     }
+    assert_pamt_locks_held(cpu, &locks, "tdx_pamt_get");
     let output = tdh_phymem_pamt_add(cpu, page, pamt_pages).await;
     if output.status.is_success() {
         atomic_set(cpu, pamt_refcount, 1).await;
-    } else if design == DpamtDesign::GlobalLockFastpath && output.status.masked() == TDX_HPA_RANGE_NOT_FREE {
+        pamt_unlock(cpu, &locks);
+        return Ok(());
+    }
+    let pending_put = output.status.without_operand() == TDX_HPA_RANGE_NOT_FREE;
+    let keep_backing = match design {
         // v2-v4: a put dropped the count to 0 and has not removed yet; its REMOVE will see
         // our count and back off. Keep the backing.
+        RefcountDesign::GlobalLockFastpath => pending_put,
+        // v6: any failure is a bug.
+        RefcountDesign::GlobalLock
+        | RefcountDesign::DecAndLock
+        | RefcountDesign::Per2mRwlock
+        | RefcountDesign::Per2mRwlockPfnOrder => false,
+    };
+    if keep_backing {
         cover_zero_crossing(cpu, page, ZeroCrossing::AddFoundBacked);
         atomic_set(cpu, pamt_refcount, 1).await;
         pamt_unlock(cpu, &locks);
         free_pamt_pages(cpu, pamt_pages).await;
         return Ok(());
-    } else {
-        warn_status(cpu, "tdx_pamt_get", "TDH.PHYMEM.PAMT.ADD", page, output);
-        pamt_unlock(cpu, &locks);
-        free_pamt_pages(cpu, pamt_pages).await;
-        return Err(Errno::EIO);
     }
+    warn_status(cpu, "tdx_pamt_get", "TDH.PHYMEM.PAMT.ADD", page, output);
     pamt_unlock(cpu, &locks);
-    Ok(())
+    free_pamt_pages(cpu, pamt_pages).await;
+    Err(Errno::EIO)
 }
 
 /// Drop a reference on the 2MB range holding `page`; remove the PAMT backing on 1 -> 0.
@@ -382,23 +475,26 @@ async fn tdx_pamt_get_design(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Re
 /// Events: the design's decrement and lock set, TDH.PHYMEM.PAMT.REMOVE.
 pub async fn tdx_pamt_put(cpu: &Cpu, page: Hpa) {
     let _in_flight = InFlight::enter(cpu, page);
-    tdx_pamt_put_design(cpu, page).await
-}
-
-async fn tdx_pamt_put_design(cpu: &Cpu, page: Hpa) {
     if !dpamt_enabled(cpu) {
         return;
     }
-    let design = cpu.host().config.dpamt_design;
-    match design {
+    let design = match cpu.host().config.dpamt_design {
         DpamtDesign::Hint => return tdx_pamt_remove_hint(cpu, page).await,
         DpamtDesign::GlobalRwlockFallback => return tdx_pamt_put_rwlock_fallback(cpu, page).await,
-        _ => {}
-    }
+        DpamtDesign::GlobalLockFastpath => RefcountDesign::GlobalLockFastpath,
+        DpamtDesign::GlobalLock => RefcountDesign::GlobalLock,
+        DpamtDesign::DecAndLock => RefcountDesign::DecAndLock,
+        DpamtDesign::Per2mRwlock => RefcountDesign::Per2mRwlock,
+        DpamtDesign::Per2mRwlockPfnOrder => RefcountDesign::Per2mRwlockPfnOrder,
+    };
+    tdx_pamt_put_refcount(cpu, design, page).await
+}
+
+async fn tdx_pamt_put_refcount(cpu: &Cpu, design: RefcountDesign, page: Hpa) {
     let pamt_refcount = pamt_refcount(cpu, page);
     let locks = pamt_locks_for_remove(cpu, design, page);
     match design {
-        DpamtDesign::GlobalLockFastpath => {
+        RefcountDesign::GlobalLockFastpath => {
             // v2-v4: the 1 -> 0 decision is made outside the lock.
             if !atomic_dec_and_test(cpu, pamt_refcount).await {
                 return;
@@ -412,7 +508,7 @@ async fn tdx_pamt_put_design(cpu: &Cpu, page: Hpa) {
                 return;
             }
         }
-        DpamtDesign::GlobalLock => {
+        RefcountDesign::GlobalLock => {
             pamt_lock(cpu, &locks).await;
             if atomic_read(cpu, pamt_refcount).await > 1 {
                 atomic_dec(cpu, pamt_refcount).await;
@@ -421,28 +517,36 @@ async fn tdx_pamt_put_design(cpu: &Cpu, page: Hpa) {
             }
             cover_zero_crossing(cpu, page, ZeroCrossing::PutLast);
         }
-        _ => {
+        RefcountDesign::DecAndLock | RefcountDesign::Per2mRwlock | RefcountDesign::Per2mRwlockPfnOrder => {
             if !pamt_dec_and_lock(cpu, pamt_refcount, &locks).await {
                 return;
             }
             cover_zero_crossing(cpu, page, ZeroCrossing::PutLast);
         }
     }
+    assert_pamt_locks_held(cpu, &locks, "tdx_pamt_put");
     let output = tdh_phymem_pamt_remove(cpu, page).await;
     if !output.status.is_success() {
         match design {
             // v2-v4 put the reference back and printed an error; the pair is leaked.
-            DpamtDesign::GlobalLockFastpath => atomic_inc(cpu, pamt_refcount).await,
-            // v6: WARN, leave the count at 1 and leak the pages on purpose.
-            DpamtDesign::GlobalLock => {}
-            _ => atomic_set(cpu, pamt_refcount, 1).await,
+            RefcountDesign::GlobalLockFastpath => atomic_inc(cpu, pamt_refcount).await,
+            // v6 05: WARN, leave the count at 1 and leak the pages on purpose.
+            RefcountDesign::GlobalLock => {}
+            // v6 final and D5: WARN, count back to 1 (leak).
+            RefcountDesign::DecAndLock
+            | RefcountDesign::Per2mRwlock
+            | RefcountDesign::Per2mRwlockPfnOrder => atomic_set(cpu, pamt_refcount, 1).await,
         }
         warn_status(cpu, "tdx_pamt_put", "TDH.PHYMEM.PAMT.REMOVE", page, output);
         pamt_unlock(cpu, &locks);
         return;
     }
-    if design == DpamtDesign::GlobalLock {
-        atomic_set(cpu, pamt_refcount, 0).await;
+    match design {
+        RefcountDesign::GlobalLock => atomic_set(cpu, pamt_refcount, 0).await,
+        RefcountDesign::GlobalLockFastpath
+        | RefcountDesign::DecAndLock
+        | RefcountDesign::Per2mRwlock
+        | RefcountDesign::Per2mRwlockPfnOrder => {}
     }
     pamt_unlock(cpu, &locks);
     if let Some(pair) = output.pair {
@@ -450,11 +554,12 @@ async fn tdx_pamt_put_design(cpu: &Cpu, page: Hpa) {
     }
 }
 
-/// D1: give `page`'s range its backing; "already backed" counts as success and frees the
-/// pair; BUSY is retried, since this design has no lock of its own.
+/// D1's ADD half: give `page`'s range its backing; "already backed" (HPA_RANGE_NOT_FREE)
+/// counts as success and frees the pair; BUSY is retried, since this design has no lock of
+/// its own.
 ///
-/// Kernel: RFC v1 "TDX: Enable Dynamic PAMT" (Kirill A. Shutemov, 2025-05-02); the caller
-/// loops back here when its page-assigning SEAMCALL returns MISSING_PAMT_PAGE_PAIR.
+/// Kernel: RFC v1 "TDX: Enable Dynamic PAMT" (Kirill A. Shutemov, 2025-05-02); its callers
+/// come here when a page-assigning SEAMCALL returned MISSING_PAMT_PAGE_PAIR, then retry it.
 pub async fn tdx_pamt_add_hint(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Result<(), Errno> {
     let pamt_pages = alloc_pamt_pages(cpu, source).await?;
     loop {
@@ -462,7 +567,7 @@ pub async fn tdx_pamt_add_hint(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> 
         if output.status.is_success() {
             return Ok(());
         }
-        if output.status.masked() == TDX_HPA_RANGE_NOT_FREE {
+        if output.status.without_operand() == TDX_HPA_RANGE_NOT_FREE {
             cover_zero_crossing(cpu, page, ZeroCrossing::AddFoundBacked);
             free_pamt_pages(cpu, pamt_pages).await;
             return Ok(());
@@ -477,9 +582,10 @@ pub async fn tdx_pamt_add_hint(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> 
     }
 }
 
-/// D1: remove `page`'s range backing after a page-freeing SEAMCALL returned the zero-count
-/// hint. PAMT_PAGE_NOT_EMPTY means someone started using the range again; NO_PAMT_PAGE_PAIR
-/// means another hint holder removed it first (our reading [I]); both are left alone.
+/// D1's REMOVE half: remove `page`'s range backing after a page-freeing SEAMCALL returned
+/// the zero-count hint. PAMT_PAGE_NOT_EMPTY means someone started using the range again;
+/// NO_PAMT_PAGE_PAIR means another hint holder removed it first (our reading [I]); both are
+/// left alone. BUSY is retried.
 pub async fn tdx_pamt_remove_hint(cpu: &Cpu, page: Hpa) {
     loop {
         let output = tdh_phymem_pamt_remove(cpu, page).await;
@@ -489,7 +595,7 @@ pub async fn tdx_pamt_remove_hint(cpu: &Cpu, page: Hpa) {
             }
             return;
         }
-        let status = output.status.masked();
+        let status = output.status.without_operand();
         if status == TDX_PAMT_PAGE_NOT_EMPTY || status == TDX_NO_PAMT_PAGE_PAIR {
             cover_zero_crossing(cpu, page, ZeroCrossing::RemoveLostRace);
             return;
@@ -510,6 +616,7 @@ const PAMT_TRANSITION: i32 = -1;
 /// which shuts out every other DPAMT SEAMCALL, and retry once.
 async fn pamt_seamcall_with_fallback(cpu: &Cpu, call: LeafCall) -> LeafOutput {
     let lock = cpu.host().dpamt_rwlock;
+    lockdep_assert_held(cpu, lock.resource, "pamt_seamcall_with_fallback");
     let output = seamcall(cpu, call).await;
     if !output.status.is_operand_busy() {
         read_unlock(cpu, lock);

@@ -11,9 +11,12 @@ use sim_core::CpuId;
 
 use crate::host::HostConfig;
 use crate::kernel::Errno;
+pub use crate::kernel::arch::cpu_vmxon;
+use crate::kernel::arch::{cpu_vmxoff, topology_physical_package_id, vmx_is_on};
 use crate::kernel::completion::{OnCpu, smp_call_on_cpu};
 use crate::kernel::cpu::Cpu;
 use crate::kernel::cpuhp::{CpuhpState, cpuhp_remove_state, cpuhp_setup_state, cpuhp_setup_state_cpuslocked};
+use crate::kernel::lockdep::might_sleep;
 use crate::kernel::mutex::{RwSem, down_read, up_read};
 use crate::kernel::spinlock::{Spinlock, spin_lock, spin_unlock};
 use crate::tdx::seamcall::seamcall;
@@ -97,8 +100,6 @@ pub struct TdxState {
     pub virtualization_nr_users: Vec<Cell<u32>>,
     /// `seamldr_lock`: one CPU at a time in the P-SEAMLDR.
     pub seamldr_lock: Spinlock,
-    /// Between a successful TDH.SYS.SHUTDOWN and the end of the update.
-    pub update_in_progress: Cell<bool>,
     /// U6's `update_rwsem`: TD builds read, the update writes.
     pub update_rwsem: RwSem,
 }
@@ -112,11 +113,10 @@ impl TdxState {
             module_initialized: Cell::new(booted),
             sysinit_done: Cell::new(booted),
             sysinit_ret: Cell::new(Ok(())),
-            sysinit_lock: Spinlock::new(sim, "sysinit_lock", config.costs.spin_handoff),
+            sysinit_lock: Spinlock::new_raw(sim, "sysinit_lock", config.costs.spin_handoff),
             lp_initialized: (0..possible).map(|_| Cell::new(booted)).collect(),
             virtualization_nr_users: (0..possible).map(|_| Cell::new(u32::from(booted))).collect(),
-            seamldr_lock: Spinlock::new(sim, "seamldr_lock", config.costs.spin_handoff),
-            update_in_progress: Cell::new(false),
+            seamldr_lock: Spinlock::new_raw(sim, "seamldr_lock", config.costs.spin_handoff),
             update_rwsem: RwSem::new(sim, "update_rwsem", false),
         }
     }
@@ -136,23 +136,6 @@ pub fn seamcall_errno(output: LeafOutput) -> Result<(), Errno> {
         return Err(Errno::EACCES);
     }
     Err(Errno::EIO)
-}
-
-/// VMXON on this CPU; fails with -EBUSY if VMX is already on (CR4.VMXE set).
-pub async fn cpu_vmxon(cpu: &Cpu) -> Result<(), Errno> {
-    cpu.work(cpu.host().costs.vmxon).await;
-    let mut module = cpu.host().module.borrow_mut();
-    if module.vmx_on(cpu.id) {
-        return Err(Errno::EBUSY);
-    }
-    module.set_vmx(cpu.id, true);
-    Ok(())
-}
-
-/// VMXOFF on this CPU.
-pub async fn cpu_vmxoff(cpu: &Cpu) {
-    cpu.work(cpu.host().costs.vmxon).await;
-    cpu.host().module.borrow_mut().set_vmx(cpu.id, false);
 }
 
 /// `x86_virt_get_ref(VMX)`: VMXON on this CPU's 0 -> 1. arch/x86/virt/hw.c.
@@ -224,11 +207,11 @@ pub async fn tdx_online_cpu(cpu: &Cpu) -> Result<(), Errno> {
 /// while a TDX guest HKID exists. Kernel: `tdx_offline_cpu()` (§2.1.5).
 pub async fn tdx_offline_cpu(cpu: &Cpu) -> Result<(), Errno> {
     if cpu.host().kvm.hkids_allocated.get() > 0 {
-        let module = cpu.host().module.borrow();
-        let package = module.package_of(cpu.id);
+        let package = topology_physical_package_id(cpu, cpu.id);
         let online = cpu.sim.with(|engine| engine.online_cpus());
-        let another_in_package =
-            online.iter().any(|&other| other != cpu.id && module.package_of(other) == package);
+        let another_in_package = online
+            .iter()
+            .any(|&other| other != cpu.id && topology_physical_package_id(cpu, other) == package);
         if !another_in_package {
             // "TDX requires all packages to have an online CPU" (rate-limited warning).
             return Err(Errno::EBUSY);
@@ -253,7 +236,6 @@ pub fn tdx_cpu_went_offline(cpu: &Cpu, target: CpuId) {
     let tdx = &cpu.host().tdx;
     tdx.lp_initialized[target.0 as usize].set(false);
     tdx.virtualization_nr_users[target.0 as usize].set(0);
-    cpu.host().module.borrow_mut().reset_lp(target);
 }
 
 /// The boot-time TDX cpuhp state of §2.1, installed at boot when TDX was enabled then.
@@ -288,14 +270,17 @@ async fn kvm_online_cpu(cpu: &Cpu) -> Result<(), Errno> {
     if cpu.host().kvm.usage_count.get() == 0 {
         return Ok(());
     }
-    crate::kvm::main::hardware_enable(cpu).await
+    // The enable runs with IRQs off, as from the IPI of hardware_enable_all().
+    let flags = cpu.local_irq_save();
+    let ret = crate::kvm::main::hardware_enable(cpu).await;
+    cpu.local_irq_restore(flags);
+    ret
 }
 
 /// The package's first online CPU, for per-package SEAMCALLs.
-fn first_online_cpu_of_package(cpu: &Cpu, package: u32) -> Option<CpuId> {
-    let module = cpu.host().module.borrow();
+pub fn first_online_cpu_of_package(cpu: &Cpu, package: u32) -> Option<CpuId> {
     let online = cpu.sim.with(|engine| engine.online_cpus());
-    online.into_iter().find(|&other| module.package_of(other) == package)
+    online.into_iter().find(|&other| topology_physical_package_id(cpu, other) == package)
 }
 
 /// TDX module initialisation after every LP did LP.INIT: metadata, SYS.CONFIG, one
@@ -303,6 +288,7 @@ fn first_online_cpu_of_package(cpu: &Cpu, package: u32) -> Option<CpuId> {
 ///
 /// Kernel: `init_tdx_module()`, arch/x86/virt/vmx/tdx/tdx.c (§2.1.7).
 pub async fn init_tdx_module(cpu: &Cpu) -> Result<(), Errno> {
+    might_sleep(cpu, "init_tdx_module");
     seamcall_errno(
         seamcall(cpu, LeafCall::SysRd { field: seam_model::call::metadata::FIELD_MODULE_HV }).await,
     )?;
@@ -339,7 +325,10 @@ pub async fn tdx_enable(cpu: &Cpu) -> Result<(), Errno> {
     let design = cpu.host().config.enable_design;
     let ret = match design {
         EnableDesign::BootCpuhp => tdx_enable_boot_cpuhp(cpu).await,
-        _ => vt_init(cpu, design).await,
+        EnableDesign::KvmHardwareEnable
+        | EnableDesign::CpuhpUnlockedUsage
+        | EnableDesign::LpInitWithoutVmxon
+        | EnableDesign::CpusReadLockVtInit => vt_init(cpu, design).await,
     };
     if ret.is_ok() {
         cpu.host().tdx.module_initialized.set(true);
@@ -402,7 +391,7 @@ async fn tdx_bringup(cpu: &Cpu) -> Result<(), Errno> {
     }
     let disable: OnCpu<Result<(), Errno>> = Rc::new(|on: Cpu| {
         Box::pin(async move {
-            if on.host().module.borrow().vmx_on(on.id) {
+            if vmx_is_on(&on) {
                 cpu_vmxoff(&on).await;
             }
             Ok(())
@@ -431,7 +420,7 @@ async fn register_hotplug_callbacks(cpu: &Cpu, design: EnableDesign) -> Result<(
             startup: callback(|cpu| Box::pin(tdx_online_cpu_without_vmxon(cpu))),
             teardown: None,
         }),
-        _ => None,
+        EnableDesign::BootCpuhp | EnableDesign::KvmHardwareEnable | EnableDesign::CpusReadLockVtInit => None,
     };
     // kvm_init() registers KVM's callback with the _cpuslocked form under H0.
     if design == EnableDesign::CpusReadLockVtInit {

@@ -1,64 +1,89 @@
-//! The SEAMCALL wrappers of arch/x86/virt/vmx/tdx/seamcall_internal.h.
+//! The SEAMCALL instruction and the wrappers of arch/x86/virt/vmx/tdx/seamcall_internal.h.
 
 use seam_model::leaf::{SEAMCALL_TRANSITION_CYCLES, TRY_LOCK_CYCLES};
 use seam_model::status::TDX_RND_NO_ENTROPY;
-use seam_model::{Begin, LeafCall, LeafOutput};
+use seam_model::{Begin, LeafCall, LeafOutput, Ticket};
 use sim_core::Span;
 
 use crate::kernel::cpu::{Cpu, cover, mark};
+use crate::kernel::lockdep::lockdep_assert_preemption_disabled;
 
 /// `RDRAND_RETRY_LOOPS`: attempts on TDX_RND_NO_ENTROPY.
 const RDRAND_RETRY_LOOPS: u32 = 10;
 
-/// One SEAMCALL instruction. The module takes the leaf's try-locks once SEAM entry is done,
-/// holds them for the leaf's work, and releases them before SEAM exit: a leaf of cost C holds
-/// its locks for C minus the transition; one that fails its state checks holds them for its
-/// try-locks only, and a BUSY return costs the transition plus the
-/// try-locks it attempted. So a CPU issuing two SEAMCALLs back to back leaves the module's
-/// locks free for an exit and an entry in between, as on hardware.
+/// One SEAMCALL instruction: for the host a single instruction, so nothing lands on this
+/// CPU between SEAM entry and exit (no interrupt, IPI or preemption: they wait for it).
+///
+/// The module takes the leaf's try-locks once SEAM entry is done, one attempt a try-lock
+/// cost apart (or all at once, `module.leaf_locks = "atomic"`), holds them for the leaf's
+/// work, and releases them before SEAM exit. A leaf of cost C takes C in all; one that fails
+/// its state checks holds its locks for its try-locks only; a BUSY return costs the
+/// transition plus the try-locks it attempted. So a CPU issuing two SEAMCALLs back to back
+/// leaves the module's locks free for an exit and an entry in between, as on hardware.
 async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
     let leaf = call.leaf();
     let seam_entry = SEAMCALL_TRANSITION_CYCLES / 2;
     let seam_exit = SEAMCALL_TRANSITION_CYCLES - seam_entry;
     cpu.mark(Span::Begin, mark::SEAMCALL, leaf.rax(), 0, || call.to_string());
-    crate::invariants::check_seamcall_allowed(cpu, leaf);
-    cpu.work(seam_entry).await;
-    let begin = cpu.host().module.borrow_mut().begin(cpu.id, call);
-    let output = match begin {
+    cpu.sim.with(|engine| engine.cpu_mut(cpu.id).in_seam = true);
+    cpu.busy(seam_entry).await;
+    let mut answer = cpu.host().module.borrow_mut().begin(cpu.id, call);
+    while let Begin::Locking(ticket) = answer {
+        cpu.busy(TRY_LOCK_CYCLES).await;
+        answer = cpu.host().module.borrow_mut().step(ticket);
+    }
+    let output = match answer {
         Begin::Done { output, try_locks } => {
-            cpu.work(u64::from(try_locks) * TRY_LOCK_CYCLES).await;
+            if !interleaved(cpu) {
+                cpu.busy(u64::from(try_locks) * TRY_LOCK_CYCLES).await;
+            }
             output
         }
         Begin::Held(ticket) => {
-            let fails = cpu.host().module.borrow().will_fail(&ticket);
-            let hold_cycles = if fails {
-                u64::from(ticket.try_locks()) * TRY_LOCK_CYCLES
-            } else {
-                // The last LP's SEAMLDR.INSTALL verifies and loads the image: its own cost.
-                let cost = ticket.cost_override().unwrap_or_else(|| cpu.host().leaf_cost(leaf));
-                cost.saturating_sub(SEAMCALL_TRANSITION_CYCLES)
-            };
-            cpu.work(hold_cycles).await;
+            cpu.busy(hold_cycles(cpu, &ticket)).await;
             cpu.host().module.borrow_mut().finish(ticket)
         }
+        Begin::Locking(_) => unreachable!("seamcall: the loop above steps every attempt"),
     };
-    cpu.work(seam_exit).await;
+    cpu.busy(seam_exit).await;
+    cpu.sim.with(|engine| engine.cpu_mut(cpu.id).in_seam = false);
     cpu.mark(Span::End, mark::SEAMCALL, leaf.rax(), output.status.0, || {
         let hint = if output.removal_hint { " +hint" } else { "" };
-        format!("{} = {}{hint}", leaf.name().trim_start_matches("TDH."), output.status)
+        format!("{} = {}{hint}", leaf.name(), output.status)
     });
     cpu.cover(cover::SEAMCALL, leaf.rax(), output.status.0);
-    for page in pages_named(call) {
-        if let Err(detail) = crate::invariants::no_page_in_unbacked_range(cpu.host(), page) {
-            crate::invariants::broken(cpu, crate::invariants::NO_PAGE_IN_UNBACKED_RANGE, detail);
-        }
-    }
+    let key = (leaf, output.status.without_operand());
     let mut stats = cpu.host().stats.borrow_mut();
-    *stats.seamcalls.entry((leaf, output.status.masked())).or_default() += 1;
-    *stats.since_progress.entry(cpu.id.0).or_default().entry((leaf, output.status.masked())).or_default() +=
-        1;
+    *stats.seamcalls.entry(key).or_default() += 1;
+    *stats.since_progress.entry(cpu.id.0).or_default().entry(key).or_default() += 1;
     drop(stats);
+    cpu.host().observer.seamcall_returned(cpu, call, &output);
     output
+}
+
+fn interleaved(cpu: &Cpu) -> bool {
+    match cpu.host().config.leaf_locks {
+        seam_model::LeafLocks::Interleaved => true,
+        seam_model::LeafLocks::Atomic => false,
+    }
+}
+
+/// How long a leaf that got its locks holds them before `finish`: the rest of its cost
+/// (less what its attempts took when they were a try-lock cost apart), or, when it will
+/// fail its checks, one try-lock cost per attempt (atomic) or one for the check.
+fn hold_cycles(cpu: &Cpu, ticket: &Ticket) -> u64 {
+    let attempts_elapsed =
+        if interleaved(cpu) { u64::from(ticket.try_locks().saturating_sub(1)) * TRY_LOCK_CYCLES } else { 0 };
+    if cpu.host().module.borrow().will_fail(ticket) {
+        return match interleaved(cpu) {
+            true => TRY_LOCK_CYCLES,
+            false => u64::from(ticket.try_locks()) * TRY_LOCK_CYCLES,
+        };
+    }
+    // The last LP's SEAMLDR.INSTALL verifies and loads the image: its own cost.
+    let leaf = ticket.call().leaf();
+    let cost = ticket.cost_override().unwrap_or_else(|| cpu.host().leaf_cost(leaf));
+    cost.saturating_sub(SEAMCALL_TRANSITION_CYCLES).saturating_sub(attempts_elapsed)
 }
 
 /// `seamcall()` / `seamcall_ret()`: preemption off around each attempt; retried only on
@@ -70,22 +95,12 @@ pub async fn seamcall(cpu: &Cpu, call: LeafCall) -> LeafOutput {
     loop {
         cpu.maybe_stall().await;
         cpu.preempt_disable();
+        lockdep_assert_preemption_disabled(cpu, "__seamcall");
         let output = seamcall_once(cpu, &call).await;
         cpu.preempt_enable();
-        if output.status.masked() != TDX_RND_NO_ENTROPY || retries == 0 {
+        if output.status.without_operand() != TDX_RND_NO_ENTROPY || retries == 0 {
             return output;
         }
         retries -= 1;
-    }
-}
-
-/// The physical pages a call names, whose ranges it may have changed.
-fn pages_named(call: &LeafCall) -> Vec<seam_model::Hpa> {
-    match *call {
-        LeafCall::PamtAdd { hpa, pair } => vec![hpa, pair[0], pair[1]],
-        LeafCall::PamtRemove { hpa } | LeafCall::PageWbinvd { page: hpa } => vec![hpa],
-        LeafCall::PageAug { page, .. } => vec![page],
-        LeafCall::MngCreate { tdr: page, .. } | LeafCall::VpCreate { tdvpr: page, .. } => vec![page],
-        _ => Vec::new(),
     }
 }

@@ -524,7 +524,7 @@ fn list(what: Catalogue) {
             }
         }
         Catalogue::Invariants => {
-            for (name, says, when) in host_model::invariants::INVARIANTS {
+            for (name, says, when) in scenarios::checker::INVARIANTS {
                 println!("{name:<32} {says}; checked {when}");
             }
             println!(

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sim_core::CpuId;
 
-use super::{LockList, LpState, Module, ModuleLock};
+use super::{LockList, LockStop, LpState, Module, ModuleLock};
 use crate::call::metadata;
 use crate::leaf::seamldr_install_last_cost_cycles;
 use crate::lock::LockMode;
@@ -228,7 +228,7 @@ impl Module {
         }
         self.seamldr_lp = Some(lp);
         let cost_override = is_last_install.then(seamldr_install_last_cost_cycles);
-        Begin::Held(Ticket { lp, call: *call, locks: Vec::new(), try_locks: 0, cost_override })
+        Begin::Held(Ticket { lp, call: *call, list: LockList::atomic(), failed: None, cost_override })
     }
 
     /// `lp` returns from the P-SEAMLDR.
@@ -298,7 +298,7 @@ impl Module {
     /// shared for LP.INIT (spec §6) and, [I], TDMR.INIT. [I] KEY.CONFIG takes it exclusive:
     /// Linux says KEY.CONFIG "cannot run concurrently", and the lock keeps the
     /// package-key state stable between `will_fail` and `finish`.
-    pub(super) fn lock_lifecycle(&mut self, call: &LeafCall, list: &mut LockList) -> Result<(), TdxStatus> {
+    pub(super) fn lock_lifecycle(&mut self, call: &LeafCall, list: &mut LockList) -> Result<(), LockStop> {
         match *call {
             LeafCall::SysInit
             | LeafCall::SysConfig { .. }

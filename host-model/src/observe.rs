@@ -1,0 +1,36 @@
+//! What the host shows whoever checks a run: the points a checker observes. Host
+//! algorithms call no invariant code; the infrastructure they run on (the SEAMCALL
+//! instruction, the page allocator, the DPAMT get/put bracket, the update's entry point)
+//! reports here, and a checker (scenarios' `StateChecker`) decides what holds.
+
+use seam_model::{Hpa, LeafCall, LeafOutput};
+
+use crate::kernel::cpu::Cpu;
+
+/// Observation points of a run. Every method has a default that ignores the event.
+pub trait Observer {
+    /// A SEAMCALL returned `output` to `cpu` (after the module answered).
+    fn seamcall_returned(&self, _cpu: &Cpu, _call: &LeafCall, _output: &LeafOutput) {}
+
+    /// The last `tdx_pamt_get`/`tdx_pamt_put` in flight on 2MB range `range_index` returned.
+    fn pamt_range_quiet(&self, _cpu: &Cpu, _range_index: usize) {}
+
+    /// A DPAMT refcount moved from `old` to `new` on range `range_index` while `in_flight`
+    /// get/puts of the range were between entry and return.
+    fn pamt_refcount_changed(&self, _cpu: &Cpu, _range_index: usize, _old: i32, _new: i32, _in_flight: u32) {}
+
+    /// `__free_page(page)`; `was_allocated` is false for a page the allocator did not hand
+    /// out or already got back (a double free).
+    fn page_freed(&self, _cpu: &Cpu, _page: Hpa, _was_allocated: bool) {}
+
+    /// `seamldr_install_module()` starts.
+    fn update_started(&self, _cpu: &Cpu) {}
+
+    /// `seamldr_install_module()` returns, its state machine stopped in `state`.
+    fn update_returned(&self, _cpu: &Cpu, _state: &'static str) {}
+}
+
+/// Observes nothing (host-model's own tests).
+pub struct NoObserver;
+
+impl Observer for NoObserver {}

@@ -1,0 +1,275 @@
+//! `StateChecker`: the one checker that observes a run and owns every named invariant,
+//! apart from the models (as TigerBeetle's state checker is apart from its replicas).
+//!
+//! It sees SEAMCALL returns, the end of each range's DPAMT get/put, page frees, the start
+//! and end of a module update, and the end of the run (host-model's `Observer`); it reads
+//! the host's state and the module's. A broken invariant is recorded, not stopped on: the
+//! run goes on so the table shows what the host did next, and the finding decides the
+//! outcome (`invariant`). Invariants pair with the models' own assertions: the module
+//! refuses a page-assigning leaf on an unbacked range, and the checker confirms no page
+//! ended up in use there; the designs claim refcount and backing move together, and the
+//! checker holds them to it whenever nobody is between the two.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use host_model::Host;
+use host_model::kernel::cpu::{Cpu, mark};
+use host_model::observe::Observer;
+use seam_model::{Dpamt2M, Hpa, Leaf, LeafCall, LeafOutput, Module, PageType, TdId};
+use sim_core::{Outcome, OutcomeKind, Subject};
+
+pub const DPAMT_REFCOUNT_MATCHES_MODULE: &str = "dpamt-refcount-matches-module";
+pub const NO_PAGE_IN_UNBACKED_RANGE: &str = "no-page-in-unbacked-range";
+pub const PAMT_PAGES_NOT_DOUBLE_FREED: &str = "pamt-pages-not-double-freed";
+pub const PAMT_PAGES_NOT_LEAKED: &str = "pamt-pages-not-leaked";
+pub const LP_INIT_BEFORE_SEAMCALL: &str = "lp-init-before-seamcall";
+pub const NO_SEAMCALL_IN_UPDATE_WINDOW: &str = "no-seamcall-in-update-window";
+pub const TDS_SURVIVE_UPDATE: &str = "tds-survive-update";
+
+/// Every invariant: (name, what it says, when it is checked).
+pub const INVARIANTS: &[(&str, &str, &str)] = &[
+    (
+        DPAMT_REFCOUNT_MATCHES_MODULE,
+        "pamt_refcount[X] > 0 exactly when the module has range X backed (refcount designs)",
+        "whenever the last tdx_pamt_get/put of X returns, and at the end of a run",
+    ),
+    (
+        NO_PAGE_IN_UNBACKED_RANGE,
+        "no 4KB page of an unbacked 2MB range is in use by the module",
+        "when a SEAMCALL returns, on the ranges it names",
+    ),
+    (
+        PAMT_PAGES_NOT_DOUBLE_FREED,
+        "no page is freed that the page allocator did not hand out (or already got back)",
+        "at every __free_page()",
+    ),
+    (
+        LP_INIT_BEFORE_SEAMCALL,
+        "every online CPU has done TDH.SYS.LP.INIT (on the current module image) before any other SEAMCALL runs on it",
+        "when a SEAMCALL returns, once TDX is enabled (the module's answer and the host's reaction are seen)",
+    ),
+    (
+        NO_SEAMCALL_IN_UPDATE_WINDOW,
+        "no SEAMCALL other than the update's own runs between TDH.SYS.SHUTDOWN and the end of the update",
+        "when a SEAMCALL returns",
+    ),
+    (
+        TDS_SURVIVE_UPDATE,
+        "the TDs that existed before a module update exist after it; lost TDs are named",
+        "when seamldr_install_module() returns",
+    ),
+    (
+        PAMT_PAGES_NOT_LEAKED,
+        "every page the host allocated is, at the end, freed, a PAMT backing page, in use by the module, or a mapped guest page",
+        "at the end of a run that would otherwise pass",
+    ),
+];
+
+/// The checker of one run.
+pub struct StateChecker {
+    module: Rc<RefCell<Module>>,
+    /// Between a successful TDH.SYS.SHUTDOWN and the return of the update that issued it.
+    update_window: Cell<bool>,
+    /// The module's TDs when the update started.
+    tds_before_update: RefCell<Vec<TdId>>,
+}
+
+impl StateChecker {
+    pub fn new(module: Rc<RefCell<Module>>) -> StateChecker {
+        StateChecker { module, update_window: Cell::new(false), tds_before_update: RefCell::new(Vec::new()) }
+    }
+
+    fn broken(&self, cpu: &Cpu, name: &'static str, detail: String, subjects: Vec<Subject>) {
+        cpu.sim.with(|engine| {
+            let outcome = engine.report_here(OutcomeKind::Invariant, name, detail, subjects);
+            engine.record(outcome);
+        });
+    }
+
+    /// `dpamt-refcount-matches-module` for range `index`, or what breaks it.
+    fn refcount_matches_module(&self, host: &Host, index: usize) -> Result<(), String> {
+        if !host.config.dpamt || !host.config.dpamt_design.uses_refcount() {
+            return Ok(());
+        }
+        let refcount = host.pamt_refcount[index].get();
+        let backed = matches!(self.module.borrow().dpamt(index), Dpamt2M::Backed { .. });
+        if (refcount > 0) == backed {
+            return Ok(());
+        }
+        Err(format!(
+            "pamt_refcount[{}] = {refcount} but the module has the range {}",
+            host.range_label(index),
+            if backed { "backed" } else { "unbacked" }
+        ))
+    }
+
+    /// `no-page-in-unbacked-range` for the range holding `page`.
+    fn no_page_in_unbacked_range(&self, host: &Host, page: Hpa) -> Result<(), String> {
+        let module = self.module.borrow();
+        let index = page.range_index();
+        if !host.config.dpamt || index >= module.num_ranges() || module.dpamt(index) != Dpamt2M::Unbacked {
+            return Ok(());
+        }
+        match module.first_page_in_use(index) {
+            None => Ok(()),
+            Some(page_index) => Err(format!(
+                "page {page_index} of range {} is in use but the range has no PAMT backing",
+                host.range_label(index)
+            )),
+        }
+    }
+
+    /// `lp-init-before-seamcall` and `no-seamcall-in-update-window` for a returned call.
+    fn check_seamcall_context(&self, cpu: &Cpu, call: &LeafCall, output: &LeafOutput) {
+        let leaf = call.leaf();
+        if self.update_window.get() && !is_update_leaf(leaf) {
+            let detail =
+                format!("{} issued {leaf} during the module update; it returned {}", cpu.id, output.status);
+            self.broken(cpu, NO_SEAMCALL_IN_UPDATE_WINDOW, detail, Vec::new());
+            return;
+        }
+        // The update's own state changes are its business: it re-initialises the LPs itself.
+        let update_step = matches!(leaf, Leaf::SysShutdown | Leaf::SysUpdate) || leaf.is_seamldr();
+        if update_step || leaf.is_allowed_before_lp_init() || self.update_window.get() {
+            return;
+        }
+        let enabled = cpu.host().tdx.module_initialized.get();
+        if enabled && !self.module.borrow().lp_is_init(cpu.id) {
+            let detail = format!(
+                "{} issued {leaf} but has not done TDH.SYS.LP.INIT; it returned {}",
+                cpu.id, output.status
+            );
+            self.broken(cpu, LP_INIT_BEFORE_SEAMCALL, detail, Vec::new());
+        }
+    }
+
+    /// The checks that hold once every task has finished: the module holds no lock (else
+    /// the simulator has a bug), refcounts against the module, and leaks.
+    pub fn check_at_end(&self, host: &Host) -> Option<Outcome> {
+        let at = (sim_core::Cycle::ZERO, None, None);
+        let held = self.module.borrow().held_lock_count();
+        if held != 0 {
+            let detail = format!("simulator bug: the module still holds {held} locks after the run");
+            return Some(Outcome::report(OutcomeKind::Error, "", detail, at, Vec::new()));
+        }
+        for index in 0..host.pamt_refcount.len() {
+            if let Err(detail) = self.refcount_matches_module(host, index) {
+                let subjects = vec![Subject::Marked(mark::ATOMIC, index as u64)];
+                return Some(Outcome::report(
+                    OutcomeKind::Invariant,
+                    DPAMT_REFCOUNT_MATCHES_MODULE,
+                    detail,
+                    at,
+                    subjects,
+                ));
+            }
+        }
+        let leaked = self.leaked_pages(host);
+        let first = leaked.first()?;
+        let detail = format!("{} pages allocated and never freed, first {first}", leaked.len());
+        let subjects = vec![Subject::Marked(mark::PAGE, 1)];
+        Some(Outcome::report(OutcomeKind::Invariant, PAMT_PAGES_NOT_LEAKED, detail, at, subjects))
+    }
+
+    fn leaked_pages(&self, host: &Host) -> Vec<Hpa> {
+        let module = self.module.borrow();
+        let mapped: Vec<Hpa> = host
+            .kvm_tds
+            .values()
+            .flat_map(|td| td.mirror.borrow().values().map(|entry| entry.page).collect::<Vec<_>>())
+            .collect();
+        host.pages
+            .borrow()
+            .allocated()
+            .filter(|page| {
+                // Backing pages, TD control pages and mapped guest pages are in use, not leaked.
+                !module.is_pamt_backing_page(*page)
+                    && module.page_type(*page) == PageType::Nda
+                    && !mapped.contains(page)
+            })
+            .collect()
+    }
+}
+
+impl Observer for StateChecker {
+    fn seamcall_returned(&self, cpu: &Cpu, call: &LeafCall, output: &LeafOutput) {
+        self.check_seamcall_context(cpu, call, output);
+        if matches!(call, LeafCall::SysShutdown { .. }) && output.status.is_success() {
+            self.update_window.set(true);
+        }
+        for page in pages_named(call) {
+            if let Err(detail) = self.no_page_in_unbacked_range(cpu.host(), page) {
+                let subjects = vec![Subject::Marked(mark::ATOMIC, page.range_index() as u64)];
+                self.broken(cpu, NO_PAGE_IN_UNBACKED_RANGE, detail, subjects);
+            }
+        }
+    }
+
+    fn pamt_range_quiet(&self, cpu: &Cpu, range_index: usize) {
+        if let Err(detail) = self.refcount_matches_module(cpu.host(), range_index) {
+            let subjects = vec![Subject::Marked(mark::ATOMIC, range_index as u64)];
+            self.broken(cpu, DPAMT_REFCOUNT_MATCHES_MODULE, detail, subjects);
+        }
+    }
+
+    fn page_freed(&self, cpu: &Cpu, page: Hpa, was_allocated: bool) {
+        if !was_allocated {
+            let detail = format!("{} frees {page}, which the page allocator did not hand out", cpu.id);
+            let subjects = vec![Subject::Marked(mark::PAGE, 2)];
+            self.broken(cpu, PAMT_PAGES_NOT_DOUBLE_FREED, detail, subjects);
+        }
+    }
+
+    fn update_started(&self, _cpu: &Cpu) {
+        *self.tds_before_update.borrow_mut() = self.module.borrow().td_names();
+    }
+
+    fn update_returned(&self, cpu: &Cpu, state: &'static str) {
+        self.update_window.set(false);
+        let after = self.module.borrow().td_names();
+        let lost: Vec<String> = self
+            .tds_before_update
+            .borrow()
+            .iter()
+            .filter(|td| !after.contains(td))
+            .map(|td| td.to_string())
+            .collect();
+        if !lost.is_empty() {
+            let detail = format!("the update stopped in {state} and lost {}", lost.join(", "));
+            self.broken(cpu, TDS_SURVIVE_UPDATE, detail, Vec::new());
+        }
+    }
+}
+
+/// Leaves the update itself issues (and the host's metadata reads around it).
+fn is_update_leaf(leaf: Leaf) -> bool {
+    matches!(leaf, Leaf::SysRd | Leaf::SysShutdown | Leaf::SysInit | Leaf::SysLpInit | Leaf::SysUpdate)
+        || leaf.is_seamldr()
+}
+
+/// The physical pages a call names, whose ranges it may have changed.
+fn pages_named(call: &LeafCall) -> Vec<Hpa> {
+    match *call {
+        LeafCall::PamtAdd { hpa, pair } => vec![hpa, pair[0], pair[1]],
+        LeafCall::PamtRemove { hpa } | LeafCall::PageWbinvd { page: hpa } => vec![hpa],
+        LeafCall::PageAug { page, .. } => vec![page],
+        LeafCall::MngCreate { tdr: page, .. } | LeafCall::VpCreate { tdvpr: page, .. } => vec![page],
+        LeafCall::PageRemove { .. }
+        | LeafCall::RangeBlock { .. }
+        | LeafCall::Track { .. }
+        | LeafCall::MngKeyConfig { .. }
+        | LeafCall::MngInit { .. }
+        | LeafCall::MrFinalize { .. }
+        | LeafCall::SysInit
+        | LeafCall::SysLpInit
+        | LeafCall::SysConfig { .. }
+        | LeafCall::SysKeyConfig
+        | LeafCall::SysTdmrInit
+        | LeafCall::SysRd { .. }
+        | LeafCall::SysShutdown { .. }
+        | LeafCall::SysUpdate
+        | LeafCall::SeamldrInfo
+        | LeafCall::SeamldrInstall => Vec::new(),
+    }
+}

@@ -1,0 +1,651 @@
+//! `Module`: the TDX module's state and the modelled leaves, each split in `begin` (dispatch
+//! and operand checks, then the try-locks), `step` (the next try-lock, when they interleave)
+//! and `finish` (state checks, effects, release).
+//!
+//! A leaf takes its locks in the module's order (spec/seam-module.md §5.4, §5.5, §6), one
+//! atomic attempt at a time, a try-lock cost apart (`LeafLocks::Interleaved`, the default;
+//! module/locks.rs says how): between two of its attempts a leaf on another LP can take or
+//! release a lock. At the first contended try-lock the leaf undoes what it took and answers
+//! `TDX_OPERAND_BUSY` with that lock's operand id. A state check that the module makes
+//! *between* two lock attempts also ends the locking: the ticket then holds the locks taken
+//! so far and `finish` returns that failure, so outcomes keep the module's order (for
+//! example PAMT.ADD on a backed range answers HPA_RANGE_NOT_FREE even if a pair page's
+//! range is busy). Every state check reads state that the held locks protect, so deciding it
+//! in `finish` gives the same answer as deciding it in `begin`.
+//!
+//! Before any of that, `begin` makes the SEAMCALL dispatch checks of spec §3 (VMX,
+//! P-SEAMLDR, `seam_ready`, `sys_state`, `lp_is_init`). The leaves live by family:
+//! - `pamt_leaves`: TDH.PHYMEM.PAMT.ADD / REMOVE (spec §5.4, §5.5);
+//! - `sept_leaves`: PAGE.AUG, RANGE.BLOCK, TRACK, PAGE.REMOVE, PAGE.WBINVD;
+//! - `td_leaves`: the TD build: MNG.CREATE, MNG.KEY.CONFIG, MNG.INIT, VP.CREATE, MR.FINALIZE;
+//! - `lifecycle`: dispatch, per-LP state, the SYS leaves, the update and the P-SEAMLDR;
+//! - `locks`: how a leaf's attempts are made and undone.
+
+mod lifecycle;
+mod locks;
+mod pamt_leaves;
+mod sept_leaves;
+mod td_leaves;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sim_core::CpuId;
+
+pub use lifecycle::{Handoff, SysState};
+pub use locks::LeafLocks;
+pub(crate) use locks::{Attempt, LockList, LockStop};
+
+use crate::lock::{LockMode, Sharex};
+use crate::pamt::{Dpamt2M, PageType, Pamt};
+use crate::status::{TDX_OPERAND_ADDR_RANGE_ERROR, TDX_OPERAND_INVALID, TdxStatus, operand};
+use crate::td::Td;
+use crate::{Gpa, Hpa, Leaf, LeafCall, LeafOutput, PAGE_SIZE, RANGE_1G, RANGE_2M, TdId};
+
+/// What the module is built with, and the platform it runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleConfig {
+    /// The one TDMR is `[0, memory_bytes)`; a non-zero multiple of 2MB.
+    pub memory_bytes: u64,
+    /// Dynamic PAMT (TDH.SYS.CONFIG R8 bit 16); false is the static PAMT. With
+    /// `initialized = false` it is ignored: the host's TDH.SYS.CONFIG chooses.
+    pub dpamt: bool,
+    /// The module's `sharex_hp` locks and SEPT entry locks set HP when a host loses.
+    pub host_priority: bool,
+    /// Every platform LP (`tot_num_lps`, what MCHECK counted at boot; the host passes its
+    /// number of possible CPUs, not the online ones). LPs are `CpuId(0..num_lps)`.
+    pub num_lps: u32,
+    /// Packages; LP `i` is in package `i * packages / num_lps`. 1 ..= `num_lps`.
+    pub packages: u32,
+    /// True: the module was initialised at boot (SYS_READY, LP.INIT done on every LP,
+    /// VMX on everywhere). False: the BIOS loaded it and nothing more (SYSINIT_PENDING,
+    /// no LP initialised, VMX off everywhere).
+    pub initialized: bool,
+    /// The CPU has the SEAMRET erratum (IA32_VMX_BASIC bit 60 clear): returning from the
+    /// P-SEAMLDR clears the LP's current VMCS (spec §8.2).
+    pub seamret_erratum: bool,
+    /// The module knows TDH.SYS.SHUTDOWN's AVOID_COMPAT_SENSITIVE flag (RCX bit 16).
+    pub compat_sensitive_supported: bool,
+    /// How a leaf's try-locks meet other LPs' (spec §2): one attempt at a time, or the
+    /// whole set at once.
+    pub leaf_locks: LeafLocks,
+}
+
+impl ModuleConfig {
+    /// One LP in one package, initialised at boot, no erratum, compat-sensitive flag known:
+    /// what the DPAMT scenarios assume.
+    pub fn new(memory_bytes: u64, dpamt: bool, host_priority: bool) -> ModuleConfig {
+        ModuleConfig {
+            memory_bytes,
+            dpamt,
+            host_priority,
+            num_lps: 1,
+            packages: 1,
+            initialized: true,
+            seamret_erratum: false,
+            compat_sensitive_supported: true,
+            leaf_locks: LeafLocks::Interleaved,
+        }
+    }
+
+    /// The package of `lp`: LPs are split evenly, in order.
+    pub fn package_of(&self, lp: CpuId) -> u32 {
+        (u64::from(lp.0) * u64::from(self.packages) / u64::from(self.num_lps)) as u32
+    }
+}
+
+/// A lock inside the module, named by what it guards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ModuleLock {
+    /// The PAMT 1GB entry with this index.
+    Pamt1G(usize),
+    /// The PAMT 2MB entry of the range with this index.
+    Pamt2M(usize),
+    /// The PAMT 4KB entry of this pfn.
+    Pamt4K(u64),
+    Tdr(TdId),
+    Tdcs(TdId),
+    #[doc(alias = "secure_ept_lock")]
+    SeptTree(TdId),
+    /// The TDEL bit of the S-EPT leaf entry for this GPA.
+    SeptEntry(TdId, u64),
+    #[doc(alias = "epoch_lock")]
+    Epoch(TdId),
+    /// The module's global "SYS" lock that the SYS.* leaves take (operand SYS, 0xB8).
+    #[doc(alias = "global_lock")]
+    Global,
+    /// The key ownership table lock (operand KOT, 0xBA).
+    #[doc(alias = "kot_lock")]
+    Kot,
+}
+
+impl ModuleLock {
+    /// The TD whose lock this is, for TD locks.
+    pub const fn td(self) -> Option<TdId> {
+        match self {
+            ModuleLock::Pamt1G(_)
+            | ModuleLock::Pamt2M(_)
+            | ModuleLock::Pamt4K(_)
+            | ModuleLock::Global
+            | ModuleLock::Kot => None,
+            ModuleLock::Tdr(td)
+            | ModuleLock::Tdcs(td)
+            | ModuleLock::SeptTree(td)
+            | ModuleLock::SeptEntry(td, _)
+            | ModuleLock::Epoch(td) => Some(td),
+        }
+    }
+}
+
+impl std::fmt::Display for ModuleLock {
+    /// `pamt2m[0x200000]`: PAMT entries by the address they cover, TD locks by TD.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModuleLock::Pamt1G(index) => write!(f, "pamt1g[{:#x}]", *index as u64 * RANGE_1G),
+            ModuleLock::Pamt2M(index) => write!(f, "pamt2m[{:#x}]", *index as u64 * RANGE_2M),
+            ModuleLock::Pamt4K(pfn) => write!(f, "pamt4k[{:#x}]", pfn * PAGE_SIZE),
+            ModuleLock::Tdr(td) => write!(f, "tdr[td{}]", td.0),
+            ModuleLock::Tdcs(td) => write!(f, "tdcs[td{}]", td.0),
+            ModuleLock::SeptTree(td) => write!(f, "secure_ept_lock[td{}]", td.0),
+            ModuleLock::SeptEntry(td, gpa) => write!(f, "sept_entry[td{} {gpa:#x}]", td.0),
+            ModuleLock::Epoch(td) => write!(f, "epoch_lock[td{}]", td.0),
+            ModuleLock::Global => f.write_str("global_lock"),
+            ModuleLock::Kot => f.write_str("kot_lock"),
+        }
+    }
+}
+
+/// A lock a leaf holds, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HeldLock {
+    pub lock: ModuleLock,
+    pub mode: LockMode,
+}
+
+impl std::fmt::Display for HeldLock {
+    /// `pamt2m[0x200000] ex`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.lock, self.mode)
+    }
+}
+
+/// What `begin` and `step` answer.
+#[derive(Debug)]
+pub enum Begin {
+    /// The leaf returned without holding anything: a dispatch check (spec §3), an injected
+    /// failure, an operand error found before locking, or a BUSY status at a contended
+    /// try-lock (all locks taken so far undone). `try_locks` counts its attempts.
+    Done { output: LeafOutput, try_locks: u32 },
+    /// The leaf made one try-lock attempt and has more to make, or must undo what it took
+    /// after a failed one: call `step` after a try-lock cost (`LeafLocks::Interleaved` only).
+    Locking(Ticket),
+    /// Every lock of the leaf is held (for a P-SEAMLDR leaf: the LP is inside the
+    /// P-SEAMLDR); call `finish` after the leaf's cost.
+    Held(Ticket),
+}
+
+/// A leaf between `begin` and `finish`: it holds its locks until `finish` consumes it.
+#[must_use = "a ticket holds module locks until Module::finish"]
+#[derive(Debug)]
+pub struct Ticket {
+    lp: CpuId,
+    call: LeafCall,
+    list: LockList,
+    /// An attempt failed with this status; the next `step` undoes the locks and returns it.
+    failed: Option<TdxStatus>,
+    cost_override: Option<u64>,
+}
+
+impl Ticket {
+    pub fn lp(&self) -> CpuId {
+        self.lp
+    }
+
+    pub fn call(&self) -> &LeafCall {
+        &self.call
+    }
+
+    /// The locks held, in the order they were taken.
+    pub fn locks(&self) -> &[HeldLock] {
+        &self.list.held
+    }
+
+    /// Try-lock attempts made so far (a 2MB exclusive walk counts shared + promote).
+    pub fn try_locks(&self) -> u32 {
+        self.list.try_locks
+    }
+
+    /// The cost in cycles of this call when it differs from its leaf's: only the last
+    /// LP's SEAMLDR.INSTALL, which loads the new image
+    /// ([`crate::leaf::seamldr_install_last_cost_cycles`]). The host uses it instead of the
+    /// leaf's cost.
+    pub fn cost_override(&self) -> Option<u64> {
+        self.cost_override
+    }
+}
+
+/// Per-LP state: the module's view (spec §1, §7) and the hardware's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct LpState {
+    /// TDH.SYS.LP.INIT done against the current module image.
+    lp_is_init: bool,
+    /// Tickets of this LP between a `begin` that did not return `Done` and the end of the
+    /// call: the module's `lp_is_busy` is `busy_calls > 0`. A count, not a flag, because tests build overlap by hand and may
+    /// hold two tickets on one LP.
+    busy_calls: u32,
+    /// Hardware: VMXON done; a SEAMCALL with VMX off is #UD.
+    vmx_on: bool,
+    /// Hardware: a P-SEAMLDR SEAMRET cleared the current VMCS (the erratum, spec §8.2).
+    current_vmcs_cleared: bool,
+}
+
+/// The TDX module and the P-SEAMLDR: PAMT, TDs, life-cycle state and the modelled leaves.
+#[derive(Clone, Debug)]
+pub struct Module {
+    config: ModuleConfig,
+    pamt: Pamt,
+    /// The TDs of the current module image.
+    tds: BTreeMap<TdId, Td>,
+    /// A module image is loaded and SEAMCALLs reach it; cleared by the first
+    /// SEAMLDR.INSTALL of a session, set by a successful last one.
+    seam_ready: bool,
+    /// Written under `global_lock` held exclusive, except by SEAMLDR.INSTALL (the module
+    /// is shut down then) and TDMR.INIT's step to SYS_READY (shared; see `maybe_ready`).
+    sys_state: SysState,
+    global_lock: Sharex,
+    kot_lock: Sharex,
+    /// `tot_num_lps` as SYS.INIT recorded it.
+    num_of_lps: u32,
+    // invariant: num_init_lps == number of LPs with lp_is_init.
+    num_init_lps: u32,
+    /// TDH.SYS.CONFIG succeeded on this image (or the image was initialised at boot, or
+    /// imported its configuration with SYS.UPDATE).
+    config_done: bool,
+    /// Chosen by SYS.CONFIG R8 bit 16 (or imported by SYS.UPDATE).
+    dpamt_enabled: bool,
+    /// By package. Protected by `global_lock` (KEY.CONFIG takes it exclusive).
+    pkg_key_configured: Vec<bool>,
+    /// `tdmr_init_progress` of the one TDMR: the next address TDMR.INIT initialises.
+    tdmr_next: u64,
+    /// Written by SYS.SHUTDOWN, imported by SYS.UPDATE of the next image.
+    handoff: Option<Handoff>,
+    /// By `CpuId`. invariant: `lps.len() == config.num_lps`.
+    lps: Vec<LpState>,
+    /// The LP inside the P-SEAMLDR, if any (at most one, spec §8.1).
+    seamldr_lp: Option<CpuId>,
+    /// The LPs that have called SEAMLDR.INSTALL in the current session, in call order;
+    /// `None` when no session is open.
+    install_session: Option<Vec<CpuId>>,
+    /// Failures to return from the next call of a leaf (`inject_failure`).
+    injected: BTreeMap<Leaf, TdxStatus>,
+}
+
+impl Module {
+    pub fn new(config: ModuleConfig) -> Module {
+        assert!(config.num_lps >= 1, "module: a platform has at least one LP");
+        assert!(
+            (1..=config.num_lps).contains(&config.packages),
+            "module: packages must be between 1 and num_lps"
+        );
+        let booted = config.initialized;
+        let lp = LpState { lp_is_init: booted, busy_calls: 0, vmx_on: booted, current_vmcs_cleared: false };
+        Module {
+            config,
+            pamt: Pamt::new(config.memory_bytes, config.dpamt),
+            tds: BTreeMap::new(),
+            seam_ready: true,
+            sys_state: if booted { SysState::SysReady } else { SysState::SysinitPending },
+            global_lock: Sharex::new(),
+            kot_lock: Sharex::new(),
+            num_of_lps: if booted { config.num_lps } else { 0 },
+            num_init_lps: if booted { config.num_lps } else { 0 },
+            config_done: booted,
+            dpamt_enabled: booted && config.dpamt,
+            pkg_key_configured: vec![booted; config.packages as usize],
+            tdmr_next: if booted { config.memory_bytes } else { 0 },
+            handoff: None,
+            lps: vec![lp; config.num_lps as usize],
+            seamldr_lp: None,
+            install_session: None,
+            injected: BTreeMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> ModuleConfig {
+        self.config
+    }
+
+    /// Whether Dynamic PAMT is on: chosen at boot, by TDH.SYS.CONFIG, or by the handoff.
+    pub fn dpamt_enabled(&self) -> bool {
+        self.dpamt_enabled
+    }
+
+    /// Creates a runnable TD, its keys configured on every package. Shortcut: the TD's
+    /// control pages occupy no simulated memory; TDs a scenario builds go through
+    /// TDH.MNG.CREATE and the rest of the build instead.
+    pub fn create_td(&mut self, td: TdId) {
+        let mut new = Td::new(self.config.host_priority);
+        new.key_packages = (0..self.config.packages).collect();
+        let previous = self.tds.insert(td, new);
+        assert!(previous.is_none(), "create_td: {td} already exists");
+    }
+
+    /// The SEAMCALL dispatch checks (spec §3), an injected failure, the operand checks,
+    /// then the leaf's first try-lock attempt (all of them with `LeafLocks::Atomic`). A
+    /// P-SEAMLDR leaf that gets past dispatch is `Held` while its LP is inside the P-SEAMLDR.
+    ///
+    /// `lp` must be one of the platform's `num_lps` LPs.
+    pub fn begin(&mut self, lp: CpuId, call: &LeafCall) -> Begin {
+        let leaf = call.leaf();
+        if let Err(status) = self.check_dispatch(lp, leaf) {
+            return done(status, 0);
+        }
+        if leaf.is_seamldr() {
+            return self.begin_seamldr(lp, call);
+        }
+        if let Some(status) = self.injected.remove(&leaf) {
+            return done(status, 0);
+        }
+        if let Err(status) = self.check_operands(call) {
+            return done(status, 0);
+        }
+        let list = match self.config.leaf_locks {
+            LeafLocks::Interleaved => LockList::default(),
+            LeafLocks::Atomic => LockList::atomic(),
+        };
+        let ticket = Ticket { lp, call: *call, list, failed: None, cost_override: None };
+        let answer = self.lock_pass(ticket);
+        if !matches!(answer, Begin::Done { .. }) {
+            self.lp_mut(lp).busy_calls += 1;
+        }
+        answer
+    }
+
+    /// The next try-lock attempt of a leaf that `begin` (or an earlier `step`) left
+    /// `Locking`.
+    pub fn step(&mut self, ticket: Ticket) -> Begin {
+        let lp = ticket.lp;
+        let answer = self.lock_pass(ticket);
+        if matches!(answer, Begin::Done { .. }) {
+            let lp_state = self.lp_mut(lp);
+            lp_state.busy_calls = lp_state.busy_calls.checked_sub(1).expect("step: the LP was busy");
+        }
+        answer
+    }
+
+    /// One pass over the leaf's lock set (module/locks.rs): `Held` when it got to the end,
+    /// `Locking` when it paused after its new attempt, `Done` with BUSY when one failed.
+    /// With interleaved attempts, undoing after a failure is a step of its own: until it,
+    /// the leaf still holds what it took, as on hardware, where the release is a further
+    /// atomic operation after the failed one.
+    fn lock_pass(&mut self, mut ticket: Ticket) -> Begin {
+        if let Some(status) = ticket.failed {
+            self.release_all(&ticket.list.held);
+            return done(status, ticket.list.try_locks);
+        }
+        let allowance = match self.config.leaf_locks {
+            LeafLocks::Interleaved => 1,
+            LeafLocks::Atomic => u32::MAX,
+        };
+        ticket.list.pass(allowance);
+        let locked = self.lock_leaf(&ticket.call, &mut ticket.list);
+        let locked = locked.and_then(|()| self.after_locks(ticket.lp, &ticket.call).map_err(LockStop::Busy));
+        match locked {
+            Ok(()) => Begin::Held(ticket),
+            Err(LockStop::Pause) => Begin::Locking(ticket),
+            Err(LockStop::Busy(status)) if self.config.leaf_locks == LeafLocks::Interleaved => {
+                ticket.failed = Some(status);
+                Begin::Locking(ticket)
+            }
+            Err(LockStop::Busy(status)) => {
+                self.release_all(&ticket.list.held);
+                done(status, ticket.list.try_locks)
+            }
+            Err(LockStop::Contended(lock)) => {
+                unreachable!("module: {lock} contention reached the leaf unmapped")
+            }
+        }
+    }
+
+    /// The leaf's state checks and effects, then the release of every lock it holds
+    /// (HP bits persist), and the LP leaves the module (or the P-SEAMLDR).
+    pub fn finish(&mut self, ticket: Ticket) -> LeafOutput {
+        for held in ticket.locks() {
+            assert!(self.is_held(*held), "finish: {held} of {} is not held", ticket.call);
+        }
+        let lp = ticket.lp;
+        let output = match self.check_leaf(lp, &ticket.call) {
+            Err(status) => LeafOutput::status(status),
+            Ok(()) => self.apply(lp, &ticket.call),
+        };
+        self.release_all(&ticket.list.held);
+        if ticket.call.leaf().is_seamldr() {
+            self.leave_seamldr(lp);
+        } else {
+            let lp_state = self.lp_mut(lp);
+            lp_state.busy_calls = lp_state.busy_calls.checked_sub(1).expect("finish: the LP was busy");
+        }
+        output
+    }
+
+    /// Whether the held leaf will fail its state checks. A failing leaf returns as soon as
+    /// it has checked, so the host holds its locks only for the try-locks, not the leaf's work.
+    /// The answer is the one `finish` will give: the state it reads is guarded by the
+    /// ticket's locks.
+    pub fn will_fail(&self, ticket: &Ticket) -> bool {
+        self.check_leaf(ticket.lp, &ticket.call).is_err()
+    }
+
+    /// The fault plan a run gives the module: the next call of `leaf`, by any LP, that gets
+    /// past the dispatch checks (spec §3) returns `status` from `begin` without effect.
+    /// Injecting again for the same leaf replaces the pending failure.
+    ///
+    /// SEAMLDR.INSTALL takes a P-SEAMLDR status (`status::seamldr::*`). An INSTALL failure
+    /// on a call that is not the session's last rejects that call only. On the last call
+    /// (the one that would load the image) it is the load failing: the session ends, the
+    /// old image is already gone (`seam_ready` stays false), the handoff and the TDs are
+    /// lost, and the output's `value` (RDX) is 1, "unrecoverable" [I].
+    pub fn inject_failure(&mut self, leaf: Leaf, status: TdxStatus) {
+        self.injected.insert(leaf, status);
+    }
+
+    /// The DPAMT state of a 2MB range; always `Unbacked` with static PAMT, which keeps no
+    /// DPAMT state (see [`Module::has_4k_level`]).
+    pub fn dpamt(&self, range_index: usize) -> Dpamt2M {
+        self.pamt.dpamt(range_index)
+    }
+
+    /// Whether the range has PAMT 4KB entries: always with static PAMT, when backed with
+    /// DPAMT.
+    pub fn has_4k_level(&self, range_index: usize) -> bool {
+        self.pamt.has_4k_level(range_index)
+    }
+
+    /// The DPAMT bitmap bit: `page` backs some range's 4KB entries.
+    pub fn is_pamt_backing_page(&self, page: Hpa) -> bool {
+        self.pamt.is_backing_page(page)
+    }
+
+    pub fn page_type(&self, page: Hpa) -> PageType {
+        self.pamt.page_type(page)
+    }
+
+    pub fn num_ranges(&self) -> usize {
+        self.pamt.num_ranges()
+    }
+
+    /// The first 4KB page (index within the range) of range `range_index` in use, if any.
+    pub fn first_page_in_use(&self, range_index: usize) -> Option<u64> {
+        self.pamt.first_page_in_use(range_index)
+    }
+
+    pub fn td(&self, td: TdId) -> Option<&Td> {
+        self.tds.get(&td)
+    }
+
+    /// Module locks held right now, each reader counted (0 when no ticket is out).
+    pub fn held_lock_count(&self) -> usize {
+        self.pamt.held_lock_count()
+            + self.tds.values().map(Td::held_lock_count).sum::<usize>()
+            + self.global_lock.holders()
+            + self.kot_lock.holders()
+    }
+}
+
+fn done(status: TdxStatus, try_locks: u32) -> Begin {
+    Begin::Done { output: LeafOutput::status(status), try_locks }
+}
+
+// Each leaf's four parts, by family: operand checks before any lock, in register order;
+// the lock set in the module's order (`Err` is the BUSY status, or a pause between two
+// attempts); the state checks with every lock held; the effect.
+impl Module {
+    fn check_operands(&self, call: &LeafCall) -> Result<(), TdxStatus> {
+        if !call.leaf().is_modelled() {
+            return Err(TDX_OPERAND_INVALID.with_operand(operand::RAX));
+        }
+        match *call {
+            LeafCall::PamtAdd { .. } | LeafCall::PamtRemove { .. } => self.check_pamt_operands(call),
+            LeafCall::PageAug { .. }
+            | LeafCall::RangeBlock { .. }
+            | LeafCall::PageRemove { .. }
+            | LeafCall::Track { .. }
+            | LeafCall::PageWbinvd { .. } => self.check_sept_operands(call),
+            LeafCall::MngCreate { .. }
+            | LeafCall::MngKeyConfig { .. }
+            | LeafCall::MngInit { .. }
+            | LeafCall::VpCreate { .. }
+            | LeafCall::MrFinalize { .. } => self.check_td_operands(call),
+            LeafCall::SysInit
+            | LeafCall::SysLpInit
+            | LeafCall::SysConfig { .. }
+            | LeafCall::SysKeyConfig
+            | LeafCall::SysTdmrInit
+            | LeafCall::SysRd { .. }
+            | LeafCall::SysShutdown { .. }
+            | LeafCall::SysUpdate
+            | LeafCall::SeamldrInfo
+            | LeafCall::SeamldrInstall => self.check_lifecycle_operands(call),
+        }
+    }
+
+    fn lock_leaf(&mut self, call: &LeafCall, list: &mut LockList) -> Result<(), LockStop> {
+        match *call {
+            LeafCall::PamtAdd { .. } | LeafCall::PamtRemove { .. } => self.lock_pamt_leaf(call, list),
+            LeafCall::PageAug { .. }
+            | LeafCall::RangeBlock { .. }
+            | LeafCall::PageRemove { .. }
+            | LeafCall::Track { .. }
+            | LeafCall::PageWbinvd { .. } => self.lock_sept_leaf(call, list),
+            LeafCall::MngCreate { .. }
+            | LeafCall::MngKeyConfig { .. }
+            | LeafCall::MngInit { .. }
+            | LeafCall::VpCreate { .. }
+            | LeafCall::MrFinalize { .. } => self.lock_td_leaf(call, list),
+            LeafCall::SysInit
+            | LeafCall::SysLpInit
+            | LeafCall::SysConfig { .. }
+            | LeafCall::SysKeyConfig
+            | LeafCall::SysTdmrInit
+            | LeafCall::SysRd { .. }
+            | LeafCall::SysShutdown { .. }
+            | LeafCall::SysUpdate
+            | LeafCall::SeamldrInfo
+            | LeafCall::SeamldrInstall => self.lock_lifecycle(call, list),
+        }
+    }
+
+    /// The leaf's state checks, in the module's order; `Err` is the status it returns.
+    fn check_leaf(&self, lp: CpuId, call: &LeafCall) -> Result<(), TdxStatus> {
+        match *call {
+            LeafCall::PamtAdd { .. } | LeafCall::PamtRemove { .. } => self.check_pamt_leaf(call),
+            LeafCall::PageAug { .. }
+            | LeafCall::RangeBlock { .. }
+            | LeafCall::PageRemove { .. }
+            | LeafCall::Track { .. }
+            | LeafCall::PageWbinvd { .. } => self.check_sept_leaf(call),
+            LeafCall::MngCreate { .. }
+            | LeafCall::MngKeyConfig { .. }
+            | LeafCall::MngInit { .. }
+            | LeafCall::VpCreate { .. }
+            | LeafCall::MrFinalize { .. } => self.check_td_leaf(lp, call),
+            LeafCall::SysInit
+            | LeafCall::SysLpInit
+            | LeafCall::SysConfig { .. }
+            | LeafCall::SysKeyConfig
+            | LeafCall::SysTdmrInit
+            | LeafCall::SysRd { .. }
+            | LeafCall::SysShutdown { .. }
+            | LeafCall::SysUpdate
+            | LeafCall::SeamldrInfo
+            | LeafCall::SeamldrInstall => self.check_lifecycle_leaf(lp, call),
+        }
+    }
+
+    /// The leaf's effect once its checks passed.
+    fn apply(&mut self, lp: CpuId, call: &LeafCall) -> LeafOutput {
+        match *call {
+            LeafCall::PamtAdd { .. } | LeafCall::PamtRemove { .. } => self.finish_pamt_leaf(call),
+            LeafCall::PageAug { .. }
+            | LeafCall::RangeBlock { .. }
+            | LeafCall::PageRemove { .. }
+            | LeafCall::Track { .. }
+            | LeafCall::PageWbinvd { .. } => self.finish_sept_leaf(call),
+            LeafCall::MngCreate { .. }
+            | LeafCall::MngKeyConfig { .. }
+            | LeafCall::MngInit { .. }
+            | LeafCall::VpCreate { .. }
+            | LeafCall::MrFinalize { .. } => self.finish_td_leaf(lp, call),
+            LeafCall::SysInit
+            | LeafCall::SysLpInit
+            | LeafCall::SysConfig { .. }
+            | LeafCall::SysKeyConfig
+            | LeafCall::SysTdmrInit
+            | LeafCall::SysRd { .. }
+            | LeafCall::SysShutdown { .. }
+            | LeafCall::SysUpdate
+            | LeafCall::SeamldrInfo
+            | LeafCall::SeamldrInstall => self.finish_lifecycle(lp, call),
+        }
+    }
+}
+
+// Operand checks the leaf families share.
+impl Module {
+    /// A 4KB page operand: aligned, then inside memory.
+    fn check_page(&self, page: Hpa, operand_id: u32) -> Result<(), TdxStatus> {
+        check_aligned(page, PAGE_SIZE, operand_id)?;
+        self.check_inside(page, operand_id)
+    }
+
+    fn check_inside(&self, address: Hpa, operand_id: u32) -> Result<(), TdxStatus> {
+        if !self.pamt.contains(address) {
+            return Err(TDX_OPERAND_ADDR_RANGE_ERROR.with_operand(operand_id));
+        }
+        Ok(())
+    }
+
+    /// [I] A TDR that names no TD: the module would find a page that is not a TDR; we
+    /// answer OPERAND_INVALID on the register that carries the TDR.
+    fn check_td(&self, td: TdId, operand_id: u32) -> Result<(), TdxStatus> {
+        if !self.tds.contains_key(&td) {
+            return Err(TDX_OPERAND_INVALID.with_operand(operand_id));
+        }
+        Ok(())
+    }
+}
+
+fn check_aligned(address: Hpa, alignment: u64, operand_id: u32) -> Result<(), TdxStatus> {
+    if !address.0.is_multiple_of(alignment) {
+        return Err(TDX_OPERAND_INVALID.with_operand(operand_id));
+    }
+    Ok(())
+}
+
+/// The GPA in RCX must be 4KB aligned. No GPA-width check: TDs have no GPAW yet.
+fn check_gpa(gpa: Gpa) -> Result<(), TdxStatus> {
+    if !gpa.0.is_multiple_of(PAGE_SIZE) {
+        return Err(TDX_OPERAND_INVALID.with_operand(operand::RCX));
+    }
+    Ok(())
+}

@@ -1,0 +1,545 @@
+//! The engine: the clock, the event queue, CPUs, task states, resources and detection.
+//!
+//! `Sim` is the handle simulated code holds; `Executor` (executor.rs) owns the task
+//! futures and drives the loop. All state of a run is in one `Engine` behind a `RefCell`;
+//! it is borrowed only inside a poll, never across an `.await`.
+//!
+//! The engine is split along its seams:
+//! - this file: the `Engine` itself, its config, the clock and queue, choices, marks, stops;
+//! - `sched`: CPUs, run queues, preemption points, interrupts and preemptions (stalls);
+//! - `resources`: queued locks, their grants and releases, lockdep on every attempt;
+//! - `waits`: wait objects, what a parked task waits for (completions, barriers, acks);
+//! - `detect`: the wait-for graph, deadlocks, the soft-lockup and hung-task watchdogs;
+//! - `futures`: the `Sim` handle and the futures tasks await.
+
+mod detect;
+mod futures;
+mod resources;
+mod sched;
+mod waits;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+pub use futures::{Acquire, Acquired, Delay, Park, Preempt, Sim, Yield};
+pub use sched::Stall;
+pub use waits::WaitId;
+
+use crate::chooser::{Chooser, Decision, DecisionKind};
+use crate::coverage::Coverage;
+use crate::lockdep::LockOrder;
+use crate::outcome::{Finding, Outcome, OutcomeKind, Subject};
+use crate::resource::{Mode, Resource, ResourceId};
+use crate::trace::{Span, Trace};
+use crate::{CpuId, Cycle, TaskId};
+
+/// What a run is allowed, and what it records.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub cpus: u32,
+    /// Past this, the run ends in `limit`.
+    pub max_time: Cycle,
+    /// The event budget: dispatching more events than this ends the run in `limit`.
+    pub max_events: u64,
+    /// A task on its CPU this long without declaring progress ends the run in `livelock`
+    /// (the soft-lockup detector).
+    pub watchdog_cycles: u64,
+    /// A task asleep on a lock or completion this long without progress ends the run in
+    /// `hung` (the hung-task detector).
+    pub hung_task_cycles: u64,
+    /// Each cost varies by up to this fraction either way, drawn by the chooser.
+    pub jitter: f64,
+    /// Keep the trace events (for tables and Perfetto), not just their hash.
+    pub record_trace: bool,
+    /// CPUs 0..online_cpus start online; the rest of `cpus` start offline.
+    pub online_cpus: u32,
+    /// The longest interrupt or preemption the chooser may inject (`run.max_stall`); 0: none.
+    pub max_stall_cycles: u64,
+    /// Record what the run covered (coverage.rs) for `--strategy coverage`.
+    pub coverage: bool,
+}
+
+/// How long a normal task may keep its CPU while another normal task waits for it, before
+/// it yields at its next preemptible point (CFS time slicing; about 1 ms at 2 GHz).
+pub const SCHED_SLICE_CYCLES: u64 = 2_000_000;
+
+/// Stall lengths the chooser picks from: `STALL_STEPS` lengths spaced evenly on a log scale
+/// from `STALL_MIN_CYCLES` to `run.max_stall`, so a 50-cycle window and a 10 us one are both
+/// hit often.
+pub const STALL_STEPS: u32 = 32;
+
+/// The shortest stall: about one cache miss plus an interrupt entry.
+pub const STALL_MIN_CYCLES: u64 = 20;
+
+/// The queue's task id for the watchdog's timer.
+const WATCHDOG: u32 = u32::MAX;
+
+/// A logical CPU as the host sees it.
+#[derive(Clone, Debug)]
+pub struct CpuState {
+    pub irqs_enabled: bool,
+    pub preempt_count: u32,
+    /// In the online mask. An offline CPU runs nothing; its tasks wait for it.
+    pub online: bool,
+    /// Inside a SEAMCALL (between SEAM entry and exit): one instruction for the host, so no
+    /// interrupt, IPI or preemption lands here; they wait until it returns.
+    pub in_seam: bool,
+    current: Option<TaskId>,
+    /// Ready tasks in the order they get the CPU: stoppers first, then normal tasks.
+    runq: std::collections::VecDeque<TaskId>,
+}
+
+/// How a task competes for its CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TaskPriority {
+    /// A kernel thread or user task: preempted at preemptible points by a stopper.
+    Normal,
+    /// A stop_machine stopper (highest-priority RT): runs as soon as the CPU's current task
+    /// reaches a point where it can be preempted, or sleeps.
+    Stopper,
+    /// An interrupt handler (an IPI's function): runs as soon as the CPU's current task is at
+    /// a point with IRQs on, preemption or not; held while IRQs are off.
+    Irq,
+}
+
+type SpawnedFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// Its start time has not come.
+    NotStarted,
+    /// Owns its CPU (computing, busy-waiting, or spinning on a lock).
+    Running,
+    /// Ready, queued behind the task that owns its CPU.
+    Runnable,
+    /// Off its CPU: sleeping, preempted, or waiting for a sleeping lock.
+    Sleeping,
+    Finished,
+}
+
+/// What a parked task waits for.
+#[derive(Clone, Copy, Debug)]
+struct Parked {
+    reason: &'static str,
+    wait: Option<WaitId>,
+}
+
+struct TaskState {
+    name: String,
+    cpu: CpuId,
+    priority: TaskPriority,
+    status: TaskStatus,
+    /// Parked (no event) until another task unparks it.
+    parked: Option<Parked>,
+    last_progress: Cycle,
+    /// The resource it is queued on, for the wait-for graph.
+    waiting_on: Option<(ResourceId, Mode)>,
+    /// In an intentional sleep: the watchdog leaves it alone.
+    in_sleep: bool,
+    /// Off its CPU because something else was given it for a while (a preemption stall).
+    preempted: bool,
+    /// When it last joined its CPU's run queue.
+    runnable_since: Cycle,
+    /// Set by a grant: cycles it waited, read back by the `Acquire` future.
+    granted_wait: u64,
+    /// The locks it holds, in the order it took them (lockdep and reports read this).
+    held: Vec<ResourceId>,
+}
+
+/// All state of a run that is not a task's own future.
+pub struct Engine {
+    now: Cycle,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// Task events in `queue` (the rest are watchdog timers).
+    queued_task_events: u64,
+    same_cycle: Vec<(u64, u64, u32)>,
+    cpus: Vec<CpuState>,
+    online_count: u32,
+    tasks: Vec<TaskState>,
+    resources: Vec<Resource>,
+    /// Class name -> dense id, in order of first use.
+    classes: Vec<String>,
+    waits: Vec<waits::WaitObject>,
+    chooser: Box<dyn Chooser>,
+    decisions: Vec<u32>,
+    decision_options: Vec<u32>,
+    stall_points: u64,
+    /// `STALL_STEPS` stall lengths, shortest first.
+    stall_lengths: Vec<u64>,
+    lock_order: LockOrder,
+    trace: Trace,
+    current: Option<TaskId>,
+    stop: Option<Outcome>,
+    /// Findings that do not stop the run (invariants), in the order they were made, with
+    /// their place in the order of all findings.
+    recorded: Vec<(u64, Outcome)>,
+    /// Findings made so far (stops and records), and the place of the stop among them.
+    findings_made: u64,
+    stop_seq: u64,
+    config: EngineConfig,
+    /// When the watchdog's timer is due, if one is queued.
+    watchdog_timer: Option<Cycle>,
+    events: u64,
+    scratch_tasks: Vec<TaskId>,
+    scratch_cpus: Vec<CpuId>,
+    /// Tasks spawned by running tasks, for the executor to take over after the poll.
+    pending_spawns: Vec<(TaskId, SpawnedFuture)>,
+    /// `Some` only when `config.coverage` is on.
+    pub(crate) coverage: Option<Box<Coverage>>,
+}
+
+impl Engine {
+    pub(crate) fn new(config: EngineConfig, chooser: Box<dyn Chooser>) -> Engine {
+        let cpus: Vec<CpuState> = (0..config.cpus)
+            .map(|index| CpuState {
+                irqs_enabled: true,
+                preempt_count: 0,
+                online: index < config.online_cpus,
+                in_seam: false,
+                current: None,
+                runq: std::collections::VecDeque::new(),
+            })
+            .collect();
+        let online_count = cpus.iter().filter(|cpu| cpu.online).count() as u32;
+        Engine {
+            now: Cycle::ZERO,
+            seq: 0,
+            queue: BinaryHeap::with_capacity(64),
+            queued_task_events: 0,
+            same_cycle: Vec::with_capacity(8),
+            cpus,
+            online_count,
+            tasks: Vec::new(),
+            resources: Vec::new(),
+            classes: Vec::new(),
+            waits: Vec::new(),
+            chooser,
+            decisions: Vec::new(),
+            decision_options: Vec::new(),
+            stall_points: 0,
+            stall_lengths: sched::stall_lengths(config.max_stall_cycles),
+            lock_order: LockOrder::default(),
+            trace: Trace::new(config.record_trace),
+            current: None,
+            stop: None,
+            recorded: Vec::new(),
+            findings_made: 0,
+            stop_seq: u64::MAX,
+            watchdog_timer: None,
+            coverage: config.coverage.then(Box::default),
+            config,
+            events: 0,
+            scratch_tasks: Vec::new(),
+            scratch_cpus: Vec::with_capacity(8),
+            pending_spawns: Vec::new(),
+        }
+    }
+
+    pub fn now(&self) -> Cycle {
+        self.now
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The task being polled. Panics outside a poll: that is a bug in the simulator.
+    pub fn current_task(&self) -> TaskId {
+        self.current.expect("engine: no task is running")
+    }
+
+    pub fn task_cpu(&self, task: TaskId) -> CpuId {
+        self.tasks[task.0 as usize].cpu
+    }
+
+    pub fn task_name(&self, task: TaskId) -> &str {
+        &self.tasks[task.0 as usize].name
+    }
+
+    pub fn task_status(&self, task: TaskId) -> TaskStatus {
+        self.tasks[task.0 as usize].status
+    }
+
+    pub fn num_tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// The locks `task` holds, in the order it took them.
+    pub fn held_by(&self, task: TaskId) -> &[ResourceId] {
+        &self.tasks[task.0 as usize].held
+    }
+
+    /// Asks the chooser, and records the answer (and how many options it had) in the
+    /// decision vector. `cpus` says whose decision it is (see `Decision`).
+    pub fn choose(&mut self, kind: DecisionKind, options: u32, cpus: &[CpuId]) -> u32 {
+        if options < 2 {
+            return 0;
+        }
+        let pick = self.chooser.choose(&Decision { kind, options, cpus });
+        if let Some(coverage) = self.coverage.as_deref_mut() {
+            coverage.decision(kind, cpus);
+        }
+        self.decisions.push(pick);
+        self.decision_options.push(options);
+        pick
+    }
+
+    /// `base` cycles of work on `cpu`, moved within the jitter band by the chooser.
+    pub fn cost_for(&mut self, cpu: CpuId, base: u64) -> u64 {
+        let delta = (base as f64 * self.config.jitter) as u64;
+        if delta == 0 {
+            return base;
+        }
+        let options = u32::try_from(2 * delta + 1).unwrap_or(u32::MAX);
+        let pick = u64::from(self.choose(DecisionKind::CostJitter, options, &[cpu]));
+        base - delta + pick
+    }
+
+    /// `base` cycles of work on the current task's CPU, moved within the jitter band.
+    pub fn cost(&mut self, base: u64) -> u64 {
+        let cpu = self.task_cpu(self.current_task());
+        self.cost_for(cpu, base)
+    }
+
+    /// Declares that the current task made progress (the watchdog's notion of it).
+    pub fn progress(&mut self) {
+        let now = self.now;
+        let task = self.current_task();
+        self.tasks[task.0 as usize].last_progress = now;
+    }
+
+    /// Ends the run after the current poll with `outcome` (the first stop wins).
+    pub fn stop(&mut self, outcome: Outcome) {
+        if self.stop.is_none() {
+            self.stop = Some(outcome);
+            self.stop_seq = self.findings_made;
+        }
+        self.findings_made += 1;
+    }
+
+    /// Keeps a finding that does not end the run (an invariant seen broken): the run goes
+    /// on so what the host does next is seen, and the finding decides its outcome.
+    pub fn record(&mut self, outcome: Outcome) {
+        const KEPT: usize = 16;
+        if self.recorded.len() < KEPT {
+            self.recorded.push((self.findings_made, outcome));
+        }
+        self.findings_made += 1;
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    /// A report of the current task: an invariant, a WARN, a broken precondition.
+    pub fn report_here(
+        &self,
+        kind: OutcomeKind,
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        subjects: Vec<Subject>,
+    ) -> Outcome {
+        let task = self.current;
+        let cpu = task.map(|task| self.task_cpu(task));
+        Outcome::report(kind, name, detail, (self.now, task, cpu), subjects)
+    }
+
+    /// Records a domain event of the current task: `code`, `a`, `b` go into the trace hash;
+    /// `text` is built only when the trace is being kept.
+    pub fn mark(&mut self, span: Span, code: u32, a: u64, b: u64, text: impl FnOnce() -> String) {
+        let task = self.current_task();
+        let cpu = self.task_cpu(task);
+        let span_word = span as u64;
+        self.trace.record(
+            self.now,
+            cpu,
+            task,
+            || crate::trace::TraceKind::Mark { span, code, a, b, text: text().into_boxed_str() },
+            [0x4d41_524b ^ span_word, u64::from(code), a, b],
+        );
+    }
+
+    pub fn is_recording(&self) -> bool {
+        self.trace.is_recording()
+    }
+
+    fn schedule_wake(&mut self, task: TaskId, at: Cycle) {
+        self.seq += 1;
+        self.queued_task_events += 1;
+        self.queue.push(Reverse((at.0, self.seq, task.0)));
+    }
+
+    fn trace_task(&mut self, task: TaskId, kind: crate::trace::TraceKind, words: [u64; 4]) {
+        let cpu = self.task_cpu(task);
+        self.trace.record(self.now, cpu, task, || kind, words);
+    }
+
+    /// Takes the next task event, letting the chooser order events due on the same cycle;
+    /// watchdog timers come last in their cycle and are handled here.
+    fn next_event(&mut self) -> Option<(Cycle, TaskId)> {
+        loop {
+            if self.queued_task_events == 0 {
+                return None;
+            }
+            let Reverse(first) = self.queue.pop()?;
+            if first.2 == WATCHDOG {
+                if self.watchdog_timer == Some(Cycle(first.0)) {
+                    self.watchdog_timer = None;
+                    self.now = Cycle(first.0);
+                    self.check_watchdog();
+                    if self.stop.is_some() {
+                        return None;
+                    }
+                }
+                continue;
+            }
+            self.queued_task_events -= 1;
+            return Some(self.choose_same_cycle(first));
+        }
+    }
+
+    fn choose_same_cycle(&mut self, first: (u64, u64, u32)) -> (Cycle, TaskId) {
+        let same_cycle =
+            matches!(self.queue.peek(), Some(Reverse(next)) if next.0 == first.0 && next.2 != WATCHDOG);
+        if !same_cycle {
+            return (Cycle(first.0), TaskId(first.2));
+        }
+        let mut batch = std::mem::take(&mut self.same_cycle);
+        batch.clear();
+        batch.push(first);
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.0 != first.0 || next.2 == WATCHDOG {
+                break;
+            }
+            batch.push(self.queue.pop().expect("peeked").0);
+        }
+        let mut cpus = std::mem::take(&mut self.scratch_cpus);
+        cpus.clear();
+        cpus.extend(batch.iter().map(|&(_, _, task)| self.task_cpu(TaskId(task))));
+        let pick = self.choose(DecisionKind::SameCycleOrder, batch.len() as u32, &cpus) as usize;
+        let chosen = batch.remove(pick);
+        for rest in batch.drain(..) {
+            self.queue.push(Reverse(rest));
+        }
+        self.same_cycle = batch;
+        self.scratch_cpus = cpus;
+        (Cycle(chosen.0), TaskId(chosen.2))
+    }
+
+    /// The outcome of a run that ended with `stop`: a simulator error always; otherwise the
+    /// earliest finding, a recorded one (an invariant) or the one that stopped the run; a
+    /// time or event limit only when nothing was found; a lock-order inversion only when
+    /// the run would otherwise pass.
+    pub(crate) fn final_outcome(&mut self, stop: Outcome) -> Outcome {
+        if stop.kind == OutcomeKind::Error {
+            return stop;
+        }
+        let recorded = std::mem::take(&mut self.recorded).into_iter().next();
+        let outcome = match (stop.kind, recorded) {
+            (_, None) => stop,
+            (OutcomeKind::Pass | OutcomeKind::Limit, Some((_, first))) => first,
+            (_, Some((seq, first))) if seq < self.stop_seq => first,
+            (_, Some(_)) => stop,
+        };
+        if outcome.kind != OutcomeKind::Pass {
+            return outcome;
+        }
+        match self.lock_order_outcome() {
+            Some(order) => order,
+            None => outcome,
+        }
+    }
+}
+
+/// What the executor does next.
+pub(crate) enum Next {
+    /// Poll this task.
+    Poll(TaskId),
+    /// The event only queued its task for its CPU.
+    Queued,
+    /// The run is over.
+    End(Outcome),
+}
+
+/// What the executor needs from the engine between polls.
+impl Engine {
+    pub(crate) fn add_task(&mut self, name: String, cpu: CpuId, start: Cycle) -> TaskId {
+        let task = TaskId(self.tasks.len() as u32);
+        self.tasks.push(TaskState {
+            name,
+            cpu,
+            priority: TaskPriority::Normal,
+            status: TaskStatus::NotStarted,
+            parked: None,
+            last_progress: start,
+            waiting_on: None,
+            in_sleep: false,
+            preempted: false,
+            runnable_since: start,
+            granted_wait: 0,
+            held: Vec::new(),
+        });
+        self.schedule_wake(task, start);
+        task
+    }
+
+    /// Pops the next event and decides whether the task runs now. Returns the task to poll,
+    /// or `Err` with the run's end.
+    pub(crate) fn advance(&mut self) -> Next {
+        if let Some(outcome) = self.stop.take() {
+            return Next::End(outcome);
+        }
+        let Some((at, task)) = self.next_event() else {
+            if let Some(outcome) = self.stop.take() {
+                return Next::End(outcome);
+            }
+            if self.tasks.iter().all(|state| state.status == TaskStatus::Finished) {
+                return Next::End(Outcome::pass());
+            }
+            self.report_stuck();
+            return Next::End(self.stop.take().expect("report_stuck stops"));
+        };
+        if at > self.config.max_time {
+            let what =
+                format!("run.max_time ({} cycles) reached with tasks unfinished", self.config.max_time.0);
+            return Next::End(Outcome::new(OutcomeKind::Limit, what, self.config.max_time, Finding::Limit));
+        }
+        self.now = at;
+        self.events += 1;
+        if self.events > self.config.max_events {
+            let what =
+                format!("run.max_events ({} events) reached with tasks unfinished", self.config.max_events);
+            return Next::End(Outcome::new(OutcomeKind::Limit, what, at, Finding::Limit));
+        }
+        self.dispatch(task)
+    }
+
+    pub(crate) fn end_poll(&mut self) {
+        self.current = None;
+    }
+
+    pub(crate) fn take_spawns(&mut self) -> Vec<(TaskId, SpawnedFuture)> {
+        std::mem::take(&mut self.pending_spawns)
+    }
+
+    pub(crate) fn take_decisions(&mut self) -> (Vec<u32>, Vec<u32>) {
+        (std::mem::take(&mut self.decisions), std::mem::take(&mut self.decision_options))
+    }
+
+    pub(crate) fn stall_points(&self) -> u64 {
+        self.stall_points
+    }
+
+    pub(crate) fn chooser_diverged(&self) -> bool {
+        self.chooser.diverged()
+    }
+
+    pub(crate) fn trace_mut(&mut self) -> &mut Trace {
+        &mut self.trace
+    }
+
+    pub(crate) fn events(&self) -> u64 {
+        self.events
+    }
+}

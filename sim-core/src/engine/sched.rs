@@ -1,0 +1,279 @@
+//! Scheduling: who owns each CPU, the run queues, where a task can be preempted, and the
+//! interrupts and preemptions the chooser injects.
+//!
+//! Two kinds of stall are told apart. An *interrupt* (hardirq, softirq, NMI) lands wherever
+//! IRQs are on, preempt-off sections included: the task keeps its CPU and time passes. A
+//! *preemption* lands only where preemption is on too: the task leaves its CPU for a while
+//! and another may run there. With IRQs off, or inside a SEAMCALL, neither.
+
+use super::{
+    Engine, Next, SCHED_SLICE_CYCLES, STALL_MIN_CYCLES, STALL_STEPS, SpawnedFuture, TaskPriority, TaskStatus,
+};
+use crate::chooser::DecisionKind;
+use crate::outcome::{Finding, Outcome, OutcomeKind};
+use crate::trace::TraceKind;
+use crate::{CpuId, TaskId};
+
+/// What the chooser decided at a point where the current task can be interrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stall {
+    None,
+    /// An interrupt of this many cycles: the task keeps its CPU.
+    Irq(u64),
+    /// A preemption of this many cycles: the task leaves its CPU.
+    Preempt(u64),
+}
+
+/// `STALL_STEPS` lengths from `STALL_MIN_CYCLES` to `max_stall`, evenly spaced in log scale.
+pub(super) fn stall_lengths(max_stall: u64) -> Vec<u64> {
+    if max_stall == 0 {
+        return Vec::new();
+    }
+    let low = STALL_MIN_CYCLES.min(max_stall) as f64;
+    let ratio = max_stall as f64 / low;
+    (0..STALL_STEPS)
+        .map(|step| {
+            let fraction = f64::from(step) / f64::from(STALL_STEPS - 1);
+            ((low * ratio.powf(fraction)).round() as u64).clamp(1, max_stall)
+        })
+        .collect()
+}
+
+impl Engine {
+    pub fn cpu(&self, cpu: CpuId) -> &super::CpuState {
+        &self.cpus[cpu.0 as usize]
+    }
+
+    pub fn cpu_mut(&mut self, cpu: CpuId) -> &mut super::CpuState {
+        &mut self.cpus[cpu.0 as usize]
+    }
+
+    pub fn num_cpus(&self) -> u32 {
+        self.cpus.len() as u32
+    }
+
+    /// `num_online_cpus()`.
+    pub fn num_online_cpus(&self) -> u32 {
+        self.online_count
+    }
+
+    /// CPUs in the online mask, in order.
+    pub fn online_cpus(&self) -> Vec<CpuId> {
+        (0..self.cpus.len() as u32).map(CpuId).filter(|cpu| self.cpus[cpu.0 as usize].online).collect()
+    }
+
+    /// Takes `cpu` into or out of the online mask. Coming online, it runs what waits for it.
+    pub fn set_cpu_online(&mut self, cpu: CpuId, online: bool) {
+        let state = &mut self.cpus[cpu.0 as usize];
+        if state.online != online {
+            if online {
+                self.online_count += 1;
+            } else {
+                self.online_count -= 1;
+            }
+        }
+        state.online = online;
+        if online {
+            self.run_next(cpu);
+        }
+    }
+
+    /// A point where the current task's code can be interrupted (IRQs on, not inside a
+    /// SEAMCALL): the chooser decides whether an interrupt — or, where preemption is on
+    /// too, a preemption — takes the CPU here, and for how long.
+    pub fn stall_point(&mut self) -> Stall {
+        let task = self.current_task();
+        let cpu = self.task_cpu(task);
+        let state = self.cpu(cpu);
+        if self.stall_lengths.is_empty() || !state.irqs_enabled || state.in_seam {
+            return Stall::None;
+        }
+        let preemptible =
+            state.preempt_count == 0 && self.tasks[task.0 as usize].priority == TaskPriority::Normal;
+        self.stall_points += 1;
+        let step = self.choose(DecisionKind::Stall, STALL_STEPS + 1, &[cpu]);
+        if step == 0 {
+            return Stall::None;
+        }
+        let cycles = self.stall_lengths[step as usize - 1];
+        if preemptible && self.choose(DecisionKind::StallKind, 2, &[cpu]) == 1 {
+            return Stall::Preempt(cycles);
+        }
+        Stall::Irq(cycles)
+    }
+
+    /// Whether the current task must let another task have its CPU now: a queued interrupt
+    /// handler wherever IRQs are on; a queued stopper, or a normal task that waited a whole
+    /// time slice, where preemption is on too. Never inside a SEAMCALL.
+    pub fn should_yield(&self) -> bool {
+        let task = self.current_task();
+        let state = &self.tasks[task.0 as usize];
+        let cpu = self.cpu(state.cpu);
+        let Some(next) = cpu.runq.front().map(|next| &self.tasks[next.0 as usize]) else { return false };
+        if !cpu.irqs_enabled || cpu.in_seam {
+            return false;
+        }
+        // An interrupt comes in wherever IRQs are on; a task only where it is preemptible.
+        if next.priority == TaskPriority::Irq {
+            return state.priority < TaskPriority::Irq;
+        }
+        let outranked = next.priority > state.priority;
+        let slice_over =
+            next.priority == state.priority && self.now.since(next.runnable_since) >= SCHED_SLICE_CYCLES;
+        state.priority == TaskPriority::Normal && cpu.preempt_count == 0 && (outranked || slice_over)
+    }
+
+    /// The priority of the task the current one must yield to now, if any (see
+    /// `should_yield`): `Irq` is an interrupt, anything else a preemption.
+    pub fn yield_target(&self) -> Option<TaskPriority> {
+        if !self.should_yield() {
+            return None;
+        }
+        let cpu = self.task_cpu(self.current_task());
+        let next = self.cpu(cpu).runq.front()?;
+        Some(self.tasks[next.0 as usize].priority)
+    }
+
+    /// The current task gives up its CPU (it sleeps); the next queued task gets it.
+    pub(super) fn leave_cpu(&mut self, task: TaskId) {
+        let cpu = self.task_cpu(task);
+        let state = &mut self.cpus[cpu.0 as usize];
+        debug_assert_eq!(state.current, Some(task), "leave_cpu by a task that does not own it");
+        state.current = None;
+        self.run_next(cpu);
+    }
+
+    /// Gives a free, online CPU to the first task of its run queue.
+    pub(super) fn run_next(&mut self, cpu: CpuId) {
+        let state = &mut self.cpus[cpu.0 as usize];
+        if state.current.is_some() || !state.online {
+            return;
+        }
+        state.current = state.runq.pop_front();
+        if let Some(next) = state.current {
+            self.tasks[next.0 as usize].status = TaskStatus::Running;
+            let now = self.now;
+            self.schedule_wake(next, now);
+        }
+    }
+
+    /// Queues `task` for its CPU: higher priorities first; `first_of_its_kind` puts it
+    /// ahead of the others of its priority (a preempted task goes back first).
+    pub(super) fn enqueue(&mut self, task: TaskId, first_of_its_kind: bool) {
+        let priority = self.tasks[task.0 as usize].priority;
+        let cpu = self.task_cpu(task);
+        let tasks = &self.tasks;
+        let runq = &self.cpus[cpu.0 as usize].runq;
+        let position = runq
+            .iter()
+            .position(|queued| {
+                let queued_priority = tasks[queued.0 as usize].priority;
+                queued_priority < priority || (first_of_its_kind && queued_priority == priority)
+            })
+            .unwrap_or(runq.len());
+        self.cpus[cpu.0 as usize].runq.insert(position, task);
+        self.tasks[task.0 as usize].status = TaskStatus::Runnable;
+        self.tasks[task.0 as usize].runnable_since = self.now;
+    }
+
+    /// The current task yields to the task its CPU's queue says must run (see
+    /// `should_yield`): it goes back first among its peers when preempted by a higher
+    /// priority, behind the task that waited when its time slice is over.
+    pub(super) fn yield_now(&mut self) {
+        let task = self.current_task();
+        let cpu = self.task_cpu(task);
+        let preempted = self.cpus[cpu.0 as usize]
+            .runq
+            .front()
+            .is_some_and(|next| self.tasks[next.0 as usize].priority > self.tasks[task.0 as usize].priority);
+        self.cpus[cpu.0 as usize].current = None;
+        self.enqueue(task, preempted);
+        self.run_next(cpu);
+    }
+
+    /// Adds a task from inside a run (a stopper, a kworker): it starts now on `cpu`.
+    pub fn spawn(
+        &mut self,
+        cpu: CpuId,
+        priority: TaskPriority,
+        name: String,
+        future: SpawnedFuture,
+    ) -> TaskId {
+        let now = self.now;
+        let task = self.add_task(name, cpu, now);
+        self.tasks[task.0 as usize].priority = priority;
+        self.pending_spawns.push((task, future));
+        task
+    }
+
+    /// Wakes a parked task after `delay` cycles; false if it was not parked.
+    pub fn unpark(&mut self, task: TaskId, delay: u64) -> bool {
+        if self.tasks[task.0 as usize].parked.take().is_none() {
+            return false;
+        }
+        let at = self.now.saturating_add(delay);
+        self.schedule_wake(task, at);
+        true
+    }
+
+    /// Decides whether `task`, whose event came, runs now or queues for its CPU.
+    pub(super) fn dispatch(&mut self, task: TaskId) -> Next {
+        let cpu = self.task_cpu(task);
+        let status = self.task_status(task);
+        match status {
+            TaskStatus::Running => {}
+            TaskStatus::NotStarted | TaskStatus::Sleeping => {
+                let preempted = std::mem::replace(&mut self.tasks[task.0 as usize].preempted, false);
+                let state = &mut self.cpus[cpu.0 as usize];
+                match state.current {
+                    None if state.online => state.current = Some(task),
+                    Some(owner) if owner == task => {}
+                    _ => {
+                        self.enqueue(task, preempted);
+                        return Next::Queued;
+                    }
+                }
+                if status == TaskStatus::NotStarted {
+                    self.tasks[task.0 as usize].last_progress = self.now;
+                    self.arm_watchdog(self.now.saturating_add(self.config.watchdog_cycles));
+                    self.trace_task(task, TraceKind::TaskStart, [0x5354, 0, 0, 0]);
+                }
+                self.tasks[task.0 as usize].status = TaskStatus::Running;
+            }
+            TaskStatus::Runnable | TaskStatus::Finished => {
+                let what =
+                    format!("simulator bug: event for task {} in state {status:?}", self.task_name(task));
+                let finding = Finding::Report {
+                    name: String::new(),
+                    task: Some(task),
+                    cpu: Some(cpu),
+                    detail: what.clone(),
+                    subjects: Vec::new(),
+                };
+                return Next::End(Outcome::new(OutcomeKind::Error, what, self.now, finding));
+            }
+        }
+        self.current = Some(task);
+        Next::Poll(task)
+    }
+
+    pub(crate) fn finish_task(&mut self, task: TaskId) {
+        self.tasks[task.0 as usize].status = TaskStatus::Finished;
+        self.trace_task(task, TraceKind::TaskEnd, [0x454e44, 0, 0, 0]);
+        let still_held = std::mem::take(&mut self.tasks[task.0 as usize].held);
+        if !still_held.is_empty() {
+            let names: Vec<&str> = still_held.iter().map(|&id| self.resource_name(id)).collect();
+            let detail = format!(
+                "{} ({}) finished holding {}",
+                self.task_cpu(task),
+                self.task_name(task),
+                names.join(", ")
+            );
+            let subjects = still_held.iter().map(|&id| crate::Subject::Resource(id)).collect();
+            let outcome = self.report_here(OutcomeKind::Warn, "", detail, subjects);
+            self.stop(outcome);
+            self.tasks[task.0 as usize].held = still_held;
+        }
+        self.leave_cpu(task);
+    }
+}
