@@ -43,7 +43,7 @@ pub fn hotspot_weight(feature: u64) -> u64 {
         (_, Some(cover::NEAR_MISS)) => 8,
         (_, Some(cover::SEAMCALL)) => 4,
         (Some(FeatureTag::WaitFor), _) => 3,
-        (_, Some(cover::ATOMIC)) | (Some(FeatureTag::LockHandoff), _) => 2,
+        (_, Some(cover::ATOMIC)) | (Some(FeatureTag::LockHandoff | FeatureTag::Yielded), _) => 2,
         _ => 1,
     }
 }
@@ -398,6 +398,9 @@ pub struct Explorer<S> {
     /// Aimed mutations of new entries still to run: (entry, stall decision), in order.
     aimed: VecDeque<(usize, usize)>,
     planned: BTreeSet<u64>,
+    /// For each case planned and not absorbed yet (in order): the decision its schedule was
+    /// changed at, when it is an aimed or random mutation of a corpus entry's schedule.
+    changed_at: VecDeque<Option<u32>>,
 }
 
 /// Distinct stall decisions of a new entry that aimed mutations stall, the ones its
@@ -418,6 +421,7 @@ impl<S: Clone> Explorer<S> {
             fresh: 0,
             aimed: VecDeque::new(),
             planned: BTreeSet::new(),
+            changed_at: VecDeque::new(),
         }
     }
 
@@ -437,10 +441,12 @@ impl<S: Clone> Explorer<S> {
         for _ in 0..count {
             if self.corpus.is_empty() || below(&mut self.rng, u64::from(FRESH_ONE_IN)) == 0 {
                 planned.push(fresh(self.fresh));
+                self.changed_at.push_back(None);
                 self.fresh += 1;
                 continue;
             }
             if let Some((index, stall)) = self.aimed.pop_front() {
+                self.changed_at.push_back(Some(stall as u32));
                 let entry = self.corpus.entry(index);
                 let mut decisions = entry.decisions.clone();
                 decisions.truncate(entry.kinds.len().min(entry.options.len()));
@@ -465,6 +471,7 @@ impl<S: Clone> Explorer<S> {
                     schedule
                 };
                 planned.push((subject, schedule));
+                self.changed_at.push_back(None);
                 continue;
             }
             let mut decisions = mutate_schedule(&entry, &mut self.rng);
@@ -476,22 +483,34 @@ impl<S: Clone> Explorer<S> {
                 decisions = mutate_schedule(&entry, &mut self.rng);
             }
             self.planned.insert(schedule_hash(index, &decisions));
+            let first_change = decisions.iter().zip(&entry.decisions).position(|(a, b)| a != b);
+            self.changed_at.push_back(first_change.map(|at| at as u32));
             planned
                 .push((entry.subject.clone(), Schedule::Deviations(Deviations::from_decisions(&decisions))));
         }
         planned
     }
 
-    /// Takes in one run's coverage (in candidate order); returns how many features were new.
-    /// A run that joins the corpus gets its aimed mutations queued.
+    /// Takes in one run's coverage (each planned case once, in the order planned); returns
+    /// how many features were new. A run that joins the corpus gets its aimed mutations
+    /// queued, ahead of those already waiting: first at the hotspots that follow the point
+    /// its parent's schedule was changed at, nearest first (the change's consequences, where
+    /// one more stall most likely makes another new interleaving), then the rest by weight.
     pub fn absorb(&mut self, subject: &S, verdict: &Verdict) -> usize {
+        let changed_at = self.changed_at.pop_front().flatten();
         let entries = self.corpus.len();
         let new = self.corpus.absorb(subject, verdict);
         if self.corpus.len() > entries && self.aimed.len() < AIMED_QUEUE_MAX {
             let index = self.corpus.len() - 1;
             let entry = self.corpus.entry(index);
             let mut hotspots = entry.hotspots.clone();
-            hotspots.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let after = |at: u32| changed_at.is_some_and(|changed| at > changed);
+            hotspots.sort_by(|a, b| {
+                after(b.0).cmp(&after(a.0)).then_with(|| match after(a.0) {
+                    true => a.0.cmp(&b.0),
+                    false => b.1.cmp(&a.1).then(a.0.cmp(&b.0)),
+                })
+            });
             let mut stalls: Vec<usize> = Vec::new();
             for &(at, _) in &hotspots {
                 for mutation in [Mutation::StallAtHotspot, Mutation::StallBeforeHotspot] {
@@ -504,7 +523,11 @@ impl<S: Clone> Explorer<S> {
                     }
                 }
             }
-            self.aimed.extend(stalls.into_iter().map(|stall| (index, stall)));
+            // Newest first: a run that covered something new after an aimed stall is one
+            // step from its parent, and its own aimed stalls build on that step.
+            for stall in stalls.into_iter().rev() {
+                self.aimed.push_front((index, stall));
+            }
         }
         new
     }

@@ -37,11 +37,42 @@ pub enum Property {
     NeverDeadlocks,
 }
 
-/// A run that broke a property: which, and how the run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A run that broke a property: which, how the run ended, and the shape of its finding.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
     pub property: Property,
     pub outcome: OutcomeKind,
+    pub shape: Shape,
+}
+
+/// What kind of finding a run ended with, from its typed data: shrinking keeps it, so a
+/// counterexample never turns into another bug of the same outcome kind on the way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Passed, or ended at a limit.
+    Nothing,
+    WaitCycle,
+    Stuck,
+    SelfDeadlock,
+    /// A CPU or task made no progress (soft lockup, hung task).
+    NoProgress,
+    LockOrder,
+    /// A named report of a model or checker (an invariant, a WARN's source, a precondition).
+    Report(String),
+}
+
+impl Shape {
+    pub fn of(finding: &Finding) -> Shape {
+        match finding {
+            Finding::None | Finding::Limit => Shape::Nothing,
+            Finding::WaitCycle(_) => Shape::WaitCycle,
+            Finding::Stuck(_) => Shape::Stuck,
+            Finding::SelfDeadlock { .. } => Shape::SelfDeadlock,
+            Finding::NoProgress { .. } => Shape::NoProgress,
+            Finding::LockOrder { .. } => Shape::LockOrder,
+            Finding::Report { name, .. } => Shape::Report(name.clone()),
+        }
+    }
 }
 
 impl Property {
@@ -85,15 +116,16 @@ impl Property {
             }
             Property::NeverDeadlocks => matches!(kind, OutcomeKind::Deadlock | OutcomeKind::Error),
         };
-        broken.then_some(Violation { property: self, outcome: kind })
+        broken.then(|| Violation { property: self, outcome: kind, shape: Shape::of(&verdict.outcome.finding) })
     }
 
     /// Whether `candidate` shows the same counterexample as `original` for shrinking: the
-    /// same property broken with the same outcome, except that a lock-order inversion may
-    /// become the deadlock it allows (the stronger evidence of the same bug).
-    pub fn same_violation(self, original: Violation, candidate: &Verdict) -> bool {
+    /// same property broken with the same outcome and finding shape, except that a
+    /// lock-order inversion may become the deadlock it allows (the stronger evidence of the
+    /// same bug).
+    pub fn same_violation(self, original: &Violation, candidate: &Verdict) -> bool {
         let Some(found) = self.check(candidate) else { return false };
-        found.outcome == original.outcome
+        (found.outcome == original.outcome && found.shape == original.shape)
             || (original.outcome == OutcomeKind::LockOrder && found.outcome == OutcomeKind::Deadlock)
     }
 }

@@ -418,7 +418,7 @@ impl Shrinker<'_> {
     }
 
     fn keeps(&self, verdict: &Verdict) -> bool {
-        self.property.same_violation(self.violation, verdict)
+        self.property.same_violation(&self.violation, verdict)
     }
 
     /// A run of `spec` that follows `plan` (see the module doc); `base` is a run of `spec`
@@ -504,8 +504,9 @@ impl Shrinker<'_> {
     fn accept(&mut self, verdict: &Verdict) {
         if let Some(found) = self.property.check(verdict)
             && found.outcome == OutcomeKind::Deadlock
+            && self.violation.outcome == OutcomeKind::LockOrder
         {
-            self.violation.outcome = OutcomeKind::Deadlock;
+            self.violation = found;
         }
     }
 
@@ -648,7 +649,7 @@ pub fn shrink(
     }
     Ok(Shrunk {
         schedule: Deviations::from_decisions(&current.decisions),
-        violation: property.check(&current).unwrap_or(violation),
+        violation: property.check(&current).unwrap_or(shrinker.violation),
         original,
         spec,
         verdict: current,

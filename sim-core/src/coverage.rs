@@ -11,7 +11,8 @@
 //!   meanwhile, and whether the holder it waits for is itself waiting (one step short of a
 //!   wait cycle);
 //! - contended pairs: a lock contended while the waiter holds another;
-//! - lock hand-offs: who last released a lock a task takes (the lock's reads-from).
+//! - lock hand-offs: who last released a lock a task takes (the lock's reads-from);
+//! - yields: which task gave its CPU to which (an IPI handler, a stopper), holding what.
 //!
 //! Models add their own through [`Engine::cover`] (host-model: each SEAMCALL's leaf, status
 //! and operand, and the near misses of its invariants).
@@ -43,6 +44,9 @@ pub enum FeatureTag {
     /// Took a lock (name, mode), after waiting or not, last released by this CPU, another
     /// one, or nobody yet: the lock's reads-from.
     LockHandoff = 6,
+    /// A task gave its CPU to another (an IPI handler, a stopper, a peer whose slice came)
+    /// while holding these locks: where an interrupt or preemption landed.
+    Yielded = 7,
 }
 
 impl FeatureTag {
@@ -55,6 +59,7 @@ impl FeatureTag {
             4 => Some(FeatureTag::ContendedPair),
             5 => Some(FeatureTag::Model),
             6 => Some(FeatureTag::LockHandoff),
+            7 => Some(FeatureTag::Yielded),
             _ => None,
         }
     }
@@ -250,6 +255,15 @@ impl Coverage {
             .word(u64::from(waited))
             .word(from);
         self.push(handoff.feature(FeatureTag::LockHandoff));
+    }
+
+    /// Task `from`, holding `held`, gives its CPU to task `to` (the engine's yield).
+    pub(crate) fn yielded(&mut self, resources: &[Resource], to: &str, from: &str, held: &[ResourceId]) {
+        let mut feature = FeatureHash::new(FeatureTag::Yielded).text(to).text(from);
+        for lock in held {
+            feature = feature.text(&resources[lock.0 as usize].name);
+        }
+        self.push(feature.feature(FeatureTag::Yielded));
     }
 
     /// A model's feature: `code` says what it is, `a` and `b` its facts.
