@@ -2,9 +2,8 @@
 //! coverage` and `run`/`replay --strategy coverage --seed N` (run number N of it).
 //!
 //! Run 0 is the default schedule (every CPU at its fastest), run 1 the nominal one (every
-//! cost at the middle of its band), then seeded random and PCT runs in turn until the corpus
-//! has something, then mostly mutations of the corpus (corpus.rs) with a fresh seeded run
-//! one time in four.
+//! cost at the middle of its band); after them, mutations of the corpus (corpus.rs), aimed
+//! ones first, with a fresh random run (the seeds `random` would run) one time in four.
 //! Batches of `BATCH` runs are planned from the corpus as it stood, run in parallel, and
 //! absorbed in order: the sequence of runs is a function of the seed alone.
 
@@ -18,16 +17,12 @@ use crate::schedule::Schedule;
 const FIRST_BATCH: usize = 2;
 
 /// The `k`-th fresh schedule of an exploration seeded `seed`: the default, the nominal one,
-/// then random and PCT (`pct_depth`) schedules in turn from `seed`, `seed + 1`, … (the seeds
-/// `random` and `pct` would run).
-pub fn fresh_schedule(seed: u64, pct_depth: u32, k: u64) -> Schedule {
+/// then the random schedules `seed`, `seed + 1`, … (the ones `random` would run).
+pub fn fresh_schedule(seed: u64, k: u64) -> Schedule {
     match k {
         0 => Schedule::default_choices(),
         1 => Schedule::Nominal,
-        k => {
-            let _ = pct_depth;
-            Schedule::Random(seed.wrapping_add(k - 2))
-        }
+        k => Schedule::Random(seed.wrapping_add(k - 2)),
     }
 }
 
@@ -36,20 +31,18 @@ pub fn fresh_schedule(seed: u64, pct_depth: u32, k: u64) -> Schedule {
 /// of it. Returns every run's schedule and what was kept, in run order.
 pub fn explore_schedules<T: Send>(
     seed: u64,
-    pct_depth: u32,
     runs: u64,
     jobs: usize,
     run: &(dyn Fn(&Schedule) -> (Verdict, T) + Sync),
     on_run: &(dyn Fn() + Sync),
 ) -> Vec<(Schedule, T)> {
-    explore_schedules_until(seed, pct_depth, runs, jobs, run, on_run, &|_| false)
+    explore_schedules_until(seed, runs, jobs, run, on_run, &|_| false)
 }
 
 /// `explore_schedules`, stopping after the batch in which `stop` held for a run (the runs
 /// returned are the same as without it, up to that batch).
 pub fn explore_schedules_until<T: Send>(
     seed: u64,
-    pct_depth: u32,
     runs: u64,
     jobs: usize,
     run: &(dyn Fn(&Schedule) -> (Verdict, T) + Sync),
@@ -63,7 +56,7 @@ pub fn explore_schedules_until<T: Send>(
         // The first batch is the two fixed schedules alone, so mutation starts from them.
         let batch = if explored.is_empty() { FIRST_BATCH } else { BATCH };
         let count = (runs - explored.len() as u64).min(batch as u64) as usize;
-        let mut fresh = |k| ((), fresh_schedule(seed, pct_depth, k));
+        let mut fresh = |k| ((), fresh_schedule(seed, k));
         let planned = explorer.plan(count, &mut fresh, &mut |_, _| None);
         let results: Vec<(Verdict, T)> = pool.install(|| {
             planned

@@ -116,7 +116,11 @@ impl Property {
             }
             Property::NeverDeadlocks => matches!(kind, OutcomeKind::Deadlock | OutcomeKind::Error),
         };
-        broken.then(|| Violation { property: self, outcome: kind, shape: Shape::of(&verdict.outcome.finding) })
+        broken.then(|| Violation {
+            property: self,
+            outcome: kind,
+            shape: Shape::of(&verdict.outcome.finding),
+        })
     }
 
     /// Whether `candidate` shows the same counterexample as `original` for shrinking: the

@@ -105,7 +105,7 @@ pub enum Op {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskSpec {
     pub start_ns: u32,
-    /// invariant: 1..=REPEAT_MAX.
+    /// invariant: 1..=REPEAT_MAX, and 1 when a step creates a TD or updates the module.
     pub repeat: u32,
     /// invariant: not empty, at most OPS_PER_TASK_MAX.
     pub ops: Vec<Op>,
@@ -388,6 +388,10 @@ impl ScenarioSpec {
                     Op::Spin { ns } => Op::Spin { ns: ns.clamp(1, SPIN_NS_MAX) },
                 };
                 kept.push(op);
+            }
+            // A TD is created once and a module updated once: their tasks run once.
+            if kept.iter().any(|op| matches!(op, Op::Update | Op::TdCreate)) {
+                task.repeat = 1;
             }
             task.ops = kept;
         }
