@@ -190,7 +190,12 @@ fn candidates(spec: &ScenarioSpec, limits: &MachineLimits) -> Vec<(ScenarioSpec,
     let mut out: Vec<(ScenarioSpec, CpuMap)> = Vec::new();
     let mut push = |mut candidate: ScenarioSpec, map: CpuMap| {
         candidate.normalize(limits);
-        if complexity(&candidate) < current && !out.iter().any(|(seen, _)| *seen == candidate) {
+        // A scenario keeps at least one task: one without has nothing to run (and the
+        // loader refuses it).
+        if !candidate.tasks.is_empty()
+            && complexity(&candidate) < current
+            && !out.iter().any(|(seen, _)| *seen == candidate)
+        {
             out.push((candidate, map));
         }
     };

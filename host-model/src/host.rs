@@ -239,6 +239,12 @@ impl Host {
         cycles as f64 / self.config.ghz / 1000.0
     }
 
+    /// A stall's length as tables print it: microseconds, or cycles when under 0.1 us.
+    pub fn stall_length(&self, cycles: u64) -> String {
+        let us = self.cycles_to_us(cycles);
+        if us < 0.1 { format!("{cycles} cycles") } else { format!("{us:.1} us") }
+    }
+
     pub fn leaf_cost(&self, leaf: Leaf) -> u64 {
         self.config.leaf_costs.get(&leaf).copied().unwrap_or_else(|| leaf.default_cost_cycles())
     }

@@ -282,3 +282,81 @@ fn an_ipi_waits_while_the_target_has_irqs_off_and_interrupts_preempt_disabled_co
     assert!((100_000..120_000).contains(&on_cpu1.1), "{on_cpu1:?}");
     assert!(!on_cpu1.2);
 }
+
+#[test]
+fn a_deadlock_through_stop_machine_and_a_spinning_cpu_names_its_cycle() {
+    // CPU 1's task spins with preemption off for a flag that the updater on CPU 0 sets only
+    // after stop_machine() returns: CPU 1's stopper can never run there, the updater waits
+    // for the stoppers, the stoppers for each other at their barrier. The wait-for graph
+    // goes through a completion, the barrier and a CPU, and the finding names that cycle
+    // instead of "no task can run".
+    let mut world = world(2, 2);
+    let hotplug = world.host.cpu_hotplug_lock;
+    let function = logging(&Log::default(), 0);
+    let flag = world.exec.sim().with(|engine| engine.new_wait());
+    let updater = world.exec.sim().with(|engine| engine.num_tasks() as u32);
+    world.task(0, 0, "updater", move |cpu| async move {
+        down_read(&cpu, hotplug).await;
+        let _ = stop_machine_cpuslocked(&cpu, hotplug, function).await;
+        up_read(&cpu, hotplug);
+    });
+    world.task(1, 100, "spinner", move |cpu| async move {
+        cpu.preempt_disable();
+        cpu.sim.with(|engine| engine.wait_add_party(flag, sim_core::TaskId(updater)));
+        cpu.sim.park_on(sim_core::WaitKind::Spin, "the flag", flag).await;
+        cpu.preempt_enable();
+    });
+    let report = world.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Deadlock, "{}", report.outcome);
+    let what = &report.outcome.what;
+    assert!(what.starts_with("wait cycle: "), "{what}");
+    assert!(what.contains("CPU 1 (spinner) waits for the flag from CPU 0 (updater)"), "{what}");
+    assert!(
+        what.contains("CPU 1 (migration/1) waits for its CPU, which CPU 1 (spinner) will not give up"),
+        "{what}"
+    );
+    assert!(
+        what.contains("CPU 0 (updater) holds cpu_hotplug_lock and waits for the stoppers (stop_machine) from CPU 0 (migration/0)"),
+        "{what}"
+    );
+    let sim_core::Finding::WaitCycle(cycle) = &report.outcome.finding else { panic!("a typed cycle") };
+    assert_eq!(cycle.len(), 4, "updater, both stoppers, spinner: {cycle:?}");
+}
+
+#[test]
+fn an_ipi_waits_for_the_seamcall_its_cpu_is_in() {
+    // A SEAMCALL is one instruction: an IPI sent while CPU 1 is inside one (IRQs on,
+    // preemption off) runs after SEAM exit, never between the module's begin and finish.
+    let mut world = world(2, 2);
+    let log: Log = Rc::default();
+    let in_seam: Rc<RefCell<Vec<bool>>> = Rc::default();
+    let seen = in_seam.clone();
+    let returned: Rc<RefCell<u64>> = Rc::default();
+    let returned_at = returned.clone();
+    world.task(1, 0, "seamcaller", move |cpu| async move {
+        let field = seam_model::call::metadata::FIELD_MODULE_HV;
+        let _ = host_model::tdx::seamcall::seamcall(&cpu, seam_model::LeafCall::SysRd { field }).await;
+        *returned_at.borrow_mut() = cpu.sim.now().0;
+    });
+    let handler_log = log.clone();
+    world.task(0, 1_500, "sender", move |cpu| async move {
+        let seen = seen.clone();
+        let log = handler_log.clone();
+        let handler: OnCpu<()> = Rc::new(move |on: Cpu| {
+            let seen = seen.clone();
+            let log = log.clone();
+            Box::pin(async move {
+                seen.borrow_mut().push(on.sim.with(|engine| engine.cpu(on.id).in_seam));
+                log.borrow_mut().push((on.id.0, on.sim.now().0, false));
+            })
+        });
+        let _ = host_model::kernel::completion::on_each_cpu(&cpu, handler).await;
+    });
+    let report = world.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass, "{}", report.outcome);
+    assert_eq!(*in_seam.borrow(), [false, false], "no handler ran inside SEAM");
+    let on_cpu1 = log.borrow().iter().find(|&&(cpu, _, _)| cpu == 1).map(|&(_, at, _)| at).unwrap();
+    let returned = *returned.borrow();
+    assert!(returned > 1_500, "the IPI was sent while the SEAMCALL ran (it returned at {returned})");
+    assert!(on_cpu1 >= returned, "the handler ran at {on_cpu1}, before the SEAMCALL returned at {returned}");
+}

@@ -22,7 +22,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::keys::max;
+
 use serde::{Deserialize, Serialize};
+use sim_core::Outcome;
 
 use crate::error::ScenarioError;
 use crate::load_str;
@@ -32,7 +35,7 @@ use crate::schema::{Scenario, Strategy};
 /// The first bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"TDXSIMRB";
 /// The bundle format this tdxsim writes and reads; bump it when `Bundle` or the layout changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// File name extension of bundles.
 pub const EXTENSION: &str = "bundle";
 
@@ -57,8 +60,9 @@ pub struct Bundle {
     /// Every Chooser answer of the run: `Schedule::Replay(decisions)` repeats it.
     pub decisions: Vec<u32>,
     pub trace_hash: u64,
-    /// The outcome as `tdxsim run` prints it (`deadlock: …`).
-    pub outcome: String,
+    /// The run's outcome as data: its kind, sentence and typed finding (format version 2;
+    /// version 1 kept the sentence only).
+    pub outcome: Outcome,
 }
 
 /// Why a file was refused as a bundle. Nothing is ever half-read: any of these means no `Bundle`.
@@ -99,16 +103,26 @@ impl Bundle {
             strategy: strategy.name().to_string(),
             decisions: result.decisions.clone(),
             trace_hash: result.trace_hash,
-            outcome: result.outcome.to_string(),
+            outcome: result.outcome.clone(),
         }
     }
 
-    /// `<scenario-file-stem>-seed<N>.bundle`.
+    /// `<scenario-file-stem>-seed<N>.bundle` for a random run, `<stem>-<strategy>-seed<N>.bundle`
+    /// for the others (schedule number N for `exhaustive`), so two strategies' runs of one
+    /// seed do not share a name.
     pub fn file_name(&self) -> String {
         let stem = Path::new(&self.scenario_path)
             .file_stem()
             .map_or_else(|| "scenario".to_string(), |stem| stem.to_string_lossy().into_owned());
-        format!("{stem}-seed{}.{EXTENSION}", self.seed)
+        match self.strategy.as_str() {
+            "random" => format!("{stem}-seed{}.{EXTENSION}", self.seed),
+            strategy => format!("{stem}-{strategy}-seed{}.{EXTENSION}", self.seed),
+        }
+    }
+
+    /// The recorded strategy; `decode` refused any other string.
+    pub fn strategy(&self) -> Strategy {
+        strategy_from_name(&self.strategy).expect("decode checked the strategy")
     }
 
     /// Loads the embedded scenario and runs the recorded decisions.
@@ -118,6 +132,26 @@ impl Bundle {
         Ok((scenario, result))
     }
 
+    /// Whether the bundle's seed and strategy make the decisions it recorded (a bundle whose
+    /// seed was edited would otherwise replay fine and report a run it did not come from):
+    /// empty when they do, else why not.
+    pub fn seed_mismatches(&self, scenario: &Scenario) -> Vec<String> {
+        let schedule = Schedule::for_seed(scenario, Some(self.strategy()), self.seed);
+        let from_seed = run_once(scenario, &schedule, false).decisions;
+        if from_seed == self.decisions {
+            return Vec::new();
+        }
+        let first = from_seed.iter().zip(&self.decisions).position(|(a, b)| a != b);
+        let at = first.unwrap_or(from_seed.len().min(self.decisions.len()));
+        vec![format!(
+            "seed {} with strategy {} makes {} decisions that differ from the {} recorded from decision #{at} on",
+            self.seed,
+            self.strategy,
+            from_seed.len(),
+            self.decisions.len()
+        )]
+    }
+
     /// How a replay differs from the recorded run, in words; empty when it reproduced it.
     pub fn mismatches(&self, result: &RunResult) -> Vec<String> {
         let mut mismatches = Vec::new();
@@ -125,15 +159,22 @@ impl Bundle {
             mismatches
                 .push("the recorded decisions do not fit this scenario (the replay diverged)".to_string());
         }
+        if result.decisions.len() < self.decisions.len() {
+            mismatches.push(format!(
+                "the run ended after {} of the {} recorded decisions; the rest were not used",
+                result.decisions.len(),
+                self.decisions.len()
+            ));
+        }
         if result.trace_hash != self.trace_hash {
             mismatches.push(format!(
                 "trace hash {:016x}, the bundle recorded {:016x}",
                 result.trace_hash, self.trace_hash
             ));
         }
-        let outcome = result.outcome.to_string();
-        if outcome != self.outcome {
-            mismatches.push(format!("outcome {outcome:?}, the bundle recorded {:?}", self.outcome));
+        if result.outcome != self.outcome {
+            let (now, then) = (result.outcome.to_string(), self.outcome.to_string());
+            mismatches.push(format!("outcome {now:?}, the bundle recorded {then:?}"));
         }
         mismatches
     }
@@ -197,12 +238,25 @@ pub fn decode(bytes: &[u8]) -> Result<Bundle, BundleError> {
             bundle.format_version
         )));
     }
+    if strategy_from_name(&bundle.strategy).is_none() {
+        return Err(BundleError::Corrupt(format!(
+            "strategy {:?} is none of {}",
+            crate::error::shortened(&bundle.strategy, 40),
+            crate::schema::STRATEGY_NAMES.join(", ")
+        )));
+    }
     Ok(bundle)
 }
 
-/// Reads the bundle at `path`.
+fn strategy_from_name(name: &str) -> Option<Strategy> {
+    [Strategy::Random, Strategy::Pct, Strategy::Exhaustive, Strategy::Coverage]
+        .into_iter()
+        .find(|strategy| strategy.name() == name)
+}
+
+/// Reads the bundle at `path`: a regular file of at most [`max::BUNDLE_BYTES`].
 pub fn read(path: &Path) -> Result<Bundle, BundleError> {
-    decode(&std::fs::read(path)?)
+    decode(&crate::files::read_regular(path, max::BUNDLE_BYTES)?)
 }
 
 /// Whether `path` names a bundle: its name ends in `.bundle` or it starts with the magic.
@@ -217,26 +271,64 @@ pub fn looks_like_bundle(path: &Path) -> bool {
         .is_ok_and(|()| magic == MAGIC)
 }
 
-/// Writes `bundle` to `dir/<file_name>`, creating `dir`. Atomic: the bytes go to a temporary
-/// file in `dir` that is then renamed, so a reader never sees half a bundle.
+/// Writes `bundle` into `dir` (created if need be) and returns its path: `dir/<file_name>`,
+/// or `<file_name>` with `-2`, `-3`… before the extension when that name holds something else
+/// than an earlier bundle of the same run (another scenario with the same file stem, a file
+/// that is not a bundle). Safe against what else is in `dir`: the bytes go to a temporary
+/// file created new (never through an existing name or a symlink) and synced, which is then
+/// renamed into place, so a reader never sees half a bundle.
 pub fn write(dir: &Path, bundle: &Bundle) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(bundle.file_name());
-    let temporary = dir.join(format!(".{}.tmp{}", bundle.file_name(), std::process::id()));
-    let written = std::fs::File::create(&temporary).and_then(|mut file| {
-        file.write_all(&encode(bundle))?;
-        file.sync_all()
-    });
-    match written.and_then(|()| std::fs::rename(&temporary, &path)) {
-        Ok(()) => Ok(path),
-        Err(error) => {
-            let _ = std::fs::remove_file(&temporary);
-            Err(error)
+    let mut temporary = tempfile::Builder::new().prefix(".tdxsim-bundle-").tempfile_in(dir)?;
+    temporary.write_all(&encode(bundle))?;
+    temporary.as_file().sync_all()?;
+    let name = bundle.file_name();
+    let stem = name.strip_suffix(&format!(".{EXTENSION}")).unwrap_or(&name);
+    for attempt in 1..=NAME_ATTEMPTS {
+        let path = match attempt {
+            1 => dir.join(&name),
+            n => dir.join(format!("{stem}-{n}.{EXTENSION}")),
+        };
+        match std::fs::symlink_metadata(&path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                match temporary.persist_noclobber(&path) {
+                    Ok(_) => return Ok(path),
+                    // Someone took the name meanwhile: try the next one.
+                    Err(error) if error.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                        temporary = error.file;
+                    }
+                    Err(error) => return Err(error.error),
+                }
+            }
+            Err(error) => return Err(error),
+            Ok(metadata) if metadata.is_file() && is_same_run(&path, bundle) => {
+                // The same run written again: replace it (rename replaces the name itself).
+                temporary.persist(&path).map_err(|error| error.error)?;
+                return Ok(path);
+            }
+            Ok(_) => {}
         }
     }
+    Err(std::io::Error::other(format!(
+        "{NAME_ATTEMPTS} names for {name} in {} are all taken by other files",
+        dir.display()
+    )))
 }
 
-/// `run.strategy` as the file spells it.
+/// Names `write` tries before giving up.
+const NAME_ATTEMPTS: u32 = 100;
+
+/// Whether the file at `path` is a bundle of the same run as `bundle`: same scenario (path
+/// and text), seed and strategy.
+fn is_same_run(path: &Path, bundle: &Bundle) -> bool {
+    read(path).is_ok_and(|existing| {
+        existing.scenario_path == bundle.scenario_path
+            && existing.scenario_text == bundle.scenario_text
+            && existing.seed == bundle.seed
+            && existing.strategy == bundle.strategy
+    })
+}
+
 /// FNV-1a, 64 bits: the checksum, as sim-core's trace hash.
 fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -266,7 +358,7 @@ mod tests {
             strategy: "random".to_string(),
             decisions: vec![0, 1, 2, 70000],
             trace_hash: 0x1234,
-            outcome: "pass".to_string(),
+            outcome: Outcome::pass(),
         }
     }
 

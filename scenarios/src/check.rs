@@ -1,4 +1,4 @@
-//! `[expect]` over the runs `tdxsim check` explores (SCENARIOS.md "Outcomes").
+//! `[expect]` over the runs `tdxsim check` explores (docs/scenarios.md "Outcomes", "`[expect]`").
 //!
 //! Random and PCT runs are independent and run in parallel (rayon), then are judged in seed
 //! order, so the result is the same for any number of threads. The exhaustive enumeration
@@ -45,6 +45,10 @@ pub(crate) struct RunSummary {
     pub(crate) events: u64,
 }
 
+/// Runs judged at once: the parallel batch, after which its runs are folded into the verdict
+/// and dropped, so memory stays flat in `run.runs`.
+const BATCH_RUNS: u64 = 4096;
+
 /// Runs the scenario's schedules and judges `[expect]`. A file without `[expect]` is held
 /// to `outcome = "pass"`.
 pub fn check(scenario: &Scenario) -> CheckSummary {
@@ -54,15 +58,21 @@ pub fn check(scenario: &Scenario) -> CheckSummary {
 /// `check` with options; `on_run` is called once per finished run (progress bars).
 pub fn check_with(scenario: &Scenario, options: CheckOptions, on_run: &(dyn Fn() + Sync)) -> CheckSummary {
     let strategy = options.strategy.unwrap_or(scenario.run.strategy);
-    let (runs, complete) = match strategy {
-        Strategy::Exhaustive => {
-            let (runs, complete) = explore_exhaustive(scenario, on_run);
-            (runs, Some(complete))
+    let mut judge = Judge::new(scenario);
+    let complete = match strategy {
+        Strategy::Exhaustive => Some(explore_exhaustive(scenario, on_run, &mut judge)),
+        Strategy::Random | Strategy::Pct => {
+            explore_seeds(scenario, strategy, options.jobs, on_run, &mut judge);
+            None
         }
-        Strategy::Random | Strategy::Pct => (explore_seeds(scenario, strategy, options.jobs, on_run), None),
-        Strategy::Coverage => (crate::coverage::explore(scenario, options.jobs, on_run), None),
+        Strategy::Coverage => {
+            for run in crate::coverage::explore(scenario, options.jobs, on_run) {
+                judge.add(run);
+            }
+            None
+        }
     };
-    judge_runs(scenario, strategy, runs, complete)
+    judge.finish(scenario, strategy, complete)
 }
 
 fn explore_seeds(
@@ -70,7 +80,8 @@ fn explore_seeds(
     strategy: Strategy,
     jobs: usize,
     on_run: &(dyn Fn() + Sync),
-) -> Vec<RunSummary> {
+    judge: &mut Judge,
+) {
     let horizon = if strategy == Strategy::Pct { pct_horizon(scenario) } else { 0 };
     let one = |index: u64| {
         let seed = scenario.run.seed.wrapping_add(index);
@@ -83,18 +94,27 @@ fn explore_seeds(
         RunSummary { seed, outcome: result.outcome, metrics: result.metrics, events: result.events }
     };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build().expect("a rayon thread pool");
-    pool.install(|| (0..scenario.run.runs).into_par_iter().map(one).collect())
+    let mut first = 0;
+    while first < scenario.run.runs {
+        let last = first.saturating_add(BATCH_RUNS).min(scenario.run.runs);
+        let batch: Vec<RunSummary> = pool.install(|| (first..last).into_par_iter().map(one).collect());
+        // In seed order, whatever thread ran which seed.
+        for run in batch {
+            judge.add(run);
+        }
+        first = last;
+    }
 }
 
-fn explore_exhaustive(scenario: &Scenario, on_run: &(dyn Fn() + Sync)) -> (Vec<RunSummary>, bool) {
+/// Returns whether every schedule within the bound was covered.
+fn explore_exhaustive(scenario: &Scenario, on_run: &(dyn Fn() + Sync), judge: &mut Judge) -> bool {
     let enumerator = Exhaustive::new(scenario.run.exhaustive_bound);
     let mut prefix = Vec::new();
-    let mut runs = Vec::new();
     for index in 0..scenario.run.runs {
         let result = run_once(scenario, &Schedule::Prefix(prefix.clone()), false);
         on_run();
         let next = enumerator.next_prefix(&result.decisions, &result.decision_options);
-        runs.push(RunSummary {
+        judge.add(RunSummary {
             seed: index,
             outcome: result.outcome,
             metrics: result.metrics,
@@ -102,52 +122,92 @@ fn explore_exhaustive(scenario: &Scenario, on_run: &(dyn Fn() + Sync)) -> (Vec<R
         });
         match next {
             Some(next) => prefix = next,
-            None => return (runs, true),
+            None => return true,
         }
     }
-    (runs, false)
+    false
 }
 
-fn judge_runs(
-    scenario: &Scenario,
-    strategy: Strategy,
-    runs: Vec<RunSummary>,
-    complete: Option<bool>,
-) -> CheckSummary {
-    let expected = scenario.expect.as_ref().map_or(OutcomeKind::Pass, |expect| expect.outcome);
-    let what = scenario.expect.as_ref().and_then(|expect| expect.what.clone());
-    let within = scenario.expect.as_ref().and_then(|expect| expect.within_runs).unwrap_or(u64::MAX);
-    let mut outcomes = BTreeMap::new();
-    let mut first_failing = None;
-    let mut first_error = None;
-    let mut found = None;
-    let mut closest = None;
-    let mut metrics = Metrics::default();
-    let mut events = 0;
-    let total = runs.len() as u64;
-    for (index, run) in runs.into_iter().enumerate() {
-        *outcomes.entry(run.outcome.kind).or_default() += 1;
-        metrics.add(&run.metrics);
-        events += run.events;
-        let outcome = run.outcome;
-        if outcome.kind == OutcomeKind::Error && first_error.is_none() {
-            first_error = Some((run.seed, outcome.clone()));
-        }
-        if outcome.kind == expected && (index as u64) < within && found.is_none() {
-            if what.as_ref().is_none_or(|what| outcome.what.contains(what.as_str())) {
-                found = Some((run.seed, outcome.clone()));
-            } else if closest.is_none() {
-                closest = Some((run.seed, outcome.clone()));
-            }
-        }
-        if outcome.kind != OutcomeKind::Pass && first_failing.is_none() {
-            first_failing = Some((run.seed, outcome));
+/// The verdict being built, one run at a time in seed order: what it keeps does not grow
+/// with the number of runs.
+struct Judge {
+    expected: OutcomeKind,
+    what: Option<String>,
+    within: u64,
+    runs: u64,
+    outcomes: BTreeMap<OutcomeKind, u64>,
+    first_failing: Option<(u64, Outcome)>,
+    first_error: Option<(u64, Outcome)>,
+    /// The first run, within `within`, that ended as expected (and matched `what`).
+    found: Option<(u64, Outcome)>,
+    /// The first run within `within` of the expected kind whose finding did not match `what`.
+    closest: Option<(u64, Outcome)>,
+    metrics: Metrics,
+    events: u64,
+}
+
+impl Judge {
+    fn new(scenario: &Scenario) -> Judge {
+        let expect = scenario.expect.as_ref();
+        Judge {
+            expected: expect.map_or(OutcomeKind::Pass, |expect| expect.outcome),
+            what: expect.and_then(|expect| expect.what.clone()),
+            within: expect.and_then(|expect| expect.within_runs).unwrap_or(u64::MAX),
+            runs: 0,
+            outcomes: BTreeMap::new(),
+            first_failing: None,
+            first_error: None,
+            found: None,
+            closest: None,
+            metrics: Metrics::default(),
+            events: 0,
         }
     }
-    let verdict =
-        judge(expected, what.as_deref(), within.min(total), &first_failing, &first_error, &found, &closest)
-            .and_then(|()| judge_metrics(scenario, &metrics));
-    CheckSummary { strategy, runs: total, outcomes, first_failing, metrics, events, complete, verdict }
+
+    fn add(&mut self, run: RunSummary) {
+        let index = self.runs;
+        self.runs += 1;
+        *self.outcomes.entry(run.outcome.kind).or_default() += 1;
+        self.metrics.add(&run.metrics);
+        self.events += run.events;
+        let outcome = run.outcome;
+        if outcome.kind == OutcomeKind::Error && self.first_error.is_none() {
+            self.first_error = Some((run.seed, outcome.clone()));
+        }
+        if outcome.kind == self.expected && index < self.within && self.found.is_none() {
+            if self.what.as_ref().is_none_or(|what| outcome.what.contains(what.as_str())) {
+                self.found = Some((run.seed, outcome.clone()));
+            } else if self.closest.is_none() {
+                self.closest = Some((run.seed, outcome.clone()));
+            }
+        }
+        if outcome.kind != OutcomeKind::Pass && self.first_failing.is_none() {
+            self.first_failing = Some((run.seed, outcome));
+        }
+    }
+
+    fn finish(self, scenario: &Scenario, strategy: Strategy, complete: Option<bool>) -> CheckSummary {
+        let verdict = judge(
+            self.expected,
+            self.what.as_deref(),
+            self.within.min(self.runs),
+            &self.first_failing,
+            &self.first_error,
+            &self.found,
+            &self.closest,
+        )
+        .and_then(|()| judge_metrics(scenario, &self.metrics));
+        CheckSummary {
+            strategy,
+            runs: self.runs,
+            outcomes: self.outcomes,
+            first_failing: self.first_failing,
+            metrics: self.metrics,
+            events: self.events,
+            complete,
+            verdict,
+        }
+    }
 }
 
 fn judge(

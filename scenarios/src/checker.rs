@@ -16,7 +16,7 @@ use std::rc::Rc;
 use host_model::Host;
 use host_model::kernel::cpu::{Cpu, mark};
 use host_model::observe::Observer;
-use seam_model::{Dpamt2M, Hpa, Leaf, LeafCall, LeafOutput, Module, PageType, TdId};
+use seam_model::{Dpamt2M, Hpa, Leaf, LeafCall, LeafOutput, Module, PageType, SysState, TdId};
 use sim_core::{Outcome, OutcomeKind, Subject};
 
 pub const DPAMT_REFCOUNT_MATCHES_MODULE: &str = "dpamt-refcount-matches-module";
@@ -123,6 +123,11 @@ impl StateChecker {
     /// `lp-init-before-seamcall` and `no-seamcall-in-update-window` for a returned call.
     fn check_seamcall_context(&self, cpu: &Cpu, call: &LeafCall, output: &LeafOutput) {
         let leaf = call.leaf();
+        // The window opens when SYS.SHUTDOWN takes effect in the module, before it returns.
+        let shut_down = self.module.borrow().sys_state() == SysState::SysShutdown;
+        if shut_down {
+            self.update_window.set(true);
+        }
         if self.update_window.get() && !is_update_leaf(leaf) {
             let detail =
                 format!("{} issued {leaf} during the module update; it returned {}", cpu.id, output.status);
@@ -195,9 +200,6 @@ impl StateChecker {
 impl Observer for StateChecker {
     fn seamcall_returned(&self, cpu: &Cpu, call: &LeafCall, output: &LeafOutput) {
         self.check_seamcall_context(cpu, call, output);
-        if matches!(call, LeafCall::SysShutdown { .. }) && output.status.is_success() {
-            self.update_window.set(true);
-        }
         for page in pages_named(call) {
             if let Err(detail) = self.no_page_in_unbacked_range(cpu.host(), page) {
                 let subjects = vec![Subject::Marked(mark::ATOMIC, page.range_index() as u64)];
@@ -255,7 +257,17 @@ fn pages_named(call: &LeafCall) -> Vec<Hpa> {
         LeafCall::PamtRemove { hpa } | LeafCall::PageWbinvd { page: hpa } => vec![hpa],
         LeafCall::PageAug { page, .. } => vec![page],
         LeafCall::MngCreate { tdr: page, .. } | LeafCall::VpCreate { tdvpr: page, .. } => vec![page],
+        LeafCall::VpAddcx { tdcx: page, .. }
+        | LeafCall::SeptAdd { page, .. }
+        | LeafCall::PageAdd { page, .. }
+        | LeafCall::PageReclaim { page } => vec![page],
         LeafCall::PageRemove { .. }
+        | LeafCall::VpInit { .. }
+        | LeafCall::VpEnter { .. }
+        | LeafCall::VpFlush { .. }
+        | LeafCall::MngVpflushdone { .. }
+        | LeafCall::CacheWb { .. }
+        | LeafCall::MngKeyFreeid { .. }
         | LeafCall::RangeBlock { .. }
         | LeafCall::Track { .. }
         | LeafCall::MngKeyConfig { .. }

@@ -1,6 +1,6 @@
 //! `ScenarioError`: every way a scenario file can be refused, in one positioned form.
 //!
-//! A malformed file is never half-run (SCENARIOS.md "Bad input"), so the loader stops at
+//! A malformed file is never half-run (docs/scenarios.md "Bad input"), so the loader stops at
 //! the first problem and says where it is, which key, what it wanted and what it saw:
 //! `scenarios/x.toml:12:9: machine.cpus: expected an integer 1..=4096, found "two"`.
 
@@ -37,12 +37,43 @@ pub struct ScenarioError {
 }
 
 impl std::fmt::Display for ScenarioError {
+    /// Every part is [`printable`]: a hostile path or key cannot move the terminal's cursor.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        write!(f, "{}:{}:{}: ", printable(&self.file), self.line, self.column)?;
         if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
+            write!(f, "{}: ", printable(&self.key))?;
         }
-        write!(f, "expected {}, found {}", self.expected, self.found)
+        write!(f, "expected {}, found {}", printable(&self.expected), printable(&self.found))
+    }
+}
+
+/// `text` with control characters (ANSI escapes, newlines, NUL) and bidirectional overrides
+/// written as Rust escapes (`\u{1b}`, `\n`), so a name from a file prints as what it is and
+/// cannot change the terminal. Text without them is returned as is.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let needs_escape = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(needs_escape) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if needs_escape(c) {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
+/// `text` cut to `max_chars` characters, with `…` when something was cut.
+pub fn shortened(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max_chars) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..end])),
     }
 }
 
@@ -84,6 +115,15 @@ mod tests {
         // 'd' is at byte 7 but character 4 of line 2.
         assert_eq!(line_column(text.as_bytes(), 7), (2, 4));
         assert_eq!(line_column(text.as_bytes(), 1000), (3, 1));
+    }
+
+    #[test]
+    fn control_characters_and_overrides_print_escaped() {
+        assert_eq!(printable("rw[A]"), "rw[A]");
+        assert_eq!(printable("a\u{1b}[31mb\n"), "a\\u{1b}[31mb\\n");
+        assert_eq!(printable("x\u{202e}y"), "x\\u{202e}y");
+        assert_eq!(shortened("abcdef", 3), "abc…");
+        assert_eq!(shortened("abc", 3), "abc");
     }
 
     #[test]

@@ -7,7 +7,6 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use fuzz::campaign::{CampaignConfig, CampaignReport, SearchStrategy, run_campaign};
@@ -22,8 +21,9 @@ use host_model::tdx::enable::EnableDesign;
 use crate::bundle::{self, Bundle};
 use crate::check::check;
 use crate::load::{load_file, load_str};
-use crate::run::{RunResult, Schedule, pct_horizon, run_once_with};
+use crate::run::{RunResult, Schedule, pct_horizon, run_once, run_once_with};
 use crate::schema::{Scenario, Strategy};
+use crate::shell::replay_bundle_command;
 use crate::table;
 
 /// The engine schedule of a fuzz schedule on `scenario`.
@@ -116,10 +116,22 @@ pub struct FuzzArgs {
     pub out: Option<PathBuf>,
 }
 
-/// A bad command line or template: exit 2.
-fn usage(message: String) -> ExitCode {
+/// Exit statuses of `tdxsim fuzz` (the binary's, docs/cli.md).
+pub mod status {
+    /// Nothing found.
+    pub const NONE_FOUND: u8 = 0;
+    /// A finding, shrunk and written.
+    pub const FOUND: u8 = 1;
+    /// A bad command line or template: nothing ran.
+    pub const BAD_INPUT: u8 = 2;
+    /// The finding could not be written to `--out`.
+    pub const OUTPUT: u8 = 3;
+}
+
+/// A bad command line or template.
+fn usage(message: String) -> u8 {
     eprintln!("tdxsim fuzz: {message}");
-    ExitCode::from(2)
+    status::BAD_INPUT
 }
 
 /// Parses `90s`, `10m`, `2h` or a bare number of seconds.
@@ -278,14 +290,45 @@ fn reproducing_text(shrunk: &Shrunk, print: &dyn Fn(&[RunKey]) -> String) -> Opt
 /// What `tdxsim fuzz` wrote for a finding.
 pub struct Written {
     pub scenario: PathBuf,
-    /// Whether `tdxsim check` of `scenario` meets the finding.
-    pub check_reproduces: bool,
+    /// The repro bundle of the run of `scenario` that `tdxsim check` meets first; `None`
+    /// when check does not meet the finding (its seed and strategy would not make the run).
     pub bundle: Option<PathBuf>,
+    /// The table of that run (of the shrunk run when there is no bundle).
     pub table: String,
 }
 
-/// Writes the shrunk finding to `dir`: `<stem>.toml`, its bundle `<stem>-seed<seed>.bundle`
-/// (`seed`: the campaign's), and `<stem>.table.txt`.
+/// The first run of `scenario`'s own `[run]` that ends as its `[expect]` says: (seed, or
+/// schedule number for `exhaustive`; the run, trace recorded).
+fn first_expected_run(scenario: &Scenario) -> Option<(u64, RunResult)> {
+    let expect = scenario.expect.as_ref()?;
+    let wanted = |result: &RunResult| {
+        result.outcome.kind == expect.outcome
+            && expect.what.as_ref().is_none_or(|what| result.outcome.what.contains(what.as_str()))
+    };
+    match scenario.run.strategy {
+        Strategy::Exhaustive => {
+            let enumerator = sim_core::Exhaustive::new(scenario.run.exhaustive_bound);
+            let mut prefix = Vec::new();
+            for index in 0..scenario.run.runs {
+                let result = run_once(scenario, &Schedule::Prefix(prefix.clone()), true);
+                if wanted(&result) {
+                    return Some((index, result));
+                }
+                prefix = enumerator.next_prefix(&result.decisions, &result.decision_options)?;
+            }
+            None
+        }
+        Strategy::Random | Strategy::Pct | Strategy::Coverage => (0..scenario.run.runs).find_map(|index| {
+            let seed = scenario.run.seed.wrapping_add(index);
+            let result = run_once(scenario, &Schedule::for_seed(scenario, None, seed), true);
+            wanted(&result).then_some((seed, result))
+        }),
+    }
+}
+
+/// Writes the shrunk finding to `dir`: `<stem>.toml` (the shrunk scenario, with the `[run]`
+/// under which `tdxsim check` meets it and its `[expect]`), the repro bundle of the run check
+/// meets first (named as `check` names bundles), and `<stem>.table.txt`, that run's table.
 pub fn write_finding(
     dir: &Path,
     stem: &str,
@@ -293,7 +336,6 @@ pub fn write_finding(
     name: &str,
     about: &str,
     template: Option<&Template>,
-    seed: u64,
 ) -> std::io::Result<Written> {
     std::fs::create_dir_all(dir)?;
     let expect = expect_of(shrunk);
@@ -307,22 +349,24 @@ pub fn write_finding(
         };
         to_toml(&shrunk.spec, &document)
     };
-    let (text, check_reproduces) = match reproducing_text(shrunk, &print) {
-        Some(text) => (text, true),
-        None => (print(&[]), false),
-    };
+    let text = reproducing_text(shrunk, &print).unwrap_or_else(|| print(&[]));
     let path = dir.join(format!("{stem}.toml"));
     std::fs::write(&path, &text)?;
     let scenario = load_str(&path.display().to_string(), &text)
         .map_err(|error| std::io::Error::other(format!("the written scenario does not load: {error}")))?;
-    let schedule = fuzz::Schedule::Deviations(shrunk.schedule.clone());
-    let result = run_schedule(&scenario, &schedule, true, false);
-    let mut bundle = Bundle::new(&scenario, &text, Strategy::Random, seed, &result);
-    bundle.strategy = "fuzz".to_string();
-    let bundle_path = bundle::write(dir, &bundle).ok();
+    let (bundle, result) = match first_expected_run(&scenario) {
+        Some((seed, result)) => {
+            let bundle = Bundle::new(&scenario, &text, scenario.run.strategy, seed, &result);
+            (Some(bundle::write(dir, &bundle)?), result)
+        }
+        None => {
+            let schedule = fuzz::Schedule::Deviations(shrunk.schedule.clone());
+            (None, run_schedule(&scenario, &schedule, true, false))
+        }
+    };
     let table = table::render(&result);
     std::fs::write(dir.join(format!("{stem}.table.txt")), &table)?;
-    Ok(Written { scenario: path, check_reproduces, bundle: bundle_path, table })
+    Ok(Written { scenario: path, bundle, table })
 }
 
 /// A progress line on a terminal; nothing in CI logs or pipes.
@@ -337,15 +381,16 @@ fn progress_line() -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-/// `tdxsim fuzz`: exit 0 when nothing was found, 1 with the shrunk finding, 2 on bad input.
-pub fn fuzz_command(args: &FuzzArgs) -> ExitCode {
+/// `tdxsim fuzz`: exit 0 when nothing was found, 1 with the shrunk finding, 2 on bad input,
+/// 3 when the finding could not be written.
+pub fn fuzz_command(args: &FuzzArgs) -> u8 {
     let (template, base) = match &args.file {
         Some(file) => {
             let scenario = match load_file(file) {
                 Ok(scenario) => scenario,
                 Err(error) => {
                     eprintln!("{error}");
-                    return ExitCode::from(2);
+                    return status::BAD_INPUT;
                 }
             };
             let designs = Designs {
@@ -432,7 +477,7 @@ pub fn fuzz_command(args: &FuzzArgs) -> ExitCode {
                 bar.finish_and_clear();
             }
             eprintln!("tdxsim fuzz: {error}");
-            return ExitCode::from(2);
+            return status::BAD_INPUT;
         }
     };
     if let Some(bar) = bar {
@@ -448,7 +493,7 @@ fn report_campaign(
     label: &str,
     template: Option<&Template>,
     elapsed: Duration,
-) -> ExitCode {
+) -> u8 {
     let (Some(found), Some(shrunk)) = (&report.found, &report.shrunk) else {
         println!(
             "no finding in {} cases ({:.1} s{})",
@@ -460,7 +505,7 @@ fn report_campaign(
                 String::new()
             }
         );
-        return ExitCode::SUCCESS;
+        return status::NONE_FOUND;
     };
     println!(
         "found at case {} of {} ({:.1} s): {}",
@@ -497,24 +542,26 @@ fn report_campaign(
         shrunk.original,
         shrunk.runs
     );
-    match write_finding(&dir, &stem, shrunk, &name, &about, template, args.seed) {
+    match write_finding(&dir, &stem, shrunk, &name, &about, template) {
         Ok(written) => {
-            println!(
-                "scenario: {}{}",
-                written.scenario.display(),
-                if written.check_reproduces {
-                    " (tdxsim check meets the finding)"
-                } else {
-                    " (tdxsim check does not meet it within its runs: replay the bundle)"
+            match &written.bundle {
+                Some(bundle) => {
+                    println!("scenario: {} (tdxsim check meets the finding)", written.scenario.display());
+                    println!("replay: {} --table", replay_bundle_command(bundle));
                 }
-            );
-            if let Some(bundle) = &written.bundle {
-                println!("replay: tdxsim replay {} --table", bundle.display());
+                None => println!(
+                    "scenario: {} (tdxsim check does not meet it within {REPRODUCE_RUNS_MAX} runs of any \
+                     strategy; the table is of the shrunk schedule)",
+                    written.scenario.display()
+                ),
             }
             println!();
             print!("{}", written.table);
+            status::FOUND
         }
-        Err(error) => eprintln!("tdxsim fuzz: could not write the finding to {}: {error}", dir.display()),
+        Err(error) => {
+            eprintln!("tdxsim fuzz: could not write the finding to {}: {error}", dir.display());
+            status::OUTPUT
+        }
     }
-    ExitCode::from(1)
 }

@@ -11,7 +11,11 @@
 //! - `faults`: the fault plan a run gives the module (`fail_step`).
 //! - `table`: the two-column `CPU 0 | CPU 1` interleaving table, focused on the finding of a failing run.
 //! - `perfetto`: `chrome_trace`, the run as Chrome trace-event JSON for Perfetto.
-//! - `error`: `ScenarioError`, one positioned error (`FILE:LINE:COL: KEY: expected …, found …`).
+//! - `error`: `ScenarioError`, one positioned error (`FILE:LINE:COL: KEY: expected …, found …`); `printable`.
+//! - `files`: `read_regular` (regular files of bounded size only), `scenario_files` (directories walked).
+//! - `keys`: every key the loader accepts, the one list for the loader, `list keys` and the docs; maximums.
+//! - `report`: `FileReport`, what `check` prints per file: human lines, JSON, JUnit.
+//! - `shell`: the `tdxsim replay …` lines, complete and shell-quoted.
 //! - `run`: `run_once`, one run of a scenario from a seed or a decision vector; `Metrics`.
 //! - `units`: sizes (`"64M"`), times (`"50us"`) and addresses (`"0x200000"`).
 pub mod bundle;
@@ -20,11 +24,15 @@ pub mod checker;
 pub mod coverage;
 pub mod error;
 pub mod faults;
+pub mod files;
 pub mod fuzzing;
+pub mod keys;
 pub mod load;
 pub mod perfetto;
+pub mod report;
 pub mod run;
 pub mod schema;
+pub mod shell;
 pub mod table;
 pub mod units;
 

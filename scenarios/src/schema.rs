@@ -1,5 +1,5 @@
 //! The typed, validated scenario: what `load` returns once every check of
-//! ../shared/SCENARIOS.md has passed. Units are converted (bytes, cycles), page names
+//! docs/scenarios.md has passed. Units are converted (bytes, cycles), page names
 //! resolved to addresses, defaults filled in; nothing here needs checking again.
 
 use std::collections::BTreeMap;
@@ -48,7 +48,8 @@ pub struct Machine {
     /// HKID is allocated); invariant: 1..=possible_cpus (default 1). It need not divide
     /// possible_cpus.
     pub packages: u32,
-    /// `machine.memory`: one TDMR from 0; invariant: a positive multiple of 2M (default 64M).
+    /// `machine.memory`: one TDMR from 0; invariant: a positive multiple of 2M, at most
+    /// `keys::max::MEMORY_BYTES` (default 64M).
     pub memory_bytes: u64,
     /// Clock rate used to convert time units; invariant: finite and > 0 (default 2.0).
     pub ghz: f64,
@@ -148,7 +149,7 @@ pub enum Call {
     /// `tdx_pamt_get`: take a PAMT reference on `page`'s 2MB range in the `host.dpamt` design;
     /// `pair` is the page pair to install if the range needs one (absent: allocated by the host).
     TdxPamtGet { page: u64, pair: Option<[u64; 2]> },
-    /// `tdx_pamt_put`: drop a PAMT reference on `page`'s 2MB range. `pair` (SCENARIOS.md
+    /// `tdx_pamt_put`: drop a PAMT reference on `page`'s 2MB range. `pair` (docs/scenarios.md
     /// lists it for both calls) names the pages PAMT.REMOVE is expected to hand back; the put
     /// itself takes them from PAMT.REMOVE, so the pair only keeps the page allocator off them.
     TdxPamtPut { page: u64, pair: Option<[u64; 2]> },
@@ -322,7 +323,7 @@ pub const CALLS: &[(&str, &str, &str)] = &[
     ("spin", "for", "the CPU busy-waits with preemption off"),
 ];
 
-/// Calls SCENARIOS.md documents that this version does not run yet; the loader refuses
+/// Calls docs/scenarios.md documents that this version does not run yet; the loader refuses
 /// them with "not available in this version" rather than "unknown call".
 pub const CALLS_NOT_AVAILABLE: &[&str] = &["td_destroy", "vcpu_run", "memslot_delete"];
 
@@ -339,7 +340,7 @@ pub struct RunCfg {
     /// invariant: >= 1 (default 3).
     pub pct_depth: u32,
     /// `exhaustive`: how many decisions may differ from the default schedule (default 2).
-    /// A key this version adds to SCENARIOS.md.
+    /// A key this version adds to the original format.
     pub exhaustive_bound: u32,
     /// Simulated time per run; past it the outcome is `limit` (default 1s).
     pub max_time: Cycle,

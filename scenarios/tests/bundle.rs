@@ -61,11 +61,12 @@ fn write_then_read_gives_the_same_bundle() {
 #[test]
 fn replaying_a_bundle_gives_the_recorded_run() {
     let bundle = bundle_of(S_D5, 4);
-    assert!(bundle.outcome.starts_with("deadlock"), "{}", bundle.outcome);
+    assert_eq!(bundle.outcome.kind, sim_core::OutcomeKind::Deadlock, "{}", bundle.outcome);
+    assert!(matches!(bundle.outcome.finding, sim_core::Finding::WaitCycle(_)), "the finding, typed");
     let read = bundle::decode(&bundle::encode(&bundle)).unwrap();
     let (_, result) = read.replay(false).unwrap();
     assert_eq!(result.trace_hash, bundle.trace_hash);
-    assert_eq!(result.outcome.to_string(), bundle.outcome);
+    assert_eq!(result.outcome, bundle.outcome);
     assert!(read.mismatches(&result).is_empty());
     assert!(!result.diverged);
 }
@@ -198,7 +199,7 @@ fn run_writes_the_bundle_of_a_run_that_does_not_pass() {
 fn replaying_a_bundle_that_does_not_reproduce_says_so_and_exits_1() {
     let dir = temp_dir("mismatch");
     let mut recorded = bundle_of(S_D5, 4);
-    recorded.outcome = "pass".to_string();
+    recorded.outcome = sim_core::Outcome::pass();
     let path = bundle::write(&dir, &recorded).unwrap();
     let (code, stdout, _) = tdxsim(&["replay", &path.to_string_lossy()]);
     assert_eq!(code, 1, "{stdout}");
@@ -226,4 +227,73 @@ fn check_determinism_prints_the_same_hash_line() {
         line_starting(&stdout, "determinism:"),
         Some(format!("determinism: 2 runs, same trace hash {hash}").as_str())
     );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_planted_symlink_does_not_redirect_the_bundle() {
+    let dir = temp_dir("symlink");
+    let outside = temp_dir("symlink-outside").join("victim");
+    std::fs::write(&outside, "precious").unwrap();
+    let bundle = bundle_of(S_D5, 3);
+    std::os::unix::fs::symlink(&outside, dir.join(bundle.file_name())).unwrap();
+    let path = bundle::write(&dir, &bundle).unwrap();
+    assert_eq!(path, dir.join("s-d5-per-2m-rwlock-ab-ba-seed3-2.bundle"));
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    assert_eq!(bundle::read(&path).unwrap(), bundle);
+}
+
+#[test]
+fn another_scenario_with_the_same_stem_gets_its_own_name_and_the_same_run_replaces_its_own() {
+    let dir = temp_dir("same-stem");
+    let first = bundle_of(S_D5, 3);
+    let mut other = first.clone();
+    other.scenario_path = "elsewhere/s-d5-per-2m-rwlock-ab-ba.toml".to_string();
+    let first_path = bundle::write(&dir, &first).unwrap();
+    let other_path = bundle::write(&dir, &other).unwrap();
+    assert_ne!(first_path, other_path);
+    assert_eq!(other_path, dir.join("s-d5-per-2m-rwlock-ab-ba-seed3-2.bundle"));
+    assert_eq!(bundle::read(&first_path).unwrap(), first, "not silently replaced");
+    // Written again, the same run takes its own name back.
+    assert_eq!(bundle::write(&dir, &first).unwrap(), first_path);
+    assert_eq!(bundle::write(&dir, &other).unwrap(), other_path);
+    let entries = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(entries, 2, "no temporary file is left behind");
+}
+
+#[test]
+fn a_pct_bundle_is_named_after_its_strategy() {
+    let mut bundle = bundle_of(S_D5, 3);
+    bundle.strategy = "pct".to_string();
+    assert_eq!(bundle.file_name(), "s-d5-per-2m-rwlock-ab-ba-pct-seed3.bundle");
+}
+
+#[test]
+fn an_edited_seed_a_garbage_strategy_and_unused_decisions_are_caught() {
+    let recorded = bundle_of(S_D5, 3);
+    let (scenario, result) = recorded.replay(false).unwrap();
+    assert!(recorded.mismatches(&result).is_empty());
+    assert!(recorded.seed_mismatches(&scenario).is_empty());
+
+    // Another seed, checksum recomputed by encode: the decisions still replay, the seed does not make them.
+    let mut edited = recorded.clone();
+    edited.seed = 4;
+    let edited = bundle::decode(&bundle::encode(&edited)).unwrap();
+    let why = edited.seed_mismatches(&scenario);
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert!(why[0].starts_with("seed 4 with strategy random makes "), "{why:?}");
+
+    let mut garbage = recorded.clone();
+    garbage.strategy = "\u{1b}[2Jchaos".to_string();
+    let error = bundle::decode(&bundle::encode(&garbage)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "corrupt: strategy \"\\u{1b}[2Jchaos\" is none of random, pct, exhaustive, coverage"
+    );
+
+    let mut longer = recorded.clone();
+    longer.decisions.extend([0, 0, 0]);
+    let (_, result) = longer.replay(false).unwrap();
+    let why = longer.mismatches(&result);
+    assert!(why.iter().any(|why| why.contains("the rest were not used")), "{why:?}");
 }

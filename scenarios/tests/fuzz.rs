@@ -57,7 +57,8 @@ fn fuzz_finds_yans_ab_ba_from_scratch_and_writes_what_check_and_replay_run() {
     assert!(stdout.contains("| CPU 1"), "{stdout}");
     assert!(stdout.contains("read_lock(rw[") && stdout.contains("... spins"), "{stdout}");
     let scenario = dir.join("fuzz-per-2m-rwlock.toml");
-    let bundle = dir.join("fuzz-per-2m-rwlock-seed0.bundle");
+    // The default schedule deadlocks: exhaustive's first schedule is the run bundled.
+    let bundle = dir.join("fuzz-per-2m-rwlock-exhaustive-seed0.bundle");
     let table = std::fs::read_to_string(dir.join("fuzz-per-2m-rwlock.table.txt")).unwrap();
     assert!(table.starts_with("deadlock: CPUs 0, 1;"), "{table}");
     let text = std::fs::read_to_string(&scenario).unwrap();
@@ -70,6 +71,7 @@ fn fuzz_finds_yans_ab_ba_from_scratch_and_writes_what_check_and_replay_run() {
     assert_eq!(code, 0, "{replayed}");
     assert!(replayed.contains("bundle: reproduced"), "{replayed}");
     assert!(stdout.contains(&format!("replay: tdxsim replay {} --table", bundle.display())), "{stdout}");
+    assert!(text.contains("strategy = \"exhaustive\"") && text.contains("runs = 1\n"), "{text}");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The loader's contract (../shared/SCENARIOS.md "Bad input"): every malformed file is
+//! The loader's contract (docs/scenarios.md "Bad input"): every malformed file is
 //! refused before any run with `FILE:LINE:COL: KEY: expected …, found …`, and no input
 //! panics. One test per class of error, asserting the whole message.
 
@@ -16,6 +16,9 @@ fn error(text: &str) -> String {
     }
 }
 
+/// One task on CPU 0, for files that test something else (a file needs a task to load).
+const TASK: &str = "\n[[task]]\ncpu = 0\nsteps = [{ call = \"sleep\", for = \"1us\" }]\n";
+
 /// A valid file of one task on CPU 0, with `extra` appended (so it can add tables).
 fn with(extra: &str) -> String {
     format!("name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{{ call = \"sleep\", for = \"1us\" }}]\n{extra}")
@@ -28,7 +31,7 @@ fn step(step: &str) -> String {
     format!("{head}[[task]]\ncpu = 0\nsteps = [{step}]\n")
 }
 
-// The example SCENARIOS.md gives, minus [[workload]] (not available in this version).
+// The example the original SCENARIOS.md gave, minus [[workload]] (not available in this version).
 const EXAMPLE: &str = r#"name = "dpamt: AB-BA between per-2MB rwlocks (cpus=2)"      # required
 about = "Yan Zhao, Dynamic PAMT v3 thread, 2025-09-28"      # where it comes from
 
@@ -164,10 +167,11 @@ fn the_documented_example_loads_with_units_converted() {
 
 #[test]
 fn defaults_fill_everything_optional() {
-    let scenario = load_str("x.toml", "name = \"minimal\"").unwrap();
+    let scenario = load_str("x.toml", &format!("name = \"minimal\"{TASK}")).unwrap();
     assert_eq!((scenario.machine.cpus, scenario.machine.possible_cpus), (1, 1));
     assert_eq!(scenario.machine.memory_bytes, 64 << 20);
-    assert_eq!(scenario.machine.ghz, 2.0);
+    // The calibration's clock (docs/model.md "Clock").
+    assert_eq!(scenario.machine.ghz, 2.2);
     assert!(scenario.module.dpamt && scenario.module.host_priority);
     assert_eq!(scenario.machine.packages, 1);
     // A file without the keys means what it meant before them: TDX enabled at boot, a
@@ -181,19 +185,21 @@ fn defaults_fill_everything_optional() {
         (scenario.host.sept_busy.as_str(), scenario.host.update, scenario.host.enable),
         ("kick-and-block", UpdateDesign::StopMachine, EnableDesign::BootCpuhp)
     );
-    assert!(scenario.pages.is_empty() && scenario.tasks.is_empty() && scenario.expect.is_none());
+    assert!(scenario.pages.is_empty() && scenario.expect.is_none());
+    assert_eq!((scenario.tasks[0].start, scenario.tasks[0].repeat), (Cycle(0), 1));
+    assert_eq!(scenario.run.max_events, scenarios::schema::MAX_EVENTS_DEFAULT);
     let run = &scenario.run;
     assert_eq!((run.runs, run.seed, run.pct_depth), (100, 0, 3));
     assert_eq!(
         (run.max_time, run.watchdog, run.max_stall),
-        (Cycle(2_000_000_000), Cycle(40_000_000), Cycle(100_000))
+        (Cycle(2_200_000_000), Cycle(44_000_000), Cycle(110_000))
     );
 }
 
 #[test]
 fn times_use_machine_ghz() {
     let text = "name = \"t\"\n[machine]\nghz = 3\n[run]\nmax_time = \"1ms\"\nwatchdog = \"1.5us\"\n";
-    let scenario = load_str("x.toml", text).unwrap();
+    let scenario = load_str("x.toml", &format!("{text}{TASK}")).unwrap();
     assert_eq!(scenario.run.max_time, Cycle(3_000_000));
     assert_eq!(scenario.run.watchdog, Cycle(4_500));
     assert_eq!(scenario.run.max_stall, Cycle(150_000));
@@ -217,7 +223,7 @@ fn unknown_key_in_a_table() {
     );
     assert_eq!(
         error(&with("[run]\nstrategy = \"random\"\nseeds = 3\n")),
-        "x.toml:7:1: run.seeds: expected one of the keys runs, seed, strategy, pct_depth, exhaustive_bound, max_time, watchdog, max_stall, hung_task, found seeds"
+        "x.toml:7:1: run.seeds: expected one of the keys runs, seed, strategy, pct_depth, exhaustive_bound, max_time, watchdog, max_stall, hung_task, max_events, found seeds"
     );
 }
 
@@ -280,7 +286,7 @@ fn wrong_type() {
 
 #[test]
 fn machine_packages() {
-    let machine = |lines: &str| format!("name = \"t\"\n[machine]\n{lines}\n");
+    let machine = |lines: &str| format!("name = \"t\"\n[machine]\n{lines}\n{TASK}");
     let scenario = load_str("x.toml", &machine("cpus = 2\npossible_cpus = 6\npackages = 4")).unwrap();
     assert_eq!((scenario.machine.possible_cpus, scenario.machine.packages), (6, 4));
     // Need not divide possible_cpus; may equal it.
@@ -302,7 +308,7 @@ fn machine_packages() {
 
 #[test]
 fn module_initialized_seamret_erratum_compat_sensitive() {
-    let module = |lines: &str| format!("name = \"t\"\n[module]\n{lines}\n");
+    let module = |lines: &str| format!("name = \"t\"\n[module]\n{lines}\n{TASK}");
     let scenario =
         load_str("x.toml", &module("initialized = false\nseamret_erratum = true\ncompat_sensitive = false"))
             .unwrap();
@@ -346,15 +352,22 @@ fn out_of_range_numbers() {
         machine("cpus = 4\npossible_cpus = 2"),
         "x.toml:4:17: machine.possible_cpus: expected an integer 4..=4096, found 2"
     );
-    assert_eq!(machine("ghz = 0.0"), "x.toml:3:7: machine.ghz: expected a number > 0, found 0.0");
-    assert_eq!(machine("ghz = nan"), "x.toml:3:7: machine.ghz: expected a number > 0, found nan");
+    let ghz = "expected a clock rate in GHz, 0.1..=10 (times in the file are converted with it)";
+    assert_eq!(machine("ghz = 0.0"), format!("x.toml:3:7: machine.ghz: {ghz}, found 0.0"));
+    assert_eq!(machine("ghz = nan"), format!("x.toml:3:7: machine.ghz: {ghz}, found nan"));
+    // Out of range blames ghz itself, not the first time it would make overflow.
+    assert_eq!(
+        machine("ghz = 1e300\n[run]\nmax_time = \"1s\""),
+        format!("x.toml:3:7: machine.ghz: {ghz}, found 1e300")
+    );
+    assert_eq!(machine("ghz = 0.01"), format!("x.toml:3:7: machine.ghz: {ghz}, found 0.01"));
     assert_eq!(
         error("name = \"t\"\n[module]\njitter = 0.6\n"),
         "x.toml:3:10: module.jitter: expected a number 0.0..=0.5, found 0.6"
     );
     assert_eq!(
         error("name = \"t\"\n[run]\nruns = 0\n"),
-        "x.toml:3:8: run.runs: expected an integer >= 1, found 0"
+        "x.toml:3:8: run.runs: expected an integer 1..=10000000, found 0"
     );
     assert_eq!(
         error("name = \"t\"\n[run]\nseed = -3\n"),
@@ -362,7 +375,7 @@ fn out_of_range_numbers() {
     );
     assert_eq!(
         error("name = \"t\"\n[[task]]\ncpu = 0\nrepeat = 0\nsteps = []\n"),
-        "x.toml:4:10: task[0].repeat: expected an integer 1..=4294967295, found 0"
+        "x.toml:4:10: task[0].repeat: expected an integer 1..=1000000, found 0"
     );
     assert_eq!(
         error(&with("[run]\nruns = 10\n[expect]\noutcome = \"pass\"\nwithin_runs = 11\n")),
@@ -370,7 +383,7 @@ fn out_of_range_numbers() {
     );
     assert_eq!(
         error(&step("{ call = \"zap\", td = 1, gpa = 0, count = 0 }")),
-        "x.toml:9:51: task[0].steps[0].count: expected an integer 1..=4294967295, found 0"
+        "x.toml:9:51: task[0].steps[0].count: expected an integer 1..=2048 (at most the 4K pages of machine.memory), found 0"
     );
 }
 
@@ -501,8 +514,30 @@ fn task_on_a_cpu_offline_at_start_loads() {
     // CPUs cpus..possible_cpus are offline at start; their tasks start once cpu_up brings
     // them online.
     let text = "name = \"t\"\n[machine]\ncpus = 2\npossible_cpus = 4\n[[task]]\ncpu = 3\nstart = 10\nsteps = [{ call = \"spin\", for = 1 }]\n";
-    let scenario = load_str("x.toml", text).unwrap();
+    let up = "[[task]]\ncpu = 0\nsteps = [{ call = \"cpu_up\", target = 3 }]\n";
+    let scenario = load_str("x.toml", &format!("{text}{up}")).unwrap();
     assert_eq!((scenario.machine.cpus, scenario.tasks[0].cpu, scenario.tasks[0].start), (2, 3, Cycle(10)));
+    // Without a cpu_up of CPU 3 the task would never run.
+    assert_eq!(
+        error(text),
+        "x.toml:6:7: task[0].cpu: expected a CPU online at start (0..=1) or one a cpu_up step brings online; CPU 3 never is, found 3"
+    );
+}
+
+#[test]
+fn a_file_with_no_tasks_is_refused_after_its_other_mistakes() {
+    assert_eq!(
+        error("name = \"t\"\n"),
+        "x.toml:1:1: task: expected at least one [[task]] (a file with no tasks has nothing to run), found nothing"
+    );
+    assert_eq!(
+        error("name = \"t\"\ntask = []\n"),
+        "x.toml:2:8: task: expected at least one [[task]] (a file with no tasks has nothing to run), found []"
+    );
+    assert_eq!(
+        error("name = \"t\"\n[run]\nruns = 0\n"),
+        "x.toml:3:8: run.runs: expected an integer 1..=10000000, found 0"
+    );
 }
 
 // ---- unknown values ----
@@ -530,23 +565,25 @@ fn unknown_designs() {
 #[test]
 fn every_update_and_enable_design_loads_by_name() {
     for design in UpdateDesign::ALL {
-        let text = format!("name = \"t\"\n[host]\nupdate = \"{}\"\n", design.name());
+        let text = format!("name = \"t\"\n[host]\nupdate = \"{}\"\n{TASK}", design.name());
         assert_eq!(load_str("x.toml", &text).unwrap().host.update, *design);
         assert_eq!(UpdateDesign::from_name(design.name()), Some(*design));
         assert!(!design.source().is_empty());
     }
     for design in EnableDesign::ALL {
-        let text = format!("name = \"t\"\n[host]\nenable = \"{}\"\n", design.name());
+        let text = format!("name = \"t\"\n[host]\nenable = \"{}\"\n{TASK}", design.name());
         assert_eq!(load_str("x.toml", &text).unwrap().host.enable, *design);
         assert_eq!(EnableDesign::from_name(design.name()), Some(*design));
         assert!(!design.source().is_empty());
     }
-    // The first of each list is the default, as SCENARIOS.md's example writes it.
+    // The first of each list is the default, as the original example wrote it.
     assert_eq!(UpdateDesign::ALL[0], UpdateDesign::default());
     assert_eq!(EnableDesign::ALL[0], EnableDesign::default());
     let scenario = load_str(
         "x.toml",
-        "name = \"t\"\n[host]\nupdate = \"update-rwsem\"\nenable = \"lp-init-without-vmxon\"\n",
+        &format!(
+            "name = \"t\"\n[host]\nupdate = \"update-rwsem\"\nenable = \"lp-init-without-vmxon\"\n{TASK}"
+        ),
     )
     .unwrap();
     assert_eq!(
@@ -565,7 +602,7 @@ fn unknown_strategy_and_the_ones_that_exist() {
         error("name = \"t\"\n[run]\nstrategy = \"dfs\"\n"),
         "x.toml:3:12: run.strategy: expected one of random | pct | exhaustive | coverage, found \"dfs\""
     );
-    let coverage = load_str("x.toml", "name = \"t\"\n[run]\nstrategy = \"coverage\"\n").unwrap();
+    let coverage = load_str("x.toml", "name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{ call = \"spin\", for = 10 }]\n[run]\nstrategy = \"coverage\"\n").unwrap();
     assert_eq!(coverage.run.strategy, Strategy::Coverage);
     let pct = load_str("x.toml", "name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{ call = \"spin\", for = 10 }]\n[run]\nstrategy = \"pct\"\npct_depth = 4\n").unwrap();
     assert_eq!((pct.run.strategy, pct.run.pct_depth), (Strategy::Pct, 4));
@@ -573,7 +610,7 @@ fn unknown_strategy_and_the_ones_that_exist() {
     assert_eq!((exhaustive.run.strategy, exhaustive.run.exhaustive_bound), (Strategy::Exhaustive, 3));
     assert_eq!(
         error("name = \"t\"\n[run]\nexhaustive_bound = -1\n"),
-        "x.toml:3:20: run.exhaustive_bound: expected an integer 0..=4294967295, found -1"
+        "x.toml:3:20: run.exhaustive_bound: expected an integer 0..=64, found -1"
     );
 }
 
@@ -585,7 +622,7 @@ fn unknown_or_unexpectable_outcome() {
         error("name = \"t\"\n[expect]\noutcome = \"hang\"\n"),
         format!("x.toml:3:11: expect.outcome: {expected}, found \"hang\"")
     );
-    // `error` is a simulator bug: never expected (SCENARIOS.md, Outcomes).
+    // `error` is a simulator bug: never expected (docs/scenarios.md "Outcomes").
     assert_eq!(
         error("name = \"t\"\n[expect]\noutcome = \"error\"\n"),
         format!("x.toml:3:11: expect.outcome: {expected}, found \"error\"")
@@ -608,7 +645,7 @@ fn unknown_metric() {
 
 #[test]
 fn sizes_and_times_that_do_not_parse() {
-    let expected_memory = "expected a size that is a positive multiple of 2M, like \"64M\"";
+    let expected_memory = "expected a size that is a positive multiple of 2M, at most 1T, like \"64M\"";
     assert_eq!(
         error("name = \"t\"\n[machine]\nmemory = \"64 MB\"\n"),
         format!("x.toml:3:10: machine.memory: {expected_memory}, found \"64 MB\"")
@@ -621,6 +658,10 @@ fn sizes_and_times_that_do_not_parse() {
         error("name = \"t\"\n[machine]\nmemory = 0\n"),
         format!("x.toml:3:10: machine.memory: {expected_memory}, found 0")
     );
+    assert_eq!(
+        error("name = \"t\"\n[machine]\nmemory = \"32T\"\n"),
+        format!("x.toml:3:10: machine.memory: {expected_memory}, found \"32T\"")
+    );
     let expected_time = "expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s)";
     assert_eq!(
         error("name = \"t\"\n[run]\nwatchdog = \"20 ms\"\n"),
@@ -632,7 +673,12 @@ fn sizes_and_times_that_do_not_parse() {
     );
     assert_eq!(
         error("name = \"t\"\n[run]\nmax_time = \"0s\"\n"),
-        "x.toml:3:12: run.max_time: expected a time > 0, found \"0s\""
+        "x.toml:3:12: run.max_time: expected a time of at least 1 cycle (\"0s\" is 0 cycles at 2.2 GHz), found \"0s\""
+    );
+    // A clock slow enough that a written time rounds to no cycles says so.
+    assert_eq!(
+        error("name = \"t\"\n[machine]\nghz = 0.1\n[run]\nwatchdog = \"1ns\"\n"),
+        "x.toml:5:12: run.watchdog: expected a time of at least 1 cycle (\"1ns\" is 0 cycles at 0.1 GHz), found \"1ns\""
     );
     assert_eq!(
         error(&step("{ call = \"spin\", for = \"5 minutes\" }")),
@@ -754,7 +800,7 @@ fn td_create() {
     assert_eq!(call("{ call = \"td_create\", td = 0 }"), Call::TdCreate { td: 0, vcpus: 1, build_cycles: 0 });
     assert_eq!(
         call("{ call = \"td_create\", td = 2, vcpus = 256, build = \"1us\" }"),
-        Call::TdCreate { td: 2, vcpus: 256, build_cycles: 2_000 }
+        Call::TdCreate { td: 2, vcpus: 256, build_cycles: 2_200 }
     );
     assert_eq!(
         error(&step("{ call = \"td_create\", td = 1, vcpus = 0 }")),
@@ -829,11 +875,11 @@ fn unknown_and_unmodelled_leaves() {
 fn unknown_or_zero_cost() {
     assert_eq!(
         error("name = \"t\"\n[module.costs]\n\"TDH.PAMT.ADD\" = 5\n"),
-        "x.toml:3:1: module.costs.TDH.PAMT.ADD: expected a leaf name as in spec/constants.md, like \"TDH.PHYMEM.PAMT.ADD\", found \"TDH.PAMT.ADD\""
+        "x.toml:3:1: module.costs.TDH.PAMT.ADD: expected a leaf name (tdxsim list leaves), like \"TDH.PHYMEM.PAMT.ADD\", found \"TDH.PAMT.ADD\""
     );
     assert_eq!(
         error("name = \"t\"\n[module.costs]\n\"TDH.MEM.TRACK\" = 0\n"),
-        "x.toml:3:19: module.costs.TDH.MEM.TRACK: expected a cost: an integer of cycles >= 1 or a time like \"5us\", found 0"
+        "x.toml:3:19: module.costs.TDH.MEM.TRACK: expected a time of at least 1 cycle, found 0"
     );
 }
 
@@ -985,5 +1031,93 @@ fn put_takes_the_optional_pair_scenarios_md_lists() {
     assert_eq!(
         scenario.tasks[0].steps[0].call,
         Call::TdxPamtPut { page: 0x20_0000, pair: Some([0x40_0000, 0x40_1000]) }
+    );
+}
+
+// ---- maximums (docs/scenarios.md "Limits") and hostile text ----
+
+#[test]
+fn every_size_has_a_maximum_checked_with_its_position() {
+    let machine = |lines: &str| error(&format!("name = \"t\"\n[machine]\n{lines}\n{TASK}"));
+    let run = |lines: &str| error(&format!("name = \"t\"\n[run]\n{lines}\n{TASK}"));
+    assert_eq!(
+        machine("memory = \"16383T\""),
+        "x.toml:3:10: machine.memory: expected a size that is a positive multiple of 2M, at most 1T, like \"64M\", found \"16383T\""
+    );
+    assert_eq!(
+        run("runs = 18446744073709551615"),
+        "x.toml:3:8: run.runs: expected an integer 1..=10000000, found 18446744073709551615"
+    );
+    assert_eq!(
+        run("runs = 100000000"),
+        "x.toml:3:8: run.runs: expected an integer 1..=10000000, found 100000000"
+    );
+    assert_eq!(
+        run("pct_depth = 4294967295"),
+        "x.toml:3:13: run.pct_depth: expected an integer 1..=100, found 4294967295"
+    );
+    assert_eq!(
+        run("max_events = 0"),
+        "x.toml:3:14: run.max_events: expected an integer 1..=10000000000, found 0"
+    );
+    assert_eq!(
+        run("max_time = \"2h\""),
+        "x.toml:3:12: run.max_time: expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s), found \"2h\""
+    );
+    assert_eq!(
+        run("max_time = \"3601s\""),
+        "x.toml:3:12: run.max_time: expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s), at most 3600s (7920000000000 cycles at 2.2 GHz), found \"3601s\""
+    );
+    assert_eq!(
+        run("max_time = \"1ms\"\nwatchdog = \"20ms\""),
+        "x.toml:4:12: run.watchdog: expected a time at most run.max_time (2200000 cycles): the watchdog could never fire, found \"20ms\""
+    );
+    assert_eq!(
+        run("max_time = \"10us\"\nmax_stall = \"50us\""),
+        "x.toml:4:13: run.max_stall: expected a time at most run.max_time (22000 cycles): a stall that long could not end inside the run, found \"50us\""
+    );
+    // The defaults need not fit a short max_time: only what the file writes is held to it.
+    let short =
+        load_str("x.toml", &format!("name = \"t\"\n[run]\nmax_time = \"1ms\"\nmax_events = 5000\n{TASK}"))
+            .unwrap();
+    assert_eq!((short.run.max_time, short.run.max_events), (Cycle(2_200_000), 5000));
+    assert_eq!(
+        error(&step("{ call = \"tdp_fault\", td = 1, gpa = 0, count = 4294967295 }")),
+        "x.toml:9:57: task[0].steps[0].count: expected an integer 1..=2048 (at most the 4K pages of machine.memory), found 4294967295"
+    );
+    assert_eq!(
+        error(&step("{ call = \"sleep\", for = \"3601s\" }")),
+        "x.toml:9:34: task[0].steps[0].for: expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s), at most 3600s (7920000000000 cycles at 2.2 GHz), found \"3601s\""
+    );
+    assert_eq!(
+        error(
+            "name = \"t\"\n[[task]]\ncpu = 0\nrepeat = 4294967295\nsteps = [{ call = \"sleep\", for = 1 }]\n"
+        ),
+        "x.toml:4:10: task[0].repeat: expected an integer 1..=1000000, found 4294967295"
+    );
+}
+
+#[test]
+fn hostile_text_gets_a_short_escaped_positioned_message() {
+    // A dotted key deeper than toml's parser goes: toml gives no position, the loader finds it.
+    let deep = format!("name = \"t\"\n[machine]\n{} = 1\n", vec!["a"; 300].join("."));
+    let message = error(&deep);
+    assert!(message.starts_with("x.toml:3:1: a.a.a."), "{message}");
+    assert!(
+        message.ends_with(": expected a key of fewer than 80 dotted parts, found 300 parts"),
+        "{message}"
+    );
+    let header = format!("name = \"t\"\n[{}]\n", vec!["b"; 100].join("."));
+    assert!(error(&header).starts_with("x.toml:2:2: b.b."), "{}", error(&header));
+    // A 1 MB unknown key is cut in the message.
+    let long = format!("name = \"t\"\n[machine]\n{} = 1\n", "k".repeat(1 << 20));
+    let message = error(&long);
+    assert!(message.len() < 400, "{} bytes", message.len());
+    assert!(message.starts_with("x.toml:3:1: machine.kkkk"), "{}", &message[..80]);
+    // Control characters and ANSI escapes in names print escaped.
+    let ansi = "name = \"t\"\n[pages]\n\"\\u001b[31mA\" = \"0x1001\"\n";
+    assert_eq!(
+        error(ansi),
+        "x.toml:3:17: pages.\\u{1b}[31mA: expected a 4K-aligned address, found \"0x1001\""
     );
 }

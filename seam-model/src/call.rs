@@ -35,6 +35,34 @@ pub enum LeafCall {
     VpCreate { td: TdId, tdvpr: Hpa },
     /// TDH.MR.FINALIZE: RCX = the TD's TDR. Ends the TD build (op_state RUNNABLE).
     MrFinalize { td: TdId },
+    /// TDH.VP.ADDCX: RCX = the new TDCX page `tdcx`, RDX = the vCPU's TDVPR.
+    VpAddcx { td: TdId, tdvpr: Hpa, tdcx: Hpa },
+    /// TDH.VP.INIT (version 1): RCX = the vCPU's TDVPR. The vCPU becomes READY and is
+    /// associated with the calling LP. The initial guest RCX (RDX) and x2APIC id (R8) are
+    /// not modelled.
+    VpInit { td: TdId, tdvpr: Hpa },
+    /// TDH.VP.ENTER: RCX = the vCPU's TDVPR. The guest runs until a TD exit: `begin`, then
+    /// [`crate::Module::enter_guest`] and [`crate::Module::exit_guest`], not `finish`.
+    VpEnter { td: TdId, tdvpr: Hpa },
+    /// TDH.VP.FLUSH: RCX = the vCPU's TDVPR, on the LP it is associated with.
+    VpFlush { td: TdId, tdvpr: Hpa },
+    /// TDH.MEM.SEPT.ADD: RCX = `gpa` | `level` (the level of the parent entry: 1 adds the
+    /// table of a 2MB range's 4KB entries, 2 the table of a 1GB range's 2MB entries, 3 the
+    /// table of a 512GB range's 1GB entries; `gpa` aligned to what that entry covers),
+    /// RDX = the TD's TDR, R8 = the new S-EPT `page`.
+    SeptAdd { td: TdId, gpa: Gpa, level: u8, page: Hpa },
+    /// TDH.MEM.PAGE.ADD (TD build): RCX = `gpa` (4KB), RDX = the TD's TDR, R8 = the target
+    /// `page`, R9 = the `source` page whose contents are copied in and measured.
+    PageAdd { td: TdId, gpa: Gpa, page: Hpa, source: Hpa },
+    /// TDH.MNG.VPFLUSHDONE: RCX = the TD's TDR. Every vCPU is flushed: teardown begins.
+    MngVpflushdone { td: TdId },
+    /// TDH.PHYMEM.CACHE.WB: RCX = 0 to start the calling LP's package's write-back, 1 to
+    /// resume one that returned TDX_INTERRUPTED_RESUMABLE.
+    CacheWb { resume: bool },
+    /// TDH.MNG.KEY.FREEID: RCX = the TD's TDR. Frees the TD's HKID.
+    MngKeyFreeid { td: TdId },
+    /// TDH.PHYMEM.PAGE.RECLAIM: RCX = a page of a TD in teardown (its TDR last).
+    PageReclaim { page: Hpa },
     /// TDH.SYS.INIT.
     SysInit,
     /// TDH.SYS.LP.INIT on the calling LP.
@@ -73,6 +101,16 @@ impl LeafCall {
             LeafCall::MngInit { .. } => Leaf::MngInit,
             LeafCall::VpCreate { .. } => Leaf::VpCreate,
             LeafCall::MrFinalize { .. } => Leaf::MrFinalize,
+            LeafCall::VpAddcx { .. } => Leaf::VpAddcx,
+            LeafCall::VpInit { .. } => Leaf::VpInit,
+            LeafCall::VpEnter { .. } => Leaf::VpEnter,
+            LeafCall::VpFlush { .. } => Leaf::VpFlush,
+            LeafCall::SeptAdd { .. } => Leaf::MemSeptAdd,
+            LeafCall::PageAdd { .. } => Leaf::MemPageAdd,
+            LeafCall::MngVpflushdone { .. } => Leaf::MngVpflushdone,
+            LeafCall::CacheWb { .. } => Leaf::PhymemCacheWb,
+            LeafCall::MngKeyFreeid { .. } => Leaf::MngKeyFreeid,
+            LeafCall::PageReclaim { .. } => Leaf::PhymemPageReclaim,
             LeafCall::SysInit => Leaf::SysInit,
             LeafCall::SysLpInit => Leaf::SysLpInit,
             LeafCall::SysConfig { .. } => Leaf::SysConfig,
@@ -88,37 +126,48 @@ impl LeafCall {
 }
 
 impl std::fmt::Display for LeafCall {
-    /// `PAMT.ADD(0x200000, pair 0x400000 0x600000)`: short enough for a table cell.
+    /// `TDH.PHYMEM.PAMT.ADD(0x200000, pair 0x400000 0x600000)`: the leaf's full name, as
+    /// `tdxsim list leaves` and every message print it, then its operands.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.leaf().name())?;
         match self {
-            LeafCall::PamtAdd { hpa, pair } => {
-                write!(f, "PAMT.ADD({hpa}, pair {} {})", pair[0], pair[1])
+            LeafCall::PamtAdd { hpa, pair } => write!(f, "({hpa}, pair {} {})", pair[0], pair[1]),
+            LeafCall::PamtRemove { hpa } => write!(f, "({hpa})"),
+            LeafCall::PageAug { td, gpa, page } => write!(f, "({td}, {gpa}, {page})"),
+            LeafCall::PageRemove { td, gpa } | LeafCall::RangeBlock { td, gpa } => write!(f, "({td}, {gpa})"),
+            LeafCall::Track { td } | LeafCall::MngInit { td } | LeafCall::MrFinalize { td } => {
+                write!(f, "({td})")
             }
-            LeafCall::PamtRemove { hpa } => write!(f, "PAMT.REMOVE({hpa})"),
-            LeafCall::PageAug { td, gpa, page } => write!(f, "PAGE.AUG({td}, {gpa}, {page})"),
-            LeafCall::PageRemove { td, gpa } => write!(f, "PAGE.REMOVE({td}, {gpa})"),
-            LeafCall::RangeBlock { td, gpa } => write!(f, "RANGE.BLOCK({td}, {gpa})"),
-            LeafCall::Track { td } => write!(f, "TRACK({td})"),
-            LeafCall::PageWbinvd { page } => write!(f, "PAGE.WBINVD({page})"),
-            LeafCall::MngCreate { td, tdr } => write!(f, "MNG.CREATE({td}, tdr {tdr})"),
-            LeafCall::MngKeyConfig { td } => write!(f, "MNG.KEY.CONFIG({td})"),
-            LeafCall::MngInit { td } => write!(f, "MNG.INIT({td})"),
-            LeafCall::VpCreate { td, tdvpr } => write!(f, "VP.CREATE({td}, tdvpr {tdvpr})"),
-            LeafCall::MrFinalize { td } => write!(f, "MR.FINALIZE({td})"),
-            LeafCall::SysInit => f.write_str("SYS.INIT"),
-            LeafCall::SysLpInit => f.write_str("SYS.LP.INIT"),
-            LeafCall::SysConfig { dpamt: true } => f.write_str("SYS.CONFIG(dpamt)"),
-            LeafCall::SysConfig { dpamt: false } => f.write_str("SYS.CONFIG"),
-            LeafCall::SysKeyConfig => f.write_str("SYS.KEY.CONFIG"),
-            LeafCall::SysTdmrInit => f.write_str("SYS.TDMR.INIT"),
-            LeafCall::SysRd { field } => write!(f, "SYS.RD({field:#x})"),
-            LeafCall::SysShutdown { avoid_compat_sensitive: true } => {
-                f.write_str("SYS.SHUTDOWN(avoid compat-sensitive)")
+            LeafCall::PageWbinvd { page } => write!(f, "({page})"),
+            LeafCall::MngCreate { td, tdr } => write!(f, "({td}, tdr {tdr})"),
+            LeafCall::MngKeyConfig { td } => write!(f, "({td})"),
+            LeafCall::VpCreate { td, tdvpr } => write!(f, "({td}, tdvpr {tdvpr})"),
+            LeafCall::SysConfig { dpamt: true } => f.write_str("(dpamt)"),
+            LeafCall::SysRd { field } => write!(f, "({field:#x})"),
+            LeafCall::SysShutdown { avoid_compat_sensitive: true } => f.write_str("(avoid compat-sensitive)"),
+            LeafCall::CacheWb { resume: false }
+            | LeafCall::SysInit
+            | LeafCall::SysLpInit
+            | LeafCall::SysConfig { dpamt: false }
+            | LeafCall::SysKeyConfig
+            | LeafCall::SysTdmrInit
+            | LeafCall::SysShutdown { avoid_compat_sensitive: false }
+            | LeafCall::SysUpdate
+            | LeafCall::SeamldrInfo
+            | LeafCall::SeamldrInstall => Ok(()),
+            LeafCall::VpAddcx { td, tdvpr, tdcx } => write!(f, "({td}, tdvpr {tdvpr}, tdcx {tdcx})"),
+            LeafCall::VpInit { td, tdvpr }
+            | LeafCall::VpEnter { td, tdvpr }
+            | LeafCall::VpFlush { td, tdvpr } => {
+                write!(f, "({td}, tdvpr {tdvpr})")
             }
-            LeafCall::SysShutdown { avoid_compat_sensitive: false } => f.write_str("SYS.SHUTDOWN"),
-            LeafCall::SysUpdate => f.write_str("SYS.UPDATE"),
-            LeafCall::SeamldrInfo => f.write_str("SEAMLDR.INFO"),
-            LeafCall::SeamldrInstall => f.write_str("SEAMLDR.INSTALL"),
+            LeafCall::SeptAdd { td, gpa, level, page } => write!(f, "({td}, {gpa} level {level}, {page})"),
+            LeafCall::PageAdd { td, gpa, page, source } => {
+                write!(f, "({td}, {gpa}, {page}, source {source})")
+            }
+            LeafCall::MngVpflushdone { td } | LeafCall::MngKeyFreeid { td } => write!(f, "({td})"),
+            LeafCall::CacheWb { resume: true } => f.write_str("(resume)"),
+            LeafCall::PageReclaim { page } => write!(f, "({page})"),
         }
     }
 }
@@ -136,14 +185,60 @@ pub struct LeafOutput {
     /// Linux tests it (`next < tdmr_end`).
     pub next: Option<u64>,
     /// TDH.SYS.RD on success: R8, the field's value. SEAMLDR.INFO: `seam_ready`.
+    /// TDH.PHYMEM.PAGE.RECLAIM on success: RCX, the page type the page had
+    /// ([`crate::PageType::value`]).
     pub value: Option<u64>,
+    /// TDH.VP.ENTER that entered the guest (or emulated a TD exit): why the TD exited.
+    /// The status is then TDX_SUCCESS with the VMX basic exit reason in its low bits
+    /// ([`TdExitReason::vmx_exit_reason`]), as KVM reads `vp_enter_ret`.
+    pub exit: Option<TdExitReason>,
 }
 
 impl LeafOutput {
     /// Just a status; every other output empty.
     pub fn status(status: TdxStatus) -> LeafOutput {
-        LeafOutput { status, pair: None, removal_hint: false, next: None, value: None }
+        LeafOutput { status, pair: None, removal_hint: false, next: None, value: None, exit: None }
     }
+}
+
+/// Why a TD exited to the host: what ends a TDH.VP.ENTER.
+///
+/// The host side (its guest model) decides when the guest exits and why; the module keeps
+/// the zero-step state the exit implies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TdExitReason {
+    /// An EPT violation on the private GPA `gpa`: the page is not mapped (FREE), blocked,
+    /// or a table above it is missing. Counts towards the zero-step detector when the
+    /// guest made no progress since the entry.
+    #[doc(alias = "EXIT_REASON_EPT_VIOLATION")]
+    EptViolation { gpa: Gpa },
+    /// An external interrupt arrived while the guest ran (a timer, an IPI, KVM's
+    /// `KVM_REQ_OUTSIDE_GUEST_MODE` kick).
+    #[doc(alias = "EXIT_REASON_EXTERNAL_INTERRUPT")]
+    ExternalInterrupt,
+    /// TDG.VP.VMCALL: the guest asks the host for a service (HLT, MMIO, MapGPA, ...).
+    #[doc(alias = "EXIT_REASON_TDCALL")]
+    Tdvmcall,
+}
+
+impl TdExitReason {
+    /// The VMX basic exit reason (Intel SDM Appendix C): 48, 1, 77.
+    pub const fn vmx_exit_reason(self) -> u32 {
+        match self {
+            TdExitReason::EptViolation { .. } => 48,
+            TdExitReason::ExternalInterrupt => 1,
+            TdExitReason::Tdvmcall => 77,
+        }
+    }
+}
+
+/// A TD exit as the host reports it to [`crate::Module::exit_guest`]: why, and the guest RIP
+/// at the exit. An exit at a RIP other than the previous exit's is forward progress, which
+/// resets the zero-step detector (spec §6.10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TdExit {
+    pub reason: TdExitReason,
+    pub guest_rip: u64,
 }
 
 /// Global metadata fields that TDH.SYS.RD answers (spec/constants.md §7).

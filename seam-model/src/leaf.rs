@@ -40,11 +40,12 @@ macro_rules! leaves {
 }
 
 leaves! {
-    VpEnter = (0, "TDH.VP.ENTER", 10_000, false);
+    /// Entry and exit together; the guest's run time comes on top (calibration §2.1).
+    VpEnter = (0, "TDH.VP.ENTER", 10_000, true);
     MngAddcx = (1, "TDH.MNG.ADDCX", 6_000, false);
-    MemPageAdd = (2, "TDH.MEM.PAGE.ADD", 20_000, false);
-    MemSeptAdd = (3, "TDH.MEM.SEPT.ADD", 6_000, false);
-    VpAddcx = (4, "TDH.VP.ADDCX", 6_000, false);
+    MemPageAdd = (2, "TDH.MEM.PAGE.ADD", 20_000, true);
+    MemSeptAdd = (3, "TDH.MEM.SEPT.ADD", 6_000, true);
+    VpAddcx = (4, "TDH.VP.ADDCX", 6_000, true);
     MemPageRelocate = (5, "TDH.MEM.PAGE.RELOCATE", 6_000, false);
     MemPageAug = (6, "TDH.MEM.PAGE.AUG", 6_000, true);
     MemRangeBlock = (7, "TDH.MEM.RANGE.BLOCK", 4_000, true);
@@ -58,17 +59,17 @@ leaves! {
     MemPageDemote = (15, "TDH.MEM.PAGE.DEMOTE", 15_000, false);
     MrExtend = (16, "TDH.MR.EXTEND", 10_000, false);
     MrFinalize = (17, "TDH.MR.FINALIZE", 10_000, true);
-    VpFlush = (18, "TDH.VP.FLUSH", 4_000, false);
-    MngVpflushdone = (19, "TDH.MNG.VPFLUSHDONE", 4_000, false);
-    MngKeyFreeid = (20, "TDH.MNG.KEY.FREEID", 4_000, false);
+    VpFlush = (18, "TDH.VP.FLUSH", 4_000, true);
+    MngVpflushdone = (19, "TDH.MNG.VPFLUSHDONE", 4_000, true);
+    MngKeyFreeid = (20, "TDH.MNG.KEY.FREEID", 4_000, true);
     MngInit = (21, "TDH.MNG.INIT", 20_000, true);
-    VpInit = (22, "TDH.VP.INIT", 10_000, false);
+    VpInit = (22, "TDH.VP.INIT", 10_000, true);
     MemPagePromote = (23, "TDH.MEM.PAGE.PROMOTE", 15_000, false);
     PhymemPageRdmd = (24, "TDH.PHYMEM.PAGE.RDMD", 2_500, false);
     MemSeptRd = (25, "TDH.MEM.SEPT.RD", 2_500, false);
     VpRd = (26, "TDH.VP.RD", 2_500, false);
     MngKeyReclaimid = (27, "TDH.MNG.KEY.RECLAIMID", 2_500, false);
-    PhymemPageReclaim = (28, "TDH.PHYMEM.PAGE.RECLAIM", 5_000, false);
+    PhymemPageReclaim = (28, "TDH.PHYMEM.PAGE.RECLAIM", 5_000, true);
     MemPageRemove = (29, "TDH.MEM.PAGE.REMOVE", 5_000, true);
     MemSeptRemove = (30, "TDH.MEM.SEPT.REMOVE", 5_000, false);
     SysKeyConfig = (31, "TDH.SYS.KEY.CONFIG", 100_000, true);
@@ -80,7 +81,9 @@ leaves! {
     SysRdall = (37, "TDH.SYS.RDALL", 5_000, false);
     MemTrack = (38, "TDH.MEM.TRACK", 3_000, true);
     MemRangeUnblock = (39, "TDH.MEM.RANGE.UNBLOCK", 4_000, false);
-    PhymemCacheWb = (40, "TDH.PHYMEM.CACHE.WB", 50_000, false);
+    /// One call: the share of a package's write-back it does before it sees a pending
+    /// interrupt ([`crate::ModuleConfig::cache_wb_calls`]).
+    PhymemCacheWb = (40, "TDH.PHYMEM.CACHE.WB", 50_000, true);
     PhymemPageWbinvd = (41, "TDH.PHYMEM.PAGE.WBINVD", 4_000, true);
     MemSeptWr = (42, "TDH.MEM.SEPT.WR", 2_500, false);
     VpWr = (43, "TDH.VP.WR", 2_500, false);

@@ -11,27 +11,38 @@
 //! - `leaf`: leaf numbers, names and default costs.
 //! - `call`: `LeafCall` (typed operands) and `LeafOutput`.
 //! - `lock`: the module's `sharex` and `sharex_hp` try-locks.
-//! - `pamt`: the PAMT tree, per-2MB DPAMT state, the backing bitmap and 4KB page types.
-//! - `td`: the minimal TD state the modelled leaves need (S-EPT entries, epoch, op_state).
-//! - `module`: `Module`, its config, and the TD and PAMT leaves.
+//! - `pamt`: the PAMT tree, per-2MB DPAMT state, the backing bitmap, 4KB page types, and
+//!   per-2MB pages in use and owners.
+//! - `sept`: one TD's secure EPT: its tables and its packed 4KB leaf entries.
+//! - `td`: the TD state the modelled leaves need (locks, key life cycle, epoch, op_state,
+//!   vCPUs).
+//! - `module`: `Module`, its config, and the leaves by family (PAMT, S-EPT, TD build, vCPU,
+//!   the guest run of VP.ENTER and the guest's ACCEPT, teardown).
 //! - `module/lifecycle`: SEAMCALL dispatch, per-LP state, the SYS.* leaves (boot init and
 //!   the TD-preserving update) and the P-SEAMLDR.
 
 pub mod call;
+#[cfg(test)]
+mod footprint;
 pub mod leaf;
 pub mod lock;
 pub mod module;
 pub mod pamt;
+pub mod sept;
 pub mod status;
 pub mod td;
 
-pub use call::{LeafCall, LeafOutput};
+pub use call::{LeafCall, LeafOutput, TdExit, TdExitReason};
 pub use leaf::Leaf;
 pub use lock::{Caller, HpBusy, LockMode, Sharex, SharexHp};
-pub use module::{Begin, Handoff, HeldLock, LeafLocks, Module, ModuleConfig, ModuleLock, SysState, Ticket};
+pub use module::{
+    AcceptTicket, Begin, Entered, GuestAccept, GuestRun, Handoff, HeldLock, LeafLocks, MAX_CACHE_WB_CALLS,
+    MAX_MEMORY_BYTES, Module, ModuleConfig, ModuleLock, SysState, Ticket, ZeroStepSeptHold,
+};
 pub use pamt::{Dpamt2M, PageType};
+pub use sept::{SeptEntry, SeptState};
 pub use status::TdxStatus;
-pub use td::{OpState, SeptEntry, SeptState, Td};
+pub use td::{Lifecycle, OpState, Td, Vcpu, VcpuState};
 
 use serde::{Deserialize, Serialize};
 

@@ -2,8 +2,10 @@
 //! per-2MB DPAMT state, the DPAMT backing bitmap, and the type of every 4KB page.
 //!
 //! The model has one TDMR, `[0, memory_bytes)`. Per simulated 4KB page it keeps 4 bits of
-//! page type and 1 bit of backing bitmap; 4KB entry locks exist only while held. So a
-//! 160 GiB machine costs about 25 MB here.
+//! page type and 1 bit of backing bitmap; per 2MB range, how many of its pages are in use
+//! and which TD owns them (one owner for the whole range while its pages belong to one TD,
+//! an array of 512 owners only for a range shared by several); 4KB entry locks exist only
+//! while held. So a 160 GiB machine costs about 31 MB here, plus 1KB per shared range.
 
 use std::collections::BTreeMap;
 
@@ -95,6 +97,29 @@ struct Entry2M {
     state: Dpamt2M,
 }
 
+/// A TD's owner slot: what a PAMT entry's `owner` field (the TDR's address) is in the
+/// model, a small index the module maps to its TD.
+pub type OwnerSlot = u16;
+
+/// The owners of a 2MB range's in-use pages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Owners {
+    /// No page of the range is in use.
+    None,
+    /// Every in-use page of the range belongs to this TD.
+    One(OwnerSlot),
+    /// Pages of several TDs: the owner of each page (meaningless for pages not in use).
+    Each(Box<[OwnerSlot; PAGES_PER_2M as usize]>),
+}
+
+/// What a 2MB range's 4KB pages are used for, summed up.
+#[derive(Clone, Debug)]
+struct RangeUse {
+    // invariant: in_use == number of pages of the range whose type is not NDA.
+    in_use: u16,
+    owners: Owners,
+}
+
 /// The PAMT of the one TDMR `[0, memory_bytes)`.
 #[derive(Clone, Debug)]
 pub struct Pamt {
@@ -102,6 +127,9 @@ pub struct Pamt {
     num_pages: u64,
     entries_1g: Vec<Sharex>,
     entries_2m: Vec<Entry2M>,
+    /// By range index. Protected like the 4KB entries it sums up: a page's share changes
+    /// under that page's 4KB entry lock (or its range's 2MB lock).
+    ranges: Vec<RangeUse>,
     /// 4KB entry locks that some leaf holds; an entry is dropped when fully released.
     // invariant: no entry here is free.
     locks_4k: BTreeMap<u64, Sharex>,
@@ -125,6 +153,7 @@ impl Pamt {
             num_pages,
             entries_1g: vec![Sharex::new(); memory_bytes.div_ceil(RANGE_1G) as usize],
             entries_2m: vec![entry_2m; num_ranges],
+            ranges: vec![RangeUse { in_use: 0, owners: Owners::None }; num_ranges],
             locks_4k: BTreeMap::new(),
             page_types: vec![0; num_pages.div_ceil(2) as usize],
             backing_bitmap: vec![0; num_pages.div_ceil(64) as usize],
@@ -171,10 +200,46 @@ impl Pamt {
         self.backing_bitmap[(pfn / 64) as usize] & (1 << (pfn % 64)) != 0
     }
 
-    /// Index (0..512) of the first page of the range whose type is not NDA.
+    /// Index (0..512) of the first page of the range whose type is not NDA. O(1) when no
+    /// page of the range is in use; a scan of the range otherwise.
     pub fn first_page_in_use(&self, range_index: usize) -> Option<u64> {
+        if self.ranges[range_index].in_use == 0 {
+            return None;
+        }
         let base = Hpa(range_index as u64 * RANGE_2M);
-        (0..PAGES_PER_2M).find(|i| self.page_type(Hpa(base.0 + i * PAGE_SIZE)) != PageType::Nda)
+        let first = (0..PAGES_PER_2M).find(|i| self.page_type(Hpa(base.0 + i * PAGE_SIZE)) != PageType::Nda);
+        assert!(first.is_some(), "pamt: range {range_index} counts pages in use but has none");
+        first
+    }
+
+    /// How many 4KB pages of the range are in use (type not NDA), whatever the PAMT mode.
+    pub fn pages_in_use(&self, range_index: usize) -> u16 {
+        self.ranges[range_index].in_use
+    }
+
+    /// The owner slot of an in-use page (`None` for an NDA page).
+    pub fn owner(&self, page: Hpa) -> Option<OwnerSlot> {
+        if self.page_type(page) == PageType::Nda {
+            return None;
+        }
+        match &self.ranges[page.range_index()].owners {
+            Owners::None => unreachable!("pamt: an in-use page has an owner"),
+            Owners::One(slot) => Some(*slot),
+            Owners::Each(slots) => Some(slots[page_index(page)]),
+        }
+    }
+
+    /// The bytes the PAMT owns on the heap: per-page types and bitmap, per-range entries
+    /// and summaries, and the owner arrays of shared ranges.
+    pub fn heap_bytes(&self) -> usize {
+        let shared = self.ranges.iter().filter(|range| matches!(range.owners, Owners::Each(_))).count();
+        self.page_types.len()
+            + self.backing_bitmap.len() * std::mem::size_of::<u64>()
+            + self.entries_1g.len() * std::mem::size_of::<Sharex>()
+            + self.entries_2m.len() * std::mem::size_of::<Entry2M>()
+            + self.ranges.len() * std::mem::size_of::<RangeUse>()
+            + shared * std::mem::size_of::<[OwnerSlot; PAGES_PER_2M as usize]>()
+            + self.locks_4k.len() * (std::mem::size_of::<u64>() + std::mem::size_of::<Sharex>())
     }
 
     /// Locks held right now, counting each reader (for tests and checkers).
@@ -185,7 +250,56 @@ impl Pamt {
         gb + range + page
     }
 
-    pub(crate) fn set_page_type(&mut self, page: Hpa, page_type: PageType) {
+    /// A page-assigning leaf gives an NDA page its type and owner: the range counts one
+    /// more page in use, and (DPAMT) its 2MB node's count goes up.
+    pub(crate) fn assign_page(&mut self, page: Hpa, page_type: PageType, owner: OwnerSlot) {
+        assert_ne!(page_type, PageType::Nda, "pamt: assigning a page makes it in use");
+        assert_eq!(self.page_type(page), PageType::Nda, "pamt: assigning page {page} that is in use");
+        let range_index = page.range_index();
+        self.set_page_type(page, page_type);
+        let range = &mut self.ranges[range_index];
+        range.owners = match std::mem::replace(&mut range.owners, Owners::None) {
+            Owners::None => Owners::One(owner),
+            Owners::One(slot) if slot == owner => Owners::One(slot),
+            Owners::One(slot) => {
+                let mut slots = Box::new([slot; PAGES_PER_2M as usize]);
+                slots[page_index(page)] = owner;
+                Owners::Each(slots)
+            }
+            Owners::Each(mut slots) => {
+                slots[page_index(page)] = owner;
+                Owners::Each(slots)
+            }
+        };
+        range.in_use += 1;
+        self.count_up(range_index);
+        self.assert_count_matches(range_index);
+    }
+
+    /// A page-freeing leaf makes an in-use page NDA again. Returns the range's new DPAMT
+    /// count (`None` with static PAMT): 0 is when the leaf reports the removal hint.
+    pub(crate) fn free_page(&mut self, page: Hpa) -> Option<u16> {
+        assert_ne!(self.page_type(page), PageType::Nda, "pamt: freeing page {page} that is free");
+        let range_index = page.range_index();
+        self.set_page_type(page, PageType::Nda);
+        let range = &mut self.ranges[range_index];
+        range.in_use = range.in_use.checked_sub(1).expect("pamt: in-use count below 0");
+        if range.in_use == 0 {
+            range.owners = Owners::None;
+        }
+        let count = self.count_down(range_index);
+        self.assert_count_matches(range_index);
+        count
+    }
+
+    /// invariant (DPAMT): a backed range's count is its pages in use.
+    fn assert_count_matches(&self, range_index: usize) {
+        if let Dpamt2M::Backed { count, .. } = self.entries_2m[range_index].state {
+            assert_eq!(count, self.ranges[range_index].in_use, "pamt: DPAMT count vs pages in use");
+        }
+    }
+
+    fn set_page_type(&mut self, page: Hpa, page_type: PageType) {
         let pfn = page.pfn();
         let byte = &mut self.page_types[(pfn / 2) as usize];
         *byte = if pfn.is_multiple_of(2) {
@@ -215,7 +329,7 @@ impl Pamt {
     }
 
     /// A page of the range became in use (page-assigning leaf). No-op with static PAMT.
-    pub(crate) fn count_up(&mut self, range_index: usize) {
+    fn count_up(&mut self, range_index: usize) {
         if let Dpamt2M::Backed { count, .. } = &mut self.entries_2m[range_index].state {
             assert!(*count < PAGES_PER_2M as u16, "pamt: count above 512");
             *count += 1;
@@ -224,7 +338,7 @@ impl Pamt {
 
     /// A page of the range was freed (page-freeing leaf); returns the new count, `None`
     /// with static PAMT.
-    pub(crate) fn count_down(&mut self, range_index: usize) -> Option<u16> {
+    fn count_down(&mut self, range_index: usize) -> Option<u16> {
         assert!(self.has_4k_level(range_index), "pamt: freeing a page of an unbacked range");
         match &mut self.entries_2m[range_index].state {
             Dpamt2M::Backed { count, .. } => {
@@ -332,6 +446,11 @@ impl Pamt {
     }
 }
 
+/// The index of `page` in its 2MB range.
+const fn page_index(page: Hpa) -> usize {
+    (page.pfn() % PAGES_PER_2M) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,8 +497,8 @@ mod tests {
         let memory_bytes = 160 << 30;
         let pamt = Pamt::new(memory_bytes, true);
         let pages = memory_bytes / PAGE_SIZE;
-        let per_page_bytes = pamt.page_types.len() + pamt.backing_bitmap.len() * 8;
-        assert!((per_page_bytes as u64) < pages, "{per_page_bytes} bytes for {pages} pages");
+        let bytes = pamt.heap_bytes();
+        assert!((bytes as u64) < pages * 3 / 4, "{bytes} bytes for {pages} pages");
         assert_eq!(pamt.num_ranges(), 160 * 512);
         assert_eq!(pamt.entries_1g.len(), 160);
     }
@@ -485,12 +604,46 @@ mod tests {
     }
 
     #[test]
-    fn first_page_in_use_scans_the_range() {
-        let mut pamt = Pamt::new(4 * MB, true);
+    fn first_page_in_use_is_free_for_an_empty_range_and_scans_otherwise() {
+        let mut pamt = Pamt::new(4 * MB, false);
         assert_eq!(pamt.first_page_in_use(1), None);
-        pamt.set_page_type(Hpa(0x200000 + 300 * PAGE_SIZE), PageType::Reg);
-        pamt.set_page_type(Hpa(0x200000 + 511 * PAGE_SIZE), PageType::Reg);
+        pamt.assign_page(Hpa(0x200000 + 300 * PAGE_SIZE), PageType::Reg, 1);
+        pamt.assign_page(Hpa(0x200000 + 511 * PAGE_SIZE), PageType::Reg, 1);
+        assert_eq!(pamt.pages_in_use(1), 2);
         assert_eq!(pamt.first_page_in_use(1), Some(300));
         assert_eq!(pamt.first_page_in_use(0), None);
+        assert_eq!(pamt.free_page(Hpa(0x200000 + 300 * PAGE_SIZE)), None, "static PAMT keeps no count");
+        assert_eq!(pamt.first_page_in_use(1), Some(511));
+    }
+
+    #[test]
+    fn a_range_of_one_owner_keeps_one_slot_and_a_shared_range_an_array() {
+        let mut pamt = Pamt::new(4 * MB, false);
+        let before = pamt.heap_bytes();
+        pamt.assign_page(Hpa(0x1000), PageType::Reg, 3);
+        pamt.assign_page(Hpa(0x2000), PageType::Tdvpr, 3);
+        assert_eq!(pamt.owner(Hpa(0x1000)), Some(3));
+        assert_eq!(pamt.heap_bytes(), before, "one owner costs nothing per page");
+        pamt.assign_page(Hpa(0x3000), PageType::Reg, 4);
+        assert_eq!(pamt.owner(Hpa(0x2000)), Some(3));
+        assert_eq!(pamt.owner(Hpa(0x3000)), Some(4));
+        assert_eq!(pamt.owner(Hpa(0x4000)), None);
+        assert_eq!(pamt.heap_bytes(), before + 1024);
+        for page in [0x1000, 0x2000, 0x3000] {
+            pamt.free_page(Hpa(page));
+        }
+        assert_eq!(pamt.heap_bytes(), before, "an unused range forgets its owners");
+    }
+
+    #[test]
+    fn dpamt_counts_follow_assign_and_free() {
+        let mut pamt = Pamt::new(4 * MB, true);
+        pamt.set_dpamt(1, Dpamt2M::Backed { hpa0: Hpa(0), hpa1: Hpa(0x1000), count: 0 });
+        pamt.assign_page(Hpa(0x201000), PageType::Reg, 0);
+        pamt.assign_page(Hpa(0x202000), PageType::Ept, 0);
+        assert!(matches!(pamt.dpamt(1), Dpamt2M::Backed { count: 2, .. }));
+        assert_eq!(pamt.free_page(Hpa(0x201000)), Some(1));
+        assert_eq!(pamt.free_page(Hpa(0x202000)), Some(0));
+        assert_eq!(pamt.pages_in_use(1), 0);
     }
 }

@@ -33,6 +33,7 @@ statuses! {
     TDX_SYS_BUSY = 0x8000_0202_0000_0000;
     TDX_RND_NO_ENTROPY = 0x8000_0203_0000_0000;
     TDX_OPERAND_BUSY_HOST_PRIORITY = 0x8000_0204_0000_0000;
+    /// A page's PAMT entry is not what the leaf needs (e.g. PAGE.RECLAIM of an NDA page).
     TDX_PAGE_METADATA_INCORRECT = 0xC000_0300_0000_0000;
     TDX_PAGE_NOT_OWNED_BY_TD = 0xC000_0302_0000_0000;
     TDX_PAGE_NOT_FREE = 0xC000_0303_0000_0000;
@@ -44,6 +45,8 @@ statuses! {
     TDX_PAMT_PAGE_NOT_EMPTY = 0xC000_0306_0000_0000;
     /// A page-assigning leaf touched a 2MB range with no DPAMT backing.
     TDX_MISSING_PAMT_PAGE_PAIR = 0x8000_0308_0000_0000;
+    /// PAGE.RECLAIM of a TDR whose TD still owns other pages.
+    TDX_TD_ASSOCIATED_PAGES_EXIST = 0xC000_0400_0000_0000;
     /// TDH.SYS.INIT when the module is not in SYSINIT_PENDING (e.g. called twice).
     TDX_SYS_INIT_NOT_PENDING = 0xC000_0500_0000_0000;
     /// This LP has not done TDH.SYS.LP.INIT against the current module image.
@@ -66,19 +69,41 @@ statuses! {
     TDX_UPDATE_COMPAT_SENSITIVE = 0x8000_0512_0000_0000;
     TDX_LIFECYCLE_STATE_INCORRECT = 0xC000_0607_0000_0000;
     TDX_OP_STATE_INCORRECT = 0xC000_0608_0000_0000;
+    /// A vCPU does not have the TDVPS pages the leaf needs (VP.INIT before every VP.ADDCX,
+    /// or VP.ADDCX beyond the maximum).
+    TDX_TDCX_NUM_INCORRECT = 0xC000_0610_0000_0000;
+    /// The vCPU's state does not allow the leaf (VP.ENTER before VP.INIT, VP.INIT twice).
+    TDX_VCPU_STATE_INCORRECT = 0xC000_0700_0000_0000;
+    /// VP.ENTER of a vCPU associated with another LP (TDH.VP.FLUSH there first).
+    TDX_VCPU_ASSOCIATED = 0x8000_0701_0000_0000;
+    /// VP.FLUSH on an LP the vCPU is not associated with.
+    TDX_VCPU_NOT_ASSOCIATED = 0x8000_0702_0000_0000;
     /// Retryable: the CPU could not generate the key.
     TDX_KEY_GENERATION_FAILED = 0x8000_0800_0000_0000;
     /// A key is not in the state the leaf needs (e.g. TDH.MNG.INIT before KEY.CONFIG on
     /// every package).
     TDX_KEY_STATE_INCORRECT = 0xC000_0811_0000_0000;
+    /// The TD's key life cycle is not KEYS_CONFIGURED (before KEY.CONFIG on every package,
+    /// or once teardown began).
+    TDX_TD_KEYS_NOT_CONFIGURED = 0x8000_0810_0000_0000;
     /// Informational: a KEY.CONFIG on a package whose key is already programmed.
     TDX_KEY_CONFIGURED = 0x0000_0815_0000_0000;
+    /// KEY.FREEID before TDH.PHYMEM.CACHE.WB completed on every package.
+    TDX_WBCACHE_NOT_COMPLETE = 0x8000_0817_0000_0000;
+    /// Informational: CACHE.WB found no HKID waiting for a write-back.
+    TDX_NO_HKID_READY_TO_WBCACHE = 0x0000_0821_0000_0000;
+    /// CACHE.WB resumed with no interrupted write-back on this package.
+    TDX_WBCACHE_RESUME_ERROR = 0xC000_0823_0000_0000;
+    /// VPFLUSHDONE while a vCPU is still associated with an LP.
+    TDX_FLUSHVP_NOT_DONE = 0x8000_0824_0000_0000;
     TDX_EPT_WALK_FAILED = 0xC000_0B00_0000_0000;
     TDX_EPT_ENTRY_FREE = 0xC000_0B01_0000_0000;
     TDX_EPT_ENTRY_NOT_FREE = 0xC000_0B02_0000_0000;
     TDX_GPA_RANGE_NOT_BLOCKED = 0xC000_0B06_0000_0000;
     TDX_GPA_RANGE_ALREADY_BLOCKED = 0x0000_0B07_0000_0000;
     TDX_TLB_TRACKING_NOT_DONE = 0xC000_0B08_0000_0000;
+    /// Informational, to the guest: TDG.MEM.PAGE.ACCEPT of a page already accepted.
+    TDX_PAGE_ALREADY_ACCEPTED = 0x0000_0B0A_0000_0000;
     TDX_EPT_ENTRY_STATE_INCORRECT = 0xC000_0B0D_0000_0000;
     TDX_METADATA_FIELD_ID_INCORRECT = 0xC000_0C00_0000_0000;
     /// Linux: the SEAMCALL returned VMfailInvalid (no module, or SEAM not ready).
@@ -123,6 +148,7 @@ pub mod operand {
     pub const RCX: u32 = 0x01;
     pub const RDX: u32 = 0x02;
     pub const R8: u32 = 0x08;
+    pub const R9: u32 = 0x09;
     pub const TDR: u32 = 0x80;
     pub const TDCX: u32 = 0x81;
     pub const TDVPR: u32 = 0x82;
@@ -134,6 +160,8 @@ pub mod operand {
     pub const OP_STATE: u32 = 0xAC;
     pub const SYS: u32 = 0xB8;
     pub const KOT: u32 = 0xBA;
+    /// The per-package TDH.PHYMEM.CACHE.WB mutex.
+    pub const WBCACHE: u32 = 0xBC;
 }
 
 impl TdxStatus {
@@ -217,6 +245,7 @@ impl std::fmt::Display for TdxStatus {
             operand::RCX => "RCX",
             operand::RDX => "RDX",
             operand::R8 => "R8",
+            operand::R9 => "R9",
             operand::TDR => "TDR",
             operand::TDCX => "TDCX",
             operand::TDVPR => "TDVPR",
@@ -227,6 +256,7 @@ impl std::fmt::Display for TdxStatus {
             operand::OP_STATE => "OP_STATE",
             operand::SYS => "SYS",
             operand::KOT => "KOT",
+            operand::WBCACHE => "WBCACHE",
             _ => return write!(f, "{name}|{operand:#x}"),
         };
         write!(f, "{name}|{operand_name}")
@@ -249,6 +279,9 @@ mod tests {
         assert_eq!(TDX_OPERAND_BUSY.with_operand(operand::SEPT).0, 0x8000_0200_0000_0092);
         assert!(TDX_OPERAND_BUSY.with_operand(operand::TD_EPOCH).is_operand_busy());
         assert_eq!(TDX_OPERAND_BUSY.class(), 0x02);
+        assert_eq!(TDX_OPERAND_BUSY.with_operand(operand::WBCACHE).to_string(), "TDX_OPERAND_BUSY|WBCACHE");
+        assert_eq!(TDX_PREVIOUS_TLB_EPOCH_BUSY.class(), 0x02);
+        assert_eq!(TDX_OPERAND_BUSY_HOST_PRIORITY.class(), 0x02);
     }
 
     #[test]

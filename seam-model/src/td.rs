@@ -1,55 +1,22 @@
-//! The TD state the modelled leaves need: the TD-wide locks, the TLB epoch and the
-//! secure-EPT leaf entries (spec/seam-module.md §1, §2.3).
+//! The TD state the modelled leaves need: the TD-wide locks, the key life cycle, the TLB
+//! epoch with its per-parity refcounts, the secure EPT ([`crate::sept`]) and the vCPUs
+//! (spec/seam-module.md §1, §2).
 //!
-//! Only 4KB leaf entries are modelled; the S-EPT's non-leaf pages (TDH.MEM.SEPT.ADD) are
-//! not. Of the TD's control pages only the TDR (TDH.MNG.CREATE) and the TDVPRs
-//! (TDH.VP.CREATE) are; TDCX pages, HKIDs and measurements are not.
+//! Of the TD's control pages the TDR (TDH.MNG.CREATE), the TDVPRs (TDH.VP.CREATE), their
+//! TDCX pages (TDH.VP.ADDCX) and the S-EPT pages (TDH.MEM.SEPT.ADD) are modelled; the TDCS
+//! pages (TDH.MNG.ADDCX), measurements and the TD's HKID value are not.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use sim_core::CpuId;
+
+pub use crate::sept::{SeptEntry, SeptState};
 
 use crate::Hpa;
-use crate::lock::{Caller, HpBusy, SharexHp};
-
-/// The state of a secure-EPT leaf entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SeptState {
-    /// No page mapped. Entries that are free and carry no lock or HP bit are absent
-    /// from [`Td::sept`].
-    Free,
-    /// PAGE.AUG mapped a page; the guest has not accepted it yet.
-    Pending,
-    /// The guest accepted the page (TDG.MEM.PAGE.ACCEPT, not modelled yet).
-    Mapped,
-    /// RANGE.BLOCK cut the guest's access; PAGE.REMOVE may take the page once tracked.
-    /// A blocked PENDING entry also lands here: nothing modelled tells them apart.
-    Blocked,
-}
-
-/// A secure-EPT leaf entry for one 4KB GPA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeptEntry {
-    pub state: SeptState,
-    /// The mapped page; meaningless while `Free`.
-    pub hpa: Hpa,
-    /// `td_epoch` when RANGE.BLOCK blocked the entry.
-    pub blocked_epoch: u64,
-    /// The TDEL bit (bit 11): a leaf holds this entry's lock.
-    pub locked: bool,
-    /// The HP bit (bit 52): a host lost this entry's lock and claims it next.
-    pub host_priority: bool,
-}
-
-impl SeptEntry {
-    pub const FREE: SeptEntry = SeptEntry {
-        state: SeptState::Free,
-        hpa: Hpa(0),
-        blocked_epoch: 0,
-        locked: false,
-        host_priority: false,
-    };
-}
+use crate::lock::SharexHp;
+use crate::pamt::OwnerSlot;
+use crate::sept::Sept;
 
 /// The TD's operational state (TDCS `op_state`), as far as the build goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -63,11 +30,109 @@ pub enum OpState {
     Runnable,
 }
 
+/// The TD's key life cycle (TDR `lifecycle_state`, spec §1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Lifecycle {
+    /// TDH.MNG.CREATE assigned the HKID; TDH.MNG.KEY.CONFIG has not programmed it on every
+    /// package yet.
+    #[doc(alias = "TD_HKID_ASSIGNED")]
+    HkidAssigned,
+    /// The key is programmed on every package: the TD can be built and run.
+    #[doc(alias = "TD_KEYS_CONFIGURED")]
+    KeysConfigured,
+    /// TDH.MNG.VPFLUSHDONE: no vCPU is associated and none can be; the HKID waits for
+    /// TDH.PHYMEM.CACHE.WB on every package (its KOT entry is HKID_FLUSHED).
+    #[doc(alias = "TD_BLOCKED")]
+    Blocked,
+    /// TDH.MNG.KEY.FREEID released the HKID: the TD's pages can be reclaimed.
+    #[doc(alias = "TD_TEARDOWN")]
+    Teardown,
+}
+
+/// A vCPU's state (TDVPS `state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum VcpuState {
+    /// TDH.VP.CREATE made it; TDH.VP.ADDCX adds its TDCX pages, TDH.VP.INIT initialises it.
+    #[doc(alias = "VCPU_UNINITIALIZED")]
+    Uninitialized,
+    /// Initialised, not running.
+    #[doc(alias = "VCPU_READY")]
+    Ready,
+    /// Inside TDH.VP.ENTER: the guest runs on `associated_lp`.
+    #[doc(alias = "VCPU_ACTIVE")]
+    Active,
+}
+
+/// Pages of a vCPU's TDVPS that TDH.VP.INIT needs: the TDVPR and 5 TDCX pages
+/// (`MIN_TDVPS_PAGES` of the TDX 1.5 module, a TD without L2 VMs) [V-mod].
+pub const TDVPS_PAGES: usize = 6;
+/// At most this many TDVPS pages; TDH.VP.ADDCX beyond it is TDX_TDCX_NUM_INCORRECT
+/// (`MAX_TDVPS_PAGES`) [V-mod].
+pub const MAX_TDVPS_PAGES: usize = 15;
+/// EPT violations on one guest instruction before the module suspects a zero-step attack
+/// (`STEPPING_EPF_THRESHOLD`): from the next one on, each faulting GPA is logged and
+/// TDH.VP.ENTER checks them under the SEPT tree lock held exclusive (spec §6.10) [V-mod].
+pub const ZERO_STEP_EPF_THRESHOLD: u8 = 6;
+/// GPAs the zero-step filter logs per vCPU (`EPF_GPA_LIST_SIZE`) [V-mod].
+pub const EPF_GPA_LIST_SIZE: usize = 32;
+
+/// One vCPU (TDVPS), named by its TDVPR page.
+#[derive(Clone, Debug)]
+pub struct Vcpu {
+    /// The TDVPR page's lock. TDH.VP.ENTER holds it shared while the guest runs;
+    /// VP.ADDCX, VP.INIT and VP.FLUSH take it exclusive.
+    pub tdvpr_lock: SharexHp,
+    /// Protected by `tdvpr_lock`.
+    pub state: VcpuState,
+    /// The TDCX pages VP.ADDCX gave, in order. Protected by `tdvpr_lock` (exclusive).
+    pub tdcx: Vec<Hpa>,
+    /// The LP the vCPU is associated with (VP.INIT or VP.ENTER on it, until VP.FLUSH there).
+    /// Written with the TDVPR lock held, by a compare-and-exchange in the module.
+    pub associated_lp: Option<CpuId>,
+    /// The TD epoch the vCPU joined at its last entry (`vcpu_epoch`).
+    pub vcpu_epoch: u64,
+    /// The guest RIP at the last TD exit: an exit at another RIP is forward progress.
+    pub guest_rip: u64,
+    /// Consecutive EPT-violation exits at one RIP, up to [`ZERO_STEP_EPF_THRESHOLD`]
+    /// (`possibly_epf_stepping`).
+    pub epf_streak: u8,
+    /// GPAs of EPT violations beyond the threshold (`last_epf_gpa_list`): while not empty,
+    /// TDH.VP.ENTER takes the SEPT tree lock exclusive (the zero-step mitigation).
+    pub epf_gpas: Vec<u64>,
+}
+
+impl Vcpu {
+    fn new(lock: SharexHp, state: VcpuState) -> Vcpu {
+        Vcpu {
+            tdvpr_lock: lock,
+            state,
+            tdcx: Vec::new(),
+            associated_lp: None,
+            vcpu_epoch: 0,
+            guest_rip: 0,
+            epf_streak: 0,
+            epf_gpas: Vec::new(),
+        }
+    }
+
+    /// TDVPS pages the vCPU has: its TDVPR and its TDCX pages (`num_tdvps_pages`).
+    pub fn tdvps_pages(&self) -> usize {
+        1 + self.tdcx.len()
+    }
+
+    /// The zero-step filter is armed: the next TDH.VP.ENTER takes the SEPT tree exclusive.
+    pub fn zero_step_suspected(&self) -> bool {
+        !self.epf_gpas.is_empty()
+    }
+}
+
 /// One TD, as far as the modelled leaves see it.
 #[derive(Clone, Debug)]
 pub struct Td {
+    /// The TDR page's lock (on hardware, the TDR's PAMT entry lock).
     pub tdr_lock: SharexHp,
-    /// The TDCS lock that SEPT-using leaves take shared (spec §6, "TDCS sh (hp)").
+    /// The TDCS lock that SEPT-using leaves take shared (spec §6, "TDCS sh (hp)"; the
+    /// module's `op_state_lock`).
     pub tdcs_lock: SharexHp,
     /// `secure_ept_lock`, operand SEPT (0x92).
     #[doc(alias = "secure_ept_lock")]
@@ -76,44 +141,76 @@ pub struct Td {
     pub epoch_lock: SharexHp,
     /// Protected by `epoch_lock`: TRACK bumps it under the lock held exclusive.
     pub td_epoch: u64,
-    /// Leaf entries by 4KB-aligned GPA; absent means FREE with no lock and no HP bit.
-    /// Protected by `sept_lock` (exclusive) or, for one entry, by that entry's TDEL bit.
-    pub sept: BTreeMap<u64, SeptEntry>,
+    /// `epoch_refcount[parity]`: vCPUs inside TDH.VP.ENTER that joined an epoch of that
+    /// parity. TDH.VP.ENTER adds itself under `epoch_lock` shared; a TD exit takes itself
+    /// off without the lock.
+    pub epoch_refcount: [u32; 2],
+    /// The secure EPT. Protected by `sept_lock` (exclusive) or, for one entry, by that
+    /// entry's TDEL bit; the TDR held exclusive (PAGE.ADD) excludes every other user.
+    pub sept: Sept,
     /// Protected by `tdr_lock`: MNG.INIT and MR.FINALIZE change it with the lock exclusive.
     pub op_state: OpState,
+    /// Protected by `tdr_lock`: KEY.CONFIG, VPFLUSHDONE and KEY.FREEID change it with the
+    /// lock exclusive.
+    pub lifecycle: Lifecycle,
     /// The TDR page, for a TD made by TDH.MNG.CREATE (`None` for [`crate::Module::create_td`]).
     pub tdr: Option<Hpa>,
-    /// TDVPR pages given by TDH.VP.CREATE, in creation order.
-    pub tdvprs: Vec<Hpa>,
+    /// The vCPUs by TDVPR page, in address order.
+    pub vcpus: BTreeMap<Hpa, Vcpu>,
     /// Packages whose key TDH.MNG.KEY.CONFIG has programmed for this TD's HKID.
     /// Protected by `tdr_lock` (KEY.CONFIG takes it exclusive).
-    pub key_packages: std::collections::BTreeSet<u32>,
+    pub key_packages: BTreeSet<u32>,
+    /// `num_assoc_vcpus`: vCPUs associated with some LP. Changed atomically with the
+    /// TDR held shared; read by VPFLUSHDONE with it held exclusive.
+    pub num_assoc_vcpus: u32,
+    /// `chldcnt`: the TD's pages other than its TDR (TDVPR, TDCX, S-EPT and private
+    /// pages). PAGE.RECLAIM of the TDR needs it at 0.
+    pub child_pages: u64,
+    /// The KOT entry's `wbinvd_bitmap`: packages that still have to run TDH.PHYMEM.CACHE.WB
+    /// for this TD's HKID. Set by VPFLUSHDONE, cleared per package by CACHE.WB; protected
+    /// by `kot_lock`.
+    pub wbinvd_pending: BTreeSet<u32>,
+    /// Where the PAMT names this TD as an owner.
+    pub owner_slot: OwnerSlot,
     /// False for a module without host priority: a losing host never sets HP.
     host_priority: bool,
 }
 
 impl Td {
-    /// A runnable TD with no control pages: the shortcut of [`crate::Module::create_td`].
-    pub fn new(host_priority: bool) -> Td {
-        let lock = if host_priority { SharexHp::new() } else { SharexHp::without_host_priority() };
+    /// A runnable TD with no control pages and a prebuilt S-EPT: the shortcut of
+    /// [`crate::Module::create_td`].
+    pub fn new(host_priority: bool, owner_slot: OwnerSlot) -> Td {
         Td {
-            tdr_lock: lock,
-            tdcs_lock: lock,
-            sept_lock: lock,
-            epoch_lock: lock,
+            tdr_lock: new_lock(host_priority),
+            tdcs_lock: new_lock(host_priority),
+            sept_lock: new_lock(host_priority),
+            epoch_lock: new_lock(host_priority),
             td_epoch: 0,
-            sept: BTreeMap::new(),
+            epoch_refcount: [0; 2],
+            sept: Sept::prebuilt(host_priority),
             op_state: OpState::Runnable,
+            lifecycle: Lifecycle::KeysConfigured,
             tdr: None,
-            tdvprs: Vec::new(),
-            key_packages: std::collections::BTreeSet::new(),
+            vcpus: BTreeMap::new(),
+            key_packages: BTreeSet::new(),
+            num_assoc_vcpus: 0,
+            child_pages: 0,
+            wbinvd_pending: BTreeSet::new(),
+            owner_slot,
             host_priority,
         }
     }
 
-    /// A TD that TDH.MNG.CREATE just made on `tdr`: not yet initialised.
-    pub fn created(host_priority: bool, tdr: Hpa) -> Td {
-        Td { op_state: OpState::Uninitialized, tdr: Some(tdr), ..Td::new(host_priority) }
+    /// A TD that TDH.MNG.CREATE just made on `tdr`: HKID assigned, not initialised, an
+    /// S-EPT of only its root.
+    pub fn created(host_priority: bool, owner_slot: OwnerSlot, tdr: Hpa) -> Td {
+        Td {
+            op_state: OpState::Uninitialized,
+            lifecycle: Lifecycle::HkidAssigned,
+            tdr: Some(tdr),
+            sept: Sept::new(host_priority),
+            ..Td::new(host_priority, owner_slot)
+        }
     }
 
     /// Between TDH.MNG.INIT and TDH.MR.FINALIZE (spec §9, "compatibility-sensitive").
@@ -121,57 +218,45 @@ impl Td {
         self.op_state == OpState::Initialized
     }
 
-    /// The entry for `gpa`, FREE if absent.
+    /// The entry for `gpa`, FREE if no table holds it.
     pub fn entry(&self, gpa: u64) -> SeptEntry {
-        self.sept.get(&gpa).copied().unwrap_or(SeptEntry::FREE)
+        self.sept.entry(gpa)
     }
 
-    /// Takes an entry's TDEL bit (spec §2.3). A host that loses sets the entry's HP bit;
-    /// a host that wins clears it; a guest that finds HP set backs off.
-    pub fn try_lock_entry(&mut self, gpa: u64, caller: Caller) -> Result<(), HpBusy> {
-        let host_priority = self.host_priority;
-        let entry = self.sept.entry(gpa).or_insert(SeptEntry::FREE);
-        let result = if entry.locked {
-            if caller == Caller::Host && host_priority {
-                entry.host_priority = true;
-            }
-            Err(HpBusy::Busy)
-        } else if caller == Caller::Guest && entry.host_priority {
-            Err(HpBusy::BusyHostPriority)
-        } else {
-            entry.locked = true;
-            if caller == Caller::Host {
-                entry.host_priority = false;
-            }
-            Ok(())
-        };
-        self.forget_if_blank(gpa);
-        result
+    /// A new vCPU on `tdvpr`, as TDH.VP.CREATE leaves it.
+    pub(crate) fn add_vcpu(&mut self, tdvpr: Hpa, state: VcpuState) {
+        let previous = self.vcpus.insert(tdvpr, Vcpu::new(new_lock(self.host_priority), state));
+        assert!(previous.is_none(), "td: a second vCPU on TDVPR {tdvpr}");
     }
 
-    pub fn release_entry(&mut self, gpa: u64) {
-        let entry = self.sept.get_mut(&gpa).expect("td: releasing the lock of an absent entry");
-        assert!(entry.locked, "td: releasing an entry lock that is not held");
-        entry.locked = false;
-        self.forget_if_blank(gpa);
+    pub(crate) fn vcpu_mut(&mut self, tdvpr: Hpa) -> &mut Vcpu {
+        self.vcpus.get_mut(&tdvpr).expect("td: the vCPU was checked")
     }
 
-    /// Locks held right now, counting each reader (for tests and checkers).
+    /// Locks held right now, counting each reader and each vCPU still counted in an
+    /// epoch (for tests and checkers).
     pub fn held_lock_count(&self) -> usize {
-        let entries = self.sept.values().filter(|entry| entry.locked).count();
         self.tdr_lock.holders()
             + self.tdcs_lock.holders()
             + self.sept_lock.holders()
             + self.epoch_lock.holders()
-            + entries
+            + self.sept.locked_entries()
+            + self.vcpus.values().map(|vcpu| vcpu.tdvpr_lock.holders()).sum::<usize>()
+            + self.epoch_refcount.iter().map(|&count| count as usize).sum::<usize>()
     }
 
-    /// Drops a FREE entry that carries nothing, so absent keeps meaning FREE.
-    fn forget_if_blank(&mut self, gpa: u64) {
-        if self.sept.get(&gpa) == Some(&SeptEntry::FREE) {
-            self.sept.remove(&gpa);
-        }
+    /// `is_tlb_tracked` of the module: an entry blocked at `blocked_epoch` is tracked once
+    /// TRACK has moved the TD two epochs on, or one epoch on and no vCPU is still running
+    /// in the blocked epoch.
+    pub fn is_tlb_tracked(&self, blocked_epoch: u64) -> bool {
+        let parity = (blocked_epoch & 1) as usize;
+        blocked_epoch + 1 < self.td_epoch
+            || (blocked_epoch + 1 == self.td_epoch && self.epoch_refcount[parity] == 0)
     }
+}
+
+fn new_lock(host_priority: bool) -> SharexHp {
+    if host_priority { SharexHp::new() } else { SharexHp::without_host_priority() }
 }
 
 #[cfg(test)]
@@ -179,43 +264,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entry_lock_host_loses_then_claims_priority() {
-        let mut td = Td::new(true);
-        assert_eq!(td.try_lock_entry(0x1000, Caller::Host), Ok(()));
-        assert!(td.entry(0x1000).locked);
-        assert_eq!(td.try_lock_entry(0x1000, Caller::Host), Err(HpBusy::Busy));
-        assert!(td.entry(0x1000).host_priority);
-        td.release_entry(0x1000);
-        assert_eq!(td.try_lock_entry(0x1000, Caller::Guest), Err(HpBusy::BusyHostPriority));
-        assert_eq!(td.try_lock_entry(0x1000, Caller::Host), Ok(()));
-        assert!(!td.entry(0x1000).host_priority, "a host success clears HP");
-        td.release_entry(0x1000);
-        assert!(td.sept.is_empty(), "a free entry with no lock and no HP is absent");
+    fn a_shortcut_td_is_runnable_with_a_prebuilt_sept() {
+        let td = Td::new(true, 0);
+        assert_eq!(td.op_state, OpState::Runnable);
+        assert_eq!(td.lifecycle, Lifecycle::KeysConfigured);
+        assert!(td.sept.is_prebuilt());
+        assert_eq!(td.entry(0x5000), SeptEntry::FREE);
         assert_eq!(td.held_lock_count(), 0);
     }
 
     #[test]
-    fn entry_lock_guest_loses_without_setting_hp() {
-        let mut td = Td::new(true);
-        assert_eq!(td.try_lock_entry(0x2000, Caller::Guest), Ok(()));
-        assert_eq!(td.try_lock_entry(0x2000, Caller::Guest), Err(HpBusy::Busy));
-        assert!(!td.entry(0x2000).host_priority);
-        assert_eq!(td.held_lock_count(), 1);
+    fn a_created_td_has_only_its_root() {
+        let td = Td::created(true, 1, Hpa(0x1000));
+        assert_eq!(td.lifecycle, Lifecycle::HkidAssigned);
+        assert!(!td.sept.is_prebuilt());
+        assert_eq!(td.sept.walk(0, 0), crate::sept::Walk::Failed);
     }
 
     #[test]
-    fn entry_lock_without_host_priority_never_sets_hp() {
-        let mut td = Td::new(false);
-        assert_eq!(td.try_lock_entry(0x1000, Caller::Guest), Ok(()));
-        assert_eq!(td.try_lock_entry(0x1000, Caller::Host), Err(HpBusy::Busy));
-        assert!(!td.entry(0x1000).host_priority);
-        assert!(!td.sept_lock.host_priority());
+    fn tlb_tracking_waits_for_the_blocked_epochs_vcpus() {
+        let mut td = Td::new(true, 0);
+        assert!(!td.is_tlb_tracked(0), "no TRACK yet");
+        td.td_epoch = 1;
+        td.epoch_refcount[0] = 1;
+        assert!(!td.is_tlb_tracked(0), "a vCPU still runs in epoch 0");
+        td.epoch_refcount[0] = 0;
+        assert!(td.is_tlb_tracked(0));
+        td.td_epoch = 2;
+        td.epoch_refcount[0] = 1;
+        assert!(td.is_tlb_tracked(0), "two epochs on, whoever runs");
     }
 
     #[test]
-    fn absent_entries_read_as_free() {
-        let td = Td::new(true);
-        assert_eq!(td.entry(0x5000), SeptEntry::FREE);
-        assert_eq!(td.entry(0x5000).state, SeptState::Free);
+    fn vcpus_count_their_tdvps_pages() {
+        let mut td = Td::new(true, 0);
+        td.add_vcpu(Hpa(0x3000), VcpuState::Uninitialized);
+        let vcpu = td.vcpu_mut(Hpa(0x3000));
+        assert_eq!(vcpu.tdvps_pages(), 1);
+        vcpu.tdcx.push(Hpa(0x4000));
+        assert_eq!(vcpu.tdvps_pages(), 2);
+        assert!(!vcpu.zero_step_suspected());
     }
 }

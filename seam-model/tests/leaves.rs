@@ -530,7 +530,7 @@ fn page_aug_is_busy_r8_on_a_page_another_aug_holds() {
     assert_eq!(try_locks, 7);
     assert_eq!(module.finish(holder).status, TDX_SUCCESS);
     assert_eq!(module.held_lock_count(), 0);
-    assert!(!module.td(TD).unwrap().sept.contains_key(&0x2000), "no trace of the loser's entry");
+    assert!(!module.td(TD).unwrap().sept.contains(0x2000), "no trace of the loser's entry");
 }
 
 #[test]
@@ -586,7 +586,13 @@ fn range_block_blocks_a_pending_entry_at_the_current_epoch() {
     let ticket = held(&mut module, block(0x1000));
     assert_eq!(
         ticket.locks(),
-        [sh(ModuleLock::Tdr(TD)), sh(ModuleLock::Tdcs(TD)), ex(ModuleLock::SeptTree(TD))]
+        [
+            sh(ModuleLock::Tdr(TD)),
+            sh(ModuleLock::Tdcs(TD)),
+            ex(ModuleLock::SeptTree(TD)),
+            ex(ModuleLock::SeptEntry(TD, 0x1000)),
+        ],
+        "the entry's lock too, against a guest's ACCEPT"
     );
     assert_eq!(module.finish(ticket).status, TDX_SUCCESS);
     let entry = module.td(TD).unwrap().entry(0x1000);
@@ -693,7 +699,7 @@ fn page_remove_before_block_is_gpa_range_not_blocked_and_takes_no_page_lock() {
     // A free GPA is not blocked either.
     let free = status_of(&mut module, page_remove(0x5000));
     assert_eq!(free, TDX_GPA_RANGE_NOT_BLOCKED.with_operand(operand::RCX));
-    assert!(!module.td(TD).unwrap().sept.contains_key(&0x5000));
+    assert!(!module.td(TD).unwrap().sept.contains(0x5000));
 }
 
 #[test]

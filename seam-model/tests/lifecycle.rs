@@ -13,7 +13,7 @@ use seam_model::status::{
     TDX_SEAMCALL_VMFAILINVALID, TDX_SUCCESS, TDX_SYS_BUSY, TDX_SYS_CONFIG_NOT_PENDING,
     TDX_SYS_INIT_NOT_PENDING, TDX_SYS_INVALID_HANDOFF, TDX_SYS_KEY_CONFIG_NOT_PENDING, TDX_SYS_LP_INIT_DONE,
     TDX_SYS_LP_INIT_NOT_DONE, TDX_SYS_LP_INIT_NOT_PENDING, TDX_SYS_NOT_READY, TDX_SYS_SHUTDOWN,
-    TDX_SYS_STATE_INCORRECT, TDX_UPDATE_COMPAT_SENSITIVE, TdxStatus, operand,
+    TDX_SYS_STATE_INCORRECT, TDX_TD_KEYS_NOT_CONFIGURED, TDX_UPDATE_COMPAT_SENSITIVE, TdxStatus, operand,
 };
 use seam_model::{
     Begin, Dpamt2M, Hpa, Leaf, LeafCall, LeafOutput, Module, ModuleConfig, OpState, SysState, TdId, Ticket,
@@ -432,18 +432,21 @@ fn td_build_leaves_assign_pages_and_need_dpamt_backing() {
     assert_eq!(status(&mut module, LP0, again), TDX_PAGE_NOT_FREE.with_operand(operand::RCX));
 
     let vp_create = LeafCall::VpCreate { td: TD, tdvpr: Hpa(2 * MB + 4096) };
-    assert_eq!(status(&mut module, LP0, vp_create), TDX_OP_STATE_INCORRECT, "VP.CREATE needs MNG.INIT");
-    assert_eq!(status(&mut module, LP0, LeafCall::MrFinalize { td: TD }), TDX_OP_STATE_INCORRECT);
+    // The key life cycle is checked before op_state, as the module does.
+    assert_eq!(status(&mut module, LP0, vp_create), TDX_TD_KEYS_NOT_CONFIGURED, "VP.CREATE needs the key");
+    assert_eq!(status(&mut module, LP0, LeafCall::MrFinalize { td: TD }), TDX_TD_KEYS_NOT_CONFIGURED);
     let key_config = LeafCall::MngKeyConfig { td: TD };
     assert_eq!(status(&mut module, LP0, LeafCall::MngInit { td: TD }), TDX_KEY_STATE_INCORRECT, "keys first");
     assert_eq!(status(&mut module, LP0, key_config), TDX_SUCCESS);
     assert_eq!(status(&mut module, LP0, key_config), TDX_KEY_CONFIGURED, "once per package");
+    assert_eq!(status(&mut module, LP0, vp_create), TDX_OP_STATE_INCORRECT, "VP.CREATE needs MNG.INIT");
+    assert_eq!(status(&mut module, LP0, LeafCall::MrFinalize { td: TD }), TDX_OP_STATE_INCORRECT);
     assert_eq!(status(&mut module, LP0, LeafCall::MngInit { td: TD }), TDX_SUCCESS);
     assert_eq!(status(&mut module, LP0, LeafCall::MngInit { td: TD }), TDX_OP_STATE_INCORRECT);
     assert_eq!(status(&mut module, LP0, key_config), TDX_KEY_CONFIGURED);
     assert_eq!(status(&mut module, LP0, vp_create), TDX_SUCCESS);
     assert!(matches!(module.dpamt(1), Dpamt2M::Backed { count: 2, .. }));
-    assert_eq!(module.td(TD).unwrap().tdvprs, [Hpa(2 * MB + 4096)]);
+    assert_eq!(module.td(TD).unwrap().vcpus.keys().copied().collect::<Vec<_>>(), [Hpa(2 * MB + 4096)]);
     assert_eq!(status(&mut module, LP0, LeafCall::MrFinalize { td: TD }), TDX_SUCCESS);
 }
 

@@ -86,7 +86,7 @@ impl Executor {
             let task = match next {
                 Next::Poll(task) => task,
                 Next::Queued => continue,
-                Next::End(outcome) => break outcome,
+                Next::End(outcome) => break *outcome,
             };
             let Some(future) = self.futures[task.0 as usize].as_mut() else {
                 let what = "simulator bug: a finished task was woken";

@@ -489,3 +489,105 @@ fn a_task_waiting_a_whole_time_slice_gets_the_cpu() {
     let ran_at = marks(&report)[0].1;
     assert!((SCHED_SLICE_CYCLES..SCHED_SLICE_CYCLES + 2_000).contains(&ran_at), "{ran_at}");
 }
+
+#[test]
+fn a_sleeper_past_the_hung_task_limit_is_hung_not_a_livelock() {
+    // t0 holds a mutex-like lock and sleeps on a completion nobody signals; t1 blocks on the
+    // lock. t1 is asleep on a lock: the hung-task detector, at exactly its limit.
+    let mut config = config(2, 0.0);
+    config.hung_task_cycles = 300_000;
+    config.max_time = Cycle(10_000_000);
+    let mut exec = Executor::new(config, Box::new(RandomChooser::new(Seed(0))));
+    let lock = exec.sim().with(|e| e.new_resource("update_rwsem", "rwsem", 0));
+    exec.spawn(CpuId(0), Cycle(0), "holder", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Shared, WaitKind::Sleep).await;
+        loop {
+            // Busy and making progress: only the waiter is stuck.
+            ctx.sim.delay(1_000).await;
+            ctx.sim.with(|e| e.progress());
+        }
+    });
+    exec.spawn(CpuId(1), Cycle(10), "updater", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Exclusive, WaitKind::Sleep).await;
+        ctx.sim.release(lock);
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Hung, "{}", report.outcome);
+    assert_eq!(report.end, Cycle(10 + 300_000), "fires at its limit");
+    assert!(
+        report.outcome.what.starts_with("CPU 1 (updater) blocked without progress"),
+        "{}",
+        report.outcome.what
+    );
+    assert!(
+        report.outcome.what.contains("blocks on update_rwsem (write) held by CPU 0"),
+        "{}",
+        report.outcome.what
+    );
+    let Finding::NoProgress { blocked, limit_cycles, .. } = &report.outcome.finding else { panic!() };
+    assert_eq!((blocked.task, *limit_cycles), (TaskId(1), 300_000));
+}
+
+#[test]
+fn a_preemption_lets_another_task_of_the_cpu_run_and_an_interrupt_does_not() {
+    // Two tasks on one CPU; the first is stalled once right at its start. As an interrupt,
+    // the second waits behind it; as a preemption, the second runs meanwhile.
+    let run = |kind: u32| {
+        let mut config = config(1, 0.0);
+        config.max_stall_cycles = 20_000;
+        // Stall decision: the last step (20000 cycles); then irq (0) or preempt (1).
+        let chooser = ReplayChooser::new(vec![STALL_STEPS, kind]);
+        let mut exec = Executor::new(config, Box::new(chooser));
+        let order: std::rc::Rc<std::cell::RefCell<Vec<(&str, u64)>>> = Default::default();
+        for (name, start) in [("first", 0), ("second", 1)] {
+            let order = order.clone();
+            exec.spawn(CpuId(0), Cycle(start), name, move |ctx| async move {
+                if name == "first" {
+                    match ctx.sim.with(|e| e.stall_point()) {
+                        Stall::Irq(cycles) => ctx.sim.delay(cycles).await,
+                        Stall::Preempt(cycles) => ctx.sim.preempted_for(cycles).await,
+                        Stall::None => panic!("the replayed vector stalls here"),
+                    }
+                }
+                ctx.sim.delay(100).await;
+                order.borrow_mut().push((name, ctx.sim.now().0));
+            });
+        }
+        assert_eq!(exec.run().outcome.kind, OutcomeKind::Pass);
+        order.borrow().clone()
+    };
+    assert_eq!(run(0), [("first", 20_100), ("second", 20_200)], "an interrupt keeps the CPU");
+    assert_eq!(run(1), [("second", 101), ("first", 20_100)], "a preemption gives it away");
+}
+
+#[test]
+fn spinners_waiting_on_a_wait_object_that_moves_are_not_livelocked() {
+    // A lock-step protocol: CPU 0 works long between its acks, CPU 1 spins for them. The
+    // spinner makes no progress of its own for longer than the watchdog, but its wait
+    // object's party keeps acting: no livelock. When the party stops, the spinner is stalled.
+    let mut exec = executor(2, 0.0, 0);
+    let wait = exec.sim().with(|e| e.new_wait());
+    let worker = TaskId(0);
+    exec.spawn(CpuId(0), Cycle(0), "worker", move |ctx| async move {
+        let party = ctx.sim.with(|e| e.wait_add_party(wait, worker));
+        for _ in 0..5 {
+            ctx.sim.delay(60_000).await;
+            ctx.sim.with(|e| {
+                e.wait_party_done(wait, party);
+                e.progress();
+            });
+        }
+        // Then it stops acting and spins itself: a real stall.
+        loop {
+            ctx.sim.delay(1_000).await;
+        }
+    });
+    exec.spawn(CpuId(1), Cycle(0), "spinner", move |ctx| async move {
+        ctx.sim.park_on(WaitKind::Spin, "the worker's acks", wait).await;
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Livelock, "{}", report.outcome);
+    // The spinner's own progress is at 0, its wait object's last act at 300000: it is
+    // stalled one watchdog period after that, not at 100000.
+    assert_eq!(report.end, Cycle(400_000), "{}", report.outcome);
+}

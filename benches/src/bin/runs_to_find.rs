@@ -7,36 +7,78 @@
 //! The figure issue 7 asks for ("median runs to first failure over 20 base seeds"), made by a
 //! command rather than by hand.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use rayon::prelude::*;
 use scenarios::run::{Schedule, pct_horizon, run_once};
 use scenarios::schema::{Scenario, Strategy};
 use sim_core::OutcomeKind;
 
-fn main() {
+const USAGE: &str = "usage: runs-to-find FILE [--strategy random|pct|coverage] [--bases N] [--cap N]";
+
+fn main() -> ExitCode {
+    if std::env::args().skip(1).any(|arg| arg == "--help" || arg == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    match parse_args() {
+        Ok((file, strategy, bases, cap)) => report(&file, strategy, bases, cap),
+        Err(message) => {
+            eprintln!("runs-to-find: {message}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// FILE, strategy, bases and cap from the command line.
+fn parse_args() -> Result<(PathBuf, Strategy, u64, u64), String> {
     let mut args = std::env::args().skip(1);
     let mut file = None;
     let mut strategy = Strategy::Random;
     let mut bases = 20u64;
     let mut cap = 20_000u64;
     while let Some(arg) = args.next() {
+        let mut number = |name: &str| {
+            args.next().and_then(|n| n.parse().ok()).ok_or_else(|| format!("{name} takes a number"))
+        };
         match arg.as_str() {
             "--strategy" => {
                 strategy = match args.next().as_deref() {
                     Some("pct") => Strategy::Pct,
                     Some("random") => Strategy::Random,
                     Some("coverage") => Strategy::Coverage,
-                    other => panic!("--strategy random|pct|coverage, got {other:?}"),
+                    other => {
+                        return Err(format!("--strategy takes random, pct or coverage, found {other:?}"));
+                    }
                 }
             }
-            "--bases" => bases = args.next().and_then(|n| n.parse().ok()).expect("--bases N"),
-            "--cap" => cap = args.next().and_then(|n| n.parse().ok()).expect("--cap N"),
+            "--bases" => bases = number("--bases")?,
+            "--cap" => cap = number("--cap")?,
+            flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             path => file = Some(PathBuf::from(path)),
         }
     }
-    let file = file.expect("usage: runs-to-find FILE [--strategy random|pct|coverage] [--bases N] [--cap N]");
-    let scenario = scenarios::load_file(&file).unwrap_or_else(|error| panic!("{error}"));
+    Ok((file.ok_or("no FILE given")?, strategy, bases, cap))
+}
+
+/// Each base's count and the median.
+fn report(file: &Path, strategy: Strategy, bases: u64, cap: u64) -> ExitCode {
+    let scenario = match scenarios::load_file(file) {
+        Ok(scenario) => scenario,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(expect) = scenario.expect.as_ref() else {
+        eprintln!("{}: no [expect] to find", file.display());
+        return ExitCode::from(2);
+    };
+    if expect.outcome == OutcomeKind::Pass {
+        eprintln!("{}: expects pass, so there is nothing to find", file.display());
+        return ExitCode::from(2);
+    }
     let horizon = pct_horizon(&scenario);
     let mut counts: Vec<u64> = (0..bases)
         .into_par_iter()
@@ -53,12 +95,12 @@ fn main() {
         (counts[counts.len() / 2 - 1] + counts[counts.len() / 2]) as f64 / 2.0
     };
     println!("{}: {} over {bases} bases: median {median} runs (cap {cap})", file.display(), strategy.name());
+    ExitCode::SUCCESS
 }
 
 /// Runs from `base` until one ends as the file expects; how many it took.
 fn runs_to_find(scenario: &Scenario, strategy: Strategy, horizon: u64, base: u64, cap: u64) -> u64 {
-    let expect = scenario.expect.as_ref().expect("the file has an [expect] to find");
-    assert_ne!(expect.outcome, OutcomeKind::Pass, "a passing expectation has nothing to find");
+    let expect = scenario.expect.as_ref().expect("report() checked the file has an [expect]");
     let wanted = |outcome: &sim_core::Outcome| {
         outcome.kind == expect.outcome
             && expect.what.as_ref().is_none_or(|what| outcome.what.contains(what.as_str()))

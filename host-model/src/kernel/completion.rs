@@ -25,9 +25,9 @@ pub struct Completion {
 }
 
 impl Completion {
-    /// `init_completion()`; `what` names it in reports.
-    pub fn new(cpu: &Cpu, what: &'static str) -> Completion {
-        let wait = cpu.sim.with(|engine| engine.new_wait(what));
+    /// `init_completion()`.
+    pub fn new(cpu: &Cpu) -> Completion {
+        let wait = cpu.sim.with(|engine| engine.new_wait());
         Completion {
             done: Cell::new(false),
             waiters: RefCell::new(Vec::new()),
@@ -109,7 +109,7 @@ pub fn spawn_on_cpu<T: 'static>(
 pub async fn smp_call_on_cpu<T: 'static>(cpu: &Cpu, target: CpuId, function: OnCpu<T>) -> T {
     might_sleep(cpu, "smp_call_on_cpu");
     cpu.work(cpu.host().costs.smp_call_on_cpu).await;
-    let done = Rc::new(Completion::new(cpu, "smp_call_on_cpu() work"));
+    let done = Rc::new(Completion::new(cpu));
     let name = format!("kworker/{}", target.0);
     let result = spawn_on_cpu(cpu, target, TaskPriority::Normal, name, function, done.clone());
     done.wait(cpu, "smp_call_on_cpu()").await;
@@ -124,7 +124,7 @@ pub async fn on_each_cpu<T: 'static>(cpu: &Cpu, function: OnCpu<T>) -> Vec<T> {
     let mut results = Vec::new();
     let mut dones = Vec::new();
     for target in online {
-        let done = Rc::new(Completion::new(cpu, "the IPI handler"));
+        let done = Rc::new(Completion::new(cpu));
         let handler = function.clone();
         let in_irq: OnCpu<T> = Rc::new(move |on: Cpu| {
             let handler = handler.clone();

@@ -97,15 +97,15 @@ impl Cpu {
         match self.sim.with(|engine| engine.stall_point()) {
             Stall::None => {}
             Stall::Irq(cycles) => {
-                let us = self.host.cycles_to_us(cycles);
-                self.mark(Span::Begin, mark::STALL, cycles, stall::IRQ, || format!("(irq {us:.1} us)"));
+                let length = self.host.stall_length(cycles);
+                self.mark(Span::Begin, mark::STALL, cycles, stall::IRQ, || format!("(irq {length})"));
                 self.sim.delay(cycles).await;
                 self.mark(Span::End, mark::STALL, cycles, stall::IRQ, || "(irq returns)".to_string());
             }
             Stall::Preempt(cycles) => {
-                let us = self.host.cycles_to_us(cycles);
+                let length = self.host.stall_length(cycles);
                 self.mark(Span::Begin, mark::STALL, cycles, stall::PREEMPTED, || {
-                    format!("(preempted {us:.1} us)")
+                    format!("(preempted {length})")
                 });
                 self.sim.preempted_for(cycles).await;
                 self.mark(Span::End, mark::STALL, cycles, stall::PREEMPTED, || "(runs again)".to_string());

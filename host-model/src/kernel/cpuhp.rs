@@ -10,7 +10,7 @@ use sim_core::{CpuId, TaskPriority};
 use super::Errno;
 use super::completion::{Completion, OnCpu, spawn_on_cpu};
 use super::cpu::Cpu;
-use super::lockdep::lockdep_assert_cpus_held;
+use super::lockdep::{lockdep_assert_cpus_held, might_sleep};
 use super::mutex::{down_read, down_write, up_read, up_write};
 
 /// A startup or teardown callback; it runs on the CPU coming up or going down.
@@ -26,7 +26,9 @@ pub struct CpuhpState {
 
 /// Runs `callback` in the hotplug thread of `target` and waits for it.
 async fn run_on(cpu: &Cpu, target: CpuId, callback: &CpuhpCallback) -> Result<(), Errno> {
-    let done = Rc::new(Completion::new(cpu, "the cpuhp callback"));
+    // The hotplug core holds cpu_hotplug_lock (for read or write) around every callback.
+    lockdep_assert_cpus_held(cpu, "cpuhp_invoke_callback");
+    let done = Rc::new(Completion::new(cpu));
     let name = format!("cpuhp/{}", target.0);
     let result = spawn_on_cpu(cpu, target, TaskPriority::Normal, name, callback.clone(), done.clone());
     done.wait(cpu, "a cpuhp callback").await;
@@ -60,6 +62,7 @@ pub async fn cpuhp_setup_state_cpuslocked(cpu: &Cpu, state: CpuhpState) -> Resul
 
 /// `cpuhp_setup_state()`: the same under `cpus_read_lock()`.
 pub async fn cpuhp_setup_state(cpu: &Cpu, state: CpuhpState) -> Result<(), Errno> {
+    might_sleep(cpu, "cpuhp_setup_state");
     let hotplug_lock = cpu.host().cpu_hotplug_lock;
     down_read(cpu, hotplug_lock).await;
     let result = cpuhp_setup_state_cpuslocked(cpu, state).await;
@@ -69,6 +72,7 @@ pub async fn cpuhp_setup_state(cpu: &Cpu, state: CpuhpState) -> Result<(), Errno
 
 /// `cpuhp_remove_state()`: tears the state down on every online CPU and forgets it.
 pub async fn cpuhp_remove_state(cpu: &Cpu, name: &'static str) {
+    might_sleep(cpu, "cpuhp_remove_state");
     let hotplug_lock = cpu.host().cpu_hotplug_lock;
     down_read(cpu, hotplug_lock).await;
     let state = {
@@ -86,6 +90,7 @@ pub async fn cpuhp_remove_state(cpu: &Cpu, name: &'static str) {
 /// `cpu_up()`: brings `target` online under `cpus_write_lock()` and runs every installed
 /// state's startup callback on it; a failing callback rolls the CPU back offline.
 pub async fn cpu_up(cpu: &Cpu, target: CpuId) -> Result<(), Errno> {
+    might_sleep(cpu, "cpu_up");
     let hotplug_lock = cpu.host().cpu_hotplug_lock;
     down_write(cpu, hotplug_lock, cpu.host().costs.cpus_write_lock).await;
     let result = cpu_up_locked(cpu, target).await;
@@ -94,6 +99,7 @@ pub async fn cpu_up(cpu: &Cpu, target: CpuId) -> Result<(), Errno> {
 }
 
 async fn cpu_up_locked(cpu: &Cpu, target: CpuId) -> Result<(), Errno> {
+    lockdep_assert_cpus_held(cpu, "_cpu_up");
     if cpu.sim.with(|engine| engine.cpu(target).online) {
         return Err(Errno::EINVAL);
     }
@@ -115,6 +121,7 @@ async fn cpu_up_locked(cpu: &Cpu, target: CpuId) -> Result<(), Errno> {
 /// `cpu_down()`: runs the teardown callbacks on `target` under `cpus_write_lock()`; one
 /// that refuses (-EBUSY) rolls the others back and `target` stays online.
 pub async fn cpu_down(cpu: &Cpu, target: CpuId) -> Result<(), Errno> {
+    might_sleep(cpu, "cpu_down");
     let hotplug_lock = cpu.host().cpu_hotplug_lock;
     down_write(cpu, hotplug_lock, cpu.host().costs.cpus_write_lock).await;
     let result = cpu_down_locked(cpu, target).await;
@@ -123,6 +130,7 @@ pub async fn cpu_down(cpu: &Cpu, target: CpuId) -> Result<(), Errno> {
 }
 
 async fn cpu_down_locked(cpu: &Cpu, target: CpuId) -> Result<(), Errno> {
+    lockdep_assert_cpus_held(cpu, "_cpu_down");
     if !cpu.sim.with(|engine| engine.cpu(target).online) {
         return Err(Errno::EINVAL);
     }

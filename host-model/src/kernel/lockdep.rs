@@ -45,6 +45,15 @@ pub fn lockdep_assert_cpus_held(cpu: &Cpu, function: &str) {
     }
 }
 
+/// `function` must not run in interrupt context (an IPI handler): the DPAMT spinlock is a
+/// plain `spin_lock()`, never taken from IRQ context (spec host-algorithms §6, item 6).
+pub fn lockdep_assert_not_in_irq(cpu: &Cpu, function: &str) {
+    let priority = cpu.sim.with(|engine| engine.task_priority(cpu.task));
+    if priority == sim_core::TaskPriority::Irq {
+        cpu.precondition_failed(function, "called from interrupt context (an IPI handler)");
+    }
+}
+
 /// `might_sleep()` in `function`: "BUG: sleeping function called from invalid context"
 /// when preemption or IRQs are off.
 pub fn might_sleep(cpu: &Cpu, function: &str) {

@@ -14,7 +14,7 @@ use sim_core::{TaskId, TaskPriority, WaitId, WaitKind};
 use super::Errno;
 use super::completion::{Completion, OnCpu, spawn_on_cpu};
 use super::cpu::Cpu;
-use super::lockdep::{lockdep_assert_cpus_held, might_sleep};
+use super::lockdep::{lockdep_assert_cpus_held, lockdep_assert_irqs_disabled, might_sleep};
 use super::mutex::{RwSem, down_read, up_read};
 
 /// A lock-step barrier the stoppers spin on (`ack_state()` in multi_cpu_stop). Its parties
@@ -27,8 +27,8 @@ pub struct SpinBarrier {
 }
 
 impl SpinBarrier {
-    pub fn new(cpu: &Cpu, parties: u32, what: &'static str) -> SpinBarrier {
-        let wait = cpu.sim.with(|engine| engine.new_wait(what));
+    pub fn new(cpu: &Cpu, parties: u32) -> SpinBarrier {
+        let wait = cpu.sim.with(|engine| engine.new_wait());
         SpinBarrier { parties, arrived: Cell::new(0), waiters: RefCell::new(Vec::new()), wait }
     }
 
@@ -70,7 +70,10 @@ async fn multi_cpu_stop(cpu: Cpu, barrier: Rc<SpinBarrier>, function: OnCpu<i32>
     for state in MULTI_STOP_STATES {
         match state {
             "MULTI_STOP_DISABLE_IRQ" => irqs_were_enabled = cpu.local_irq_save(),
-            "MULTI_STOP_RUN" => err = function(cpu.clone()).await,
+            "MULTI_STOP_RUN" => {
+                lockdep_assert_irqs_disabled(&cpu, "multi_cpu_stop");
+                err = function(cpu.clone()).await
+            }
             _ => {}
         }
         cpu.progress();
@@ -96,11 +99,11 @@ pub async fn stop_machine_cpuslocked(
     let online = cpu.sim.with(|engine| engine.online_cpus());
     let costs = &cpu.host().costs;
     cpu.work(costs.stop_machine_base + costs.stop_machine_per_cpu * online.len() as u64).await;
-    let barrier = Rc::new(SpinBarrier::new(cpu, online.len() as u32, "the other stoppers"));
+    let barrier = Rc::new(SpinBarrier::new(cpu, online.len() as u32));
     let mut results = Vec::new();
     let mut dones = Vec::new();
     for &target in &online {
-        let done = Rc::new(Completion::new(cpu, "a stopper"));
+        let done = Rc::new(Completion::new(cpu));
         let stopper_barrier = barrier.clone();
         let function = function.clone();
         let stopper: OnCpu<i32> =
@@ -130,6 +133,7 @@ pub async fn stop_machine_cpuslocked(
 
 /// `stop_machine()`: takes `cpus_read_lock()` itself around `stop_machine_cpuslocked()`.
 pub async fn stop_machine(cpu: &Cpu, hotplug_lock: RwSem, function: OnCpu<i32>) -> Result<(), i32> {
+    might_sleep(cpu, "stop_machine");
     down_read(cpu, hotplug_lock).await;
     let result = stop_machine_cpuslocked(cpu, hotplug_lock, function).await;
     up_read(cpu, hotplug_lock);

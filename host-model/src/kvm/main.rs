@@ -10,7 +10,9 @@ use crate::kernel::Errno;
 use crate::kernel::completion::smp_call_on_cpu;
 use crate::kernel::completion::{OnCpu, on_each_cpu};
 use crate::kernel::cpu::Cpu;
-use crate::kernel::lockdep::{cannot_fail, lockdep_assert_cpus_held, might_sleep};
+use crate::kernel::lockdep::{
+    cannot_fail, lockdep_assert_cpus_held, lockdep_assert_irqs_disabled, might_sleep,
+};
 use crate::kernel::mutex::{Mutex, down_read, mutex_lock, mutex_unlock, up_read};
 use crate::kernel::page_alloc::{alloc_page, free_page};
 use crate::seamldr::update::UpdateDesign;
@@ -48,6 +50,8 @@ impl KvmGlobal {
 ///
 /// Kernel: `kvm_arch_enable_virtualization_cpu()` / `vt_hardware_enable()`.
 pub async fn hardware_enable(cpu: &Cpu) -> Result<(), Errno> {
+    // From the IPI of hardware_enable_all(), or KVM's cpuhp callback with IRQs off.
+    lockdep_assert_irqs_disabled(cpu, "kvm_arch_enable_virtualization_cpu");
     match cpu.host().config.enable_design {
         EnableDesign::BootCpuhp => x86_virt_get_ref(cpu).await,
         EnableDesign::KvmHardwareEnable | EnableDesign::CpusReadLockVtInit => {
@@ -61,6 +65,7 @@ pub async fn hardware_enable(cpu: &Cpu) -> Result<(), Errno> {
 /// `kvm_create_vm()`'s enable step: on the first VM, hardware enable on every online CPU
 /// by IPI; any failure fails VM creation. Kernel: `hardware_enable_all()` under `kvm_lock`.
 async fn kvm_get_usage(cpu: &Cpu) -> Result<(), Errno> {
+    might_sleep(cpu, "kvm_create_vm");
     let kvm = &cpu.host().kvm;
     mutex_lock(cpu, kvm.kvm_lock).await;
     kvm.usage_count.set(kvm.usage_count.get() + 1);
@@ -91,12 +96,15 @@ async fn tdx_alloc_control_page(cpu: &Cpu) -> Result<Hpa, Errno> {
 /// A control page the module never took: its PAMT reference and the page go back
 /// (`tdx_free_control_page()` for a page that was not reclaimed).
 async fn tdx_free_control_page(cpu: &Cpu, page: Hpa) {
+    might_sleep(cpu, "tdx_free_control_page");
     tdx_pamt_put(cpu, page).await;
     free_page(cpu, page).await;
 }
 
 /// One page-assigning leaf of a TD build; on failure its page's PAMT reference goes back.
 async fn build_leaf(cpu: &Cpu, function: &str, call: LeafCall, page: Hpa) -> Result<(), Errno> {
+    // TD build leaves run from the VM and vCPU ioctls: process context.
+    might_sleep(cpu, function);
     let output = seamcall(cpu, call).await;
     if let Err(errno) = seamcall_errno(output) {
         cpu.warn(function, format!("KVM_BUG_ON: {call} failed: {}", output.status));
@@ -114,6 +122,8 @@ fn packages_without_online_cpu(cpu: &Cpu) -> Vec<u32> {
 
 /// TDH.MNG.KEY.CONFIG on one CPU: `tdx_do_tdh_mng_key_config()`, run by `smp_call_on_cpu()`.
 async fn tdx_do_tdh_mng_key_config(cpu: &Cpu, td: TdId) -> Result<(), Errno> {
+    // In the smp_call_on_cpu() kworker of the package's first online CPU.
+    might_sleep(cpu, "tdx_do_tdh_mng_key_config");
     let output = seamcall(cpu, LeafCall::MngKeyConfig { td }).await;
     if let Err(errno) = seamcall_errno(output) {
         cpu.warn("tdx_do_tdh_mng_key_config", format!("TDH.MNG.KEY.CONFIG failed: {}", output.status));
@@ -171,6 +181,7 @@ async fn tdx_td_init(cpu: &Cpu, td: TdId, tdr: Hpa) -> Result<(), Errno> {
 
 /// A vCPU's TDVPR (`tdx_vcpu_create()` + `tdx_td_vcpu_init()`'s TDH.VP.CREATE).
 async fn tdx_vcpu_create(cpu: &Cpu, td: TdId) -> Result<(), Errno> {
+    might_sleep(cpu, "tdx_vcpu_create");
     let tdvpr = tdx_alloc_control_page(cpu).await?;
     build_leaf(cpu, "tdx_td_vcpu_init", LeafCall::VpCreate { td, tdvpr }, tdvpr).await
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use seam_model::status::TDX_MISSING_PAMT_PAGE_PAIR;
 use seam_model::{Gpa, Hpa, LeafCall, LeafOutput, TdId};
-use sim_core::{OutcomeKind, Subject};
+use sim_core::{OutcomeKind, Span, Subject};
 
 use crate::kernel::Errno;
 use crate::kernel::cpu::{Cpu, mark};
@@ -50,6 +50,7 @@ fn kvm_td(cpu: &Cpu, td: TdId) -> &KvmTd {
 
 /// `tdh_mem_page_aug()`.
 async fn tdh_mem_page_aug(cpu: &Cpu, td: TdId, gpa: Gpa, page: Hpa) -> LeafOutput {
+    lockdep_assert_held(cpu, kvm_td(cpu, td).mmu_lock.resource, "tdh_mem_page_aug");
     seamcall(cpu, LeafCall::PageAug { td, gpa, page }).await
 }
 
@@ -133,6 +134,9 @@ fn report_unbounded_retry(cpu: &Cpu, page: Hpa, races: u32) {
         cpu.id
     );
     cpu.sim.with(|engine| {
+        engine.mark(Span::Instant, mark::WARN, 2, 0, || {
+            "(unbounded retry: the ADD/AUG race again; reported, not retried)".to_string()
+        });
         let outcome = engine.report_here(OutcomeKind::Livelock, "unbounded retry", detail, Vec::new());
         engine.stop(outcome);
     });
@@ -158,6 +162,8 @@ fn aug_result(cpu: &Cpu, output: LeafOutput, page: Hpa) -> Result<(), Errno> {
 /// D1 inside `mmu_lock`: a further round's pair cannot come from a sleeping allocation, so
 /// it is taken with GFP_ATOMIC. [I] The RFC's fault path is not published in that detail.
 async fn refill_pamt_cache_atomic(cpu: &Cpu, cache: &PamtCache) -> Result<(), Errno> {
+    // Inside mmu_lock: an rwlock, so preemption is off and only GFP_ATOMIC will do.
+    lockdep_assert_preemption_disabled(cpu, "refill_pamt_cache_atomic");
     while cache.borrow().len() < 2 {
         let Some(page) = alloc_page_atomic(cpu).await else { return Err(Errno::ENOMEM) };
         cache.borrow_mut().push(page);
@@ -291,6 +297,7 @@ async fn tdx_sept_remove_private_spte(cpu: &Cpu, td: TdId, gpa: Gpa, page: Hpa) 
 ///
 /// Kernel: the TDP MMU zap (`tdp_mmu_zap_leafs()` -> `remove_external_spte()`).
 pub async fn zap(cpu: &Cpu, td: TdId, gpa: u64, count: u32) -> Result<(), Errno> {
+    might_sleep(cpu, "kvm_tdp_mmu_zap_leafs");
     let kvm = kvm_td(cpu, td);
     write_lock(cpu, kvm.mmu_lock).await;
     let mut freed = Vec::new();

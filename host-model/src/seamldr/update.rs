@@ -11,7 +11,7 @@ use sim_core::{Span, TaskId, TaskPriority, WaitId, WaitKind};
 use crate::kernel::Errno;
 use crate::kernel::completion::{Completion, OnCpu, spawn_on_cpu};
 use crate::kernel::cpu::{Cpu, mark};
-use crate::kernel::lockdep::{lockdep_assert_cpus_held, might_sleep};
+use crate::kernel::lockdep::{lockdep_assert_cpus_held, lockdep_assert_held, might_sleep};
 use crate::kernel::mutex::{down_read, down_write, up_read, up_write};
 use crate::kernel::spinlock::{Spinlock, raw_spin_lock_irqsave, raw_spin_unlock_irqrestore};
 use crate::kernel::stop_machine::{stop_machine, stop_machine_cpuslocked};
@@ -175,6 +175,7 @@ async fn tdx_module_shutdown(cpu: &Cpu) -> Result<(), Errno> {
 /// `seamldr_call()`: one P-SEAMLDR call, serialised by `seamldr_lock`; refused on CPUs
 /// where returning from the P-SEAMLDR clears the current VMCS.
 async fn seamldr_call(cpu: &Cpu, call: LeafCall) -> Result<(), Errno> {
+    // P-SEAMLDR calls come from the update's state machine, with IRQs off.
     if cpu.host().config.seamret_erratum {
         cpu.warn("seamldr_call", "P-SEAMLDR calls clear the VMCS on this CPU (X86_BUG_SEAMRET_INVD_VMCS)");
         return Err(Errno::EINVAL);
@@ -209,6 +210,8 @@ fn errno_code(ret: Result<(), Errno>) -> i32 {
 /// ack of a state with no failure moves everyone to the next state.
 async fn ack_state(cpu: &Cpu, ctrl: &UpdateCtrl, failed: bool) {
     let flags = raw_spin_lock_irqsave(cpu, ctrl.lock).await;
+    // num_ack, num_failed and state are protected by update_ctrl.lock.
+    lockdep_assert_held(cpu, ctrl.lock.resource, "ack_state");
     let online = cpu.sim.with(|engine| engine.num_online_cpus());
     ctrl.num_failed.set(ctrl.num_failed.get() + u32::from(failed));
     ctrl.num_ack.set(ctrl.num_ack.get() + 1);
@@ -292,10 +295,10 @@ pub async fn seamldr_install_module(cpu: &Cpu) -> Result<(), Errno> {
         state: Cell::new(UpdateState::Shutdown),
         num_ack: Cell::new(0),
         num_failed: Cell::new(0),
-        lock: Spinlock::new_raw(&cpu.sim, "update_ctrl.lock", cpu.host().costs.spin_handoff),
+        lock: Spinlock::new_raw_irqsave(&cpu.sim, "update_ctrl.lock", cpu.host().costs.spin_handoff),
         spinners: RefCell::new(Vec::new()),
         abort_on_failure,
-        acks: cpu.sim.with(|engine| engine.new_wait("update_ctrl acks")),
+        acks: cpu.sim.with(|engine| engine.new_wait()),
     });
     let function: OnCpu<i32> = {
         let ctrl = ctrl.clone();
@@ -343,7 +346,7 @@ async fn run_in_kworkers(cpu: &Cpu, function: OnCpu<i32>) -> Result<(), i32> {
     let mut results = Vec::new();
     let mut dones = Vec::new();
     for target in online {
-        let done = Rc::new(Completion::new(cpu, "an update kworker"));
+        let done = Rc::new(Completion::new(cpu));
         results.push(spawn_on_cpu(
             cpu,
             target,

@@ -119,7 +119,7 @@ use crate::kernel::atomic::{
     atomic_inc_not_zero, atomic_read, atomic_set,
 };
 use crate::kernel::cpu::{Cpu, cover, mark};
-use crate::kernel::lockdep::{lockdep_assert_held, might_sleep};
+use crate::kernel::lockdep::{lockdep_assert_held, lockdep_assert_not_in_irq, might_sleep};
 use crate::kernel::page_alloc::{alloc_page, free_page};
 use crate::kernel::rwlock::{RwLock, read_lock, read_unlock, write_lock, write_unlock};
 use crate::kernel::spinlock::{Spinlock, spin_lock, spin_unlock};
@@ -307,6 +307,7 @@ async fn pamt_dec_and_lock(cpu: &Cpu, refcount: Atomic<'_>, locks: &[PamtLock]) 
     // Otherwise do it the slow way.
     pamt_lock(cpu, locks).await;
     if atomic_dec_and_test(cpu, refcount).await {
+        assert_pamt_locks_held(cpu, locks, "atomic_dec_and_lock");
         return true;
     }
     pamt_unlock(cpu, locks);
@@ -346,11 +347,13 @@ async fn free_pamt_pages(cpu: &Cpu, pair: [Hpa; 2]) {
 
 /// `tdh_phymem_pamt_add()`.
 pub async fn tdh_phymem_pamt_add(cpu: &Cpu, page: Hpa, pair: [Hpa; 2]) -> LeafOutput {
+    lockdep_assert_not_in_irq(cpu, "tdh_phymem_pamt_add");
     seamcall(cpu, LeafCall::PamtAdd { hpa: page.range_base(), pair }).await
 }
 
 /// `tdh_phymem_pamt_remove()`.
 pub async fn tdh_phymem_pamt_remove(cpu: &Cpu, page: Hpa) -> LeafOutput {
+    lockdep_assert_not_in_irq(cpu, "tdh_phymem_pamt_remove");
     seamcall(cpu, LeafCall::PamtRemove { hpa: page.range_base() }).await
 }
 
@@ -371,6 +374,20 @@ enum RefcountDesign {
     Per2mRwlockPfnOrder,
 }
 
+impl RefcountDesign {
+    /// Whether a get first tries to take a reference without the lock. D3 has no fast
+    /// path: every get goes through the lock.
+    fn has_fast_path(self) -> bool {
+        match self {
+            RefcountDesign::GlobalLock => false,
+            RefcountDesign::GlobalLockFastpath
+            | RefcountDesign::DecAndLock
+            | RefcountDesign::Per2mRwlock
+            | RefcountDesign::Per2mRwlockPfnOrder => true,
+        }
+    }
+}
+
 /// Take a reference on the 2MB range holding `page`; add PAMT backing on 0 -> 1.
 ///
 /// Kernel: `tdx_pamt_get()`, arch/x86/virt/vmx/tdx/tdx.c — v2–v4 (D2), v6 05/11 (D3),
@@ -378,6 +395,7 @@ enum RefcountDesign {
 /// refcount, only the ADD half (`tdx_pamt_add_hint`); D6 has its own shape below.
 /// Events: refcount fast path, the design's lock set, TDH.PHYMEM.PAMT.ADD.
 pub async fn tdx_pamt_get(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Result<(), Errno> {
+    lockdep_assert_not_in_irq(cpu, "tdx_pamt_get");
     let _in_flight = InFlight::enter(cpu, page);
     if !dpamt_enabled(cpu) {
         return Ok(());
@@ -401,16 +419,8 @@ async fn tdx_pamt_get_refcount(
     source: PairSource<'_>,
 ) -> Result<(), Errno> {
     let pamt_refcount = pamt_refcount(cpu, page);
-    // Fast path: the range is already backed, just take a reference. (D3 has none: every
-    // get goes through the lock.)
-    let fast_path = match design {
-        RefcountDesign::GlobalLock => false,
-        RefcountDesign::GlobalLockFastpath
-        | RefcountDesign::DecAndLock
-        | RefcountDesign::Per2mRwlock
-        | RefcountDesign::Per2mRwlockPfnOrder => true,
-    };
-    if fast_path && atomic_inc_not_zero(cpu, pamt_refcount).await {
+    // Fast path: the range is already backed, just take a reference.
+    if design.has_fast_path() && atomic_inc_not_zero(cpu, pamt_refcount).await {
         return Ok(());
     }
     cover_zero_crossing(cpu, page, ZeroCrossing::GetSlowPath);
@@ -474,6 +484,7 @@ async fn tdx_pamt_get_refcount(
 /// Kernel: `tdx_pamt_put()`, arch/x86/virt/vmx/tdx/tdx.c — the designs as in `tdx_pamt_get`.
 /// Events: the design's decrement and lock set, TDH.PHYMEM.PAMT.REMOVE.
 pub async fn tdx_pamt_put(cpu: &Cpu, page: Hpa) {
+    lockdep_assert_not_in_irq(cpu, "tdx_pamt_put");
     let _in_flight = InFlight::enter(cpu, page);
     if !dpamt_enabled(cpu) {
         return;

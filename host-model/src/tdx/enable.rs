@@ -16,9 +16,9 @@ use crate::kernel::arch::{cpu_vmxoff, topology_physical_package_id, vmx_is_on};
 use crate::kernel::completion::{OnCpu, smp_call_on_cpu};
 use crate::kernel::cpu::Cpu;
 use crate::kernel::cpuhp::{CpuhpState, cpuhp_remove_state, cpuhp_setup_state, cpuhp_setup_state_cpuslocked};
-use crate::kernel::lockdep::might_sleep;
+use crate::kernel::lockdep::{cannot_fail, lockdep_assert_held, might_sleep};
 use crate::kernel::mutex::{RwSem, down_read, up_read};
-use crate::kernel::spinlock::{Spinlock, spin_lock, spin_unlock};
+use crate::kernel::spinlock::{Spinlock, raw_spin_lock, raw_spin_unlock};
 use crate::tdx::seamcall::seamcall;
 
 /// `host.enable`: the TDX enabling / CPU-hotplug design (spec/host-algorithms.md §2).
@@ -116,7 +116,7 @@ impl TdxState {
             sysinit_lock: Spinlock::new_raw(sim, "sysinit_lock", config.costs.spin_handoff),
             lp_initialized: (0..possible).map(|_| Cell::new(booted)).collect(),
             virtualization_nr_users: (0..possible).map(|_| Cell::new(u32::from(booted))).collect(),
-            seamldr_lock: Spinlock::new_raw(sim, "seamldr_lock", config.costs.spin_handoff),
+            seamldr_lock: Spinlock::new_raw_irqsave(sim, "seamldr_lock", config.costs.spin_handoff),
             update_rwsem: RwSem::new(sim, "update_rwsem", false),
         }
     }
@@ -140,24 +140,31 @@ pub fn seamcall_errno(output: LeafOutput) -> Result<(), Errno> {
 
 /// `x86_virt_get_ref(VMX)`: VMXON on this CPU's 0 -> 1. arch/x86/virt/hw.c.
 pub async fn x86_virt_get_ref(cpu: &Cpu) -> Result<(), Errno> {
+    // The refcount is per CPU: preemption stays off while it is read and VMXON runs.
+    cpu.preempt_disable();
     let users = &cpu.host().tdx.virtualization_nr_users[cpu.id.0 as usize];
     users.set(users.get() + 1);
+    let mut ret = Ok(());
     if users.get() == 1
         && let Err(errno) = cpu_vmxon(cpu).await
     {
         users.set(users.get() - 1);
-        return Err(errno);
+        ret = Err(errno);
     }
-    Ok(())
+    cpu.preempt_enable();
+    ret
 }
 
 /// `x86_virt_put_ref(VMX)`: VMXOFF on 1 -> 0.
 pub async fn x86_virt_put_ref(cpu: &Cpu) {
+    cpu.preempt_disable();
     let users = &cpu.host().tdx.virtualization_nr_users[cpu.id.0 as usize];
+    cannot_fail(cpu, users.get() > 0, "x86_virt_put_ref", || "the VMX refcount is already 0".to_string());
     users.set(users.get().saturating_sub(1));
     if users.get() == 0 {
         cpu_vmxoff(cpu).await;
     }
+    cpu.preempt_enable();
 }
 
 /// TDH.SYS.INIT once, its result cached, failures included.
@@ -165,16 +172,18 @@ pub async fn x86_virt_put_ref(cpu: &Cpu) {
 /// Kernel: `try_init_module_global()`, arch/x86/virt/vmx/tdx/tdx.c.
 pub async fn try_init_module_global(cpu: &Cpu) -> Result<(), Errno> {
     let tdx = &cpu.host().tdx;
-    spin_lock(cpu, tdx.sysinit_lock).await;
+    raw_spin_lock(cpu, tdx.sysinit_lock).await;
+    // sysinit_done and sysinit_ret are protected by sysinit_lock.
+    lockdep_assert_held(cpu, tdx.sysinit_lock.resource, "try_init_module_global");
     if tdx.sysinit_done.get() {
         let ret = tdx.sysinit_ret.get();
-        spin_unlock(cpu, tdx.sysinit_lock);
+        raw_spin_unlock(cpu, tdx.sysinit_lock);
         return ret;
     }
     let ret = seamcall_errno(seamcall(cpu, LeafCall::SysInit).await);
     tdx.sysinit_ret.set(ret);
     tdx.sysinit_done.set(true);
-    spin_unlock(cpu, tdx.sysinit_lock);
+    raw_spin_unlock(cpu, tdx.sysinit_lock);
     ret
 }
 
@@ -195,6 +204,8 @@ pub async fn tdx_cpu_enable(cpu: &Cpu) -> Result<(), Errno> {
 /// The cpuhp startup callback "virt/tdx:online": a VMX reference, then `tdx_cpu_enable()`;
 /// a failure refuses the CPU. Kernel: `tdx_online_cpu()` (§2.1.4).
 pub async fn tdx_online_cpu(cpu: &Cpu) -> Result<(), Errno> {
+    // In the hotplug thread of the CPU coming up: process context, its own CPU.
+    might_sleep(cpu, "tdx_online_cpu");
     x86_virt_get_ref(cpu).await?;
     if let Err(errno) = tdx_cpu_enable(cpu).await {
         x86_virt_put_ref(cpu).await;
@@ -206,6 +217,10 @@ pub async fn tdx_online_cpu(cpu: &Cpu) -> Result<(), Errno> {
 /// The cpuhp teardown callback: refuses to take down the last online CPU of a package
 /// while a TDX guest HKID exists. Kernel: `tdx_offline_cpu()` (§2.1.5).
 pub async fn tdx_offline_cpu(cpu: &Cpu) -> Result<(), Errno> {
+    // In the hotplug thread of the CPU going down: its own CPU, not migratable.
+    cannot_fail(cpu, cpu.sim.with(|engine| engine.cpu(cpu.id).online), "tdx_offline_cpu", || {
+        format!("{} runs its teardown while already offline", cpu.id)
+    });
     if cpu.host().kvm.hkids_allocated.get() > 0 {
         let package = topology_physical_package_id(cpu, cpu.id);
         let online = cpu.sim.with(|engine| engine.online_cpus());
@@ -322,6 +337,7 @@ pub async fn init_tdx_module(cpu: &Cpu) -> Result<(), Errno> {
 ///
 /// Kernel: `tdx_enable()`, arch/x86/virt/vmx/tdx/tdx.c; `vt_init()`/`tdx_bringup()` for H0-H4.
 pub async fn tdx_enable(cpu: &Cpu) -> Result<(), Errno> {
+    might_sleep(cpu, "tdx_enable");
     let design = cpu.host().config.enable_design;
     let ret = match design {
         EnableDesign::BootCpuhp => tdx_enable_boot_cpuhp(cpu).await,

@@ -103,8 +103,9 @@ impl Module {
         self.lp(lp).lp_is_init
     }
 
-    /// `lp` is inside a TDX-module SEAMCALL: from a `begin` that returned `Held` until
-    /// its `finish`. P-SEAMLDR calls do not count (see [`Module::seamldr_lp`]).
+    /// `lp` is inside a TDX-module SEAMCALL: from a `begin` that did not return `Done` until
+    /// its `finish`, or for TDH.VP.ENTER until its guest run ends (`exit_guest`), the whole
+    /// time the guest runs (spec §7). P-SEAMLDR calls do not count (see [`Module::seamldr_lp`]).
     pub fn lp_is_busy(&self, lp: CpuId) -> bool {
         self.lp(lp).busy_calls > 0
     }
@@ -228,7 +229,14 @@ impl Module {
         }
         self.seamldr_lp = Some(lp);
         let cost_override = is_last_install.then(seamldr_install_last_cost_cycles);
-        Begin::Held(Ticket { lp, call: *call, list: LockList::atomic(), failed: None, cost_override })
+        Begin::Held(Ticket {
+            lp,
+            call: *call,
+            list: LockList::atomic(),
+            failed: None,
+            cost_override,
+            checked: None,
+        })
     }
 
     /// `lp` returns from the P-SEAMLDR.

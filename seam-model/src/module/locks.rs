@@ -137,7 +137,10 @@ impl Module {
         }
         let td = self.tds.get_mut(&lock.td().expect("lock_td: a TD lock")).expect("lock_td: TD checked");
         let result = match lock {
-            ModuleLock::SeptEntry(_, gpa) => td.try_lock_entry(gpa, Caller::Host),
+            ModuleLock::SeptEntry(_, gpa) => td.sept.try_lock_entry(gpa, Caller::Host),
+            ModuleLock::SeptNonLeafEntry(_, level, gpa) => {
+                td.sept.try_lock_non_leaf(gpa, level, Caller::Host)
+            }
             _ => {
                 let sharex = td_sharex(td, lock);
                 match mode {
@@ -153,6 +156,21 @@ impl Module {
             }
             Err(busy) => Err(LockStop::Busy(busy.status().with_operand(operand_id))),
         }
+    }
+
+    /// A package's TDH.PHYMEM.CACHE.WB try-mutex (spec §2.4): contention is
+    /// TDX_OPERAND_BUSY|WBCACHE.
+    pub(super) fn lock_wbcache(&mut self, package: u32, list: &mut LockList) -> Result<(), LockStop> {
+        if let Attempt::Replay = list.next_attempt()? {
+            return Ok(());
+        }
+        let entry = &mut self.wbt[package as usize];
+        if entry.locked {
+            return Err(LockStop::Busy(TDX_OPERAND_BUSY.with_operand(operand::WBCACHE)));
+        }
+        entry.locked = true;
+        list.held.push(HeldLock { lock: ModuleLock::Wbcache(package), mode: LockMode::Exclusive });
+        Ok(())
     }
 
     /// A module-wide `sharex` lock: `global_lock` (contention is TDX_SYS_BUSY) or
@@ -189,13 +207,26 @@ impl Module {
                 ModuleLock::Pamt1G(_) | ModuleLock::Pamt2M(_) | ModuleLock::Pamt4K(_) => {
                     self.pamt.release(held.lock, held.mode)
                 }
-                ModuleLock::SeptEntry(td, gpa) => self.td_mut(td).release_entry(gpa),
+                ModuleLock::SeptEntry(td, gpa) => self.td_mut(td).sept.release_entry(gpa),
+                ModuleLock::SeptNonLeafEntry(td, level, gpa) => {
+                    self.td_mut(td).sept.release_non_leaf(gpa, level)
+                }
+                ModuleLock::EpochRefcount(td, parity) => {
+                    let count = &mut self.td_mut(td).epoch_refcount[usize::from(parity)];
+                    *count = count.checked_sub(1).expect("module: epoch refcount below 0");
+                }
                 ModuleLock::Global => self.global_lock.release(held.mode),
                 ModuleLock::Kot => self.kot_lock.release(held.mode),
+                ModuleLock::Wbcache(package) => {
+                    let entry = &mut self.wbt[package as usize];
+                    assert!(entry.locked, "module: releasing a free wbcache mutex");
+                    entry.locked = false;
+                }
                 lock @ (ModuleLock::Tdr(_)
                 | ModuleLock::Tdcs(_)
                 | ModuleLock::SeptTree(_)
-                | ModuleLock::Epoch(_)) => {
+                | ModuleLock::Epoch(_)
+                | ModuleLock::Tdvpr(..)) => {
                     let td = lock.td().expect("a TD lock");
                     td_sharex(self.td_mut(td), lock).release(held.mode)
                 }
@@ -213,17 +244,22 @@ impl Module {
                 self.pamt.is_held(held.lock, held.mode)
             }
             ModuleLock::SeptEntry(td, gpa) => self.tds[&td].entry(gpa).locked,
+            ModuleLock::SeptNonLeafEntry(td, level, gpa) => self.tds[&td].sept.non_leaf_locked(gpa, level),
+            ModuleLock::EpochRefcount(td, parity) => self.tds[&td].epoch_refcount[usize::from(parity)] > 0,
             ModuleLock::Global => holds(self.global_lock.readers(), self.global_lock.is_exclusive()),
             ModuleLock::Kot => holds(self.kot_lock.readers(), self.kot_lock.is_exclusive()),
+            ModuleLock::Wbcache(package) => self.wbt[package as usize].locked,
             lock @ (ModuleLock::Tdr(td)
             | ModuleLock::Tdcs(td)
             | ModuleLock::SeptTree(td)
-            | ModuleLock::Epoch(td)) => {
+            | ModuleLock::Epoch(td)
+            | ModuleLock::Tdvpr(td, _)) => {
                 let td = &self.tds[&td];
                 let sharex = match lock {
                     ModuleLock::Tdr(_) => td.tdr_lock,
                     ModuleLock::Tdcs(_) => td.tdcs_lock,
                     ModuleLock::SeptTree(_) => td.sept_lock,
+                    ModuleLock::Tdvpr(_, tdvpr) => td.vcpus[&tdvpr].tdvpr_lock,
                     _ => td.epoch_lock,
                 };
                 holds(sharex.readers(), sharex.is_exclusive())
@@ -242,6 +278,7 @@ fn td_sharex(td: &mut Td, lock: ModuleLock) -> &mut SharexHp {
         ModuleLock::Tdcs(_) => &mut td.tdcs_lock,
         ModuleLock::SeptTree(_) => &mut td.sept_lock,
         ModuleLock::Epoch(_) => &mut td.epoch_lock,
+        ModuleLock::Tdvpr(_, tdvpr) => &mut td.vcpu_mut(tdvpr).tdvpr_lock,
         other => unreachable!("module: {other} is not a TD sharex_hp lock"),
     }
 }

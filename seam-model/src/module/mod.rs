@@ -16,30 +16,45 @@
 //! Before any of that, `begin` makes the SEAMCALL dispatch checks of spec §3 (VMX,
 //! P-SEAMLDR, `seam_ready`, `sys_state`, `lp_is_init`). The leaves live by family:
 //! - `pamt_leaves`: TDH.PHYMEM.PAMT.ADD / REMOVE (spec §5.4, §5.5);
-//! - `sept_leaves`: PAGE.AUG, RANGE.BLOCK, TRACK, PAGE.REMOVE, PAGE.WBINVD;
+//! - `sept_leaves`: SEPT.ADD, PAGE.ADD, PAGE.AUG, RANGE.BLOCK, TRACK, PAGE.REMOVE,
+//!   PAGE.WBINVD;
 //! - `td_leaves`: the TD build: MNG.CREATE, MNG.KEY.CONFIG, MNG.INIT, VP.CREATE, MR.FINALIZE;
+//! - `vcpu_leaves`: VP.ADDCX, VP.INIT, VP.FLUSH and VP.ENTER's lock set;
+//! - `guest`: VP.ENTER's guest run ([`Module::enter_guest`], [`Module::exit_guest`]), the
+//!   zero-step filter, and the guest's TDG.MEM.PAGE.ACCEPT;
+//! - `teardown_leaves`: MNG.VPFLUSHDONE, PHYMEM.CACHE.WB, MNG.KEY.FREEID, PHYMEM.PAGE.RECLAIM;
 //! - `lifecycle`: dispatch, per-LP state, the SYS leaves, the update and the P-SEAMLDR;
 //! - `locks`: how a leaf's attempts are made and undone.
+//!
+//! A leaf's state checks are made once, when it holds its whole lock set (`Begin::Held`),
+//! and the ticket keeps the answer for `will_fail` and `finish`. The few checks that read
+//! state no held lock protects (the epoch refcounts that TD exits decrement, the TD epoch
+//! that PAGE.REMOVE reads) therefore answer as of that moment, as the module's do.
 
+mod guest;
 mod lifecycle;
 mod locks;
 mod pamt_leaves;
 mod sept_leaves;
 mod td_leaves;
+mod teardown_leaves;
+mod vcpu_leaves;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sim_core::CpuId;
 
+pub use guest::{AcceptTicket, Entered, GuestAccept, GuestRun};
 pub use lifecycle::{Handoff, SysState};
 pub use locks::LeafLocks;
 pub(crate) use locks::{Attempt, LockList, LockStop};
 
 use crate::lock::{LockMode, Sharex};
-use crate::pamt::{Dpamt2M, PageType, Pamt};
+use crate::pamt::{Dpamt2M, OwnerSlot, PageType, Pamt};
+use crate::sept::GPA_LIMIT;
 use crate::status::{TDX_OPERAND_ADDR_RANGE_ERROR, TDX_OPERAND_INVALID, TdxStatus, operand};
-use crate::td::Td;
+use crate::td::{Td, VcpuState};
 use crate::{Gpa, Hpa, Leaf, LeafCall, LeafOutput, PAGE_SIZE, RANGE_1G, RANGE_2M, TdId};
 
 /// What the module is built with, and the platform it runs on.
@@ -69,6 +84,33 @@ pub struct ModuleConfig {
     /// How a leaf's try-locks meet other LPs' (spec §2): one attempt at a time, or the
     /// whole set at once.
     pub leaf_locks: LeafLocks,
+    /// How long TDH.VP.ENTER holds the SEPT tree lock exclusive once zero-step is suspected.
+    pub zero_step_sept_hold: ZeroStepSeptHold,
+    /// Calls one package's TDH.PHYMEM.CACHE.WB takes: each call writes back this share of
+    /// the package's cache sub-blocks, then sees a pending host interrupt and returns
+    /// TDX_INTERRUPTED_RESUMABLE, until the last. [I] The module stops when an interrupt is
+    /// pending, which a sans-IO model cannot see, and the number of sub-blocks is the
+    /// CPU's; we fix the count. 1 .. [`MAX_CACHE_WB_CALLS`].
+    pub cache_wb_calls: u32,
+}
+
+/// The largest [`ModuleConfig::cache_wb_calls`]: KVM gives up after `TDX_SEAMCALL_RETRIES`
+/// (10000) calls.
+pub const MAX_CACHE_WB_CALLS: u32 = 10_000;
+/// The largest TDMR the model takes: S-EPT entries keep 32-bit pfns.
+pub const MAX_MEMORY_BYTES: u64 = 1 << 44;
+
+/// How long TDH.VP.ENTER holds `secure_ept_lock` exclusive in zero-step mode (spec §6.10).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ZeroStepSeptHold {
+    /// From the entry until the TD exits: every SEPT-lock user on the TD gets BUSY (0x92)
+    /// while the suspected vCPU runs. Spec §2.5 [I], Yan Zhao's lock table ("VP.ENTER
+    /// takes SEPT exclusive when 0-step is suspected").
+    #[default]
+    WhileRunning,
+    /// Only while VP.ENTER checks the logged GPAs, released before the guest runs: what
+    /// the TDX 1.5 and 2.0 module sources do (`td_entry_stepping_filter`) [V-mod].
+    EntryOnly,
 }
 
 impl ModuleConfig {
@@ -85,6 +127,8 @@ impl ModuleConfig {
             seamret_erratum: false,
             compat_sensitive_supported: true,
             leaf_locks: LeafLocks::Interleaved,
+            zero_step_sept_hold: ZeroStepSeptHold::WhileRunning,
+            cache_wb_calls: 4,
         }
     }
 
@@ -117,6 +161,19 @@ pub enum ModuleLock {
     /// The key ownership table lock (operand KOT, 0xBA).
     #[doc(alias = "kot_lock")]
     Kot,
+    /// A vCPU's TDVPR page lock.
+    Tdvpr(TdId, Hpa),
+    /// The TDEL bit of the non-leaf S-EPT entry of this level (1 ..= 3) covering this GPA
+    /// (TDH.MEM.SEPT.ADD's parent entry).
+    SeptNonLeafEntry(TdId, u8, u64),
+    /// Not a lock but a count a leaf holds the same way: `epoch_refcount[parity]`, which a
+    /// vCPU keeps raised from TDH.VP.ENTER to its TD exit. TRACK answers
+    /// PREVIOUS_TLB_EPOCH_BUSY while the previous parity's count is not 0.
+    #[doc(alias = "epoch_refcount")]
+    EpochRefcount(TdId, u8),
+    /// The package's TDH.PHYMEM.CACHE.WB try-mutex (`wbt_entries[pkg].entry_lock`,
+    /// operand WBCACHE, 0xBC).
+    Wbcache(u32),
 }
 
 impl ModuleLock {
@@ -127,12 +184,16 @@ impl ModuleLock {
             | ModuleLock::Pamt2M(_)
             | ModuleLock::Pamt4K(_)
             | ModuleLock::Global
-            | ModuleLock::Kot => None,
+            | ModuleLock::Kot
+            | ModuleLock::Wbcache(_) => None,
             ModuleLock::Tdr(td)
             | ModuleLock::Tdcs(td)
             | ModuleLock::SeptTree(td)
             | ModuleLock::SeptEntry(td, _)
-            | ModuleLock::Epoch(td) => Some(td),
+            | ModuleLock::Epoch(td)
+            | ModuleLock::Tdvpr(td, _)
+            | ModuleLock::SeptNonLeafEntry(td, _, _)
+            | ModuleLock::EpochRefcount(td, _) => Some(td),
         }
     }
 }
@@ -151,6 +212,12 @@ impl std::fmt::Display for ModuleLock {
             ModuleLock::Epoch(td) => write!(f, "epoch_lock[td{}]", td.0),
             ModuleLock::Global => f.write_str("global_lock"),
             ModuleLock::Kot => f.write_str("kot_lock"),
+            ModuleLock::Tdvpr(td, tdvpr) => write!(f, "tdvpr[td{} {tdvpr}]", td.0),
+            ModuleLock::SeptNonLeafEntry(td, level, gpa) => {
+                write!(f, "sept_entry[td{} L{level} {gpa:#x}]", td.0)
+            }
+            ModuleLock::EpochRefcount(td, parity) => write!(f, "epoch_refcount[td{} {parity}]", td.0),
+            ModuleLock::Wbcache(package) => write!(f, "wbcache[pkg{package}]"),
         }
     }
 }
@@ -194,6 +261,8 @@ pub struct Ticket {
     /// An attempt failed with this status; the next `step` undoes the locks and returns it.
     failed: Option<TdxStatus>,
     cost_override: Option<u64>,
+    /// The leaf's state checks, made when it got its whole lock set.
+    checked: Option<Result<(), TdxStatus>>,
 }
 
 impl Ticket {
@@ -237,6 +306,8 @@ struct LpState {
     vmx_on: bool,
     /// Hardware: a P-SEAMLDR SEAMRET cleared the current VMCS (the erratum, spec §8.2).
     current_vmcs_cleared: bool,
+    /// The vCPU whose guest runs on this LP (inside TDH.VP.ENTER), if any.
+    running: Option<(TdId, Hpa)>,
 }
 
 /// The TDX module and the P-SEAMLDR: PAMT, TDs, life-cycle state and the modelled leaves.
@@ -278,6 +349,24 @@ pub struct Module {
     install_session: Option<Vec<CpuId>>,
     /// Failures to return from the next call of a leaf (`inject_failure`).
     injected: BTreeMap<Leaf, TdxStatus>,
+    /// The TD each PAMT owner slot names; `None` for a free slot.
+    owners: Vec<Option<TdId>>,
+    /// By package: the TDH.PHYMEM.CACHE.WB state (`wbt_entries`).
+    wbt: Vec<WbtEntry>,
+    /// A TD whose TDR a PAGE.RECLAIM in `finish` just reclaimed, dropped after the release.
+    reclaimed_td: Option<TdId>,
+}
+
+/// One package's TDH.PHYMEM.CACHE.WB state.
+#[derive(Clone, Debug, Default)]
+struct WbtEntry {
+    /// The try-mutex. invariant: held only while a CACHE.WB ticket of an LP of this package
+    /// holds `ModuleLock::Wbcache`.
+    locked: bool,
+    /// Calls done of the write-back in progress (`intr_point`); 0 when none is.
+    progress: u32,
+    /// The TDs whose HKIDs were FLUSHED when the write-back started (`hkid_flushed`).
+    covers: Vec<TdId>,
 }
 
 impl Module {
@@ -287,8 +376,19 @@ impl Module {
             (1..=config.num_lps).contains(&config.packages),
             "module: packages must be between 1 and num_lps"
         );
+        assert!(config.memory_bytes <= MAX_MEMORY_BYTES, "module: memory above {MAX_MEMORY_BYTES:#x} bytes");
+        assert!(
+            (1..=MAX_CACHE_WB_CALLS).contains(&config.cache_wb_calls),
+            "module: cache_wb_calls must be 1..={MAX_CACHE_WB_CALLS}"
+        );
         let booted = config.initialized;
-        let lp = LpState { lp_is_init: booted, busy_calls: 0, vmx_on: booted, current_vmcs_cleared: false };
+        let lp = LpState {
+            lp_is_init: booted,
+            busy_calls: 0,
+            vmx_on: booted,
+            current_vmcs_cleared: false,
+            running: None,
+        };
         Module {
             config,
             pamt: Pamt::new(config.memory_bytes, config.dpamt),
@@ -308,6 +408,9 @@ impl Module {
             seamldr_lp: None,
             install_session: None,
             injected: BTreeMap::new(),
+            owners: Vec::new(),
+            wbt: vec![WbtEntry::default(); config.packages as usize],
+            reclaimed_td: None,
         }
     }
 
@@ -324,10 +427,42 @@ impl Module {
     /// control pages occupy no simulated memory; TDs a scenario builds go through
     /// TDH.MNG.CREATE and the rest of the build instead.
     pub fn create_td(&mut self, td: TdId) {
-        let mut new = Td::new(self.config.host_priority);
+        assert!(!self.tds.contains_key(&td), "create_td: {td} already exists");
+        let mut new = Td::new(self.config.host_priority, self.take_owner_slot(td));
         new.key_packages = (0..self.config.packages).collect();
-        let previous = self.tds.insert(td, new);
-        assert!(previous.is_none(), "create_td: {td} already exists");
+        self.tds.insert(td, new);
+    }
+
+    /// Gives a TD a READY vCPU on `tdvpr`, associated with no LP. Shortcut, like
+    /// [`Module::create_td`]: the TDVPR and its TDCX pages occupy no simulated memory; a
+    /// TD built through the leaves gets its vCPUs from TDH.VP.CREATE, ADDCX and INIT.
+    pub fn create_vcpu(&mut self, td: TdId, tdvpr: Hpa) {
+        assert!(
+            self.pamt.contains(tdvpr) && tdvpr.0.is_multiple_of(PAGE_SIZE),
+            "create_vcpu: bad TDVPR {tdvpr}"
+        );
+        self.tds
+            .get_mut(&td)
+            .unwrap_or_else(|| panic!("create_vcpu: no {td}"))
+            .add_vcpu(tdvpr, VcpuState::Ready);
+    }
+
+    /// A free PAMT owner slot for `td`.
+    fn take_owner_slot(&mut self, td: TdId) -> OwnerSlot {
+        let slot = match self.owners.iter().position(Option::is_none) {
+            Some(slot) => slot,
+            None => {
+                self.owners.push(None);
+                self.owners.len() - 1
+            }
+        };
+        self.owners[slot] = Some(td);
+        OwnerSlot::try_from(slot).expect("module: more TDs alive at once than PAMT owner slots")
+    }
+
+    /// The TD a PAMT owner slot names.
+    fn owner_td(&self, slot: OwnerSlot) -> TdId {
+        self.owners[usize::from(slot)].expect("module: an in-use page's owner slot names a TD")
     }
 
     /// The SEAMCALL dispatch checks (spec §3), an injected failure, the operand checks,
@@ -353,7 +488,8 @@ impl Module {
             LeafLocks::Interleaved => LockList::default(),
             LeafLocks::Atomic => LockList::atomic(),
         };
-        let ticket = Ticket { lp, call: *call, list, failed: None, cost_override: None };
+        assert!(self.lp(lp).running.is_none(), "begin: {lp} runs a guest, it cannot issue a SEAMCALL");
+        let ticket = Ticket { lp, call: *call, list, failed: None, cost_override: None, checked: None };
         let answer = self.lock_pass(ticket);
         if !matches!(answer, Begin::Done { .. }) {
             self.lp_mut(lp).busy_calls += 1;
@@ -388,10 +524,13 @@ impl Module {
             LeafLocks::Atomic => u32::MAX,
         };
         ticket.list.pass(allowance);
-        let locked = self.lock_leaf(&ticket.call, &mut ticket.list);
+        let locked = self.lock_leaf(ticket.lp, &ticket.call, &mut ticket.list);
         let locked = locked.and_then(|()| self.after_locks(ticket.lp, &ticket.call).map_err(LockStop::Busy));
         match locked {
-            Ok(()) => Begin::Held(ticket),
+            Ok(()) => {
+                ticket.checked = Some(self.check_leaf(ticket.lp, &ticket.call));
+                Begin::Held(ticket)
+            }
             Err(LockStop::Pause) => Begin::Locking(ticket),
             Err(LockStop::Busy(status)) if self.config.leaf_locks == LeafLocks::Interleaved => {
                 ticket.failed = Some(status);
@@ -414,11 +553,18 @@ impl Module {
             assert!(self.is_held(*held), "finish: {held} of {} is not held", ticket.call);
         }
         let lp = ticket.lp;
-        let output = match self.check_leaf(lp, &ticket.call) {
+        let output = match self.checked(&ticket) {
             Err(status) => LeafOutput::status(status),
-            Ok(()) => self.apply(lp, &ticket.call),
+            Ok(()) => {
+                assert!(
+                    !matches!(ticket.call, LeafCall::VpEnter { .. }),
+                    "finish: VP.ENTER runs the guest: call Module::enter_guest, then exit_guest"
+                );
+                self.apply(lp, &ticket.call)
+            }
         };
         self.release_all(&ticket.list.held);
+        self.drop_reclaimed_td();
         if ticket.call.leaf().is_seamldr() {
             self.leave_seamldr(lp);
         } else {
@@ -433,7 +579,12 @@ impl Module {
     /// The answer is the one `finish` will give: the state it reads is guarded by the
     /// ticket's locks.
     pub fn will_fail(&self, ticket: &Ticket) -> bool {
-        self.check_leaf(ticket.lp, &ticket.call).is_err()
+        self.checked(ticket).is_err()
+    }
+
+    /// The ticket's state checks: made when it got its locks, or now for a P-SEAMLDR leaf.
+    fn checked(&self, ticket: &Ticket) -> Result<(), TdxStatus> {
+        ticket.checked.unwrap_or_else(|| self.check_leaf(ticket.lp, &ticket.call))
     }
 
     /// The fault plan a run gives the module: the next call of `leaf`, by any LP, that gets
@@ -475,8 +626,25 @@ impl Module {
     }
 
     /// The first 4KB page (index within the range) of range `range_index` in use, if any.
+    /// O(1) for a range with no page in use.
     pub fn first_page_in_use(&self, range_index: usize) -> Option<u64> {
         self.pamt.first_page_in_use(range_index)
+    }
+
+    /// The 4KB pages of range `range_index` in use (type not NDA), in either PAMT mode.
+    pub fn pages_in_use(&self, range_index: usize) -> u16 {
+        self.pamt.pages_in_use(range_index)
+    }
+
+    /// The TD owning an in-use page (its PAMT entry's owner), if any.
+    pub fn page_owner(&self, page: Hpa) -> Option<TdId> {
+        self.pamt.owner(page).map(|slot| self.owner_td(slot))
+    }
+
+    /// The bytes the PAMT and every TD's S-EPT own on the heap: what the model's memory
+    /// footprint grows with ([`crate::pamt::Pamt::heap_bytes`], [`crate::sept::Sept::heap_bytes`]).
+    pub fn state_heap_bytes(&self) -> usize {
+        self.pamt.heap_bytes() + self.tds.values().map(|td| td.sept.heap_bytes()).sum::<usize>()
     }
 
     pub fn td(&self, td: TdId) -> Option<&Td> {
@@ -489,6 +657,7 @@ impl Module {
             + self.tds.values().map(Td::held_lock_count).sum::<usize>()
             + self.global_lock.holders()
             + self.kot_lock.holders()
+            + self.wbt.iter().filter(|entry| entry.locked).count()
     }
 }
 
@@ -510,12 +679,22 @@ impl Module {
             | LeafCall::RangeBlock { .. }
             | LeafCall::PageRemove { .. }
             | LeafCall::Track { .. }
-            | LeafCall::PageWbinvd { .. } => self.check_sept_operands(call),
+            | LeafCall::PageWbinvd { .. }
+            | LeafCall::SeptAdd { .. }
+            | LeafCall::PageAdd { .. } => self.check_sept_operands(call),
             LeafCall::MngCreate { .. }
             | LeafCall::MngKeyConfig { .. }
             | LeafCall::MngInit { .. }
             | LeafCall::VpCreate { .. }
             | LeafCall::MrFinalize { .. } => self.check_td_operands(call),
+            LeafCall::VpAddcx { .. }
+            | LeafCall::VpInit { .. }
+            | LeafCall::VpEnter { .. }
+            | LeafCall::VpFlush { .. } => self.check_vcpu_operands(call),
+            LeafCall::MngVpflushdone { .. }
+            | LeafCall::CacheWb { .. }
+            | LeafCall::MngKeyFreeid { .. }
+            | LeafCall::PageReclaim { .. } => self.check_teardown_operands(call),
             LeafCall::SysInit
             | LeafCall::SysLpInit
             | LeafCall::SysConfig { .. }
@@ -529,19 +708,29 @@ impl Module {
         }
     }
 
-    fn lock_leaf(&mut self, call: &LeafCall, list: &mut LockList) -> Result<(), LockStop> {
+    fn lock_leaf(&mut self, lp: CpuId, call: &LeafCall, list: &mut LockList) -> Result<(), LockStop> {
         match *call {
             LeafCall::PamtAdd { .. } | LeafCall::PamtRemove { .. } => self.lock_pamt_leaf(call, list),
             LeafCall::PageAug { .. }
             | LeafCall::RangeBlock { .. }
             | LeafCall::PageRemove { .. }
             | LeafCall::Track { .. }
-            | LeafCall::PageWbinvd { .. } => self.lock_sept_leaf(call, list),
+            | LeafCall::PageWbinvd { .. }
+            | LeafCall::SeptAdd { .. }
+            | LeafCall::PageAdd { .. } => self.lock_sept_leaf(call, list),
             LeafCall::MngCreate { .. }
             | LeafCall::MngKeyConfig { .. }
             | LeafCall::MngInit { .. }
             | LeafCall::VpCreate { .. }
             | LeafCall::MrFinalize { .. } => self.lock_td_leaf(call, list),
+            LeafCall::VpAddcx { .. }
+            | LeafCall::VpInit { .. }
+            | LeafCall::VpEnter { .. }
+            | LeafCall::VpFlush { .. } => self.lock_vcpu_leaf(lp, call, list),
+            LeafCall::MngVpflushdone { .. }
+            | LeafCall::CacheWb { .. }
+            | LeafCall::MngKeyFreeid { .. }
+            | LeafCall::PageReclaim { .. } => self.lock_teardown_leaf(lp, call, list),
             LeafCall::SysInit
             | LeafCall::SysLpInit
             | LeafCall::SysConfig { .. }
@@ -563,12 +752,22 @@ impl Module {
             | LeafCall::RangeBlock { .. }
             | LeafCall::PageRemove { .. }
             | LeafCall::Track { .. }
-            | LeafCall::PageWbinvd { .. } => self.check_sept_leaf(call),
+            | LeafCall::PageWbinvd { .. }
+            | LeafCall::SeptAdd { .. }
+            | LeafCall::PageAdd { .. } => self.check_sept_leaf(call),
             LeafCall::MngCreate { .. }
             | LeafCall::MngKeyConfig { .. }
             | LeafCall::MngInit { .. }
             | LeafCall::VpCreate { .. }
             | LeafCall::MrFinalize { .. } => self.check_td_leaf(lp, call),
+            LeafCall::VpAddcx { .. }
+            | LeafCall::VpInit { .. }
+            | LeafCall::VpEnter { .. }
+            | LeafCall::VpFlush { .. } => self.check_vcpu_leaf(lp, call),
+            LeafCall::MngVpflushdone { .. }
+            | LeafCall::CacheWb { .. }
+            | LeafCall::MngKeyFreeid { .. }
+            | LeafCall::PageReclaim { .. } => self.check_teardown_leaf(lp, call),
             LeafCall::SysInit
             | LeafCall::SysLpInit
             | LeafCall::SysConfig { .. }
@@ -590,12 +789,22 @@ impl Module {
             | LeafCall::RangeBlock { .. }
             | LeafCall::PageRemove { .. }
             | LeafCall::Track { .. }
-            | LeafCall::PageWbinvd { .. } => self.finish_sept_leaf(call),
+            | LeafCall::PageWbinvd { .. }
+            | LeafCall::SeptAdd { .. }
+            | LeafCall::PageAdd { .. } => self.finish_sept_leaf(call),
             LeafCall::MngCreate { .. }
             | LeafCall::MngKeyConfig { .. }
             | LeafCall::MngInit { .. }
             | LeafCall::VpCreate { .. }
             | LeafCall::MrFinalize { .. } => self.finish_td_leaf(lp, call),
+            LeafCall::VpAddcx { .. }
+            | LeafCall::VpInit { .. }
+            | LeafCall::VpEnter { .. }
+            | LeafCall::VpFlush { .. } => self.finish_vcpu_leaf(lp, call),
+            LeafCall::MngVpflushdone { .. }
+            | LeafCall::CacheWb { .. }
+            | LeafCall::MngKeyFreeid { .. }
+            | LeafCall::PageReclaim { .. } => self.finish_teardown_leaf(lp, call),
             LeafCall::SysInit
             | LeafCall::SysLpInit
             | LeafCall::SysConfig { .. }
@@ -642,9 +851,10 @@ fn check_aligned(address: Hpa, alignment: u64, operand_id: u32) -> Result<(), Td
     Ok(())
 }
 
-/// The GPA in RCX must be 4KB aligned. No GPA-width check: TDs have no GPAW yet.
+/// The GPA in RCX must be 4KB aligned and private: below the shared bit of the model's
+/// 48-bit GPA width ([`crate::sept::GPA_LIMIT`]).
 fn check_gpa(gpa: Gpa) -> Result<(), TdxStatus> {
-    if !gpa.0.is_multiple_of(PAGE_SIZE) {
+    if !gpa.0.is_multiple_of(PAGE_SIZE) || gpa.0 >= GPA_LIMIT {
         return Err(TDX_OPERAND_INVALID.with_operand(operand::RCX));
     }
     Ok(())

@@ -1,6 +1,8 @@
 //! Building a TD: TDH.MNG.CREATE (the TDR and a HKID), TDH.MNG.KEY.CONFIG (the TD's key on
-//! one package), TDH.MNG.INIT (the build starts), TDH.VP.CREATE and TDH.MR.FINALIZE (the
-//! build ends). A TD's build, from MNG.INIT to MR.FINALIZE, is compatibility-sensitive.
+//! one package; on the last one the key life cycle becomes KEYS_CONFIGURED), TDH.MNG.INIT
+//! (the build starts), TDH.VP.CREATE and TDH.MR.FINALIZE (the build ends). A TD's build,
+//! from MNG.INIT to MR.FINALIZE, is compatibility-sensitive. The vCPU leaves that follow
+//! VP.CREATE are in `vcpu_leaves`, the S-EPT and PAGE.ADD in `sept_leaves`.
 
 use sim_core::CpuId;
 
@@ -11,7 +13,7 @@ use crate::status::{
     TDX_KEY_CONFIGURED, TDX_KEY_STATE_INCORRECT, TDX_MISSING_PAMT_PAGE_PAIR, TDX_OP_STATE_INCORRECT,
     TDX_OPERAND_INVALID, TDX_PAGE_NOT_FREE, TDX_SUCCESS, TdxStatus, operand,
 };
-use crate::td::{OpState, Td};
+use crate::td::{Lifecycle, OpState, Td, VcpuState};
 use crate::{Hpa, LeafCall, LeafOutput, TdId};
 
 impl Module {
@@ -62,14 +64,21 @@ impl Module {
     /// A page-assigning leaf's new control page (RCX): walk to its 4KB entry exclusive.
     /// `Ok(false)` when the module stops there: the range has no DPAMT backing, or the page
     /// is not free.
-    fn lock_new_page(&mut self, page: Hpa, list: &mut LockList) -> Result<bool, LockStop> {
+    pub(super) fn lock_new_page(&mut self, page: Hpa, list: &mut LockList) -> Result<bool, LockStop> {
         self.walk(page, WalkTarget::Page4K(LockMode::Exclusive), operand::RCX, list)?;
         Ok(self.new_page_status(page).is_ok())
     }
 
     pub(super) fn check_td_leaf(&self, lp: CpuId, call: &LeafCall) -> Result<(), TdxStatus> {
         match *call {
-            LeafCall::MngCreate { tdr, .. } => self.new_page_status(tdr),
+            LeafCall::MngCreate { td, tdr } => {
+                self.new_page_status(tdr)?;
+                // Again under KOT ex: an MNG.CREATE of the same id may have won meanwhile.
+                if self.tds.contains_key(&td) {
+                    return Err(TDX_OPERAND_INVALID.with_operand(operand::RCX));
+                }
+                Ok(())
+            }
             // [I] Once per package per TD: a repeat is informational, as SYS.KEY.CONFIG's.
             LeafCall::MngKeyConfig { td } => {
                 if self.tds[&td].key_packages.contains(&self.package_of(lp)) {
@@ -85,11 +94,16 @@ impl Module {
                 }
                 Ok(())
             }
+            // Once teardown began (VPFLUSHDONE), the key life cycle refuses them.
             LeafCall::VpCreate { td, tdvpr } => {
                 self.new_page_status(tdvpr)?;
+                self.check_keys_configured(td)?;
                 self.check_op_state(td, OpState::Initialized)
             }
-            LeafCall::MrFinalize { td } => self.check_op_state(td, OpState::Initialized),
+            LeafCall::MrFinalize { td } => {
+                self.check_keys_configured(td)?;
+                self.check_op_state(td, OpState::Initialized)
+            }
             _ => unreachable!("td_leaves: {call} is not a TD build leaf"),
         }
     }
@@ -119,7 +133,12 @@ impl Module {
             LeafCall::MngCreate { td, tdr } => self.finish_mng_create(td, tdr),
             LeafCall::MngKeyConfig { td } => {
                 let package = self.package_of(lp);
-                self.td_mut(td).key_packages.insert(package);
+                let packages = self.config.packages as usize;
+                let td = self.td_mut(td);
+                td.key_packages.insert(package);
+                if td.key_packages.len() == packages {
+                    td.lifecycle = Lifecycle::KeysConfigured;
+                }
                 LeafOutput::status(TDX_SUCCESS)
             }
             LeafCall::MngInit { td } => self.finish_op_state(td, OpState::Initialized),
@@ -129,19 +148,24 @@ impl Module {
         }
     }
 
-    /// TDH.MNG.CREATE: the TDR page becomes PT_TDR and the TD exists, not initialised.
+    /// TDH.MNG.CREATE: the TDR page becomes PT_TDR, owned by the new TD (a TDR's owner is
+    /// itself), and the TD exists with its HKID assigned, not initialised.
     fn finish_mng_create(&mut self, td: TdId, tdr: Hpa) -> LeafOutput {
-        self.pamt.set_page_type(tdr, PageType::Tdr);
-        self.pamt.count_up(tdr.range_index());
-        let previous = self.tds.insert(td, Td::created(self.config.host_priority, tdr));
-        assert!(previous.is_none(), "MNG.CREATE: {td} was checked absent under kot_lock");
+        assert!(!self.tds.contains_key(&td), "MNG.CREATE: {td} was checked absent under kot_lock");
+        let slot = self.take_owner_slot(td);
+        self.pamt.assign_page(tdr, PageType::Tdr, slot);
+        self.tds.insert(td, Td::created(self.config.host_priority, slot, tdr));
         LeafOutput::status(TDX_SUCCESS)
     }
 
+    /// TDH.VP.CREATE: the TDVPR page becomes the TD's PT_TDVPR and a vCPU with one TDVPS
+    /// page, UNINITIALIZED.
     fn finish_vp_create(&mut self, td: TdId, tdvpr: Hpa) -> LeafOutput {
-        self.pamt.set_page_type(tdvpr, PageType::Tdvpr);
-        self.pamt.count_up(tdvpr.range_index());
-        self.td_mut(td).tdvprs.push(tdvpr);
+        let slot = self.tds[&td].owner_slot;
+        self.pamt.assign_page(tdvpr, PageType::Tdvpr, slot);
+        let td = self.td_mut(td);
+        td.add_vcpu(tdvpr, VcpuState::Uninitialized);
+        td.child_pages += 1;
         LeafOutput::status(TDX_SUCCESS)
     }
 

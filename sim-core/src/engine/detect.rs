@@ -27,12 +27,8 @@ impl Engine {
             return Some(wait);
         }
         if let Some(parked) = state.parked {
-            let (what, blockers) = match parked.wait {
-                Some(wait) => {
-                    (format!("{} ({})", parked.reason, self.wait_name(wait)), self.wait_pending(wait))
-                }
-                None => (parked.reason.to_string(), Vec::new()),
-            };
+            let what = parked.reason.to_string();
+            let blockers = parked.wait.map_or_else(Vec::new, |wait| self.wait_pending(wait));
             return Some(WaitsFor::Event { what, blockers });
         }
         if state.status == TaskStatus::Runnable {
@@ -66,24 +62,34 @@ impl Engine {
         self.find_cycle(start, true)
     }
 
-    /// A cycle through `start` over every kind of wait.
+    /// A cycle through `start` over every kind of wait (or lock queues only).
     fn find_cycle(&mut self, start: TaskId, locks_only: bool) -> Option<Vec<TaskId>> {
         let edges = |engine: &Engine, task: TaskId, out: &mut Vec<TaskId>| {
-            if locks_only {
-                if let Some(WaitsFor::Resource { blockers, .. }) = engine.resource_wait(task) {
-                    out.extend(blockers);
-                }
-            } else {
+            let state = &engine.tasks[task.0 as usize];
+            if let Some((resource, mode)) = state.waiting_on {
+                engine.resources[resource.0 as usize].cycle_blockers_of(task, mode, out);
+            } else if !locks_only {
                 engine.blockers(task, out);
             }
         };
+        // A generation stamp per task instead of a fresh `visited` vector per search.
+        self.visit_generation = self.visit_generation.wrapping_add(1);
+        if self.visit_generation == 0 {
+            self.visit_marks.iter_mut().for_each(|mark| *mark = 0);
+            self.visit_generation = 1;
+        }
+        self.visit_marks.resize(self.tasks.len(), 0);
+        let generation = self.visit_generation;
         let mut path: Vec<(TaskId, Vec<TaskId>)> = Vec::new();
-        let mut visited = vec![false; self.tasks.len()];
         let mut first = std::mem::take(&mut self.scratch_tasks);
         first.clear();
         edges(self, start, &mut first);
+        if first.is_empty() {
+            self.scratch_tasks = first;
+            return None;
+        }
         path.push((start, first));
-        visited[start.0 as usize] = true;
+        self.visit_marks[start.0 as usize] = generation;
         while let Some((_, next)) = path.last_mut() {
             let Some(candidate) = next.pop() else {
                 let (_, emptied) = path.pop().expect("non-empty path");
@@ -95,13 +101,15 @@ impl Engine {
             if candidate == start {
                 return Some(path.iter().map(|(task, _)| *task).collect());
             }
-            if visited[candidate.0 as usize] {
+            if self.visit_marks[candidate.0 as usize] == generation {
                 continue;
             }
-            visited[candidate.0 as usize] = true;
+            self.visit_marks[candidate.0 as usize] = generation;
             let mut more = Vec::new();
             edges(self, candidate, &mut more);
-            path.push((candidate, more));
+            if !more.is_empty() {
+                path.push((candidate, more));
+            }
         }
         None
     }
@@ -203,13 +211,10 @@ impl Engine {
         self.queue.push(Reverse((at.0, u64::MAX, WATCHDOG)));
     }
 
-    /// The moment `task` crosses its watchdog limit, and which watchdog it is: `None` when
-    /// no watchdog watches it (not started, finished, in an intentional sleep).
-    fn watchdog_deadline(&self, task: TaskId) -> Option<(Cycle, OutcomeKind, u64)> {
+    /// When `task` last moved forward, as the watchdogs see it: its own progress, or the
+    /// last move of the lock queue or wait object it is waiting on.
+    fn effective_progress(&self, task: TaskId) -> Cycle {
         let state = &self.tasks[task.0 as usize];
-        if state.in_sleep || matches!(state.status, TaskStatus::NotStarted | TaskStatus::Finished) {
-            return None;
-        }
         let mut progress = state.last_progress;
         if let Some(moved) = self.queue_moved_at(task) {
             progress = progress.max(moved);
@@ -217,13 +222,34 @@ impl Engine {
         if let Some(wait) = state.parked.and_then(|parked| parked.wait) {
             progress = progress.max(self.wait_last_activity(wait));
         }
+        progress
+    }
+
+    /// The moment `task` crosses its watchdog limit, and which watchdog it is: `None` when
+    /// no watchdog watches it (not started, finished, in an intentional sleep).
+    fn watchdog_deadline(&self, task: TaskId) -> Option<(Cycle, OutcomeKind, u64)> {
+        let state = &self.tasks[task.0 as usize];
+        if state.in_sleep || matches!(state.status, TaskStatus::NotStarted | TaskStatus::Finished) {
+            return None;
+        }
         let asleep = state.status == TaskStatus::Sleeping && !state.preempted;
         let (kind, limit) = if asleep {
             (OutcomeKind::Hung, self.config.hung_task_cycles)
         } else {
             (OutcomeKind::Livelock, self.config.watchdog_cycles)
         };
-        Some((progress.saturating_add(limit), kind, limit))
+        Some((self.effective_progress(task).saturating_add(limit), kind, limit))
+    }
+
+    /// A task past its limit that waits on a completion or a lock-step protocol whose parties
+    /// still move forward (a worker that progresses, a long serial phase) is waiting, not
+    /// stalled: the latest of those parties' moves, plus its limit, is its new deadline. A
+    /// lock waiter gets no such credit beyond its queue moving: a holder that keeps the lock
+    /// while it works hangs its waiters, as the hung-task detector says.
+    fn deadline_through_blockers(&self, task: TaskId, limit: u64) -> Option<Cycle> {
+        let Some(WaitsFor::Event { blockers, .. }) = self.waits_for(task) else { return None };
+        let latest = blockers.iter().map(|&blocker| self.effective_progress(blocker)).max()?;
+        Some(latest.saturating_add(limit))
     }
 
     /// The watchdog's timer fired: report the first task past its limit, or queue the timer
@@ -234,7 +260,12 @@ impl Engine {
         let mut stalled = None;
         for index in 0..self.tasks.len() as u32 {
             let task = TaskId(index);
-            let Some((deadline, kind, limit)) = self.watchdog_deadline(task) else { continue };
+            let Some((mut deadline, kind, limit)) = self.watchdog_deadline(task) else { continue };
+            if deadline <= now
+                && let Some(through) = self.deadline_through_blockers(task, limit)
+            {
+                deadline = deadline.max(through);
+            }
             if deadline <= now {
                 stalled = Some((task, kind, limit));
                 break;

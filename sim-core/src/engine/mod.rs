@@ -183,6 +183,9 @@ pub struct Engine {
     events: u64,
     scratch_tasks: Vec<TaskId>,
     scratch_cpus: Vec<CpuId>,
+    /// The wait-for search's visited marks: `visit_marks[task] == visit_generation`.
+    visit_marks: Vec<u32>,
+    visit_generation: u32,
     /// Tasks spawned by running tasks, for the executor to take over after the poll.
     pending_spawns: Vec<(TaskId, SpawnedFuture)>,
     /// `Some` only when `config.coverage` is on.
@@ -232,6 +235,8 @@ impl Engine {
             events: 0,
             scratch_tasks: Vec::new(),
             scratch_cpus: Vec::with_capacity(8),
+            visit_marks: Vec::new(),
+            visit_generation: 0,
             pending_spawns: Vec::new(),
         }
     }
@@ -255,6 +260,10 @@ impl Engine {
 
     pub fn task_name(&self, task: TaskId) -> &str {
         &self.tasks[task.0 as usize].name
+    }
+
+    pub fn task_priority(&self, task: TaskId) -> TaskPriority {
+        self.tasks[task.0 as usize].priority
     }
 
     pub fn task_status(&self, task: TaskId) -> TaskStatus {
@@ -377,54 +386,56 @@ impl Engine {
 
     /// Takes the next task event, letting the chooser order events due on the same cycle;
     /// watchdog timers come last in their cycle and are handled here.
+    ///
+    /// Events due on the same cycle wait in `same_cycle`, in the order they were scheduled,
+    /// until each is chosen: a barrier that wakes 4096 stoppers at once costs one pass over
+    /// the heap, not 4096.
     fn next_event(&mut self) -> Option<(Cycle, TaskId)> {
-        loop {
+        while self.same_cycle.is_empty() {
             if self.queued_task_events == 0 {
                 return None;
             }
             let Reverse(first) = self.queue.pop()?;
-            if first.2 == WATCHDOG {
-                if self.watchdog_timer == Some(Cycle(first.0)) {
-                    self.watchdog_timer = None;
-                    self.now = Cycle(first.0);
-                    self.check_watchdog();
-                    if self.stop.is_some() {
-                        return None;
-                    }
+            if first.2 != WATCHDOG {
+                let alone = !matches!(self.queue.peek(), Some(Reverse(next)) if next.0 == first.0 && next.2 != WATCHDOG);
+                if alone {
+                    // The common case: nothing else is due on this cycle.
+                    self.queued_task_events -= 1;
+                    return Some((Cycle(first.0), TaskId(first.2)));
                 }
-                continue;
-            }
-            self.queued_task_events -= 1;
-            return Some(self.choose_same_cycle(first));
-        }
-    }
-
-    fn choose_same_cycle(&mut self, first: (u64, u64, u32)) -> (Cycle, TaskId) {
-        let same_cycle =
-            matches!(self.queue.peek(), Some(Reverse(next)) if next.0 == first.0 && next.2 != WATCHDOG);
-        if !same_cycle {
-            return (Cycle(first.0), TaskId(first.2));
-        }
-        let mut batch = std::mem::take(&mut self.same_cycle);
-        batch.clear();
-        batch.push(first);
-        while let Some(Reverse(next)) = self.queue.peek() {
-            if next.0 != first.0 || next.2 == WATCHDOG {
+                self.same_cycle.push(first);
                 break;
             }
-            batch.push(self.queue.pop().expect("peeked").0);
+            if self.watchdog_timer == Some(Cycle(first.0)) {
+                self.watchdog_timer = None;
+                self.now = Cycle(first.0);
+                self.check_watchdog();
+                if self.stop.is_some() {
+                    return None;
+                }
+            }
         }
-        let mut cpus = std::mem::take(&mut self.scratch_cpus);
-        cpus.clear();
-        cpus.extend(batch.iter().map(|&(_, _, task)| self.task_cpu(TaskId(task))));
-        let pick = self.choose(DecisionKind::SameCycleOrder, batch.len() as u32, &cpus) as usize;
-        let chosen = batch.remove(pick);
-        for rest in batch.drain(..) {
-            self.queue.push(Reverse(rest));
+        let cycle = self.same_cycle[0].0;
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.0 != cycle || next.2 == WATCHDOG {
+                break;
+            }
+            self.same_cycle.push(self.queue.pop().expect("peeked").0);
         }
-        self.same_cycle = batch;
-        self.scratch_cpus = cpus;
-        (Cycle(chosen.0), TaskId(chosen.2))
+        let pick = if self.same_cycle.len() == 1 {
+            0
+        } else {
+            let mut cpus = std::mem::take(&mut self.scratch_cpus);
+            cpus.clear();
+            cpus.extend(self.same_cycle.iter().map(|&(_, _, task)| self.task_cpu(TaskId(task))));
+            let options = self.same_cycle.len() as u32;
+            let pick = self.choose(DecisionKind::SameCycleOrder, options, &cpus) as usize;
+            self.scratch_cpus = cpus;
+            pick
+        };
+        let chosen = self.same_cycle.remove(pick);
+        self.queued_task_events -= 1;
+        Some((Cycle(chosen.0), TaskId(chosen.2)))
     }
 
     /// The outcome of a run that ended with `stop`: a simulator error always; otherwise the
@@ -458,8 +469,8 @@ pub(crate) enum Next {
     Poll(TaskId),
     /// The event only queued its task for its CPU.
     Queued,
-    /// The run is over.
-    End(Outcome),
+    /// The run is over (boxed: the common variants stay two words).
+    End(Box<Outcome>),
 }
 
 /// What the executor needs from the engine between polls.
@@ -488,29 +499,34 @@ impl Engine {
     /// or `Err` with the run's end.
     pub(crate) fn advance(&mut self) -> Next {
         if let Some(outcome) = self.stop.take() {
-            return Next::End(outcome);
+            return Next::End(Box::new(outcome));
         }
         let Some((at, task)) = self.next_event() else {
             if let Some(outcome) = self.stop.take() {
-                return Next::End(outcome);
+                return Next::End(Box::new(outcome));
             }
             if self.tasks.iter().all(|state| state.status == TaskStatus::Finished) {
-                return Next::End(Outcome::pass());
+                return Next::End(Box::new(Outcome::pass()));
             }
             self.report_stuck();
-            return Next::End(self.stop.take().expect("report_stuck stops"));
+            return Next::End(Box::new(self.stop.take().expect("report_stuck stops")));
         };
         if at > self.config.max_time {
             let what =
                 format!("run.max_time ({} cycles) reached with tasks unfinished", self.config.max_time.0);
-            return Next::End(Outcome::new(OutcomeKind::Limit, what, self.config.max_time, Finding::Limit));
+            return Next::End(Box::new(Outcome::new(
+                OutcomeKind::Limit,
+                what,
+                self.config.max_time,
+                Finding::Limit,
+            )));
         }
         self.now = at;
         self.events += 1;
         if self.events > self.config.max_events {
             let what =
                 format!("run.max_events ({} events) reached with tasks unfinished", self.config.max_events);
-            return Next::End(Outcome::new(OutcomeKind::Limit, what, at, Finding::Limit));
+            return Next::End(Box::new(Outcome::new(OutcomeKind::Limit, what, at, Finding::Limit)));
         }
         self.dispatch(task)
     }

@@ -184,6 +184,8 @@ impl Engine {
             state.waiting_on = None;
             state.granted_wait = waited;
             state.held.push(resource);
+            // Getting a lock it queued for is forward progress (the queue moved to it).
+            state.last_progress = state.last_progress.max(resumes_at);
             self.schedule_wake(task, resumes_at);
         }
     }

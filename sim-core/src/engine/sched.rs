@@ -256,7 +256,7 @@ impl Engine {
                     detail: what.clone(),
                     subjects: Vec::new(),
                 };
-                return Next::End(Outcome::new(OutcomeKind::Error, what, self.now, finding));
+                return Next::End(Box::new(Outcome::new(OutcomeKind::Error, what, self.now, finding)));
             }
         }
         self.current = Some(task);

@@ -13,7 +13,6 @@ use crate::{Cycle, TaskId};
 pub struct WaitId(pub u32);
 
 pub(super) struct WaitObject {
-    pub name: String,
     pub parties: Vec<TaskId>,
     // invariant: done.len() == parties.len().
     pub done: Vec<bool>,
@@ -22,15 +21,11 @@ pub(super) struct WaitObject {
 }
 
 impl Engine {
-    /// A new wait object, named for messages ("the stoppers (stop_machine)").
-    pub fn new_wait(&mut self, name: impl Into<String>) -> WaitId {
+    /// A new wait object with no parties yet. A task parked on it names, itself, what it
+    /// waits for.
+    pub fn new_wait(&mut self) -> WaitId {
         let id = WaitId(self.waits.len() as u32);
-        self.waits.push(WaitObject {
-            name: name.into(),
-            parties: Vec::new(),
-            done: Vec::new(),
-            last_activity: self.now,
-        });
+        self.waits.push(WaitObject { parties: Vec::new(), done: Vec::new(), last_activity: self.now });
         id
     }
 
@@ -61,10 +56,6 @@ impl Engine {
         let object = &mut self.waits[wait.0 as usize];
         object.done.iter_mut().for_each(|done| *done = false);
         object.last_activity = now;
-    }
-
-    pub(super) fn wait_name(&self, wait: WaitId) -> &str {
-        &self.waits[wait.0 as usize].name
     }
 
     /// The parties of `wait` that have not acted yet.
