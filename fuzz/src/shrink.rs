@@ -380,6 +380,9 @@ fn simpler_ops(op: &Op) -> Vec<Op> {
     }
 }
 
+/// Random schedules a lock-order inversion is tried under, to find the deadlock it allows.
+const ESCALATE_TRIES: u32 = 32;
+
 /// A stable stream of seeds for the random tries (splitmix64).
 fn try_seed(index: u32) -> u64 {
     let mut z = u64::from(index).wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -515,8 +518,8 @@ impl Shrinker<'_> {
         }
     }
 
-    /// A lock-order inversion made a deadlock: under other schedules, or with a task's
-    /// halves run at once (`splits`).
+    /// A lock-order inversion made a deadlock: under other schedules (`ESCALATE_TRIES` random
+    /// ones), or with a task's halves run at once (`splits`).
     fn escalate(&mut self, spec: &mut ScenarioSpec, current: &mut Verdict) -> bool {
         if self.violation.outcome != OutcomeKind::LockOrder {
             return false;
@@ -528,7 +531,7 @@ impl Shrinker<'_> {
         candidates.extend(splits(spec, self.limits));
         for candidate in candidates {
             let schedules = std::iter::once(Schedule::default_choices())
-                .chain((0..self.config.random_tries).map(|attempt| Schedule::Random(try_seed(attempt))));
+                .chain((0..ESCALATE_TRIES).map(|attempt| Schedule::Random(try_seed(attempt))));
             for schedule in schedules {
                 let Some(verdict) = self.run(&candidate, &schedule) else { return false };
                 if deadlocks(self, &verdict) {
@@ -641,6 +644,9 @@ pub fn shrink(
     let original = spec.size();
     let mut spec = spec.clone();
     let mut current = first;
+    // An inversion first looked for as a deadlock where it was found, where other tasks
+    // still run (a third CPU's writer can be what closes the cycle), then again once shrunk.
+    shrinker.escalate(&mut spec, &mut current);
     loop {
         let scenario_changed = shrinker.shrink_scenario(&mut spec, &mut current);
         let schedule_changed = shrinker.shrink_schedule(&spec, &mut current);
