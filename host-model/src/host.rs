@@ -14,6 +14,7 @@ use crate::kernel::mutex::RwSem;
 use crate::kernel::page_alloc::PageAllocator;
 use crate::kernel::rwlock::RwLock;
 use crate::kernel::spinlock::Spinlock;
+use crate::kvm::fault_stats::FaultLatency;
 use crate::kvm::main::KvmGlobal;
 use crate::kvm::mmu::KvmTd;
 use crate::seamldr::update::UpdateDesign;
@@ -137,6 +138,11 @@ pub struct HostStats {
     /// Per CPU, the SEAMCALL statuses since its task last made progress: what a livelock
     /// report shows of a retry loop.
     pub since_progress: BTreeMap<u32, BTreeMap<(Leaf, TdxStatus), u64>>,
+    /// SEAMCALLs that returned a BUSY-class status, by leaf and the whole status (its
+    /// operand id kept): which lock of which leaf was contended.
+    pub busy: BTreeMap<(Leaf, TdxStatus), u64>,
+    /// Private-page fault latencies (`kvm::fault_stats`).
+    pub faults: FaultLatency,
 }
 
 /// All kernel state of one run.

@@ -9,11 +9,14 @@
 //! - `fuzzing`: `tdxsim fuzz` (the fuzz crate's campaign, its output), and `ScenarioRunner`.
 //! - `checker`: `StateChecker`, which observes a run and owns every named invariant.
 //! - `faults`: the fault plan a run gives the module (`fail_step`).
+//! - `sweep`: `Sweep`, a sweep file checked point by point; `run` / `merge`, the grid on rayon into CSV.
 //! - `table`: the two-column `CPU 0 | CPU 1` interleaving table, focused on the finding of a failing run.
 //! - `perfetto`: `chrome_trace`, the run as Chrome trace-event JSON for Perfetto.
 //! - `error`: `ScenarioError`, one positioned error (`FILE:LINE:COL: KEY: expected …, found …`); `printable`.
 //! - `files`: `read_regular` (regular files of bounded size only), `scenario_files` (directories walked).
 //! - `keys`: every key the loader accepts, the one list for the loader, `list keys` and the docs; maximums.
+//! - `lockstat`: `render`, the lock figures of `run --lock-stat` (lockstat / perf lock contention).
+//! - `metrics`: `Metrics`, every figure by its `[expect.metrics]` name, and how runs combine.
 //! - `report`: `FileReport`, what `check` prints per file: human lines, JSON, JUnit.
 //! - `shell`: the `tdxsim replay …` lines, complete and shell-quoted.
 //! - `run`: `run_once`, one run of a scenario from a seed or a decision vector; `Metrics`.
@@ -28,11 +31,14 @@ pub mod files;
 pub mod fuzzing;
 pub mod keys;
 pub mod load;
+pub mod lockstat;
+pub mod metrics;
 pub mod perfetto;
 pub mod report;
 pub mod run;
 pub mod schema;
 pub mod shell;
+pub mod sweep;
 pub mod table;
 pub mod units;
 

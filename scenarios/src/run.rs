@@ -98,7 +98,7 @@ pub struct RunResult {
     /// Per task: its CPU.
     pub task_cpus: Vec<CpuId>,
     /// (name, class, figures) per host lock, by resource id.
-    pub resources: Vec<(String, String, ResourceStats)>,
+    pub resources: std::sync::Arc<[(String, String, ResourceStats)]>,
     /// What the run covered, when asked for (`run_once_with`, `--strategy coverage`).
     pub coverage: Option<CoverageReport>,
     /// Per 2MB range at the end of the run: the host's refcount and whether the module has
@@ -106,45 +106,7 @@ pub struct RunResult {
     pub pamt_end: Vec<(i32, bool)>,
 }
 
-/// The counts a run reports, and that `[expect.metrics]` bounds.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Metrics {
-    pub seamcalls: BTreeMap<(Leaf, TdxStatus), u64>,
-    pub lock_acquisitions: u64,
-    pub lock_contended: u64,
-    pub lock_wait_cycles: u64,
-}
-
-impl Metrics {
-    /// A metric by its `[expect.metrics]` name (see `schema::METRICS`).
-    pub fn get(&self, name: &str) -> Option<u64> {
-        let sum = |keep: &dyn Fn(TdxStatus) -> bool| -> u64 {
-            self.seamcalls.iter().filter(|((_, status), _)| keep(*status)).map(|(_, count)| count).sum()
-        };
-        Some(match name {
-            "seamcalls" => sum(&|_| true),
-            "seamcall_busy" => sum(&|status| status.class() == 0x02),
-            "seamcall_errors" => sum(&|status| status.0 >> 63 == 1 && status.class() != 0x02),
-            "lock_acquisitions" => self.lock_acquisitions,
-            "lock_contended" => self.lock_contended,
-            "lock_wait_cycles" => self.lock_wait_cycles,
-            _ => {
-                let status_name = format!("TDX_{}", name.strip_prefix("status_")?.to_ascii_uppercase());
-                let wanted = TdxStatus::from_name(&status_name)?;
-                sum(&|status| status == wanted)
-            }
-        })
-    }
-
-    pub fn add(&mut self, other: &Metrics) {
-        for (key, count) in &other.seamcalls {
-            *self.seamcalls.entry(*key).or_default() += count;
-        }
-        self.lock_acquisitions += other.lock_acquisitions;
-        self.lock_contended += other.lock_contended;
-        self.lock_wait_cycles += other.lock_wait_cycles;
-    }
-}
+pub use crate::metrics::Metrics;
 
 /// The TDs a scenario's steps name: (those that exist from the start of every run, those
 /// a `td_create` step builds). A TD named by both is built by its step.
@@ -421,12 +383,17 @@ pub fn run_once_with(
     {
         outcome = Outcome { cycle: report.end, ..broken };
     }
-    let mut metrics = Metrics { seamcalls: host.stats.borrow().seamcalls.clone(), ..Metrics::default() };
-    for (_, _, stats) in &report.resources {
-        metrics.lock_acquisitions += stats.acquisitions;
-        metrics.lock_contended += stats.contended;
-        metrics.lock_wait_cycles += stats.wait_cycles;
-    }
+    let host_stats = host.stats.borrow();
+    let mut metrics = Metrics {
+        seamcalls: host_stats.seamcalls.clone(),
+        busy: host_stats.busy.clone(),
+        faults: host_stats.faults.clone(),
+        sim_cycles: report.end.0,
+        ..Metrics::default()
+    };
+    drop(host_stats);
+    let resources: std::sync::Arc<[(String, String, ResourceStats)]> = report.resources.into();
+    metrics.set_run_locks(resources.clone());
     let pamt_end = {
         let module = module.borrow();
         (0..host.pamt_refcount.len())
@@ -449,7 +416,7 @@ pub fn run_once_with(
         metrics,
         trace: report.trace_events,
         task_cpus,
-        resources: report.resources,
+        resources,
         coverage: report.coverage,
         pamt_end,
     }

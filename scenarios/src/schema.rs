@@ -428,14 +428,39 @@ pub enum Bound {
     Min,
 }
 
-/// Metrics `[expect.metrics]` may bound: (name, meaning), summed over all explored runs.
+/// Metrics `[expect.metrics]` may bound: (name, meaning). A bound holds over all explored
+/// runs combined: counts and totals summed, maxima the largest, averages and percentiles over
+/// all runs' values together (`metrics` says exactly; `lock_*` and `seamcall_busy` also take
+/// a lock or a leaf: `lock_contended[pamt_lock]`).
 pub const METRICS: &[(&str, &str)] = &[
     ("seamcalls", "SEAMCALLs made"),
-    ("seamcall_busy", "SEAMCALLs that returned a BUSY status (TDX_OPERAND_BUSY and friends)"),
+    (
+        "seamcall_busy",
+        "SEAMCALLs that returned a BUSY status (TDX_OPERAND_BUSY and friends); per leaf \
+         seamcall_busy[LEAF], per leaf and operand seamcall_busy[LEAF|OPERAND]",
+    ),
     ("seamcall_errors", "SEAMCALLs that returned an error status other than BUSY"),
-    ("lock_acquisitions", "host lock acquisitions (spinlocks, rwlocks, mutexes)"),
-    ("lock_contended", "host lock acquisitions that had to wait"),
-    ("lock_wait_cycles", "cycles spent waiting for host locks"),
+    (
+        "lock_acquisitions",
+        "host lock acquisitions (spinlocks, rwlocks, mutexes, rwsems); every lock_* metric also \
+         exists per lock class or instance: lock_acquisitions[mmu_lock], lock_contended[rw[A]]",
+    ),
+    ("lock_contended", "host lock acquisitions that had to wait (lockstat's contentions)"),
+    ("lock_wait_cycles", "cycles spent waiting for host locks, in total"),
+    ("lock_wait_max_cycles", "the longest wait for a host lock (the largest over runs)"),
+    ("lock_wait_avg_cycles", "lock_wait_cycles / lock_contended, over all runs' waits"),
+    (
+        "lock_wait_p99_cycles",
+        "99th percentile of the waits of contended acquisitions, over all runs' waits (within 12.5%)",
+    ),
+    ("lock_hold_cycles", "cycles host locks were held, in total (holds that ended in a release)"),
+    ("lock_hold_max_cycles", "the longest hold of a host lock (the largest over runs)"),
+    ("faults", "private-page faults resolved (tdp_fault), each from its handling's start to the page mapped"),
+    ("fault_latency_cycles", "the resolved faults' latencies, in total"),
+    ("fault_latency_p50_cycles", "median fault latency, over all runs' faults (within 12.5%)"),
+    ("fault_latency_p99_cycles", "99th percentile of fault latency, over all runs' faults (within 12.5%)"),
+    ("fault_latency_max_cycles", "the longest fault latency (the largest over runs)"),
+    ("sim_cycles", "simulated cycles until the run ended (the largest over runs)"),
     ("status_hpa_range_not_free", "SEAMCALLs that returned TDX_HPA_RANGE_NOT_FREE"),
     ("status_no_pamt_page_pair", "SEAMCALLs that returned TDX_NO_PAMT_PAGE_PAIR"),
     ("status_pamt_page_not_empty", "SEAMCALLs that returned TDX_PAMT_PAGE_NOT_EMPTY"),

@@ -91,7 +91,7 @@ fn the_fully_locked_design_allocates_on_every_get() {
     let d4 = check(&load_str("c.toml", &contention("dec-and-lock")).unwrap());
     let adds = |summary: &scenarios::check::CheckSummary| summary.metrics.get("seamcalls").unwrap();
     assert!(
-        d3.metrics.lock_acquisitions > d4.metrics.lock_acquisitions,
+        d3.metrics.locks.acquisitions > d4.metrics.locks.acquisitions,
         "every D3 get and put takes dpamt_lock"
     );
     assert!(adds(&d3) > 0 && adds(&d4) > 0);

@@ -633,8 +633,27 @@ fn unknown_or_unexpectable_outcome() {
 fn unknown_metric() {
     assert_eq!(
         error("name = \"t\"\n[expect]\noutcome = \"pass\"\n[expect.metrics]\nbusy_max = 0\n"),
-        "x.toml:5:1: expect.metrics.busy_max: expected <metric>_max or <metric>_min, metric one of seamcalls, seamcall_busy, seamcall_errors, lock_acquisitions, lock_contended, lock_wait_cycles, status_hpa_range_not_free, status_no_pamt_page_pair, status_pamt_page_not_empty, status_missing_pamt_page_pair, status_operand_busy, found busy_max"
+        format!(
+            "x.toml:5:1: expect.metrics.busy_max: expected {}, found busy_max",
+            scenarios::metrics::expected_metric()
+        )
     );
+    assert!(scenarios::metrics::expected_metric().contains("lock_wait_p99_cycles, "));
+    // A qualified name must name a real leaf (and operand); a lock may be any name.
+    assert_eq!(
+        error(
+            "name = \"t\"\n[expect]\noutcome = \"pass\"\n[expect.metrics]\n\"seamcall_busy[TDH.NOPE]_max\" = 0\n"
+        ),
+        format!(
+            "x.toml:5:1: expect.metrics.seamcall_busy[TDH.NOPE]_max: expected {}, found \"seamcall_busy[TDH.NOPE]_max\"",
+            scenarios::metrics::expected_metric()
+        )
+    );
+    let ok = "name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{ call = \"spin\", for = 10 }]\n[expect]\noutcome = \"pass\"\n[expect.metrics]\n\"lock_contended[rw[A]]_max\" = 0\n\"seamcall_busy[TDH.MEM.PAGE.AUG|SEPT]_min\" = 1\n";
+    let scenario = scenarios::load_str("x.toml", ok).unwrap();
+    let names: Vec<&str> =
+        scenario.expect.as_ref().unwrap().metrics.iter().map(|m| m.metric.as_str()).collect();
+    assert_eq!(names, ["lock_contended[rw[A]]", "seamcall_busy[TDH.MEM.PAGE.AUG|SEPT]"]);
     assert_eq!(
         error("name = \"t\"\n[expect]\noutcome = \"pass\"\n[expect.metrics]\nseamcalls_max = -1\n"),
         "x.toml:5:17: expect.metrics.seamcalls_max: expected a non-negative integer, found -1"

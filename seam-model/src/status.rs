@@ -162,6 +162,35 @@ pub mod operand {
     pub const KOT: u32 = 0xBA;
     /// The per-package TDH.PHYMEM.CACHE.WB mutex.
     pub const WBCACHE: u32 = 0xBC;
+
+    /// Every operand id a status may carry, named as statuses print it (`TDX_OPERAND_BUSY|RCX`).
+    pub const NAMES: &[(&str, u32)] = &[
+        ("RCX", RCX),
+        ("RDX", RDX),
+        ("R8", R8),
+        ("R9", R9),
+        ("TDR", TDR),
+        ("TDCX", TDCX),
+        ("TDVPR", TDVPR),
+        ("TDCS", TDCS),
+        ("SEPT", SEPT),
+        ("SEPT_ENTRY", SEPT_ENTRY),
+        ("TD_EPOCH", TD_EPOCH),
+        ("OP_STATE", OP_STATE),
+        ("SYS", SYS),
+        ("KOT", KOT),
+        ("WBCACHE", WBCACHE),
+    ];
+
+    /// The name of operand id `id`, if it has one.
+    pub fn name(id: u32) -> Option<&'static str> {
+        NAMES.iter().find(|(_, named)| *named == id).map(|(name, _)| *name)
+    }
+
+    /// The operand id called `name` (`"SEPT"`), if there is one.
+    pub fn from_name(name: &str) -> Option<u32> {
+        NAMES.iter().find(|(named, _)| *named == name).map(|(_, id)| *id)
+    }
 }
 
 impl TdxStatus {
@@ -241,23 +270,8 @@ impl std::fmt::Display for TdxStatus {
         if operand == 0 || self.whole_entry().is_some() {
             return f.write_str(name);
         }
-        let operand_name = match operand {
-            operand::RCX => "RCX",
-            operand::RDX => "RDX",
-            operand::R8 => "R8",
-            operand::R9 => "R9",
-            operand::TDR => "TDR",
-            operand::TDCX => "TDCX",
-            operand::TDVPR => "TDVPR",
-            operand::TDCS => "TDCS",
-            operand::SEPT => "SEPT",
-            operand::SEPT_ENTRY => "SEPT_ENTRY",
-            operand::TD_EPOCH => "TD_EPOCH",
-            operand::OP_STATE => "OP_STATE",
-            operand::SYS => "SYS",
-            operand::KOT => "KOT",
-            operand::WBCACHE => "WBCACHE",
-            _ => return write!(f, "{name}|{operand:#x}"),
+        let Some(operand_name) = operand::name(operand) else {
+            return write!(f, "{name}|{operand:#x}");
         };
         write!(f, "{name}|{operand_name}")
     }

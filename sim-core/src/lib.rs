@@ -7,6 +7,7 @@
 //! - `engine`: `Engine` (clock, queue, CPUs, tasks, resources, wait objects, detection) and
 //!   the `Sim` handle, split in `sched`, `resources`, `waits`, `detect` and `futures`.
 //! - `executor`: `Executor`, which owns the task futures and runs the loop.
+//! - `histogram`: `Histogram`, fixed log2 buckets with 8 sub-buckets, for wait and latency percentiles.
 //! - `lockdep`: lock-order checking over lock instances and classes.
 //! - `resource`: queued shared/exclusive resources, the basis of every lock and of the wait-for graph.
 //! - `trace`: trace events and the stable trace hash.
@@ -15,6 +16,7 @@ pub mod chooser;
 pub mod coverage;
 pub mod engine;
 pub mod executor;
+pub mod histogram;
 pub mod lockdep;
 pub mod outcome;
 pub mod resource;
@@ -31,6 +33,7 @@ pub use engine::{
     TaskPriority, TaskStatus, WaitId,
 };
 pub use executor::{Executor, RunReport, TaskCtx};
+pub use histogram::Histogram;
 pub use outcome::{Blocked, Finding, OrderEdge, Outcome, OutcomeKind, Subject, WaitsFor};
 pub use resource::{Mode, ResourceId, ResourceStats, WaitKind};
 pub use time::{Clock, CpuId, Cycle, Seed, TaskId};

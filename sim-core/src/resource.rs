@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::histogram::Histogram;
 use crate::{Cycle, TaskId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -50,12 +51,78 @@ pub(crate) struct Waiter {
     pub since: Cycle,
 }
 
-/// Per-resource figures for reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Per-resource figures, those of the kernel's lockstat (/proc/lock_stat) and
+/// `perf lock contention`.
+///
+/// A wait is counted from queueing to running with the lock (the hand-off included); a hold,
+/// from then (or from an uncontended acquisition) to the release. Wait figures are over
+/// contended acquisitions only, as lockstat's waittime is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResourceStats {
     pub acquisitions: u64,
+    /// Acquisitions that had to queue (lockstat's "contentions").
     pub contended: u64,
+    /// Total cycles queued.
     pub wait_cycles: u64,
+    pub wait_max_cycles: u64,
+    /// Total cycles held, over the holds that ended in a release.
+    pub hold_cycles: u64,
+    pub hold_max_cycles: u64,
+    /// Every contended acquisition's wait, for percentiles.
+    pub wait_histogram: Histogram,
+}
+
+impl ResourceStats {
+    /// Adds `other`'s figures, as if both resources' acquisitions had been one's: counts and
+    /// totals add, maxima take the larger, wait distributions merge.
+    pub fn merge(&mut self, other: &ResourceStats) {
+        self.acquisitions += other.acquisitions;
+        self.contended += other.contended;
+        self.wait_cycles += other.wait_cycles;
+        self.wait_max_cycles = self.wait_max_cycles.max(other.wait_max_cycles);
+        self.hold_cycles += other.hold_cycles;
+        self.hold_max_cycles = self.hold_max_cycles.max(other.hold_max_cycles);
+        self.wait_histogram.merge(&other.wait_histogram);
+    }
+}
+
+/// A resource's figures and the start of each current hold.
+#[derive(Debug, Default)]
+pub(crate) struct LockStat {
+    pub figures: ResourceStats,
+    /// (holder, running with the lock since), one per hold in `Resource::holders`.
+    holds_since: Vec<(TaskId, Cycle)>,
+}
+
+impl LockStat {
+    /// `task` runs with the resource from `since`, after `waited` cycles queued (`None`:
+    /// it was free).
+    pub fn granted(&mut self, task: TaskId, since: Cycle, waited: Option<u64>) {
+        self.figures.acquisitions += 1;
+        if let Some(waited) = waited {
+            self.figures.wait_cycles += waited;
+            self.figures.wait_max_cycles = self.figures.wait_max_cycles.max(waited);
+            self.figures.wait_histogram.record(waited);
+        }
+        self.holds_since.push((task, since));
+    }
+
+    /// An acquisition queued.
+    pub fn contended(&mut self) {
+        self.figures.contended += 1;
+    }
+
+    /// `task` released its latest hold at `now`.
+    pub fn released(&mut self, task: TaskId, now: Cycle) {
+        let Some(position) = self.holds_since.iter().rposition(|&(holder, _)| holder == task) else {
+            return; // The engine reports the bad release.
+        };
+        let (_, since) = self.holds_since.remove(position);
+        // A hold that began after a hand-off still in flight has not started yet.
+        let held = now.0.saturating_sub(since.0);
+        self.figures.hold_cycles += held;
+        self.figures.hold_max_cycles = self.figures.hold_max_cycles.max(held);
+    }
 }
 
 pub(crate) struct Resource {
@@ -72,7 +139,7 @@ pub(crate) struct Resource {
     pub waiters: VecDeque<Waiter>,
     /// When it last changed hands: a queued waiter moves up while this moves (watchdog).
     pub last_grant: Cycle,
-    pub stats: ResourceStats,
+    pub stats: LockStat,
 }
 
 impl Resource {

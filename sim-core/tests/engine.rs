@@ -97,6 +97,14 @@ fn a_contended_lock_is_handed_over_fifo_and_counted() {
     assert_eq!(marks(&report), vec![(0, 0), (1200, 1199), (2400, 2398)]);
     let (_, _, stats) = &report.resources[0];
     assert_eq!((stats.acquisitions, stats.contended, stats.wait_cycles), (3, 2, 1199 + 2398));
+    // lockstat's figures: the longest wait, and each hold from running with the lock to the
+    // release (1000 cycles each; the hand-off is wait, not hold).
+    assert_eq!(stats.wait_max_cycles, 2398);
+    assert_eq!((stats.hold_cycles, stats.hold_max_cycles), (3000, 1000));
+    assert_eq!(stats.wait_histogram.count(), 2, "one wait per contended acquisition");
+    assert_eq!(stats.wait_histogram.max(), 2398);
+    let p50 = stats.wait_histogram.quantile(0.5);
+    assert!((1199..=1199 + 1199 / 8).contains(&p50), "p50 {p50} is the shorter wait, within a bucket");
 }
 
 #[test]

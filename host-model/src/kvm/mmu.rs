@@ -18,6 +18,7 @@ use crate::kernel::cpu::{Cpu, mark};
 use crate::kernel::lockdep::{lockdep_assert_held, lockdep_assert_preemption_disabled, might_sleep};
 use crate::kernel::page_alloc::{alloc_page, alloc_page_atomic, free_page};
 use crate::kernel::rwlock::{RwLock, read_lock, read_unlock, write_lock, write_unlock};
+use crate::kvm::fault_stats::FaultTimer;
 use crate::tdx::dpamt::{DpamtDesign, PairSource, PamtCache, tdx_pamt_add_hint, tdx_pamt_get, tdx_pamt_put};
 use crate::tdx::seamcall::seamcall;
 
@@ -201,6 +202,7 @@ pub async fn tdp_fault(
         if kvm.mirror.borrow().contains_key(&fault_gpa.0) {
             continue; // Already mapped: a spurious fault.
         }
+        let timer = FaultTimer::start(cpu);
         let (page, allocated) = match first_page {
             Some(first) => (Hpa(first.0 + index * seam_model::PAGE_SIZE), false),
             None => match alloc_page(cpu).await {
@@ -217,7 +219,10 @@ pub async fn tdp_fault(
             }
             read_unlock(cpu, kvm.mmu_lock);
             match result {
-                Ok(()) => break,
+                Ok(()) => {
+                    timer.resolved(cpu);
+                    break;
+                }
                 Err(Errno::EBUSY) => cpu.cond_resched().await,
                 Err(errno) => return Err(errno),
             }

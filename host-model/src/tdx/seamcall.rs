@@ -56,6 +56,10 @@ async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
     let mut stats = cpu.host().stats.borrow_mut();
     *stats.seamcalls.entry(key).or_default() += 1;
     *stats.since_progress.entry(cpu.id.0).or_default().entry(key).or_default() += 1;
+    // Class 0x02, "busy / contention", as the `seamcall_busy` metric counts it.
+    if output.status.class() == 0x02 {
+        *stats.busy.entry((leaf, output.status)).or_default() += 1;
+    }
     drop(stats);
     cpu.host().observer.seamcall_returned(cpu, call, &output);
     output

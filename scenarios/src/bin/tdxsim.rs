@@ -83,6 +83,10 @@ enum Command {
         /// Write the run as Chrome trace-event JSON, for ui.perfetto.dev, to this file.
         #[arg(long, value_name = "FILE.json")]
         trace: Option<PathBuf>,
+        /// Also print lockstat / `perf lock contention` figures per lock class and instance
+        /// (sorted by total wait), BUSY returns by leaf and operand, and fault latency.
+        #[arg(long)]
+        lock_stat: bool,
     },
     /// Explore run.runs seeds of each file and judge its [expect]; exit 1 if any fails.
     #[command(after_help = EXIT_CODES)]
@@ -135,6 +139,9 @@ enum Command {
         /// Write the run as Chrome trace-event JSON, for ui.perfetto.dev, to this file.
         #[arg(long, value_name = "FILE.json")]
         trace: Option<PathBuf>,
+        /// Also print lock statistics, as `run --lock-stat` does.
+        #[arg(long)]
+        lock_stat: bool,
     },
     /// Fuzz designs from scratch (or around FILE): generated scenarios and schedules until a
     /// run fails, then the failure shrunk and written to --out; exit 1 when one is found.
@@ -159,6 +166,15 @@ enum Command {
         /// Write tdxsim.1 and tdxsim-<command>.1 into this directory instead of printing.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+    },
+    /// Run a sweep file's grid (docs/sweeps.md) into runs.csv and points.csv; or merge partitions.
+    #[command(after_help = EXIT_CODES)]
+    Sweep(sweep_cli::SweepArgs),
+    /// Render a sweep directory's plots (SVG), report.md and report.html (docs/sweeps.md).
+    #[command(after_help = EXIT_CODES)]
+    Report {
+        /// A directory `tdxsim sweep` wrote.
+        dir: PathBuf,
     },
 }
 
@@ -228,23 +244,29 @@ fn output_failed(error: &std::io::Error) -> ! {
     std::process::exit(i32::from(code::OUTPUT))
 }
 
+// After the macros, which it uses.
+#[path = "tdxsim/sweep_cli.rs"]
+mod sweep_cli;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let status = match cli.command {
-        Command::Run { file, seed, table, width, out, check_determinism, strategy, trace } => {
+        Command::Run { file, seed, table, width, out, check_determinism, strategy, trace, lock_stat } => {
             let strategy = strategy.map(Into::into);
             let out = out.as_deref().unwrap_or(Path::new(DEFAULT_OUT));
-            let table = table.then(|| table_width(width));
-            let status = run_command(&file, seed, table, Some(out), strategy, trace.as_deref());
+            let show =
+                Show { table: table.then(|| table_width(width)), trace_file: trace.as_deref(), lock_stat };
+            let status = run_command(&file, seed, show, Some(out), strategy);
             if check_determinism && status != code::BAD_INPUT {
                 status.max(determinism_command(&file, seed, strategy))
             } else {
                 status
             }
         }
-        Command::Replay { file, seed, table, strategy, width, trace } => {
-            let table = table.then(|| table_width(width));
-            replay_command(&file, seed, table, strategy.map(Into::into), trace.as_deref())
+        Command::Replay { file, seed, table, strategy, width, trace, lock_stat } => {
+            let show =
+                Show { table: table.then(|| table_width(width)), trace_file: trace.as_deref(), lock_stat };
+            replay_command(&file, seed, show, strategy.map(Into::into))
         }
         Command::Check { paths, out, jobs, strategy, format, junit, timing } => {
             let options = CheckOptions { jobs, strategy: strategy.map(Into::into) };
@@ -262,6 +284,8 @@ fn main() -> ExitCode {
             0
         }
         Command::Man { out } => man(out.as_deref()),
+        Command::Sweep(args) => sweep_cli::sweep(args),
+        Command::Report { dir } => sweep_cli::report(&dir),
     };
     if let Err(error) = std::io::stdout().flush() {
         output_failed(&error);
@@ -313,13 +337,21 @@ const DEFAULT_OUT: &str = "tdxsim-out";
 
 /// One run; when `bundle_dir` is given and the run does not pass, its bundle is written
 /// before anything is printed.
+/// What to show of a run besides its summary.
+#[derive(Clone, Copy)]
+struct Show<'a> {
+    /// The table's width, if a table is wanted.
+    table: Option<usize>,
+    trace_file: Option<&'a Path>,
+    lock_stat: bool,
+}
+
 fn run_command(
     file: &Path,
     seed: Option<u64>,
-    show_table: Option<usize>,
+    show: Show,
     bundle_dir: Option<&Path>,
     strategy: Option<Strategy>,
-    trace_file: Option<&Path>,
 ) -> u8 {
     let scenario = match load(file) {
         Ok(scenario) => scenario,
@@ -327,7 +359,7 @@ fn run_command(
     };
     let seed = seed.unwrap_or(scenario.run.seed);
     let strategy = strategy.unwrap_or(scenario.run.strategy);
-    let record = show_table.is_some() || trace_file.is_some();
+    let record = show.table.is_some() || show.trace_file.is_some();
     let result = run_once(&scenario, &Schedule::for_seed(&scenario, Some(strategy), seed), record);
     let bundle = bundle_dir
         .filter(|_| result.outcome.kind != OutcomeKind::Pass)
@@ -343,22 +375,21 @@ fn run_command(
         }
         None => {}
     }
-    status.max(show_run(&scenario, &result, show_table, trace_file))
+    status.max(show_run(&scenario, &result, show))
 }
 
-/// The trace file and the table a run or a replay was asked for: 0, or 3 if the trace
+/// The trace file, lock statistics and table a run or a replay was asked for: 0, or 3 if the trace
 /// could not be written.
-fn show_run(
-    scenario: &Scenario,
-    result: &RunResult,
-    show_table: Option<usize>,
-    trace_file: Option<&Path>,
-) -> u8 {
+fn show_run(scenario: &Scenario, result: &RunResult, show: Show) -> u8 {
     let mut status = 0;
-    if let Some(trace_file) = trace_file {
+    if let Some(trace_file) = show.trace_file {
         status = write_chrome_trace(trace_file, scenario, result);
     }
-    if let Some(width) = show_table {
+    if show.lock_stat {
+        out!();
+        emit(format_args!("{}", scenarios::lockstat::render(&result.metrics, scenario.clock())));
+    }
+    if let Some(width) = show.table {
         out!();
         let options = table::TableOptions { width, pages: Some(&scenario.pages) };
         emit(format_args!("{}", table::render_with(result, &options)));
@@ -408,11 +439,11 @@ fn print_run(scenario: &Scenario, seed: u64, result: &RunResult, replay: Option<
     }
     out!(
         "locks: {} acquisitions, {} contended, {} wait cycles",
-        result.metrics.lock_acquisitions,
-        result.metrics.lock_contended,
-        result.metrics.lock_wait_cycles
+        result.metrics.locks.acquisitions,
+        result.metrics.locks.contended,
+        result.metrics.locks.wait_cycles
     );
-    for (name, _, stats) in &result.resources {
+    for (name, _, stats) in result.resources.iter() {
         if stats.acquisitions > 0 || stats.contended > 0 {
             out!(
                 "  {:<24} {} acquisitions, {} contended, {} wait cycles",
@@ -569,21 +600,15 @@ fn write_bundle(
 }
 
 /// `replay FILE --seed N` or `replay BUNDLE` (recognised by its extension or its magic).
-fn replay_command(
-    file: &Path,
-    seed: Option<u64>,
-    show_table: Option<usize>,
-    strategy: Option<Strategy>,
-    trace_file: Option<&Path>,
-) -> u8 {
+fn replay_command(file: &Path, seed: Option<u64>, show: Show, strategy: Option<Strategy>) -> u8 {
     let shown = printable(&file.display().to_string()).into_owned();
     match (bundle::looks_like_bundle(file), seed) {
-        (true, None) => replay_bundle(file, show_table, trace_file),
+        (true, None) => replay_bundle(file, show),
         (true, Some(_)) => {
             err!("{shown}: a bundle replays its own recorded run; drop --seed");
             code::BAD_INPUT
         }
-        (false, Some(seed)) => run_command(file, Some(seed), show_table, None, strategy, trace_file),
+        (false, Some(seed)) => run_command(file, Some(seed), show, None, strategy),
         (false, None) => {
             err!("{shown}: not a bundle; replaying a scenario file needs --seed N");
             code::BAD_INPUT
@@ -594,7 +619,7 @@ fn replay_command(
 /// Replays a bundle's decisions on its embedded scenario, prints the run as `run` does, and
 /// exits 1 if anything the bundle records (trace hash, outcome, its seed and strategy's
 /// decisions, every decision used) is not what the replay gives.
-fn replay_bundle(path: &Path, show_table: Option<usize>, trace_file: Option<&Path>) -> u8 {
+fn replay_bundle(path: &Path, show: Show) -> u8 {
     let shown = printable(&path.display().to_string()).into_owned();
     let bundle = match bundle::read(path) {
         Ok(bundle) => bundle,
@@ -611,7 +636,7 @@ fn replay_bundle(path: &Path, show_table: Option<usize>, trace_file: Option<&Pat
             printable(&bundle.tool_version)
         );
     }
-    let (scenario, result) = match bundle.replay(show_table.is_some() || trace_file.is_some()) {
+    let (scenario, result) = match bundle.replay(show.table.is_some() || show.trace_file.is_some()) {
         Ok(replayed) => replayed,
         Err(error) => {
             err!("{shown}: the embedded scenario does not load: {error}");
@@ -619,7 +644,7 @@ fn replay_bundle(path: &Path, show_table: Option<usize>, trace_file: Option<&Pat
         }
     };
     print_run(&scenario, bundle.seed, &result, Some(&replay_bundle_command(path)));
-    let status = show_run(&scenario, &result, show_table, trace_file);
+    let status = show_run(&scenario, &result, show);
     let mut mismatches = bundle.mismatches(&result);
     mismatches.extend(bundle.seed_mismatches(&scenario));
     if !mismatches.is_empty() {

@@ -20,9 +20,9 @@ use toml::de::{DeString, DeTable, DeValue};
 use crate::error::{ErrorKind, ScenarioError, line_column, shortened};
 use crate::keys::{self, max, raw_operands};
 use crate::schema::{
-    Bound, CALLS, CALLS_NOT_AVAILABLE, Call, EnableDesign, Expect, FailStep, HostCfg, METRICS, Machine,
-    MetricBound, ModuleCfg, Returns, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy,
-    Task, UpdateDesign,
+    Bound, CALLS, CALLS_NOT_AVAILABLE, Call, EnableDesign, Expect, FailStep, HostCfg, Machine, MetricBound,
+    ModuleCfg, Returns, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy, Task,
+    UpdateDesign,
 };
 use crate::units::{parse_address, parse_size, parse_time};
 
@@ -58,7 +58,7 @@ pub fn load_file(path: &Path) -> std::result::Result<Scenario, ScenarioError> {
 
 /// Loads a scenario from `text`; `path_for_messages` is what errors and `Scenario::path` say.
 pub fn load_str(path_for_messages: &str, text: &str) -> std::result::Result<Scenario, ScenarioError> {
-    let loader = Loader { file: path_for_messages, text };
+    let loader = Loader { file: path_for_messages, text, line_starts: std::cell::OnceCell::new() };
     let root = DeTable::parse(text).map_err(|error| loader.syntax_error(&error))?;
     loader.scenario(root.get_ref())
 }
@@ -81,6 +81,26 @@ type Result<T> = std::result::Result<T, ScenarioError>;
 struct Loader<'t> {
     file: &'t str,
     text: &'t str,
+    /// Where each line starts, for the position every task and step records: found by
+    /// binary search rather than by counting from the start of the file each time (a
+    /// scenario with a thousand steps is loaded once per sweep point).
+    line_starts: std::cell::OnceCell<Vec<usize>>,
+}
+
+impl Loader<'_> {
+    /// 1-based line and column (in characters) of byte `offset`, as `line_column` counts them.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let bytes = self.text.as_bytes();
+        let starts = self.line_starts.get_or_init(|| {
+            let after_newlines = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1);
+            std::iter::once(0).chain(after_newlines).collect()
+        });
+        let offset = offset.min(bytes.len());
+        let line = starts.partition_point(|&start| start <= offset);
+        let line_start = starts[line - 1];
+        let column = 1 + bytes[line_start..offset].iter().filter(|&&b| b & 0xC0 != 0x80).count();
+        (line, column)
+    }
 }
 
 /// A TOML table being read: its entries in file order, and where to point when a
@@ -168,3 +188,17 @@ impl<'t> Loader<'t> {
 
 pub(super) const TIME_EXPECTED: &str =
     "a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_by_line_index_agree_with_counting_from_the_start() {
+        let text = "name = \"é\"\n\n[[task]]\ncpu = 0 # ü\nsteps = [{ call = \"spin\" }]\n";
+        let loader = Loader { file: "x.toml", text, line_starts: std::cell::OnceCell::new() };
+        for offset in 0..=text.len() + 3 {
+            assert_eq!(loader.position(offset), line_column(text.as_bytes(), offset), "offset {offset}");
+        }
+    }
+}

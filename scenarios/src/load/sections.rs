@@ -265,7 +265,7 @@ impl Loader<'_> {
         for (index, value) in array.iter().enumerate() {
             steps.push(self.step(&format!("{steps_key}[{index}]"), value, space, clock)?);
         }
-        let (line, _) = line_column(self.text.as_bytes(), table.span.start);
+        let (line, _) = self.position(table.span.start);
         Ok(Task { cpu, start: Cycle(start), repeat: repeat as u32, steps, line })
     }
 
@@ -386,12 +386,10 @@ impl Loader<'_> {
                 let parsed =
                     [("_max", Bound::Max), ("_min", Bound::Min)].into_iter().find_map(|(suffix, bound)| {
                         let metric = name.strip_suffix(suffix)?;
-                        METRICS.iter().any(|(known, _)| *known == metric).then_some((metric, bound))
+                        crate::metrics::MetricName::parse(metric).map(|_| (metric, bound))
                     });
                 let Some((metric, bound)) = parsed else {
-                    let names: Vec<&str> = METRICS.iter().map(|(metric, _)| *metric).collect();
-                    let expected =
-                        format!("<metric>_max or <metric>_min, metric one of {}", names.join(", "));
+                    let expected = crate::metrics::expected_metric();
                     return Err(self.error(key.span(), &bounds.key(name), &expected, self.raw(key.span())));
                 };
                 let bound_value = self.int(&bounds.key(name), value, 0, u64::MAX)?;

@@ -33,7 +33,7 @@ impl Loader<'_> {
             }
             None => None,
         };
-        let (line, column) = line_column(self.text.as_bytes(), value.span().start);
+        let (line, column) = self.position(value.span().start);
         Ok(Step { call, at, returns, line, column })
     }
 

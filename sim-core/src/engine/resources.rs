@@ -43,7 +43,7 @@ impl Engine {
             holders: Vec::new(),
             waiters: std::collections::VecDeque::new(),
             last_grant: Cycle::ZERO,
-            stats: ResourceStats::default(),
+            stats: Default::default(),
         });
         id
     }
@@ -78,7 +78,10 @@ impl Engine {
 
     /// Name, class and figures of every resource, in creation order.
     pub fn resource_stats(&self) -> Vec<(String, String, ResourceStats)> {
-        self.resources.iter().map(|res| (res.name.clone(), res.class.clone(), res.stats)).collect()
+        self.resources
+            .iter()
+            .map(|res| (res.name.clone(), res.class.clone(), res.stats.figures.clone()))
+            .collect()
     }
 
     /// The current task attempts `resource` in `mode`: lockdep first (as the kernel's, before
@@ -95,7 +98,7 @@ impl Engine {
         }
         if res.can_grant_now(mode) {
             res.holders.push((task, mode));
-            res.stats.acquisitions += 1;
+            res.stats.granted(task, self.now, None);
             res.last_grant = self.now;
             self.tasks[task.0 as usize].held.push(resource);
             if let Some(coverage) = self.coverage.as_deref_mut() {
@@ -110,7 +113,7 @@ impl Engine {
         }
         let now = self.now;
         res.waiters.push_back(Waiter { task, mode, wait, since: now });
-        res.stats.contended += 1;
+        res.stats.contended();
         self.tasks[task.0 as usize].waiting_on = Some((resource, mode));
         if let Some(coverage) = self.coverage.as_deref_mut() {
             coverage.wait(&self.resources, task, resource, mode);
@@ -178,8 +181,7 @@ impl Engine {
             let resumes_at = self.now.saturating_add(handoff);
             let waited = resumes_at.since(since);
             let res = &mut self.resources[resource.0 as usize];
-            res.stats.acquisitions += 1;
-            res.stats.wait_cycles += waited;
+            res.stats.granted(task, resumes_at, Some(waited));
             let state = &mut self.tasks[task.0 as usize];
             state.waiting_on = None;
             state.granted_wait = waited;
@@ -206,6 +208,7 @@ impl Engine {
             return;
         };
         res.holders.swap_remove(position);
+        res.stats.released(task, self.now);
         if let Some(coverage) = self.coverage.as_deref_mut() {
             coverage.release(resource, self.tasks[task.0 as usize].cpu);
         }
