@@ -187,6 +187,8 @@ pub struct Host {
     /// KVM's global state that enabling and TD creation use.
     pub kvm: KvmGlobal,
     pub stats: RefCell<HostStats>,
+    /// Coverage only: the CPU that last changed each `atomic_t` (name, index).
+    pub atomic_writers: RefCell<BTreeMap<(&'static str, usize), u32>>,
     sim: Sim,
 }
 
@@ -225,6 +227,7 @@ impl Host {
             tdx: TdxState::new(sim, &config),
             kvm: KvmGlobal::new(sim),
             stats: RefCell::new(HostStats::default()),
+            atomic_writers: RefCell::new(BTreeMap::new()),
             costs,
             config,
             sim: sim.clone(),

@@ -5,7 +5,7 @@ use seam_model::status::TDX_RND_NO_ENTROPY;
 use seam_model::{Begin, LeafCall, LeafOutput, Ticket};
 use sim_core::Span;
 
-use crate::kernel::cpu::{Cpu, mark};
+use crate::kernel::cpu::{Cpu, cover, mark};
 use crate::kernel::lockdep::lockdep_assert_preemption_disabled;
 
 /// `RDRAND_RETRY_LOOPS`: attempts on TDX_RND_NO_ENTROPY.
@@ -51,6 +51,7 @@ async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
         let hint = if output.removal_hint { " +hint" } else { "" };
         format!("{} = {}{hint}", leaf.name(), output.status)
     });
+    cpu.cover(cover::SEAMCALL, leaf.rax(), output.status.0);
     let key = (leaf, output.status.without_operand());
     let mut stats = cpu.host().stats.borrow_mut();
     *stats.seamcalls.entry(key).or_default() += 1;

@@ -26,6 +26,7 @@ pub use sched::Stall;
 pub use waits::WaitId;
 
 use crate::chooser::{Chooser, Decision, DecisionKind};
+use crate::coverage::Coverage;
 use crate::lockdep::LockOrder;
 use crate::outcome::{Finding, Outcome, OutcomeKind, Subject};
 use crate::resource::{Mode, Resource, ResourceId};
@@ -54,6 +55,8 @@ pub struct EngineConfig {
     pub online_cpus: u32,
     /// The longest interrupt or preemption the chooser may inject (`run.max_stall`); 0: none.
     pub max_stall_cycles: u64,
+    /// Record what the run covered (coverage.rs) for `--strategy coverage`.
+    pub coverage: bool,
 }
 
 /// How long a normal task may keep its CPU while another normal task waits for it, before
@@ -184,6 +187,8 @@ pub struct Engine {
     visit_generation: u32,
     /// Tasks spawned by running tasks, for the executor to take over after the poll.
     pending_spawns: Vec<(TaskId, SpawnedFuture)>,
+    /// `Some` only when `config.coverage` is on.
+    pub(crate) coverage: Option<Box<Coverage>>,
 }
 
 impl Engine {
@@ -223,6 +228,7 @@ impl Engine {
             findings_made: 0,
             stop_seq: u64::MAX,
             watchdog_timer: None,
+            coverage: config.coverage.then(Box::default),
             config,
             events: 0,
             scratch_tasks: Vec::new(),
@@ -278,6 +284,9 @@ impl Engine {
             return 0;
         }
         let pick = self.chooser.choose(&Decision { kind, options, cpus });
+        if let Some(coverage) = self.coverage.as_deref_mut() {
+            coverage.decision(kind, cpus);
+        }
         self.decisions.push(pick);
         self.decision_options.push(options);
         pick
