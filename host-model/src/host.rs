@@ -144,9 +144,10 @@ impl HostConfig {
 #[derive(Clone, Debug, Default)]
 pub struct HostStats {
     pub seamcalls: BTreeMap<(Leaf, TdxStatus), u64>,
-    /// Per CPU, the SEAMCALL statuses since its task last made progress: what a livelock
-    /// report shows of a retry loop.
-    pub since_progress: BTreeMap<u32, BTreeMap<(Leaf, TdxStatus), u64>>,
+    /// Per CPU (by index), the SEAMCALL statuses since its task last made progress, in
+    /// first-seen order: what a livelock report shows of a retry loop. A few entries each,
+    /// cleared (not freed) at every progress.
+    pub since_progress: Vec<Vec<((Leaf, TdxStatus), u64)>>,
     /// SEAMCALLs that returned a BUSY-class status, by leaf and the whole status (its
     /// operand id kept): which lock of which leaf was contended.
     pub busy: BTreeMap<(Leaf, TdxStatus), u64>,

@@ -425,11 +425,12 @@ fn finish_run(report: RunReport, host: &Host, module: &RefCell<Module>, checker:
     {
         outcome = Outcome { cycle: report.end, ..broken };
     }
-    let host_stats = host.stats.borrow();
+    // The run is over: its counts move into the metrics.
+    let mut host_stats = host.stats.borrow_mut();
     let mut metrics = Metrics {
-        seamcalls: host_stats.seamcalls.clone(),
-        busy: host_stats.busy.clone(),
-        faults: host_stats.faults.clone(),
+        seamcalls: std::mem::take(&mut host_stats.seamcalls),
+        busy: std::mem::take(&mut host_stats.busy),
+        faults: std::mem::take(&mut host_stats.faults),
         sim_cycles: report.end.0,
         ..Metrics::default()
     };
@@ -504,8 +505,12 @@ fn report_task_cpus(outcome: &Outcome, task_cpus: &[CpuId]) -> Vec<CpuId> {
 fn explain_livelock(host: &Host, cpus: &[CpuId], outcome: &mut Outcome) {
     let stats = host.stats.borrow();
     for cpu in cpus {
-        let Some(statuses) = stats.since_progress.get(&cpu.0) else { continue };
-        let mut by_count: Vec<(&(Leaf, TdxStatus), &u64)> = statuses.iter().collect();
+        let Some(statuses) = stats.since_progress.get(cpu.0 as usize).filter(|statuses| !statuses.is_empty())
+        else {
+            continue;
+        };
+        let mut by_count: Vec<(&(Leaf, TdxStatus), &u64)> =
+            statuses.iter().map(|(key, count)| (key, count)).collect();
         by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let parts: Vec<String> = by_count
             .iter()

@@ -321,7 +321,7 @@ mod tests {
             class_id: 0,
             handoff_cycles: 0,
             recursive_shared: false,
-            holders: Vec::new(),
+            holders: smallvec::SmallVec::new(),
             waiters: Default::default(),
             last_grant: crate::Cycle::ZERO,
             stats: Default::default(),

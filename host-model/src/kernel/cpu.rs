@@ -209,6 +209,8 @@ impl Cpu {
     /// Declares progress to the watchdog (a unit of work completed).
     pub fn progress(&self) {
         self.sim.with(|engine| engine.progress());
-        self.host.stats.borrow_mut().since_progress.remove(&self.id.0);
+        if let Some(statuses) = self.host.stats.borrow_mut().since_progress.get_mut(self.id.0 as usize) {
+            statuses.clear();
+        }
     }
 }

@@ -112,6 +112,7 @@ use std::cell::RefCell;
 use seam_model::status::{TDX_HPA_RANGE_NOT_FREE, TDX_NO_PAMT_PAGE_PAIR, TDX_PAMT_PAGE_NOT_EMPTY};
 use seam_model::{Hpa, LeafCall, LeafOutput};
 use sim_core::{Mode, Subject};
+use smallvec::{SmallVec, smallvec};
 
 use crate::kernel::Errno;
 use crate::kernel::atomic::{
@@ -210,18 +211,21 @@ fn dpamt_enabled(cpu: &Cpu) -> bool {
     cpu.host().config.dpamt
 }
 
+/// A design's lock set around one PAMT leaf: at most the target's and two pair ranges'.
+type PamtLocks = SmallVec<[PamtLock; 3]>;
+
 /// The locks a refcount design takes around PAMT.ADD of `page`'s range with `pair`, in order.
-fn pamt_locks_for_add(cpu: &Cpu, design: RefcountDesign, page: Hpa, pair: [Hpa; 2]) -> Vec<PamtLock> {
+fn pamt_locks_for_add(cpu: &Cpu, design: RefcountDesign, page: Hpa, pair: [Hpa; 2]) -> PamtLocks {
     let order = match design {
         RefcountDesign::GlobalLockFastpath | RefcountDesign::GlobalLock | RefcountDesign::DecAndLock => {
-            return vec![PamtLock::Spin(cpu.host().dpamt_lock)];
+            return smallvec![PamtLock::Spin(cpu.host().dpamt_lock)];
         }
         RefcountDesign::Per2mRwlock => RangeOrder::ModuleOrder,
         RefcountDesign::Per2mRwlockPfnOrder => RangeOrder::PfnOrder,
     };
     // Mirror the module's PAMT.ADD lock set: the target range exclusive, the pair's ranges
     // shared. A range that appears twice is taken once, exclusive winning.
-    let mut ranges: Vec<(Hpa, Mode)> = vec![(page.range_base(), Mode::Exclusive)];
+    let mut ranges: SmallVec<[(Hpa, Mode); 3]> = smallvec![(page.range_base(), Mode::Exclusive)];
     for pair_page in pair {
         if !ranges.iter().any(|(range, _)| *range == pair_page.range_base()) {
             ranges.push((pair_page.range_base(), Mode::Shared));
@@ -252,13 +256,13 @@ enum RangeOrder {
 }
 
 /// The locks a refcount design takes around PAMT.REMOVE of `page`'s range.
-fn pamt_locks_for_remove(cpu: &Cpu, design: RefcountDesign, page: Hpa) -> Vec<PamtLock> {
+fn pamt_locks_for_remove(cpu: &Cpu, design: RefcountDesign, page: Hpa) -> PamtLocks {
     match design {
         RefcountDesign::Per2mRwlock | RefcountDesign::Per2mRwlockPfnOrder => {
-            vec![PamtLock::Write(cpu.host().pamt_range_lock(page))]
+            smallvec![PamtLock::Write(cpu.host().pamt_range_lock(page))]
         }
         RefcountDesign::GlobalLockFastpath | RefcountDesign::GlobalLock | RefcountDesign::DecAndLock => {
-            vec![PamtLock::Spin(cpu.host().dpamt_lock)]
+            smallvec![PamtLock::Spin(cpu.host().dpamt_lock)]
         }
     }
 }

@@ -55,7 +55,15 @@ async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
     let key = (leaf, output.status.without_operand());
     let mut stats = cpu.host().stats.borrow_mut();
     *stats.seamcalls.entry(key).or_default() += 1;
-    *stats.since_progress.entry(cpu.id.0).or_default().entry(key).or_default() += 1;
+    let cpu_index = cpu.id.0 as usize;
+    if stats.since_progress.len() <= cpu_index {
+        stats.since_progress.resize_with(cpu_index + 1, Vec::new);
+    }
+    let since_progress = &mut stats.since_progress[cpu_index];
+    match since_progress.iter_mut().find(|(seen, _)| *seen == key) {
+        Some((_, count)) => *count += 1,
+        None => since_progress.push((key, 1)),
+    }
     // Class 0x02, "busy / contention", as the `seamcall_busy` metric counts it.
     if output.status.class() == 0x02 {
         *stats.busy.entry((leaf, output.status)).or_default() += 1;

@@ -44,7 +44,7 @@ pub struct GuestRun {
     td: TdId,
     tdvpr: Hpa,
     /// invariant: held by this run, in acquisition order.
-    held: Vec<HeldLock>,
+    held: smallvec::SmallVec<[HeldLock; 8]>,
 }
 
 impl GuestRun {

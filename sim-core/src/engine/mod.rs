@@ -529,6 +529,33 @@ impl Engine {
         self.dispatch(task)
     }
 
+    /// A busy delay of the current task that ends at `at` before anything else happens:
+    /// when no other event is due by then (a watchdog timer due at `at` itself comes after
+    /// task events anyway), nothing is pending and no limit is crossed, the task's wake-up
+    /// would be popped next, alone on its cycle, and dispatched to the task that still has
+    /// its CPU. This does the same here — the clock, the sequence number, the event count —
+    /// without going through the queue and the executor, so the task's future goes on
+    /// without being polled again from its root. Returns whether it did.
+    pub(crate) fn advance_inline(&mut self, at: Cycle) -> bool {
+        let next_is_later = match self.queue.peek() {
+            None => true,
+            Some(Reverse(next)) => next.0 > at.0 || (next.0 == at.0 && next.2 == WATCHDOG),
+        };
+        if !next_is_later
+            || self.stop.is_some()
+            || !self.same_cycle.is_empty()
+            || !self.pending_spawns.is_empty()
+            || at > self.config.max_time
+            || self.events >= self.config.max_events
+        {
+            return false;
+        }
+        self.seq += 1;
+        self.now = at;
+        self.events += 1;
+        true
+    }
+
     pub(crate) fn end_poll(&mut self) {
         self.current = None;
     }

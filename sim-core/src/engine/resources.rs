@@ -41,7 +41,7 @@ impl Engine {
             class_id,
             handoff_cycles,
             recursive_shared: false,
-            holders: Vec::new(),
+            holders: smallvec::SmallVec::new(),
             waiters: std::collections::VecDeque::new(),
             last_grant: Cycle::ZERO,
             stats: Default::default(),
