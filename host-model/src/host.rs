@@ -185,9 +185,10 @@ impl HostConfig {
 #[derive(Clone, Debug, Default)]
 pub struct HostStats {
     pub seamcalls: BTreeMap<(Leaf, TdxStatus), u64>,
-    /// Per CPU, the SEAMCALL statuses since its task last made progress: what a livelock
-    /// report shows of a retry loop.
-    pub since_progress: BTreeMap<u32, BTreeMap<(Leaf, TdxStatus), u64>>,
+    /// Per CPU (by index), the SEAMCALL statuses since its task last made progress, in
+    /// first-seen order: what a livelock report shows of a retry loop. A few entries each,
+    /// cleared (not freed) at every progress.
+    pub since_progress: Vec<Vec<((Leaf, TdxStatus), u64)>>,
     /// `kvm_make_all_cpus_request()` calls.
     pub kicks: u64,
     /// Group-3 SEAMCALLs that were BUSY and went through `tdh_do_no_vcpus()`'s kick.
@@ -244,6 +245,8 @@ pub struct Host {
     /// KVM's global state that enabling and TD creation use.
     pub kvm: KvmGlobal,
     pub stats: RefCell<HostStats>,
+    /// Coverage only: the CPU that last changed each `atomic_t` (name, index).
+    pub atomic_writers: RefCell<BTreeMap<(&'static str, usize), u32>>,
     sim: Sim,
 }
 
@@ -285,6 +288,7 @@ impl Host {
             tdx: TdxState::new(sim, &config),
             kvm: KvmGlobal::new(sim),
             stats: RefCell::new(HostStats::default()),
+            atomic_writers: RefCell::new(BTreeMap::new()),
             costs,
             config,
             sim: sim.clone(),

@@ -32,6 +32,7 @@ fn world(cpus: u32, vcpus: u32, design: SeptBusyDesign) -> World {
             max_events: u64::MAX,
             hung_task_cycles: 150_000_000,
             online_cpus: cpus,
+            coverage: false,
         },
         Box::new(RandomChooser::new(Seed(1))),
     );

@@ -448,6 +448,10 @@ pub enum Strategy {
     /// Depth-first enumeration of decision vectors, at most `run.exhaustive_bound` decisions
     /// away from the default schedule, up to `run.runs` schedules.
     Exhaustive,
+    /// Coverage-guided: the default schedule, random ones, then mutations of the runs that
+    /// covered a lock-order or wait-for edge, a SEAMCALL status or a near miss no earlier run
+    /// did (scenarios/src/coverage.rs, fuzz/src/corpus.rs). A value this version adds.
+    Coverage,
 }
 
 impl Strategy {
@@ -456,12 +460,13 @@ impl Strategy {
             Strategy::Random => "random",
             Strategy::Pct => "pct",
             Strategy::Exhaustive => "exhaustive",
+            Strategy::Coverage => "coverage",
         }
     }
 }
 
 /// Every documented `run.strategy` value, available or not.
-pub const STRATEGY_NAMES: &[&str] = &["random", "pct", "exhaustive"];
+pub const STRATEGY_NAMES: &[&str] = &["random", "pct", "exhaustive", "coverage"];
 
 /// `[expect]`: what must hold over the explored runs.
 #[derive(Clone, Debug, PartialEq)]

@@ -11,6 +11,7 @@ fn config(cpus: u32, jitter: f64) -> EngineConfig {
         jitter,
         record_trace: true,
         max_stall_cycles: 0,
+        coverage: false,
         max_events: u64::MAX,
         hung_task_cycles: 500_000,
         online_cpus: u32::MAX,

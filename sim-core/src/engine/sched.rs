@@ -197,6 +197,12 @@ impl Engine {
             .runq
             .front()
             .is_some_and(|next| self.tasks[next.0 as usize].priority > self.tasks[task.0 as usize].priority);
+        if let Some((coverage, next)) =
+            self.coverage.as_deref_mut().zip(self.cpus[cpu.0 as usize].runq.front())
+        {
+            let (to, from) = (&self.tasks[next.0 as usize], &self.tasks[task.0 as usize]);
+            coverage.yielded(&self.resources, &to.name, &from.name, &from.held);
+        }
         self.cpus[cpu.0 as usize].current = None;
         self.enqueue(task, preempted);
         self.run_next(cpu);
