@@ -14,13 +14,16 @@ fn run(file: &str, seed: u64) -> fuzz::Verdict {
 }
 
 #[test]
-fn a_stopper_takes_the_cpu_of_an_interrupted_rwlock_holder() {
-    let verdict = run("ipi-then-stopper-preempts-a-rwlock-holder.toml", 12_299_345_834_689_212_072);
-    // FIXME(engine): when an interrupt returns to a task with preemption off, that task must
-    // run next; today the CPU's queued stopper does, which makes this wait cycle.
-    assert_eq!(verdict.outcome.kind, OutcomeKind::Deadlock, "{}", verdict.outcome);
-    assert!(matches!(verdict.outcome.finding, Finding::WaitCycle(_)), "{}", verdict.outcome);
-    assert!(verdict.outcome.what.contains("migration/0"), "{}", verdict.outcome);
+fn an_interrupted_rwlock_holder_gets_its_cpu_back_before_a_stopper() {
+    // Found as a wait cycle through migration/0: the engine gave CPU 0 to its queued
+    // stopper when an IPI returned, though the interrupted task held rw[B] with preemption
+    // off. The interrupt now returns to that task (sim-core's engine test of the same), so
+    // the found schedule and its neighbours end without a deadlock.
+    for seed in [12_299_345_834_689_212_072].into_iter().chain(0..300) {
+        let verdict = run("ipi-then-stopper-preempts-a-rwlock-holder.toml", seed);
+        assert_ne!(verdict.outcome.kind, OutcomeKind::Deadlock, "seed {seed}: {}", verdict.outcome);
+        assert_ne!(verdict.outcome.kind, OutcomeKind::LockOrder, "seed {seed}: {}", verdict.outcome);
+    }
 }
 
 #[test]

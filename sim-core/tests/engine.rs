@@ -383,6 +383,56 @@ fn a_stopper_runs_at_the_first_preemptible_point_and_the_task_resumes_after_it()
     );
 }
 
+/// A worker with preemption off is interrupted while a stopper waits for its CPU: the
+/// interrupt returns to the worker, which keeps the CPU until its preempt-off section ends.
+fn interrupt_while_a_stopper_waits(preempt_off: bool) -> Vec<(u64, u64)> {
+    let mut exec = executor(2, 0.0, 0);
+    exec.spawn(CpuId(0), Cycle(0), "worker", move |ctx| async move {
+        ctx.sim.with(|e| e.cpu_mut(CpuId(0)).preempt_count += u32::from(preempt_off));
+        // 0..100: the stopper and then the IPI are queued for CPU 0 at 50.
+        ctx.sim.delay(100).await;
+        if ctx.sim.with(|e| e.should_yield()) {
+            ctx.sim.yield_cpu().await;
+        }
+        let now = ctx.sim.now().0;
+        ctx.sim.with(|e| e.mark(Span::Instant, 1, 1, now, String::new));
+        ctx.sim.delay(100).await;
+        ctx.sim.with(|e| e.cpu_mut(CpuId(0)).preempt_count -= u32::from(preempt_off));
+        if ctx.sim.with(|e| e.should_yield()) {
+            ctx.sim.yield_cpu().await;
+        }
+        let now = ctx.sim.now().0;
+        ctx.sim.with(|e| e.mark(Span::Instant, 1, 2, now, String::new));
+    });
+    exec.spawn(CpuId(1), Cycle(50), "stop_machine and an IPI", |ctx| async move {
+        for (priority, id, cost) in [(TaskPriority::Stopper, 98, 1_000), (TaskPriority::Irq, 99, 30)] {
+            let sim = ctx.sim.clone();
+            ctx.sim.spawn(
+                CpuId(0),
+                priority,
+                format!("task {id}"),
+                Box::pin(async move {
+                    let now = sim.now().0;
+                    sim.with(|e| e.mark(Span::Instant, 2, id, now, String::new));
+                    sim.delay(cost).await;
+                }),
+            );
+        }
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass, "{}", report.outcome);
+    marks(&report)
+}
+
+#[test]
+fn an_interrupt_returns_to_a_task_with_preemption_off_before_a_waiting_stopper_runs() {
+    // The IPI runs 100..130; the worker resumes at 130, leaves its section at 230 and only
+    // then does the stopper take the CPU (230..1230).
+    assert_eq!(interrupt_while_a_stopper_waits(true), vec![(99, 100), (1, 130), (98, 230), (2, 1_230)]);
+    // With preemption on, the stopper runs as soon as the handler returns.
+    assert_eq!(interrupt_while_a_stopper_waits(false), vec![(99, 100), (98, 130), (1, 1_130), (2, 1_230)]);
+}
+
 #[test]
 fn tasks_of_an_offline_cpu_wait_until_it_comes_online() {
     let mut config = config(2, 0.0);
