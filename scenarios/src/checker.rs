@@ -53,7 +53,7 @@ pub const INVARIANTS: &[(&str, &str, &str)] = &[
     ),
     (
         NO_SEAMCALL_IN_UPDATE_WINDOW,
-        "no SEAMCALL other than the update's own runs between TDH.SYS.SHUTDOWN and the end of the update",
+        "no SEAMCALL other than the update's own runs between TDH.SYS.SHUTDOWN and the TDH.SYS.UPDATE that makes the new module READY (the end of the update when it fails before)",
         "when a SEAMCALL returns",
     ),
     (
@@ -81,7 +81,8 @@ pub const INVARIANTS: &[(&str, &str, &str)] = &[
 /// The checker of one run.
 pub struct StateChecker {
     module: Rc<RefCell<Module>>,
-    /// Between a successful TDH.SYS.SHUTDOWN and the return of the update that issued it.
+    /// Between a successful TDH.SYS.SHUTDOWN and the successful TDH.SYS.UPDATE that makes
+    /// the new module READY (or, when the update fails before that, its return).
     update_window: Cell<bool>,
     /// The module's TDs when the update started.
     tds_before_update: RefCell<Vec<TdId>>,
@@ -145,6 +146,14 @@ impl StateChecker {
                 format!("{} issued {leaf} during the module update; it returned {}", cpu.id, output.status);
             self.broken(cpu, NO_SEAMCALL_IN_UPDATE_WINDOW, detail, Vec::new());
             return;
+        }
+        // The window closes when TDH.SYS.UPDATE succeeds: every CPU has installed and
+        // LP.INIT-ed the new image (the state machine reached RUN_UPDATE only after all of them
+        // acknowledged CPU_INIT) and the module is READY again, so a kworker that runs once its
+        // CPU's stopper leaves multi_cpu_stop (DONE) meets a whole module, though the updater
+        // has not returned yet.
+        if leaf == Leaf::SysUpdate && output.status.is_success() {
+            self.update_window.set(false);
         }
         // The update's own state changes are its business: it re-initialises the LPs itself.
         let update_step = matches!(leaf, Leaf::SysShutdown | Leaf::SysUpdate) || leaf.is_seamldr();
