@@ -5,7 +5,10 @@
 //! pairs to what tdxsim records (sim-core coverage.rs): lock-order and wait-for edges,
 //! contended lock pairs, (leaf, status, operand) triples of SEAMCALLs, and DPAMT near misses.
 //! A run that covers a feature no earlier run did joins the corpus, together with where in
-//! its schedule the new features appeared. Entries whose features are rare are picked more
+//! its schedule the new features appeared (a model feature covered 2, 4, 8, ... times is a
+//! feature of its own, so a run that got more BUSY answers than any before is new). A new
+//! entry's aimed mutations run first: a long stall at and just before those points, then its
+//! schedule kept up to the first of them and redrawn from there. Entries whose features are rare are picked more
 //! often; a pick is mutated near where its new features appeared, mostly: a same-cycle
 //! order flipped, a stall inserted, lengthened, shortened, moved or dropped, a stretch of
 //! cost jitter redrawn, or the schedule redrawn from some point on. A mutated schedule keeps
@@ -28,9 +31,6 @@ use crate::schedule::{Deviations, Schedule};
 /// Runs an explorer plans and absorbs together: fixed, so results do not depend on how many
 /// threads run a batch.
 pub const BATCH: usize = 8;
-
-/// One in this many candidates is a fresh draw rather than a mutation.
-const FRESH_ONE_IN: u32 = 4;
 
 /// Decisions before a new feature's first appearance that mutations aim at.
 const HOTSPOT_WINDOW: u32 = 96;
@@ -395,17 +395,57 @@ pub struct Explorer<S> {
     pub corpus: Corpus<S>,
     rng: ChaCha8Rng,
     fresh: u64,
-    /// Aimed mutations of new entries still to run: (entry, stall decision), in order.
-    aimed: VecDeque<(usize, usize)>,
+    /// Aimed mutations of new entries still to run: (entry, what), in order.
+    aimed: VecDeque<(usize, Aim)>,
     planned: BTreeSet<u64>,
-    /// For each case planned and not absorbed yet (in order): the decision its schedule was
-    /// changed at, when it is an aimed or random mutation of a corpus entry's schedule.
-    changed_at: VecDeque<Option<u32>>,
+    /// For each case planned and not absorbed yet (in order): whether it was a fresh draw,
+    /// and the decision its schedule was changed at, when it is an aimed or random mutation
+    /// of a corpus entry's schedule.
+    pending: VecDeque<(bool, Option<u32>)>,
+    /// Fresh draws and mutations run so far, and how many of each covered something new:
+    /// the odds that decide which of the two the next case is.
+    yields: [Yield; 2],
 }
+
+/// An aimed mutation of a new entry's schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Aim {
+    /// A long stall at this stall decision.
+    Stall(usize),
+    /// The entry's decisions up to this one, the rest drawn afresh (as `random` draws): the
+    /// run follows its parent to where it covered something new and goes on differently,
+    /// so a feature that counts (a bucket of BUSY answers) can be pushed one bucket further.
+    RedrawFrom(usize),
+}
+
+/// How often one source of cases (fresh draws, mutations) ran and covered something new.
+#[derive(Clone, Copy, Debug, Default)]
+struct Yield {
+    tries: u64,
+    new: u64,
+}
+
+impl Yield {
+    /// The posterior mean of its chance to cover something new (a uniform prior), in
+    /// millionths.
+    fn odds(self) -> u64 {
+        (self.new + 1) * 1_000_000 / (self.tries + 2)
+    }
+}
+
+/// The share of fresh draws, in 1/`FRESH_SHARE_DENOMINATOR`, stays within these: neither
+/// source is starved on the evidence of a few runs.
+const FRESH_SHARE_MIN: u64 = 1;
+const FRESH_SHARE_MAX: u64 = 3;
+const FRESH_SHARE_DENOMINATOR: u64 = 4;
 
 /// Distinct stall decisions of a new entry that aimed mutations stall, the ones its
 /// weightiest hotspots point at first.
 const AIMED_PER_ENTRY: usize = 8;
+
+/// Hotspots of a new entry that aimed mutations redraw the schedule from (the first ones in
+/// the order its stalls are aimed).
+const REDRAWS_PER_ENTRY: usize = 2;
 
 /// Aimed mutations waiting at most; past it, new entries get none.
 const AIMED_QUEUE_MAX: usize = 64;
@@ -421,14 +461,34 @@ impl<S: Clone> Explorer<S> {
             fresh: 0,
             aimed: VecDeque::new(),
             planned: BTreeSet::new(),
-            changed_at: VecDeque::new(),
+            pending: VecDeque::new(),
+            yields: [Yield::default(); 2],
         }
     }
 
+    /// Whether the next case is a fresh draw: always while the corpus is empty; after that
+    /// with the share the two sources' odds of covering something new give (fresh draws
+    /// against mutations), within `FRESH_SHARE_MIN..=FRESH_SHARE_MAX` quarters. A scenario
+    /// whose mutations keep finding new interleavings spends its runs on them; one where
+    /// they stopped (every run covers what the corpus has) goes back to fresh draws, which
+    /// are what finds a bug that coverage gives no trail to.
+    fn fresh_next(&mut self) -> bool {
+        if self.corpus.is_empty() {
+            return true;
+        }
+        let [fresh, mutated] = self.yields.map(Yield::odds);
+        let scale = 1_000_000u64;
+        let low = scale * FRESH_SHARE_MIN / FRESH_SHARE_DENOMINATOR;
+        let high = scale * FRESH_SHARE_MAX / FRESH_SHARE_DENOMINATOR;
+        let share = (fresh * scale / (fresh + mutated).max(1)).clamp(low, high);
+        below(&mut self.rng, scale) < share
+    }
+
     /// The next `count` cases: fresh ones from `fresh(k)` (k = 0, 1, … over the whole
-    /// exploration) while the corpus is empty and one in `FRESH_ONE_IN` after; then the
-    /// aimed mutations of new entries (a long stall at, or just before, the points where
-    /// they covered something new, the weightiest first); then random mutations of entries
+    /// exploration) while the corpus is empty and, after, in the share `fresh_next` gives;
+    /// then the aimed mutations of new entries (a long stall at, or just before, the points
+    /// where they covered something new, the weightiest first, and their schedule redrawn
+    /// from the first of those points); then random mutations of entries
     /// picked by weight: their schedule, or (when `mutate_subject` gives one) their subject,
     /// run under the parent's schedule or a fresh one.
     pub fn plan(
@@ -439,19 +499,33 @@ impl<S: Clone> Explorer<S> {
     ) -> Vec<(S, Schedule)> {
         let mut planned = Vec::with_capacity(count);
         for _ in 0..count {
-            if self.corpus.is_empty() || below(&mut self.rng, u64::from(FRESH_ONE_IN)) == 0 {
+            if self.fresh_next() {
                 planned.push(fresh(self.fresh));
-                self.changed_at.push_back(None);
+                self.pending.push_back((true, None));
                 self.fresh += 1;
                 continue;
             }
-            if let Some((index, stall)) = self.aimed.pop_front() {
-                self.changed_at.push_back(Some(stall as u32));
+            if let Some((index, aim)) = self.aimed.pop_front() {
                 let entry = self.corpus.entry(index);
                 let mut decisions = entry.decisions.clone();
-                decisions.truncate(entry.kinds.len().min(entry.options.len()));
-                decisions[stall] = (entry.options[stall].saturating_sub(1) * 3 / 4).max(1);
+                let len = entry.kinds.len().min(entry.options.len());
+                decisions.truncate(len);
+                let at = match aim {
+                    Aim::Stall(stall) => {
+                        decisions[stall] = (entry.options[stall].saturating_sub(1) * 3 / 4).max(1);
+                        stall
+                    }
+                    Aim::RedrawFrom(from) => {
+                        for index in from..len {
+                            decisions[index] =
+                                random_option(&mut self.rng, entry.kinds[index], entry.options[index]);
+                        }
+                        from
+                    }
+                };
+                self.pending.push_back((false, Some(at as u32)));
                 self.planned.insert(schedule_hash(index, &decisions));
+                let entry = self.corpus.entry(index);
                 planned.push((
                     entry.subject.clone(),
                     Schedule::Deviations(Deviations::from_decisions(&decisions)),
@@ -471,7 +545,7 @@ impl<S: Clone> Explorer<S> {
                     schedule
                 };
                 planned.push((subject, schedule));
-                self.changed_at.push_back(None);
+                self.pending.push_back((false, None));
                 continue;
             }
             let mut decisions = mutate_schedule(&entry, &mut self.rng);
@@ -484,7 +558,7 @@ impl<S: Clone> Explorer<S> {
             }
             self.planned.insert(schedule_hash(index, &decisions));
             let first_change = decisions.iter().zip(&entry.decisions).position(|(a, b)| a != b);
-            self.changed_at.push_back(first_change.map(|at| at as u32));
+            self.pending.push_back((false, first_change.map(|at| at as u32)));
             planned
                 .push((entry.subject.clone(), Schedule::Deviations(Deviations::from_decisions(&decisions))));
         }
@@ -497,9 +571,12 @@ impl<S: Clone> Explorer<S> {
     /// its parent's schedule was changed at, nearest first (the change's consequences, where
     /// one more stall most likely makes another new interleaving), then the rest by weight.
     pub fn absorb(&mut self, subject: &S, verdict: &Verdict) -> usize {
-        let changed_at = self.changed_at.pop_front().flatten();
+        let (was_fresh, changed_at) = self.pending.pop_front().unwrap_or((true, None));
         let entries = self.corpus.len();
         let new = self.corpus.absorb(subject, verdict);
+        let source = &mut self.yields[usize::from(!was_fresh)];
+        source.tries += 1;
+        source.new += u64::from(new > 0);
         if self.corpus.len() > entries && self.aimed.len() < AIMED_QUEUE_MAX {
             let index = self.corpus.len() - 1;
             let entry = self.corpus.entry(index);
@@ -523,10 +600,20 @@ impl<S: Clone> Explorer<S> {
                     }
                 }
             }
-            // Newest first: a run that covered something new after an aimed stall is one
-            // step from its parent, and its own aimed stalls build on that step.
-            for stall in stalls.into_iter().rev() {
-                self.aimed.push_front((index, stall));
+            let len = entry.decisions.len().min(entry.kinds.len()).min(entry.options.len());
+            let mut redraws: Vec<usize> = Vec::new();
+            for &(at, _) in &hotspots {
+                let at = at as usize;
+                if at < len && !redraws.contains(&at) && redraws.len() < REDRAWS_PER_ENTRY {
+                    redraws.push(at);
+                }
+            }
+            // Newest first: a run that covered something new after an aimed change is one
+            // step from its parent, and its own aimed changes build on that step. Its stalls
+            // first, then its redraws.
+            let aims = stalls.into_iter().map(Aim::Stall).chain(redraws.into_iter().map(Aim::RedrawFrom));
+            for aim in aims.rev() {
+                self.aimed.push_front((index, aim));
             }
         }
         new

@@ -2,8 +2,9 @@
 //! coverage` and `run`/`replay --strategy coverage --seed N` (run number N of it).
 //!
 //! Run 0 is the default schedule (every CPU at its fastest), run 1 the nominal one (every
-//! cost at the middle of its band); after them, mutations of the corpus (corpus.rs), aimed
-//! ones first, with a fresh random run (the seeds `random` would run) one time in four.
+//! cost at the middle of its band), runs 2 to 7 fresh random ones (the seeds `random` would
+//! run); after them, mutations of the corpus (corpus.rs), aimed ones first, and fresh random
+//! runs in the share their record earns against the mutations' (a quarter to three quarters).
 //! Batches of `BATCH` runs are planned from the corpus as it stood, run in parallel, and
 //! absorbed in order: the sequence of runs is a function of the seed alone.
 
@@ -13,8 +14,10 @@ use crate::corpus::{BATCH, Explorer};
 use crate::runner::Verdict;
 use crate::schedule::Schedule;
 
-/// Runs of the first batch: the default and the nominal schedule.
-const FIRST_BATCH: usize = 2;
+/// Runs of the first batch: the default and the nominal schedule, then fresh random ones,
+/// so that the corpus mutation starts from holds runs at the timelines jitter gives, not
+/// only at the fastest and the nominal one.
+const FIRST_BATCH: usize = BATCH;
 
 /// The `k`-th fresh schedule of an exploration seeded `seed`: the default, the nominal one,
 /// then the random schedules `seed`, `seed + 1`, … (the ones `random` would run).
@@ -53,7 +56,7 @@ pub fn explore_schedules_until<T: Send>(
     let mut explorer: Explorer<()> = Explorer::new(seed);
     let mut explored = Vec::with_capacity(runs as usize);
     while (explored.len() as u64) < runs {
-        // The first batch is the two fixed schedules alone, so mutation starts from them.
+        // The first batch is fresh draws alone (the corpus is empty while it is planned).
         let batch = if explored.is_empty() { FIRST_BATCH } else { BATCH };
         let count = (runs - explored.len() as u64).min(batch as u64) as usize;
         let mut fresh = |k| ((), fresh_schedule(seed, k));

@@ -15,11 +15,16 @@
 //! - yields: which task gave its CPU to which (an IPI handler, a stopper), holding what.
 //!
 //! Models add their own through [`Engine::cover`] (host-model: each SEAMCALL's leaf, status
-//! and operand, and the near misses of its invariants).
+//! and operand, and the near misses of its invariants). A model feature covered the 2nd,
+//! 4th, 8th, ... time in a run is also a feature of its own (AFL's hit-count buckets): a run
+//! whose module said BUSY to the same leaf more often than any run before it covered
+//! something new, which is the gradient towards a retry bound running out.
 //!
 //! Off (the default), none of this exists: the engine holds `None` and every hook is one
 //! branch. On, features go into one `Vec` that is sorted and deduplicated as it grows, and
 //! the kind of every decision is kept so mutators know which decisions are stalls.
+
+use std::collections::BTreeMap;
 
 use crate::chooser::DecisionKind;
 use crate::engine::Engine;
@@ -90,6 +95,8 @@ pub struct Coverage {
     last_release: Vec<Option<CpuId>>,
     /// `features` is sorted and deduplicated again when it reaches this length.
     compact_at: usize,
+    /// How often each model feature was covered so far (for its hit-count buckets).
+    model_hits: BTreeMap<u64, u32>,
 }
 
 const COMPACT_AT_LEAST: usize = 1024;
@@ -160,6 +167,7 @@ impl Coverage {
             decision_cpus: Vec::new(),
             last_release: Vec::new(),
             compact_at: COMPACT_AT_LEAST,
+            model_hits: BTreeMap::new(),
         }
     }
 
@@ -268,8 +276,16 @@ impl Coverage {
 
     /// A model's feature: `code` says what it is, `a` and `b` its facts.
     pub(crate) fn model(&mut self, code: u32, a: u64, b: u64) {
-        let feature = FeatureHash::new(FeatureTag::Model).word(u64::from(code)).word(a).word(b);
-        self.push(feature.model_feature(code));
+        let hash = FeatureHash::new(FeatureTag::Model).word(u64::from(code)).word(a).word(b);
+        let feature = hash.model_feature(code);
+        self.push(feature);
+        let hits = self.model_hits.entry(feature).or_default();
+        *hits += 1;
+        if *hits >= 2 && hits.is_power_of_two() {
+            // The bucket [2^k, 2^(k+1)) reached: a feature of its own, at this point.
+            let bucket = u64::from(hits.trailing_zeros());
+            self.push(hash.word(0x6869_7473).word(bucket).model_feature(code));
+        }
     }
 
     pub(crate) fn finish(mut self) -> CoverageReport {
@@ -339,7 +355,8 @@ mod tests {
         assert_eq!(model_code(model(3)), Some(7));
         assert_eq!(report.decision_kinds, vec![DecisionKind::Stall]);
         let count = |tag| report.features.iter().filter(|&&f| FeatureTag::of(f) == Some(tag)).count();
-        assert_eq!(count(FeatureTag::Model), 10);
+        // Ten features, each hit 300 times: itself and its buckets 2, 4, ..., 256.
+        assert_eq!(count(FeatureTag::Model), 10 * 9);
         // AB and BA are two class edges (the creation order differs) and two name edges.
         assert_eq!(count(FeatureTag::LockOrderClass), 2);
         assert_eq!(count(FeatureTag::LockOrderName), 2);
