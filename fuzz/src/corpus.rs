@@ -516,9 +516,8 @@ impl<S: Clone> Explorer<S> {
                         stall
                     }
                     Aim::RedrawFrom(from) => {
-                        for index in from..len {
-                            decisions[index] =
-                                random_option(&mut self.rng, entry.kinds[index], entry.options[index]);
+                        for (index, option) in decisions.iter_mut().enumerate().skip(from) {
+                            *option = random_option(&mut self.rng, entry.kinds[index], entry.options[index]);
                         }
                         from
                     }
