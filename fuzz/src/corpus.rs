@@ -690,4 +690,44 @@ mod tests {
         assert_eq!(plan(5), plan(5));
         assert_ne!(plan(5), plan(6));
     }
+
+    #[test]
+    fn a_new_entry_is_stalled_then_redrawn_from_its_hotspot() {
+        let mut explorer: Explorer<()> = Explorer::new(3);
+        let kinds = vec![DecisionKind::Stall; 40];
+        let mut run = verdict(vec![9], kinds);
+        run.feature_first_at = vec![20];
+        let mut fresh = |k| ((), Schedule::Random(k));
+        // The first case is fresh (the corpus is empty); its run joins.
+        assert_eq!(explorer.plan(1, &mut fresh, &mut |_, _| None)[0].1, Schedule::Random(0));
+        explorer.absorb(&(), &run);
+        let aims: Vec<Aim> = explorer.aimed.iter().map(|&(_, aim)| aim).collect();
+        // A stall at the hotspot and one just before, then the redraw from it.
+        assert_eq!(aims, vec![Aim::Stall(20), Aim::Stall(19), Aim::RedrawFrom(20)]);
+        // Planned, the redraw keeps the parent's decisions before the hotspot.
+        explorer.aimed.retain(|&(_, aim)| matches!(aim, Aim::RedrawFrom(_)));
+        let redraw = loop {
+            let planned = explorer.plan(1, &mut fresh, &mut |_, _| None);
+            if let Schedule::Deviations(deviations) = &planned[0].1 {
+                break deviations.clone();
+            }
+        };
+        assert!(redraw.as_slice().iter().all(|&(index, _)| index >= 20), "{redraw:?}");
+    }
+
+    #[test]
+    fn fresh_draws_get_more_of_the_runs_when_mutations_stop_finding_anything() {
+        let kinds = vec![DecisionKind::Stall; 8];
+        let fresh_share = |mutations_new: bool| {
+            let mut explorer: Explorer<()> = Explorer::new(11);
+            explorer.absorb(&(), &verdict(vec![1], kinds.clone()));
+            explorer.yields =
+                [Yield { tries: 20, new: 5 }, Yield { tries: 60, new: if mutations_new { 50 } else { 0 } }];
+            (0..1000).filter(|_| explorer.fresh_next()).count()
+        };
+        let (productive, barren) = (fresh_share(true), fresh_share(false));
+        // Fresh draws at the floor (a quarter) while mutations pay, near the cap after.
+        assert!((200..300).contains(&productive), "{productive}");
+        assert!((700..800).contains(&barren), "{barren}");
+    }
 }
