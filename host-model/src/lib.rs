@@ -13,12 +13,15 @@
 //! - `tdx::seamcall`: the SEAMCALL wrapper.
 //! - `tdx::dpamt`: `tdx_pamt_get` / `tdx_pamt_put` in every published design.
 //! - `kvm::mmu`: the private-page fault and zap paths.
+//! - `workload`: generated workloads (`[[workload]]`): VMM and vCPU threads of TD boots,
+//!   churn, fault, zap and ACCEPT storms.
 pub mod host;
 pub mod kernel;
 pub mod kvm;
 pub mod observe;
 pub mod seamldr;
 pub mod tdx;
+pub mod workload;
 
 pub use host::{Host, HostConfig, HostCosts, HostStats};
 pub use kernel::Errno;

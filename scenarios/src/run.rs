@@ -129,6 +129,11 @@ fn scenario_tds(scenario: &Scenario) -> (Vec<TdId>, Vec<TdId>) {
             _ => {}
         }
     }
+    let mut created = created;
+    for load in &scenario.workloads {
+        let tds_of_load = if load.kind.builds_tds() { &mut created } else { &mut tds };
+        tds_of_load.extend(load.td_ids());
+    }
     let existing = tds.difference(&created).copied().collect();
     (existing, created.into_iter().collect())
 }
@@ -313,6 +318,11 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         reserved_ranges,
         kvm_tds: existing_tds.iter().chain(&created_tds).copied().collect(),
         tds: existing_tds,
+        gmem_locality: scenario
+            .workloads
+            .iter()
+            .flat_map(|load| load.td_ids().map(|td| (td, load.locality.0)))
+            .collect(),
     };
     let module = Rc::new(RefCell::new(config.new_module()));
     let checker = Rc::new(StateChecker::new(module.clone()));
@@ -352,6 +362,7 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
             }
         });
     }
+    host_model::workload::spawn_workloads(&mut executor, &host, &scenario.workloads);
     let report = executor.run();
     let task_cpus = report.task_cpus.clone();
     let mut outcome = report.outcome;

@@ -26,6 +26,10 @@ pub enum DecisionKind {
     /// At a point where preemption is on too, whether a stall is an interrupt (0: the task
     /// keeps its CPU) or a preemption (1: another task may run there meanwhile).
     StallKind,
+    /// A random value the simulated system itself draws (the kernel's `get_random_u32_below()`:
+    /// where the page allocator finds a page, where a workload punches a hole). Not a
+    /// schedule: PCT draws it uniformly as random does.
+    Draw,
 }
 
 /// One decision: its kind, how many options, and the CPU each option belongs to (for
@@ -184,7 +188,7 @@ impl Chooser for PctChooser {
                 let rank = u64::from(self.rank_of(cpu).min(cpus as u32 - 1));
                 ((u64::from(decision.options - 1) * rank) / (cpus - 1)) as u32
             }
-            DecisionKind::StallKind => uniform(&mut self.rng, decision.options),
+            DecisionKind::StallKind | DecisionKind::Draw => uniform(&mut self.rng, decision.options),
             DecisionKind::Stall => {
                 let index = self.stall_points_seen;
                 self.stall_points_seen += 1;

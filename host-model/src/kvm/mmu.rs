@@ -16,7 +16,7 @@ use sim_core::{OutcomeKind, Span, Subject};
 use crate::kernel::Errno;
 use crate::kernel::cpu::{Cpu, mark};
 use crate::kernel::lockdep::{lockdep_assert_held, lockdep_assert_preemption_disabled, might_sleep};
-use crate::kernel::page_alloc::{alloc_page, alloc_page_atomic, free_page};
+use crate::kernel::page_alloc::{alloc_gmem_page, alloc_page, alloc_page_atomic, free_page};
 use crate::kernel::rwlock::{RwLock, read_lock, read_unlock, write_lock, write_unlock};
 use crate::kvm::fault_stats::FaultTimer;
 use crate::tdx::dpamt::{DpamtDesign, PairSource, PamtCache, tdx_pamt_add_hint, tdx_pamt_get, tdx_pamt_put};
@@ -205,7 +205,7 @@ pub async fn tdp_fault(
         let timer = FaultTimer::start(cpu);
         let (page, allocated) = match first_page {
             Some(first) => (Hpa(first.0 + index * seam_model::PAGE_SIZE), false),
-            None => match alloc_page(cpu).await {
+            None => match alloc_gmem_page(cpu, td).await {
                 Some(page) => (page, true),
                 None => return Err(Errno::ENOMEM),
             },
