@@ -3,6 +3,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use seam_model::{Hpa, Leaf, LeafLocks, Module, ModuleConfig, TdId, TdxStatus};
 use sim_core::Sim;
@@ -99,6 +100,9 @@ pub struct HostConfig {
     pub costs: HostCosts,
     /// Names for 2MB ranges (by index) in traces and lock names; others print as hex.
     pub range_labels: BTreeMap<usize, String>,
+    /// D5's `rw[X]` lock name of each labelled range, made once from `range_labels`
+    /// (`HostConfig::lock_names_of`) so a run names its locks without formatting.
+    pub range_lock_names: BTreeMap<usize, Arc<str>>,
     /// 2MB ranges the page allocator must not hand out (they hold scenario-named pages).
     pub reserved_ranges: BTreeSet<usize>,
     /// TDs that exist (runnable) in the module when the run starts.
@@ -111,6 +115,11 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
+    /// `rw[X]` for every labelled range: the names `Host::pamt_range_lock` gives its locks.
+    pub fn lock_names_of(range_labels: &BTreeMap<usize, String>) -> BTreeMap<usize, Arc<str>> {
+        range_labels.iter().map(|(&index, label)| (index, Arc::from(format!("rw[{label}]")))).collect()
+    }
+
     /// The module this host runs on: the platform's LPs and packages, how it was brought up.
     pub fn module_config(&self) -> ModuleConfig {
         ModuleConfig {
@@ -151,7 +160,8 @@ pub struct HostStats {
 /// All kernel state of one run.
 pub struct Host {
     pub costs: HostCosts,
-    pub config: HostConfig,
+    /// Shared by every run of a scenario: building a run's host copies a pointer.
+    pub config: Arc<HostConfig>,
     /// The module, reached only by `tdx::seamcall` (the SEAMCALL instruction) and
     /// `kernel::arch` (VMXON/VMXOFF, LP reset, topology).
     pub(crate) module: Rc<RefCell<Module>>,
@@ -187,10 +197,11 @@ impl Host {
     /// The host of a run on `module`, observed by `observer`.
     pub fn new(
         sim: &Sim,
-        config: HostConfig,
+        config: impl Into<Arc<HostConfig>>,
         module: Rc<RefCell<Module>>,
         observer: Rc<dyn Observer>,
     ) -> Host {
+        let config: Arc<HostConfig> = config.into();
         let ranges = (config.memory_bytes / seam_model::RANGE_2M) as usize;
         let costs = config.costs.clone();
         let lock_name = config.dpamt_design.lock_name();
@@ -239,8 +250,11 @@ impl Host {
     pub fn pamt_range_lock(&self, page: Hpa) -> RwLock {
         let index = page.range_index();
         *self.pamt_range_locks.borrow_mut().entry(index).or_insert_with(|| {
-            let name = format!("rw[{}]", self.range_label(index));
-            RwLock::new(&self.sim, &name, self.costs.spin_handoff)
+            let name: sim_core::Name = match self.config.range_lock_names.get(&index) {
+                Some(name) => name.clone().into(),
+                None => format!("rw[{}]", self.range_label(index)).into(),
+            };
+            RwLock::new(&self.sim, name, self.costs.spin_handoff)
         })
     }
 

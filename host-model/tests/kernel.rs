@@ -14,7 +14,7 @@ use host_model::{Cpu, DpamtDesign, Host, HostConfig, HostCosts};
 use sim_core::{CpuId, Cycle, EngineConfig, Executor, OutcomeKind, RandomChooser, RunReport, Seed};
 
 struct World {
-    exec: Executor,
+    exec: Executor<'static>,
     host: Rc<Host>,
 }
 
@@ -52,6 +52,7 @@ fn world(cpus: u32, online: u32) -> World {
         leaf_costs: BTreeMap::new(),
         costs: HostCosts::default(),
         range_labels: BTreeMap::new(),
+        range_lock_names: BTreeMap::new(),
         reserved_ranges: BTreeSet::new(),
         tds: Vec::new(),
         kvm_tds: Vec::new(),

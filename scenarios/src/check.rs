@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use rayon::prelude::*;
 use sim_core::{Exhaustive, Outcome, OutcomeKind};
 
-use crate::run::{Metrics, Schedule, pct_horizon, run_once};
+use crate::run::{Metrics, Runner, Schedule, pct_horizon};
 use crate::schema::{Bound, Scenario, Strategy};
 
 /// How to explore.
@@ -76,13 +76,14 @@ fn explore_seeds(
     judge: &mut Judge,
 ) {
     let horizon = if strategy == Strategy::Pct { pct_horizon(scenario) } else { 0 };
+    let runner = Runner::new(scenario);
     let one = |index: u64| {
         let seed = scenario.run.seed.wrapping_add(index);
         let schedule = match strategy {
             Strategy::Pct => Schedule::Pct { seed, depth: scenario.run.pct_depth, horizon },
             _ => Schedule::Random(seed),
         };
-        let result = run_once(scenario, &schedule, false);
+        let result = runner.run(&schedule, false);
         on_run();
         RunSummary { seed, outcome: result.outcome, metrics: result.metrics, events: result.events }
     };
@@ -103,8 +104,9 @@ fn explore_seeds(
 fn explore_exhaustive(scenario: &Scenario, on_run: &(dyn Fn() + Sync), judge: &mut Judge) -> bool {
     let enumerator = Exhaustive::new(scenario.run.exhaustive_bound);
     let mut prefix = Vec::new();
+    let runner = Runner::new(scenario);
     for index in 0..scenario.run.runs {
-        let result = run_once(scenario, &Schedule::Prefix(prefix.clone()), false);
+        let result = runner.run(&Schedule::Prefix(prefix.clone()), false);
         on_run();
         let next = enumerator.next_prefix(&result.decisions, &result.decision_options);
         judge.add(RunSummary {

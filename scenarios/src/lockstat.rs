@@ -133,9 +133,9 @@ mod tests {
             ..Default::default()
         };
         metrics.set_run_locks(std::sync::Arc::from(vec![
-            ("a_lock".to_string(), "spinlock".to_string(), stats(1, 100)),
-            ("b_lock".to_string(), "spinlock".to_string(), stats(5, 900)),
-            ("c_lock".to_string(), "mutex".to_string(), stats(9, 100)),
+            ("a_lock".into(), "spinlock", stats(1, 100)),
+            ("b_lock".into(), "spinlock", stats(5, 900)),
+            ("c_lock".into(), "mutex", stats(9, 100)),
         ]));
         let text = render(&metrics, Clock { ghz: 1.0 });
         let order: Vec<&str> = text

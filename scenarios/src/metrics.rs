@@ -209,7 +209,7 @@ pub struct Metrics {
     pub locks: ResourceStats,
     /// This run's locks as the engine listed them (name, type, figures), shared with
     /// `RunResult::resources` rather than copied: a run builds no map of its locks.
-    pub run_locks: Arc<[(String, String, ResourceStats)]>,
+    pub run_locks: Arc<[(sim_core::Name, &'static str, ResourceStats)]>,
     /// The locks of the runs `add`ed, by instance.
     pub pooled_locks: BTreeMap<String, LockFigures>,
     pub faults: FaultLatency,
@@ -219,7 +219,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// This run's locks, from the engine's (name, type, figures) per resource.
-    pub fn set_run_locks(&mut self, resources: Arc<[(String, String, ResourceStats)]>) {
+    pub fn set_run_locks(&mut self, resources: Arc<[(sim_core::Name, &'static str, ResourceStats)]>) {
         for (_, _, stats) in resources.iter() {
             self.locks.merge(stats);
         }
@@ -420,9 +420,9 @@ mod tests {
     fn classes_pool_their_instances_and_runs_combine_as_documented() {
         let mut run = Metrics::default();
         run.set_run_locks(Arc::from(vec![
-            ("rw[A]".to_string(), "rwlock".to_string(), stats(10, &[100, 300], 50)),
-            ("rw[B]".to_string(), "rwlock".to_string(), stats(5, &[700], 80)),
-            ("pamt_lock".to_string(), "spinlock".to_string(), stats(3, &[], 10)),
+            ("rw[A]".into(), "rwlock", stats(10, &[100, 300], 50)),
+            ("rw[B]".into(), "rwlock", stats(5, &[700], 80)),
+            ("pamt_lock".into(), "spinlock", stats(3, &[], 10)),
         ]));
         run.sim_cycles = 1000;
         assert_eq!(run.get("lock_contended[rw]"), Some(3));
@@ -444,11 +444,7 @@ mod tests {
         assert_eq!(run.lock_classes()["rw"].kind, "rwlock");
 
         let mut other = Metrics::default();
-        other.set_run_locks(Arc::from(vec![(
-            "rw[A]".to_string(),
-            "rwlock".to_string(),
-            stats(1, &[5000], 9),
-        )]));
+        other.set_run_locks(Arc::from(vec![("rw[A]".into(), "rwlock", stats(1, &[5000], 9))]));
         other.sim_cycles = 400;
         let mut both = run.clone();
         both.add(&other);
@@ -462,11 +458,7 @@ mod tests {
     #[test]
     fn named_values_cover_plain_class_and_busy_figures() {
         let mut metrics = Metrics::default();
-        metrics.set_run_locks(Arc::from(vec![(
-            "pamt_lock".to_string(),
-            "spinlock".to_string(),
-            stats(2, &[40], 10),
-        )]));
+        metrics.set_run_locks(Arc::from(vec![("pamt_lock".into(), "spinlock", stats(2, &[40], 10))]));
         let busy = seam_model::status::TDX_OPERAND_BUSY;
         metrics.busy.insert((Leaf::PhymemPamtAdd, busy.with_operand(operand::RCX)), 3);
         metrics.busy.insert((Leaf::PhymemPamtAdd, busy.with_operand(operand::RDX)), 1);

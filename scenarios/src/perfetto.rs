@@ -88,7 +88,7 @@ impl<'a> Writer<'a> {
 
     fn lock_track(&mut self, cpu: CpuId, resource: u32) -> (u32, u32) {
         let track = (cpu.0, 1 + resource);
-        self.tracks.entry(track).or_insert_with(|| self.result.resources[resource as usize].0.clone());
+        self.tracks.entry(track).or_insert_with(|| self.result.resources[resource as usize].0.to_string());
         track
     }
 
@@ -129,7 +129,7 @@ impl<'a> Writer<'a> {
     fn lock_slice(&mut self, category: &str, resource: u32, open: &Open, end_cycle: u64, unfinished: bool) {
         let (pid, tid) = self.lock_track(open.cpu, resource);
         let lock_name = &self.result.resources[resource as usize].0;
-        let name = if category == "wait" { format!("wait {lock_name}") } else { lock_name.clone() };
+        let name = if category == "wait" { format!("wait {lock_name}") } else { lock_name.to_string() };
         let mut args = json!({
             "lock": lock_name,
             "mode": match open.mode { Mode::Shared => "shared", Mode::Exclusive => "exclusive" },

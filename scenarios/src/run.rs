@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use host_model::kernel::cpu::mark;
 use host_model::kernel::cpuhp::{cpu_down, cpu_up};
@@ -19,7 +20,7 @@ use host_model::{Cpu, Host, HostConfig, HostCosts};
 use seam_model::{Hpa, Leaf, LeafCall, Module, RANGE_2M, TdId, TdxStatus};
 use sim_core::{
     Chooser, CpuId, Cycle, EngineConfig, Executor, Exhaustive, Outcome, OutcomeKind, PctChooser,
-    PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, Seed, Span, TraceEvent,
+    PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, RunReport, Seed, Span, TraceEvent,
 };
 
 use crate::checker::StateChecker;
@@ -95,7 +96,7 @@ pub struct RunResult {
     /// Per task: its CPU.
     pub task_cpus: Vec<CpuId>,
     /// (name, class, figures) per host lock, by resource id.
-    pub resources: std::sync::Arc<[(String, String, ResourceStats)]>,
+    pub resources: std::sync::Arc<[(sim_core::Name, &'static str, ResourceStats)]>,
 }
 
 pub use crate::metrics::Metrics;
@@ -272,31 +273,100 @@ async fn run_step(cpu: &Cpu, call: &Call, module: &RefCell<Module>) -> StepResul
 
 /// Runs `scenario` once.
 pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) -> RunResult {
-    let chooser: Box<dyn Chooser> = match schedule {
-        Schedule::Random(seed) => Box::new(RandomChooser::new(Seed(*seed))),
-        Schedule::Pct { seed, depth, horizon } => {
-            Box::new(PctChooser::new(Seed(*seed), scenario.machine.possible_cpus, *depth, *horizon))
+    Runner::new(scenario).run(schedule, record_trace)
+}
+
+/// What every run of a scenario shares, worked out once: the host's configuration (labels,
+/// reserved ranges, TDs, costs). Exploring many seeds of one scenario goes through one
+/// `Runner`, so a run's setup copies pointers and allocates little.
+pub struct Runner<'s> {
+    scenario: &'s Scenario,
+    host_config: Arc<HostConfig>,
+}
+
+impl<'s> Runner<'s> {
+    pub fn new(scenario: &'s Scenario) -> Runner<'s> {
+        Runner { scenario, host_config: Arc::new(host_config(scenario)) }
+    }
+
+    pub fn scenario(&self) -> &'s Scenario {
+        self.scenario
+    }
+
+    /// One run from `schedule`; `record_trace` keeps the events (tables, Perfetto).
+    pub fn run(&self, schedule: &Schedule, record_trace: bool) -> RunResult {
+        let scenario = self.scenario;
+        let chooser: Box<dyn Chooser> = match schedule {
+            Schedule::Random(seed) => Box::new(RandomChooser::new(Seed(*seed))),
+            Schedule::Pct { seed, depth, horizon } => {
+                Box::new(PctChooser::new(Seed(*seed), scenario.machine.possible_cpus, *depth, *horizon))
+            }
+            Schedule::Replay(decisions) => Box::new(ReplayChooser::new(decisions.clone())),
+            Schedule::Prefix(prefix) => Box::new(PrefixChooser::new(prefix.clone())),
+        };
+        let mut executor = Executor::new(engine_config(scenario, record_trace), chooser);
+        let config = self.host_config.clone();
+        let module = Rc::new(RefCell::new(config.new_module()));
+        let checker = Rc::new(StateChecker::new(module.clone()));
+        let host = Rc::new(Host::new(executor.sim(), config, module.clone(), checker.clone()));
+        for (index, task) in scenario.tasks.iter().enumerate() {
+            let host = host.clone();
+            let module = module.clone();
+            let cpu_id = CpuId(task.cpu);
+            executor.spawn(cpu_id, task.start, format!("task {index}"), move |ctx| async move {
+                let cpu = Cpu::new(ctx.sim.clone(), ctx.cpu, ctx.task, host);
+                for _ in 0..task.repeat {
+                    for (step_index, step) in task.steps.iter().enumerate() {
+                        if let Some(at) = step.at {
+                            let now = cpu.sim.now();
+                            if now < at {
+                                cpu.sim.sleep(at.since(now)).await;
+                            }
+                        }
+                        cpu.mark(Span::Begin, mark::STEP, step_index as u64, 0, || {
+                            step_label(scenario, &step.call)
+                        });
+                        let result = run_step(&cpu, &step.call, &module).await;
+                        cpu.mark(Span::End, mark::STEP, step_index as u64, 0, || {
+                            format!("{} = {result}", step.call.name())
+                        });
+                        if let Some(expected) = step.returns
+                            && !expected.matches(result)
+                        {
+                            let label = step_label(scenario, &step.call);
+                            cpu.warn("step", format!("{label} returned {result}, expected {expected}"));
+                        }
+                        cpu.progress();
+                    }
+                }
+            });
         }
-        Schedule::Replay(decisions) => Box::new(ReplayChooser::new(decisions.clone())),
-        Schedule::Prefix(prefix) => Box::new(PrefixChooser::new(prefix.clone())),
-    };
-    let mut executor = Executor::new(
-        EngineConfig {
-            cpus: scenario.machine.possible_cpus,
-            max_time: scenario.run.max_time,
-            watchdog_cycles: scenario.run.watchdog.0,
-            jitter: scenario.module.jitter,
-            record_trace,
-            max_stall_cycles: scenario.run.max_stall.0,
-            hung_task_cycles: scenario.run.hung_task.0,
-            max_events: scenario.run.max_events,
-            online_cpus: scenario.machine.cpus,
-        },
-        chooser,
-    );
+        host_model::workload::spawn_workloads(&mut executor, &host, &scenario.workloads);
+        finish_run(executor.run(), &host, &checker)
+    }
+}
+
+/// The engine's configuration for a run of `scenario`.
+fn engine_config(scenario: &Scenario, record_trace: bool) -> EngineConfig {
+    EngineConfig {
+        cpus: scenario.machine.possible_cpus,
+        max_time: scenario.run.max_time,
+        watchdog_cycles: scenario.run.watchdog.0,
+        jitter: scenario.module.jitter,
+        record_trace,
+        max_stall_cycles: scenario.run.max_stall.0,
+        hung_task_cycles: scenario.run.hung_task.0,
+        max_events: scenario.run.max_events,
+        online_cpus: scenario.machine.cpus,
+    }
+}
+
+/// The host's configuration for every run of `scenario`.
+fn host_config(scenario: &Scenario) -> HostConfig {
     let reserved_ranges = scenario_pages(scenario).iter().map(|page| (page / RANGE_2M) as usize).collect();
     let (existing_tds, created_tds) = scenario_tds(scenario);
-    let config = HostConfig {
+    let labels = range_labels(scenario);
+    HostConfig {
         memory_bytes: scenario.machine.memory_bytes,
         ghz: scenario.machine.ghz,
         dpamt: scenario.module.dpamt,
@@ -314,7 +384,8 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         update_design: scenario.host.update,
         leaf_costs: scenario.module.costs.clone(),
         costs: HostCosts::default(),
-        range_labels: range_labels(scenario),
+        range_lock_names: HostConfig::lock_names_of(&labels),
+        range_labels: labels,
         reserved_ranges,
         kvm_tds: existing_tds.iter().chain(&created_tds).copied().collect(),
         tds: existing_tds,
@@ -323,54 +394,19 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
             .iter()
             .flat_map(|load| load.td_ids().map(|td| (td, load.locality.0)))
             .collect(),
-    };
-    let module = Rc::new(RefCell::new(config.new_module()));
-    let checker = Rc::new(StateChecker::new(module.clone()));
-    let host = Rc::new(Host::new(executor.sim(), config, module.clone(), checker.clone()));
-    let scenario_rc = Rc::new(scenario.clone());
-    for (index, task) in scenario.tasks.iter().enumerate() {
-        let host = host.clone();
-        let module = module.clone();
-        let scenario = scenario_rc.clone();
-        let cpu_id = CpuId(task.cpu);
-        executor.spawn(cpu_id, task.start, format!("task {index}"), move |ctx| async move {
-            let cpu = Cpu::new(ctx.sim.clone(), ctx.cpu, ctx.task, host);
-            let task = &scenario.tasks[index];
-            for _ in 0..task.repeat {
-                for (step_index, step) in task.steps.iter().enumerate() {
-                    if let Some(at) = step.at {
-                        let now = cpu.sim.now();
-                        if now < at {
-                            cpu.sim.sleep(at.since(now)).await;
-                        }
-                    }
-                    cpu.mark(Span::Begin, mark::STEP, step_index as u64, 0, || {
-                        step_label(&scenario, &step.call)
-                    });
-                    let result = run_step(&cpu, &step.call, &module).await;
-                    cpu.mark(Span::End, mark::STEP, step_index as u64, 0, || {
-                        format!("{} = {result}", step.call.name())
-                    });
-                    if let Some(expected) = step.returns
-                        && !expected.matches(result)
-                    {
-                        let label = step_label(&scenario, &step.call);
-                        cpu.warn("step", format!("{label} returned {result}, expected {expected}"));
-                    }
-                    cpu.progress();
-                }
-            }
-        });
     }
-    host_model::workload::spawn_workloads(&mut executor, &host, &scenario.workloads);
-    let report = executor.run();
+}
+
+/// The run's result from the engine's report: the livelock explained, the end-of-run
+/// checks, the metrics.
+fn finish_run(report: RunReport, host: &Host, checker: &StateChecker) -> RunResult {
     let task_cpus = report.task_cpus.clone();
     let mut outcome = report.outcome;
     if outcome.kind == OutcomeKind::Livelock {
-        explain_livelock(&host, &report_task_cpus(&outcome, &task_cpus), &mut outcome);
+        explain_livelock(host, &report_task_cpus(&outcome, &task_cpus), &mut outcome);
     }
     if outcome.kind == OutcomeKind::Pass
-        && let Some(broken) = checker.check_at_end(&host)
+        && let Some(broken) = checker.check_at_end(host)
     {
         outcome = Outcome { cycle: report.end, ..broken };
     }
@@ -383,7 +419,7 @@ pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) ->
         ..Metrics::default()
     };
     drop(host_stats);
-    let resources: std::sync::Arc<[(String, String, ResourceStats)]> = report.resources.into();
+    let resources: std::sync::Arc<[(sim_core::Name, &'static str, ResourceStats)]> = report.resources.into();
     metrics.set_run_locks(resources.clone());
     RunResult {
         outcome,

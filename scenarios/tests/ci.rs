@@ -283,7 +283,7 @@ fn a_bundle_from_another_version_says_so_before_anything_else() {
     assert_eq!(code, 1, "{stdout}");
     let first = stdout.lines().next().unwrap();
     assert!(
-        first.starts_with("note: ") && first.contains("written by tdxsim 0.0.1, this is tdxsim 0.1.0"),
+        first.starts_with("note: ") && first.contains("written by tdxsim 0.0.1, this is tdxsim 0.2.0"),
         "{stdout}"
     );
     assert!(stdout.contains("MISMATCH"), "{stdout}");

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 use crate::chooser::Chooser;
 use crate::engine::{Engine, EngineConfig, Next, Sim};
 use crate::outcome::Outcome;
-use crate::resource::ResourceStats;
+use crate::resource::{Name, ResourceStats};
 use crate::trace::TraceEvent;
 use crate::{CpuId, Cycle, TaskId};
 
@@ -22,7 +22,9 @@ pub struct TaskCtx {
     pub cpu: CpuId,
 }
 
-type TaskFuture = Pin<Box<dyn Future<Output = ()>>>;
+/// A task's future. It may borrow what outlives the executor (`'a`: a scenario the caller
+/// holds), so a run does not copy its inputs.
+type TaskFuture<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 
 /// Everything a finished run reports.
 pub struct RunReport {
@@ -43,18 +45,18 @@ pub struct RunReport {
     pub diverged: bool,
     /// Events dispatched.
     pub events: u64,
-    pub resources: Vec<(String, String, ResourceStats)>,
+    pub resources: Vec<(Name, &'static str, ResourceStats)>,
     /// The CPU of every task, by task id (scenario tasks first, then those spawned in the run).
     pub task_cpus: Vec<CpuId>,
 }
 
-pub struct Executor {
+pub struct Executor<'a> {
     sim: Sim,
-    futures: Vec<Option<TaskFuture>>,
+    futures: Vec<Option<TaskFuture<'a>>>,
 }
 
-impl Executor {
-    pub fn new(config: EngineConfig, chooser: Box<dyn Chooser>) -> Executor {
+impl<'a> Executor<'a> {
+    pub fn new(config: EngineConfig, chooser: Box<dyn Chooser>) -> Executor<'a> {
         Executor { sim: Sim::new(Engine::new(config, chooser)), futures: Vec::new() }
     }
 
@@ -66,7 +68,7 @@ impl Executor {
     pub fn spawn<F, Fut>(&mut self, cpu: CpuId, start: Cycle, name: impl Into<String>, body: F) -> TaskId
     where
         F: FnOnce(TaskCtx) -> Fut,
-        Fut: Future<Output = ()> + 'static,
+        Fut: Future<Output = ()> + 'a,
     {
         let task = self.sim.with(|engine| engine.add_task(name.into(), cpu, start));
         let ctx = TaskCtx { sim: self.sim.clone(), task, cpu };

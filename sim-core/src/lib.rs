@@ -31,6 +31,6 @@ pub use engine::{
 pub use executor::{Executor, RunReport, TaskCtx};
 pub use histogram::Histogram;
 pub use outcome::{Blocked, Finding, OrderEdge, Outcome, OutcomeKind, Subject, WaitsFor};
-pub use resource::{Mode, ResourceId, ResourceStats, WaitKind};
+pub use resource::{Mode, Name, ResourceId, ResourceStats, WaitKind};
 pub use time::{Clock, CpuId, Cycle, Seed, TaskId};
 pub use trace::{Span, TraceEvent, TraceKind};

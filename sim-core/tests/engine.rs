@@ -17,7 +17,7 @@ fn config(cpus: u32, jitter: f64) -> EngineConfig {
     }
 }
 
-fn executor(cpus: u32, jitter: f64, seed: u64) -> Executor {
+fn executor(cpus: u32, jitter: f64, seed: u64) -> Executor<'static> {
     Executor::new(config(cpus, jitter), Box::new(RandomChooser::new(Seed(seed))))
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use rayon::prelude::*;
-use scenarios::run::{Schedule, pct_horizon, run_once};
+use scenarios::run::{Runner, Schedule, pct_horizon};
 use scenarios::schema::{Scenario, Strategy};
 use sim_core::OutcomeKind;
 
@@ -98,13 +98,14 @@ fn report(file: &Path, strategy: Strategy, bases: u64, cap: u64) -> ExitCode {
 /// Runs from `base` until one ends as the file expects; how many it took.
 fn runs_to_find(scenario: &Scenario, strategy: Strategy, horizon: u64, base: u64, cap: u64) -> u64 {
     let expect = scenario.expect.as_ref().expect("report() checked the file has an [expect]");
+    let runner = Runner::new(scenario);
     for index in 0..cap {
         let seed = base + index;
         let schedule = match strategy {
             Strategy::Pct => Schedule::Pct { seed, depth: scenario.run.pct_depth, horizon },
             Strategy::Random | Strategy::Exhaustive => Schedule::Random(seed),
         };
-        let outcome = run_once(scenario, &schedule, false).outcome;
+        let outcome = runner.run(&schedule, false).outcome;
         let matches = outcome.kind == expect.outcome
             && expect.what.as_ref().is_none_or(|what| outcome.what.contains(what.as_str()));
         if matches {

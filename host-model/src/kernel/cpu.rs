@@ -84,15 +84,15 @@ impl Cpu {
         match self.sim.with(|engine| engine.stall_point()) {
             Stall::None => {}
             Stall::Irq(cycles) => {
-                let length = self.host.stall_length(cycles);
-                self.mark(Span::Begin, mark::STALL, cycles, stall::IRQ, || format!("(irq {length})"));
+                self.mark(Span::Begin, mark::STALL, cycles, stall::IRQ, || {
+                    format!("(irq {})", self.host.stall_length(cycles))
+                });
                 self.sim.delay(cycles).await;
                 self.mark(Span::End, mark::STALL, cycles, stall::IRQ, || "(irq returns)".to_string());
             }
             Stall::Preempt(cycles) => {
-                let length = self.host.stall_length(cycles);
                 self.mark(Span::Begin, mark::STALL, cycles, stall::PREEMPTED, || {
-                    format!("(preempted {length})")
+                    format!("(preempted {})", self.host.stall_length(cycles))
                 });
                 self.sim.preempted_for(cycles).await;
                 self.mark(Span::End, mark::STALL, cycles, stall::PREEMPTED, || "(runs again)".to_string());

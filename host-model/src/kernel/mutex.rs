@@ -16,7 +16,8 @@ pub struct Mutex {
 }
 
 impl Mutex {
-    pub fn new(sim: &sim_core::Sim, name: &str) -> Mutex {
+    pub fn new(sim: &sim_core::Sim, name: impl Into<sim_core::Name>) -> Mutex {
+        let name = name.into();
         Mutex { resource: sim.with(|engine| engine.new_resource(name, "mutex", 0)) }
     }
 }
@@ -40,7 +41,8 @@ pub struct RwSem {
 }
 
 impl RwSem {
-    pub fn new(sim: &sim_core::Sim, name: &str, percpu: bool) -> RwSem {
+    pub fn new(sim: &sim_core::Sim, name: impl Into<sim_core::Name>, percpu: bool) -> RwSem {
+        let name = name.into();
         let class = if percpu { "percpu_rwsem" } else { "rwsem" };
         let resource = sim.with(|engine| {
             let resource = engine.new_resource(name, class, 0);

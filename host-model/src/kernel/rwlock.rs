@@ -12,7 +12,8 @@ pub struct RwLock {
 }
 
 impl RwLock {
-    pub fn new(sim: &sim_core::Sim, name: &str, handoff_cycles: u64) -> RwLock {
+    pub fn new(sim: &sim_core::Sim, name: impl Into<sim_core::Name>, handoff_cycles: u64) -> RwLock {
+        let name = name.into();
         RwLock { resource: sim.with(|engine| engine.new_resource(name, "rwlock", handoff_cycles)) }
     }
 }

@@ -37,21 +37,39 @@ impl SpinlockKind {
 
 impl Spinlock {
     /// Creates a `spinlock_t` in the engine; `name` is what reports and tables show.
-    pub fn new(cpu_or_host_sim: &sim_core::Sim, name: &str, handoff_cycles: u64) -> Spinlock {
+    pub fn new(
+        cpu_or_host_sim: &sim_core::Sim,
+        name: impl Into<sim_core::Name>,
+        handoff_cycles: u64,
+    ) -> Spinlock {
         Spinlock::of_kind(cpu_or_host_sim, name, handoff_cycles, SpinlockKind::Spinlock)
     }
 
     /// Creates a `raw_spinlock_t` taken with `raw_spin_lock()` (it spins even on PREEMPT_RT).
-    pub fn new_raw(cpu_or_host_sim: &sim_core::Sim, name: &str, handoff_cycles: u64) -> Spinlock {
+    pub fn new_raw(
+        cpu_or_host_sim: &sim_core::Sim,
+        name: impl Into<sim_core::Name>,
+        handoff_cycles: u64,
+    ) -> Spinlock {
         Spinlock::of_kind(cpu_or_host_sim, name, handoff_cycles, SpinlockKind::Raw)
     }
 
     /// Creates a `raw_spinlock_t` taken with `raw_spin_lock_irqsave()`.
-    pub fn new_raw_irqsave(cpu_or_host_sim: &sim_core::Sim, name: &str, handoff_cycles: u64) -> Spinlock {
+    pub fn new_raw_irqsave(
+        cpu_or_host_sim: &sim_core::Sim,
+        name: impl Into<sim_core::Name>,
+        handoff_cycles: u64,
+    ) -> Spinlock {
         Spinlock::of_kind(cpu_or_host_sim, name, handoff_cycles, SpinlockKind::RawIrqsave)
     }
 
-    fn of_kind(sim: &sim_core::Sim, name: &str, handoff_cycles: u64, kind: SpinlockKind) -> Spinlock {
+    fn of_kind(
+        sim: &sim_core::Sim,
+        name: impl Into<sim_core::Name>,
+        handoff_cycles: u64,
+        kind: SpinlockKind,
+    ) -> Spinlock {
+        let name = name.into();
         let resource = sim.with(|engine| engine.new_resource(name, kind.class(), handoff_cycles));
         Spinlock { resource, kind }
     }

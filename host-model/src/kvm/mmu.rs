@@ -41,7 +41,7 @@ pub struct MirrorEntry {
 impl KvmTd {
     pub fn new(sim: &sim_core::Sim, td: TdId, handoff_cycles: u64) -> KvmTd {
         let name = format!("mmu_lock[TD {}]", td.0);
-        KvmTd { td, mmu_lock: RwLock::new(sim, &name, handoff_cycles), mirror: RefCell::new(BTreeMap::new()) }
+        KvmTd { td, mmu_lock: RwLock::new(sim, name, handoff_cycles), mirror: RefCell::new(BTreeMap::new()) }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::Engine;
 use crate::outcome::{Blocked, Finding, OrderEdge, Outcome, OutcomeKind, WaitsFor};
-use crate::resource::{Mode, Resource, ResourceId, ResourceStats, WaitKind, Waiter};
+use crate::resource::{Mode, Name, Resource, ResourceId, ResourceStats, WaitKind, Waiter};
 use crate::trace::TraceKind;
 use crate::{Cycle, TaskId};
 
@@ -19,17 +19,18 @@ pub(super) enum Attempt {
 }
 
 impl Engine {
+    /// A new resource named `name` in lock class `class` (lockdep's class graph, lockstat's
+    /// class rows).
     pub fn new_resource(
         &mut self,
-        name: impl Into<String>,
-        class: impl Into<String>,
+        name: impl Into<Name>,
+        class: &'static str,
         handoff_cycles: u64,
     ) -> ResourceId {
-        let class = class.into();
         let class_id = match self.classes.iter().position(|known| *known == class) {
             Some(index) => index as u32,
             None => {
-                self.classes.push(class.clone());
+                self.classes.push(class);
                 (self.classes.len() - 1) as u32
             }
         };
@@ -58,8 +59,8 @@ impl Engine {
         &self.resources[resource.0 as usize].name
     }
 
-    pub fn resource_class(&self, resource: ResourceId) -> &str {
-        &self.resources[resource.0 as usize].class
+    pub fn resource_class(&self, resource: ResourceId) -> &'static str {
+        self.resources[resource.0 as usize].class
     }
 
     /// The mode in which `task` holds `resource`, if it does.
@@ -77,11 +78,8 @@ impl Engine {
     }
 
     /// Name, class and figures of every resource, in creation order.
-    pub fn resource_stats(&self) -> Vec<(String, String, ResourceStats)> {
-        self.resources
-            .iter()
-            .map(|res| (res.name.clone(), res.class.clone(), res.stats.figures.clone()))
-            .collect()
+    pub fn resource_stats(&self) -> Vec<(Name, &'static str, ResourceStats)> {
+        self.resources.iter().map(|res| (res.name.clone(), res.class, res.stats.figures.clone())).collect()
     }
 
     /// The current task attempts `resource` in `mode`: lockdep first (as the kernel's, before

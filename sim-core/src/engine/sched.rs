@@ -24,19 +24,13 @@ pub enum Stall {
     Preempt(u64),
 }
 
-/// `STALL_STEPS` lengths from `STALL_MIN_CYCLES` to `max_stall`, evenly spaced in log scale.
-pub(super) fn stall_lengths(max_stall: u64) -> Vec<u64> {
-    if max_stall == 0 {
-        return Vec::new();
-    }
+/// Length `step` (0-based) of `STALL_STEPS` from `STALL_MIN_CYCLES` to `max_stall`, evenly
+/// spaced in log scale. Computed when a stall is drawn, not per run: most runs stall rarely.
+pub(super) fn stall_length(max_stall: u64, step: u32) -> u64 {
     let low = STALL_MIN_CYCLES.min(max_stall) as f64;
     let ratio = max_stall as f64 / low;
-    (0..STALL_STEPS)
-        .map(|step| {
-            let fraction = f64::from(step) / f64::from(STALL_STEPS - 1);
-            ((low * ratio.powf(fraction)).round() as u64).clamp(1, max_stall)
-        })
-        .collect()
+    let fraction = f64::from(step) / f64::from(STALL_STEPS - 1);
+    ((low * ratio.powf(fraction)).round() as u64).clamp(1, max_stall)
 }
 
 impl Engine {
@@ -85,7 +79,7 @@ impl Engine {
         let task = self.current_task();
         let cpu = self.task_cpu(task);
         let state = self.cpu(cpu);
-        if self.stall_lengths.is_empty() || !state.irqs_enabled || state.in_seam {
+        if self.config.max_stall_cycles == 0 || !state.irqs_enabled || state.in_seam {
             return Stall::None;
         }
         let preemptible =
@@ -95,7 +89,7 @@ impl Engine {
         if step == 0 {
             return Stall::None;
         }
-        let cycles = self.stall_lengths[step as usize - 1];
+        let cycles = stall_length(self.config.max_stall_cycles, step - 1);
         if preemptible && self.choose(DecisionKind::StallKind, 2, &[cpu]) == 1 {
             return Stall::Preempt(cycles);
         }
