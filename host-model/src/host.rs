@@ -15,9 +15,10 @@ use crate::kernel::mutex::RwSem;
 use crate::kernel::page_alloc::PageAllocator;
 use crate::kernel::rwlock::RwLock;
 use crate::kernel::spinlock::Spinlock;
+use crate::kvm::design::SeptBusyDesign;
 use crate::kvm::fault_stats::FaultLatency;
 use crate::kvm::main::KvmGlobal;
-use crate::kvm::mmu::KvmTd;
+use crate::kvm::vm::{KvmTd, KvmTdConfig, shortcut_tdvpr};
 use crate::seamldr::update::UpdateDesign;
 use crate::tdx::dpamt::DpamtDesign;
 use crate::tdx::enable::{EnableDesign, TdxState};
@@ -46,6 +47,28 @@ pub struct HostCosts {
     /// stop_machine start-up: this, plus `stop_machine_per_cpu` per CPU.
     pub stop_machine_base: u64,
     pub stop_machine_per_cpu: u64,
+    /// `synchronize_srcu_expedited()` with no reader in the way.
+    pub synchronize_srcu: u64,
+    /// An IPI handler's own work (the kick's `ack_kick()`, a VP.FLUSH call).
+    pub ipi_handler: u64,
+    /// One round of KVM's vCPU run loop outside the guest: requests, the entry's setup,
+    /// the exit's dispatch.
+    pub vcpu_run_loop: u64,
+    /// The TDP MMU's fault work besides the SEAMCALLs: the walk, guest_memfd's lookup, the
+    /// SPTE's atomic exchange.
+    pub mmu_page_fault: u64,
+    /// The guest's TDCALL into the module and back (guest side), without the lock hold.
+    pub tdcall: u64,
+    /// TDG.MEM.PAGE.ACCEPT of a PENDING 4KB page: zeroing it, the entry's lock held.
+    pub accept_page: u64,
+    /// TDG.MEM.PAGE.ACCEPT of a page already accepted: the entry's lock held while the
+    /// module re-reads the entry and checks its state.
+    pub accept_check: u64,
+    /// A guest load or store that the S-EPT maps.
+    pub guest_touch: u64,
+    /// The host's timer tick: a guest runs at most this long before an external-interrupt
+    /// exit (HZ=1000 at 2.2 GHz).
+    pub guest_tick: u64,
 }
 
 impl Default for HostCosts {
@@ -67,6 +90,15 @@ impl Default for HostCosts {
             vmxon: 2_000,
             stop_machine_base: 20_000,
             stop_machine_per_cpu: 2_000,
+            synchronize_srcu: 20_000,
+            ipi_handler: 200,
+            vcpu_run_loop: 1_000,
+            mmu_page_fault: 500,
+            tdcall: 1_000,
+            accept_page: 4_000,
+            accept_check: 300,
+            guest_touch: 20,
+            guest_tick: 2_200_000,
         }
     }
 }
@@ -95,6 +127,11 @@ pub struct HostConfig {
     pub dpamt_design: DpamtDesign,
     pub enable_design: EnableDesign,
     pub update_design: UpdateDesign,
+    /// KVM's S-EPT SEAMCALL retry policy (`host.sept_busy`).
+    pub sept_busy: SeptBusyDesign,
+    /// K0: in-place retries of one BUSY S-EPT SEAMCALL before it counts as failed
+    /// (`host.sept_retries`).
+    pub sept_retries: u32,
     /// Cost of each leaf that gets past its locks (cycles).
     pub leaf_costs: BTreeMap<Leaf, u64>,
     pub costs: HostCosts,
@@ -107,8 +144,8 @@ pub struct HostConfig {
     pub reserved_ranges: BTreeSet<usize>,
     /// TDs that exist (runnable) in the module when the run starts.
     pub tds: Vec<TdId>,
-    /// TDs KVM knows about (those above and those a step creates), for their `mmu_lock`.
-    pub kvm_tds: Vec<TdId>,
+    /// TDs KVM knows about (those above and those a step creates): their vCPUs and memslots.
+    pub kvm_tds: Vec<KvmTdConfig>,
     /// TDs whose guest_memfd allocates with a locality (a workload's): in 1/65536ths
     /// (`kernel::page_alloc`); the others allocate as `alloc_page()` does.
     pub gmem_locality: BTreeMap<TdId, u32>,
@@ -138,6 +175,10 @@ impl HostConfig {
         let mut module = Module::new(self.module_config());
         for &td in &self.tds {
             module.create_td(td);
+            let vcpus = self.kvm_tds.iter().find(|config| config.td == td).map_or(0, |config| config.vcpus);
+            for index in 0..vcpus {
+                module.create_vcpu(td, shortcut_tdvpr(index));
+            }
         }
         module
     }
@@ -155,6 +196,22 @@ pub struct HostStats {
     pub busy: BTreeMap<(Leaf, TdxStatus), u64>,
     /// Private-page fault latencies (`kvm::fault_stats`).
     pub faults: FaultLatency,
+    /// `kvm_make_all_cpus_request()` calls.
+    pub kicks: u64,
+    /// Group-3 SEAMCALLs that were BUSY and went through `tdh_do_no_vcpus()`'s kick.
+    pub sept_zap_kicks: u64,
+    /// Cycles `wait_for_sept_zap` was set, summed over TDs: the TD-wide entry stall.
+    pub sept_zap_stall_cycles: u64,
+    /// Entries `tdx_vcpu_run()` skipped because `wait_for_sept_zap` was set.
+    pub vcpu_entries_blocked: u64,
+    /// TDH.VP.ENTER calls.
+    pub vcpu_entries: u64,
+    /// EPT-violation exits KVM handled.
+    pub ept_violations: u64,
+    /// Rounds of `tdx_handle_ept_violation()`'s local retry after the first.
+    pub local_retries: u64,
+    /// The most BUSY answers one S-EPT SEAMCALL got in a row before another answer.
+    pub sept_busy_peak: u64,
 }
 
 /// All kernel state of one run.
@@ -205,8 +262,11 @@ impl Host {
         let ranges = (config.memory_bytes / seam_model::RANGE_2M) as usize;
         let costs = config.costs.clone();
         let lock_name = config.dpamt_design.lock_name();
-        let kvm_tds =
-            config.kvm_tds.iter().map(|&td| (td, KvmTd::new(sim, td, costs.spin_handoff))).collect();
+        let kvm_tds = config
+            .kvm_tds
+            .iter()
+            .map(|td_config| (td_config.td, KvmTd::new(sim, td_config, costs.spin_handoff)))
+            .collect();
         // TDX enabled at boot in today's design: its cpuhp state is installed.
         let cpuhp_states = if config.tdx_initialized && config.enable_design == EnableDesign::BootCpuhp {
             vec![crate::tdx::enable::tdx_cpuhp_state()]

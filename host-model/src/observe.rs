@@ -3,7 +3,7 @@
 //! instruction, the page allocator, the DPAMT get/put bracket, the update's entry point)
 //! reports here, and a checker (scenarios' `StateChecker`) decides what holds.
 
-use seam_model::{Hpa, LeafCall, LeafOutput};
+use seam_model::{Hpa, LeafCall, LeafOutput, TdId};
 
 use crate::kernel::cpu::Cpu;
 
@@ -28,6 +28,12 @@ pub trait Observer {
 
     /// `seamldr_install_module()` returns, its state machine stopped in `state`.
     fn update_returned(&self, _cpu: &Cpu, _state: &'static str) {}
+
+    /// `kvm_destroy_vm()` of TD `td` returned: KVM has reclaimed what it could.
+    fn td_destroyed(&self, _cpu: &Cpu, _td: TdId) {}
+
+    /// `tdh_do_no_vcpus()` on TD `td` kicked every vCPU out and is about to retry `call`.
+    fn sept_zap_retrying(&self, _cpu: &Cpu, _td: TdId, _call: &LeafCall) {}
 }
 
 /// Observes nothing (host-model's own tests).

@@ -49,6 +49,8 @@ fn world(cpus: u32, online: u32) -> World {
         dpamt_design: DpamtDesign::DecAndLock,
         enable_design: Default::default(),
         update_design: Default::default(),
+        sept_busy: Default::default(),
+        sept_retries: host_model::kvm::design::SEPT_RETRIES_DEFAULT,
         leaf_costs: BTreeMap::new(),
         costs: HostCosts::default(),
         range_labels: BTreeMap::new(),

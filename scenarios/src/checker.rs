@@ -26,6 +26,8 @@ pub const PAMT_PAGES_NOT_LEAKED: &str = "pamt-pages-not-leaked";
 pub const LP_INIT_BEFORE_SEAMCALL: &str = "lp-init-before-seamcall";
 pub const NO_SEAMCALL_IN_UPDATE_WINDOW: &str = "no-seamcall-in-update-window";
 pub const TDS_SURVIVE_UPDATE: &str = "tds-survive-update";
+pub const TD_DESTROY_RECLAIMS_EVERY_PAGE: &str = "td-destroy-reclaims-every-page";
+pub const NO_VCPU_IN_GUEST_AT_ZAP_RETRY: &str = "no-vcpu-in-guest-at-zap-retry";
 
 /// Every invariant: (name, what it says, when it is checked).
 pub const INVARIANTS: &[(&str, &str, &str)] = &[
@@ -58,6 +60,16 @@ pub const INVARIANTS: &[(&str, &str, &str)] = &[
         TDS_SURVIVE_UPDATE,
         "the TDs that existed before a module update exist after it; lost TDs are named",
         "when seamldr_install_module() returns",
+    ),
+    (
+        TD_DESTROY_RECLAIMS_EVERY_PAGE,
+        "once td_destroy() returns, the module owns no page for the TD among the pages the host allocated (KVM reclaimed them all)",
+        "when td_destroy() returns",
+    ),
+    (
+        NO_VCPU_IN_GUEST_AT_ZAP_RETRY,
+        "when tdh_do_no_vcpus() retries after its kick, no vCPU of the TD runs its guest (so the retry cannot meet VP.ENTER's locks)",
+        "at each retry of tdh_do_no_vcpus()",
     ),
     (
         PAMT_PAGES_NOT_LEAKED,
@@ -191,11 +203,8 @@ impl StateChecker {
         if unaccounted.is_empty() {
             return unaccounted;
         }
-        let mapped: std::collections::BTreeSet<Hpa> = host
-            .kvm_tds
-            .values()
-            .flat_map(|td| td.mirror.borrow().values().map(|entry| entry.page).collect::<Vec<_>>())
-            .collect();
+        let mapped: std::collections::BTreeSet<Hpa> =
+            host.kvm_tds.values().flat_map(|td| td.held_pages()).collect();
         unaccounted.into_iter().filter(|page| !mapped.contains(page)).collect()
     }
 }
@@ -223,6 +232,43 @@ impl Observer for StateChecker {
             let detail = format!("{} frees {page}, which the page allocator did not hand out", cpu.id);
             let subjects = vec![Subject::Marked(mark::PAGE, 2)];
             self.broken(cpu, PAMT_PAGES_NOT_DOUBLE_FREED, detail, subjects);
+        }
+    }
+
+    fn td_destroyed(&self, cpu: &Cpu, td: TdId) {
+        let module = self.module.borrow();
+        let kept: Vec<Hpa> = cpu
+            .host()
+            .pages
+            .borrow()
+            .allocated()
+            .filter(|page| module.page_owner(*page) == Some(td))
+            .collect();
+        drop(module);
+        if let Some(first) = kept.first() {
+            let detail = format!(
+                "{td} was destroyed but the module still owns {} of its pages, first {first}",
+                kept.len()
+            );
+            self.broken(cpu, TD_DESTROY_RECLAIMS_EVERY_PAGE, detail, Vec::new());
+        }
+    }
+
+    fn sept_zap_retrying(&self, cpu: &Cpu, td: TdId, call: &LeafCall) {
+        let module = self.module.borrow();
+        let running: Vec<String> = (0..module.config().num_lps)
+            .map(sim_core::CpuId)
+            .filter(|&lp| module.running_vcpu(lp).is_some_and(|(running_td, _)| running_td == td))
+            .map(|lp| lp.to_string())
+            .collect();
+        drop(module);
+        if !running.is_empty() {
+            let detail = format!(
+                "{} retries {call} after the kick, but {td}'s guest still runs on {}",
+                cpu.id,
+                running.join(", ")
+            );
+            self.broken(cpu, NO_VCPU_IN_GUEST_AT_ZAP_RETRY, detail, Vec::new());
         }
     }
 

@@ -24,7 +24,7 @@ pub const MODULE: &[&str] = &[
     "leaf_locks",
 ];
 /// `[host]`.
-pub const HOST: &[&str] = &["dpamt", "sept_busy", "update", "enable", "hint_aug_retries"];
+pub const HOST: &[&str] = &["dpamt", "sept_busy", "update", "enable", "hint_aug_retries", "sept_retries"];
 /// `[[task]]`.
 pub const TASK: &[&str] = &["cpu", "start", "repeat", "steps"];
 /// Keys every step takes, whatever its call.
@@ -46,7 +46,6 @@ pub const WORKLOAD: &[&str] = &[
     "cpus",
     "zap_size",
     "zap_interval",
-    "accept_interval",
 ];
 /// `[run]`.
 pub const RUN: &[&str] = &[
@@ -75,7 +74,14 @@ pub const CALL_ARGUMENTS: &[(&str, &[&str])] = &[
     ("cpu_up", &["target"]),
     ("cpu_down", &["target"]),
     ("seamldr_install_module", &["fail_step"]),
-    ("td_create", &["td", "vcpus", "build"]),
+    ("td_create", &["td", "vcpus", "build", "init_vcpus", "finalize"]),
+    ("vcpu_init", &["td", "vcpu"]),
+    ("init_mem_region", &["td", "vcpu", "gpa", "count", "page"]),
+    ("td_finalize", &["td"]),
+    ("vcpu_run", &["td", "vcpu", "gpa", "count", "accept", "interval", "rounds", "hostile", "for"]),
+    ("guest_accept", &["td", "vcpu", "gpa", "count", "interval", "hostile", "for"]),
+    ("memslot_delete", &["td", "gpa", "count"]),
+    ("td_destroy", &["td"]),
     ("tdp_fault", &["td", "gpa", "count", "page"]),
     ("zap", &["td", "gpa", "count"]),
     ("sleep", &["for"]),
@@ -196,6 +202,18 @@ pub fn limits() -> Vec<(&'static str, String)> {
         ("step.spin.for", time.clone()),
         ("step.td_create.build", time.clone()),
         ("step.td_create.vcpus", max::VCPUS.to_string()),
+        (
+            "step.vcpu_run.vcpu",
+            format!("{} (below td_create's vcpus for a TD a step builds)", max::VCPUS - 1),
+        ),
+        ("step.vcpu_run.count", "machine.memory / 4K".to_owned()),
+        ("step.vcpu_run.interval", time.clone()),
+        ("step.vcpu_run.rounds", max::REPEAT.to_string()),
+        ("step.vcpu_run.for", time.clone()),
+        ("step.guest_accept.count", "machine.memory / 4K".to_owned()),
+        ("step.guest_accept.for", time.clone()),
+        ("step.init_mem_region.count", "machine.memory / 4K".to_owned()),
+        ("step.memslot_delete.count", "machine.memory / 4K".to_owned()),
         ("step.tdp_fault.count", "machine.memory / 4K".to_owned()),
         ("step.zap.count", "machine.memory / 4K".to_owned()),
         ("workload tables", format!("{} in a file", max::WORKLOADS)),
@@ -209,10 +227,10 @@ pub fn limits() -> Vec<(&'static str, String)> {
         ("workload.start", time.clone()),
         ("workload.zap_size", "workload.memory_touched".to_owned()),
         ("workload.zap_interval", time.clone()),
-        ("workload.accept_interval", time.clone()),
         ("workload threads", format!("{} in a file", max::WORKLOAD_THREADS)),
         ("workload memory", "machine.memory".to_owned()),
         ("host.hint_aug_retries", crate::schema::HINT_AUG_RETRIES_MAX.to_string()),
+        ("host.sept_retries", crate::schema::SEPT_RETRIES_MAX.to_string()),
         ("run.runs", max::RUNS.to_string()),
         ("run.pct_depth", max::PCT_DEPTH.to_string()),
         ("run.exhaustive_bound", max::EXHAUSTIVE_BOUND.to_string()),

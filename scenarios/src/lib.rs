@@ -18,6 +18,7 @@
 //! - `report`: `FileReport`, what `check` prints per file: human lines, JSON, JUnit.
 //! - `shell`: the `tdxsim replay …` lines, complete and shell-quoted.
 //! - `run`: `run_once`, one run of a scenario from a seed or a decision vector; `Metrics`.
+//! - `kvm_steps`: what the KVM steps run, their trace labels, the TDs the host knows.
 //! - `units`: sizes (`"64M"`), times (`"50us"`) and addresses (`"0x200000"`).
 pub mod bundle;
 pub mod check;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod faults;
 pub mod files;
 pub mod keys;
+pub mod kvm_steps;
 pub mod load;
 pub mod lockstat;
 pub mod metrics;

@@ -215,6 +215,35 @@ pub struct Metrics {
     pub faults: FaultLatency,
     /// Simulated cycles until the run ended.
     pub sim_cycles: u64,
+    /// KVM's counts (host-model's `HostStats`) by metric name ([`KVM_METRICS`]); peaks
+    /// (`schema::PEAK_METRICS`) combine by maximum.
+    pub kvm: BTreeMap<&'static str, u64>,
+}
+
+/// The metrics of [`Metrics::kvm`].
+pub const KVM_METRICS: &[&str] = &[
+    "vcpu_entries",
+    "ept_violations",
+    "local_retries",
+    "kicks",
+    "sept_zap_kicks",
+    "sept_zap_stall_cycles",
+    "vcpu_entries_blocked",
+    "sept_busy_streak_peak",
+];
+
+/// KVM's counts of one run, by metric name.
+pub fn kvm_of(stats: &host_model::HostStats) -> BTreeMap<&'static str, u64> {
+    BTreeMap::from([
+        ("vcpu_entries", stats.vcpu_entries),
+        ("ept_violations", stats.ept_violations),
+        ("local_retries", stats.local_retries),
+        ("kicks", stats.kicks),
+        ("sept_zap_kicks", stats.sept_zap_kicks),
+        ("sept_zap_stall_cycles", stats.sept_zap_stall_cycles),
+        ("vcpu_entries_blocked", stats.vcpu_entries_blocked),
+        ("sept_busy_streak_peak", stats.sept_busy_peak),
+    ])
 }
 
 impl Metrics {
@@ -307,6 +336,9 @@ impl Metrics {
         if let Some(figure) = LockFigure::from_metric(name) {
             return Some(figure.of(&self.locks));
         }
+        if KVM_METRICS.contains(&name) {
+            return Some(self.kvm.get(name).copied().unwrap_or(0));
+        }
         let faults = &self.faults.histogram;
         Some(match name {
             "seamcalls" => sum(&|_| true),
@@ -344,6 +376,11 @@ impl Metrics {
         self.faults.total_cycles += other.faults.total_cycles;
         self.faults.histogram.merge(&other.faults.histogram);
         self.sim_cycles = self.sim_cycles.max(other.sim_cycles);
+        for (name, count) in &other.kvm {
+            let mine = self.kvm.entry(name).or_default();
+            *mine =
+                if crate::schema::PEAK_METRICS.contains(name) { (*mine).max(*count) } else { *mine + count };
+        }
     }
 
     /// Every figure of this run a sweep records, by name: the plain metrics, the figures of

@@ -4,14 +4,14 @@
 //! `Scenario` and a seed (or a decision vector), and nothing outside it is read.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use host_model::kernel::cpu::mark;
 use host_model::kernel::cpuhp::{cpu_down, cpu_up};
-use host_model::kvm::main::td_create;
-use host_model::kvm::mmu::{tdp_fault, zap};
+use host_model::kvm::mmu::zap;
+use host_model::kvm::tdx_fault::tdp_fault;
 use host_model::seamldr::update::seamldr_install_module;
 use host_model::tdx::dpamt::{PairSource, tdx_pamt_get, tdx_pamt_put};
 use host_model::tdx::enable::{tdx_cpu_enable, tdx_enable};
@@ -101,44 +101,6 @@ pub struct RunResult {
 
 pub use crate::metrics::Metrics;
 
-/// The TDs a scenario's steps name: (those that exist from the start of every run, those
-/// a `td_create` step builds). A TD named by both is built by its step.
-fn scenario_tds(scenario: &Scenario) -> (Vec<TdId>, Vec<TdId>) {
-    let created: BTreeSet<TdId> = scenario
-        .tasks
-        .iter()
-        .flat_map(|task| &task.steps)
-        .filter_map(|step| match step.call {
-            Call::TdCreate { td, .. } => Some(TdId(td)),
-            _ => None,
-        })
-        .collect();
-    let mut tds = BTreeSet::new();
-    for step in scenario.tasks.iter().flat_map(|task| &task.steps) {
-        match &step.call {
-            Call::TdpFault { td, .. } | Call::Zap { td, .. } => {
-                tds.insert(TdId(*td));
-            }
-            Call::Seamcall(
-                LeafCall::PageAug { td, .. }
-                | LeafCall::PageRemove { td, .. }
-                | LeafCall::RangeBlock { td, .. }
-                | LeafCall::Track { td },
-            ) => {
-                tds.insert(*td);
-            }
-            _ => {}
-        }
-    }
-    let mut created = created;
-    for load in &scenario.workloads {
-        let tds_of_load = if load.kind.builds_tds() { &mut created } else { &mut tds };
-        tds_of_load.extend(load.td_ids());
-    }
-    let existing = tds.difference(&created).copied().collect();
-    (existing, created.into_iter().collect())
-}
-
 /// Every physical page a step names (named or literal), so the page allocator keeps off
 /// their 2MB ranges.
 fn scenario_pages(scenario: &Scenario) -> Vec<u64> {
@@ -149,7 +111,8 @@ fn scenario_pages(scenario: &Scenario) -> Vec<u64> {
                 pages.push(*page);
                 pages.extend(pair.iter().flatten());
             }
-            Call::TdpFault { page: Some(page), count, .. } => {
+            Call::TdpFault { page: Some(page), count, .. }
+            | Call::InitMemRegion { page: Some(page), count, .. } => {
                 pages.extend((0..u64::from(*count)).map(|i| page + i * seam_model::PAGE_SIZE));
             }
             Call::Seamcall(LeafCall::PamtAdd { hpa, pair }) => {
@@ -214,9 +177,17 @@ fn step_label(scenario: &Scenario, call: &Call) -> String {
             format!("seamldr_install_module(fail {})", step.name())
         }
         Call::SeamldrInstallModule { fail_step: None } => "seamldr_install_module()".to_string(),
-        Call::TdCreate { td, vcpus, .. } => format!("td_create(TD {td}, {vcpus} vCPUs)"),
         Call::Sleep { cycles } => format!("sleep({cycles} cycles)"),
         Call::Spin { cycles } => format!("spin({cycles} cycles)"),
+        Call::TdCreate { .. }
+        | Call::VcpuInit { .. }
+        | Call::InitMemRegion { .. }
+        | Call::TdFinalize { .. }
+        | Call::VcpuRun { .. }
+        | Call::MemslotDelete { .. }
+        | Call::TdDestroy { .. } => {
+            crate::kvm_steps::kvm_step_label(call).expect("kvm_step_label names every KVM step")
+        }
     }
 }
 
@@ -255,9 +226,15 @@ async fn run_step(cpu: &Cpu, call: &Call, module: &RefCell<Module>) -> StepResul
             }
             StepResult::Errno(seamldr_install_module(cpu).await)
         }
-        Call::TdCreate { td, vcpus, build_cycles } => {
-            StepResult::Errno(td_create(cpu, TdId(*td), *vcpus, *build_cycles).await)
-        }
+        Call::TdCreate { .. }
+        | Call::VcpuInit { .. }
+        | Call::InitMemRegion { .. }
+        | Call::TdFinalize { .. }
+        | Call::VcpuRun { .. }
+        | Call::MemslotDelete { .. }
+        | Call::TdDestroy { .. } => StepResult::Errno(
+            crate::kvm_steps::run_kvm_step(cpu, call).await.expect("run_kvm_step runs every KVM step"),
+        ),
         Call::Sleep { cycles } => {
             cpu.sim.sleep(*cycles).await;
             StepResult::Errno(Ok(()))
@@ -364,7 +341,7 @@ fn engine_config(scenario: &Scenario, record_trace: bool) -> EngineConfig {
 /// The host's configuration for every run of `scenario`.
 fn host_config(scenario: &Scenario) -> HostConfig {
     let reserved_ranges = scenario_pages(scenario).iter().map(|page| (page / RANGE_2M) as usize).collect();
-    let (existing_tds, created_tds) = scenario_tds(scenario);
+    let (existing_tds, kvm_tds) = crate::kvm_steps::scenario_tds(scenario);
     let labels = range_labels(scenario);
     HostConfig {
         memory_bytes: scenario.machine.memory_bytes,
@@ -382,12 +359,14 @@ fn host_config(scenario: &Scenario) -> HostConfig {
         dpamt_design: scenario.host.dpamt,
         enable_design: scenario.host.enable,
         update_design: scenario.host.update,
+        sept_busy: scenario.host.sept_busy,
+        sept_retries: scenario.host.sept_retries,
         leaf_costs: scenario.module.costs.clone(),
         costs: HostCosts::default(),
         range_lock_names: HostConfig::lock_names_of(&labels),
         range_labels: labels,
         reserved_ranges,
-        kvm_tds: existing_tds.iter().chain(&created_tds).copied().collect(),
+        kvm_tds,
         tds: existing_tds,
         gmem_locality: scenario
             .workloads
@@ -416,6 +395,7 @@ fn finish_run(report: RunReport, host: &Host, checker: &StateChecker) -> RunResu
         busy: host_stats.busy.clone(),
         faults: host_stats.faults.clone(),
         sim_cycles: report.end.0,
+        kvm: crate::metrics::kvm_of(&host_stats),
         ..Metrics::default()
     };
     drop(host_stats);

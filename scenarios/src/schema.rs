@@ -89,8 +89,12 @@ pub struct ModuleCfg {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostCfg {
     pub dpamt: DpamtDesign,
-    /// One of [`SEPT_BUSY_DESIGNS`] (default `kick-and-block`).
-    pub sept_busy: String,
+    /// `host.sept_busy`: KVM's S-EPT SEAMCALL retry policy, by kernel (default
+    /// `kick-and-block`, today's).
+    pub sept_busy: SeptBusyDesign,
+    /// `host.sept_retries`: under `blind-retry`, how many times one BUSY S-EPT SEAMCALL is
+    /// retried in place (default [`SEPT_RETRIES_DEFAULT`]; invariant: <= SEPT_RETRIES_MAX).
+    pub sept_retries: u32,
     /// `host.update`: how `seamldr_install_module` runs a runtime update (default `stop-machine`).
     pub update: UpdateDesign,
     /// `host.enable`: how TDX is enabled and how CPU hotplug keeps CPUs TDX-capable
@@ -106,7 +110,10 @@ pub struct HostCfg {
 pub const HINT_AUG_RETRIES_MAX: u64 = 1_000_000;
 
 /// Values of `host.sept_busy`; the first is the default.
-pub const SEPT_BUSY_DESIGNS: &[&str] = &["kick-and-block", "blind-retry"];
+pub const SEPT_BUSY_DESIGNS: &[&str] =
+    &["kick-and-block", "blind-retry", "no-invalid-memslot-exit", "no-td-state-guard"];
+
+pub use host_model::kvm::design::{SEPT_RETRIES_DEFAULT, SEPT_RETRIES_MAX, SeptBusyDesign};
 
 pub use host_model::seamldr::update::UpdateDesign;
 pub use host_model::tdx::enable::EnableDesign;
@@ -172,8 +179,30 @@ pub enum Call {
     /// `fail_step` makes that step of the update's state machine fail (absent: none is made to).
     SeamldrInstallModule { fail_step: Option<FailStep> },
     /// `td_create`: TD number `td` with `vcpus` vCPUs (default 1; invariant: 1..=256) and its
-    /// control pages.
-    TdCreate { td: u32, vcpus: u32, build_cycles: u64 },
+    /// control pages; `init_vcpus` (default true): KVM_TDX_INIT_VCPU for each; `finalize`
+    /// (default true): KVM_TDX_FINALIZE_VM after `build_cycles`.
+    TdCreate { td: u32, vcpus: u32, build_cycles: u64, init_vcpus: bool, finalize: bool },
+    /// `vcpu_init`: KVM_TDX_INIT_VCPU on vCPU `vcpu` of `td` (VP.CREATE, VP.ADDCX, VP.INIT).
+    VcpuInit { td: u32, vcpu: u32 },
+    /// `init_mem_region`: KVM_TDX_INIT_MEM_REGION of `count` pages from `gpa` on vCPU `vcpu`
+    /// (PAGE.ADD each); `page` backs the first GPA (absent: guest_memfd allocates).
+    InitMemRegion { td: u32, vcpu: u32, gpa: u64, count: u32, page: Option<u64> },
+    /// `td_finalize`: KVM_TDX_FINALIZE_VM (TDH.MR.FINALIZE).
+    TdFinalize { td: u32 },
+    /// `vcpu_run` (and `guest_accept`, which names the same run for ACCEPT-minded files):
+    /// KVM_RUN on vCPU `vcpu` of `td` with `guest` running; `run_cycles` (key `for`): the VMM
+    /// stops it then (absent: when the guest's program is done).
+    VcpuRun {
+        td: u32,
+        vcpu: u32,
+        guest: host_model::guest::GuestProgram,
+        run_cycles: Option<u64>,
+        accept_step: bool,
+    },
+    /// `memslot_delete`: the memslot of `count` pages at `gpa` of `td` is deleted.
+    MemslotDelete { td: u32, gpa: u64, count: u32 },
+    /// `td_destroy`: `kvm_destroy_vm()` of `td`: HKID release and page reclaim.
+    TdDestroy { td: u32 },
     /// `tdp_fault`: EPT violations on `count` private 4K pages from `gpa`; `page` backs the
     /// first GPA and the following GPAs take the following pages (absent: allocated by the host).
     TdpFault { td: u32, gpa: u64, count: u32, page: Option<u64> },
@@ -198,6 +227,13 @@ impl Call {
             Call::CpuDown { .. } => "cpu_down",
             Call::SeamldrInstallModule { .. } => "seamldr_install_module",
             Call::TdCreate { .. } => "td_create",
+            Call::VcpuInit { .. } => "vcpu_init",
+            Call::InitMemRegion { .. } => "init_mem_region",
+            Call::TdFinalize { .. } => "td_finalize",
+            Call::VcpuRun { accept_step: false, .. } => "vcpu_run",
+            Call::VcpuRun { accept_step: true, .. } => "guest_accept",
+            Call::MemslotDelete { .. } => "memslot_delete",
+            Call::TdDestroy { .. } => "td_destroy",
             Call::TdpFault { .. } => "tdp_fault",
             Call::Zap { .. } => "zap",
             Call::Sleep { .. } => "sleep",
@@ -268,14 +304,23 @@ impl std::fmt::Display for Returns {
 }
 
 /// Every errno a host call returns.
-pub const ERRNOS: &[Errno] =
-    &[Errno::EBUSY, Errno::EIO, Errno::ENOMEM, Errno::ENODEV, Errno::EINVAL, Errno::EACCES];
+pub const ERRNOS: &[Errno] = &[
+    Errno::EBUSY,
+    Errno::EIO,
+    Errno::ENOMEM,
+    Errno::ENODEV,
+    Errno::EINVAL,
+    Errno::EACCES,
+    Errno::EFAULT,
+    Errno::EINTR,
+    Errno::EAGAIN,
+];
 
 impl Call {
     /// What this call can return, as `returns` names it: for a raw SEAMCALL every status
     /// name; for a host function "0" and the errnos it returns.
     pub fn possible_returns(&self) -> Vec<String> {
-        use Errno::{EACCES, EBUSY, EINVAL, EIO, ENODEV, ENOMEM};
+        use Errno::{EACCES, EAGAIN, EBUSY, EFAULT, EINVAL, EIO, ENODEV, ENOMEM};
         let errnos: &[Errno] = match self {
             Call::Seamcall(_) => {
                 return seam_model::status::NAMED_STATUSES
@@ -291,8 +336,13 @@ impl Call {
             Call::CpuUp { .. } => &[EBUSY, EINVAL, EIO, ENODEV, EACCES],
             Call::CpuDown { .. } => &[EBUSY, EINVAL],
             Call::SeamldrInstallModule { .. } => &[EBUSY, EIO, ENODEV, EINVAL, EACCES],
-            Call::TdCreate { .. } => &[EBUSY, EIO, ENODEV, ENOMEM, EACCES],
-            Call::TdpFault { .. } => &[ENOMEM, EIO],
+            Call::TdCreate { .. } => &[EBUSY, EIO, ENODEV, ENOMEM, EACCES, EINVAL],
+            Call::VcpuInit { .. } => &[EINVAL, EIO, ENOMEM],
+            Call::InitMemRegion { .. } => &[EBUSY, EINVAL, EIO, ENOMEM, EAGAIN, EFAULT],
+            Call::TdFinalize { .. } => &[EINVAL, EIO],
+            Call::VcpuRun { .. } => &[EINVAL, EIO, EFAULT, ENOMEM],
+            Call::MemslotDelete { .. } | Call::TdDestroy { .. } => &[EINVAL],
+            Call::TdpFault { .. } => &[ENOMEM, EIO, EAGAIN, EFAULT],
             Call::Zap { .. } => &[EIO],
         };
         std::iter::once("0".to_string()).chain(errnos.iter().map(|errno| format!("-{errno}"))).collect()
@@ -319,7 +369,30 @@ pub const CALLS: &[(&str, &str, &str)] = &[
         "fail_step (optional: SHUTDOWN, CPU_INSTALL, CPU_INIT, RUN_UPDATE)",
         "a runtime module update in the host.update design",
     ),
-    ("td_create", "td, vcpus (default 1)", "a TD and its control pages"),
+    (
+        "td_create",
+        "td, vcpus (default 1), build, init_vcpus (default true), finalize (default true)",
+        "a TD and its control pages: KVM_CREATE_VM, KVM_TDX_INIT_VM, INIT_VCPU each, FINALIZE_VM",
+    ),
+    ("vcpu_init", "td, vcpu", "KVM_TDX_INIT_VCPU: VP.CREATE, VP.ADDCX, VP.INIT"),
+    (
+        "init_mem_region",
+        "td, vcpu (default 0), gpa, count (default 1), page (optional)",
+        "KVM_TDX_INIT_MEM_REGION: PAGE.ADD of initial memory; BUSY is -EBUSY",
+    ),
+    ("td_finalize", "td", "KVM_TDX_FINALIZE_VM: TDH.MR.FINALIZE"),
+    (
+        "vcpu_run",
+        "td, vcpu (default 0), gpa, count, accept, interval, rounds, hostile, for",
+        "KVM_RUN: a vCPU entering and leaving its guest, which uses count pages from gpa",
+    ),
+    (
+        "guest_accept",
+        "td, vcpu (default 0), gpa, count (default 1), interval, hostile, for",
+        "KVM_RUN of a guest that ACCEPTs count pages from gpa (hostile: then re-ACCEPTs gpa in a loop)",
+    ),
+    ("memslot_delete", "td, gpa, count", "a memslot deletion: invalidate, synchronize_srcu, zap, delete"),
+    ("td_destroy", "td", "kvm_destroy_vm(): HKID release and reclaim of every page"),
     ("tdp_fault", "td, gpa, count (default 1), page (optional)", "EPT violations on private memory"),
     ("zap", "td, gpa, count (default 1)", "removal of private pages under mmu_lock write"),
     ("sleep", "for", "the task sleeps"),
@@ -327,8 +400,8 @@ pub const CALLS: &[(&str, &str, &str)] = &[
 ];
 
 /// Calls docs/scenarios.md documents that this version does not run yet; the loader refuses
-/// them with "not available in this version" rather than "unknown call".
-pub const CALLS_NOT_AVAILABLE: &[&str] = &["td_destroy", "vcpu_run", "memslot_delete"];
+/// them with "not available in this version" rather than "unknown call". None today.
+pub const CALLS_NOT_AVAILABLE: &[&str] = &[];
 
 pub use crate::faults::FailStep;
 
@@ -464,7 +537,27 @@ pub const METRICS: &[(&str, &str)] = &[
     ("status_pamt_page_not_empty", "SEAMCALLs that returned TDX_PAMT_PAGE_NOT_EMPTY"),
     ("status_missing_pamt_page_pair", "SEAMCALLs that returned TDX_MISSING_PAMT_PAGE_PAIR"),
     ("status_operand_busy", "SEAMCALLs that returned TDX_OPERAND_BUSY"),
+    ("vcpu_entries", "TDH.VP.ENTER calls"),
+    ("ept_violations", "EPT-violation exits KVM handled"),
+    ("local_retries", "rounds of tdx_handle_ept_violation()'s local retry after the first"),
+    ("kicks", "kvm_make_all_cpus_request() calls (KVM_REQ_OUTSIDE_GUEST_MODE, KVM_REQ_VM_DEAD)"),
+    (
+        "sept_zap_kicks",
+        "removal SEAMCALLs that were BUSY and went through tdh_do_no_vcpus()'s kick and retry",
+    ),
+    (
+        "sept_zap_stall_cycles",
+        "cycles wait_for_sept_zap kept every vCPU of a TD out of the guest (the TD-wide entry stall)",
+    ),
+    ("vcpu_entries_blocked", "guest entries tdx_vcpu_run() skipped because wait_for_sept_zap was set"),
+    (
+        "sept_busy_streak_peak",
+        "the most BUSY answers in a row one S-EPT SEAMCALL got (a peak: the largest of any run, not a sum)",
+    ),
 ];
+
+/// Metrics of [`METRICS`] that are peaks: over runs they combine by maximum, not by sum.
+pub const PEAK_METRICS: &[&str] = &["sept_busy_streak_peak"];
 
 #[cfg(test)]
 mod tests {

@@ -182,7 +182,7 @@ fn defaults_fill_everything_optional() {
     assert_eq!(scenario.module.costs[&Leaf::PhymemPamtAdd], 12_000);
     assert_eq!(scenario.host.dpamt.name(), "dec-and-lock");
     assert_eq!(
-        (scenario.host.sept_busy.as_str(), scenario.host.update, scenario.host.enable),
+        (scenario.host.sept_busy.name(), scenario.host.update, scenario.host.enable),
         ("kick-and-block", UpdateDesign::StopMachine, EnableDesign::BootCpuhp)
     );
     assert!(scenario.pages.is_empty() && scenario.expect.is_none());
@@ -402,7 +402,7 @@ fn missing_required_keys() {
     );
     assert_eq!(
         error(&step("{ page = \"A1\" }")),
-        "x.toml:9:10: task[0].steps[0].call: expected a call name (seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, tdp_fault, zap, sleep, spin), found nothing"
+        "x.toml:9:10: task[0].steps[0].call: expected a call name (seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, vcpu_init, init_mem_region, td_finalize, vcpu_run, guest_accept, memslot_delete, td_destroy, tdp_fault, zap, sleep, spin), found nothing"
     );
     assert_eq!(
         error(&with("[expect]\nwhat = \"x\"\n")),
@@ -550,7 +550,7 @@ fn unknown_designs() {
     );
     assert_eq!(
         error("name = \"t\"\n[host]\nsept_busy = \"retry\"\n"),
-        "x.toml:3:13: host.sept_busy: expected one of kick-and-block | blind-retry, found \"retry\""
+        "x.toml:3:13: host.sept_busy: expected one of kick-and-block | blind-retry | no-invalid-memslot-exit | no-td-state-guard, found \"retry\""
     );
     assert_eq!(
         error("name = \"t\"\n[host]\nupdate = \"stop_machine\"\n"),
@@ -713,23 +713,75 @@ fn sizes_and_times_that_do_not_parse() {
 fn unknown_call() {
     assert_eq!(
         error(&step("{ call = \"tdx_pamt_getx\", page = \"A1\" }")),
-        "x.toml:9:19: task[0].steps[0].call: expected a known call (seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, tdp_fault, zap, sleep, spin), found \"tdx_pamt_getx\""
+        "x.toml:9:19: task[0].steps[0].call: expected a known call (seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, vcpu_init, init_mem_region, td_finalize, vcpu_run, guest_accept, memslot_delete, td_destroy, tdp_fault, zap, sleep, spin), found \"tdx_pamt_getx\""
     );
 }
 
 #[test]
-fn documented_call_not_available() {
-    for name in ["vcpu_run", "memslot_delete"] {
-        assert_eq!(
-            error(&step(&format!("{{ call = \"{name}\", td = 1 }}"))),
-            format!(
-                "x.toml:9:19: task[0].steps[0].call: expected a call this version runs ({CALL_NAMES}); {name} is not available in this version, found \"{name}\""
-            )
-        );
-    }
+fn kvm_calls_load_with_their_defaults() {
+    let guest = |gpa, pages, accept, hostile| host_model::guest::GuestProgram {
+        gpa,
+        pages,
+        accept,
+        interval_cycles: 0,
+        rounds: 1,
+        hostile,
+    };
+    assert_eq!(
+        call("{ call = \"vcpu_run\", td = 1 }"),
+        Call::VcpuRun {
+            td: 1,
+            vcpu: 0,
+            guest: guest(0, 0, true, false),
+            run_cycles: None,
+            accept_step: false
+        }
+    );
+    assert_eq!(
+        call("{ call = \"guest_accept\", td = 1, vcpu = 3, gpa = \"0x1000\", hostile = true, for = 2200 }"),
+        Call::VcpuRun {
+            td: 1,
+            vcpu: 3,
+            guest: guest(0x1000, 1, true, true),
+            run_cycles: Some(2200),
+            accept_step: true
+        }
+    );
+    assert_eq!(
+        call("{ call = \"memslot_delete\", td = 1, gpa = \"0x200000\", count = 512 }"),
+        Call::MemslotDelete { td: 1, gpa: 0x200000, count: 512 }
+    );
+    assert_eq!(call("{ call = \"td_destroy\", td = 4 }"), Call::TdDestroy { td: 4 });
 }
 
-const CALL_NAMES: &str = "seamcall, tdx_pamt_get, tdx_pamt_put, tdx_cpu_enable, tdx_enable, cpu_up, cpu_down, seamldr_install_module, td_create, tdp_fault, zap, sleep, spin";
+#[test]
+fn kvm_calls_refuse_what_could_never_run() {
+    assert_eq!(
+        error(&step("{ call = \"vcpu_run\", td = 1, count = 1, hostile = true }")),
+        "x.toml:9:60: task[0].steps[0].hostile: expected with hostile = true, a `for` (a hostile guest never stops on its own) and count >= 1, found true"
+    );
+    assert_eq!(
+        error(&step("{ call = \"vcpu_init\", td = 1 }")),
+        "x.toml:9:37: task[0].steps[0].td: expected a TD a td_create step builds (TD 1 exists from the start, built and runnable), found 1"
+    );
+    let two = "{ call = \"td_create\", td = 1, vcpus = 2 }, { call = \"vcpu_run\", td = 1, vcpu = 2 }";
+    assert_eq!(
+        error(&step(two)),
+        "x.toml:9:89: task[0].steps[1].vcpu: expected a vCPU below the vcpus (2) of the td_create step of TD 1, found 2"
+    );
+    let overlap = "{ call = \"memslot_delete\", td = 1, gpa = 0, count = 4 }, { call = \"memslot_delete\", td = 1, gpa = \"0x1000\", count = 4 }";
+    assert_eq!(
+        error(&step(overlap)),
+        "x.toml:9:108: task[0].steps[1].gpa: expected a memslot that another memslot_delete of the TD names the same or not at all (memslots do not overlap), found \"0x1000\""
+    );
+    assert_eq!(
+        error(
+            &step("{ call = \"host\" }")
+                .replace("name = \"t\"\n", "name = \"t\"\n[host]\nsept_busy = \"k9\"\n")
+        ),
+        "x.toml:3:13: host.sept_busy: expected one of kick-and-block | blind-retry | no-invalid-memslot-exit | no-td-state-guard, found \"k9\""
+    );
+}
 
 /// The call of `step(text)`'s only step, which must load.
 fn call(text: &str) -> Call {
@@ -814,10 +866,13 @@ fn seamldr_install_module_takes_an_optional_fail_step() {
 
 #[test]
 fn td_create() {
-    assert_eq!(call("{ call = \"td_create\", td = 0 }"), Call::TdCreate { td: 0, vcpus: 1, build_cycles: 0 });
+    assert_eq!(
+        call("{ call = \"td_create\", td = 0 }"),
+        Call::TdCreate { td: 0, vcpus: 1, build_cycles: 0, init_vcpus: true, finalize: true }
+    );
     assert_eq!(
         call("{ call = \"td_create\", td = 2, vcpus = 256, build = \"1us\" }"),
-        Call::TdCreate { td: 2, vcpus: 256, build_cycles: 2_200 }
+        Call::TdCreate { td: 2, vcpus: 256, build_cycles: 2_200, init_vcpus: true, finalize: true }
     );
     assert_eq!(
         error(&step("{ call = \"td_create\", td = 1, vcpus = 0 }")),

@@ -66,7 +66,7 @@ fn every_key_is_checked_against_its_range_and_its_kind() {
         ),
         (
             "kind = \"td_boot\"\nspeed = 1\n",
-            "x.toml:7:1: workload[0].speed: expected one of the keys kind, tds, first_td, vcpus_per_td, memory_per_td, initial_memory, memory_touched, fault_rate, locality, rounds, start, first_cpu, cpus, zap_size, zap_interval, accept_interval, found speed",
+            "x.toml:7:1: workload[0].speed: expected one of the keys kind, tds, first_td, vcpus_per_td, memory_per_td, initial_memory, memory_touched, fault_rate, locality, rounds, start, first_cpu, cpus, zap_size, zap_interval, found speed",
         ),
         (
             "kind = \"td_boot\"\ntds = 0\n",
@@ -113,12 +113,12 @@ fn every_key_is_checked_against_its_range_and_its_kind() {
             "x.toml:8:12: workload[0].zap_size: expected a size that is a multiple of 4K, 4096..=8192 bytes, like \"16M\", found \"12K\"",
         ),
         (
-            "kind = \"zap_storm\"\nzap_interval = 0\n",
+            "kind = \"guest_accept_storm\"\nzap_interval = 0\n",
             "x.toml:7:16: workload[0].zap_interval: expected a time of at least 1 cycle, found 0",
         ),
         (
-            "kind = \"guest_accept_storm\"\naccept_interval = \"2h\"\n",
-            "x.toml:7:19: workload[0].accept_interval: expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s), found \"2h\"",
+            "kind = \"guest_accept_storm\"\nzap_interval = \"2h\"\n",
+            "x.toml:7:16: workload[0].zap_interval: expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s), found \"2h\"",
         ),
     ];
     for (body, expected) in cases {

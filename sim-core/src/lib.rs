@@ -25,8 +25,8 @@ pub use chooser::{
     Chooser, Decision, DecisionKind, Exhaustive, PctChooser, PrefixChooser, RandomChooser, ReplayChooser,
 };
 pub use engine::{
-    Acquired, CpuState, Engine, EngineConfig, SCHED_SLICE_CYCLES, STALL_MIN_CYCLES, STALL_STEPS, Sim, Stall,
-    TaskPriority, TaskStatus, WaitId,
+    Acquired, CpuState, Engine, EngineConfig, Interruptible, SCHED_SLICE_CYCLES, STALL_MIN_CYCLES,
+    STALL_STEPS, Sim, Stall, TaskPriority, TaskStatus, WaitId,
 };
 pub use executor::{Executor, RunReport, TaskCtx};
 pub use histogram::Histogram;

@@ -1,6 +1,6 @@
 //! `struct completion` and the cross-CPU calls built on it: `smp_call_on_cpu()` runs a
 //! function in a kworker on another CPU and sleeps until it is done; `on_each_cpu()` runs
-//! it as an IPI on every online CPU.
+//! it as an IPI on every online CPU, `smp_call_function_many()` on a mask of other CPUs.
 //!
 //! A completion names the task that will complete it, when that is known (the kworker or
 //! handler spawned for it), so a waiter is an edge of the wait-for graph to that task.
@@ -62,6 +62,14 @@ impl Completion {
         }
     }
 
+    /// Spins until `complete()`: the sender of an IPI in `csd_lock_wait()`, which keeps its CPU.
+    async fn spin_until_done(&self, cpu: &Cpu, what: &'static str) {
+        while !self.done.get() {
+            self.waiters.borrow_mut().push(cpu.task);
+            cpu.sim.park_on(WaitKind::Spin, what, self.wait).await;
+        }
+    }
+
     /// `complete_all()`.
     pub fn complete(&self, cpu: &Cpu) {
         self.done.set(true);
@@ -116,7 +124,7 @@ pub async fn smp_call_on_cpu<T: 'static>(cpu: &Cpu, target: CpuId, function: OnC
     result.borrow_mut().take().expect("the completion fires after the result is stored")
 }
 
-/// `on_each_cpu()` / `smp_call_function_many()`: runs `function` on every online CPU in
+/// `on_each_cpu()`: runs `function` on every online CPU in
 /// interrupt context (an IPI: it interrupts whatever runs there as soon as IRQs are on, and
 /// waits while they are off), and waits for all of them. The handler runs with IRQs off.
 pub async fn on_each_cpu<T: 'static>(cpu: &Cpu, function: OnCpu<T>) -> Vec<T> {
@@ -146,4 +154,54 @@ pub async fn on_each_cpu<T: 'static>(cpu: &Cpu, function: OnCpu<T>) -> Vec<T> {
         .into_iter()
         .map(|result| result.borrow_mut().take().expect("each handler stored its result"))
         .collect()
+}
+
+/// The IPI handler for `function` on `target`, run with IRQs off.
+fn spawn_ipi<T: 'static>(
+    cpu: &Cpu,
+    target: CpuId,
+    function: &OnCpu<T>,
+) -> (Rc<RefCell<Option<T>>>, Rc<Completion>) {
+    let done = Rc::new(Completion::new(cpu));
+    let handler = function.clone();
+    let in_irq: OnCpu<T> = Rc::new(move |on: Cpu| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            let flags = on.local_irq_save();
+            let value = handler(on.clone()).await;
+            on.local_irq_restore(flags);
+            value
+        })
+    });
+    let name = format!("ipi/{}", target.0);
+    (spawn_on_cpu(cpu, target, TaskPriority::Irq, name, in_irq, done.clone()), done)
+}
+
+/// `smp_call_function_many(mask, func, info, wait)`: runs `function` as an IPI on each CPU of
+/// `targets` (never the caller's own), and with `wait` spins until all of them ran it
+/// (`csd_lock_wait()`, preemption as the caller has it). An IPI to a CPU with IRQs off waits
+/// until they are on; to a CPU running a guest, it makes the guest exit first.
+///
+/// Kernel: `smp_call_function_many()`, kernel/smp.c.
+pub async fn smp_call_function_many<T: 'static>(
+    cpu: &Cpu,
+    targets: &[CpuId],
+    function: OnCpu<T>,
+    wait: bool,
+) -> Vec<Option<T>> {
+    let mut results = Vec::new();
+    let mut dones = Vec::new();
+    for &target in targets {
+        assert_ne!(target, cpu.id, "smp_call_function_many: the mask never holds the caller's CPU");
+        let (result, done) = spawn_ipi(cpu, target, &function);
+        results.push(result);
+        dones.push(done);
+    }
+    if !wait {
+        return results.iter().map(|_| None).collect();
+    }
+    for done in &dones {
+        done.spin_until_done(cpu, "the IPI handlers (smp_call_function_many)").await;
+    }
+    results.into_iter().map(|result| result.borrow_mut().take()).collect()
 }

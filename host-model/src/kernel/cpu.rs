@@ -31,6 +31,10 @@ pub mod mark {
     pub const STALL: u32 = 7;
     /// A kernel log line (`pr_warn()`, `pr_err()`): not a finding, a line in the table.
     pub const PRINTK: u32 = 8;
+    /// What the guest did inside VP.ENTER (runs, ACCEPT, exits): `a` is the guest RIP.
+    pub const GUEST: u32 = 9;
+    /// A KVM event that is not a SEAMCALL: a kick, `wait_for_sept_zap`, a memslot change.
+    pub const KVM: u32 = 10;
 }
 
 /// What a stall mark's `b` says it was.

@@ -12,6 +12,7 @@
 //! - `cpuhp`: the online mask, `cpu_up()` / `cpu_down()`, dynamic cpuhp states.
 //! - `page_alloc`: `alloc_page()` / `__free_page()` over simulated memory.
 //! - `random`: `get_random_u32_below()`, drawn through the run's chooser.
+//! - `srcu`: sleepable RCU (`srcu_read_lock()`, `synchronize_srcu()`), `kvm->srcu`.
 pub mod arch;
 pub mod atomic;
 pub mod completion;
@@ -23,6 +24,7 @@ pub mod page_alloc;
 pub mod random;
 pub mod rwlock;
 pub mod spinlock;
+pub mod srcu;
 pub mod stop_machine;
 
 /// Kernel error numbers as host functions return them (`-EBUSY` is `Err(Errno::EBUSY)`).
@@ -40,6 +42,15 @@ pub enum Errno {
     EINVAL,
     #[error("EACCES")]
     EACCES,
+    /// A memory fault KVM hands to userspace (`KVM_EXIT_MEMORY_FAULT`): no memslot for the GPA.
+    #[error("EFAULT")]
+    EFAULT,
+    /// Interrupted by a signal (the VMM stopping a vCPU thread).
+    #[error("EINTR")]
+    EINTR,
+    /// Try again: the prefault met a memslot being deleted or moved.
+    #[error("EAGAIN")]
+    EAGAIN,
 }
 
 impl Errno {
@@ -52,6 +63,9 @@ impl Errno {
             Errno::ENODEV => 19,
             Errno::EINVAL => 22,
             Errno::EACCES => 13,
+            Errno::EFAULT => 14,
+            Errno::EINTR => 4,
+            Errno::EAGAIN => 11,
         }
     }
 }

@@ -20,6 +20,14 @@ impl Mutex {
         let name = name.into();
         Mutex { resource: sim.with(|engine| engine.new_resource(name, "mutex", 0)) }
     }
+
+    /// A mutex of its own lockdep class `class` (`mutex_init()` at its own site, as
+    /// `kvm->lock` or `vcpu->mutex`), so lockdep orders it apart from other mutexes.
+    pub fn with_class(sim: &sim_core::Sim, name: impl Into<sim_core::Name>, class: &'static str) -> Mutex {
+        let mutex = Mutex::new(sim, name);
+        sim.with(|engine| engine.set_lockdep_class(mutex.resource, class));
+        mutex
+    }
 }
 
 /// `mutex_lock()`: may sleep; process context only.

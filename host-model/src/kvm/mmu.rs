@@ -1,285 +1,117 @@
-//! The S-EPT paths for private 4KB pages: a fault maps a page (PAGE.AUG), a zap removes it
-//! (RANGE.BLOCK, TRACK, PAGE.REMOVE, PAGE.WBINVD), with DPAMT get/put around them.
+//! Group 3: removal of private pages under `mmu_lock` held for write — TDH.MEM.RANGE.BLOCK,
+//! TDH.MEM.TRACK, TDH.MEM.PAGE.REMOVE through `tdh_do_no_vcpus()`, then
+//! TDH.PHYMEM.PAGE.WBINVD and the DPAMT put (arch/x86/kvm/vmx/tdx.c, mmu/tdp_mmu.c).
 //!
-//! What this version leaves out, and why: S-EPT page tables (SEPT.ADD) are taken as
-//! present, so a fault needs one leaf; no vCPU runs, so the kick of
-//! `kvm_make_all_cpus_request()` costs its base and stops nobody; the zero-step and
-//! guest-ACCEPT contenders come with the S-EPT retry-policy work.
+//! These cannot fail: KVM's zap paths have no error path. A BUSY answer sets
+//! `wait_for_sept_zap`, kicks every vCPU out of the guest and retries exactly once; after
+//! that no vCPU of the TD can be inside the module, so a second BUSY is KVM_BUG_ON.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+use seam_model::{Gpa, Hpa, LeafCall, LeafOutput, PAGE_SIZE, TdId};
+use sim_core::Span;
 
-use seam_model::status::TDX_MISSING_PAMT_PAGE_PAIR;
-use seam_model::{Gpa, Hpa, LeafCall, LeafOutput, TdId};
-use sim_core::{OutcomeKind, Span, Subject};
-
+use super::tdx_fault::{note_busy_streak, sept_seamcall};
+use super::vm::{KvmTd, TdState, kvm_make_all_cpus_request, kvm_td, kvm_vm_bugged, request};
 use crate::kernel::Errno;
 use crate::kernel::cpu::{Cpu, mark};
 use crate::kernel::lockdep::{lockdep_assert_held, lockdep_assert_preemption_disabled, might_sleep};
-use crate::kernel::page_alloc::{alloc_gmem_page, alloc_page, alloc_page_atomic, free_page};
-use crate::kernel::rwlock::{RwLock, read_lock, read_unlock, write_lock, write_unlock};
-use crate::kvm::fault_stats::FaultTimer;
-use crate::tdx::dpamt::{DpamtDesign, PairSource, PamtCache, tdx_pamt_add_hint, tdx_pamt_get, tdx_pamt_put};
+use crate::kernel::page_alloc::free_page;
+use crate::kernel::rwlock::{write_lock, write_unlock};
+use crate::tdx::dpamt::{DpamtDesign, tdx_pamt_put};
 use crate::tdx::seamcall::seamcall;
 
-/// KVM's per-VM state that these paths use.
-pub struct KvmTd {
-    pub td: TdId,
-    /// `kvm->mmu_lock`: read for faults, write for zaps.
-    pub mmu_lock: RwLock,
-    /// The mirror S-EPT: which page each private GPA maps. Protected by `mmu_lock`.
-    pub mirror: RefCell<BTreeMap<u64, MirrorEntry>>,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct MirrorEntry {
-    pub page: Hpa,
-    /// The page came from `alloc_page()` and goes back to it on zap.
-    pub allocated: bool,
-}
-
-impl KvmTd {
-    pub fn new(sim: &sim_core::Sim, td: TdId, handoff_cycles: u64) -> KvmTd {
-        let name = format!("mmu_lock[TD {}]", td.0);
-        KvmTd { td, mmu_lock: RwLock::new(sim, name, handoff_cycles), mirror: RefCell::new(BTreeMap::new()) }
-    }
-}
-
-fn kvm_td(cpu: &Cpu, td: TdId) -> &KvmTd {
-    cpu.host().kvm_tds.get(&td).expect("the scenario loader only names TDs the host created")
-}
-
-/// `tdh_mem_page_aug()`.
-async fn tdh_mem_page_aug(cpu: &Cpu, td: TdId, gpa: Gpa, page: Hpa) -> LeafOutput {
-    lockdep_assert_held(cpu, kvm_td(cpu, td).mmu_lock.resource, "tdh_mem_page_aug");
-    seamcall(cpu, LeafCall::PageAug { td, gpa, page }).await
-}
-
-/// Maps `page` at private `gpa` of `td`, called with `mmu_lock` held for read.
+/// One removal SEAMCALL that must not fail. In the kick-and-block designs: on BUSY, keep
+/// every vCPU out of the guest (`wait_for_sept_zap`), kick them all out and wait for the
+/// acknowledgements, then retry exactly once. Under K0: the in-place retry with its bound.
 ///
-/// Kernel: `tdx_sept_set_private_spte()` -> `tdx_mem_page_aug()`, arch/x86/kvm/vmx/tdx.c
-/// (6.19 with DPAMT v6: `tdx_pamt_get()` from the vCPU cache before PAGE.AUG, put on failure).
-/// D1 has no refcount and no get: PAGE.AUG first; on MISSING_PAMT_PAGE_PAIR it adds the
-/// backing ("already backed" counts as done) and goes back to PAGE.AUG (RFC v1, 2025-05-02).
-async fn tdx_sept_set_private_spte(
-    cpu: &Cpu,
-    td: TdId,
-    gpa: Gpa,
-    page: Hpa,
-    cache: &PamtCache,
-) -> Result<(), Errno> {
-    lockdep_assert_held(cpu, kvm_td(cpu, td).mmu_lock.resource, "tdx_sept_set_private_spte");
-    match cpu.host().config.dpamt_design {
-        DpamtDesign::Hint => return tdx_mem_page_aug_hint(cpu, td, gpa, page, cache).await,
-        DpamtDesign::GlobalLockFastpath
-        | DpamtDesign::GlobalLock
-        | DpamtDesign::DecAndLock
-        | DpamtDesign::Per2mRwlock
-        | DpamtDesign::Per2mRwlockPfnOrder
-        | DpamtDesign::GlobalRwlockFallback => {}
-    }
-    tdx_pamt_get(cpu, page, PairSource::Cache(cache)).await?;
-    let output = tdh_mem_page_aug(cpu, td, gpa, page).await;
-    let result = aug_result(cpu, output, page);
-    if result.is_err() {
-        tdx_pamt_put(cpu, page).await;
-    }
-    result
-}
-
-/// How many times one D1 fault may see PAGE.AUG answer MISSING_PAMT_PAGE_PAIR after its
-/// PAMT.ADD reported the range backed (success or HPA_RANGE_NOT_FREE) — the published race —
-/// before the model reports the unbounded retry. The RFC's loop has no bound; this one is
-/// the model's (`host.hint_aug_retries`). The default, 0, reports the first race: from there
-/// nothing bounds the loop, each further round needs only the same race again. [I]
-pub const HINT_AUG_RETRIES_DEFAULT: u32 = 0;
-
-/// D1's fault: PAGE.AUG; on MISSING_PAMT_PAGE_PAIR give the range its backing and AUG again.
-async fn tdx_mem_page_aug_hint(
-    cpu: &Cpu,
-    td: TdId,
-    gpa: Gpa,
-    page: Hpa,
-    cache: &PamtCache,
-) -> Result<(), Errno> {
-    let mut added = false;
-    let mut races = 0;
-    loop {
-        let output = tdh_mem_page_aug(cpu, td, gpa, page).await;
-        if output.status.without_operand() != TDX_MISSING_PAMT_PAGE_PAIR {
-            return aug_result(cpu, output, page);
-        }
-        if added {
-            // The range was backed when PAMT.ADD returned; a REMOVE took it since.
-            races += 1;
-            if races > cpu.host().config.hint_aug_retries {
-                report_unbounded_retry(cpu, page, races);
-                return Err(Errno::EIO);
-            }
-        }
-        if cpu.host().config.dpamt {
-            refill_pamt_cache_atomic(cpu, cache).await?;
-            tdx_pamt_add_hint(cpu, page, PairSource::Cache(cache)).await?;
-        }
-        added = true;
-    }
-}
-
-/// The liveness finding of D1's fault loop: the race that the retry cannot outrun.
-fn report_unbounded_retry(cpu: &Cpu, page: Hpa, races: u32) {
-    let range = cpu.host().range_label(page.range_index());
-    let detail = format!(
-        "{}: tdx_sept_set_private_spte: PAGE.AUG({page}) answered TDX_MISSING_PAMT_PAGE_PAIR {races} \
-         time(s) after PAMT.ADD({range}) said the range was backed: a PAGE.REMOVE hint removed the \
-         backing in between, and the hint design retries without bound (DPAMT v3 cover letter, 2025-09-18)",
-        cpu.id
-    );
-    cpu.sim.with(|engine| {
-        engine.mark(Span::Instant, mark::WARN, 2, 0, || {
-            "(unbounded retry: the ADD/AUG race again; reported, not retried)".to_string()
-        });
-        let outcome = engine.report_here(OutcomeKind::Livelock, "unbounded retry", detail, Vec::new());
-        engine.stop(outcome);
-    });
-}
-
-fn aug_result(cpu: &Cpu, output: LeafOutput, page: Hpa) -> Result<(), Errno> {
-    if output.status.is_success() {
-        return Ok(());
-    }
-    if output.status.is_operand_busy() {
-        // The TDP MMU restores the SPTE and the fault returns RET_PF_RETRY.
-        return Err(Errno::EBUSY);
-    }
-    let subjects = vec![Subject::Marked(mark::ATOMIC, page.range_index() as u64)];
-    cpu.warn_about(
-        "tdx_mem_page_aug",
-        format!("KVM_BUG_ON: TDH.MEM.PAGE.AUG({page}) failed: {}", output.status),
-        subjects,
-    );
-    Err(Errno::EIO)
-}
-
-/// D1 inside `mmu_lock`: a further round's pair cannot come from a sleeping allocation, so
-/// it is taken with GFP_ATOMIC. [I] The RFC's fault path is not published in that detail.
-async fn refill_pamt_cache_atomic(cpu: &Cpu, cache: &PamtCache) -> Result<(), Errno> {
-    // Inside mmu_lock: an rwlock, so preemption is off and only GFP_ATOMIC will do.
-    lockdep_assert_preemption_disabled(cpu, "refill_pamt_cache_atomic");
-    while cache.borrow().len() < 2 {
-        let Some(page) = alloc_page_atomic(cpu).await else { return Err(Errno::ENOMEM) };
-        cache.borrow_mut().push(page);
-    }
-    Ok(())
-}
-
-/// Tops the per-vCPU DPAMT cache up to one pair (`tdx_topup_pamt_cache()`), before mmu_lock.
-async fn refill_pamt_cache(cpu: &Cpu, cache: &PamtCache) -> Result<(), Errno> {
-    might_sleep(cpu, "tdx_topup_pamt_cache");
-    while cache.borrow().len() < 2 {
-        let Some(page) = alloc_page(cpu).await else { return Err(Errno::ENOMEM) };
-        cache.borrow_mut().push(page);
-    }
-    Ok(())
-}
-
-/// EPT violations on `count` private pages from `gpa`, each mapped to the next page from
-/// `first_page` (or an allocated one). Each fault retries locally on RET_PF_RETRY without
-/// re-entering the guest.
-///
-/// Kernel: `tdx_handle_ept_violation()` -> `__vmx_handle_ept_violation()` ->
-/// `kvm_tdp_map_page()`, arch/x86/kvm/vmx/tdx.c and mmu/tdp_mmu.c (6.18 local retry).
-pub async fn tdp_fault(
-    cpu: &Cpu,
-    td: TdId,
-    gpa: u64,
-    count: u32,
-    first_page: Option<Hpa>,
-) -> Result<(), Errno> {
-    let kvm = kvm_td(cpu, td);
-    let cache = PamtCache::default();
-    for index in 0..u64::from(count) {
-        let fault_gpa = Gpa(gpa + index * seam_model::PAGE_SIZE);
-        if kvm.mirror.borrow().contains_key(&fault_gpa.0) {
-            continue; // Already mapped: a spurious fault.
-        }
-        let timer = FaultTimer::start(cpu);
-        let (page, allocated) = match first_page {
-            Some(first) => (Hpa(first.0 + index * seam_model::PAGE_SIZE), false),
-            None => match alloc_gmem_page(cpu, td).await {
-                Some(page) => (page, true),
-                None => return Err(Errno::ENOMEM),
-            },
-        };
-        loop {
-            refill_pamt_cache(cpu, &cache).await?;
-            read_lock(cpu, kvm.mmu_lock).await;
-            let result = tdx_sept_set_private_spte(cpu, td, fault_gpa, page, &cache).await;
-            if result.is_ok() {
-                kvm.mirror.borrow_mut().insert(fault_gpa.0, MirrorEntry { page, allocated });
-            }
-            read_unlock(cpu, kvm.mmu_lock);
-            match result {
-                Ok(()) => {
-                    timer.resolved(cpu);
-                    break;
-                }
-                Err(Errno::EBUSY) => cpu.cond_resched().await,
-                Err(errno) => return Err(errno),
-            }
-        }
-        // One fault handled: progress, as a vCPU that moves on to its next instruction.
-        cpu.progress();
-    }
-    // Pages left in the cache go back to the allocator (`tdx_free_pamt_cache()`).
-    let leftover: Vec<Hpa> = cache.borrow_mut().drain(..).collect();
-    for page in leftover {
-        free_page(cpu, page).await;
-    }
-    Ok(())
-}
-
-/// One removal SEAMCALL through `tdh_do_no_vcpus()`: on BUSY, keep vCPUs out of the guest,
-/// kick them all, and retry exactly once.
-async fn tdh_do_no_vcpus(cpu: &Cpu, call: LeafCall) -> LeafOutput {
-    let output = seamcall(cpu, call).await;
+/// Kernel: `tdh_do_no_vcpus()`, arch/x86/kvm/vmx/tdx.c (Sean Christopherson's rework of
+/// Yan Zhao's patch 4, 2025-10).
+pub async fn tdh_do_no_vcpus(cpu: &Cpu, kvm: &KvmTd, call: LeafCall) -> LeafOutput {
+    lockdep_assert_held(cpu, kvm.mmu_lock.resource, "tdh_do_no_vcpus");
     lockdep_assert_preemption_disabled(cpu, "tdh_do_no_vcpus");
+    if !cpu.host().config.sept_busy.kick_and_block() {
+        return sept_seamcall(cpu, call).await;
+    }
+    let output = seamcall(cpu, call).await;
     if !output.status.is_operand_busy() {
         return output;
     }
-    // wait_for_sept_zap = true; kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE)
-    cpu.work(cpu.host().costs.kick_all_vcpus).await;
-    seamcall(cpu, call).await
+    cpu.host().stats.borrow_mut().sept_zap_kicks += 1;
+    kvm.wait_for_sept_zap.set(true);
+    kvm.zap_blocked_since.set(Some(cpu.sim.now()));
+    cpu.mark(Span::Begin, mark::KVM, 1, 0, || "wait_for_sept_zap = true; kick all vCPUs".to_string());
+    kvm_make_all_cpus_request(cpu, kvm, request::OUTSIDE_GUEST_MODE).await;
+    cpu.host().observer.sept_zap_retrying(cpu, kvm.td, &call);
+    let retried = seamcall(cpu, call).await;
+    kvm.wait_for_sept_zap.set(false);
+    if let Some(since) = kvm.zap_blocked_since.take() {
+        cpu.host().stats.borrow_mut().sept_zap_stall_cycles += cpu.sim.now().since(since);
+    }
+    cpu.mark(Span::End, mark::KVM, 1, 0, || "wait_for_sept_zap = false".to_string());
+    note_busy_streak(cpu, if retried.status.is_operand_busy() { 2 } else { 1 });
+    retried
 }
 
-/// Removes the private page at `gpa` of `td`, called with `mmu_lock` held for write.
+/// `KVM_BUG_ON(err, kvm)` for a removal SEAMCALL: the WARN, and the VM is dead.
+async fn removal_failed(cpu: &Cpu, kvm: &KvmTd, function: &str, call: LeafCall, output: LeafOutput) {
+    let after = match cpu.host().config.sept_busy.kick_and_block() {
+        true if output.status.is_operand_busy() => " (BUSY again after the kick and its one retry)",
+        false if output.status.is_operand_busy() => " (BUSY after host.sept_retries in-place retries)",
+        true | false => "",
+    };
+    cpu.warn(function, format!("KVM_BUG_ON: {call} failed: {}{after}", output.status));
+    kvm_vm_bugged(cpu, kvm).await;
+}
+
+/// TDH.MEM.TRACK through `tdh_do_no_vcpus()`, then always a kick: every vCPU still running
+/// in the old epoch exits, so the epoch retires and the TLBs are flushed at the next entry.
 ///
-/// Kernel: `tdx_sept_remove_private_spte()` with `tdx_track()`, arch/x86/kvm/vmx/tdx.c (6.19);
-/// then `tdx_pamt_put()` (DPAMT v6), or in D1 the hint-driven PAMT.REMOVE.
-async fn tdx_sept_remove_private_spte(cpu: &Cpu, td: TdId, gpa: Gpa, page: Hpa) -> Result<(), Errno> {
-    lockdep_assert_held(cpu, kvm_td(cpu, td).mmu_lock.resource, "tdx_sept_remove_private_spte");
-    for call in [LeafCall::RangeBlock { td, gpa }, LeafCall::Track { td }] {
-        let output = tdh_do_no_vcpus(cpu, call).await;
-        if !output.status.is_success() && output.status.class() != 0 {
-            cpu.warn("tdx_sept_remove_private_spte", format!("KVM_BUG_ON: {call} failed: {}", output.status));
-            return Err(Errno::EIO);
-        }
+/// Kernel: `tdx_track()`, arch/x86/kvm/vmx/tdx.c.
+async fn tdx_track(cpu: &Cpu, kvm: &KvmTd) -> Result<(), Errno> {
+    // Before the TD is finalised no vCPU has run.
+    if kvm.state.get() != TdState::Runnable {
+        return Ok(());
     }
-    // tdx_track() kicks every vCPU after TRACK so the old epoch retires.
-    cpu.work(cpu.host().costs.kick_all_vcpus).await;
-    let output = tdh_do_no_vcpus(cpu, LeafCall::PageRemove { td, gpa }).await;
+    lockdep_assert_held(cpu, kvm.mmu_lock.resource, "tdx_track");
+    let call = LeafCall::Track { td: kvm.td };
+    let output = tdh_do_no_vcpus(cpu, kvm, call).await;
     if !output.status.is_success() {
-        cpu.warn(
-            "tdx_sept_remove_private_spte",
-            format!("KVM_BUG_ON: TDH.MEM.PAGE.REMOVE({gpa}) failed: {}", output.status),
-        );
+        removal_failed(cpu, kvm, "tdx_track", call, output).await;
         return Err(Errno::EIO);
     }
-    let wbinvd = seamcall(cpu, LeafCall::PageWbinvd { page }).await;
-    if !wbinvd.status.is_success() {
-        cpu.warn(
-            "tdx_sept_remove_private_spte",
-            format!("KVM_BUG_ON: TDH.PHYMEM.PAGE.WBINVD({page}) failed: {}", wbinvd.status),
-        );
+    kvm_make_all_cpus_request(cpu, kvm, request::OUTSIDE_GUEST_MODE).await;
+    Ok(())
+}
+
+/// Removes the private page `page` at `gfn` of the TD, with `mmu_lock` held for write:
+/// BLOCK, TRACK, PAGE.REMOVE, WBINVD, then the DPAMT put (D1: the hint-driven REMOVE). Once
+/// the HKID is released (teardown) the page is reclaimed instead.
+///
+/// Kernel: `tdx_sept_remove_private_spte()`, arch/x86/kvm/vmx/tdx.c (6.19).
+async fn tdx_sept_remove_private_spte(cpu: &Cpu, kvm: &KvmTd, gfn: u64, page: Hpa) -> Result<(), Errno> {
+    lockdep_assert_held(cpu, kvm.mmu_lock.resource, "tdx_sept_remove_private_spte");
+    if !kvm.hkid_assigned.get() {
+        return super::teardown::tdx_reclaim_page(cpu, page).await;
+    }
+    let td = kvm.td;
+    let gpa = Gpa(gfn * PAGE_SIZE);
+    let block = LeafCall::RangeBlock { td, gpa };
+    let output = tdh_do_no_vcpus(cpu, kvm, block).await;
+    // GPA_RANGE_ALREADY_BLOCKED is informational (class 0): the entry is blocked.
+    if !output.status.is_success() && output.status.class() != 0 {
+        removal_failed(cpu, kvm, "tdx_sept_remove_private_spte", block, output).await;
+        return Err(Errno::EIO);
+    }
+    tdx_track(cpu, kvm).await?;
+    let remove = LeafCall::PageRemove { td, gpa };
+    let output = tdh_do_no_vcpus(cpu, kvm, remove).await;
+    if !output.status.is_success() {
+        removal_failed(cpu, kvm, "tdx_sept_remove_private_spte", remove, output).await;
+        return Err(Errno::EIO);
+    }
+    let wbinvd = LeafCall::PageWbinvd { page };
+    let flushed = seamcall(cpu, wbinvd).await;
+    if !flushed.status.is_success() {
+        removal_failed(cpu, kvm, "tdx_sept_remove_private_spte", wbinvd, flushed).await;
         return Err(Errno::EIO);
     }
     match cpu.host().config.dpamt_design {
@@ -298,31 +130,65 @@ async fn tdx_sept_remove_private_spte(cpu: &Cpu, td: TdId, gpa: Gpa, page: Hpa) 
     Ok(())
 }
 
-/// Zaps `count` private pages from `gpa` under `mmu_lock` held for write.
+/// The TDP MMU's zap of the private leaves for GFNs `[start, end)`, with `mmu_lock` held for
+/// write: each mapped leaf goes through the TDX removal hook. Returns the guest_memfd pages
+/// it unmapped.
 ///
-/// Kernel: the TDP MMU zap (`tdp_mmu_zap_leafs()` -> `remove_external_spte()`).
-pub async fn zap(cpu: &Cpu, td: TdId, gpa: u64, count: u32) -> Result<(), Errno> {
-    might_sleep(cpu, "kvm_tdp_mmu_zap_leafs");
-    let kvm = kvm_td(cpu, td);
-    write_lock(cpu, kvm.mmu_lock).await;
-    let mut freed = Vec::new();
-    for index in 0..u64::from(count) {
-        let zap_gpa = Gpa(gpa + index * seam_model::PAGE_SIZE);
-        let Some(entry) = kvm.mirror.borrow().get(&zap_gpa.0).copied() else { continue };
-        if let Err(errno) = tdx_sept_remove_private_spte(cpu, td, zap_gpa, entry.page).await {
-            write_unlock(cpu, kvm.mmu_lock);
-            return Err(errno);
-        }
-        kvm.mirror.borrow_mut().remove(&zap_gpa.0);
-        if entry.allocated {
-            freed.push(entry.page);
-        }
+/// Kernel: `kvm_tdp_mmu_unmap_gfn_range()` -> `tdp_mmu_zap_leafs()` ->
+/// `remove_external_spte()`, mmu/tdp_mmu.c.
+pub async fn tdp_mmu_zap_leafs(cpu: &Cpu, kvm: &KvmTd, start: u64, end: u64) -> Result<(), Errno> {
+    lockdep_assert_held(cpu, kvm.mmu_lock.resource, "tdp_mmu_zap_leafs");
+    loop {
+        let next = kvm.mirror.borrow().leaves.range(start..end).next().map(|(gfn, entry)| (*gfn, *entry));
+        let Some((gfn, entry)) = next else { return Ok(()) };
+        debug_assert!(!entry.frozen, "no fault holds a frozen SPTE under mmu_lock held for write");
+        tdx_sept_remove_private_spte(cpu, kvm, gfn, entry.page).await?;
+        kvm.mirror.borrow_mut().leaves.remove(&gfn);
         cpu.progress();
     }
-    write_unlock(cpu, kvm.mmu_lock);
-    // guest_memfd frees the pages after the zap, outside mmu_lock.
-    for page in freed {
-        free_page(cpu, page).await;
+}
+
+/// guest_memfd gives back the pages of GFNs `[start, end)` it allocated (the truncate after
+/// a punch-hole's zap), outside `mmu_lock`.
+pub async fn kvm_gmem_truncate(cpu: &Cpu, kvm: &KvmTd, start: u64, end: u64) {
+    might_sleep(cpu, "kvm_gmem_punch_hole");
+    let gone: Vec<(u64, (Hpa, bool))> =
+        kvm.gmem.borrow().range(start..end).map(|(gfn, entry)| (*gfn, *entry)).collect();
+    for (gfn, (page, allocated)) in gone {
+        // A page the fault path mapped and the zap did not reach stays.
+        if kvm.mirror.borrow().leaves.contains_key(&gfn) {
+            continue;
+        }
+        kvm.gmem.borrow_mut().remove(&gfn);
+        if allocated {
+            free_page(cpu, page).await;
+        }
     }
-    Ok(())
+}
+
+/// Removal of `count` private pages from `gpa` of `td`: a guest_memfd punch-hole (or
+/// conversion to shared) invalidates the range under `mmu_lock` held for write, then frees
+/// the pages; faults that looked a page up meanwhile retry.
+///
+/// Kernel: `kvm_gmem_punch_hole()` -> `kvm_gmem_invalidate_begin()` ->
+/// `kvm_mmu_unmap_gfn_range()`, virt/kvm/guest_memfd.c.
+pub async fn zap(cpu: &Cpu, td: TdId, gpa: u64, count: u32) -> Result<(), Errno> {
+    might_sleep(cpu, "kvm_gmem_punch_hole");
+    let kvm = kvm_td(cpu, td);
+    let start = gpa / PAGE_SIZE;
+    let end = start + u64::from(count);
+    // kvm_gmem_invalidate_begin(): faults on the range that looked their page up before
+    // now retry (mmu_invalidate_retry_gfn()).
+    write_lock(cpu, kvm.mmu_lock).await;
+    kvm.mmu_invalidate_in_progress.set(kvm.mmu_invalidate_in_progress.get() + 1);
+    kvm.mmu_invalidate_range.set((start, end));
+    let ret = tdp_mmu_zap_leafs(cpu, kvm, start, end).await;
+    write_unlock(cpu, kvm.mmu_lock);
+    kvm_gmem_truncate(cpu, kvm, start, end).await;
+    // kvm_gmem_invalidate_end().
+    write_lock(cpu, kvm.mmu_lock).await;
+    kvm.mmu_invalidate_seq.set(kvm.mmu_invalidate_seq.get() + 1);
+    kvm.mmu_invalidate_in_progress.set(kvm.mmu_invalidate_in_progress.get() - 1);
+    write_unlock(cpu, kvm.mmu_lock);
+    ret
 }

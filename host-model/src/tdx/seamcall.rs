@@ -2,7 +2,7 @@
 
 use seam_model::leaf::{SEAMCALL_TRANSITION_CYCLES, TRY_LOCK_CYCLES};
 use seam_model::status::TDX_RND_NO_ENTROPY;
-use seam_model::{Begin, LeafCall, LeafOutput, Ticket};
+use seam_model::{Begin, Entered, GuestRun, Leaf, LeafCall, LeafOutput, TdExit, Ticket};
 use sim_core::Span;
 
 use crate::kernel::cpu::{Cpu, mark};
@@ -21,17 +21,8 @@ const RDRAND_RETRY_LOOPS: u32 = 10;
 /// transition plus the try-locks it attempted. So a CPU issuing two SEAMCALLs back to back
 /// leaves the module's locks free for an exit and an entry in between, as on hardware.
 async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
-    let leaf = call.leaf();
-    let seam_entry = SEAMCALL_TRANSITION_CYCLES / 2;
-    let seam_exit = SEAMCALL_TRANSITION_CYCLES - seam_entry;
-    cpu.mark(Span::Begin, mark::SEAMCALL, leaf.rax(), 0, || call.to_string());
-    cpu.sim.with(|engine| engine.cpu_mut(cpu.id).in_seam = true);
-    cpu.busy(seam_entry).await;
-    let mut answer = cpu.host().module.borrow_mut().begin(cpu.id, call);
-    while let Begin::Locking(ticket) = answer {
-        cpu.busy(TRY_LOCK_CYCLES).await;
-        answer = cpu.host().module.borrow_mut().step(ticket);
-    }
+    assert!(!matches!(call, LeafCall::VpEnter { .. }), "seamcall: TDH.VP.ENTER goes through tdh_vp_enter");
+    let answer = seam_entry(cpu, call).await;
     let output = match answer {
         Begin::Done { output, try_locks } => {
             if !interleaved(cpu) {
@@ -43,9 +34,29 @@ async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
             cpu.busy(hold_cycles(cpu, &ticket)).await;
             cpu.host().module.borrow_mut().finish(ticket)
         }
-        Begin::Locking(_) => unreachable!("seamcall: the loop above steps every attempt"),
+        Begin::Locking(_) => unreachable!("seamcall: seam_entry steps every attempt"),
     };
-    cpu.busy(seam_exit).await;
+    seam_exit(cpu, call, output).await
+}
+
+/// SEAM entry and the module's try-lock attempts, a try-lock cost apart.
+async fn seam_entry(cpu: &Cpu, call: &LeafCall) -> Begin {
+    let leaf = call.leaf();
+    cpu.mark(Span::Begin, mark::SEAMCALL, leaf.rax(), 0, || call.to_string());
+    cpu.sim.with(|engine| engine.cpu_mut(cpu.id).in_seam = true);
+    cpu.busy(SEAMCALL_TRANSITION_CYCLES / 2).await;
+    let mut answer = cpu.host().module.borrow_mut().begin(cpu.id, call);
+    while let Begin::Locking(ticket) = answer {
+        cpu.busy(TRY_LOCK_CYCLES).await;
+        answer = cpu.host().module.borrow_mut().step(ticket);
+    }
+    answer
+}
+
+/// SEAM exit: the rest of the transition, the counts, and the checker told.
+async fn seam_exit(cpu: &Cpu, call: &LeafCall, output: LeafOutput) -> LeafOutput {
+    let leaf = call.leaf();
+    cpu.busy(SEAMCALL_TRANSITION_CYCLES - SEAMCALL_TRANSITION_CYCLES / 2).await;
     cpu.sim.with(|engine| engine.cpu_mut(cpu.id).in_seam = false);
     cpu.mark(Span::End, mark::SEAMCALL, leaf.rax(), output.status.0, || {
         let hint = if output.removal_hint { " +hint" } else { "" };
@@ -62,6 +73,69 @@ async fn seamcall_once(cpu: &Cpu, call: &LeafCall) -> LeafOutput {
     drop(stats);
     cpu.host().observer.seamcall_returned(cpu, call, &output);
     output
+}
+
+/// What TDH.VP.ENTER gives back once the module has its locks and made its checks.
+pub enum VpEnter {
+    /// VP.ENTER returned without running the guest: BUSY, a failed check, or the zero-step
+    /// filter's emulated EPT-violation exit. SEAM exit is done.
+    Returned(LeafOutput),
+    /// The guest runs on this CPU (still inside SEAM) until `tdh_vp_exit` or the module's
+    /// own TD exit (`tdh_vp_exited`).
+    Running(GuestRun),
+}
+
+/// The module's share of a VP.ENTER that enters the guest: half of its cost before the
+/// guest runs, half after the TD exit.
+fn vp_enter_half(cpu: &Cpu) -> u64 {
+    cpu.host().leaf_cost(Leaf::VpEnter).saturating_sub(SEAMCALL_TRANSITION_CYCLES) / 2
+}
+
+/// TDH.VP.ENTER up to the guest run: SEAM entry, the lock set, the entry's work and the
+/// module's checks (`Module::enter_guest`). Called with IRQs off. Nothing lands on this CPU
+/// from here to SEAM exit but an interrupt, which makes a running guest exit.
+///
+/// Kernel: `tdh_vp_enter()`, arch/x86/virt/vmx/tdx/tdx.c (no retry, no preemption toggle:
+/// the caller has IRQs off).
+pub async fn tdh_vp_enter(cpu: &Cpu, call: LeafCall) -> VpEnter {
+    assert!(matches!(call, LeafCall::VpEnter { .. }), "tdh_vp_enter: {call} is not TDH.VP.ENTER");
+    match seam_entry(cpu, &call).await {
+        Begin::Done { output, try_locks } => {
+            if !interleaved(cpu) {
+                cpu.busy(u64::from(try_locks) * TRY_LOCK_CYCLES).await;
+            }
+            VpEnter::Returned(seam_exit(cpu, &call, output).await)
+        }
+        Begin::Held(ticket) => {
+            let failing = cpu.host().module.borrow().will_fail(&ticket);
+            let entry = if failing { hold_cycles(cpu, &ticket) } else { vp_enter_half(cpu) };
+            cpu.busy(entry).await;
+            let entered = cpu.host().module.borrow_mut().enter_guest(ticket);
+            match entered {
+                Entered::Running(run) => {
+                    cpu.mark(Span::Instant, mark::GUEST, 0, 1, || "(guest runs)".to_string());
+                    VpEnter::Running(run)
+                }
+                Entered::Returned(output) => VpEnter::Returned(seam_exit(cpu, &call, output).await),
+            }
+        }
+        Begin::Locking(_) => unreachable!("tdh_vp_enter: seam_entry steps every attempt"),
+    }
+}
+
+/// The TD exit the host's guest model decided on: the module counts it for zero-step and
+/// releases what the run held; then the exit's work and SEAM exit. VP.ENTER returns.
+pub async fn tdh_vp_exit(cpu: &Cpu, call: LeafCall, run: GuestRun, exit: TdExit) -> LeafOutput {
+    let output = cpu.host().module.borrow_mut().exit_guest(run, exit);
+    cpu.busy(vp_enter_half(cpu)).await;
+    seam_exit(cpu, &call, output).await
+}
+
+/// A TD exit the module made on its own (an ACCEPT it turned into an EPT violation): the
+/// exit's work and SEAM exit. VP.ENTER returns `output`.
+pub async fn tdh_vp_exited(cpu: &Cpu, call: LeafCall, output: LeafOutput) -> LeafOutput {
+    cpu.busy(vp_enter_half(cpu)).await;
+    seam_exit(cpu, &call, output).await
 }
 
 fn interleaved(cpu: &Cpu) -> bool {

@@ -16,7 +16,6 @@
 pub mod ops;
 pub mod spec;
 
-use std::cell::Cell;
 use std::rc::Rc;
 
 use seam_model::{PAGE_SIZE, TdId};
@@ -94,53 +93,34 @@ async fn td_life(cpu: &Cpu, load: &Rc<Workload>, td: TdId, index: u64, round: u3
     result
 }
 
-/// What the vCPU threads and a storm's host thread share.
-struct Shared {
-    /// The storm is over: set by the VMM once every vCPU thread is done (zap_storm: the
-    /// host thread stops), or by the host thread once its holes are punched
-    /// (guest_accept_storm: the hostile guests stop).
-    over: Cell<bool>,
-}
-
-/// Spawns a thread per vCPU of `td` (and, for the storms that need one, the host thread
-/// that zaps), and waits for all of them (`pthread_join()`); the first error wins.
+/// Spawns a thread per vCPU of `td` (and, for an ACCEPT storm, the host thread that
+/// removes pages), and waits for all of them (`pthread_join()`); the first error wins.
 async fn run_vcpus(cpu: &Cpu, load: &Rc<Workload>, td: TdId, index: u64) -> Result<(), Errno> {
-    let shared = Rc::new(Shared { over: Cell::new(false) });
-    let mut vcpus = Vec::new();
+    let mut threads = Vec::new();
     for vcpu in 0..load.vcpus_per_td {
         let target = CpuId(load.cpu_of(index * u64::from(load.vcpus_per_td) + u64::from(vcpu)));
         let load = load.clone();
-        let shared = shared.clone();
         let body: OnCpu<Result<(), Errno>> = Rc::new(move |on: Cpu| {
             let load = load.clone();
-            let shared = shared.clone();
-            Box::pin(async move { vcpu_thread(&on, &load, &shared, td, vcpu).await })
+            Box::pin(async move { vcpu_thread(&on, &load, td, vcpu).await })
         });
-        let name = format!("vcpu/TD {}/{vcpu}", td.0);
-        vcpus.push(spawn_thread(cpu, target, name, body));
+        threads.push(spawn_thread(cpu, target, format!("vcpu/TD {}/{vcpu}", td.0), body));
     }
-    let zapper = match load.kind {
-        WorkloadKind::ZapStorm | WorkloadKind::GuestAcceptStorm => {
+    match load.kind {
+        WorkloadKind::GuestAcceptStorm => {
             // On the CPU after the TD's vCPUs, so it is not queued behind one of them.
             let target = CpuId(load.cpu_of((index + 1) * u64::from(load.vcpus_per_td)));
             let load = load.clone();
-            let shared = shared.clone();
             let body: OnCpu<Result<(), Errno>> = Rc::new(move |on: Cpu| {
                 let load = load.clone();
-                let shared = shared.clone();
-                Box::pin(async move { zapper_thread(&on, &load, &shared, td).await })
+                Box::pin(async move { remover_thread(&on, &load, td).await })
             });
-            Some(spawn_thread(cpu, target, format!("zap/TD {}", td.0), body))
+            threads.push(spawn_thread(cpu, target, format!("remove/TD {}", td.0), body));
         }
-        WorkloadKind::TdBoot | WorkloadKind::TdChurn | WorkloadKind::FaultStorm => None,
-    };
-    let mut result = Ok(());
-    for thread in &vcpus {
-        let ret = join(cpu, thread).await;
-        result = result.and(ret);
+        WorkloadKind::TdBoot | WorkloadKind::TdChurn | WorkloadKind::FaultStorm | WorkloadKind::ZapStorm => {}
     }
-    shared.over.set(true);
-    if let Some(thread) = &zapper {
+    let mut result = Ok(());
+    for thread in &threads {
         let ret = join(cpu, thread).await;
         result = result.and(ret);
     }
@@ -162,60 +142,55 @@ async fn join(cpu: &Cpu, thread: &Thread) -> Result<(), Errno> {
     thread.0.borrow_mut().take().expect("a joined thread stored its result")
 }
 
-/// vCPU `vcpu`'s thread: KVM_RUN with the guest program of the workload's kind.
-async fn vcpu_thread(cpu: &Cpu, load: &Workload, shared: &Shared, td: TdId, vcpu: u32) -> Result<(), Errno> {
-    let (gpa, pages) = load.vcpu_share(vcpu);
+/// vCPU `vcpu`'s thread: KVM_RUN with the guest of the workload's kind, and what the VMM
+/// does on this thread when the guest asks (a conversion's punch-hole).
+async fn vcpu_thread(cpu: &Cpu, load: &Workload, td: TdId, vcpu: u32) -> Result<(), Errno> {
+    let share = load.vcpu_share(vcpu);
+    ops::run_guest(cpu, load, td, vcpu, share, true).await?;
     match load.kind {
-        WorkloadKind::TdBoot | WorkloadKind::TdChurn => {
-            ops::run_guest(cpu, load, td, vcpu, gpa, pages, ops::Guest::Boot).await
-        }
+        WorkloadKind::TdBoot | WorkloadKind::TdChurn => Ok(()),
         WorkloadKind::FaultStorm => {
-            for pass in 0..load.rounds {
-                ops::run_guest(cpu, load, td, vcpu, gpa, pages, ops::Guest::Touch).await?;
-                if pass + 1 < load.rounds {
-                    // The guest gives the memory back (a conversion to shared): punch-hole.
-                    ops::punch_hole(cpu, td, gpa, pages).await?;
-                }
+            for _ in 1..load.rounds {
+                // The guest converts its memory to shared and back (KVM_HC_MAP_GPA_RANGE,
+                // handled by the VMM on this thread): punch-hole, then accept it again.
+                ops::punch_hole(cpu, td, share.0, share.1).await?;
+                ops::run_guest(cpu, load, td, vcpu, share, true).await?;
             }
             Ok(())
         }
         WorkloadKind::ZapStorm => {
+            let (gpa, pages) = share;
+            let hole_pages = (load.zap_size / PAGE_SIZE).min(pages);
+            let places = (pages / hole_pages.max(1)).max(1);
             for _ in 0..load.rounds {
-                ops::run_guest(cpu, load, td, vcpu, gpa, pages, ops::Guest::Touch).await?;
+                if hole_pages == 0 {
+                    break;
+                }
+                // The guest converts a part of its memory to shared and back.
+                let place = u64::from(get_random_u32_below(cpu, u32::try_from(places).unwrap_or(u32::MAX)));
+                let hole = (gpa + place * hole_pages * PAGE_SIZE, hole_pages);
+                ops::punch_hole(cpu, td, hole.0, hole.1).await?;
+                ops::run_guest(cpu, load, td, vcpu, hole, true).await?;
             }
             Ok(())
         }
         WorkloadKind::GuestAcceptStorm => {
-            ops::run_guest(cpu, load, td, vcpu, gpa, pages, ops::Guest::Hostile { stop: &shared.over }).await
+            // Hostile from here: re-ACCEPT the first page until the host thread is done.
+            let cycles = (u64::from(load.rounds) + 1).saturating_mul(load.zap_interval);
+            ops::run_hostile_guest(cpu, load, td, vcpu, share.0, cycles).await
         }
     }
 }
 
-/// A storm's host thread: punches a hole of `zap_size` at a place drawn in the TD's touched
-/// memory every `zap_interval`, until the vCPUs are done (zap_storm) or `rounds` holes are
-/// punched (guest_accept_storm, whose vCPUs stop then).
-async fn zapper_thread(cpu: &Cpu, load: &Workload, shared: &Shared, td: TdId) -> Result<(), Errno> {
-    let hole_pages = load.zap_size / PAGE_SIZE;
-    let places = (load.touched_pages() / hole_pages).max(1);
-    let mut holes = 0u32;
-    loop {
-        let enough = match load.kind {
-            WorkloadKind::GuestAcceptStorm => holes == load.rounds,
-            WorkloadKind::ZapStorm => shared.over.get(),
-            WorkloadKind::TdBoot | WorkloadKind::TdChurn | WorkloadKind::FaultStorm => true,
-        };
-        if enough {
-            break;
-        }
+/// An ACCEPT storm's host thread: every `zap_interval`, removes `zap_size` of memory at the
+/// GPA one hostile guest re-ACCEPTs (the vCPUs in turn), `rounds` times: PAGE.REMOVE against
+/// the guests' host-priority ACCEPTs.
+async fn remover_thread(cpu: &Cpu, load: &Workload, td: TdId) -> Result<(), Errno> {
+    for round in 0..load.rounds {
         cpu.sim.sleep(load.zap_interval).await;
-        let place = u64::from(get_random_u32_below(cpu, u32::try_from(places).unwrap_or(u32::MAX)));
-        let gpa = load.initial_memory + place * hole_pages * PAGE_SIZE;
-        ops::punch_hole(cpu, td, gpa, hole_pages).await?;
-        holes += 1;
+        let (gpa, pages) = load.vcpu_share(round % load.vcpus_per_td);
+        ops::punch_hole(cpu, td, gpa, (load.zap_size / PAGE_SIZE).min(pages)).await?;
         cpu.progress();
-    }
-    if load.kind == WorkloadKind::GuestAcceptStorm {
-        shared.over.set(true);
     }
     Ok(())
 }

@@ -16,10 +16,11 @@ pub enum WorkloadKind {
     /// TDs that exist from the start fault their memory in as fast as their guests go; with
     /// `rounds` > 1 each vCPU's thread punches its memory out again between rounds.
     FaultStorm,
-    /// TDs that exist from the start keep touching their memory while a thread per TD
-    /// punches holes in it (guest_memfd punch-hole: zaps under `mmu_lock` write).
+    /// TDs that exist from the start fault their memory in, then each guest converts a
+    /// random part of it to shared and back, `rounds` times: a punch-hole (zaps under
+    /// `mmu_lock` write, kicks of the other vCPUs) and the part faulted and accepted again.
     ZapStorm,
-    /// Hostile guests re-ACCEPT one GPA in a loop while a thread per TD removes pages:
+    /// Hostile guests re-ACCEPT one GPA in a loop while a thread per TD removes pages there:
     /// the host's PAGE.REMOVE against the guest's host-priority locks.
     GuestAcceptStorm,
 }
@@ -94,21 +95,19 @@ pub struct Workload {
     pub fault_interval: u64,
     /// How often consecutive private pages of a TD share a 2MB range.
     pub locality: Locality,
-    /// td_churn: lives per TD slot; fault_storm: passes of fault-in and punch-out;
-    /// zap_storm: passes the guests make over their memory; guest_accept_storm: holes the
-    /// host punches.
+    /// td_churn: lives per TD slot; fault_storm: passes of fault-in (and punch-out between
+    /// them); zap_storm: conversions per vCPU; guest_accept_storm: removals the host makes.
     pub rounds: u32,
     /// When the workload starts (cycles).
     pub start: u64,
     /// Its threads run on CPUs `first_cpu..first_cpu + cpus`, round-robin.
     pub first_cpu: u32,
     pub cpus: u32,
-    /// zap_storm, guest_accept_storm: bytes of each hole (a multiple of 4KB).
+    /// zap_storm: bytes each conversion punches out; guest_accept_storm: bytes each removal
+    /// takes from a hostile guest's GPA on (multiples of 4KB).
     pub zap_size: u64,
-    /// zap_storm, guest_accept_storm: the host's wait between holes (cycles).
+    /// guest_accept_storm: the host thread's wait before each removal (cycles).
     pub zap_interval: u64,
-    /// guest_accept_storm: the hostile guest's work between re-ACCEPTs (cycles).
-    pub accept_interval: u64,
 }
 
 impl Workload {
@@ -177,7 +176,6 @@ mod tests {
             cpus: 3,
             zap_size: 0,
             zap_interval: 0,
-            accept_interval: 0,
         }
     }
 

@@ -21,12 +21,12 @@ use crate::error::{ErrorKind, ScenarioError, line_column, shortened};
 use crate::keys::{self, max, raw_operands};
 use crate::schema::{
     Bound, CALLS, CALLS_NOT_AVAILABLE, Call, EnableDesign, Expect, FailStep, HostCfg, Machine, MetricBound,
-    ModuleCfg, Returns, RunCfg, SEPT_BUSY_DESIGNS, STRATEGY_NAMES, Scenario, Step, Strategy, Task,
-    UpdateDesign,
+    ModuleCfg, Returns, RunCfg, STRATEGY_NAMES, Scenario, SeptBusyDesign, Step, Strategy, Task, UpdateDesign,
 };
 use crate::units::{parse_address, parse_size, parse_time};
 
 mod errors;
+mod kvm;
 mod sections;
 mod steps;
 mod values;
@@ -190,7 +190,15 @@ fn step_tds(tasks: &[Task]) -> std::collections::BTreeSet<u32> {
         .iter()
         .flat_map(|task| &task.steps)
         .filter_map(|step| match &step.call {
-            Call::TdCreate { td, .. } | Call::TdpFault { td, .. } | Call::Zap { td, .. } => Some(*td),
+            Call::TdCreate { td, .. }
+            | Call::VcpuInit { td, .. }
+            | Call::InitMemRegion { td, .. }
+            | Call::TdFinalize { td }
+            | Call::VcpuRun { td, .. }
+            | Call::MemslotDelete { td, .. }
+            | Call::TdDestroy { td }
+            | Call::TdpFault { td, .. }
+            | Call::Zap { td, .. } => Some(*td),
             Call::Seamcall(
                 LeafCall::PageAug { td, .. }
                 | LeafCall::PageRemove { td, .. }

@@ -129,10 +129,11 @@ impl Loader<'_> {
     pub(super) fn host(&self, top: &Table<'_, '_>) -> Result<HostCfg> {
         let mut host = HostCfg {
             dpamt: DpamtDesign::default(),
-            sept_busy: SEPT_BUSY_DESIGNS[0].to_owned(),
+            sept_busy: SeptBusyDesign::default(),
+            sept_retries: crate::schema::SEPT_RETRIES_DEFAULT,
             update: UpdateDesign::default(),
             enable: EnableDesign::default(),
-            hint_aug_retries: host_model::kvm::mmu::HINT_AUG_RETRIES_DEFAULT,
+            hint_aug_retries: host_model::kvm::tdx_fault::HINT_AUG_RETRIES_DEFAULT,
         };
         let Some(table) = self.subtable(top, "host", keys::HOST)? else {
             return Ok(host);
@@ -143,7 +144,13 @@ impl Loader<'_> {
             host.dpamt = DpamtDesign::from_name(name).expect("choice() returned a listed name");
         }
         if let Some(value) = table.get("sept_busy") {
-            host.sept_busy = self.choice(&table.key("sept_busy"), value, SEPT_BUSY_DESIGNS)?.to_owned();
+            let names: Vec<&str> = SeptBusyDesign::ALL.iter().map(|design| design.name()).collect();
+            let name = self.choice(&table.key("sept_busy"), value, &names)?;
+            host.sept_busy = SeptBusyDesign::from_name(name).expect("choice() returned a listed name");
+        }
+        if let Some(value) = table.get("sept_retries") {
+            let key = table.key("sept_retries");
+            host.sept_retries = self.int(&key, value, 0, u64::from(crate::schema::SEPT_RETRIES_MAX))? as u32;
         }
         if let Some(value) = table.get("update") {
             let names: Vec<&str> = UpdateDesign::ALL.iter().map(|design| design.name()).collect();
@@ -200,6 +207,7 @@ impl Loader<'_> {
             return Err(self.invalid(Some(value), "task", expected));
         };
         let mut tasks = Vec::new();
+        let values: Vec<&Value<'_>> = array.iter().collect();
         for (index, value) in array.iter().enumerate() {
             let path = format!("task[{index}]");
             if !value.get_ref().is_table() {
@@ -228,7 +236,9 @@ impl Loader<'_> {
                 return Err(self.invalid(*cpu_value, &format!("task[{index}].cpu"), &expected));
             }
         }
-        Ok(tasks.into_iter().map(|(task, _)| task).collect())
+        let tasks: Vec<Task> = tasks.into_iter().map(|(task, _)| task).collect();
+        self.check_kvm_steps(&tasks, &values)?;
+        Ok(tasks)
     }
 
     pub(super) fn task(

@@ -50,6 +50,9 @@ impl Loader<'_> {
         {
             self.check_keys(table, &step_keys(arguments))?;
         }
+        if let Some(call) = self.kvm_call(name, table, space, clock)? {
+            return Ok(call);
+        }
         let call = match name {
             "seamcall" => self.seamcall(table, space)?,
             "tdx_pamt_get" | "tdx_pamt_put" | "tdp_fault" | "zap" => self.memory_call(name, table, space)?,
@@ -72,7 +75,6 @@ impl Loader<'_> {
                 if name == "cpu_up" { Call::CpuUp { target } } else { Call::CpuDown { target } }
             }
             "seamldr_install_module" => self.install_call(table)?,
-            "td_create" => self.td_create_call(table, clock)?,
             "sleep" | "spin" => {
                 let Some(for_value) = table.get("for") else {
                     return Err(self.missing(table, "for", "a time (required)"));
@@ -106,20 +108,6 @@ impl Loader<'_> {
             None => None,
         };
         Ok(Call::SeamldrInstallModule { fail_step })
-    }
-
-    /// `td_create`: the TD, its vCPUs and how long building it takes.
-    fn td_create_call(&self, table: &Table<'_, '_>, clock: Clock) -> Result<Call> {
-        let td = self.required_td(table)?;
-        let vcpus = match table.get("vcpus") {
-            Some(value) => self.int(&table.key("vcpus"), value, 1, max::VCPUS)? as u32,
-            None => 1,
-        };
-        let build_cycles = match table.get("build") {
-            Some(value) => self.bounded_time(&table.key("build"), value, clock, 0, TIME_EXPECTED)?,
-            None => 0,
-        };
-        Ok(Call::TdCreate { td, vcpus, build_cycles })
     }
 
     /// The calls that take pages: DPAMT get/put, a TDP fault, a zap.

@@ -26,12 +26,12 @@ pub mod defaults {
     pub const LOCALITY: f64 = 1.0;
     /// `rounds`.
     pub const ROUNDS: u64 = 1;
-    /// `zap_size`.
+    /// `zap_size` of a zap_storm: a 2MB conversion (at most the vCPU's part).
     pub const ZAP_SIZE: u64 = 2 << 20;
+    /// `zap_size` of a guest_accept_storm: the one page a hostile guest re-ACCEPTs.
+    pub const ZAP_SIZE_ACCEPT_STORM: u64 = 4 << 10;
     /// `zap_interval`, in nanoseconds.
     pub const ZAP_INTERVAL_NS: f64 = 100_000.0;
-    /// `accept_interval`, in nanoseconds: calibration.md §2.3's hostile guest (1–10 us).
-    pub const ACCEPT_INTERVAL_NS: f64 = 2_000.0;
 }
 
 /// Keys every kind takes.
@@ -55,8 +55,8 @@ fn kind_keys(kind: WorkloadKind) -> &'static [&'static str] {
         WorkloadKind::TdBoot => &["initial_memory"],
         WorkloadKind::TdChurn => &["initial_memory", "rounds"],
         WorkloadKind::FaultStorm => &["rounds"],
-        WorkloadKind::ZapStorm => &["rounds", "zap_size", "zap_interval"],
-        WorkloadKind::GuestAcceptStorm => &["rounds", "zap_size", "zap_interval", "accept_interval"],
+        WorkloadKind::ZapStorm => &["rounds", "zap_size"],
+        WorkloadKind::GuestAcceptStorm => &["rounds", "zap_size", "zap_interval"],
     }
 }
 
@@ -176,22 +176,16 @@ impl Loader<'_> {
             None => 0,
         };
         let (first_cpu, cpus) = self.workload_cpus(table, space.machine)?;
-        let zap_size = match kind {
-            WorkloadKind::ZapStorm | WorkloadKind::GuestAcceptStorm => {
-                let zap_default = defaults::ZAP_SIZE.min(memory_touched.max(PAGE_SIZE));
-                let size = self.workload_size(
-                    table,
-                    "zap_size",
-                    PAGE_SIZE,
-                    PAGE_SIZE,
-                    memory_touched.max(PAGE_SIZE),
-                )?;
-                size.unwrap_or(zap_default)
-            }
+        let zap_default = match kind {
+            WorkloadKind::ZapStorm => defaults::ZAP_SIZE,
+            WorkloadKind::GuestAcceptStorm => defaults::ZAP_SIZE_ACCEPT_STORM,
             WorkloadKind::TdBoot | WorkloadKind::TdChurn | WorkloadKind::FaultStorm => 0,
         };
+        let most = memory_touched.max(PAGE_SIZE);
+        let zap_size = self
+            .workload_size(table, "zap_size", PAGE_SIZE, PAGE_SIZE, most)?
+            .unwrap_or(zap_default.min(most));
         let zap_interval = time("zap_interval", defaults::ZAP_INTERVAL_NS)?;
-        let accept_interval = time("accept_interval", defaults::ACCEPT_INTERVAL_NS)?;
         Ok(Workload {
             kind,
             first_td,
@@ -208,7 +202,6 @@ impl Loader<'_> {
             cpus,
             zap_size,
             zap_interval,
-            accept_interval,
         })
     }
 

@@ -31,6 +31,10 @@ impl Engine {
             let blockers = parked.wait.map_or_else(Vec::new, |wait| self.wait_pending(wait));
             return Some(WaitsFor::Event { what, blockers });
         }
+        if let Some(polling) = state.polling {
+            let blockers = polling.wait.map_or_else(Vec::new, |wait| self.wait_pending(wait));
+            return Some(WaitsFor::Event { what: polling.reason.to_string(), blockers });
+        }
         if state.status == TaskStatus::Runnable {
             let cpu = self.cpu(state.cpu);
             let owner = cpu.current?;

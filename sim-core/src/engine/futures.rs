@@ -40,6 +40,13 @@ impl Sim {
         Delay { sim: self.clone(), cycles, sleep: true, armed: false }
     }
 
+    /// Busy for up to `cycles` keeping its CPU, like [`Sim::delay`], but ended early when an
+    /// interrupt handler or a stopper is queued for this CPU: a guest running under VMX,
+    /// which any interrupt makes exit. Resolves to true when it was cut short.
+    pub fn interruptible(&self, cycles: u64) -> Interruptible {
+        Interruptible { sim: self.clone(), cycles, armed: false }
+    }
+
     /// Off its CPU for `cycles` because something else got it (a preemption): the CPU may
     /// run another task meanwhile; the task comes back first among its peers.
     pub fn preempted_for(&self, cycles: u64) -> Preempt {
@@ -126,6 +133,51 @@ impl Future for Delay {
                 engine.leave_cpu(task);
             }
         });
+        self.armed = true;
+        Poll::Pending
+    }
+}
+
+/// The future of [`Sim::interruptible`].
+pub struct Interruptible {
+    sim: Sim,
+    cycles: u64,
+    armed: bool,
+}
+
+impl Future for Interruptible {
+    type Output = bool;
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<bool> {
+        if self.armed {
+            return Poll::Ready(self.sim.with(|engine| {
+                let task = engine.current_task();
+                let state = &mut engine.tasks[task.0 as usize];
+                state.interruptible = None;
+                std::mem::replace(&mut state.interrupted, false)
+            }));
+        }
+        let cycles = self.cycles;
+        let pending = self.sim.with(|engine| {
+            let task = engine.current_task();
+            // An interrupt already queued for this CPU ends the period before it starts.
+            let cpu = engine.task_cpu(task);
+            if engine
+                .cpu(cpu)
+                .runq
+                .front()
+                .is_some_and(|next| engine.task_priority(*next) > TaskPriority::Normal)
+            {
+                return false;
+            }
+            let at = engine.now.saturating_add(cycles);
+            let seq = engine.schedule_wake(task, at);
+            engine.tasks[task.0 as usize].interruptible = Some(seq);
+            true
+        });
+        if !pending {
+            return Poll::Ready(true);
+        }
         self.armed = true;
         Poll::Pending
     }

@@ -21,7 +21,7 @@ mod waits;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-pub use futures::{Acquire, Acquired, Delay, Park, Preempt, Sim, Yield};
+pub use futures::{Acquire, Acquired, Delay, Interruptible, Park, Preempt, Sim, Yield};
 pub use sched::Stall;
 pub use waits::WaitId;
 
@@ -141,6 +141,16 @@ struct TaskState {
     granted_wait: u64,
     /// The locks it holds, in the order it took them (lockdep and reports read this).
     held: Vec<ResourceId>,
+    /// Busy in an interruptible period ([`Sim::interruptible`]): the sequence number of
+    /// the wake event that ends it, which an interrupt makes stale.
+    interruptible: Option<u64>,
+    /// The interruptible period ended early.
+    interrupted: bool,
+    /// Wake events of this task that an interrupt made stale; dropped when they come due.
+    stale_wakes: Vec<u64>,
+    /// Running, but spinning until a wait object's parties act (a retry loop that only
+    /// another task can end): an edge of the wait-for graph though the task never parks.
+    polling: Option<Parked>,
 }
 
 /// All state of a run that is not a task's own future.
@@ -362,10 +372,19 @@ impl Engine {
         self.trace.is_recording()
     }
 
-    fn schedule_wake(&mut self, task: TaskId, at: Cycle) {
+    fn schedule_wake(&mut self, task: TaskId, at: Cycle) -> u64 {
         self.seq += 1;
         self.queued_task_events += 1;
         self.queue.push(Reverse((at.0, self.seq, task.0)));
+        self.seq
+    }
+
+    /// Declares (or, with `None`, ends) that the current task spins until the parties of
+    /// `wait` act: it keeps running, but waits for them as a parked task would, so a cycle
+    /// through it is a deadlock the detector names. `reason` says what it waits for.
+    pub fn set_polling(&mut self, on: Option<(&'static str, WaitId)>) {
+        let task = self.current_task();
+        self.tasks[task.0 as usize].polling = on.map(|(reason, wait)| Parked { reason, wait: Some(wait) });
     }
 
     fn trace_task(&mut self, task: TaskId, kind: crate::trace::TraceKind, words: [u64; 4]) {
@@ -379,7 +398,7 @@ impl Engine {
     /// Events due on the same cycle wait in `same_cycle`, in the order they were scheduled,
     /// until each is chosen: a barrier that wakes 4096 stoppers at once costs one pass over
     /// the heap, not 4096.
-    fn next_event(&mut self) -> Option<(Cycle, TaskId)> {
+    fn next_event(&mut self) -> Option<(Cycle, TaskId, u64)> {
         while self.same_cycle.is_empty() {
             if self.queued_task_events == 0 {
                 return None;
@@ -390,7 +409,7 @@ impl Engine {
                 if alone {
                     // The common case: nothing else is due on this cycle.
                     self.queued_task_events -= 1;
-                    return Some((Cycle(first.0), TaskId(first.2)));
+                    return Some((Cycle(first.0), TaskId(first.2), first.1));
                 }
                 self.same_cycle.push(first);
                 break;
@@ -424,7 +443,7 @@ impl Engine {
         };
         let chosen = self.same_cycle.remove(pick);
         self.queued_task_events -= 1;
-        Some((Cycle(chosen.0), TaskId(chosen.2)))
+        Some((Cycle(chosen.0), TaskId(chosen.2), chosen.1))
     }
 
     /// The outcome of a run that ended with `stop`: a simulator error always; otherwise the
@@ -479,6 +498,10 @@ impl Engine {
             runnable_since: start,
             granted_wait: 0,
             held: Vec::new(),
+            interruptible: None,
+            interrupted: false,
+            stale_wakes: Vec::new(),
+            polling: None,
         });
         self.schedule_wake(task, start);
         task
@@ -490,15 +513,24 @@ impl Engine {
         if let Some(outcome) = self.stop.take() {
             return Next::End(Box::new(outcome));
         }
-        let Some((at, task)) = self.next_event() else {
-            if let Some(outcome) = self.stop.take() {
-                return Next::End(Box::new(outcome));
+        let (at, task) = loop {
+            let Some((at, task, seq)) = self.next_event() else {
+                if let Some(outcome) = self.stop.take() {
+                    return Next::End(Box::new(outcome));
+                }
+                if self.tasks.iter().all(|state| state.status == TaskStatus::Finished) {
+                    return Next::End(Box::new(Outcome::pass()));
+                }
+                self.report_stuck();
+                return Next::End(Box::new(self.stop.take().expect("report_stuck stops")));
+            };
+            // The end of an interruptible period that an interrupt cut short.
+            let stale = &mut self.tasks[task.0 as usize].stale_wakes;
+            if let Some(index) = stale.iter().position(|&stale_seq| stale_seq == seq) {
+                stale.swap_remove(index);
+                continue;
             }
-            if self.tasks.iter().all(|state| state.status == TaskStatus::Finished) {
-                return Next::End(Box::new(Outcome::pass()));
-            }
-            self.report_stuck();
-            return Next::End(Box::new(self.stop.take().expect("report_stuck stops")));
+            break (at, task);
         };
         if at > self.config.max_time {
             let what =

@@ -49,6 +49,20 @@ impl Engine {
         id
     }
 
+    /// Puts `resource` in the lockdep class `key` instead of its kind's: locks of one kind
+    /// taken at different sites (`kvm->lock` and `tdx_lock` are both mutexes) are different
+    /// classes to lockdep, as a `lock_class_key` per init site makes them in the kernel.
+    pub fn set_lockdep_class(&mut self, resource: ResourceId, key: &'static str) {
+        let class_id = match self.classes.iter().position(|known| *known == key) {
+            Some(index) => index as u32,
+            None => {
+                self.classes.push(key);
+                (self.classes.len() - 1) as u32
+            }
+        };
+        self.resources[resource.0 as usize].class_id = class_id;
+    }
+
     /// Lets a task that holds `resource` shared take it shared again (a percpu rwsem read
     /// side): it succeeds unless a writer waits, in which case it queues behind the writer.
     pub fn set_recursive_shared(&mut self, resource: ResourceId) {
@@ -244,7 +258,8 @@ impl Engine {
     fn describe_inversion(&self, taking: &OrderEdge, earlier: &[OrderEdge], classes: bool) -> String {
         let name = |id: ResourceId| {
             if classes {
-                format!("{} (class {})", self.resource_name(id), self.resource_class(id))
+                let class = &self.classes[self.resources[id.0 as usize].class_id as usize];
+                format!("{} (class {class})", self.resource_name(id))
             } else {
                 self.resource_name(id).to_string()
             }

@@ -168,6 +168,23 @@ impl Engine {
         self.cpus[cpu.0 as usize].runq.insert(position, task);
         self.tasks[task.0 as usize].status = TaskStatus::Runnable;
         self.tasks[task.0 as usize].runnable_since = self.now;
+        // An interrupt or a stopper's wake-up IPI for a CPU whose task is in an
+        // interruptible period (a guest running under VMX) ends the period now.
+        if priority > TaskPriority::Normal
+            && let Some(owner) = self.cpus[cpu.0 as usize].current
+        {
+            self.interrupt(owner);
+        }
+    }
+
+    /// Ends `task`'s interruptible period now, if it is in one; its scheduled end goes stale.
+    pub(super) fn interrupt(&mut self, task: TaskId) {
+        let Some(seq) = self.tasks[task.0 as usize].interruptible.take() else { return };
+        let state = &mut self.tasks[task.0 as usize];
+        state.stale_wakes.push(seq);
+        state.interrupted = true;
+        let now = self.now;
+        self.schedule_wake(task, now);
     }
 
     /// The current task yields to the task its CPU's queue says must run (see

@@ -1,0 +1,89 @@
+//! Memslot deletion (`KVM_SET_USER_MEMORY_REGION2` with size 0): the slot is marked
+//! invalid, `synchronize_srcu(&kvm->srcu)` waits for the vCPUs inside read sections, the
+//! slot's private pages are zapped, then the slot is removed and SRCU synchronised again
+//! (virt/kvm/kvm_main.c).
+
+use seam_model::{Gpa, PAGE_SIZE, TdId};
+use sim_core::Span;
+
+use super::mmu::tdp_mmu_zap_leafs;
+use super::vm::{KvmTd, Memslot, MemslotState, kvm_td};
+use crate::kernel::Errno;
+use crate::kernel::cpu::{Cpu, mark};
+use crate::kernel::lockdep::{lockdep_assert_held, might_sleep};
+use crate::kernel::mutex::{mutex_lock, mutex_unlock};
+use crate::kernel::rwlock::{write_lock, write_unlock};
+use crate::kernel::srcu::synchronize_srcu;
+
+/// Deletes the memslot of `pages` 4KB pages at `gpa` of `td`; -EINVAL if there is none
+/// (already deleted).
+///
+/// Kernel: `kvm_set_memory_region()` (under `kvm->slots_lock`) -> `kvm_set_memslot(...,
+/// KVM_MR_DELETE)`, virt/kvm/kvm_main.c.
+pub async fn kvm_set_memory_region_delete(cpu: &Cpu, td: TdId, gpa: Gpa, pages: u64) -> Result<(), Errno> {
+    might_sleep(cpu, "kvm_set_memory_region");
+    let kvm = kvm_td(cpu, td);
+    mutex_lock(cpu, kvm.slots_lock).await;
+    let ret = match kvm.memslot(gpa, pages) {
+        Some(slot) if slot.state.get() == MemslotState::Valid => {
+            kvm_set_memslot_delete(cpu, kvm, slot).await;
+            Ok(())
+        }
+        Some(_) | None => Err(Errno::EINVAL),
+    };
+    mutex_unlock(cpu, kvm.slots_lock);
+    ret
+}
+
+/// `kvm_set_memslot(kvm, old, NULL, KVM_MR_DELETE)`: invalidate, then delete.
+async fn kvm_set_memslot_delete(cpu: &Cpu, kvm: &KvmTd, slot: &Memslot) {
+    lockdep_assert_held(cpu, kvm.slots_lock.resource, "kvm_set_memslot");
+    kvm_invalidate_memslot(cpu, kvm, slot).await;
+    kvm_delete_memslot(cpu, kvm, slot).await;
+}
+
+/// `kvm_invalidate_memslot()`: the slot becomes `KVM_MEMSLOT_INVALID` (faults on it return
+/// RET_PF_RETRY), `kvm_swap_active_memslots()` waits out every SRCU reader that may still see
+/// the valid slot, and `kvm_arch_flush_shadow_memslot()` zaps its private pages.
+async fn kvm_invalidate_memslot(cpu: &Cpu, kvm: &KvmTd, slot: &Memslot) {
+    // The deletion is what a fault retrying on the invalid slot waits for.
+    let wait = cpu.sim.with(|engine| {
+        let wait = engine.new_wait();
+        engine.wait_add_party(wait, cpu.task);
+        wait
+    });
+    slot.state.set(MemslotState::Invalid { wait });
+    cpu.mark(Span::Instant, mark::KVM, 2, slot.base_gfn * PAGE_SIZE, || {
+        format!("memslot {:#x} x{} KVM_MEMSLOT_INVALID", slot.base_gfn * PAGE_SIZE, slot.npages)
+    });
+    // kvm_swap_active_memslots(): the new memslots are visible, then readers drain.
+    synchronize_srcu(cpu, &kvm.srcu).await;
+    kvm_arch_flush_shadow_memslot(cpu, kvm, slot).await;
+}
+
+/// `kvm_arch_flush_shadow_memslot()` for a TD: zap the slot's private leaves under
+/// `mmu_lock` held for write. guest_memfd keeps its pages (the file outlives the binding);
+/// they go when the TD does.
+async fn kvm_arch_flush_shadow_memslot(cpu: &Cpu, kvm: &KvmTd, slot: &Memslot) {
+    let (start, end) = (slot.base_gfn, slot.base_gfn + slot.npages);
+    write_lock(cpu, kvm.mmu_lock).await;
+    // A failed removal is KVM_BUG_ON (already reported); the deletion goes on.
+    let _ = tdp_mmu_zap_leafs(cpu, kvm, start, end).await;
+    write_unlock(cpu, kvm.mmu_lock);
+}
+
+/// `kvm_delete_memslot()`: the invalid slot is replaced by nothing; new faults find no
+/// memslot (and a fault retrying on the invalid one sees it gone), then SRCU readers drain
+/// once more.
+async fn kvm_delete_memslot(cpu: &Cpu, kvm: &KvmTd, slot: &Memslot) {
+    let MemslotState::Invalid { wait } = slot.state.get() else {
+        unreachable!("kvm_delete_memslot: the slot was invalidated first");
+    };
+    slot.state.set(MemslotState::Deleted);
+    cpu.sim.with(|engine| {
+        let party = engine.wait_party_of(wait, cpu.task).expect("the deleter is the invalid slot's party");
+        engine.wait_party_done(wait, party);
+    });
+    cpu.mark(Span::Instant, mark::KVM, 3, slot.base_gfn * PAGE_SIZE, || "memslot deleted".to_string());
+    synchronize_srcu(cpu, &kvm.srcu).await;
+}
