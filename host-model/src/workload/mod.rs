@@ -139,6 +139,8 @@ fn spawn_thread(cpu: &Cpu, target: CpuId, name: String, body: OnCpu<Result<(), E
 /// `pthread_join()`: waits until the thread returns; its result.
 async fn join(cpu: &Cpu, thread: &Thread) -> Result<(), Errno> {
     thread.1.wait(cpu, "a VMM thread (pthread_join)").await;
+    // Joined: the VMM moves on (its wait was the thread's progress, not a stall).
+    cpu.progress();
     thread.0.borrow_mut().take().expect("a joined thread stored its result")
 }
 

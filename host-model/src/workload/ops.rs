@@ -75,16 +75,9 @@ pub async fn run_hostile_guest(
 }
 
 /// `fallocate(FALLOC_FL_PUNCH_HOLE)` on the TD's guest_memfd over `pages` pages from `gpa`
-/// (what a VMM does for a guest's conversion of private memory to shared). The
-/// invalidation zaps with `may_block`, so the TDP MMU gives `mmu_lock` up whenever a fault
-/// waits for it (`tdp_mmu_iter_cond_resched()` on `rwlock_needbreak()`), after at least one
-/// SPTE: under a storm, after each page, as one punch per page does.
+/// (what a VMM does for a guest's conversion of private memory to shared).
 pub async fn punch_hole(cpu: &Cpu, td: TdId, gpa: u64, pages: u64) -> Result<(), Errno> {
-    for page in 0..pages {
-        zap(cpu, td, gpa + page * PAGE_SIZE, 1).await?;
-        cpu.progress();
-    }
-    Ok(())
+    zap(cpu, td, gpa, u32::try_from(pages).expect("the loader keeps a hole below 2^32 pages")).await
 }
 
 /// The VMM closes the TD's fds: KVM destroys it (HKID release, reclaim of every page).
