@@ -45,6 +45,7 @@ pub fn run_engine() -> RunReport {
         jitter: 0.0,
         record_trace: false,
         max_stall_cycles: 0,
+        coverage: false,
         max_events: u64::MAX,
         hung_task_cycles: u64::MAX,
         online_cpus: u32::MAX,

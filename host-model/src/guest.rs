@@ -237,6 +237,10 @@ pub async fn guest_run(cpu: &Cpu, guest: &std::cell::RefCell<Guest>, run: GuestR
                 let slice = work_left.min(until.saturating_sub(now.0));
                 let cut_short = cpu.sim.interruptible(slice).await;
                 let done = cpu.sim.now().0 - now.0;
+                if done > 0 {
+                    // The guest ran: its CPU is not stuck, whatever the host side does.
+                    cpu.progress();
+                }
                 let mut state = guest.borrow_mut();
                 state.work_left -= done.min(state.work_left);
                 if state.work_left == 0 && !cut_short {

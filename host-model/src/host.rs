@@ -188,14 +188,10 @@ impl HostConfig {
 #[derive(Clone, Debug, Default)]
 pub struct HostStats {
     pub seamcalls: BTreeMap<(Leaf, TdxStatus), u64>,
-    /// Per CPU, the SEAMCALL statuses since its task last made progress: what a livelock
-    /// report shows of a retry loop.
-    pub since_progress: BTreeMap<u32, BTreeMap<(Leaf, TdxStatus), u64>>,
-    /// SEAMCALLs that returned a BUSY-class status, by leaf and the whole status (its
-    /// operand id kept): which lock of which leaf was contended.
-    pub busy: BTreeMap<(Leaf, TdxStatus), u64>,
-    /// Private-page fault latencies (`kvm::fault_stats`).
-    pub faults: FaultLatency,
+    /// Per CPU (by index), the SEAMCALL statuses since its task last made progress, in
+    /// first-seen order: what a livelock report shows of a retry loop. A few entries each,
+    /// cleared (not freed) at every progress.
+    pub since_progress: Vec<Vec<((Leaf, TdxStatus), u64)>>,
     /// `kvm_make_all_cpus_request()` calls.
     pub kicks: u64,
     /// Group-3 SEAMCALLs that were BUSY and went through `tdh_do_no_vcpus()`'s kick.
@@ -212,6 +208,11 @@ pub struct HostStats {
     pub local_retries: u64,
     /// The most BUSY answers one S-EPT SEAMCALL got in a row before another answer.
     pub sept_busy_peak: u64,
+    /// SEAMCALLs that returned a BUSY-class status, by leaf and the whole status (its
+    /// operand id kept): which lock of which leaf was contended.
+    pub busy: BTreeMap<(Leaf, TdxStatus), u64>,
+    /// Private-page fault latencies (`kvm::fault_stats`).
+    pub faults: FaultLatency,
 }
 
 /// All kernel state of one run.
@@ -247,6 +248,8 @@ pub struct Host {
     /// KVM's global state that enabling and TD creation use.
     pub kvm: KvmGlobal,
     pub stats: RefCell<HostStats>,
+    /// Coverage only: the CPU that last changed each `atomic_t` (name, index).
+    pub atomic_writers: RefCell<BTreeMap<(&'static str, usize), u32>>,
     sim: Sim,
 }
 
@@ -292,6 +295,7 @@ impl Host {
             tdx: TdxState::new(sim, &config),
             kvm: KvmGlobal::new(sim),
             stats: RefCell::new(HostStats::default()),
+            atomic_writers: RefCell::new(BTreeMap::new()),
             costs,
             config,
             sim: sim.clone(),

@@ -27,6 +27,7 @@ fn world(cpus: u32, online: u32) -> World {
             jitter: 0.0,
             record_trace: false,
             max_stall_cycles: 0,
+            coverage: false,
             max_events: u64::MAX,
             hung_task_cycles: 250_000_000,
             online_cpus: online,

@@ -249,7 +249,7 @@ pub fn decode(bytes: &[u8]) -> Result<Bundle, BundleError> {
 }
 
 fn strategy_from_name(name: &str) -> Option<Strategy> {
-    [Strategy::Random, Strategy::Pct, Strategy::Exhaustive]
+    [Strategy::Random, Strategy::Pct, Strategy::Exhaustive, Strategy::Coverage]
         .into_iter()
         .find(|strategy| strategy.name() == name)
 }

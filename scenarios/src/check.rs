@@ -37,11 +37,12 @@ pub struct CheckSummary {
 }
 
 /// What one run leaves for the verdict.
-struct RunSummary {
-    seed: u64,
-    outcome: Outcome,
-    metrics: Metrics,
-    events: u64,
+pub(crate) struct RunSummary {
+    /// The seed, or the schedule number for `exhaustive` and `coverage`.
+    pub(crate) seed: u64,
+    pub(crate) outcome: Outcome,
+    pub(crate) metrics: Metrics,
+    pub(crate) events: u64,
 }
 
 /// Runs judged at once: the parallel batch, after which its runs are folded into the verdict
@@ -62,6 +63,12 @@ pub fn check_with(scenario: &Scenario, options: CheckOptions, on_run: &(dyn Fn()
         Strategy::Exhaustive => Some(explore_exhaustive(scenario, on_run, &mut judge)),
         Strategy::Random | Strategy::Pct => {
             explore_seeds(scenario, strategy, options.jobs, on_run, &mut judge);
+            None
+        }
+        Strategy::Coverage => {
+            for run in crate::coverage::explore(scenario, options.jobs, on_run) {
+                judge.add(run);
+            }
             None
         }
     };

@@ -5,6 +5,8 @@
 //! - `load`: `load_file` / `load_str`, TOML text to `Scenario`, every check before any run.
 //! - `bundle`: `Bundle`, a repro bundle (one run, replayable without its file); `read` / `write`.
 //! - `check`: `check`, the runs of `tdxsim check` and the verdict on `[expect]`.
+//! - `coverage`: `--strategy coverage` for `check`, `run` and `replay` (the fuzz crate's explorer).
+//! - `fuzzing`: `tdxsim fuzz` (the fuzz crate's campaign, its output), and `ScenarioRunner`.
 //! - `checker`: `StateChecker`, which observes a run and owns every named invariant.
 //! - `faults`: the fault plan a run gives the module (`fail_step`).
 //! - `sweep`: `Sweep`, a sweep file checked point by point; `run` / `merge`, the grid on rayon into CSV.
@@ -23,9 +25,11 @@
 pub mod bundle;
 pub mod check;
 pub mod checker;
+pub mod coverage;
 pub mod error;
 pub mod faults;
 pub mod files;
+pub mod fuzzing;
 pub mod keys;
 pub mod kvm_steps;
 pub mod load;

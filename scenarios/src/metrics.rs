@@ -215,8 +215,8 @@ pub struct Metrics {
     pub faults: FaultLatency,
     /// Simulated cycles until the run ended.
     pub sim_cycles: u64,
-    /// KVM's counts (host-model's `HostStats`) by metric name ([`KVM_METRICS`]); peaks
-    /// (`schema::PEAK_METRICS`) combine by maximum.
+    /// KVM's counts (host-model's `HostStats`), by metric name ([`KVM_METRICS`]); a peak
+    /// (`schema::PEAK_METRICS`) combines by maximum, the others add.
     pub kvm: BTreeMap<&'static str, u64>,
 }
 

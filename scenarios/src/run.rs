@@ -19,8 +19,9 @@ use host_model::tdx::seamcall::seamcall;
 use host_model::{Cpu, Host, HostConfig, HostCosts};
 use seam_model::{Hpa, Leaf, LeafCall, Module, RANGE_2M, TdId, TdxStatus};
 use sim_core::{
-    Chooser, CpuId, Cycle, EngineConfig, Executor, Exhaustive, Outcome, OutcomeKind, PctChooser,
-    PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, RunReport, Seed, Span, TraceEvent,
+    Chooser, CoverageReport, CpuId, Cycle, EngineConfig, Executor, Exhaustive, Outcome, OutcomeKind,
+    PctChooser, PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, RunReport, Seed, Span,
+    TraceEvent,
 };
 
 use crate::checker::StateChecker;
@@ -38,6 +39,8 @@ pub enum Schedule {
     Replay(Vec<u32>),
     /// One schedule of the exhaustive enumeration: this prefix, then the default everywhere.
     Prefix(Vec<u32>),
+    /// Every cost at the middle of its band, nothing else deviating (`NominalChooser`).
+    Nominal,
 }
 
 impl Schedule {
@@ -50,6 +53,7 @@ impl Schedule {
                 Schedule::Pct { seed, depth: scenario.run.pct_depth, horizon: pct_horizon(scenario) }
             }
             Strategy::Exhaustive => Schedule::Prefix(exhaustive_schedule(scenario, seed)),
+            Strategy::Coverage => Schedule::Prefix(crate::coverage::coverage_schedule(scenario, seed)),
         }
     }
 }
@@ -97,6 +101,11 @@ pub struct RunResult {
     pub task_cpus: Vec<CpuId>,
     /// (name, class, figures) per host lock, by resource id.
     pub resources: std::sync::Arc<[(sim_core::Name, &'static str, ResourceStats)]>,
+    /// What the run covered, when asked for (`run_once_with`, `--strategy coverage`).
+    pub coverage: Option<CoverageReport>,
+    /// Per 2MB range at the end of the run: the host's refcount and whether the module has
+    /// the range backed (what `dpamt-refcount-matches-module` compares).
+    pub pamt_end: Vec<(i32, bool)>,
 }
 
 pub use crate::metrics::Metrics;
@@ -250,7 +259,17 @@ async fn run_step(cpu: &Cpu, call: &Call, module: &RefCell<Module>) -> StepResul
 
 /// Runs `scenario` once.
 pub fn run_once(scenario: &Scenario, schedule: &Schedule, record_trace: bool) -> RunResult {
-    Runner::new(scenario).run(schedule, record_trace)
+    run_once_with(scenario, schedule, record_trace, false)
+}
+
+/// Runs `scenario` once, recording what it covered when `coverage` is on.
+pub fn run_once_with(
+    scenario: &Scenario,
+    schedule: &Schedule,
+    record_trace: bool,
+    coverage: bool,
+) -> RunResult {
+    Runner::new(scenario).run_with(schedule, record_trace, coverage)
 }
 
 /// What every run of a scenario shares, worked out once: the host's configuration (labels,
@@ -272,6 +291,11 @@ impl<'s> Runner<'s> {
 
     /// One run from `schedule`; `record_trace` keeps the events (tables, Perfetto).
     pub fn run(&self, schedule: &Schedule, record_trace: bool) -> RunResult {
+        self.run_with(schedule, record_trace, false)
+    }
+
+    /// One run, recording what it covered when `coverage` is on.
+    pub fn run_with(&self, schedule: &Schedule, record_trace: bool, coverage: bool) -> RunResult {
         let scenario = self.scenario;
         let chooser: Box<dyn Chooser> = match schedule {
             Schedule::Random(seed) => Box::new(RandomChooser::new(Seed(*seed))),
@@ -280,8 +304,9 @@ impl<'s> Runner<'s> {
             }
             Schedule::Replay(decisions) => Box::new(ReplayChooser::new(decisions.clone())),
             Schedule::Prefix(prefix) => Box::new(PrefixChooser::new(prefix.clone())),
+            Schedule::Nominal => Box::new(sim_core::NominalChooser),
         };
-        let mut executor = Executor::new(engine_config(scenario, record_trace), chooser);
+        let mut executor = Executor::new(engine_config(scenario, record_trace, coverage), chooser);
         let config = self.host_config.clone();
         let module = Rc::new(RefCell::new(config.new_module()));
         let checker = Rc::new(StateChecker::new(module.clone()));
@@ -319,12 +344,12 @@ impl<'s> Runner<'s> {
             });
         }
         host_model::workload::spawn_workloads(&mut executor, &host, &scenario.workloads);
-        finish_run(executor.run(), &host, &checker)
+        finish_run(executor.run(), &host, &module, &checker)
     }
 }
 
 /// The engine's configuration for a run of `scenario`.
-fn engine_config(scenario: &Scenario, record_trace: bool) -> EngineConfig {
+fn engine_config(scenario: &Scenario, record_trace: bool, coverage: bool) -> EngineConfig {
     EngineConfig {
         cpus: scenario.machine.possible_cpus,
         max_time: scenario.run.max_time,
@@ -335,6 +360,7 @@ fn engine_config(scenario: &Scenario, record_trace: bool) -> EngineConfig {
         hung_task_cycles: scenario.run.hung_task.0,
         max_events: scenario.run.max_events,
         online_cpus: scenario.machine.cpus,
+        coverage,
     }
 }
 
@@ -378,7 +404,7 @@ fn host_config(scenario: &Scenario) -> HostConfig {
 
 /// The run's result from the engine's report: the livelock explained, the end-of-run
 /// checks, the metrics.
-fn finish_run(report: RunReport, host: &Host, checker: &StateChecker) -> RunResult {
+fn finish_run(report: RunReport, host: &Host, module: &RefCell<Module>, checker: &StateChecker) -> RunResult {
     let task_cpus = report.task_cpus.clone();
     let mut outcome = report.outcome;
     if outcome.kind == OutcomeKind::Livelock {
@@ -389,11 +415,12 @@ fn finish_run(report: RunReport, host: &Host, checker: &StateChecker) -> RunResu
     {
         outcome = Outcome { cycle: report.end, ..broken };
     }
-    let host_stats = host.stats.borrow();
+    // The run is over: its counts move into the metrics.
+    let mut host_stats = host.stats.borrow_mut();
     let mut metrics = Metrics {
-        seamcalls: host_stats.seamcalls.clone(),
-        busy: host_stats.busy.clone(),
-        faults: host_stats.faults.clone(),
+        seamcalls: std::mem::take(&mut host_stats.seamcalls),
+        busy: std::mem::take(&mut host_stats.busy),
+        faults: std::mem::take(&mut host_stats.faults),
         sim_cycles: report.end.0,
         kvm: crate::metrics::kvm_of(&host_stats),
         ..Metrics::default()
@@ -401,6 +428,15 @@ fn finish_run(report: RunReport, host: &Host, checker: &StateChecker) -> RunResu
     drop(host_stats);
     let resources: std::sync::Arc<[(sim_core::Name, &'static str, ResourceStats)]> = report.resources.into();
     metrics.set_run_locks(resources.clone());
+    let pamt_end = {
+        let module = module.borrow();
+        (0..host.pamt_refcount.len())
+            .map(|index| {
+                let backed = matches!(module.dpamt(index), seam_model::Dpamt2M::Backed { .. });
+                (host.pamt_refcount[index].get(), backed)
+            })
+            .collect()
+    };
     RunResult {
         outcome,
         end: report.end,
@@ -415,6 +451,8 @@ fn finish_run(report: RunReport, host: &Host, checker: &StateChecker) -> RunResu
         trace: report.trace_events,
         task_cpus,
         resources,
+        coverage: report.coverage,
+        pamt_end,
     }
 }
 
@@ -458,8 +496,12 @@ fn report_task_cpus(outcome: &Outcome, task_cpus: &[CpuId]) -> Vec<CpuId> {
 fn explain_livelock(host: &Host, cpus: &[CpuId], outcome: &mut Outcome) {
     let stats = host.stats.borrow();
     for cpu in cpus {
-        let Some(statuses) = stats.since_progress.get(&cpu.0) else { continue };
-        let mut by_count: Vec<(&(Leaf, TdxStatus), &u64)> = statuses.iter().collect();
+        let Some(statuses) = stats.since_progress.get(cpu.0 as usize).filter(|statuses| !statuses.is_empty())
+        else {
+            continue;
+        };
+        let mut by_count: Vec<(&(Leaf, TdxStatus), &u64)> =
+            statuses.iter().map(|(key, count)| (key, count)).collect();
         by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let parts: Vec<String> = by_count
             .iter()

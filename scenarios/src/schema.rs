@@ -451,6 +451,10 @@ pub enum Strategy {
     /// Depth-first enumeration of decision vectors, at most `run.exhaustive_bound` decisions
     /// away from the default schedule, up to `run.runs` schedules.
     Exhaustive,
+    /// Coverage-guided: the default schedule, random ones, then mutations of the runs that
+    /// covered a lock-order or wait-for edge, a SEAMCALL status or a near miss no earlier run
+    /// did (scenarios/src/coverage.rs, fuzz/src/corpus.rs). A value this version adds.
+    Coverage,
 }
 
 impl Strategy {
@@ -459,12 +463,13 @@ impl Strategy {
             Strategy::Random => "random",
             Strategy::Pct => "pct",
             Strategy::Exhaustive => "exhaustive",
+            Strategy::Coverage => "coverage",
         }
     }
 }
 
 /// Every documented `run.strategy` value, available or not.
-pub const STRATEGY_NAMES: &[&str] = &["random", "pct", "exhaustive"];
+pub const STRATEGY_NAMES: &[&str] = &["random", "pct", "exhaustive", "coverage"];
 
 /// `[expect]`: what must hold over the explored runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -562,6 +567,12 @@ pub const PEAK_METRICS: &[&str] = &["sept_busy_streak_peak"];
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sept_busy_names_are_the_designs() {
+        let names: Vec<&str> = SeptBusyDesign::ALL.iter().map(|design| design.name()).collect();
+        assert_eq!(names, SEPT_BUSY_DESIGNS);
+    }
 
     #[test]
     fn status_metrics_name_real_statuses() {

@@ -286,7 +286,10 @@ fn an_edited_seed_a_garbage_strategy_and_unused_decisions_are_caught() {
     let mut garbage = recorded.clone();
     garbage.strategy = "\u{1b}[2Jchaos".to_string();
     let error = bundle::decode(&bundle::encode(&garbage)).unwrap_err();
-    assert_eq!(error.to_string(), "corrupt: strategy \"\\u{1b}[2Jchaos\" is none of random, pct, exhaustive");
+    assert_eq!(
+        error.to_string(),
+        "corrupt: strategy \"\\u{1b}[2Jchaos\" is none of random, pct, exhaustive, coverage"
+    );
 
     let mut longer = recorded.clone();
     longer.decisions.extend([0, 0, 0]);

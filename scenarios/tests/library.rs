@@ -34,7 +34,7 @@ fn library_files() -> Vec<std::path::PathBuf> {
 #[test]
 fn every_library_file_holds() {
     let files = library_files();
-    for folder in ["dpamt", "enable", "update"] {
+    for folder in ["dpamt", "enable", "kvm", "update"] {
         assert!(
             files.iter().any(|file| file.parent().unwrap().ends_with(folder)),
             "library/{folder} is walked"

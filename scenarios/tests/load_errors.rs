@@ -600,8 +600,10 @@ fn every_update_and_enable_design_loads_by_name() {
 fn unknown_strategy_and_the_ones_that_exist() {
     assert_eq!(
         error("name = \"t\"\n[run]\nstrategy = \"dfs\"\n"),
-        "x.toml:3:12: run.strategy: expected one of random | pct | exhaustive, found \"dfs\""
+        "x.toml:3:12: run.strategy: expected one of random | pct | exhaustive | coverage, found \"dfs\""
     );
+    let coverage = load_str("x.toml", "name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{ call = \"spin\", for = 10 }]\n[run]\nstrategy = \"coverage\"\n").unwrap();
+    assert_eq!(coverage.run.strategy, Strategy::Coverage);
     let pct = load_str("x.toml", "name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{ call = \"spin\", for = 10 }]\n[run]\nstrategy = \"pct\"\npct_depth = 4\n").unwrap();
     assert_eq!((pct.run.strategy, pct.run.pct_depth), (Strategy::Pct, 4));
     let exhaustive = load_str("x.toml", "name = \"t\"\n[[task]]\ncpu = 0\nsteps = [{ call = \"spin\", for = 10 }]\n[run]\nstrategy = \"exhaustive\"\nexhaustive_bound = 3\n").unwrap();

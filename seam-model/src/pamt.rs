@@ -517,7 +517,7 @@ mod tests {
         let end = pamt.walk(Hpa(0x200000), WalkTarget::Range2MExclusive, &mut list);
         assert_eq!(end, Ok(WalkEnd::Range2M));
         assert_eq!(
-            list.held,
+            list.held.as_slice(),
             [
                 HeldLock { lock: ModuleLock::Pamt1G(0), mode: LockMode::Shared },
                 HeldLock { lock: ModuleLock::Pamt2M(1), mode: LockMode::Exclusive },

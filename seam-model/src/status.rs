@@ -208,6 +208,10 @@ impl TdxStatus {
     /// is an operand id; whole when the low bits are part of the code (Linux's VMfailInvalid
     /// and #UD, the P-SEAMLDR errors), so those print as themselves and stay distinct.
     pub fn without_operand(self) -> TdxStatus {
+        // No detail bits: the whole value and the masked one are the same (the hot case).
+        if self.operand() == 0 {
+            return self;
+        }
         if self.whole_entry().is_some() { self } else { self.masked() }
     }
 

@@ -267,6 +267,25 @@ impl Chooser for PrefixChooser {
     }
 }
 
+/// The nominal schedule: every cost at the middle of its jitter band, events in time then
+/// creation order, no stall, the first waiter wins, every drawn value mid-range. Where the default schedule (option 0
+/// everywhere) runs every CPU at its fastest, this one runs the timeline a scenario's times
+/// were written against; coverage-guided exploration starts from both.
+pub struct NominalChooser;
+
+impl Chooser for NominalChooser {
+    fn choose(&mut self, decision: &Decision<'_>) -> u32 {
+        match decision.kind {
+            // A value the system draws lands mid-range too, as a cost does.
+            DecisionKind::CostJitter | DecisionKind::Draw => decision.options / 2,
+            DecisionKind::SameCycleOrder
+            | DecisionKind::WaiterWins
+            | DecisionKind::Stall
+            | DecisionKind::StallKind => 0,
+        }
+    }
+}
+
 /// Depth-first enumeration of decision vectors (loom-style) with a bound on how many
 /// decisions may differ from the default. Drive it with `next_prefix` after each run.
 pub struct Exhaustive {
@@ -398,6 +417,14 @@ mod tests {
             }
         }
         assert!(counts[0] > 10 && counts[1] > 10, "runs with and without a change point: {counts:?}");
+    }
+
+    #[test]
+    fn nominal_is_the_middle_of_every_band_and_nothing_else() {
+        let mut chooser = NominalChooser;
+        assert_eq!(chooser.choose(&decision(DecisionKind::CostJitter, 11, &[CpuId(0)])), 5);
+        assert_eq!(chooser.choose(&decision(DecisionKind::Stall, 17, &[CpuId(0)])), 0);
+        assert_eq!(chooser.choose(&decision(DecisionKind::SameCycleOrder, 3, &[CpuId(0), CpuId(1)])), 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use crate::chooser::Chooser;
+use crate::coverage::CoverageReport;
 use crate::engine::{Engine, EngineConfig, Next, Sim};
 use crate::outcome::Outcome;
 use crate::resource::{Name, ResourceStats};
@@ -48,6 +49,8 @@ pub struct RunReport {
     pub resources: Vec<(Name, &'static str, ResourceStats)>,
     /// The CPU of every task, by task id (scenario tasks first, then those spawned in the run).
     pub task_cpus: Vec<CpuId>,
+    /// What the run covered, when `EngineConfig::coverage` was on.
+    pub coverage: Option<CoverageReport>,
 }
 
 pub struct Executor<'a> {
@@ -129,6 +132,7 @@ impl<'a> Executor<'a> {
                 events: engine.events(),
                 resources: engine.resource_stats(),
                 task_cpus: (0..engine.num_tasks() as u32).map(|task| engine.task_cpu(TaskId(task))).collect(),
+                coverage: engine.take_coverage(),
             }
         })
     }

@@ -3,6 +3,7 @@
 //! Modules:
 //! - `time`: `Cycle`, `CpuId`, `TaskId`, `Seed`, `Clock`.
 //! - `chooser`: the `Chooser` trait and its random and replay strategies.
+//! - `coverage`: what a run covered (lock-order and wait-for edges, model features), when asked.
 //! - `engine`: `Engine` (clock, queue, CPUs, tasks, resources, wait objects, detection) and
 //!   the `Sim` handle, split in `sched`, `resources`, `waits`, `detect` and `futures`.
 //! - `executor`: `Executor`, which owns the task futures and runs the loop.
@@ -12,6 +13,7 @@
 //! - `trace`: trace events and the stable trace hash.
 //! - `outcome`: how a run ends, and its typed finding.
 pub mod chooser;
+pub mod coverage;
 pub mod engine;
 pub mod executor;
 pub mod histogram;
@@ -22,8 +24,10 @@ pub mod time;
 pub mod trace;
 
 pub use chooser::{
-    Chooser, Decision, DecisionKind, Exhaustive, PctChooser, PrefixChooser, RandomChooser, ReplayChooser,
+    Chooser, Decision, DecisionKind, Exhaustive, NominalChooser, PctChooser, PrefixChooser, RandomChooser,
+    ReplayChooser,
 };
+pub use coverage::{CoverageReport, FeatureTag, model_code};
 pub use engine::{
     Acquired, CpuState, Engine, EngineConfig, Interruptible, SCHED_SLICE_CYCLES, STALL_MIN_CYCLES,
     STALL_STEPS, Sim, Stall, TaskPriority, TaskStatus, WaitId,

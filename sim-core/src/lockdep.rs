@@ -28,6 +28,10 @@ impl Graph {
 
     /// A path `from ->* to`, as the witnesses of its edges.
     fn path(&self, from: u32, to: u32) -> Option<Vec<OrderEdge>> {
+        // The usual case, a lock nothing was ever taken under: no search, no allocation.
+        if !self.edges.contains_key(&from) {
+            return None;
+        }
         let mut stack = vec![(from, Vec::new())];
         let mut seen = BTreeSet::from([from]);
         while let Some((node, path)) = stack.pop() {

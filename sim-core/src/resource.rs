@@ -210,7 +210,8 @@ pub(crate) struct Resource {
     pub handoff_cycles: u64,
     /// A holder may take it shared again (percpu rwsem read side).
     pub recursive_shared: bool,
-    pub holders: Vec<(TaskId, Mode)>,
+    /// Inline for the usual one or two holders: granting a lock does not allocate.
+    pub holders: smallvec::SmallVec<[(TaskId, Mode); 2]>,
     /// FIFO: a waiter is granted only when everything ahead of it that conflicts is gone.
     pub waiters: VecDeque<Waiter>,
     /// When it last changed hands: a queued waiter moves up while this moves (watchdog).

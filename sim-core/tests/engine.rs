@@ -11,6 +11,7 @@ fn config(cpus: u32, jitter: f64) -> EngineConfig {
         jitter,
         record_trace: true,
         max_stall_cycles: 0,
+        coverage: false,
         max_events: u64::MAX,
         hung_task_cycles: 500_000,
         online_cpus: u32::MAX,
@@ -382,6 +383,56 @@ fn a_stopper_runs_at_the_first_preemptible_point_and_the_task_resumes_after_it()
     );
 }
 
+/// A worker with preemption off is interrupted while a stopper waits for its CPU: the
+/// interrupt returns to the worker, which keeps the CPU until its preempt-off section ends.
+fn interrupt_while_a_stopper_waits(preempt_off: bool) -> Vec<(u64, u64)> {
+    let mut exec = executor(2, 0.0, 0);
+    exec.spawn(CpuId(0), Cycle(0), "worker", move |ctx| async move {
+        ctx.sim.with(|e| e.cpu_mut(CpuId(0)).preempt_count += u32::from(preempt_off));
+        // 0..100: the stopper and then the IPI are queued for CPU 0 at 50.
+        ctx.sim.delay(100).await;
+        if ctx.sim.with(|e| e.should_yield()) {
+            ctx.sim.yield_cpu().await;
+        }
+        let now = ctx.sim.now().0;
+        ctx.sim.with(|e| e.mark(Span::Instant, 1, 1, now, String::new));
+        ctx.sim.delay(100).await;
+        ctx.sim.with(|e| e.cpu_mut(CpuId(0)).preempt_count -= u32::from(preempt_off));
+        if ctx.sim.with(|e| e.should_yield()) {
+            ctx.sim.yield_cpu().await;
+        }
+        let now = ctx.sim.now().0;
+        ctx.sim.with(|e| e.mark(Span::Instant, 1, 2, now, String::new));
+    });
+    exec.spawn(CpuId(1), Cycle(50), "stop_machine and an IPI", |ctx| async move {
+        for (priority, id, cost) in [(TaskPriority::Stopper, 98, 1_000), (TaskPriority::Irq, 99, 30)] {
+            let sim = ctx.sim.clone();
+            ctx.sim.spawn(
+                CpuId(0),
+                priority,
+                format!("task {id}"),
+                Box::pin(async move {
+                    let now = sim.now().0;
+                    sim.with(|e| e.mark(Span::Instant, 2, id, now, String::new));
+                    sim.delay(cost).await;
+                }),
+            );
+        }
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass, "{}", report.outcome);
+    marks(&report)
+}
+
+#[test]
+fn an_interrupt_returns_to_a_task_with_preemption_off_before_a_waiting_stopper_runs() {
+    // The IPI runs 100..130; the worker resumes at 130, leaves its section at 230 and only
+    // then does the stopper take the CPU (230..1230).
+    assert_eq!(interrupt_while_a_stopper_waits(true), vec![(99, 100), (1, 130), (98, 230), (2, 1_230)]);
+    // With preemption on, the stopper runs as soon as the handler returns.
+    assert_eq!(interrupt_while_a_stopper_waits(false), vec![(99, 100), (98, 130), (1, 1_130), (2, 1_230)]);
+}
+
 #[test]
 fn tasks_of_an_offline_cpu_wait_until_it_comes_online() {
     let mut config = config(2, 0.0);
@@ -597,4 +648,83 @@ fn spinners_waiting_on_a_wait_object_that_moves_are_not_livelocked() {
     // The spinner's own progress is at 0, its wait object's last act at 300000: it is
     // stalled one watchdog period after that, not at 100000.
     assert_eq!(report.end, Cycle(400_000), "{}", report.outcome);
+}
+
+#[test]
+fn an_interrupt_for_its_cpu_ends_an_interruptible_period_and_its_old_end_is_dropped() {
+    let mut exec = executor(2, 0.0, 0);
+    exec.spawn(CpuId(0), Cycle(0), "guest", |ctx| async move {
+        // Cut short at 400 by the handler queued for this CPU; then a period nobody cuts.
+        let cut = ctx.sim.interruptible(10_000).await;
+        let now = ctx.sim.now().0;
+        ctx.sim.with(|e| e.mark(Span::Instant, 1, u64::from(cut), now, String::new));
+        if ctx.sim.with(|e| e.should_yield()) {
+            ctx.sim.yield_cpu().await;
+        }
+        let cut = ctx.sim.interruptible(1_000).await;
+        let now = ctx.sim.now().0;
+        ctx.sim.with(|e| e.mark(Span::Instant, 1, u64::from(cut), now, String::new));
+    });
+    exec.spawn(CpuId(1), Cycle(400), "ipi sender", |ctx| async move {
+        ctx.sim.spawn(CpuId(0), TaskPriority::Irq, "ipi/0".into(), {
+            let sim = ctx.sim.clone();
+            async move {
+                let now = sim.now().0;
+                sim.with(|e| e.mark(Span::Instant, 2, 99, now, String::new));
+                sim.delay(50).await;
+            }
+        });
+    });
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass);
+    // The period ends at 400, the handler runs 400..450, the second period 450..1450; the
+    // first period's end at 10_000 never wakes the task (the run ends at 1450).
+    assert_eq!(marks(&report), vec![(1, 400), (99, 400), (0, 1_450)]);
+    assert_eq!(report.end, Cycle(1_450));
+}
+
+#[test]
+fn a_normal_task_queued_behind_does_not_end_an_interruptible_period() {
+    let mut exec = executor(1, 0.0, 0);
+    exec.spawn(CpuId(0), Cycle(0), "guest", |ctx| async move {
+        let cut = ctx.sim.interruptible(2_000).await;
+        let now = ctx.sim.now().0;
+        ctx.sim.with(|e| e.mark(Span::Instant, 1, u64::from(cut), now, String::new));
+    });
+    exec.spawn(CpuId(0), Cycle(100), "peer", |ctx| async move {
+        let now = ctx.sim.now().0;
+        ctx.sim.with(|e| e.mark(Span::Instant, 2, 0, now, String::new));
+    });
+    let report = exec.run();
+    assert_eq!(marks(&report), vec![(0, 2_000), (0, 2_000)]);
+}
+
+#[test]
+fn a_polling_task_waits_for_a_wait_objects_parties_and_a_cycle_through_it_is_a_deadlock() {
+    // Task A spins on a flag B will set only after A's lock is free; B waits for the lock.
+    let mut exec = executor(2, 0.0, 0);
+    let lock = exec.sim().with(|e| e.new_resource("L", "test", 0));
+    let wait = exec.sim().with(|e| e.new_wait());
+    let spinner = exec.spawn(CpuId(0), Cycle(0), "spinner", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Exclusive, WaitKind::Spin).await;
+        ctx.sim.with(|e| e.set_polling(Some(("the flag B sets", wait))));
+        loop {
+            ctx.sim.delay(100).await;
+        }
+    });
+    let setter = exec.spawn(CpuId(1), Cycle(0), "setter", move |ctx| async move {
+        ctx.sim.delay(10).await;
+        ctx.sim.acquire(lock, Mode::Exclusive, WaitKind::Spin).await;
+    });
+    exec.sim().with(|e| e.wait_add_party(wait, setter));
+    let report = exec.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Deadlock, "{}", report.outcome.what);
+    assert!(
+        report.outcome.what.contains("waits for the flag B sets from CPU 1 (setter)"),
+        "{}",
+        report.outcome.what
+    );
+    let Finding::WaitCycle(cycle) = &report.outcome.finding else { panic!("{:?}", report.outcome.finding) };
+    let tasks: Vec<TaskId> = cycle.iter().map(|blocked| blocked.task).collect();
+    assert!(tasks.contains(&spinner) && tasks.contains(&setter));
 }

@@ -1,4 +1,4 @@
-//! `runs-to-find FILE [--strategy random|pct] [--bases N] [--cap N]`: how many runs
+//! `runs-to-find FILE [--strategy random|pct|coverage] [--bases N] [--cap N]`: how many runs
 //! exploration needs to find what the file's `[expect]` names (its outcome, containing its
 //! `what`), over N base seeds (`100000 * k`, k = 0..N, run seeds base, base+1, ...).
 //! Prints each base's count and the median; a base that needs more than `cap` runs counts as
@@ -15,7 +15,7 @@ use scenarios::run::{Runner, Schedule, pct_horizon};
 use scenarios::schema::{Scenario, Strategy};
 use sim_core::OutcomeKind;
 
-const USAGE: &str = "usage: runs-to-find FILE [--strategy random|pct] [--bases N] [--cap N]";
+const USAGE: &str = "usage: runs-to-find FILE [--strategy random|pct|coverage] [--bases N] [--cap N]";
 
 fn main() -> ExitCode {
     if std::env::args().skip(1).any(|arg| arg == "--help" || arg == "-h") {
@@ -47,7 +47,10 @@ fn parse_args() -> Result<(PathBuf, Strategy, u64, u64), String> {
                 strategy = match args.next().as_deref() {
                     Some("pct") => Strategy::Pct,
                     Some("random") => Strategy::Random,
-                    other => return Err(format!("--strategy takes random or pct, found {other:?}")),
+                    Some("coverage") => Strategy::Coverage,
+                    other => {
+                        return Err(format!("--strategy takes random, pct or coverage, found {other:?}"));
+                    }
                 }
             }
             "--bases" => bases = number("--bases")?,
@@ -98,17 +101,23 @@ fn report(file: &Path, strategy: Strategy, bases: u64, cap: u64) -> ExitCode {
 /// Runs from `base` until one ends as the file expects; how many it took.
 fn runs_to_find(scenario: &Scenario, strategy: Strategy, horizon: u64, base: u64, cap: u64) -> u64 {
     let expect = scenario.expect.as_ref().expect("report() checked the file has an [expect]");
+    let wanted = |outcome: &sim_core::Outcome| {
+        outcome.kind == expect.outcome
+            && expect.what.as_ref().is_none_or(|what| outcome.what.contains(what.as_str()))
+    };
+    if strategy == Strategy::Coverage {
+        // The coverage-guided exploration seeded with the base (what `check` would run).
+        return scenarios::coverage::runs_to_find(scenario, base, cap, &wanted);
+    }
     let runner = Runner::new(scenario);
     for index in 0..cap {
         let seed = base + index;
         let schedule = match strategy {
             Strategy::Pct => Schedule::Pct { seed, depth: scenario.run.pct_depth, horizon },
-            Strategy::Random | Strategy::Exhaustive => Schedule::Random(seed),
+            Strategy::Random | Strategy::Exhaustive | Strategy::Coverage => Schedule::Random(seed),
         };
         let outcome = runner.run(&schedule, false).outcome;
-        let matches = outcome.kind == expect.outcome
-            && expect.what.as_ref().is_none_or(|what| outcome.what.contains(what.as_str()));
-        if matches {
+        if wanted(&outcome) {
             return index + 1;
         }
     }

@@ -6,7 +6,7 @@ use std::cell::Cell;
 
 use sim_core::Span;
 
-use super::cpu::{Cpu, mark};
+use super::cpu::{Cpu, cover, mark};
 
 /// One `atomic_t` and how the trace names it.
 #[derive(Clone, Copy)]
@@ -34,6 +34,7 @@ where
     let old = atomic.value.get();
     let (new, result) = apply(old);
     atomic.value.set(new);
+    cover_reads_from(cpu, atomic, op, old, new);
     if atomic.pamt_refcount && new != old {
         let in_flight = cpu.host().pamt_in_flight[atomic.index].get();
         cpu.host().observer.pamt_refcount_changed(cpu, atomic.index, old, new, in_flight);
@@ -51,6 +52,32 @@ where
         },
     );
     result
+}
+
+/// Coverage: what the operation found (bucketed) and who wrote it last (nobody, this CPU,
+/// another): the atomic's reads-from, which RFF-style exploration steers by.
+fn cover_reads_from(cpu: &Cpu, atomic: Atomic<'_>, op: &'static str, old: i32, new: i32) {
+    if !cpu.sim.with(|engine| engine.covering()) {
+        return;
+    }
+    let key = (atomic.name, atomic.index);
+    let mut writers = cpu.host().atomic_writers.borrow_mut();
+    let from: u64 = match writers.get(&key) {
+        None => 0,
+        Some(&writer) if writer == cpu.id.0 => 1,
+        Some(_) => 2,
+    };
+    if new != old {
+        writers.insert(key, cpu.id.0);
+    }
+    drop(writers);
+    // FNV-1a of the atomic's and the operation's names: the same word in every run.
+    let site =
+        atomic.name.bytes().chain([0]).chain(op.bytes()).fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let bucket = |value: i32| (value.clamp(-1, 3) + 1) as u64;
+    cpu.cover(cover::ATOMIC, site, bucket(old) | bucket(new) << 4 | from << 8);
 }
 
 /// `atomic_read()`.

@@ -44,6 +44,19 @@ pub mod stall {
     pub const PREEMPTED: u64 = 2;
 }
 
+/// Coverage feature codes used by host-model (`--strategy coverage`; sim-core coverage.rs).
+pub mod cover {
+    /// A SEAMCALL returned: `a` = the leaf (RAX), `b` = the status with its operand detail.
+    pub const SEAMCALL: u32 = 1;
+    /// A DPAMT refcount decision at or across zero while another get/put of the same range
+    /// was in flight (a near miss of `dpamt-refcount-matches-module`): `a` = the site
+    /// (`dpamt::ZeroCrossing`), `b` = how many others were in flight (capped at 3).
+    pub const NEAR_MISS: u32 = 2;
+    /// An `atomic_t` operation: `a` = its site (the atomic's and the operation's names),
+    /// `b` = the value found and left (bucketed) and who wrote it last (kernel/atomic.rs).
+    pub const ATOMIC: u32 = 3;
+}
+
 impl Cpu {
     pub fn new(sim: Sim, id: CpuId, task: TaskId, host: Rc<Host>) -> Cpu {
         Cpu { sim, id, task, host }
@@ -168,6 +181,11 @@ impl Cpu {
         });
     }
 
+    /// Records a coverage feature (`cover::*`); nothing when the run does not record coverage.
+    pub fn cover(&self, code: u32, a: u64, b: u64) {
+        self.sim.with(|engine| engine.cover(code, a, b));
+    }
+
     /// A kernel precondition of `function` does not hold (`lockdep_assert_*`, a "cannot
     /// fail" that failed, a sleep in atomic context): the model of the kernel is broken,
     /// which ends the run in `error` naming the function.
@@ -195,6 +213,8 @@ impl Cpu {
     /// Declares progress to the watchdog (a unit of work completed).
     pub fn progress(&self) {
         self.sim.with(|engine| engine.progress());
-        self.host.stats.borrow_mut().since_progress.remove(&self.id.0);
+        if let Some(statuses) = self.host.stats.borrow_mut().since_progress.get_mut(self.id.0 as usize) {
+            statuses.clear();
+        }
     }
 }

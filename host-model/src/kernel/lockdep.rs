@@ -16,6 +16,15 @@ pub fn lockdep_assert_held(cpu: &Cpu, lock: ResourceId, function: &str) {
     }
 }
 
+/// `lockdep_assert_held_write(lock)` in `function`: this task holds `lock` exclusively.
+pub fn lockdep_assert_held_write(cpu: &Cpu, lock: ResourceId, function: &str) {
+    let mode = cpu.sim.with(|engine| engine.holds(lock, cpu.task));
+    if mode != Some(sim_core::Mode::Exclusive) {
+        let name = cpu.sim.with(|engine| engine.resource_name(lock).to_string());
+        cpu.precondition_failed(function, format!("lockdep_assert_held_write({name}) failed"));
+    }
+}
+
 /// `lockdep_assert_irqs_disabled()` in `function`.
 pub fn lockdep_assert_irqs_disabled(cpu: &Cpu, function: &str) {
     if !cpu.irqs_disabled() {

@@ -56,6 +56,24 @@ impl SrcuStruct {
     }
 }
 
+/// `srcu_read_lock_held()`, or `lockdep_is_held(alternative)`, in `function`: what an
+/// `srcu_dereference_check()` asserts before reading what `srcu` protects.
+pub fn srcu_dereference_check(
+    cpu: &Cpu,
+    srcu: &SrcuStruct,
+    alternative: sim_core::ResourceId,
+    function: &str,
+) {
+    let holds = cpu.sim.with(|engine| engine.holds(alternative, cpu.task).is_some());
+    if !holds && !srcu.is_reader(cpu.task) {
+        let name = cpu.sim.with(|engine| engine.resource_name(alternative).to_string());
+        cpu.precondition_failed(
+            function,
+            format!("suspicious RCU usage: neither in a read section of {} nor holding {name}", srcu.name),
+        );
+    }
+}
+
 /// `srcu_read_lock()`: enters a read section (per-CPU counter, no wait).
 pub fn srcu_read_lock(cpu: &Cpu, srcu: &SrcuStruct) -> SrcuIdx {
     let mut readers = srcu.readers.borrow_mut();

@@ -54,7 +54,7 @@ impl SeptBusyDesign {
     pub const fn source(self) -> &'static str {
         match self {
             SeptBusyDesign::KickAndBlock => {
-                "current (6.19): local retry with the invalid-memslot exit, kick-and-block, TD state guard (Yan Zhao, TDX SEPT SEAMCALL retry, 2025-01-12; KVM x86 MMU for 6.18; KVM TDX for 6.19)"
+                "current (6.19): K2 as merged (local retry, kick-and-block; Yan Zhao, TDX SEPT SEAMCALL retry, 2025-01-12) with the invalid-memslot exit (KVM x86 MMU for 6.18) and the TD state guard (KVM TDX for 6.19)"
             }
             SeptBusyDesign::BlindRetry => {
                 "K0: blind retry of BUSY S-EPT SEAMCALLs with a bound, no kick (TDX MMU part 2, 2024-11-12)"

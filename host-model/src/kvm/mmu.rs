@@ -13,7 +13,9 @@ use super::tdx_fault::{note_busy_streak, sept_seamcall};
 use super::vm::{KvmTd, TdState, kvm_make_all_cpus_request, kvm_td, kvm_vm_bugged, request};
 use crate::kernel::Errno;
 use crate::kernel::cpu::{Cpu, mark};
-use crate::kernel::lockdep::{lockdep_assert_held, lockdep_assert_preemption_disabled, might_sleep};
+use crate::kernel::lockdep::{
+    lockdep_assert_held, lockdep_assert_held_write, lockdep_assert_preemption_disabled, might_sleep,
+};
 use crate::kernel::page_alloc::free_page;
 use crate::kernel::rwlock::{cond_resched_rwlock_write, write_lock, write_unlock};
 use crate::tdx::dpamt::{DpamtDesign, tdx_pamt_put};
@@ -26,7 +28,7 @@ use crate::tdx::seamcall::seamcall;
 /// Kernel: `tdh_do_no_vcpus()`, arch/x86/kvm/vmx/tdx.c (Sean Christopherson's rework of
 /// Yan Zhao's patch 4, 2025-10).
 pub async fn tdh_do_no_vcpus(cpu: &Cpu, kvm: &KvmTd, call: LeafCall) -> LeafOutput {
-    lockdep_assert_held(cpu, kvm.mmu_lock.resource, "tdh_do_no_vcpus");
+    lockdep_assert_held_write(cpu, kvm.mmu_lock.resource, "tdh_do_no_vcpus");
     lockdep_assert_preemption_disabled(cpu, "tdh_do_no_vcpus");
     if !cpu.host().config.sept_busy.kick_and_block() {
         return sept_seamcall(cpu, call).await;
@@ -71,7 +73,7 @@ async fn tdx_track(cpu: &Cpu, kvm: &KvmTd) -> Result<(), Errno> {
     if kvm.state.get() != TdState::Runnable {
         return Ok(());
     }
-    lockdep_assert_held(cpu, kvm.mmu_lock.resource, "tdx_track");
+    lockdep_assert_held_write(cpu, kvm.mmu_lock.resource, "tdx_track");
     let call = LeafCall::Track { td: kvm.td };
     let output = tdh_do_no_vcpus(cpu, kvm, call).await;
     if !output.status.is_success() {
@@ -144,7 +146,7 @@ pub async fn tdp_mmu_zap_leafs(
     end: u64,
     can_yield: bool,
 ) -> Result<(), Errno> {
-    lockdep_assert_held(cpu, kvm.mmu_lock.resource, "tdp_mmu_zap_leafs");
+    lockdep_assert_held_write(cpu, kvm.mmu_lock.resource, "tdp_mmu_zap_leafs");
     let mut from = start;
     loop {
         let next = kvm.mirror.borrow().leaves.range(from..end).next().map(|(gfn, entry)| (*gfn, *entry));

@@ -1,10 +1,10 @@
 //! KVM's TDX paths (arch/x86/kvm/vmx/tdx.c, arch/x86/kvm/mmu/, virt/kvm/), one function per
 //! kernel function.
 //!
-//! - `fault_stats`: `FaultTimer`, the latency of each resolved private-page fault.
 //! - `design`: `host.sept_busy`, the S-EPT SEAMCALL retry policy by kernel version.
 //! - `vm`: per-TD and per-vCPU state, the mirror S-EPT, memslots, requests, the kick, the
 //!   6.19 TD state guard.
+//! - `fault_stats`: `FaultTimer`, the latency of each resolved private-page fault.
 //! - `main`: KVM's usage count, hardware enable, `tdx_lock`, control pages.
 //! - `tdx_init`: building a TD through its ioctls (group 1: PAGE.ADD).
 //! - `vcpu`: KVM_RUN: the run loop, guest entry, TDH.VP.ENTER, exits.

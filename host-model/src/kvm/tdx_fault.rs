@@ -99,11 +99,7 @@ pub async fn tdx_handle_ept_violation(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, gp
         let ret = kvm_mmu_page_fault(cpu, kvm, vcpu.caches(), gfn, None, LeafOp::Aug).await;
         let why = match ret {
             Ok(Fault::Retry(why)) => why,
-            Ok(Fault::Fixed) => {
-                timer.resolved(cpu);
-                break ret;
-            }
-            Err(_) => break ret,
+            Ok(Fault::Fixed) | Err(_) => break ret,
         };
         if !local_retry {
             break ret;
@@ -116,7 +112,7 @@ pub async fn tdx_handle_ept_violation(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, gp
         if vcpu.check_request(request::VM_DEAD) {
             break Err(Errno::EIO);
         }
-        let invalid = matches!(kvm.gfn_to_memslot(gfn), SlotLookup::Invalid { .. });
+        let invalid = matches!(kvm.vcpu_gfn_to_memslot(cpu, gfn), SlotLookup::Invalid { .. });
         if design.invalid_memslot_exit() && invalid {
             break ret;
         }
@@ -125,6 +121,9 @@ pub async fn tdx_handle_ept_violation(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, gp
         cpu.cond_resched().await;
     };
     cpu.sim.with(|engine| engine.set_polling(None));
+    if ret == Ok(Fault::Fixed) {
+        timer.resolved(cpu);
+    }
     ret.map(|_| ())
 }
 
@@ -164,7 +163,7 @@ pub async fn kvm_mmu_page_fault(
     cpu.work(cpu.host().costs.mmu_page_fault).await;
     // kvm_mmu_faultin_pfn(): a fault on an invalid memslot is retried; one with no memslot
     // on private memory goes to userspace (KVM_EXIT_MEMORY_FAULT).
-    match kvm.gfn_to_memslot(gfn) {
+    match kvm.vcpu_gfn_to_memslot(cpu, gfn) {
         SlotLookup::Valid => {}
         SlotLookup::Invalid { wait } => return Ok(Fault::Retry(Retry::InvalidSlot(wait))),
         SlotLookup::None => return Err(Errno::EFAULT),
@@ -605,15 +604,15 @@ pub async fn tdp_fault(
     for index in 0..u64::from(count) {
         let gfn = gpa / PAGE_SIZE + index;
         let page = first_page.map(|first| Hpa(first.0 + index * PAGE_SIZE));
-        // A GFN already mapped is a spurious fault, not counted as one.
-        let timer = (!kvm.mirror.borrow().leaves.contains_key(&gfn)).then(|| FaultTimer::start(cpu));
+        if kvm.mirror.borrow().leaves.contains_key(&gfn) {
+            continue; // Already mapped: a spurious fault, not counted.
+        }
+        let timer = FaultTimer::start(cpu);
         ret = kvm_tdp_map_page(cpu, kvm, MmuCaches { pamt: &pamt, spt: &spt }, gfn, page).await;
         if ret.is_err() {
             break;
         }
-        if let Some(timer) = timer {
-            timer.resolved(cpu);
-        }
+        timer.resolved(cpu);
         // One fault handled: progress, as a vCPU that moves on to its next instruction.
         cpu.progress();
     }

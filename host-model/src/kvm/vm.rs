@@ -347,7 +347,19 @@ impl KvmTd {
         }
     }
 
-    /// `kvm_vcpu_gfn_to_memslot()`.
+    /// `kvm_vcpu_gfn_to_memslot()` as the fault path calls it: inside `kvm->srcu` (or with
+    /// `kvm->slots_lock`), as `srcu_dereference_check()` asserts.
+    pub fn vcpu_gfn_to_memslot(&self, cpu: &Cpu, gfn: u64) -> SlotLookup {
+        crate::kernel::srcu::srcu_dereference_check(
+            cpu,
+            &self.srcu,
+            self.slots_lock.resource,
+            "kvm_vcpu_gfn_to_memslot",
+        );
+        self.gfn_to_memslot(gfn)
+    }
+
+    /// The memslot of `gfn`, read without the checks.
     pub fn gfn_to_memslot(&self, gfn: u64) -> SlotLookup {
         let slot =
             self.memslots.iter().find(|slot| (slot.base_gfn..slot.base_gfn + slot.npages).contains(&gfn));

@@ -112,13 +112,14 @@ use std::cell::RefCell;
 use seam_model::status::{TDX_HPA_RANGE_NOT_FREE, TDX_NO_PAMT_PAGE_PAIR, TDX_PAMT_PAGE_NOT_EMPTY};
 use seam_model::{Hpa, LeafCall, LeafOutput};
 use sim_core::{Mode, Subject};
+use smallvec::{SmallVec, smallvec};
 
 use crate::kernel::Errno;
 use crate::kernel::atomic::{
     Atomic, atomic_add_unless, atomic_cmpxchg, atomic_dec, atomic_dec_and_test, atomic_inc,
     atomic_inc_not_zero, atomic_read, atomic_set,
 };
-use crate::kernel::cpu::{Cpu, mark};
+use crate::kernel::cpu::{Cpu, cover, mark};
 use crate::kernel::lockdep::{lockdep_assert_held, lockdep_assert_not_in_irq, might_sleep};
 use crate::kernel::page_alloc::{alloc_page, free_page};
 use crate::kernel::rwlock::{RwLock, read_lock, read_unlock, write_lock, write_unlock};
@@ -173,6 +174,33 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Where a DPAMT path decides at zero: the sites of coverage's near misses.
+#[derive(Clone, Copy, Debug)]
+#[repr(u64)]
+enum ZeroCrossing {
+    /// A get found the count at 0 and takes the slow path.
+    GetSlowPath = 1,
+    /// A get lost the race: the count was raised while it waited for the lock.
+    GetLostRace = 2,
+    /// PAMT.ADD said HPA_RANGE_NOT_FREE: the range is backed already.
+    AddFoundBacked = 3,
+    /// A put takes the count from 1 to 0 (and goes on to remove).
+    PutLast = 4,
+    /// A put that saw 1 -> 0 found the count raised again under the lock.
+    PutRaced = 5,
+    /// A hint-driven PAMT.REMOVE found the range in use again, or removed already.
+    RemoveLostRace = 6,
+}
+
+/// Coverage: a decision at zero while another get/put of the range is in flight, the shape
+/// every DPAMT race has (a near miss of `dpamt-refcount-matches-module`).
+fn cover_zero_crossing(cpu: &Cpu, page: Hpa, site: ZeroCrossing) {
+    let others = cpu.host().pamt_in_flight[page.range_index()].get().saturating_sub(1);
+    if others > 0 {
+        cpu.cover(cover::NEAR_MISS, site as u64, u64::from(others.min(3)));
+    }
+}
+
 /// `pamt_refcount[page >> 21]`.
 fn pamt_refcount(cpu: &Cpu, page: Hpa) -> Atomic<'_> {
     let index = page.range_index();
@@ -183,18 +211,21 @@ fn dpamt_enabled(cpu: &Cpu) -> bool {
     cpu.host().config.dpamt
 }
 
+/// A design's lock set around one PAMT leaf: at most the target's and two pair ranges'.
+type PamtLocks = SmallVec<[PamtLock; 3]>;
+
 /// The locks a refcount design takes around PAMT.ADD of `page`'s range with `pair`, in order.
-fn pamt_locks_for_add(cpu: &Cpu, design: RefcountDesign, page: Hpa, pair: [Hpa; 2]) -> Vec<PamtLock> {
+fn pamt_locks_for_add(cpu: &Cpu, design: RefcountDesign, page: Hpa, pair: [Hpa; 2]) -> PamtLocks {
     let order = match design {
         RefcountDesign::GlobalLockFastpath | RefcountDesign::GlobalLock | RefcountDesign::DecAndLock => {
-            return vec![PamtLock::Spin(cpu.host().dpamt_lock)];
+            return smallvec![PamtLock::Spin(cpu.host().dpamt_lock)];
         }
         RefcountDesign::Per2mRwlock => RangeOrder::ModuleOrder,
         RefcountDesign::Per2mRwlockPfnOrder => RangeOrder::PfnOrder,
     };
     // Mirror the module's PAMT.ADD lock set: the target range exclusive, the pair's ranges
     // shared. A range that appears twice is taken once, exclusive winning.
-    let mut ranges: Vec<(Hpa, Mode)> = vec![(page.range_base(), Mode::Exclusive)];
+    let mut ranges: SmallVec<[(Hpa, Mode); 3]> = smallvec![(page.range_base(), Mode::Exclusive)];
     for pair_page in pair {
         if !ranges.iter().any(|(range, _)| *range == pair_page.range_base()) {
             ranges.push((pair_page.range_base(), Mode::Shared));
@@ -225,13 +256,13 @@ enum RangeOrder {
 }
 
 /// The locks a refcount design takes around PAMT.REMOVE of `page`'s range.
-fn pamt_locks_for_remove(cpu: &Cpu, design: RefcountDesign, page: Hpa) -> Vec<PamtLock> {
+fn pamt_locks_for_remove(cpu: &Cpu, design: RefcountDesign, page: Hpa) -> PamtLocks {
     match design {
         RefcountDesign::Per2mRwlock | RefcountDesign::Per2mRwlockPfnOrder => {
-            vec![PamtLock::Write(cpu.host().pamt_range_lock(page))]
+            smallvec![PamtLock::Write(cpu.host().pamt_range_lock(page))]
         }
         RefcountDesign::GlobalLockFastpath | RefcountDesign::GlobalLock | RefcountDesign::DecAndLock => {
-            vec![PamtLock::Spin(cpu.host().dpamt_lock)]
+            smallvec![PamtLock::Spin(cpu.host().dpamt_lock)]
         }
     }
 }
@@ -396,6 +427,7 @@ async fn tdx_pamt_get_refcount(
     if design.has_fast_path() && atomic_inc_not_zero(cpu, pamt_refcount).await {
         return Ok(());
     }
+    cover_zero_crossing(cpu, page, ZeroCrossing::GetSlowPath);
     let pamt_pages = alloc_pamt_pages(cpu, source).await?;
     let locks = pamt_locks_for_add(cpu, design, page, pamt_pages);
     pamt_lock(cpu, &locks).await;
@@ -415,6 +447,7 @@ async fn tdx_pamt_get_refcount(
         | RefcountDesign::Per2mRwlockPfnOrder => atomic_inc_not_zero(cpu, pamt_refcount).await,
     };
     if lost_race {
+        cover_zero_crossing(cpu, page, ZeroCrossing::GetLostRace);
         pamt_unlock(cpu, &locks);
         free_pamt_pages(cpu, pamt_pages).await;
         return Ok(());
@@ -438,6 +471,7 @@ async fn tdx_pamt_get_refcount(
         | RefcountDesign::Per2mRwlockPfnOrder => false,
     };
     if keep_backing {
+        cover_zero_crossing(cpu, page, ZeroCrossing::AddFoundBacked);
         atomic_set(cpu, pamt_refcount, 1).await;
         pamt_unlock(cpu, &locks);
         free_pamt_pages(cpu, pamt_pages).await;
@@ -480,9 +514,11 @@ async fn tdx_pamt_put_refcount(cpu: &Cpu, design: RefcountDesign, page: Hpa) {
             if !atomic_dec_and_test(cpu, pamt_refcount).await {
                 return;
             }
+            cover_zero_crossing(cpu, page, ZeroCrossing::PutLast);
             pamt_lock(cpu, &locks).await;
             // A getter re-established the range meanwhile.
             if atomic_read(cpu, pamt_refcount).await != 0 {
+                cover_zero_crossing(cpu, page, ZeroCrossing::PutRaced);
                 pamt_unlock(cpu, &locks);
                 return;
             }
@@ -494,11 +530,13 @@ async fn tdx_pamt_put_refcount(cpu: &Cpu, design: RefcountDesign, page: Hpa) {
                 pamt_unlock(cpu, &locks);
                 return;
             }
+            cover_zero_crossing(cpu, page, ZeroCrossing::PutLast);
         }
         RefcountDesign::DecAndLock | RefcountDesign::Per2mRwlock | RefcountDesign::Per2mRwlockPfnOrder => {
             if !pamt_dec_and_lock(cpu, pamt_refcount, &locks).await {
                 return;
             }
+            cover_zero_crossing(cpu, page, ZeroCrossing::PutLast);
         }
     }
     assert_pamt_locks_held(cpu, &locks, "tdx_pamt_put");
@@ -545,6 +583,7 @@ pub async fn tdx_pamt_add_hint(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> 
             return Ok(());
         }
         if output.status.without_operand() == TDX_HPA_RANGE_NOT_FREE {
+            cover_zero_crossing(cpu, page, ZeroCrossing::AddFoundBacked);
             free_pamt_pages(cpu, pamt_pages).await;
             return Ok(());
         }
@@ -573,6 +612,7 @@ pub async fn tdx_pamt_remove_hint(cpu: &Cpu, page: Hpa) {
         }
         let status = output.status.without_operand();
         if status == TDX_PAMT_PAGE_NOT_EMPTY || status == TDX_NO_PAMT_PAGE_PAIR {
+            cover_zero_crossing(cpu, page, ZeroCrossing::RemoveLostRace);
             return;
         }
         if output.status.is_operand_busy() {
@@ -624,6 +664,7 @@ async fn tdx_pamt_get_rwlock_fallback(cpu: &Cpu, page: Hpa, source: PairSource<'
             return Ok(());
         }
         if atomic_cmpxchg(cpu, pamt_refcount, 0, PAMT_TRANSITION).await == 0 {
+            cover_zero_crossing(cpu, page, ZeroCrossing::GetSlowPath);
             break;
         }
         // Another CPU's ADD or REMOVE of this range is in flight.
@@ -658,6 +699,7 @@ async fn tdx_pamt_put_rwlock_fallback(cpu: &Cpu, page: Hpa) {
             return;
         }
         if count == 1 && atomic_cmpxchg(cpu, pamt_refcount, 1, PAMT_TRANSITION).await == 1 {
+            cover_zero_crossing(cpu, page, ZeroCrossing::PutLast);
             break;
         }
         read_unlock(cpu, lock);

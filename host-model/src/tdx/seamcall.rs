@@ -5,7 +5,7 @@ use seam_model::status::TDX_RND_NO_ENTROPY;
 use seam_model::{Begin, Entered, GuestRun, Leaf, LeafCall, LeafOutput, TdExit, Ticket};
 use sim_core::Span;
 
-use crate::kernel::cpu::{Cpu, mark};
+use crate::kernel::cpu::{Cpu, cover, mark};
 use crate::kernel::lockdep::lockdep_assert_preemption_disabled;
 
 /// `RDRAND_RETRY_LOOPS`: attempts on TDX_RND_NO_ENTROPY.
@@ -62,10 +62,19 @@ async fn seam_exit(cpu: &Cpu, call: &LeafCall, output: LeafOutput) -> LeafOutput
         let hint = if output.removal_hint { " +hint" } else { "" };
         format!("{} = {}{hint}", leaf.name(), output.status)
     });
+    cpu.cover(cover::SEAMCALL, leaf.rax(), output.status.0);
     let key = (leaf, output.status.without_operand());
     let mut stats = cpu.host().stats.borrow_mut();
     *stats.seamcalls.entry(key).or_default() += 1;
-    *stats.since_progress.entry(cpu.id.0).or_default().entry(key).or_default() += 1;
+    let cpu_index = cpu.id.0 as usize;
+    if stats.since_progress.len() <= cpu_index {
+        stats.since_progress.resize_with(cpu_index + 1, Vec::new);
+    }
+    let since_progress = &mut stats.since_progress[cpu_index];
+    match since_progress.iter_mut().find(|(seen, _)| *seen == key) {
+        Some((_, count)) => *count += 1,
+        None => since_progress.push((key, 1)),
+    }
     // Class 0x02, "busy / contention", as the `seamcall_busy` metric counts it.
     if output.status.class() == 0x02 {
         *stats.busy.entry((leaf, output.status)).or_default() += 1;
@@ -99,6 +108,7 @@ fn vp_enter_half(cpu: &Cpu) -> u64 {
 /// the caller has IRQs off).
 pub async fn tdh_vp_enter(cpu: &Cpu, call: LeafCall) -> VpEnter {
     assert!(matches!(call, LeafCall::VpEnter { .. }), "tdh_vp_enter: {call} is not TDH.VP.ENTER");
+    crate::kernel::lockdep::lockdep_assert_irqs_disabled(cpu, "tdh_vp_enter");
     match seam_entry(cpu, &call).await {
         Begin::Done { output, try_locks } => {
             if !interleaved(cpu) {

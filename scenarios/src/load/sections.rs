@@ -307,6 +307,7 @@ impl Loader<'_> {
             run.strategy = match self.choice(&key, value, STRATEGY_NAMES)? {
                 "pct" => Strategy::Pct,
                 "exhaustive" => Strategy::Exhaustive,
+                "coverage" => Strategy::Coverage,
                 _ => Strategy::Random,
             };
         }

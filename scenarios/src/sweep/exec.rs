@@ -535,8 +535,8 @@ fn run_seed(sweep: &Sweep, ready: &Prepared, point: u64, seed_index: usize) -> M
     let schedule = match sweep.strategy {
         Strategy::Pct => Schedule::Pct { seed, depth: scenario.run.pct_depth, horizon: ready.pct_horizon },
         Strategy::Random => Schedule::Random(seed),
-        Strategy::Exhaustive => {
-            unreachable!("Sweep::load refuses a base scenario that explores exhaustively")
+        Strategy::Exhaustive | Strategy::Coverage => {
+            unreachable!("Sweep::load refuses a base scenario that explores exhaustively or by coverage")
         }
     };
     let result = run_once(scenario, &schedule, false);

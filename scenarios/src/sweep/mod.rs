@@ -175,12 +175,13 @@ impl Sweep {
         let base = crate::load_file(&base_path)
             .map_err(|error| SweepError::Base { at: base_at.clone(), error: Box::new(error) })?;
         let base_text = base.text.clone();
-        if base.run.strategy == Strategy::Exhaustive {
+        // Exhaustive and coverage-guided runs follow from the runs before them: not seeds.
+        if matches!(base.run.strategy, Strategy::Exhaustive | Strategy::Coverage) {
             return Err(SweepError::file(reader.error(
                 span_of(base_item),
                 "base",
                 "a base scenario with run.strategy random or pct (a sweep runs seeds)",
-                format!("{} with run.strategy = \"exhaustive\"", base.path),
+                format!("{} with run.strategy = \"{}\"", base.path, base.run.strategy.name()),
             )));
         }
         let base_document: DocumentMut = base_text.parse().expect("the loader parsed this text as TOML");

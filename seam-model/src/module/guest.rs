@@ -44,7 +44,7 @@ pub struct GuestRun {
     td: TdId,
     tdvpr: Hpa,
     /// invariant: held by this run, in acquisition order.
-    held: Vec<HeldLock>,
+    held: smallvec::SmallVec<[HeldLock; 8]>,
 }
 
 impl GuestRun {
@@ -130,7 +130,7 @@ pub enum GuestAccept {
 
 impl Module {
     /// Step 2 of the VP.ENTER API (module docs above): `ticket` is VP.ENTER's, `Held`.
-    pub fn enter_guest(&mut self, ticket: Ticket) -> Entered {
+    pub fn enter_guest(&mut self, mut ticket: Ticket) -> Entered {
         let LeafCall::VpEnter { td, tdvpr } = ticket.call else {
             panic!("enter_guest: {} is not TDH.VP.ENTER", ticket.call);
         };
@@ -148,7 +148,7 @@ impl Module {
             return Entered::Returned(self.end_vp_enter(lp, &ticket.list.held, output));
         }
         let release_sept = self.zero_step_hold() == ZeroStepSeptHold::EntryOnly;
-        let mut held = ticket.list.held;
+        let mut held = std::mem::take(&mut ticket.list.held);
         let mut index = 0;
         while index < held.len() {
             let released_at_entry = match held[index].lock {

@@ -229,14 +229,7 @@ impl Module {
         }
         self.seamldr_lp = Some(lp);
         let cost_override = is_last_install.then(seamldr_install_last_cost_cycles);
-        Begin::Held(Ticket {
-            lp,
-            call: *call,
-            list: LockList::atomic(),
-            failed: None,
-            cost_override,
-            checked: None,
-        })
+        Begin::Held(Ticket::new(lp, *call, LockList::atomic(), cost_override))
     }
 
     /// `lp` returns from the P-SEAMLDR.

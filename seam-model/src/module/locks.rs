@@ -46,8 +46,9 @@ impl LeafLocks {
 /// The locks one leaf holds so far, and where its attempts are.
 #[derive(Debug, Default)]
 pub(crate) struct LockList {
-    /// invariant: every lock here is held by this leaf, in acquisition order.
-    pub(crate) held: Vec<HeldLock>,
+    /// invariant: every lock here is held by this leaf, in acquisition order. Inline: a
+    /// leaf holds a handful, and a SEAMCALL should not allocate.
+    pub(crate) held: smallvec::SmallVec<[HeldLock; 8]>,
     /// Attempts made so far, over every pass (a 2MB exclusive walk counts shared + promote).
     pub(crate) try_locks: u32,
     /// Attempts re-walked in the current pass.

@@ -252,9 +252,16 @@ pub enum Begin {
 }
 
 /// A leaf between `begin` and `finish`: it holds its locks until `finish` consumes it.
+///
+/// Boxed: `begin`, `step` and `finish` pass it by value, once per try-lock attempt, and its
+/// lock list is inline; moving a pointer is cheaper than moving the list.
 #[must_use = "a ticket holds module locks until Module::finish"]
 #[derive(Debug)]
-pub struct Ticket {
+pub struct Ticket(Box<TicketState>);
+
+/// What a ticket holds; reached only through [`Ticket`]'s accessors.
+#[derive(Debug)]
+pub struct TicketState {
     lp: CpuId,
     call: LeafCall,
     list: LockList,
@@ -265,7 +272,24 @@ pub struct Ticket {
     checked: Option<Result<(), TdxStatus>>,
 }
 
+impl std::ops::Deref for Ticket {
+    type Target = TicketState;
+    fn deref(&self) -> &TicketState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Ticket {
+    fn deref_mut(&mut self) -> &mut TicketState {
+        &mut self.0
+    }
+}
+
 impl Ticket {
+    fn new(lp: CpuId, call: LeafCall, list: LockList, cost_override: Option<u64>) -> Ticket {
+        Ticket(Box::new(TicketState { lp, call, list, failed: None, cost_override, checked: None }))
+    }
+
     pub fn lp(&self) -> CpuId {
         self.lp
     }
@@ -489,7 +513,7 @@ impl Module {
             LeafLocks::Atomic => LockList::atomic(),
         };
         assert!(self.lp(lp).running.is_none(), "begin: {lp} runs a guest, it cannot issue a SEAMCALL");
-        let ticket = Ticket { lp, call: *call, list, failed: None, cost_override: None, checked: None };
+        let ticket = Ticket::new(lp, *call, list, None);
         let answer = self.lock_pass(ticket);
         if !matches!(answer, Begin::Done { .. }) {
             self.lp_mut(lp).busy_calls += 1;
@@ -524,7 +548,8 @@ impl Module {
             LeafLocks::Atomic => u32::MAX,
         };
         ticket.list.pass(allowance);
-        let locked = self.lock_leaf(ticket.lp, &ticket.call, &mut ticket.list);
+        let state = &mut *ticket;
+        let locked = self.lock_leaf(state.lp, &state.call, &mut state.list);
         let locked = locked.and_then(|()| self.after_locks(ticket.lp, &ticket.call).map_err(LockStop::Busy));
         match locked {
             Ok(()) => {

@@ -123,16 +123,23 @@ impl Future for Delay {
             return Poll::Ready(());
         }
         let (cycles, sleep) = (self.cycles, self.sleep);
-        self.sim.with(|engine| {
+        let done = self.sim.with(|engine| {
             let task = engine.current_task();
             let at = engine.now.saturating_add(cycles);
+            if !sleep && engine.advance_inline(at) {
+                return true;
+            }
             engine.schedule_wake(task, at);
             if sleep {
                 engine.tasks[task.0 as usize].in_sleep = true;
                 engine.tasks[task.0 as usize].status = TaskStatus::Sleeping;
                 engine.leave_cpu(task);
             }
+            false
         });
+        if done {
+            return Poll::Ready(());
+        }
         self.armed = true;
         Poll::Pending
     }

@@ -26,6 +26,7 @@ pub use sched::Stall;
 pub use waits::WaitId;
 
 use crate::chooser::{Chooser, Decision, DecisionKind};
+use crate::coverage::Coverage;
 use crate::lockdep::LockOrder;
 use crate::outcome::{Finding, Outcome, OutcomeKind, Subject};
 use crate::resource::{Mode, Resource, ResourceId};
@@ -54,6 +55,8 @@ pub struct EngineConfig {
     pub online_cpus: u32,
     /// The longest interrupt or preemption the chooser may inject (`run.max_stall`); 0: none.
     pub max_stall_cycles: u64,
+    /// Record what the run covered (coverage.rs) for `--strategy coverage`.
+    pub coverage: bool,
 }
 
 /// How long a normal task may keep its CPU while another normal task waits for it, before
@@ -194,6 +197,8 @@ pub struct Engine {
     visit_generation: u32,
     /// Tasks spawned by running tasks, for the executor to take over after the poll.
     pending_spawns: Vec<(TaskId, SpawnedFuture)>,
+    /// `Some` only when `config.coverage` is on.
+    pub(crate) coverage: Option<Box<Coverage>>,
 }
 
 impl Engine {
@@ -233,6 +238,7 @@ impl Engine {
             findings_made: 0,
             stop_seq: u64::MAX,
             watchdog_timer: None,
+            coverage: config.coverage.then(Box::default),
             config,
             events: 0,
             scratch_tasks: Vec::new(),
@@ -288,6 +294,9 @@ impl Engine {
             return 0;
         }
         let pick = self.chooser.choose(&Decision { kind, options, cpus });
+        if let Some(coverage) = self.coverage.as_deref_mut() {
+            coverage.decision(kind, cpus);
+        }
         self.decisions.push(pick);
         self.decision_options.push(options);
         pick
@@ -550,6 +559,33 @@ impl Engine {
             return Next::End(Box::new(Outcome::new(OutcomeKind::Limit, what, at, Finding::Limit)));
         }
         self.dispatch(task)
+    }
+
+    /// A busy delay of the current task that ends at `at` before anything else happens:
+    /// when no other event is due by then (a watchdog timer due at `at` itself comes after
+    /// task events anyway), nothing is pending and no limit is crossed, the task's wake-up
+    /// would be popped next, alone on its cycle, and dispatched to the task that still has
+    /// its CPU. This does the same here — the clock, the sequence number, the event count —
+    /// without going through the queue and the executor, so the task's future goes on
+    /// without being polled again from its root. Returns whether it did.
+    pub(crate) fn advance_inline(&mut self, at: Cycle) -> bool {
+        let next_is_later = match self.queue.peek() {
+            None => true,
+            Some(Reverse(next)) => next.0 > at.0 || (next.0 == at.0 && next.2 == WATCHDOG),
+        };
+        if !next_is_later
+            || self.stop.is_some()
+            || !self.same_cycle.is_empty()
+            || !self.pending_spawns.is_empty()
+            || at > self.config.max_time
+            || self.events >= self.config.max_events
+        {
+            return false;
+        }
+        self.seq += 1;
+        self.now = at;
+        self.events += 1;
+        true
     }
 
     pub(crate) fn end_poll(&mut self) {

@@ -41,7 +41,7 @@ impl Engine {
             class_id,
             handoff_cycles,
             recursive_shared: false,
-            holders: Vec::new(),
+            holders: smallvec::SmallVec::new(),
             waiters: std::collections::VecDeque::new(),
             last_grant: Cycle::ZERO,
             stats: Default::default(),
@@ -119,6 +119,9 @@ impl Engine {
             res.stats.granted(task, self.now, None);
             res.last_grant = self.now;
             self.tasks[task.0 as usize].held.push(resource);
+            if let Some(coverage) = self.coverage.as_deref_mut() {
+                coverage.acquire(&self.resources, resource, self.tasks[task.0 as usize].cpu, mode, false);
+            }
             self.trace_task(
                 task,
                 TraceKind::Acquire { resource, mode, waited_cycles: 0 },
@@ -130,6 +133,9 @@ impl Engine {
         res.waiters.push_back(Waiter { task, mode, wait, since: now });
         res.stats.contended();
         self.tasks[task.0 as usize].waiting_on = Some((resource, mode));
+        if let Some(coverage) = self.coverage.as_deref_mut() {
+            coverage.wait(&self.resources, task, resource, mode);
+        }
         self.trace_task(
             task,
             TraceKind::Wait { resource, mode },
@@ -165,6 +171,9 @@ impl Engine {
     pub(super) fn take_granted_wait(&mut self, resource: ResourceId, mode: Mode) -> u64 {
         let task = self.current_task();
         let waited = self.tasks[task.0 as usize].granted_wait;
+        if let Some(coverage) = self.coverage.as_deref_mut() {
+            coverage.acquire(&self.resources, resource, self.tasks[task.0 as usize].cpu, mode, true);
+        }
         self.trace_task(
             task,
             TraceKind::Acquire { resource, mode, waited_cycles: waited },
@@ -218,6 +227,9 @@ impl Engine {
         };
         res.holders.swap_remove(position);
         res.stats.released(task, self.now);
+        if let Some(coverage) = self.coverage.as_deref_mut() {
+            coverage.release(resource, self.tasks[task.0 as usize].cpu);
+        }
         let held = &mut self.tasks[task.0 as usize].held;
         if let Some(index) = held.iter().rposition(|&id| id == resource) {
             held.remove(index);
@@ -235,6 +247,9 @@ impl Engine {
         }
         let resources = &self.resources;
         let class_of = |id: ResourceId| resources[id.0 as usize].class_id;
+        if let Some(coverage) = self.coverage.as_deref_mut() {
+            coverage.lock_order(resources, &state.held, resource);
+        }
         self.lock_order.on_acquire((state.cpu, task, self.now), &state.held, resource, &class_of);
     }
 

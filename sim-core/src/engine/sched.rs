@@ -169,15 +169,25 @@ impl Engine {
     /// ahead of the others of its priority (a preempted task goes back first).
     pub(super) fn enqueue(&mut self, task: TaskId, first_of_its_kind: bool) {
         let priority = self.tasks[task.0 as usize].priority;
+        self.enqueue_at(task, |queued| queued < priority || (first_of_its_kind && queued == priority));
+    }
+
+    /// Queues `task` for its CPU ahead of every queued task that is not an interrupt
+    /// handler: an interrupted task that cannot be preempted gets its CPU back when the
+    /// handlers return, whatever else (a stopper) is waiting for the CPU.
+    fn enqueue_behind_interrupts(&mut self, task: TaskId) {
+        self.enqueue_at(task, |queued| queued < TaskPriority::Irq);
+    }
+
+    /// Queues `task` before the first queued task whose priority `goes_before` accepts.
+    fn enqueue_at(&mut self, task: TaskId, goes_before: impl Fn(TaskPriority) -> bool) {
+        let priority = self.tasks[task.0 as usize].priority;
         let cpu = self.task_cpu(task);
         let tasks = &self.tasks;
         let runq = &self.cpus[cpu.0 as usize].runq;
         let position = runq
             .iter()
-            .position(|queued| {
-                let queued_priority = tasks[queued.0 as usize].priority;
-                queued_priority < priority || (first_of_its_kind && queued_priority == priority)
-            })
+            .position(|queued| goes_before(tasks[queued.0 as usize].priority))
             .unwrap_or(runq.len());
         self.cpus[cpu.0 as usize].runq.insert(position, task);
         self.tasks[task.0 as usize].status = TaskStatus::Runnable;
@@ -207,12 +217,26 @@ impl Engine {
     pub(super) fn yield_now(&mut self) {
         let task = self.current_task();
         let cpu = self.task_cpu(task);
-        let preempted = self.cpus[cpu.0 as usize]
-            .runq
-            .front()
-            .is_some_and(|next| self.tasks[next.0 as usize].priority > self.tasks[task.0 as usize].priority);
+        let own_priority = self.tasks[task.0 as usize].priority;
+        let next_priority =
+            self.cpus[cpu.0 as usize].runq.front().map(|next| self.tasks[next.0 as usize].priority);
+        let preempted = next_priority.is_some_and(|next| next > own_priority);
+        // Taken by an interrupt where it cannot be preempted, the task is what the
+        // interrupt returns to; where it can, the stopper the interrupt woke may run first.
+        let returns_from_interrupt = next_priority == Some(TaskPriority::Irq)
+            && (self.cpus[cpu.0 as usize].preempt_count > 0 || own_priority != TaskPriority::Normal);
+        if let Some((coverage, next)) =
+            self.coverage.as_deref_mut().zip(self.cpus[cpu.0 as usize].runq.front())
+        {
+            let (to, from) = (&self.tasks[next.0 as usize], &self.tasks[task.0 as usize]);
+            coverage.yielded(&self.resources, &to.name, &from.name, &from.held);
+        }
         self.cpus[cpu.0 as usize].current = None;
-        self.enqueue(task, preempted);
+        if returns_from_interrupt {
+            self.enqueue_behind_interrupts(task);
+        } else {
+            self.enqueue(task, preempted);
+        }
         self.run_next(cpu);
     }
 

@@ -1,0 +1,607 @@
+//! Coverage-guided exploration: a corpus of runs that covered something new, and the
+//! mutations that make new runs from them.
+//!
+//! In the spirit of reads-from-guided fuzzing (RFF, ASPLOS 2024), adapted from reads-from
+//! pairs to what tdxsim records (sim-core coverage.rs): lock-order and wait-for edges,
+//! contended lock pairs, (leaf, status, operand) triples of SEAMCALLs, and DPAMT near misses.
+//! A run that covers a feature no earlier run did joins the corpus, together with where in
+//! its schedule the new features appeared. Entries whose features are rare are picked more
+//! often; a pick is mutated near where its new features appeared, mostly: a same-cycle
+//! order flipped, a stall inserted, lengthened, shortened, moved or dropped, a stretch of
+//! cost jitter redrawn, or the schedule redrawn from some point on. A mutated schedule keeps
+//! every decision before its first change, so the run it gives follows its parent up to the
+//! point the mutation aims at.
+//!
+//! Everything is a function of the seed: candidates for a batch are drawn in order from one
+//! ChaCha8 stream before the batch runs, and results are absorbed in candidate order.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use host_model::kernel::cpu::cover;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+use sim_core::{DecisionKind, FeatureTag, model_code};
+
+use crate::runner::Verdict;
+use crate::schedule::{Deviations, Schedule};
+
+/// Runs an explorer plans and absorbs together: fixed, so results do not depend on how many
+/// threads run a batch.
+pub const BATCH: usize = 8;
+
+/// One in this many candidates is a fresh draw rather than a mutation.
+const FRESH_ONE_IN: u32 = 4;
+
+/// Decisions before a new feature's first appearance that mutations aim at.
+const HOTSPOT_WINDOW: u32 = 96;
+
+/// How much a new feature is worth aiming mutations at: DPAMT near misses most, then
+/// SEAMCALL statuses, wait-for edges, and the reads-from of atomics and locks; lock-order
+/// edges and contended pairs least (they come with the wait-for edges that matter).
+pub fn hotspot_weight(feature: u64) -> u64 {
+    match (FeatureTag::of(feature), model_code(feature)) {
+        (_, Some(cover::NEAR_MISS)) => 8,
+        (_, Some(cover::SEAMCALL)) => 4,
+        (Some(FeatureTag::WaitFor), _) => 3,
+        (_, Some(cover::ATOMIC)) | (Some(FeatureTag::LockHandoff | FeatureTag::Yielded), _) => 2,
+        _ => 1,
+    }
+}
+
+/// A uniform draw in `0..bound` (`bound` > 0).
+pub fn below(rng: &mut ChaCha8Rng, bound: u64) -> u64 {
+    debug_assert!(bound > 0);
+    ((u128::from(rng.next_u64()) * u128::from(bound)) >> 64) as u64
+}
+
+/// A run kept for what it covered first.
+#[derive(Clone, Debug)]
+pub struct Entry<S> {
+    pub subject: S,
+    pub decisions: Vec<u32>,
+    pub options: Vec<u32>,
+    pub kinds: Vec<DecisionKind>,
+    pub features: Vec<u64>,
+    /// Where its new features first appeared (decisions made by then), and how much each
+    /// is worth aiming at (`hotspot_weight`).
+    pub hotspots: Vec<(u32, u64)>,
+    picks: u32,
+}
+
+/// The runs that covered something new, and how often each feature was covered.
+#[derive(Clone, Debug)]
+pub struct Corpus<S> {
+    entries: Vec<Entry<S>>,
+    /// Feature -> runs that covered it.
+    hits: BTreeMap<u64, u32>,
+}
+
+impl<S> Default for Corpus<S> {
+    fn default() -> Corpus<S> {
+        Corpus { entries: Vec::new(), hits: BTreeMap::new() }
+    }
+}
+
+impl<S: Clone> Corpus<S> {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Distinct features covered so far.
+    pub fn features(&self) -> usize {
+        self.hits.len()
+    }
+
+    /// Counts `verdict`'s features and keeps it when it covered a new one; returns how many
+    /// were new.
+    pub fn absorb(&mut self, subject: &S, verdict: &Verdict) -> usize {
+        let mut hotspots = Vec::new();
+        for (position, &feature) in verdict.features.iter().enumerate() {
+            let hits = self.hits.entry(feature).or_default();
+            if *hits == 0 {
+                let at = verdict.feature_first_at.get(position).copied().unwrap_or(0);
+                hotspots.push((at, hotspot_weight(feature)));
+            }
+            *hits += 1;
+        }
+        let new = hotspots.len();
+        if new > 0 && !verdict.decision_kinds.is_empty() {
+            hotspots.sort_unstable();
+            hotspots.dedup();
+            self.entries.push(Entry {
+                subject: subject.clone(),
+                decisions: verdict.decisions.clone(),
+                options: verdict.decision_options.clone(),
+                kinds: verdict.decision_kinds.clone(),
+                features: verdict.features.clone(),
+                hotspots,
+                picks: 0,
+            });
+        }
+        new
+    }
+
+    /// Weights for picking: the rarer an entry's features, the heavier; each pick makes it
+    /// lighter. Integer arithmetic, so the same on every machine.
+    fn weights(&self) -> Vec<u64> {
+        self.entries
+            .iter()
+            .map(|entry| {
+                let rarity: u64 = entry
+                    .features
+                    .iter()
+                    .map(|feature| 1_000_000 / u64::from(self.hits.get(feature).copied().unwrap_or(1).max(1)))
+                    .sum();
+                (rarity / (1 + u64::from(entry.picks) / 2)).max(1)
+            })
+            .collect()
+    }
+
+    /// Picks `count` entries (indices), by weight.
+    fn pick(&mut self, rng: &mut ChaCha8Rng, count: usize) -> Vec<usize> {
+        let weights = self.weights();
+        let total: u64 = weights.iter().sum();
+        let mut picked = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut target = below(rng, total.max(1));
+            let mut chosen = weights.len() - 1;
+            for (index, &weight) in weights.iter().enumerate() {
+                if target < weight {
+                    chosen = index;
+                    break;
+                }
+                target -= weight;
+            }
+            self.entries[chosen].picks += 1;
+            picked.push(chosen);
+        }
+        picked
+    }
+
+    pub fn entry(&self, index: usize) -> &Entry<S> {
+        &self.entries[index]
+    }
+}
+
+/// What the explorer does to an entry's schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mutation {
+    /// A long stall at the first stall point at or after a hotspot: the task that just
+    /// covered something new is held there while the others run on.
+    StallAtHotspot,
+    /// A long stall at the last stall point before a hotspot: the task about to cover it is
+    /// held back, so what the others do next comes first (the event's order reversed).
+    StallBeforeHotspot,
+    FlipOrder,
+    InsertStall,
+    LengthenStall,
+    ShortenStall,
+    MoveStall,
+    DropStall,
+    RedrawJitter,
+    RedrawTail,
+}
+
+const MUTATIONS: &[(Mutation, u64)] = &[
+    (Mutation::StallAtHotspot, 5),
+    (Mutation::StallBeforeHotspot, 5),
+    (Mutation::FlipOrder, 3),
+    (Mutation::InsertStall, 4),
+    (Mutation::LengthenStall, 3),
+    (Mutation::ShortenStall, 1),
+    (Mutation::MoveStall, 2),
+    (Mutation::DropStall, 1),
+    (Mutation::RedrawJitter, 1),
+    (Mutation::RedrawTail, 1),
+];
+
+/// Indices of `kinds` matching `wanted` (and `keep` on the current option), inside the
+/// window before `hotspot` when one is given and holds any.
+fn indices_of<S>(
+    entry: &Entry<S>,
+    decisions: &[u32],
+    hotspot: Option<u32>,
+    wanted: &dyn Fn(DecisionKind, u32) -> bool,
+) -> Vec<usize> {
+    let all = || (0..decisions.len()).filter(|&i| wanted(entry.kinds[i], decisions[i]));
+    if let Some(hotspot) = hotspot {
+        let low = hotspot.saturating_sub(HOTSPOT_WINDOW) as usize;
+        let near: Vec<usize> = all().filter(|&i| i >= low && i <= hotspot as usize).collect();
+        if !near.is_empty() {
+            return near;
+        }
+    }
+    all().collect()
+}
+
+fn choose(rng: &mut ChaCha8Rng, indices: &[usize]) -> Option<usize> {
+    (!indices.is_empty()).then(|| indices[below(rng, indices.len() as u64) as usize])
+}
+
+/// A random stall option the way `RandomChooser` draws one: one point in 32, any length.
+fn random_option(rng: &mut ChaCha8Rng, kind: DecisionKind, options: u32) -> u32 {
+    if kind == DecisionKind::Stall && below(rng, 32) != 0 {
+        return 0;
+    }
+    below(rng, u64::from(options)) as u32
+}
+
+/// One to three mutations of `entry`'s schedule, as a dense decision vector.
+pub fn mutate_schedule<S>(entry: &Entry<S>, rng: &mut ChaCha8Rng) -> Vec<u32> {
+    let mut decisions = entry.decisions.clone();
+    let len = decisions.len().min(entry.kinds.len()).min(entry.options.len());
+    decisions.truncate(len);
+    if len == 0 {
+        return decisions;
+    }
+    let rounds = 1 + below(rng, 3);
+    for _ in 0..rounds {
+        let hotspot = if below(rng, 4) != 0 { pick_hotspot(&entry.hotspots, rng) } else { None };
+        let total: u64 = MUTATIONS.iter().map(|(_, weight)| weight).sum();
+        let mut target = below(rng, total);
+        let mut mutation = MUTATIONS[0].0;
+        for &(candidate, weight) in MUTATIONS {
+            if target < weight {
+                mutation = candidate;
+                break;
+            }
+            target -= weight;
+        }
+        apply(entry, &mut decisions, hotspot, mutation, rng);
+    }
+    decisions
+}
+
+/// The stall decision an aimed mutation at `hotspot` changes: the first stall point at or
+/// after it (`StallAtHotspot`) or the last one before it (`StallBeforeHotspot`).
+fn aimed_stall<S>(entry: &Entry<S>, hotspot: u32, mutation: Mutation) -> Option<usize> {
+    let len = entry.decisions.len().min(entry.kinds.len()).min(entry.options.len());
+    let stall = |i: &usize| entry.kinds[*i] == DecisionKind::Stall;
+    let hotspot = (hotspot as usize).min(len);
+    match mutation {
+        Mutation::StallBeforeHotspot => (0..hotspot).rev().find(stall),
+        _ => (hotspot..len).find(stall),
+    }
+}
+
+/// FNV-1a of a schedule, for telling planned schedules apart.
+fn schedule_hash(parent: usize, decisions: &[u32]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ parent as u64;
+    for &option in decisions {
+        for byte in option.to_le_bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// A hotspot, by weight; `None` when there is none.
+fn pick_hotspot(hotspots: &[(u32, u64)], rng: &mut ChaCha8Rng) -> Option<u32> {
+    let total: u64 = hotspots.iter().map(|&(_, weight)| weight).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut target = below(rng, total);
+    for &(at, weight) in hotspots {
+        if target < weight {
+            return Some(at);
+        }
+        target -= weight;
+    }
+    None
+}
+
+fn apply<S>(
+    entry: &Entry<S>,
+    decisions: &mut [u32],
+    hotspot: Option<u32>,
+    mutation: Mutation,
+    rng: &mut ChaCha8Rng,
+) {
+    let stall = |kind: DecisionKind| kind == DecisionKind::Stall;
+    let max_option = |index: usize| entry.options[index].saturating_sub(1);
+    match mutation {
+        Mutation::StallAtHotspot | Mutation::StallBeforeHotspot => {
+            let Some(hotspot) = hotspot else {
+                return apply(entry, decisions, None, Mutation::InsertStall, rng);
+            };
+            let hotspot = (hotspot as usize).min(decisions.len());
+            let index = if mutation == Mutation::StallAtHotspot {
+                (hotspot..decisions.len()).find(|&i| stall(entry.kinds[i]))
+            } else {
+                (0..hotspot).rev().find(|&i| stall(entry.kinds[i]))
+            };
+            let Some(index) = index else { return };
+            let options = u64::from(max_option(index).max(1));
+            // The long half of the band: short stalls rarely outlast another CPU's step.
+            decisions[index] = (options / 2 + 1 + below(rng, options - options / 2)).min(options) as u32;
+        }
+        Mutation::FlipOrder => {
+            let orders = indices_of(entry, decisions, hotspot, &|kind, _| {
+                matches!(kind, DecisionKind::SameCycleOrder | DecisionKind::WaiterWins)
+            });
+            if let Some(index) = choose(rng, &orders) {
+                let options = u64::from(entry.options[index]);
+                decisions[index] =
+                    ((u64::from(decisions[index]) + 1 + below(rng, options - 1)) % options) as u32;
+            }
+        }
+        Mutation::InsertStall => {
+            let free = indices_of(entry, decisions, hotspot, &|kind, option| stall(kind) && option == 0);
+            if let Some(index) = choose(rng, &free) {
+                decisions[index] = 1 + below(rng, u64::from(max_option(index).max(1))) as u32;
+            }
+        }
+        Mutation::LengthenStall | Mutation::ShortenStall | Mutation::DropStall | Mutation::MoveStall => {
+            let stalled = indices_of(entry, decisions, hotspot, &|kind, option| stall(kind) && option != 0);
+            let Some(index) = choose(rng, &stalled) else {
+                // Nothing to change: insert one instead.
+                return apply(entry, decisions, hotspot, Mutation::InsertStall, rng);
+            };
+            let option = decisions[index];
+            match mutation {
+                Mutation::LengthenStall => {
+                    decisions[index] =
+                        (option + 1 + below(rng, u64::from(option)) as u32).min(max_option(index));
+                }
+                Mutation::ShortenStall => decisions[index] = (option / 2).max(1),
+                Mutation::DropStall => decisions[index] = 0,
+                _ => {
+                    // Move it to another stall point within a few of this one.
+                    let points: Vec<usize> =
+                        (0..decisions.len()).filter(|&i| stall(entry.kinds[i])).collect();
+                    let here = points.binary_search(&index).unwrap_or(0);
+                    let offset = 1 + below(rng, 8) as usize;
+                    let there = if below(rng, 2) == 0 { here.saturating_sub(offset) } else { here + offset };
+                    if let Some(&target) = points.get(there) {
+                        decisions[index] = 0;
+                        decisions[target] = option.min(max_option(target));
+                    }
+                }
+            }
+        }
+        Mutation::RedrawJitter => {
+            let start = match hotspot {
+                Some(hotspot) => (hotspot.saturating_sub(HOTSPOT_WINDOW) as usize).min(decisions.len() - 1),
+                None => below(rng, decisions.len() as u64) as usize,
+            };
+            let stretch = 1 + below(rng, 32) as usize;
+            for index in start..(start + stretch).min(decisions.len()) {
+                if entry.kinds[index] == DecisionKind::CostJitter {
+                    decisions[index] = below(rng, u64::from(entry.options[index])) as u32;
+                }
+            }
+        }
+        Mutation::RedrawTail => {
+            let start = match hotspot {
+                Some(hotspot) => (hotspot as usize).min(decisions.len() - 1),
+                None => below(rng, decisions.len() as u64) as usize,
+            };
+            for (index, option) in decisions.iter_mut().enumerate().skip(start) {
+                *option = random_option(rng, entry.kinds[index], entry.options[index]);
+            }
+        }
+    }
+}
+
+/// The coverage-guided search state: a corpus, the seeded stream mutations draw from, how
+/// many fresh cases it has asked for, the aimed mutations still to run, and the mutated
+/// schedules already planned (never planned twice).
+pub struct Explorer<S> {
+    pub corpus: Corpus<S>,
+    rng: ChaCha8Rng,
+    fresh: u64,
+    /// Aimed mutations of new entries still to run: (entry, stall decision), in order.
+    aimed: VecDeque<(usize, usize)>,
+    planned: BTreeSet<u64>,
+    /// For each case planned and not absorbed yet (in order): the decision its schedule was
+    /// changed at, when it is an aimed or random mutation of a corpus entry's schedule.
+    changed_at: VecDeque<Option<u32>>,
+}
+
+/// Distinct stall decisions of a new entry that aimed mutations stall, the ones its
+/// weightiest hotspots point at first.
+const AIMED_PER_ENTRY: usize = 8;
+
+/// Aimed mutations waiting at most; past it, new entries get none.
+const AIMED_QUEUE_MAX: usize = 64;
+
+/// Tries at a random mutation that is new before settling for a repeat.
+const MUTATION_TRIES: usize = 8;
+
+impl<S: Clone> Explorer<S> {
+    pub fn new(seed: u64) -> Explorer<S> {
+        Explorer {
+            corpus: Corpus::default(),
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x636f_7665_7261_6765),
+            fresh: 0,
+            aimed: VecDeque::new(),
+            planned: BTreeSet::new(),
+            changed_at: VecDeque::new(),
+        }
+    }
+
+    /// The next `count` cases: fresh ones from `fresh(k)` (k = 0, 1, … over the whole
+    /// exploration) while the corpus is empty and one in `FRESH_ONE_IN` after; then the
+    /// aimed mutations of new entries (a long stall at, or just before, the points where
+    /// they covered something new, the weightiest first); then random mutations of entries
+    /// picked by weight: their schedule, or (when `mutate_subject` gives one) their subject,
+    /// run under the parent's schedule or a fresh one.
+    pub fn plan(
+        &mut self,
+        count: usize,
+        fresh: &mut dyn FnMut(u64) -> (S, Schedule),
+        mutate_subject: &mut dyn FnMut(&S, &mut ChaCha8Rng) -> Option<S>,
+    ) -> Vec<(S, Schedule)> {
+        let mut planned = Vec::with_capacity(count);
+        for _ in 0..count {
+            if self.corpus.is_empty() || below(&mut self.rng, u64::from(FRESH_ONE_IN)) == 0 {
+                planned.push(fresh(self.fresh));
+                self.changed_at.push_back(None);
+                self.fresh += 1;
+                continue;
+            }
+            if let Some((index, stall)) = self.aimed.pop_front() {
+                self.changed_at.push_back(Some(stall as u32));
+                let entry = self.corpus.entry(index);
+                let mut decisions = entry.decisions.clone();
+                decisions.truncate(entry.kinds.len().min(entry.options.len()));
+                decisions[stall] = (entry.options[stall].saturating_sub(1) * 3 / 4).max(1);
+                self.planned.insert(schedule_hash(index, &decisions));
+                planned.push((
+                    entry.subject.clone(),
+                    Schedule::Deviations(Deviations::from_decisions(&decisions)),
+                ));
+                continue;
+            }
+            let index = self.corpus.pick(&mut self.rng, 1)[0];
+            let entry = self.corpus.entry(index).clone();
+            if below(&mut self.rng, 4) == 0
+                && let Some(subject) = mutate_subject(&entry.subject, &mut self.rng)
+            {
+                let schedule = if below(&mut self.rng, 2) == 0 {
+                    Schedule::Deviations(Deviations::from_decisions(&entry.decisions))
+                } else {
+                    let (_, schedule) = fresh(self.fresh);
+                    self.fresh += 1;
+                    schedule
+                };
+                planned.push((subject, schedule));
+                self.changed_at.push_back(None);
+                continue;
+            }
+            let mut decisions = mutate_schedule(&entry, &mut self.rng);
+            for _ in 1..MUTATION_TRIES {
+                let hash = schedule_hash(index, &decisions);
+                if decisions != entry.decisions && !self.planned.contains(&hash) {
+                    break;
+                }
+                decisions = mutate_schedule(&entry, &mut self.rng);
+            }
+            self.planned.insert(schedule_hash(index, &decisions));
+            let first_change = decisions.iter().zip(&entry.decisions).position(|(a, b)| a != b);
+            self.changed_at.push_back(first_change.map(|at| at as u32));
+            planned
+                .push((entry.subject.clone(), Schedule::Deviations(Deviations::from_decisions(&decisions))));
+        }
+        planned
+    }
+
+    /// Takes in one run's coverage (each planned case once, in the order planned); returns
+    /// how many features were new. A run that joins the corpus gets its aimed mutations
+    /// queued, ahead of those already waiting: first at the hotspots that follow the point
+    /// its parent's schedule was changed at, nearest first (the change's consequences, where
+    /// one more stall most likely makes another new interleaving), then the rest by weight.
+    pub fn absorb(&mut self, subject: &S, verdict: &Verdict) -> usize {
+        let changed_at = self.changed_at.pop_front().flatten();
+        let entries = self.corpus.len();
+        let new = self.corpus.absorb(subject, verdict);
+        if self.corpus.len() > entries && self.aimed.len() < AIMED_QUEUE_MAX {
+            let index = self.corpus.len() - 1;
+            let entry = self.corpus.entry(index);
+            let mut hotspots = entry.hotspots.clone();
+            let after = |at: u32| changed_at.is_some_and(|changed| at > changed);
+            hotspots.sort_by(|a, b| {
+                after(b.0).cmp(&after(a.0)).then_with(|| match after(a.0) {
+                    true => a.0.cmp(&b.0),
+                    false => b.1.cmp(&a.1).then(a.0.cmp(&b.0)),
+                })
+            });
+            let mut stalls: Vec<usize> = Vec::new();
+            for &(at, _) in &hotspots {
+                for mutation in [Mutation::StallAtHotspot, Mutation::StallBeforeHotspot] {
+                    if let Some(stall) = aimed_stall(entry, at, mutation)
+                        && entry.decisions[stall] == 0
+                        && !stalls.contains(&stall)
+                        && stalls.len() < AIMED_PER_ENTRY
+                    {
+                        stalls.push(stall);
+                    }
+                }
+            }
+            // Newest first: a run that covered something new after an aimed stall is one
+            // step from its parent, and its own aimed stalls build on that step.
+            for stall in stalls.into_iter().rev() {
+                self.aimed.push_front((index, stall));
+            }
+        }
+        new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sim_core::{CpuId, Outcome};
+
+    use super::*;
+
+    fn verdict(features: Vec<u64>, kinds: Vec<DecisionKind>) -> Verdict {
+        Verdict {
+            outcome: Outcome::pass(),
+            decisions: vec![0; kinds.len()],
+            decision_options: vec![17; kinds.len()],
+            decision_cpus: vec![CpuId(0); kinds.len()],
+            feature_first_at: (0..features.len() as u32).collect(),
+            decision_kinds: kinds,
+            features,
+            seamcalls: Default::default(),
+            pamt_end: Vec::new(),
+            events: 0,
+        }
+    }
+
+    #[test]
+    fn only_runs_with_new_features_join_and_rare_ones_weigh_more() {
+        let kinds = vec![DecisionKind::Stall; 4];
+        let mut corpus: Corpus<()> = Corpus::default();
+        assert_eq!(corpus.absorb(&(), &verdict(vec![1, 2], kinds.clone())), 2);
+        assert_eq!(corpus.absorb(&(), &verdict(vec![1, 2], kinds.clone())), 0);
+        assert_eq!(corpus.absorb(&(), &verdict(vec![1, 3], kinds.clone())), 1);
+        assert_eq!(corpus.len(), 2);
+        assert_eq!(corpus.features(), 3);
+        let weights = corpus.weights();
+        assert!(weights[1] > weights[0], "feature 3 is rarer than 2: {weights:?}");
+    }
+
+    #[test]
+    fn mutations_change_only_what_they_aim_at_and_stay_in_range() {
+        use DecisionKind::{CostJitter, SameCycleOrder, Stall};
+        let kinds: Vec<DecisionKind> =
+            (0..200).map(|i| [Stall, CostJitter, SameCycleOrder, Stall][i % 4]).collect();
+        let mut corpus: Corpus<()> = Corpus::default();
+        let mut run = verdict(vec![7], kinds.clone());
+        run.decision_options =
+            kinds.iter().map(|kind| if *kind == SameCycleOrder { 2 } else { 17 }).collect();
+        corpus.absorb(&(), &run);
+        let entry = corpus.entry(0).clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut changed = 0;
+        for _ in 0..200 {
+            let mutated = mutate_schedule(&entry, &mut rng);
+            assert_eq!(mutated.len(), 200);
+            for (index, &option) in mutated.iter().enumerate() {
+                assert!(option < entry.options[index], "{index}: {option}");
+            }
+            changed += usize::from(mutated != entry.decisions);
+        }
+        assert!(changed > 150, "{changed} of 200 mutations changed something");
+    }
+
+    #[test]
+    fn plans_are_a_function_of_the_seed() {
+        let plan = |seed| {
+            let mut explorer: Explorer<u64> = Explorer::new(seed);
+            let kinds = vec![DecisionKind::Stall; 50];
+            explorer.absorb(&0, &verdict(vec![1], kinds.clone()));
+            explorer.absorb(&1, &verdict(vec![2], kinds));
+            let mut fresh = |k| (100 + k, Schedule::Random(k));
+            explorer.plan(16, &mut fresh, &mut |subject, _| Some(subject + 10))
+        };
+        assert_eq!(plan(5), plan(5));
+        assert_ne!(plan(5), plan(6));
+    }
+}

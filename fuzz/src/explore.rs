@@ -1,0 +1,82 @@
+//! Coverage-guided exploration of one scenario's schedules: `tdxsim check --strategy
+//! coverage` and `run`/`replay --strategy coverage --seed N` (run number N of it).
+//!
+//! Run 0 is the default schedule (every CPU at its fastest), run 1 the nominal one (every
+//! cost at the middle of its band); after them, mutations of the corpus (corpus.rs), aimed
+//! ones first, with a fresh random run (the seeds `random` would run) one time in four.
+//! Batches of `BATCH` runs are planned from the corpus as it stood, run in parallel, and
+//! absorbed in order: the sequence of runs is a function of the seed alone.
+
+use rayon::prelude::*;
+
+use crate::corpus::{BATCH, Explorer};
+use crate::runner::Verdict;
+use crate::schedule::Schedule;
+
+/// Runs of the first batch: the default and the nominal schedule.
+const FIRST_BATCH: usize = 2;
+
+/// The `k`-th fresh schedule of an exploration seeded `seed`: the default, the nominal one,
+/// then the random schedules `seed`, `seed + 1`, … (the ones `random` would run).
+pub fn fresh_schedule(seed: u64, k: u64) -> Schedule {
+    match k {
+        0 => Schedule::default_choices(),
+        1 => Schedule::Nominal,
+        k => Schedule::Random(seed.wrapping_add(k - 2)),
+    }
+}
+
+/// Runs `runs` schedules of one scenario, coverage-guided from `seed`, on `jobs` threads
+/// (0: one per core); `run` runs one schedule with coverage recorded and says what to keep
+/// of it. Returns every run's schedule and what was kept, in run order.
+pub fn explore_schedules<T: Send>(
+    seed: u64,
+    runs: u64,
+    jobs: usize,
+    run: &(dyn Fn(&Schedule) -> (Verdict, T) + Sync),
+    on_run: &(dyn Fn() + Sync),
+) -> Vec<(Schedule, T)> {
+    explore_schedules_until(seed, runs, jobs, run, on_run, &|_| false)
+}
+
+/// `explore_schedules`, stopping after the batch in which `stop` held for a run (the runs
+/// returned are the same as without it, up to that batch).
+pub fn explore_schedules_until<T: Send>(
+    seed: u64,
+    runs: u64,
+    jobs: usize,
+    run: &(dyn Fn(&Schedule) -> (Verdict, T) + Sync),
+    on_run: &(dyn Fn() + Sync),
+    stop: &dyn Fn(&T) -> bool,
+) -> Vec<(Schedule, T)> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build().expect("a rayon thread pool");
+    let mut explorer: Explorer<()> = Explorer::new(seed);
+    let mut explored = Vec::with_capacity(runs as usize);
+    while (explored.len() as u64) < runs {
+        // The first batch is the two fixed schedules alone, so mutation starts from them.
+        let batch = if explored.is_empty() { FIRST_BATCH } else { BATCH };
+        let count = (runs - explored.len() as u64).min(batch as u64) as usize;
+        let mut fresh = |k| ((), fresh_schedule(seed, k));
+        let planned = explorer.plan(count, &mut fresh, &mut |_, _| None);
+        let results: Vec<(Verdict, T)> = pool.install(|| {
+            planned
+                .par_iter()
+                .map(|(_, schedule)| {
+                    let result = run(schedule);
+                    on_run();
+                    result
+                })
+                .collect()
+        });
+        let mut stopped = false;
+        for ((_, schedule), (verdict, kept)) in planned.into_iter().zip(results) {
+            explorer.absorb(&(), &verdict);
+            stopped |= stop(&kept);
+            explored.push((schedule, kept));
+        }
+        if stopped {
+            break;
+        }
+    }
+    explored
+}

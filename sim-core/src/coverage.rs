@@ -1,0 +1,355 @@
+//! What a run covered, for coverage-guided exploration (`--strategy coverage`).
+//!
+//! A run with `EngineConfig::coverage` on records *features*: small facts about how its
+//! tasks met, each folded into a `u64` (a tag in the top byte, a hash of the facts below).
+//! Two runs that cover the same features met in the same ways as far as the explorer can
+//! tell; a run with a feature no earlier run had is kept in the explorer's corpus and
+//! mutated further (reads-from-guided fuzzing, RFF, ASPLOS 2024, adapted from reads-from
+//! pairs to lock and status events). The engine records:
+//! - lock-order edges ("took B while holding A"), over classes and over lock names;
+//! - wait-for edges: a task queues on a lock held in a conflicting mode, what it holds
+//!   meanwhile, and whether the holder it waits for is itself waiting (one step short of a
+//!   wait cycle);
+//! - contended pairs: a lock contended while the waiter holds another;
+//! - lock hand-offs: who last released a lock a task takes (the lock's reads-from);
+//! - yields: which task gave its CPU to which (an IPI handler, a stopper), holding what.
+//!
+//! Models add their own through [`Engine::cover`] (host-model: each SEAMCALL's leaf, status
+//! and operand, and the near misses of its invariants).
+//!
+//! Off (the default), none of this exists: the engine holds `None` and every hook is one
+//! branch. On, features go into one `Vec` that is sorted and deduplicated as it grows, and
+//! the kind of every decision is kept so mutators know which decisions are stalls.
+
+use crate::chooser::DecisionKind;
+use crate::engine::Engine;
+use crate::resource::{Mode, Resource, ResourceId};
+use crate::{CpuId, TaskId};
+
+/// The top byte of a feature: which kind of fact it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum FeatureTag {
+    /// Took a lock of one class while holding one of another (or the same) class, and
+    /// whether the taken lock was created after the held one (AB vs BA within a class).
+    LockOrderClass = 1,
+    /// Took lock B while holding lock A, by lock name.
+    LockOrderName = 2,
+    /// Queued on a lock (name, modes of waiter and holders), and whether a holder waits too.
+    WaitFor = 3,
+    /// Queued on a lock while holding another.
+    ContendedPair = 4,
+    /// A model's own feature ([`Engine::cover`]).
+    Model = 5,
+    /// Took a lock (name, mode), after waiting or not, last released by this CPU, another
+    /// one, or nobody yet: the lock's reads-from.
+    LockHandoff = 6,
+    /// A task gave its CPU to another (an IPI handler, a stopper, a peer whose slice came)
+    /// while holding these locks: where an interrupt or preemption landed.
+    Yielded = 7,
+}
+
+impl FeatureTag {
+    /// The tag of a feature word.
+    pub fn of(feature: u64) -> Option<FeatureTag> {
+        match (feature >> 56) as u8 {
+            1 => Some(FeatureTag::LockOrderClass),
+            2 => Some(FeatureTag::LockOrderName),
+            3 => Some(FeatureTag::WaitFor),
+            4 => Some(FeatureTag::ContendedPair),
+            5 => Some(FeatureTag::Model),
+            6 => Some(FeatureTag::LockHandoff),
+            7 => Some(FeatureTag::Yielded),
+            _ => None,
+        }
+    }
+}
+
+/// What a run covered, once it ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoverageReport {
+    /// invariant: sorted ascending, no duplicates.
+    pub features: Vec<u64>,
+    /// For each feature (same order), how many decisions the run had made when it was first
+    /// covered: where in the schedule a mutator should look to reach it again differently.
+    pub first_at: Vec<u32>,
+    /// The kind of every decision of the run, by index into its decision vector.
+    pub decision_kinds: Vec<DecisionKind>,
+    /// The CPU each decision is about (the first of its options for same-cycle order and
+    /// waiters; `CpuId(u32::MAX)` when it names none), by index.
+    pub decision_cpus: Vec<CpuId>,
+}
+
+/// The recorder a run with coverage on carries.
+pub struct Coverage {
+    /// (feature, decisions made when it was recorded).
+    features: Vec<(u64, u32)>,
+    decision_kinds: Vec<DecisionKind>,
+    decision_cpus: Vec<CpuId>,
+    /// The CPU that last released each lock, by resource id.
+    last_release: Vec<Option<CpuId>>,
+    /// `features` is sorted and deduplicated again when it reaches this length.
+    compact_at: usize,
+}
+
+const COMPACT_AT_LEAST: usize = 1024;
+
+/// FNV-1a over 64-bit words and strings: stable across runs, threads and builds.
+#[derive(Clone, Copy)]
+struct FeatureHash(u64);
+
+impl FeatureHash {
+    fn new(tag: FeatureTag) -> FeatureHash {
+        FeatureHash(0xcbf2_9ce4_8422_2325).word(tag as u64)
+    }
+
+    fn bytes(mut self, bytes: &[u8]) -> FeatureHash {
+        for &byte in bytes {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self
+    }
+
+    fn word(self, word: u64) -> FeatureHash {
+        self.bytes(&word.to_le_bytes())
+    }
+
+    fn text(self, text: &str) -> FeatureHash {
+        // The length first, so ("ab", "c") and ("a", "bc") differ.
+        self.word(text.len() as u64).bytes(text.as_bytes())
+    }
+
+    fn feature(self, tag: FeatureTag) -> u64 {
+        (u64::from(tag as u8) << 56) | (self.0 & 0x00ff_ffff_ffff_ffff)
+    }
+
+    /// A model feature keeps its code in the byte below the tag, so explorers can tell
+    /// kinds of model features apart.
+    fn model_feature(self, code: u32) -> u64 {
+        (u64::from(FeatureTag::Model as u8) << 56)
+            | (u64::from(code as u8) << 48)
+            | (self.0 & 0x0000_ffff_ffff_ffff)
+    }
+}
+
+/// The code a model feature was recorded with ([`Engine::cover`]; its low byte), or `None`
+/// for an engine feature.
+pub fn model_code(feature: u64) -> Option<u32> {
+    (FeatureTag::of(feature) == Some(FeatureTag::Model)).then_some(((feature >> 48) & 0xff) as u32)
+}
+
+fn mode_word(mode: Mode) -> u64 {
+    match mode {
+        Mode::Shared => 1,
+        Mode::Exclusive => 2,
+    }
+}
+
+impl Default for Coverage {
+    fn default() -> Coverage {
+        Coverage::new()
+    }
+}
+
+impl Coverage {
+    pub fn new() -> Coverage {
+        Coverage {
+            features: Vec::new(),
+            decision_kinds: Vec::new(),
+            decision_cpus: Vec::new(),
+            last_release: Vec::new(),
+            compact_at: COMPACT_AT_LEAST,
+        }
+    }
+
+    fn push(&mut self, feature: u64) {
+        self.features.push((feature, self.decision_kinds.len() as u32));
+        if self.features.len() >= self.compact_at {
+            self.compact();
+            self.compact_at = (2 * self.features.len()).max(COMPACT_AT_LEAST);
+        }
+    }
+
+    /// Sorted by feature, each once, at its first occurrence.
+    fn compact(&mut self) {
+        self.features.sort_unstable();
+        self.features.dedup_by_key(|(feature, _)| *feature);
+    }
+
+    /// A decision was made (the engine's `choose`).
+    pub(crate) fn decision(&mut self, kind: DecisionKind, cpus: &[CpuId]) {
+        self.decision_kinds.push(kind);
+        self.decision_cpus.push(cpus.first().copied().unwrap_or(CpuId(u32::MAX)));
+    }
+
+    /// A task takes `taken` while holding `held` (the engine's lock-order check).
+    pub(crate) fn lock_order(&mut self, resources: &[Resource], held: &[ResourceId], taken: ResourceId) {
+        let taken_lock = &resources[taken.0 as usize];
+        for &lock in held {
+            if lock == taken {
+                continue;
+            }
+            let held_lock = &resources[lock.0 as usize];
+            let class_edge = FeatureHash::new(FeatureTag::LockOrderClass)
+                .text(held_lock.class)
+                .text(taken_lock.class)
+                .word(u64::from(taken > lock));
+            self.push(class_edge.feature(FeatureTag::LockOrderClass));
+            let name_edge =
+                FeatureHash::new(FeatureTag::LockOrderName).text(&held_lock.name).text(&taken_lock.name);
+            self.push(name_edge.feature(FeatureTag::LockOrderName));
+        }
+    }
+
+    /// `task` queues on `resource` for `mode` (the engine's `Acquire`, after the queueing).
+    pub(crate) fn wait(&mut self, resources: &[Resource], task: TaskId, resource: ResourceId, mode: Mode) {
+        let waited = &resources[resource.0 as usize];
+        // Whether a holder of the lock is itself queued on another lock: one edge short of
+        // the wait cycle a deadlock is.
+        let mut chained: Option<&str> = None;
+        for &(holder, _) in &waited.holders {
+            if let Some(other) = resources.iter().find(|res| res.waiters.iter().any(|w| w.task == holder)) {
+                chained = Some(other.name.as_str());
+            }
+        }
+        let held_modes = waited.holders.iter().fold(0, |modes, &(_, held)| modes | mode_word(held));
+        let wait_for = FeatureHash::new(FeatureTag::WaitFor)
+            .text(&waited.name)
+            .word(mode_word(mode))
+            .word(held_modes)
+            .text(chained.unwrap_or(""));
+        self.push(wait_for.feature(FeatureTag::WaitFor));
+        for held in resources.iter().filter(|res| res.holds(task).is_some()) {
+            let pair = FeatureHash::new(FeatureTag::ContendedPair).text(&held.name).text(&waited.name);
+            self.push(pair.feature(FeatureTag::ContendedPair));
+        }
+    }
+
+    /// `cpu` released `resource`.
+    pub(crate) fn release(&mut self, resource: ResourceId, cpu: CpuId) {
+        let index = resource.0 as usize;
+        if self.last_release.len() <= index {
+            self.last_release.resize(index + 1, None);
+        }
+        self.last_release[index] = Some(cpu);
+    }
+
+    /// A task on `cpu` got `resource` in `mode` (after queueing when `waited`).
+    pub(crate) fn acquire(
+        &mut self,
+        resources: &[Resource],
+        resource: ResourceId,
+        cpu: CpuId,
+        mode: Mode,
+        waited: bool,
+    ) {
+        let from = match self.last_release.get(resource.0 as usize).copied().flatten() {
+            None => 0,
+            Some(releaser) if releaser == cpu => 1,
+            Some(_) => 2,
+        };
+        let handoff = FeatureHash::new(FeatureTag::LockHandoff)
+            .text(&resources[resource.0 as usize].name)
+            .word(mode_word(mode))
+            .word(u64::from(waited))
+            .word(from);
+        self.push(handoff.feature(FeatureTag::LockHandoff));
+    }
+
+    /// Task `from`, holding `held`, gives its CPU to task `to` (the engine's yield).
+    pub(crate) fn yielded(&mut self, resources: &[Resource], to: &str, from: &str, held: &[ResourceId]) {
+        let mut feature = FeatureHash::new(FeatureTag::Yielded).text(to).text(from);
+        for lock in held {
+            feature = feature.text(&resources[lock.0 as usize].name);
+        }
+        self.push(feature.feature(FeatureTag::Yielded));
+    }
+
+    /// A model's feature: `code` says what it is, `a` and `b` its facts.
+    pub(crate) fn model(&mut self, code: u32, a: u64, b: u64) {
+        let feature = FeatureHash::new(FeatureTag::Model).word(u64::from(code)).word(a).word(b);
+        self.push(feature.model_feature(code));
+    }
+
+    pub(crate) fn finish(mut self) -> CoverageReport {
+        self.compact();
+        CoverageReport {
+            first_at: self.features.iter().map(|&(_, at)| at).collect(),
+            features: self.features.into_iter().map(|(feature, _)| feature).collect(),
+            decision_kinds: self.decision_kinds,
+            decision_cpus: self.decision_cpus,
+        }
+    }
+}
+
+impl Engine {
+    /// Records a model's coverage feature (`code` names its kind, `a` and `b` its facts);
+    /// nothing when coverage is off.
+    pub fn cover(&mut self, code: u32, a: u64, b: u64) {
+        if let Some(coverage) = self.coverage.as_deref_mut() {
+            coverage.model(code, a, b);
+        }
+    }
+
+    /// Whether this run records coverage.
+    pub fn covering(&self) -> bool {
+        self.coverage.is_some()
+    }
+
+    pub(crate) fn take_coverage(&mut self) -> Option<CoverageReport> {
+        self.coverage.take().map(|coverage| coverage.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_are_sorted_deduplicated_and_tagged() {
+        let mut coverage = Coverage::new();
+        for round in 0..3000u64 {
+            coverage.model(7, round % 10, 0);
+            if round == 5 {
+                coverage.decision(DecisionKind::Stall, &[CpuId(0)]);
+            }
+        }
+        let lock = |name: &str| Resource {
+            name: name.to_string().into(),
+            class: "rwlock",
+            class_id: 0,
+            handoff_cycles: 0,
+            recursive_shared: false,
+            holders: smallvec::SmallVec::new(),
+            waiters: Default::default(),
+            last_grant: crate::Cycle::ZERO,
+            stats: Default::default(),
+        };
+        let resources = [lock("rw[A]"), lock("rw[B]")];
+        coverage.lock_order(&resources, &[ResourceId(0)], ResourceId(1));
+        coverage.lock_order(&resources, &[ResourceId(1)], ResourceId(0));
+        let report = coverage.finish();
+        assert!(report.features.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(report.first_at.len(), report.features.len());
+        // Each feature keeps where it was first seen: the first ten before the decision.
+        let model = |b| FeatureHash::new(FeatureTag::Model).word(7).word(b).word(0).model_feature(7);
+        let at = |feature| report.first_at[report.features.binary_search(&feature).unwrap()];
+        assert_eq!(at(model(3)), 0);
+        assert_eq!(model_code(model(3)), Some(7));
+        assert_eq!(report.decision_kinds, vec![DecisionKind::Stall]);
+        let count = |tag| report.features.iter().filter(|&&f| FeatureTag::of(f) == Some(tag)).count();
+        assert_eq!(count(FeatureTag::Model), 10);
+        // AB and BA are two class edges (the creation order differs) and two name edges.
+        assert_eq!(count(FeatureTag::LockOrderClass), 2);
+        assert_eq!(count(FeatureTag::LockOrderName), 2);
+    }
+
+    #[test]
+    fn hashing_separates_fields() {
+        let a = FeatureHash::new(FeatureTag::Model).text("ab").text("c").feature(FeatureTag::Model);
+        let b = FeatureHash::new(FeatureTag::Model).text("a").text("bc").feature(FeatureTag::Model);
+        assert_ne!(a, b);
+        assert_eq!(FeatureTag::of(a), Some(FeatureTag::Model));
+    }
+}
