@@ -281,3 +281,26 @@ fn an_accept_storm_makes_the_hosts_removals_meet_busy_from_the_hostile_guests() 
     assert!(busy > 0, "the removals and entries meet the guests' locks: {:?}", result.metrics.busy);
     assert_eq!(run_once(&scenario, &Schedule::Random(4), false).trace_hash, result.trace_hash);
 }
+
+#[test]
+fn a_bundle_of_a_run_that_kept_no_decisions_replays_from_its_seed() {
+    // A run past sim_core::MAX_RECORDED_DECISIONS keeps no vector (the engine's test shows
+    // it); its bundle records none and replays the seed.
+    let text = "name = \"t\"\n[machine]\ncpus = 2\nmemory = \"64M\"\n[[workload]]\nkind = \"fault_storm\"\n\
+                memory_per_td = \"2M\"\nfault_rate = 1000000\n";
+    let scenario = load_str("x.toml", text).unwrap();
+    let mut result = run_once(&scenario, &Schedule::Random(3), false);
+    assert_eq!(result.outcome.kind, sim_core::OutcomeKind::Pass, "{}", result.outcome.what);
+    assert!(!result.decisions_dropped && result.decisions_made == result.decisions.len() as u64);
+    (result.decisions, result.decisions_dropped) = (Vec::new(), true);
+    let bundle =
+        scenarios::bundle::Bundle::new(&scenario, text, scenarios::schema::Strategy::Random, 3, &result);
+    assert!(bundle.seed_mismatches(&scenario).is_empty());
+    let (_, replayed) = bundle.replay(false).unwrap();
+    assert!(bundle.mismatches(&replayed).is_empty(), "{:?}", bundle.mismatches(&replayed));
+    assert_eq!((replayed.trace_hash, replayed.decisions_made), (result.trace_hash, result.decisions_made));
+    // The same bundle with the seed edited replays another run, and says so.
+    let edited = scenarios::bundle::Bundle { seed: 4, ..bundle };
+    let (_, other) = edited.replay(false).unwrap();
+    assert!(!edited.mismatches(&other).is_empty());
+}
