@@ -194,18 +194,21 @@ impl StateChecker {
         // Backing pages, TD control pages and mapped guest pages are in use, not leaked. The
         // module's view first: after a boot of millions of pages, only the few it does not
         // account for are looked up in KVM's mirrors.
-        let unaccounted: Vec<Hpa> = host
+        let mut unaccounted: std::collections::BTreeSet<Hpa> = host
             .pages
             .borrow()
             .allocated()
             .filter(|page| !module.is_pamt_backing_page(*page) && module.page_type(*page) == PageType::Nda)
             .collect();
         if unaccounted.is_empty() {
-            return unaccounted;
+            return Vec::new();
         }
-        let mapped: std::collections::BTreeSet<Hpa> =
-            host.kvm_tds.values().flat_map(|td| td.held_pages()).collect();
-        unaccounted.into_iter().filter(|page| !mapped.contains(page)).collect()
+        for td in host.kvm_tds.values() {
+            td.for_each_held_page(|page| {
+                unaccounted.remove(&page);
+            });
+        }
+        unaccounted.into_iter().collect()
     }
 }
 

@@ -398,18 +398,19 @@ impl KvmTd {
 
     /// The pages KVM holds for this TD: guest_memfd's, the S-EPT tables', the vCPUs' caches
     /// and control pages, the TDR. For the checker's leak accounting.
-    pub fn held_pages(&self) -> Vec<Hpa> {
-        let mut pages: Vec<Hpa> = self.gmem.borrow().iter().map(|(_, (page, _))| page).collect();
-        pages.extend(self.mirror.borrow().leaves.iter().map(|(_, entry)| entry.page));
-        pages.extend(self.mirror.borrow().tables.values().map(|table| table.page));
+    /// Each page once or more, to `held`: a TD of millions of pages is walked, never
+    /// collected.
+    pub fn for_each_held_page(&self, mut held: impl FnMut(Hpa)) {
+        self.gmem.borrow().iter().for_each(|(_, (page, _))| held(page));
+        self.mirror.borrow().leaves.iter().for_each(|(_, entry)| held(entry.page));
+        self.mirror.borrow().tables.values().for_each(|table| held(table.page));
         for vcpu in &self.vcpus {
-            pages.extend(vcpu.pamt_cache.borrow().iter().copied());
-            pages.extend(vcpu.spt_cache.borrow().iter().copied());
-            pages.extend(vcpu.tdcx.borrow().iter().copied());
-            pages.extend(vcpu.tdvpr.get().filter(|_| vcpu.tdvpr_allocated.get()));
+            vcpu.pamt_cache.borrow().iter().copied().for_each(&mut held);
+            vcpu.spt_cache.borrow().iter().copied().for_each(&mut held);
+            vcpu.tdcx.borrow().iter().copied().for_each(&mut held);
+            vcpu.tdvpr.get().filter(|_| vcpu.tdvpr_allocated.get()).into_iter().for_each(&mut held);
         }
-        pages.extend(self.tdr.get());
-        pages
+        self.tdr.get().into_iter().for_each(held);
     }
 }
 
