@@ -28,6 +28,7 @@ fn world(cpus: u32, online: u32) -> World {
             record_trace: false,
             max_stall_cycles: 0,
             coverage: false,
+            max_recorded_decisions: sim_core::MAX_RECORDED_DECISIONS,
             max_events: u64::MAX,
             hung_task_cycles: 250_000_000,
             online_cpus: online,
@@ -59,6 +60,7 @@ fn world(cpus: u32, online: u32) -> World {
         reserved_ranges: BTreeSet::new(),
         tds: Vec::new(),
         kvm_tds: Vec::new(),
+        gmem_locality: Default::default(),
     };
     let module = Rc::new(std::cell::RefCell::new(config.new_module()));
     let host = Rc::new(Host::new(exec.sim(), config, module, Rc::new(host_model::observe::NoObserver)));

@@ -33,6 +33,7 @@ fn world(cpus: u32, vcpus: u32, design: SeptBusyDesign) -> World {
             hung_task_cycles: 150_000_000,
             online_cpus: cpus,
             coverage: false,
+            max_recorded_decisions: sim_core::MAX_RECORDED_DECISIONS,
         },
         Box::new(RandomChooser::new(Seed(1))),
     );
@@ -58,6 +59,7 @@ fn world(cpus: u32, vcpus: u32, design: SeptBusyDesign) -> World {
         costs: HostCosts::default(),
         range_labels: BTreeMap::new(),
         range_lock_names: BTreeMap::new(),
+        gmem_locality: BTreeMap::new(),
         reserved_ranges: BTreeSet::new(),
         tds: vec![TD],
         kvm_tds: vec![KvmTdConfig { td: TD, vcpus, memslots: Vec::new(), exists: true }],

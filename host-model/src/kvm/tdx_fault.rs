@@ -17,7 +17,7 @@ use super::vm::{KvmTd, KvmVcpu, MirrorEntry, SlotLookup, TableEntry, kvm_td, req
 use crate::kernel::Errno;
 use crate::kernel::cpu::{Cpu, mark};
 use crate::kernel::lockdep::{lockdep_assert_held, lockdep_assert_preemption_disabled, might_sleep};
-use crate::kernel::page_alloc::{alloc_page, alloc_page_atomic, free_page};
+use crate::kernel::page_alloc::{alloc_gmem_page, alloc_page, alloc_page_atomic, free_page};
 use crate::kernel::rwlock::{read_lock, read_unlock};
 use crate::kvm::fault_stats::FaultTimer;
 use crate::tdx::dpamt::{DpamtDesign, PairSource, PamtCache, tdx_pamt_add_hint, tdx_pamt_get, tdx_pamt_put};
@@ -185,14 +185,14 @@ pub async fn kvm_mmu_page_fault(
 /// the scenario names). The file holds one page per index: a fault that allocated while
 /// another inserted the index's page gives its own back and uses that one.
 async fn kvm_gmem_get_pfn(cpu: &Cpu, kvm: &KvmTd, gfn: u64, page: Option<Hpa>) -> Result<(Hpa, bool), Errno> {
-    if let Some(entry) = kvm.gmem.borrow().get(&gfn) {
-        return Ok(*entry);
+    if let Some(entry) = kvm.gmem.borrow().get(gfn) {
+        return Ok(entry);
     }
     let entry = match page {
         Some(page) => (page, false),
-        None => (alloc_page(cpu).await.ok_or(Errno::ENOMEM)?, true),
+        None => (alloc_gmem_page(cpu, kvm.td).await.ok_or(Errno::ENOMEM)?, true),
     };
-    let existing = kvm.gmem.borrow().get(&gfn).copied();
+    let existing = kvm.gmem.borrow().get(gfn);
     if let Some(existing) = existing {
         if entry.1 {
             free_page(cpu, entry.0).await;
@@ -285,7 +285,7 @@ async fn kvm_tdp_mmu_map(
             }
         }
     }
-    let frozen = kvm.mirror.borrow().leaves.get(&gfn).is_some_and(|entry| entry.frozen);
+    let frozen = kvm.mirror.borrow().leaves.get(gfn).is_some_and(|entry| entry.frozen);
     if frozen {
         return Ok(Fault::Retry(Retry::Frozen));
     }
@@ -338,7 +338,7 @@ async fn tdp_mmu_map_handle_target_level(
     op: LeafOp,
 ) -> Result<Fault, Errno> {
     let gpa = gfn * PAGE_SIZE;
-    if kvm.mirror.borrow().leaves.contains_key(&gfn) {
+    if kvm.mirror.borrow().leaves.contains_key(gfn) {
         return Ok(Fault::Fixed);
     }
     kvm.mirror.borrow_mut().leaves.insert(gfn, MirrorEntry { page, allocated, frozen: true });
@@ -348,7 +348,7 @@ async fn tdp_mmu_map_handle_target_level(
             let added = tdx_mem_page_add(cpu, kvm.td, Gpa(gpa), page, source, caches.pamt).await;
             if added == Err(Errno::EBUSY) {
                 // Group 1: to userspace, not a retry.
-                kvm.mirror.borrow_mut().leaves.remove(&gfn);
+                kvm.mirror.borrow_mut().leaves.remove(gfn);
                 return Err(Errno::EBUSY);
             }
             added
@@ -360,7 +360,7 @@ async fn tdp_mmu_map_handle_target_level(
             Ok(Fault::Fixed)
         }
         Err(errno) => {
-            kvm.mirror.borrow_mut().leaves.remove(&gfn);
+            kvm.mirror.borrow_mut().leaves.remove(gfn);
             match errno {
                 Errno::EBUSY => Ok(Fault::Retry(Retry::Busy)),
                 other => Err(other),
@@ -646,7 +646,7 @@ pub async fn tdp_fault(
     for index in 0..u64::from(count) {
         let gfn = gpa / PAGE_SIZE + index;
         let page = first_page.map(|first| Hpa(first.0 + index * PAGE_SIZE));
-        if kvm.mirror.borrow().leaves.contains_key(&gfn) {
+        if kvm.mirror.borrow().leaves.contains_key(gfn) {
             continue; // Already mapped: a spurious fault, not counted.
         }
         let timer = FaultTimer::start(cpu);

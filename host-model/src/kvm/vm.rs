@@ -9,6 +9,7 @@ use std::rc::Rc;
 use seam_model::{Gpa, Hpa, PAGE_SIZE, TdId};
 use sim_core::{CpuId, Cycle, TaskId, WaitId};
 
+use super::gfn_map::{FLAG_0, FLAG_1, GfnMap, Packed, pack_pfn, unpack_pfn};
 use crate::kernel::Errno;
 use crate::kernel::completion::{OnCpu, smp_call_function_many};
 use crate::kernel::cpu::Cpu;
@@ -168,6 +169,16 @@ pub struct MirrorEntry {
     pub frozen: bool,
 }
 
+impl Packed for MirrorEntry {
+    fn pack(self) -> u32 {
+        pack_pfn(self.page) | if self.allocated { FLAG_0 } else { 0 } | if self.frozen { FLAG_1 } else { 0 }
+    }
+
+    fn unpack(bits: u32) -> Self {
+        MirrorEntry { page: unpack_pfn(bits), allocated: bits & FLAG_0 != 0, frozen: bits & FLAG_1 != 0 }
+    }
+}
+
 /// A non-leaf mirror SPTE: an S-EPT table KVM linked with TDH.MEM.SEPT.ADD.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableEntry {
@@ -180,7 +191,7 @@ pub struct TableEntry {
 #[derive(Debug, Default)]
 pub struct Mirror {
     /// Leaf SPTEs by GFN.
-    pub leaves: BTreeMap<u64, MirrorEntry>,
+    pub leaves: GfnMap<MirrorEntry>,
     /// Non-leaf SPTEs by (S-EPT level of the table's parent entry, index of the range the
     /// table covers at that level): level 1 is a 2MB range's table of 4KB entries, level 2
     /// a 1GB range's, level 3 a 512GB range's.
@@ -241,7 +252,7 @@ pub struct KvmTd {
     pub mirror: RefCell<Mirror>,
     /// guest_memfd's pages by GFN: (page, it came from `alloc_page()`). A page stays here
     /// from its first fault until a zap punches it out or the TD is destroyed.
-    pub gmem: RefCell<BTreeMap<u64, (Hpa, bool)>>,
+    pub gmem: RefCell<GfnMap<(Hpa, bool)>>,
     pub memslots: Vec<Memslot>,
     /// `kvm->mmu_invalidate_seq`: bumped when an invalidation ends. Protected by `mmu_lock`
     /// (written with it held for write).
@@ -294,7 +305,7 @@ impl KvmTd {
             srcu: SrcuStruct::new("kvm->srcu", "synchronize_srcu(&kvm->srcu)"),
             mmu_lock: RwLock::new(sim, format!("mmu_lock[TD {}]", td.0), handoff_cycles),
             mirror: RefCell::new(Mirror { prebuilt: config.exists, ..Mirror::default() }),
-            gmem: RefCell::new(BTreeMap::new()),
+            gmem: RefCell::new(GfnMap::default()),
             memslots,
             mmu_invalidate_seq: Cell::new(0),
             mmu_invalidate_in_progress: Cell::new(0),
@@ -312,6 +323,39 @@ impl KvmTd {
 
     pub fn vcpu(&self, index: u32) -> Option<&Rc<KvmVcpu>> {
         self.vcpus.get(index as usize)
+    }
+
+    /// A VM of this number created again after `kvm_destroy_vm()` (a VMM's next TD): the
+    /// `struct kvm` and its vCPUs start over as `kvm_create_vm()` allocates them, with the
+    /// same locks (their lockdep classes and statistics go on, as one lock class would).
+    /// The destroyed VM left no page mapped and no vCPU loaded.
+    pub fn recreate(&self) {
+        debug_assert!(!self.created.get(), "recreate: the VM is still alive");
+        *self.mirror.borrow_mut() = Mirror::default();
+        self.gmem.borrow_mut().clear();
+        for slot in &self.memslots {
+            slot.state.set(MemslotState::Valid);
+        }
+        self.mmu_invalidate_seq.set(0);
+        self.mmu_invalidate_in_progress.set(0);
+        self.mmu_invalidate_range.set((0, 0));
+        self.wait_for_sept_zap.set(false);
+        self.zap_blocked_since.set(None);
+        self.state.set(TdState::Uninitialized);
+        self.hkid_assigned.set(false);
+        self.tdr.set(None);
+        self.vm_dead.set(false);
+        for vcpu in &self.vcpus {
+            vcpu.mode.set(VcpuMode::OutsideGuestMode);
+            vcpu.requests.set(0);
+            vcpu.state.set(VcpuTdState::Uninitialized);
+            vcpu.tdvpr.set(None);
+            vcpu.tdvpr_allocated.set(false);
+            vcpu.tdcx.borrow_mut().clear();
+            vcpu.associated_cpu.set(None);
+            vcpu.signal_pending.set(false);
+            *vcpu.guest.borrow_mut() = crate::guest::Guest::idle();
+        }
     }
 
     /// `kvm_vcpu_gfn_to_memslot()` as the fault path calls it: inside `kvm->srcu` (or with
@@ -354,18 +398,19 @@ impl KvmTd {
 
     /// The pages KVM holds for this TD: guest_memfd's, the S-EPT tables', the vCPUs' caches
     /// and control pages, the TDR. For the checker's leak accounting.
-    pub fn held_pages(&self) -> Vec<Hpa> {
-        let mut pages: Vec<Hpa> = self.gmem.borrow().values().map(|(page, _)| *page).collect();
-        pages.extend(self.mirror.borrow().leaves.values().map(|entry| entry.page));
-        pages.extend(self.mirror.borrow().tables.values().map(|table| table.page));
+    /// Each page once or more, to `held`: a TD of millions of pages is walked, never
+    /// collected.
+    pub fn for_each_held_page(&self, mut held: impl FnMut(Hpa)) {
+        self.gmem.borrow().iter().for_each(|(_, (page, _))| held(page));
+        self.mirror.borrow().leaves.iter().for_each(|(_, entry)| held(entry.page));
+        self.mirror.borrow().tables.values().for_each(|table| held(table.page));
         for vcpu in &self.vcpus {
-            pages.extend(vcpu.pamt_cache.borrow().iter().copied());
-            pages.extend(vcpu.spt_cache.borrow().iter().copied());
-            pages.extend(vcpu.tdcx.borrow().iter().copied());
-            pages.extend(vcpu.tdvpr.get().filter(|_| vcpu.tdvpr_allocated.get()));
+            vcpu.pamt_cache.borrow().iter().copied().for_each(&mut held);
+            vcpu.spt_cache.borrow().iter().copied().for_each(&mut held);
+            vcpu.tdcx.borrow().iter().copied().for_each(&mut held);
+            vcpu.tdvpr.get().filter(|_| vcpu.tdvpr_allocated.get()).into_iter().for_each(&mut held);
         }
-        pages.extend(self.tdr.get());
-        pages
+        self.tdr.get().into_iter().for_each(held);
     }
 }
 
