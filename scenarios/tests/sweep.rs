@@ -262,6 +262,17 @@ fn bad_input_is_refused_with_the_sweep_files_position_before_anything_runs() {
         )),
         "s.toml:3:24: record: expected a list of metric names (tdxsim list metrics), like \"lock_contended[pamt_lock,dpamt_lock]\", found \"lock_bogus[x]\""
     );
+    let marked = format!(
+        "{head}[[axis]]\nkey = \"host.dpamt\"\nvalues = [\"global-lock\", \"dec-and-lock\"]\n[[axis]]\nkey = \"module.leaf_locks\"\nvalues = [\"interleaved\", \"atomic\"]\n[[report.mark]]\nmetric = \"lock_contended\"\ny = 1\nlabel = \"l\"\n"
+    );
+    assert_eq!(
+        refused(&format!("{marked}panel = {{ \"module.leaf_lockz\" = \"atomic\" }}\n")),
+        "s.toml:13:33: report.mark[0].panel.module.leaf_lockz: expected an axis key of this sweep (host.dpamt, module.leaf_locks), found \"module.leaf_lockz\""
+    );
+    assert_eq!(
+        refused(&format!("{marked}panel = {{ \"module.leaf_locks\" = \"atomik\" }}\n")),
+        "s.toml:13:33: report.mark[0].panel.module.leaf_locks: expected one of the axis's values interleaved, atomic, found \"atomik\""
+    );
     let error =
         refused("name = \"t\"\nbase = \"missing.toml\"\n[[axis]]\nkey = \"machine.cpus\"\nvalues = [2]\n");
     assert!(error.starts_with("s.toml:2:8: base: the base scenario is refused: "), "{error}");
