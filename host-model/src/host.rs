@@ -146,6 +146,9 @@ pub struct HostConfig {
     pub tds: Vec<TdId>,
     /// TDs KVM knows about (those above and those a step creates): their vCPUs and memslots.
     pub kvm_tds: Vec<KvmTdConfig>,
+    /// TDs whose guest_memfd allocates with a locality (a workload's): in 1/65536ths
+    /// (`kernel::page_alloc`); the others allocate as `alloc_page()` does.
+    pub gmem_locality: BTreeMap<TdId, u32>,
 }
 
 impl HostConfig {
@@ -279,7 +282,11 @@ impl Host {
             pamt_range_locks: RefCell::new(BTreeMap::new()),
             pamt_refcount: (0..ranges).map(|_| Cell::new(0)).collect(),
             pamt_in_flight: (0..ranges).map(|_| Cell::new(0)).collect(),
-            pages: RefCell::new(PageAllocator::new(config.memory_bytes, config.reserved_ranges.clone())),
+            pages: RefCell::new(PageAllocator::with_gmem_streams(
+                config.memory_bytes,
+                config.reserved_ranges.clone(),
+                &config.gmem_locality,
+            )),
             module,
             observer,
             kvm_tds,

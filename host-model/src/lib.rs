@@ -15,6 +15,8 @@
 //! - `guest`: the TD's own software as the host sees it: pages touched, ACCEPTs.
 //! - `tdx::seamcall`: the SEAMCALL wrapper, TDH.VP.ENTER's split around the guest run.
 //! - `tdx::dpamt`: `tdx_pamt_get` / `tdx_pamt_put` in every published design.
+//! - `workload`: generated workloads (`[[workload]]`): VMM and vCPU threads of TD boots,
+//!   churn, fault, zap and ACCEPT storms.
 pub mod guest;
 pub mod host;
 pub mod kernel;
@@ -22,6 +24,7 @@ pub mod kvm;
 pub mod observe;
 pub mod seamldr;
 pub mod tdx;
+pub mod workload;
 
 pub use host::{Host, HostConfig, HostCosts, HostStats};
 pub use kernel::Errno;

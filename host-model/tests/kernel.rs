@@ -59,6 +59,7 @@ fn world(cpus: u32, online: u32) -> World {
         reserved_ranges: BTreeSet::new(),
         tds: Vec::new(),
         kvm_tds: Vec::new(),
+        gmem_locality: Default::default(),
     };
     let module = Rc::new(std::cell::RefCell::new(config.new_module()));
     let host = Rc::new(Host::new(exec.sim(), config, module, Rc::new(host_model::observe::NoObserver)));

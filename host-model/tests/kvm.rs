@@ -58,6 +58,7 @@ fn world(cpus: u32, vcpus: u32, design: SeptBusyDesign) -> World {
         costs: HostCosts::default(),
         range_labels: BTreeMap::new(),
         range_lock_names: BTreeMap::new(),
+        gmem_locality: BTreeMap::new(),
         reserved_ranges: BTreeSet::new(),
         tds: vec![TD],
         kvm_tds: vec![KvmTdConfig { td: TD, vcpus, memslots: Vec::new(), exists: true }],

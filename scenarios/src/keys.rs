@@ -29,6 +29,24 @@ pub const HOST: &[&str] = &["dpamt", "sept_busy", "update", "enable", "hint_aug_
 pub const TASK: &[&str] = &["cpu", "start", "repeat", "steps"];
 /// Keys every step takes, whatever its call.
 pub const STEP: &[&str] = &["call", "at", "returns"];
+/// `[[workload]]` (each kind takes a subset; docs/scenarios.md says which).
+pub const WORKLOAD: &[&str] = &[
+    "kind",
+    "tds",
+    "first_td",
+    "vcpus_per_td",
+    "memory_per_td",
+    "initial_memory",
+    "memory_touched",
+    "fault_rate",
+    "locality",
+    "rounds",
+    "start",
+    "first_cpu",
+    "cpus",
+    "zap_size",
+    "zap_interval",
+];
 /// `[run]`.
 pub const RUN: &[&str] = &[
     "runs",
@@ -112,6 +130,7 @@ pub fn all() -> Vec<String> {
     for (call, arguments) in CALL_ARGUMENTS {
         table(&format!("step.{call}"), arguments);
     }
+    table("workload", WORKLOAD);
     table("run", RUN);
     table("expect", EXPECT);
     table("expect.metrics", &["<metric>_max", "<metric>_min"]);
@@ -148,6 +167,17 @@ pub mod max {
     pub const EVENTS: u64 = 10_000_000_000;
     /// `[[task]]` `repeat`.
     pub const REPEAT: u64 = 1_000_000;
+    /// `[[workload]]` tables in one file.
+    pub const WORKLOADS: u64 = 64;
+    /// `workload.tds`: TDs of one workload (the module's PAMT owner slots go to 65535).
+    pub const WORKLOAD_TDS: u64 = 1024;
+    /// Threads all workloads of a file spawn (a VMM thread per TD, a thread per vCPU, a
+    /// host thread per storm TD): each is a task of a few hundred bytes.
+    pub const WORKLOAD_THREADS: u64 = 1 << 18;
+    /// `workload.rounds`.
+    pub const ROUNDS: u64 = 1_000_000;
+    /// `workload.fault_rate`, per second of simulated time: one fault a nanosecond.
+    pub const RATE_PER_SECOND: f64 = 1e9;
     /// Bytes of a scenario file.
     pub const SCENARIO_BYTES: u64 = 1 << 20;
     /// Bytes of a repro bundle (the scenario text and one decision per choice of the run).
@@ -186,6 +216,19 @@ pub fn limits() -> Vec<(&'static str, String)> {
         ("step.memslot_delete.count", "machine.memory / 4K".to_owned()),
         ("step.tdp_fault.count", "machine.memory / 4K".to_owned()),
         ("step.zap.count", "machine.memory / 4K".to_owned()),
+        ("workload tables", format!("{} in a file", max::WORKLOADS)),
+        ("workload.tds", max::WORKLOAD_TDS.to_string()),
+        ("workload.vcpus_per_td", max::VCPUS.to_string()),
+        ("workload.memory_per_td", format!("{}T", max::MEMORY_BYTES >> 40)),
+        ("workload.initial_memory", "workload.memory_per_td".to_owned()),
+        ("workload.memory_touched", "workload.memory_per_td - workload.initial_memory".to_owned()),
+        ("workload.fault_rate", format!("{} per second", max::RATE_PER_SECOND)),
+        ("workload.rounds", max::ROUNDS.to_string()),
+        ("workload.start", time.clone()),
+        ("workload.zap_size", "workload.memory_touched".to_owned()),
+        ("workload.zap_interval", time.clone()),
+        ("workload threads", format!("{} in a file", max::WORKLOAD_THREADS)),
+        ("workload memory", "machine.memory".to_owned()),
         ("host.hint_aug_retries", crate::schema::HINT_AUG_RETRIES_MAX.to_string()),
         ("host.sept_retries", crate::schema::SEPT_RETRIES_MAX.to_string()),
         ("run.runs", max::RUNS.to_string()),

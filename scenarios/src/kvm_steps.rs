@@ -114,7 +114,7 @@ pub fn scenario_tds(scenario: &Scenario) -> (Vec<TdId>, Vec<KvmTdConfig>) {
         }
     }
     named.extend(created.keys().copied());
-    let configs: Vec<KvmTdConfig> = named
+    let mut configs: Vec<KvmTdConfig> = named
         .iter()
         .map(|&td| KvmTdConfig {
             td: TdId(td),
@@ -123,6 +123,15 @@ pub fn scenario_tds(scenario: &Scenario) -> (Vec<TdId>, Vec<KvmTdConfig>) {
             exists: !created.contains_key(&td),
         })
         .collect();
+    // A workload's TDs: the loader keeps them apart from the steps' TDs.
+    for load in &scenario.workloads {
+        configs.extend(load.td_ids().map(|td| KvmTdConfig {
+            td,
+            vcpus: load.vcpus_per_td,
+            memslots: Vec::new(),
+            exists: !load.kind.builds_tds(),
+        }));
+    }
     let existing = configs.iter().filter(|config| config.exists).map(|config| config.td).collect();
     (existing, configs)
 }

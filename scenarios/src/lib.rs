@@ -44,4 +44,4 @@ pub mod sweep;
 pub mod table;
 pub mod units;
 
-pub use load::{load_file, load_str};
+pub use load::{load_file, load_str, workload_defaults};

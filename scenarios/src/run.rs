@@ -343,6 +343,7 @@ impl<'s> Runner<'s> {
                 }
             });
         }
+        host_model::workload::spawn_workloads(&mut executor, &host, &scenario.workloads);
         finish_run(executor.run(), &host, &module, &checker)
     }
 }
@@ -393,6 +394,11 @@ fn host_config(scenario: &Scenario) -> HostConfig {
         reserved_ranges,
         kvm_tds,
         tds: existing_tds,
+        gmem_locality: scenario
+            .workloads
+            .iter()
+            .flat_map(|load| load.td_ids().map(|td| (td, load.locality.0)))
+            .collect(),
     }
 }
 

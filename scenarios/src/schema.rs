@@ -25,6 +25,8 @@ pub struct Scenario {
     /// Page name -> 4K-aligned address inside `machine.memory`, in file order.
     pub pages: IndexMap<String, u64>,
     pub tasks: Vec<Task>,
+    /// `[[workload]]`s, in file order.
+    pub workloads: Vec<Workload>,
     pub run: RunCfg,
     pub expect: Option<Expect>,
 }
@@ -115,6 +117,7 @@ pub use host_model::kvm::design::{SEPT_RETRIES_DEFAULT, SEPT_RETRIES_MAX, SeptBu
 
 pub use host_model::seamldr::update::UpdateDesign;
 pub use host_model::tdx::enable::EnableDesign;
+pub use host_model::workload::{Workload, WorkloadKind};
 
 /// `[[task]]`: a kernel thread pinned to one CPU, running its steps in order.
 #[derive(Clone, Debug, PartialEq)]

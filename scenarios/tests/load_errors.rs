@@ -528,11 +528,11 @@ fn task_on_a_cpu_offline_at_start_loads() {
 fn a_file_with_no_tasks_is_refused_after_its_other_mistakes() {
     assert_eq!(
         error("name = \"t\"\n"),
-        "x.toml:1:1: task: expected at least one [[task]] (a file with no tasks has nothing to run), found nothing"
+        "x.toml:1:1: task: expected at least one [[task]] or [[workload]] (a file with neither has nothing to run), found nothing"
     );
     assert_eq!(
         error("name = \"t\"\ntask = []\n"),
-        "x.toml:2:8: task: expected at least one [[task]] (a file with no tasks has nothing to run), found []"
+        "x.toml:2:8: task: expected at least one [[task]] or [[workload]] (a file with neither has nothing to run), found []"
     );
     assert_eq!(
         error("name = \"t\"\n[run]\nruns = 0\n"),
@@ -954,14 +954,6 @@ fn unknown_or_zero_cost() {
     assert_eq!(
         error("name = \"t\"\n[module.costs]\n\"TDH.MEM.TRACK\" = 0\n"),
         "x.toml:3:19: module.costs.TDH.MEM.TRACK: expected a time of at least 1 cycle, found 0"
-    );
-}
-
-#[test]
-fn workloads_are_not_available() {
-    assert_eq!(
-        error(&with("[[workload]]\nkind = \"td_boot\"\n")),
-        "x.toml:5:1: workload: expected no [[workload]] tables (generated workloads are not available in this version), found [[workload]]"
     );
 }
 

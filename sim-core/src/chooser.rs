@@ -26,6 +26,10 @@ pub enum DecisionKind {
     /// At a point where preemption is on too, whether a stall is an interrupt (0: the task
     /// keeps its CPU) or a preemption (1: another task may run there meanwhile).
     StallKind,
+    /// A random value the simulated system itself draws (the kernel's `get_random_u32_below()`:
+    /// where the page allocator finds a page, where a workload punches a hole). Not a
+    /// schedule: PCT draws it uniformly as random does.
+    Draw,
 }
 
 /// One decision: its kind, how many options, and the CPU each option belongs to (for
@@ -184,7 +188,7 @@ impl Chooser for PctChooser {
                 let rank = u64::from(self.rank_of(cpu).min(cpus as u32 - 1));
                 ((u64::from(decision.options - 1) * rank) / (cpus - 1)) as u32
             }
-            DecisionKind::StallKind => uniform(&mut self.rng, decision.options),
+            DecisionKind::StallKind | DecisionKind::Draw => uniform(&mut self.rng, decision.options),
             DecisionKind::Stall => {
                 let index = self.stall_points_seen;
                 self.stall_points_seen += 1;
@@ -264,7 +268,7 @@ impl Chooser for PrefixChooser {
 }
 
 /// The nominal schedule: every cost at the middle of its jitter band, events in time then
-/// creation order, no stall, the first waiter wins. Where the default schedule (option 0
+/// creation order, no stall, the first waiter wins, every drawn value mid-range. Where the default schedule (option 0
 /// everywhere) runs every CPU at its fastest, this one runs the timeline a scenario's times
 /// were written against; coverage-guided exploration starts from both.
 pub struct NominalChooser;
@@ -272,7 +276,8 @@ pub struct NominalChooser;
 impl Chooser for NominalChooser {
     fn choose(&mut self, decision: &Decision<'_>) -> u32 {
         match decision.kind {
-            DecisionKind::CostJitter => decision.options / 2,
+            // A value the system draws lands mid-range too, as a cost does.
+            DecisionKind::CostJitter | DecisionKind::Draw => decision.options / 2,
             DecisionKind::SameCycleOrder
             | DecisionKind::WaiterWins
             | DecisionKind::Stall

@@ -11,6 +11,7 @@
 //! - `stop_machine`: `stop_machine()` / `stop_machine_cpuslocked()` with `multi_cpu_stop()`.
 //! - `cpuhp`: the online mask, `cpu_up()` / `cpu_down()`, dynamic cpuhp states.
 //! - `page_alloc`: `alloc_page()` / `__free_page()` over simulated memory.
+//! - `random`: `get_random_u32_below()`, drawn through the run's chooser.
 //! - `srcu`: sleepable RCU (`srcu_read_lock()`, `synchronize_srcu()`), `kvm->srcu`.
 pub mod arch;
 pub mod atomic;
@@ -20,6 +21,7 @@ pub mod cpuhp;
 pub mod lockdep;
 pub mod mutex;
 pub mod page_alloc;
+pub mod random;
 pub mod rwlock;
 pub mod spinlock;
 pub mod srcu;

@@ -45,3 +45,17 @@ pub fn write_unlock(cpu: &Cpu, lock: RwLock) {
     cpu.sim.release(lock.resource);
     cpu.preempt_enable();
 }
+
+/// `cond_resched_rwlock_write()`: with `lock` held for write, gives it up and the CPU a
+/// moment when another CPU waits for the lock (`rwlock_needbreak()`) or another task for this
+/// CPU (`need_resched()`), then takes it again. True when it did.
+pub async fn cond_resched_rwlock_write(cpu: &Cpu, lock: RwLock) -> bool {
+    let needbreak = cpu.sim.with(|engine| engine.resource_contended(lock.resource) || engine.need_resched());
+    if !needbreak {
+        return false;
+    }
+    write_unlock(cpu, lock);
+    cpu.cond_resched().await;
+    write_lock(cpu, lock).await;
+    true
+}

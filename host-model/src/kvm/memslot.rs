@@ -68,7 +68,7 @@ async fn kvm_arch_flush_shadow_memslot(cpu: &Cpu, kvm: &KvmTd, slot: &Memslot) {
     let (start, end) = (slot.base_gfn, slot.base_gfn + slot.npages);
     write_lock(cpu, kvm.mmu_lock).await;
     // A failed removal is KVM_BUG_ON (already reported); the deletion goes on.
-    let _ = tdp_mmu_zap_leafs(cpu, kvm, start, end).await;
+    let _ = tdp_mmu_zap_leafs(cpu, kvm, start, end, true).await;
     write_unlock(cpu, kvm.mmu_lock);
 }
 

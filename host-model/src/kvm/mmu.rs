@@ -17,7 +17,7 @@ use crate::kernel::lockdep::{
     lockdep_assert_held, lockdep_assert_held_write, lockdep_assert_preemption_disabled, might_sleep,
 };
 use crate::kernel::page_alloc::free_page;
-use crate::kernel::rwlock::{write_lock, write_unlock};
+use crate::kernel::rwlock::{cond_resched_rwlock_write, write_lock, write_unlock};
 use crate::tdx::dpamt::{DpamtDesign, tdx_pamt_put};
 use crate::tdx::seamcall::seamcall;
 
@@ -133,20 +133,32 @@ async fn tdx_sept_remove_private_spte(cpu: &Cpu, kvm: &KvmTd, gfn: u64, page: Hp
 }
 
 /// The TDP MMU's zap of the private leaves for GFNs `[start, end)`, with `mmu_lock` held for
-/// write: each mapped leaf goes through the TDX removal hook. Returns the guest_memfd pages
-/// it unmapped.
+/// write: each mapped leaf goes through the TDX removal hook. With `can_yield` it gives
+/// `mmu_lock` and the CPU up after a leaf when a fault waits for the lock or a task for the
+/// CPU (`tdp_mmu_iter_cond_resched()`), and carries on after the last GFN it zapped.
 ///
 /// Kernel: `kvm_tdp_mmu_unmap_gfn_range()` -> `tdp_mmu_zap_leafs()` ->
 /// `remove_external_spte()`, mmu/tdp_mmu.c.
-pub async fn tdp_mmu_zap_leafs(cpu: &Cpu, kvm: &KvmTd, start: u64, end: u64) -> Result<(), Errno> {
+pub async fn tdp_mmu_zap_leafs(
+    cpu: &Cpu,
+    kvm: &KvmTd,
+    start: u64,
+    end: u64,
+    can_yield: bool,
+) -> Result<(), Errno> {
     lockdep_assert_held_write(cpu, kvm.mmu_lock.resource, "tdp_mmu_zap_leafs");
+    let mut from = start;
     loop {
-        let next = kvm.mirror.borrow().leaves.range(start..end).next().map(|(gfn, entry)| (*gfn, *entry));
+        let next = kvm.mirror.borrow().leaves.range(from..end).next().map(|(gfn, entry)| (*gfn, *entry));
         let Some((gfn, entry)) = next else { return Ok(()) };
         debug_assert!(!entry.frozen, "no fault holds a frozen SPTE under mmu_lock held for write");
         tdx_sept_remove_private_spte(cpu, kvm, gfn, entry.page).await?;
         kvm.mirror.borrow_mut().leaves.remove(&gfn);
         cpu.progress();
+        from = gfn + 1;
+        if can_yield {
+            cond_resched_rwlock_write(cpu, kvm.mmu_lock).await;
+        }
     }
 }
 
@@ -184,7 +196,7 @@ pub async fn zap(cpu: &Cpu, td: TdId, gpa: u64, count: u32) -> Result<(), Errno>
     write_lock(cpu, kvm.mmu_lock).await;
     kvm.mmu_invalidate_in_progress.set(kvm.mmu_invalidate_in_progress.get() + 1);
     kvm.mmu_invalidate_range.set((start, end));
-    let ret = tdp_mmu_zap_leafs(cpu, kvm, start, end).await;
+    let ret = tdp_mmu_zap_leafs(cpu, kvm, start, end, true).await;
     write_unlock(cpu, kvm.mmu_lock);
     kvm_gmem_truncate(cpu, kvm, start, end).await;
     // kvm_gmem_invalidate_end().

@@ -17,7 +17,7 @@ use super::vm::{KvmTd, KvmVcpu, MirrorEntry, SlotLookup, TableEntry, kvm_td, req
 use crate::kernel::Errno;
 use crate::kernel::cpu::{Cpu, mark};
 use crate::kernel::lockdep::{lockdep_assert_held, lockdep_assert_preemption_disabled, might_sleep};
-use crate::kernel::page_alloc::{alloc_page, alloc_page_atomic, free_page};
+use crate::kernel::page_alloc::{alloc_gmem_page, alloc_page, alloc_page_atomic, free_page};
 use crate::kernel::rwlock::{read_lock, read_unlock};
 use crate::kvm::fault_stats::FaultTimer;
 use crate::tdx::dpamt::{DpamtDesign, PairSource, PamtCache, tdx_pamt_add_hint, tdx_pamt_get, tdx_pamt_put};
@@ -190,7 +190,7 @@ async fn kvm_gmem_get_pfn(cpu: &Cpu, kvm: &KvmTd, gfn: u64, page: Option<Hpa>) -
     }
     let entry = match page {
         Some(page) => (page, false),
-        None => (alloc_page(cpu).await.ok_or(Errno::ENOMEM)?, true),
+        None => (alloc_gmem_page(cpu, kvm.td).await.ok_or(Errno::ENOMEM)?, true),
     };
     let existing = kvm.gmem.borrow().get(&gfn).copied();
     if let Some(existing) = existing {

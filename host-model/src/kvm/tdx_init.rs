@@ -324,6 +324,8 @@ pub async fn td_create(cpu: &Cpu, td: TdId, how: TdCreate) -> Result<(), Errno> 
     if kvm.created.get() {
         return Err(Errno::EINVAL);
     }
+    // A new `struct kvm`: a number whose last VM was destroyed starts from scratch.
+    kvm.recreate();
     kvm_get_usage(cpu).await?;
     kvm.created.set(true);
     let update_rwsem = cpu.host().tdx.update_rwsem;

@@ -181,7 +181,7 @@ async fn kvm_flush_shadow_all(cpu: &Cpu, kvm: &KvmTd) {
         return;
     }
     write_lock(cpu, kvm.mmu_lock).await;
-    let _ = tdp_mmu_zap_leafs(cpu, kvm, 0, u64::MAX).await;
+    let _ = tdp_mmu_zap_leafs(cpu, kvm, 0, u64::MAX, true).await;
     write_unlock(cpu, kvm.mmu_lock);
 }
 
@@ -225,17 +225,20 @@ async fn tdx_free_sept_tables(cpu: &Cpu, kvm: &KvmTd) {
         std::mem::take(&mut kvm.mirror.borrow_mut().tables).into_values().map(|table| table.page).collect();
     for page in tables {
         tdx_reclaim_control_page(cpu, page).await;
+        cpu.progress();
     }
 }
 
 /// guest_memfd's file is released: the pages it allocated go back.
 async fn kvm_gmem_release(cpu: &Cpu, kvm: &KvmTd) {
-    let pages: Vec<(Hpa, bool)> = std::mem::take(&mut *kvm.gmem.borrow_mut()).into_values().collect();
-    for (page, allocated) in pages {
-        // A page the zap could not reclaim stays with the module.
-        if allocated && !kvm.mirror.borrow().leaves.values().any(|entry| entry.page == page) {
+    let pages = std::mem::take(&mut *kvm.gmem.borrow_mut());
+    for (gfn, (page, allocated)) in pages {
+        // A page the zap could not reclaim stays with the module (its leaf stays mapped).
+        if allocated && !kvm.mirror.borrow().leaves.contains_key(&gfn) {
             free_page(cpu, page).await;
         }
+        // A truncate of millions of pages moves on page by page (its cond_resched()).
+        cpu.progress();
     }
 }
 

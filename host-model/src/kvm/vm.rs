@@ -314,6 +314,39 @@ impl KvmTd {
         self.vcpus.get(index as usize)
     }
 
+    /// A VM of this number created again after `kvm_destroy_vm()` (a VMM's next TD): the
+    /// `struct kvm` and its vCPUs start over as `kvm_create_vm()` allocates them, with the
+    /// same locks (their lockdep classes and statistics go on, as one lock class would).
+    /// The destroyed VM left no page mapped and no vCPU loaded.
+    pub fn recreate(&self) {
+        debug_assert!(!self.created.get(), "recreate: the VM is still alive");
+        *self.mirror.borrow_mut() = Mirror::default();
+        self.gmem.borrow_mut().clear();
+        for slot in &self.memslots {
+            slot.state.set(MemslotState::Valid);
+        }
+        self.mmu_invalidate_seq.set(0);
+        self.mmu_invalidate_in_progress.set(0);
+        self.mmu_invalidate_range.set((0, 0));
+        self.wait_for_sept_zap.set(false);
+        self.zap_blocked_since.set(None);
+        self.state.set(TdState::Uninitialized);
+        self.hkid_assigned.set(false);
+        self.tdr.set(None);
+        self.vm_dead.set(false);
+        for vcpu in &self.vcpus {
+            vcpu.mode.set(VcpuMode::OutsideGuestMode);
+            vcpu.requests.set(0);
+            vcpu.state.set(VcpuTdState::Uninitialized);
+            vcpu.tdvpr.set(None);
+            vcpu.tdvpr_allocated.set(false);
+            vcpu.tdcx.borrow_mut().clear();
+            vcpu.associated_cpu.set(None);
+            vcpu.signal_pending.set(false);
+            *vcpu.guest.borrow_mut() = crate::guest::Guest::idle();
+        }
+    }
+
     /// `kvm_vcpu_gfn_to_memslot()` as the fault path calls it: inside `kvm->srcu` (or with
     /// `kvm->slots_lock`), as `srcu_dereference_check()` asserts.
     pub fn vcpu_gfn_to_memslot(&self, cpu: &Cpu, gfn: u64) -> SlotLookup {

@@ -30,7 +30,9 @@ mod kvm;
 mod sections;
 mod steps;
 mod values;
+mod workloads;
 use seam_model::LeafLocks;
+pub use workloads::defaults as workload_defaults;
 
 /// Reads and loads a scenario file; the error names `path` as given.
 pub fn load_file(path: &Path) -> std::result::Result<Scenario, ScenarioError> {
@@ -152,19 +154,14 @@ impl<'t> Loader<'t> {
             possible_cpus: machine.possible_cpus,
         };
         let tasks = self.tasks(&top, &machine, &space, clock)?;
-        if let Some(value) = top.get("workload") {
-            return Err(self.error(
-                value.span(),
-                "workload",
-                "no [[workload]] tables (generated workloads are not available in this version)",
-                self.found(value),
-            ));
-        }
+        let workload_space =
+            workloads::WorkloadSpace { machine: &machine, clock, step_tds: step_tds(&tasks) };
+        let workloads = self.workloads(&top, &workload_space)?;
         let run = self.run(&top, clock)?;
         let expect = self.expect(&top, &run)?;
         // Last, so a file being written shows its other mistakes first.
-        if tasks.is_empty() {
-            let expected = "at least one [[task]] (a file with no tasks has nothing to run)";
+        if tasks.is_empty() && workloads.is_empty() {
+            let expected = "at least one [[task]] or [[workload]] (a file with neither has nothing to run)";
             return Err(match top.get("task") {
                 Some(value) => self.invalid(Some(value), "task", expected),
                 None => self.missing(&top, "task", expected),
@@ -180,10 +177,37 @@ impl<'t> Loader<'t> {
             host,
             pages,
             tasks,
+            workloads,
             run,
             expect,
         })
     }
+}
+
+/// The TD numbers the steps name.
+fn step_tds(tasks: &[Task]) -> std::collections::BTreeSet<u32> {
+    tasks
+        .iter()
+        .flat_map(|task| &task.steps)
+        .filter_map(|step| match &step.call {
+            Call::TdCreate { td, .. }
+            | Call::VcpuInit { td, .. }
+            | Call::InitMemRegion { td, .. }
+            | Call::TdFinalize { td }
+            | Call::VcpuRun { td, .. }
+            | Call::MemslotDelete { td, .. }
+            | Call::TdDestroy { td }
+            | Call::TdpFault { td, .. }
+            | Call::Zap { td, .. } => Some(*td),
+            Call::Seamcall(
+                LeafCall::PageAug { td, .. }
+                | LeafCall::PageRemove { td, .. }
+                | LeafCall::RangeBlock { td, .. }
+                | LeafCall::Track { td },
+            ) => Some(td.0),
+            _ => None,
+        })
+        .collect()
 }
 
 pub(super) const TIME_EXPECTED: &str =

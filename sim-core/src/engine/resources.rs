@@ -69,6 +69,12 @@ impl Engine {
         self.resources[resource.0 as usize].recursive_shared = true;
     }
 
+    /// Whether a task is queued for `resource` (the kernel's `rwlock_is_contended()`,
+    /// `spin_is_contended()`).
+    pub fn resource_contended(&self, resource: ResourceId) -> bool {
+        !self.resources[resource.0 as usize].waiters.is_empty()
+    }
+
     pub fn resource_name(&self, resource: ResourceId) -> &str {
         &self.resources[resource.0 as usize].name
     }

@@ -117,6 +117,20 @@ impl Engine {
         state.priority == TaskPriority::Normal && cpu.preempt_count == 0 && (outranked || slice_over)
     }
 
+    /// The kernel's `need_resched()`: a normal task waiting for the current task's CPU has
+    /// waited a whole time slice, or a higher priority waits, whether or not the current
+    /// task could be preempted right now (code with preemption off polls this to give the
+    /// CPU up at a point of its choosing).
+    pub fn need_resched(&self) -> bool {
+        let task = self.current_task();
+        let state = &self.tasks[task.0 as usize];
+        let Some(next) = self.cpu(state.cpu).runq.front().map(|next| &self.tasks[next.0 as usize]) else {
+            return false;
+        };
+        next.priority > state.priority
+            || (next.priority == state.priority && self.now.since(next.runnable_since) >= SCHED_SLICE_CYCLES)
+    }
+
     /// The priority of the task the current one must yield to now, if any (see
     /// `should_yield`): `Irq` is an interrupt, anything else a preemption.
     pub fn yield_target(&self) -> Option<TaskPriority> {
@@ -247,6 +261,13 @@ impl Engine {
             return false;
         }
         let at = self.now.saturating_add(delay);
+        // A task that slept on a wait object until it was done waited, it did not stall: its
+        // watchdog starts over when it wakes, as after an intentional sleep (a spinner, which
+        // kept its CPU, keeps its count).
+        let state = &mut self.tasks[task.0 as usize];
+        if state.status == TaskStatus::Sleeping && !state.preempted {
+            state.last_progress = state.last_progress.max(at);
+        }
         self.schedule_wake(task, at);
         true
     }

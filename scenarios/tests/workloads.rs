@@ -1,0 +1,195 @@
+//! `[[workload]]`: the loader's checks (every key's range, keys the kind does not take, TDs
+//! and memory against the machine), and what the generated threads do: every page of the
+//! touched memory faulted once per round, the allocator's locality seen in how many 2MB
+//! ranges need backing, the same run for the same seed.
+
+use scenarios::run::{Schedule, run_once};
+use scenarios::schema::WorkloadKind;
+use scenarios::{load_str, workload_defaults};
+use seam_model::{Leaf, TdId};
+
+fn error(text: &str) -> String {
+    match load_str("x.toml", text) {
+        Ok(scenario) => panic!("loaded, expected an error: {:?}", scenario.workloads),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// A machine of 4 CPUs and 512M with one workload of `body` (from line 6).
+fn workload(body: &str) -> String {
+    format!("name = \"t\"\n[machine]\ncpus = 4\nmemory = \"512M\"\n[[workload]]\n{body}")
+}
+
+#[test]
+fn a_workload_alone_is_a_scenario_and_its_defaults_are_documented_ones() {
+    let scenario = load_str("x.toml", &workload("kind = \"td_boot\"\n")).unwrap();
+    assert!(scenario.tasks.is_empty());
+    let load = &scenario.workloads[0];
+    assert_eq!(load.kind, WorkloadKind::TdBoot);
+    assert_eq!((load.first_td, load.tds, load.vcpus_per_td), (1, 1, 1));
+    assert_eq!((load.memory_per_td, load.initial_memory, load.memory_touched), (16 << 20, 2 << 20, 14 << 20));
+    assert_eq!((load.first_cpu, load.cpus, load.rounds), (0, 4, 1));
+    let interval = (2.2e9 / workload_defaults::FAULT_RATE).round() as u64;
+    assert_eq!(load.fault_interval, interval, "1/fault_rate at the default 2.2 GHz");
+    assert_eq!(load.locality.fraction(), workload_defaults::LOCALITY);
+    let storm = load_str("x.toml", &workload("kind = \"fault_storm\"\n")).unwrap();
+    assert_eq!(storm.workloads[0].initial_memory, 0, "a storm's TDs exist: no initial image");
+    assert_eq!(storm.workloads[0].memory_touched, 16 << 20);
+}
+
+#[test]
+fn workload_tds_follow_the_steps_tds_and_may_not_collide() {
+    let text = "name = \"t\"\n[machine]\ncpus = 2\nmemory = \"256M\"\n[[task]]\ncpu = 0\n\
+                steps = [{ call = \"tdp_fault\", td = 7, gpa = 0 }]\n\
+                [[workload]]\nkind = \"fault_storm\"\ntds = 2\n[[workload]]\nkind = \"td_boot\"\n";
+    let scenario = load_str("x.toml", text).unwrap();
+    let tds: Vec<Vec<TdId>> = scenario.workloads.iter().map(|load| load.td_ids().collect()).collect();
+    assert_eq!(tds, vec![vec![TdId(8), TdId(9)], vec![TdId(10)]]);
+    let clash = text.replace("tds = 2\n", "tds = 2\nfirst_td = 6\n");
+    assert_eq!(
+        error(&clash),
+        "x.toml:11:12: workload[0].first_td: expected TDs 6..=7 of their own, but TD 7 is named by a step or an earlier workload, found 6"
+    );
+}
+
+#[test]
+fn every_key_is_checked_against_its_range_and_its_kind() {
+    let cases = [
+        ("", "x.toml:5:1: workload[0].kind: expected a workload kind (required), found nothing"),
+        (
+            "kind = \"td_reboot\"\n",
+            "x.toml:6:8: workload[0].kind: expected one of td_boot | td_churn | fault_storm | zap_storm | guest_accept_storm, found \"td_reboot\"",
+        ),
+        (
+            "kind = \"td_boot\"\nzap_size = \"4K\"\n",
+            "x.toml:7:1: workload[0].zap_size: expected one of the keys kind td_boot takes: kind, tds, first_td, vcpus_per_td, memory_per_td, memory_touched, fault_rate, locality, start, first_cpu, cpus, initial_memory, found zap_size",
+        ),
+        (
+            "kind = \"td_boot\"\nspeed = 1\n",
+            "x.toml:7:1: workload[0].speed: expected one of the keys kind, tds, first_td, vcpus_per_td, memory_per_td, initial_memory, memory_touched, fault_rate, locality, rounds, start, first_cpu, cpus, zap_size, zap_interval, found speed",
+        ),
+        (
+            "kind = \"td_boot\"\ntds = 0\n",
+            "x.toml:7:7: workload[0].tds: expected an integer 1..=1024, found 0",
+        ),
+        (
+            "kind = \"td_boot\"\nvcpus_per_td = 257\n",
+            "x.toml:7:16: workload[0].vcpus_per_td: expected an integer 1..=256, found 257",
+        ),
+        (
+            "kind = \"td_boot\"\nmemory_per_td = \"3M\"\n",
+            "x.toml:7:17: workload[0].memory_per_td: expected a size that is a multiple of 2M, 1..=1099511627776 bytes, like \"16M\", found \"3M\"",
+        ),
+        (
+            "kind = \"td_boot\"\ninitial_memory = \"6K\"\n",
+            "x.toml:7:18: workload[0].initial_memory: expected a size that is a multiple of 4K, 0..=16777216 bytes, like \"16M\", found \"6K\"",
+        ),
+        (
+            "kind = \"td_boot\"\nmemory_touched = \"15M\"\n",
+            "x.toml:7:18: workload[0].memory_touched: expected a size that is a multiple of 4K, 0..=14680064 bytes, like \"16M\", found \"15M\"",
+        ),
+        (
+            "kind = \"td_boot\"\nfault_rate = 0\n",
+            "x.toml:7:14: workload[0].fault_rate: expected a rate per second, above 0 and at most 1000000000, found 0",
+        ),
+        (
+            "kind = \"td_boot\"\nlocality = 1.5\n",
+            "x.toml:7:12: workload[0].locality: expected a fraction 0..=1 (0: scattered pages, 1: contiguous), found 1.5",
+        ),
+        (
+            "kind = \"td_churn\"\nrounds = 0\n",
+            "x.toml:7:10: workload[0].rounds: expected an integer 1..=1000000, found 0",
+        ),
+        (
+            "kind = \"td_boot\"\nfirst_cpu = 4\n",
+            "x.toml:7:13: workload[0].first_cpu: expected an integer 0..=3 (a CPU online at start), found 4",
+        ),
+        (
+            "kind = \"td_boot\"\nfirst_cpu = 1\ncpus = 4\n",
+            "x.toml:8:8: workload[0].cpus: expected an integer 1..=3 (CPUs online at start from first_cpu), found 4",
+        ),
+        (
+            "kind = \"zap_storm\"\nmemory_touched = \"8K\"\nzap_size = \"12K\"\n",
+            "x.toml:8:12: workload[0].zap_size: expected a size that is a multiple of 4K, 4096..=8192 bytes, like \"16M\", found \"12K\"",
+        ),
+        (
+            "kind = \"guest_accept_storm\"\nzap_interval = 0\n",
+            "x.toml:7:16: workload[0].zap_interval: expected a time of at least 1 cycle, found 0",
+        ),
+        (
+            "kind = \"guest_accept_storm\"\nzap_interval = \"2h\"\n",
+            "x.toml:7:16: workload[0].zap_interval: expected a time: an integer of cycles or a string like \"50us\" (ns, us, ms, s), found \"2h\"",
+        ),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(error(&workload(body)), expected, "{body}");
+    }
+}
+
+#[test]
+fn workloads_must_fit_the_machine() {
+    assert_eq!(
+        error(&workload("kind = \"td_boot\"\ntds = 40\n")),
+        "x.toml:7:7: workload[0].tds: expected workloads whose memory fits machine.memory (536870912 bytes): their initial and touched memory, 1/256 of it for S-EPT tables, control pages, and 1/256 of machine.memory for PAMT backing need 681050112 bytes up to this one, found 40"
+    );
+    let threads = "kind = \"fault_storm\"\ntds = 1024\nvcpus_per_td = 256\nmemory_per_td = \"2M\"\nmemory_touched = 0\n";
+    assert!(error(&workload(threads)).contains("at most 262144 threads in all"));
+    let many: String =
+        (0..65).map(|_| "[[workload]]\nkind = \"td_boot\"\nmemory_per_td = \"2M\"\n").collect();
+    let text = format!("name = \"t\"\n[machine]\nmemory = \"1G\"\n{many}");
+    assert_eq!(
+        error(&text),
+        "x.toml:4:1: workload: expected at most 64 [[workload]] tables, found [[workload]]"
+    );
+}
+
+/// A fault storm on 4 CPUs: 2 TDs of 8M, 2 vCPUs each, `rounds` passes, at `locality`.
+fn storm(locality: f64, rounds: u32) -> scenarios::schema::Scenario {
+    let text = format!(
+        "name = \"t\"\n[machine]\ncpus = 4\nmemory = \"256M\"\n[host]\ndpamt = \"global-lock-fastpath\"\n\
+         [[workload]]\nkind = \"fault_storm\"\ntds = 2\nvcpus_per_td = 2\nmemory_per_td = \"8M\"\n\
+         locality = {locality:?}\nrounds = {rounds}\nfault_rate = 200000\n[run]\nmax_time = \"10s\"\n"
+    );
+    load_str("x.toml", &text).unwrap()
+}
+
+fn count(result: &scenarios::run::RunResult, leaf: Leaf) -> u64 {
+    result
+        .metrics
+        .seamcalls
+        .iter()
+        .filter(|((l, status), _)| *l == leaf && status.is_success())
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[test]
+fn a_fault_storm_faults_every_page_of_every_round_and_punches_all_but_the_last_out() {
+    let scenario = storm(1.0, 3);
+    let result = run_once(&scenario, &Schedule::Random(1), false);
+    assert_eq!(result.outcome.kind, sim_core::OutcomeKind::Pass, "{}", result.outcome.what);
+    let pages = 2 * (8 << 20) / 4096;
+    assert_eq!(count(&result, Leaf::MemPageAug), 3 * pages);
+    assert_eq!(count(&result, Leaf::MemPageRemove), 2 * pages);
+    assert_eq!(result.metrics.faults.faults(), 3 * pages);
+    // Contiguous: each TD's 8M takes 4 ranges (5 when its stream starts inside one another
+    // stream began); at the end only the last round's pages keep ranges backed.
+    let (adds, removes) = (count(&result, Leaf::PhymemPamtAdd), count(&result, Leaf::PhymemPamtRemove));
+    assert!((8..=10).contains(&(adds - removes)), "{adds} ADDs, {removes} REMOVEs");
+    assert!(removes >= 8, "a range both vCPUs emptied is removed: {removes}");
+    let again = run_once(&scenario, &Schedule::Random(1), false);
+    assert_eq!(again.trace_hash, result.trace_hash, "the same seed is the same run");
+    assert_ne!(run_once(&scenario, &Schedule::Random(2), false).trace_hash, result.trace_hash);
+}
+
+#[test]
+fn scattered_pages_need_a_backing_for_many_more_ranges_than_contiguous_ones() {
+    let contiguous = run_once(&storm(1.0, 1), &Schedule::Random(3), false);
+    let scattered = run_once(&storm(0.0, 1), &Schedule::Random(3), false);
+    let half = run_once(&storm(0.5, 1), &Schedule::Random(3), false);
+    let adds = |result: &scenarios::run::RunResult| count(result, Leaf::PhymemPamtAdd);
+    assert!((8..=10).contains(&adds(&contiguous)), "{}", adds(&contiguous));
+    // 4096 pages drawn from 128 ranges: every range is hit (each misses with (127/128)^4096).
+    assert_eq!(adds(&scattered), 128);
+    assert!(adds(&half) > adds(&contiguous) && adds(&half) <= adds(&scattered), "{}", adds(&half));
+}
