@@ -193,3 +193,64 @@ fn scattered_pages_need_a_backing_for_many_more_ranges_than_contiguous_ones() {
     assert_eq!(adds(&scattered), 128);
     assert!(adds(&half) > adds(&contiguous) && adds(&half) <= adds(&scattered), "{}", adds(&half));
 }
+
+/// `kind` on 4 CPUs: 2 TDs of 16M with 2 vCPUs each (2M initial image), `extra` keys.
+fn generated(kind: &str, extra: &str) -> scenarios::schema::Scenario {
+    let text = format!(
+        "name = \"t\"\n[machine]\ncpus = 4\nmemory = \"512M\"\n[host]\ndpamt = \"global-lock-fastpath\"\n\
+         [[workload]]\nkind = \"{kind}\"\ntds = 2\nvcpus_per_td = 2\nmemory_per_td = \"16M\"\n\
+         fault_rate = 200000\n{extra}[run]\nmax_time = \"10s\"\n"
+    );
+    load_str("x.toml", &text).unwrap()
+}
+
+#[test]
+fn a_td_boot_adds_the_image_then_faults_in_every_touched_page_through_the_vcpus() {
+    let scenario = generated("td_boot", "memory_touched = \"8M\"\n");
+    let result = run_once(&scenario, &Schedule::Random(1), false);
+    assert_eq!(result.outcome.kind, sim_core::OutcomeKind::Pass, "{}", result.outcome.what);
+    let (image, touched) = (512, (8 << 20) / 4096);
+    assert_eq!(count(&result, Leaf::MngCreate), 2);
+    assert_eq!(count(&result, Leaf::VpCreate), 4, "a vCPU each");
+    assert_eq!(count(&result, Leaf::MemPageAdd), 2 * image, "the image by PAGE.ADD");
+    assert_eq!(count(&result, Leaf::MrFinalize), 2);
+    assert_eq!(count(&result, Leaf::MemPageAug), 2 * touched, "each touched page faulted once");
+    assert_eq!(result.metrics.faults.faults(), 2 * touched);
+    assert!(count(&result, Leaf::VpEnter) > 2 * touched, "an entry after every fault");
+    // Nothing is torn down: every touched range stays backed.
+    assert!(result.pamt_end.iter().filter(|(refs, backed)| *refs > 0 && *backed).count() >= 2 * 5);
+    let again = run_once(&scenario, &Schedule::Random(1), false);
+    assert_eq!(again.trace_hash, result.trace_hash, "the same seed is the same run");
+    assert_ne!(run_once(&scenario, &Schedule::Random(2), false).trace_hash, result.trace_hash);
+}
+
+#[test]
+fn a_td_churn_destroys_every_td_it_made_and_the_host_gets_every_page_back() {
+    let scenario = generated("td_churn", "rounds = 3\nmemory_touched = \"4M\"\n");
+    let result = run_once(&scenario, &Schedule::Random(4), false);
+    assert_eq!(result.outcome.kind, sim_core::OutcomeKind::Pass, "{}", result.outcome.what);
+    let lives = 2 * 3;
+    assert_eq!(count(&result, Leaf::MngCreate), lives);
+    assert_eq!(count(&result, Leaf::MngKeyFreeid), lives, "every TD's HKID released");
+    let private = lives * (512 + (4 << 20) / 4096);
+    assert_eq!(count(&result, Leaf::MemPageAdd) + count(&result, Leaf::MemPageAug), private);
+    // Every private page, S-EPT page and control page goes back through PAGE.RECLAIM.
+    let control = lives * 2 + 2 * lives * 2; // at least TDR + TDCS per TD, TDVPR + TDCX per vCPU
+    assert!(count(&result, Leaf::PhymemPageReclaim) >= private + control);
+    // Every PAMT backing the boots added is removed again, and no refcount is left.
+    assert_eq!(count(&result, Leaf::PhymemPamtAdd), count(&result, Leaf::PhymemPamtRemove));
+    assert!(result.pamt_end.iter().all(|&(refs, backed)| refs == 0 && !backed), "{:?}", result.pamt_end);
+    assert_eq!(run_once(&scenario, &Schedule::Random(4), false).trace_hash, result.trace_hash);
+}
+
+#[test]
+fn a_scattered_fault_storm_contends_on_the_global_pamt_lock_and_still_faults_every_page() {
+    // Scattered pages under the v2 global lock: PAMT.ADDs contend on pamt_lock.
+    let scenario = generated("fault_storm", "locality = 0.0\n");
+    let result = run_once(&scenario, &Schedule::Random(5), false);
+    assert_eq!(result.outcome.kind, sim_core::OutcomeKind::Pass, "{}", result.outcome.what);
+    assert_eq!(count(&result, Leaf::MemPageAug), 2 * (16 << 20) / 4096);
+    let pamt_lock =
+        result.resources.iter().find(|(name, _, _)| name.as_str() == "pamt_lock").expect("pamt_lock");
+    assert!(pamt_lock.2.contended > 0, "{:?}", pamt_lock.2);
+}
