@@ -24,7 +24,7 @@ pub mod defaults {
     pub const FAULT_RATE: f64 = 70_000.0;
     /// `locality`: picked by reports/calibration/ (README.md there): the model's guests touch
     /// pages at an even pace, so with a contiguous allocator (1.0) the vCPUs cross 2MB ranges
-    /// in lockstep and the v2 boot contends 40-80 times the published figure; one page in a
+    /// in lockstep and the v2 boot contends 35-75 times the published figure; one page in a
     /// hundred from elsewhere puts it within 2x of the published 1136 contentions / 4 ms.
     pub const LOCALITY: f64 = 0.99;
     /// `rounds`.
