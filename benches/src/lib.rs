@@ -46,6 +46,7 @@ pub fn run_engine() -> RunReport {
         record_trace: false,
         max_stall_cycles: 0,
         coverage: false,
+        max_recorded_decisions: sim_core::MAX_RECORDED_DECISIONS,
         max_events: u64::MAX,
         hung_task_cycles: u64::MAX,
         online_cpus: u32::MAX,
@@ -87,6 +88,33 @@ pub fn run_bare_heap() -> u64 {
         }
     }
     events
+}
+
+/// The boot benchmark's scenario: one TD of 1 GiB booted by a `td_boot` workload under the
+/// v2 DPAMT design (`global-lock-fastpath`), every 4KB page after the 2MB image faulted in
+/// by its one vCPU: `BOOT_FAULTS` faults.
+pub const BOOT_1G: &str = r#"
+name = "bench: td_boot, 1 TD x 1 GiB"
+[machine]
+cpus = 2
+memory = "2G"
+[host]
+dpamt = "global-lock-fastpath"
+[[workload]]
+kind = "td_boot"
+tds = 1
+vcpus_per_td = 1
+memory_per_td = "1G"
+[run]
+max_time = "60s"
+"#;
+
+/// Faults of one boot: 1 GiB less the 2MB image, in 4KB pages.
+pub const BOOT_FAULTS: u64 = ((1 << 30) - (2 << 20)) / 4096;
+
+/// Runs the boot benchmark's scenario once (seed 1): its result.
+pub fn run_boot(scenario: &scenarios::schema::Scenario) -> scenarios::run::RunResult {
+    scenarios::run::run_once(scenario, &scenarios::run::Schedule::Random(1), false)
 }
 
 #[cfg(test)]

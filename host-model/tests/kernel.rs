@@ -28,6 +28,7 @@ fn world(cpus: u32, online: u32) -> World {
             record_trace: false,
             max_stall_cycles: 0,
             coverage: false,
+            max_recorded_decisions: sim_core::MAX_RECORDED_DECISIONS,
             max_events: u64::MAX,
             hung_task_cycles: 250_000_000,
             online_cpus: online,

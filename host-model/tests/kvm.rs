@@ -33,6 +33,7 @@ fn world(cpus: u32, vcpus: u32, design: SeptBusyDesign) -> World {
             hung_task_cycles: 150_000_000,
             online_cpus: cpus,
             coverage: false,
+            max_recorded_decisions: sim_core::MAX_RECORDED_DECISIONS,
         },
         Box::new(RandomChooser::new(Seed(1))),
     );

@@ -125,10 +125,17 @@ impl Bundle {
         strategy_from_name(&self.strategy).expect("decode checked the strategy")
     }
 
-    /// Loads the embedded scenario and runs the recorded decisions.
+    /// Loads the embedded scenario and runs the recorded decisions; a bundle that records
+    /// none (its run made too many to keep, `sim_core::MAX_RECORDED_DECISIONS`, or none at
+    /// all) runs its seed, which makes the same ones.
     pub fn replay(&self, record_trace: bool) -> Result<(Scenario, RunResult), ScenarioError> {
         let scenario = load_str(&self.scenario_path, &self.scenario_text)?;
-        let result = run_once(&scenario, &Schedule::Replay(self.decisions.clone()), record_trace);
+        let schedule = if self.decisions.is_empty() {
+            Schedule::for_seed(&scenario, Some(self.strategy()), self.seed)
+        } else {
+            Schedule::Replay(self.decisions.clone())
+        };
+        let result = run_once(&scenario, &schedule, record_trace);
         Ok((scenario, result))
     }
 
@@ -136,6 +143,10 @@ impl Bundle {
     /// seed was edited would otherwise replay fine and report a run it did not come from):
     /// empty when they do, else why not.
     pub fn seed_mismatches(&self, scenario: &Scenario) -> Vec<String> {
+        if self.decisions.is_empty() {
+            // Replayed from the seed itself: the trace hash is the check.
+            return Vec::new();
+        }
         let schedule = Schedule::for_seed(scenario, Some(self.strategy()), self.seed);
         let from_seed = run_once(scenario, &schedule, false).decisions;
         if from_seed == self.decisions {

@@ -87,6 +87,10 @@ pub struct RunResult {
     pub decisions: Vec<u32>,
     /// How many options each decision had.
     pub decision_options: Vec<u32>,
+    /// Decisions made; with `decisions_dropped` the run made more than
+    /// `sim_core::MAX_RECORDED_DECISIONS`, kept none, and its seed replays it.
+    pub decisions_made: u64,
+    pub decisions_dropped: bool,
     /// Preemptible points met (where a stall could have been injected).
     pub stall_points: u64,
     /// Lock-order inversions seen, even when the run ended otherwise.
@@ -361,6 +365,7 @@ fn engine_config(scenario: &Scenario, record_trace: bool, coverage: bool) -> Eng
         max_events: scenario.run.max_events,
         online_cpus: scenario.machine.cpus,
         coverage,
+        max_recorded_decisions: sim_core::MAX_RECORDED_DECISIONS,
     }
 }
 
@@ -443,6 +448,8 @@ fn finish_run(report: RunReport, host: &Host, module: &RefCell<Module>, checker:
         trace_hash: report.trace_hash,
         decisions: report.decisions,
         decision_options: report.decision_options,
+        decisions_made: report.decisions_made,
+        decisions_dropped: report.decisions_dropped,
         stall_points: report.stall_points,
         lock_order: report.lock_order,
         diverged: report.diverged,

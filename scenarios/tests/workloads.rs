@@ -255,3 +255,53 @@ fn a_scattered_fault_storm_contends_on_the_global_pamt_lock_and_still_faults_eve
         result.resources.iter().find(|(name, _, _)| name.as_str() == "pamt_lock").expect("pamt_lock");
     assert!(pamt_lock.2.contended > 0, "{:?}", pamt_lock.2);
 }
+
+#[test]
+fn a_zap_storm_punches_each_hole_out_and_faults_it_in_again() {
+    let scenario = generated("zap_storm", "rounds = 4\nzap_size = \"256K\"\n");
+    let result = run_once(&scenario, &Schedule::Random(1), false);
+    assert_eq!(result.outcome.kind, sim_core::OutcomeKind::Pass, "{}", result.outcome.what);
+    let (touched, holes) = (2 * (16 << 20) / 4096, 2 * 2 * 4 * 64);
+    assert_eq!(count(&result, Leaf::MemPageAug), touched + holes, "each hole faulted in again");
+    assert_eq!(count(&result, Leaf::MemRangeBlock), holes);
+    assert_eq!(count(&result, Leaf::MemPageRemove), holes);
+    assert_eq!(count(&result, Leaf::MemTrack), holes, "a TLB track per zapped page");
+    // The holes' zaps hold mmu_lock for write while the other vCPU faults.
+    let mmu_lock = result.resources.iter().filter(|(name, _, _)| name.as_str().starts_with("mmu_lock"));
+    assert!(mmu_lock.map(|(_, _, stats)| stats.contended).sum::<u64>() > 0);
+    assert_eq!(run_once(&scenario, &Schedule::Random(1), false).trace_hash, result.trace_hash);
+}
+
+#[test]
+fn an_accept_storm_makes_the_hosts_removals_meet_busy_from_the_hostile_guests() {
+    let scenario = generated("guest_accept_storm", "rounds = 200\nzap_interval = \"20us\"\n");
+    let result = run_once(&scenario, &Schedule::Random(4), false);
+    assert_eq!(result.outcome.kind, sim_core::OutcomeKind::Pass, "{}", result.outcome.what);
+    assert!(count(&result, Leaf::MemPageRemove) > 0, "the host removes hostile GPAs");
+    let busy: u64 = result.metrics.busy.values().sum();
+    assert!(busy > 0, "the removals and entries meet the guests' locks: {:?}", result.metrics.busy);
+    assert_eq!(run_once(&scenario, &Schedule::Random(4), false).trace_hash, result.trace_hash);
+}
+
+#[test]
+fn a_bundle_of_a_run_that_kept_no_decisions_replays_from_its_seed() {
+    // A run past sim_core::MAX_RECORDED_DECISIONS keeps no vector (the engine's test shows
+    // it); its bundle records none and replays the seed.
+    let text = "name = \"t\"\n[machine]\ncpus = 2\nmemory = \"64M\"\n[[workload]]\nkind = \"fault_storm\"\n\
+                memory_per_td = \"2M\"\nfault_rate = 1000000\n";
+    let scenario = load_str("x.toml", text).unwrap();
+    let mut result = run_once(&scenario, &Schedule::Random(3), false);
+    assert_eq!(result.outcome.kind, sim_core::OutcomeKind::Pass, "{}", result.outcome.what);
+    assert!(!result.decisions_dropped && result.decisions_made == result.decisions.len() as u64);
+    (result.decisions, result.decisions_dropped) = (Vec::new(), true);
+    let bundle =
+        scenarios::bundle::Bundle::new(&scenario, text, scenarios::schema::Strategy::Random, 3, &result);
+    assert!(bundle.seed_mismatches(&scenario).is_empty());
+    let (_, replayed) = bundle.replay(false).unwrap();
+    assert!(bundle.mismatches(&replayed).is_empty(), "{:?}", bundle.mismatches(&replayed));
+    assert_eq!((replayed.trace_hash, replayed.decisions_made), (result.trace_hash, result.decisions_made));
+    // The same bundle with the seed edited replays another run, and says so.
+    let edited = scenarios::bundle::Bundle { seed: 4, ..bundle };
+    let (_, other) = edited.replay(false).unwrap();
+    assert!(!edited.mismatches(&other).is_empty());
+}

@@ -38,6 +38,10 @@ pub struct RunReport {
     pub decisions: Vec<u32>,
     /// How many options each decision had (the exhaustive enumerator needs them).
     pub decision_options: Vec<u32>,
+    /// Decisions the run made; more than `decisions.len()` when the vector was too long to
+    /// keep (`MAX_RECORDED_DECISIONS`: then `decisions` is empty and the seed replays it).
+    pub decisions_made: u64,
+    pub decisions_dropped: bool,
     /// Points where the chooser could have stalled a CPU (PCT's horizon).
     pub stall_points: u64,
     /// Lock-order inversions seen, whether or not the run deadlocked.
@@ -119,6 +123,7 @@ impl<'a> Executor<'a> {
             let lock_order = engine.lock_order_findings();
             let outcome = engine.final_outcome(outcome);
             let (decisions, decision_options) = engine.take_decisions();
+            let (decisions_made, decisions_dropped) = engine.decisions_made();
             RunReport {
                 outcome,
                 end: engine.now(),
@@ -126,6 +131,8 @@ impl<'a> Executor<'a> {
                 trace_events: engine.trace_mut().take_events(),
                 decisions,
                 decision_options,
+                decisions_made,
+                decisions_dropped,
                 stall_points: engine.stall_points(),
                 lock_order,
                 diverged: engine.chooser_diverged(),

@@ -29,8 +29,8 @@ pub use chooser::{
 };
 pub use coverage::{CoverageReport, FeatureTag, model_code};
 pub use engine::{
-    Acquired, CpuState, Engine, EngineConfig, Interruptible, SCHED_SLICE_CYCLES, STALL_MIN_CYCLES,
-    STALL_STEPS, Sim, Stall, TaskPriority, TaskStatus, WaitId,
+    Acquired, CpuState, Engine, EngineConfig, Interruptible, MAX_RECORDED_DECISIONS, SCHED_SLICE_CYCLES,
+    STALL_MIN_CYCLES, STALL_STEPS, Sim, Stall, TaskPriority, TaskStatus, WaitId,
 };
 pub use executor::{Executor, RunReport, TaskCtx};
 pub use histogram::Histogram;

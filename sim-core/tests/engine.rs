@@ -12,6 +12,7 @@ fn config(cpus: u32, jitter: f64) -> EngineConfig {
         record_trace: true,
         max_stall_cycles: 0,
         coverage: false,
+        max_recorded_decisions: sim_core::MAX_RECORDED_DECISIONS,
         max_events: u64::MAX,
         hung_task_cycles: 500_000,
         online_cpus: u32::MAX,
@@ -243,6 +244,27 @@ fn jitter_moves_costs_within_the_band_and_is_seeded() {
     assert!(ends.iter().all(|&e| (900..=1100).contains(&e)), "{ends:?}");
     assert_eq!(end(3), end(3));
     assert!(ends.iter().any(|&e| e != ends[0]));
+}
+
+#[test]
+fn a_run_past_the_decision_limit_keeps_no_vector_but_the_same_seed_makes_the_same_run() {
+    let run = |limit: usize| {
+        let config = EngineConfig { max_recorded_decisions: limit, ..config(1, 0.1) };
+        let mut exec = Executor::new(config, Box::new(RandomChooser::new(Seed(7))));
+        exec.spawn(CpuId(0), Cycle(0), "t", |ctx| async move {
+            for _ in 0..100 {
+                let cost = ctx.sim.with(|e| e.cost(1_000));
+                ctx.sim.delay(cost).await;
+            }
+        });
+        exec.run()
+    };
+    let kept = run(100);
+    assert_eq!((kept.decisions.len(), kept.decisions_made, kept.decisions_dropped), (100, 100, false));
+    let dropped = run(99);
+    assert!(dropped.decisions.is_empty() && dropped.decision_options.is_empty());
+    assert_eq!((dropped.decisions_made, dropped.decisions_dropped), (100, true));
+    assert_eq!((dropped.trace_hash, dropped.end), (kept.trace_hash, kept.end), "recording changes nothing");
 }
 
 #[test]

@@ -149,11 +149,11 @@ pub async fn tdp_mmu_zap_leafs(
     lockdep_assert_held_write(cpu, kvm.mmu_lock.resource, "tdp_mmu_zap_leafs");
     let mut from = start;
     loop {
-        let next = kvm.mirror.borrow().leaves.range(from..end).next().map(|(gfn, entry)| (*gfn, *entry));
+        let next = kvm.mirror.borrow().leaves.first_in(from..end);
         let Some((gfn, entry)) = next else { return Ok(()) };
         debug_assert!(!entry.frozen, "no fault holds a frozen SPTE under mmu_lock held for write");
         tdx_sept_remove_private_spte(cpu, kvm, gfn, entry.page).await?;
-        kvm.mirror.borrow_mut().leaves.remove(&gfn);
+        kvm.mirror.borrow_mut().leaves.remove(gfn);
         cpu.progress();
         from = gfn + 1;
         if can_yield {
@@ -166,14 +166,13 @@ pub async fn tdp_mmu_zap_leafs(
 /// a punch-hole's zap), outside `mmu_lock`.
 pub async fn kvm_gmem_truncate(cpu: &Cpu, kvm: &KvmTd, start: u64, end: u64) {
     might_sleep(cpu, "kvm_gmem_punch_hole");
-    let gone: Vec<(u64, (Hpa, bool))> =
-        kvm.gmem.borrow().range(start..end).map(|(gfn, entry)| (*gfn, *entry)).collect();
+    let gone: Vec<(u64, (Hpa, bool))> = kvm.gmem.borrow().range(start..end).collect();
     for (gfn, (page, allocated)) in gone {
         // A page the fault path mapped and the zap did not reach stays.
-        if kvm.mirror.borrow().leaves.contains_key(&gfn) {
+        if kvm.mirror.borrow().leaves.contains_key(gfn) {
             continue;
         }
-        kvm.gmem.borrow_mut().remove(&gfn);
+        kvm.gmem.borrow_mut().remove(gfn);
         if allocated {
             free_page(cpu, page).await;
         }

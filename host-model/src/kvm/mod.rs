@@ -4,6 +4,7 @@
 //! - `design`: `host.sept_busy`, the S-EPT SEAMCALL retry policy by kernel version.
 //! - `vm`: per-TD and per-vCPU state, the mirror S-EPT, memslots, requests, the kick, the
 //!   6.19 TD state guard.
+//! - `gfn_map`: `GfnMap`, 4 bytes of state per GFN for the mirror leaves and guest_memfd.
 //! - `fault_stats`: `FaultTimer`, the latency of each resolved private-page fault.
 //! - `main`: KVM's usage count, hardware enable, `tdx_lock`, control pages.
 //! - `tdx_init`: building a TD through its ioctls (group 1: PAGE.ADD).
@@ -15,6 +16,7 @@
 //! - `teardown`: TD destruction: HKID release and page reclaim.
 pub mod design;
 pub mod fault_stats;
+pub mod gfn_map;
 pub mod main;
 pub mod memslot;
 pub mod mmu;

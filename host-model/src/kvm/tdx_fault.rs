@@ -185,14 +185,14 @@ pub async fn kvm_mmu_page_fault(
 /// the scenario names). The file holds one page per index: a fault that allocated while
 /// another inserted the index's page gives its own back and uses that one.
 async fn kvm_gmem_get_pfn(cpu: &Cpu, kvm: &KvmTd, gfn: u64, page: Option<Hpa>) -> Result<(Hpa, bool), Errno> {
-    if let Some(entry) = kvm.gmem.borrow().get(&gfn) {
-        return Ok(*entry);
+    if let Some(entry) = kvm.gmem.borrow().get(gfn) {
+        return Ok(entry);
     }
     let entry = match page {
         Some(page) => (page, false),
         None => (alloc_gmem_page(cpu, kvm.td).await.ok_or(Errno::ENOMEM)?, true),
     };
-    let existing = kvm.gmem.borrow().get(&gfn).copied();
+    let existing = kvm.gmem.borrow().get(gfn);
     if let Some(existing) = existing {
         if entry.1 {
             free_page(cpu, entry.0).await;
@@ -293,7 +293,7 @@ async fn kvm_tdp_mmu_map(
             }
         }
     }
-    let existing = kvm.mirror.borrow().leaves.get(&gfn).copied();
+    let existing = kvm.mirror.borrow().leaves.get(gfn);
     match existing {
         Some(MirrorEntry { frozen: true, .. }) => return Ok(Fault::Retry(Retry::Frozen)),
         Some(MirrorEntry { frozen: false, .. }) => return Ok(Fault::Fixed),
@@ -306,7 +306,7 @@ async fn kvm_tdp_mmu_map(
             let added = tdx_mem_page_add(cpu, kvm.td, Gpa(gpa), page, source, caches.pamt).await;
             if added == Err(Errno::EBUSY) {
                 // Group 1: to userspace, not a retry.
-                kvm.mirror.borrow_mut().leaves.remove(&gfn);
+                kvm.mirror.borrow_mut().leaves.remove(gfn);
                 return Err(Errno::EBUSY);
             }
             added
@@ -318,7 +318,7 @@ async fn kvm_tdp_mmu_map(
             Ok(Fault::Fixed)
         }
         Err(errno) => {
-            kvm.mirror.borrow_mut().leaves.remove(&gfn);
+            kvm.mirror.borrow_mut().leaves.remove(gfn);
             match errno {
                 Errno::EBUSY => Ok(Fault::Retry(Retry::Busy)),
                 other => Err(other),
@@ -604,7 +604,7 @@ pub async fn tdp_fault(
     for index in 0..u64::from(count) {
         let gfn = gpa / PAGE_SIZE + index;
         let page = first_page.map(|first| Hpa(first.0 + index * PAGE_SIZE));
-        if kvm.mirror.borrow().leaves.contains_key(&gfn) {
+        if kvm.mirror.borrow().leaves.contains_key(gfn) {
             continue; // Already mapped: a spurious fault, not counted.
         }
         let timer = FaultTimer::start(cpu);

@@ -232,9 +232,9 @@ async fn tdx_free_sept_tables(cpu: &Cpu, kvm: &KvmTd) {
 /// guest_memfd's file is released: the pages it allocated go back.
 async fn kvm_gmem_release(cpu: &Cpu, kvm: &KvmTd) {
     let pages = std::mem::take(&mut *kvm.gmem.borrow_mut());
-    for (gfn, (page, allocated)) in pages {
+    for (gfn, (page, allocated)) in pages.iter() {
         // A page the zap could not reclaim stays with the module (its leaf stays mapped).
-        if allocated && !kvm.mirror.borrow().leaves.contains_key(&gfn) {
+        if allocated && !kvm.mirror.borrow().leaves.contains_key(gfn) {
             free_page(cpu, page).await;
         }
         // A truncate of millions of pages moves on page by page (its cond_resched()).

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use seam_model::{Gpa, Hpa, PAGE_SIZE, TdId};
 use sim_core::{CpuId, Cycle, TaskId, WaitId};
 
+use super::gfn_map::{FLAG_0, FLAG_1, GfnMap, Packed, pack_pfn, unpack_pfn};
 use crate::kernel::Errno;
 use crate::kernel::completion::{OnCpu, smp_call_function_many};
 use crate::kernel::cpu::Cpu;
@@ -168,6 +169,16 @@ pub struct MirrorEntry {
     pub frozen: bool,
 }
 
+impl Packed for MirrorEntry {
+    fn pack(self) -> u32 {
+        pack_pfn(self.page) | if self.allocated { FLAG_0 } else { 0 } | if self.frozen { FLAG_1 } else { 0 }
+    }
+
+    fn unpack(bits: u32) -> Self {
+        MirrorEntry { page: unpack_pfn(bits), allocated: bits & FLAG_0 != 0, frozen: bits & FLAG_1 != 0 }
+    }
+}
+
 /// A non-leaf mirror SPTE: an S-EPT table KVM linked with TDH.MEM.SEPT.ADD.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableEntry {
@@ -180,7 +191,7 @@ pub struct TableEntry {
 #[derive(Debug, Default)]
 pub struct Mirror {
     /// Leaf SPTEs by GFN.
-    pub leaves: BTreeMap<u64, MirrorEntry>,
+    pub leaves: GfnMap<MirrorEntry>,
     /// Non-leaf SPTEs by (S-EPT level of the table's parent entry, index of the range the
     /// table covers at that level): level 1 is a 2MB range's table of 4KB entries, level 2
     /// a 1GB range's, level 3 a 512GB range's.
@@ -241,7 +252,7 @@ pub struct KvmTd {
     pub mirror: RefCell<Mirror>,
     /// guest_memfd's pages by GFN: (page, it came from `alloc_page()`). A page stays here
     /// from its first fault until a zap punches it out or the TD is destroyed.
-    pub gmem: RefCell<BTreeMap<u64, (Hpa, bool)>>,
+    pub gmem: RefCell<GfnMap<(Hpa, bool)>>,
     pub memslots: Vec<Memslot>,
     /// `kvm->mmu_invalidate_seq`: bumped when an invalidation ends. Protected by `mmu_lock`
     /// (written with it held for write).
@@ -294,7 +305,7 @@ impl KvmTd {
             srcu: SrcuStruct::new("kvm->srcu", "synchronize_srcu(&kvm->srcu)"),
             mmu_lock: RwLock::new(sim, format!("mmu_lock[TD {}]", td.0), handoff_cycles),
             mirror: RefCell::new(Mirror { prebuilt: config.exists, ..Mirror::default() }),
-            gmem: RefCell::new(BTreeMap::new()),
+            gmem: RefCell::new(GfnMap::default()),
             memslots,
             mmu_invalidate_seq: Cell::new(0),
             mmu_invalidate_in_progress: Cell::new(0),
@@ -388,8 +399,8 @@ impl KvmTd {
     /// The pages KVM holds for this TD: guest_memfd's, the S-EPT tables', the vCPUs' caches
     /// and control pages, the TDR. For the checker's leak accounting.
     pub fn held_pages(&self) -> Vec<Hpa> {
-        let mut pages: Vec<Hpa> = self.gmem.borrow().values().map(|(page, _)| *page).collect();
-        pages.extend(self.mirror.borrow().leaves.values().map(|entry| entry.page));
+        let mut pages: Vec<Hpa> = self.gmem.borrow().iter().map(|(_, (page, _))| page).collect();
+        pages.extend(self.mirror.borrow().leaves.iter().map(|(_, entry)| entry.page));
         pages.extend(self.mirror.borrow().tables.values().map(|table| table.page));
         for vcpu in &self.vcpus {
             pages.extend(vcpu.pamt_cache.borrow().iter().copied());

@@ -97,12 +97,21 @@ async fn td_life(cpu: &Cpu, load: &Rc<Workload>, td: TdId, index: u64, round: u3
 /// removes pages), and waits for all of them (`pthread_join()`); the first error wins.
 async fn run_vcpus(cpu: &Cpu, load: &Rc<Workload>, td: TdId, index: u64) -> Result<(), Errno> {
     let mut threads = Vec::new();
+    // An ACCEPT storm's host thread starts removing once every guest is hostile.
+    let hostile: Rc<[Completion]> = match load.kind {
+        WorkloadKind::GuestAcceptStorm => (0..load.vcpus_per_td).map(|_| Completion::new(cpu)).collect(),
+        WorkloadKind::TdBoot | WorkloadKind::TdChurn | WorkloadKind::FaultStorm | WorkloadKind::ZapStorm => {
+            Rc::new([])
+        }
+    };
     for vcpu in 0..load.vcpus_per_td {
         let target = CpuId(load.cpu_of(index * u64::from(load.vcpus_per_td) + u64::from(vcpu)));
         let load = load.clone();
+        let hostile = hostile.clone();
         let body: OnCpu<Result<(), Errno>> = Rc::new(move |on: Cpu| {
             let load = load.clone();
-            Box::pin(async move { vcpu_thread(&on, &load, td, vcpu).await })
+            let hostile = hostile.clone();
+            Box::pin(async move { vcpu_thread(&on, &load, td, vcpu, &hostile).await })
         });
         threads.push(spawn_thread(cpu, target, format!("vcpu/TD {}/{vcpu}", td.0), body));
     }
@@ -113,7 +122,8 @@ async fn run_vcpus(cpu: &Cpu, load: &Rc<Workload>, td: TdId, index: u64) -> Resu
             let load = load.clone();
             let body: OnCpu<Result<(), Errno>> = Rc::new(move |on: Cpu| {
                 let load = load.clone();
-                Box::pin(async move { remover_thread(&on, &load, td).await })
+                let hostile = hostile.clone();
+                Box::pin(async move { remover_thread(&on, &load, td, &hostile).await })
             });
             threads.push(spawn_thread(cpu, target, format!("remove/TD {}", td.0), body));
         }
@@ -146,9 +156,28 @@ async fn join(cpu: &Cpu, thread: &Thread) -> Result<(), Errno> {
 
 /// vCPU `vcpu`'s thread: KVM_RUN with the guest of the workload's kind, and what the VMM
 /// does on this thread when the guest asks (a conversion's punch-hole).
-async fn vcpu_thread(cpu: &Cpu, load: &Workload, td: TdId, vcpu: u32) -> Result<(), Errno> {
+/// In an ACCEPT storm, `hostile[vcpu]` completes when this guest has touched its part, and
+/// the guests turn hostile together (the VMM's barrier across its vCPU threads).
+async fn vcpu_thread(
+    cpu: &Cpu,
+    load: &Workload,
+    td: TdId,
+    vcpu: u32,
+    hostile: &[Completion],
+) -> Result<(), Errno> {
     let share = load.vcpu_share(vcpu);
-    ops::run_guest(cpu, load, td, vcpu, share, true).await?;
+    if let Some(done) = hostile.get(vcpu as usize) {
+        done.expect_completer(cpu, cpu.task);
+    }
+    let touched = ops::run_guest(cpu, load, td, vcpu, share, true).await;
+    if let Some(done) = hostile.get(vcpu as usize) {
+        done.complete(cpu);
+        for other in hostile {
+            other.wait(cpu, "the other vCPUs' guests to turn hostile").await;
+        }
+        cpu.progress();
+    }
+    touched?;
     match load.kind {
         WorkloadKind::TdBoot | WorkloadKind::TdChurn => Ok(()),
         WorkloadKind::FaultStorm => {
@@ -184,10 +213,14 @@ async fn vcpu_thread(cpu: &Cpu, load: &Workload, td: TdId, vcpu: u32) -> Result<
     }
 }
 
-/// An ACCEPT storm's host thread: every `zap_interval`, removes `zap_size` of memory at the
-/// GPA one hostile guest re-ACCEPTs (the vCPUs in turn), `rounds` times: PAGE.REMOVE against
-/// the guests' host-priority ACCEPTs.
-async fn remover_thread(cpu: &Cpu, load: &Workload, td: TdId) -> Result<(), Errno> {
+/// An ACCEPT storm's host thread: once every guest is hostile, every `zap_interval` removes
+/// `zap_size` of memory at the GPA one hostile guest re-ACCEPTs (the vCPUs in turn), `rounds`
+/// times: PAGE.REMOVE against the guests' host-priority ACCEPTs.
+async fn remover_thread(cpu: &Cpu, load: &Workload, td: TdId, hostile: &[Completion]) -> Result<(), Errno> {
+    for guest in hostile {
+        guest.wait(cpu, "the guests to turn hostile").await;
+    }
+    cpu.progress();
     for round in 0..load.rounds {
         cpu.sim.sleep(load.zap_interval).await;
         let (gpa, pages) = load.vcpu_share(round % load.vcpus_per_td);

@@ -437,7 +437,7 @@ fn print_run(scenario: &Scenario, seed: u64, result: &RunResult, replay: Option<
         result.end.0,
         clock.cycles_to_ns(result.end.0) / 1000.0,
         result.events,
-        result.decisions.len()
+        result.decisions_made
     );
     out!("SEAMCALLs:");
     for ((leaf, status), count) in &result.metrics.seamcalls {

@@ -57,6 +57,9 @@ pub struct EngineConfig {
     pub max_stall_cycles: u64,
     /// Record what the run covered (coverage.rs) for `--strategy coverage`.
     pub coverage: bool,
+    /// The longest decision vector the run keeps ([`MAX_RECORDED_DECISIONS`] for scenarios):
+    /// past it the run keeps none, and its seed replays it.
+    pub max_recorded_decisions: usize,
 }
 
 /// How long a normal task may keep its CPU while another normal task waits for it, before
@@ -70,6 +73,11 @@ pub const STALL_STEPS: u32 = 32;
 
 /// The shortest stall: about one cache miss plus an interrupt entry.
 pub const STALL_MIN_CYCLES: u64 = 20;
+
+/// The longest decision vector a run keeps (4M decisions, 32 MB with their option counts).
+/// A run that makes more (a boot of millions of faults) keeps none: it is replayed from its
+/// seed, which makes the same decisions; a bundle of it records no vector.
+pub const MAX_RECORDED_DECISIONS: usize = 1 << 22;
 
 /// The queue's task id for the watchdog's timer.
 const WATCHDOG: u32 = u32::MAX;
@@ -174,6 +182,8 @@ pub struct Engine {
     chooser: Box<dyn Chooser>,
     decisions: Vec<u32>,
     decision_options: Vec<u32>,
+    /// Decisions made, recorded or not.
+    decisions_made: u64,
     stall_points: u64,
     /// `STALL_STEPS` stall lengths, shortest first.
     lock_order: LockOrder,
@@ -229,6 +239,7 @@ impl Engine {
             chooser,
             decisions: Vec::with_capacity(256),
             decision_options: Vec::with_capacity(256),
+            decisions_made: 0,
             stall_points: 0,
             lock_order: LockOrder::default(),
             trace: Trace::new(config.record_trace),
@@ -297,8 +308,16 @@ impl Engine {
         if let Some(coverage) = self.coverage.as_deref_mut() {
             coverage.decision(kind, cpus);
         }
-        self.decisions.push(pick);
-        self.decision_options.push(options);
+        self.decisions_made += 1;
+        let most = self.config.max_recorded_decisions;
+        if self.decisions.len() < most {
+            self.decisions.push(pick);
+            self.decision_options.push(options);
+        } else if self.decisions_made == most as u64 + 1 {
+            // Too long to keep: the vector is dropped, and the run's seed replays it.
+            self.decisions = Vec::new();
+            self.decision_options = Vec::new();
+        }
         pick
     }
 
@@ -594,6 +613,11 @@ impl Engine {
 
     pub(crate) fn take_spawns(&mut self) -> Vec<(TaskId, SpawnedFuture)> {
         std::mem::take(&mut self.pending_spawns)
+    }
+
+    /// Decisions the run made, and whether its vector was dropped for its length.
+    pub(crate) fn decisions_made(&self) -> (u64, bool) {
+        (self.decisions_made, self.decisions_made > self.config.max_recorded_decisions as u64)
     }
 
     pub(crate) fn take_decisions(&mut self) -> (Vec<u32>, Vec<u32>) {

@@ -1,0 +1,224 @@
+//! A map from GFN to a small value, for TDs of millions of pages: the per-page state of
+//! KVM's mirror S-EPT leaves and of guest_memfd. Where the kernel keeps an SPTE (8 bytes) or
+//! a folio pointer per page, the model keeps 4 bytes: the pfn and a few flags, in chunks of
+//! 512 GFNs (one 2MB range of GPA) with a bitmap of the ones present. A chunk is allocated
+//! when its first GFN is inserted and freed when its last is removed; chunks are found by
+//! index in a `BTreeMap`, so iteration is in GFN order.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use seam_model::{Hpa, PAGE_SIZE};
+
+/// GFNs per chunk.
+const CHUNK: u64 = 512;
+
+/// Bits of a packed value that hold the pfn: 2^29 pages is 2 TiB, above `machine.memory`'s
+/// maximum (1 TiB), so every page a run can name fits.
+const PFN_BITS: u32 = 29;
+const PFN_MASK: u32 = (1 << PFN_BITS) - 1;
+/// The first flag bit above the pfn.
+pub const FLAG_0: u32 = 1 << PFN_BITS;
+pub const FLAG_1: u32 = 1 << (PFN_BITS + 1);
+
+/// A value stored in 32 bits.
+pub trait Packed: Copy {
+    fn pack(self) -> u32;
+    fn unpack(bits: u32) -> Self;
+}
+
+/// The pfn bits of `page`. invariant: every page of a run is below 2 TiB.
+pub fn pack_pfn(page: Hpa) -> u32 {
+    let pfn = page.0 / PAGE_SIZE;
+    assert!(pfn <= u64::from(PFN_MASK), "page {:#x} above the 2 TiB a GfnMap holds", page.0);
+    pfn as u32
+}
+
+/// The page of packed `bits`.
+pub fn unpack_pfn(bits: u32) -> Hpa {
+    Hpa(u64::from(bits & PFN_MASK) * PAGE_SIZE)
+}
+
+/// A guest_memfd entry: the page, and whether guest_memfd allocated it (a step may hand it
+/// a page it names instead).
+impl Packed for (Hpa, bool) {
+    fn pack(self) -> u32 {
+        pack_pfn(self.0) | if self.1 { FLAG_0 } else { 0 }
+    }
+
+    fn unpack(bits: u32) -> Self {
+        (unpack_pfn(bits), bits & FLAG_0 != 0)
+    }
+}
+
+struct Chunk {
+    present: [u64; (CHUNK / 64) as usize],
+    count: u32,
+    slots: [u32; CHUNK as usize],
+}
+
+impl Chunk {
+    fn new() -> Box<Chunk> {
+        Box::new(Chunk { present: [0; (CHUNK / 64) as usize], count: 0, slots: [0; CHUNK as usize] })
+    }
+
+    fn has(&self, slot: usize) -> bool {
+        self.present[slot / 64] & (1 << (slot % 64)) != 0
+    }
+
+    /// The first present slot at or after `slot`.
+    fn next_from(&self, slot: usize) -> Option<usize> {
+        let mut word = slot / 64;
+        let mut bits = self.present.get(word)? & (!0u64 << (slot % 64));
+        loop {
+            if bits != 0 {
+                return Some(word * 64 + bits.trailing_zeros() as usize);
+            }
+            word += 1;
+            bits = *self.present.get(word)?;
+        }
+    }
+}
+
+/// GFN -> `V`, ordered.
+pub struct GfnMap<V: Packed> {
+    chunks: BTreeMap<u64, Box<Chunk>>,
+    len: u64,
+    value: PhantomData<V>,
+}
+
+impl<V: Packed> Default for GfnMap<V> {
+    fn default() -> Self {
+        GfnMap { chunks: BTreeMap::new(), len: 0, value: PhantomData }
+    }
+}
+
+impl<V: Packed> std::fmt::Debug for GfnMap<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GfnMap({} GFNs in {} chunks)", self.len, self.chunks.len())
+    }
+}
+
+fn split(gfn: u64) -> (u64, usize) {
+    (gfn / CHUNK, (gfn % CHUNK) as usize)
+}
+
+impl<V: Packed> GfnMap<V> {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, gfn: u64) -> Option<V> {
+        let (index, slot) = split(gfn);
+        let chunk = self.chunks.get(&index)?;
+        chunk.has(slot).then(|| V::unpack(chunk.slots[slot]))
+    }
+
+    pub fn contains_key(&self, gfn: u64) -> bool {
+        let (index, slot) = split(gfn);
+        self.chunks.get(&index).is_some_and(|chunk| chunk.has(slot))
+    }
+
+    /// Sets `gfn` to `value`; what it held before.
+    pub fn insert(&mut self, gfn: u64, value: V) -> Option<V> {
+        let (index, slot) = split(gfn);
+        let chunk = self.chunks.entry(index).or_insert_with(Chunk::new);
+        let old = chunk.has(slot).then(|| V::unpack(chunk.slots[slot]));
+        if old.is_none() {
+            chunk.present[slot / 64] |= 1 << (slot % 64);
+            chunk.count += 1;
+            self.len += 1;
+        }
+        chunk.slots[slot] = value.pack();
+        old
+    }
+
+    /// Removes `gfn`; what it held.
+    pub fn remove(&mut self, gfn: u64) -> Option<V> {
+        let (index, slot) = split(gfn);
+        let chunk = self.chunks.get_mut(&index)?;
+        if !chunk.has(slot) {
+            return None;
+        }
+        chunk.present[slot / 64] &= !(1 << (slot % 64));
+        chunk.count -= 1;
+        self.len -= 1;
+        let value = V::unpack(chunk.slots[slot]);
+        if chunk.count == 0 {
+            self.chunks.remove(&index);
+        }
+        Some(value)
+    }
+
+    /// The first GFN in `range` that is present, with its value.
+    pub fn first_in(&self, range: Range<u64>) -> Option<(u64, V)> {
+        self.range(range).next()
+    }
+
+    /// The present GFNs in `range`, in order, with their values.
+    pub fn range(&self, range: Range<u64>) -> impl Iterator<Item = (u64, V)> + '_ {
+        let Range { start, end } = range;
+        let (first, _) = split(start);
+        let chunks =
+            if start < end { self.chunks.range(first..=(end - 1) / CHUNK) } else { self.chunks.range(1..1) };
+        chunks.flat_map(move |(&index, chunk)| {
+            let base = index * CHUNK;
+            let from = start.saturating_sub(base).min(CHUNK) as usize;
+            let mut slot = from;
+            std::iter::from_fn(move || {
+                let next = chunk.next_from(slot)?;
+                slot = next + 1;
+                Some((base + next as u64, V::unpack(chunk.slots[next])))
+            })
+            .take_while(move |&(gfn, _)| gfn < end)
+        })
+    }
+
+    /// Every present GFN, in order, with its value.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, V)> + '_ {
+        self.range(0..u64::MAX)
+    }
+
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+
+    /// Heap bytes the map owns (its chunks; the `BTreeMap`'s nodes not counted).
+    pub fn heap_bytes(&self) -> usize {
+        self.chunks.len() * std::mem::size_of::<Chunk>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gfn_map_keeps_values_in_gfn_order_and_frees_empty_chunks() {
+        let mut map: GfnMap<(Hpa, bool)> = GfnMap::default();
+        assert_eq!(map.insert(5, (Hpa(0x1000), true)), None);
+        assert_eq!(map.insert(1030, (Hpa(0x7fff_f000), false)), None);
+        assert_eq!(map.insert(511, (Hpa(0x2000), false)), None);
+        assert_eq!(map.insert(5, (Hpa(0x3000), false)), Some((Hpa(0x1000), true)));
+        assert_eq!(map.len(), 3);
+        assert_eq!(map.get(5), Some((Hpa(0x3000), false)));
+        assert!(!map.contains_key(6) && map.contains_key(1030));
+        let all: Vec<u64> = map.iter().map(|(gfn, _)| gfn).collect();
+        assert_eq!(all, vec![5, 511, 1030]);
+        assert_eq!(map.first_in(6..1030), Some((511, (Hpa(0x2000), false))));
+        assert_eq!(map.first_in(512..1030), None);
+        assert_eq!(map.range(0..512).count(), 2);
+        assert_eq!(map.range(7..7).count(), 0);
+        assert_eq!(map.remove(1030), Some((Hpa(0x7fff_f000), false)));
+        assert_eq!(map.remove(1030), None);
+        assert_eq!(map.heap_bytes(), std::mem::size_of::<Chunk>(), "the emptied chunk is freed");
+        map.clear();
+        assert!(map.is_empty() && map.iter().next().is_none());
+    }
+}
