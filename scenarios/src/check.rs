@@ -145,6 +145,8 @@ struct Judge {
     /// The first run within `within` of the expected kind whose finding did not match `what`.
     closest: Option<(u64, Outcome)>,
     metrics: Metrics,
+    /// The runs' lock instances, pooled by position until `finish`.
+    locks: crate::metrics::LockPool,
     events: u64,
 }
 
@@ -162,6 +164,7 @@ impl Judge {
             found: None,
             closest: None,
             metrics: Metrics::default(),
+            locks: Default::default(),
             events: 0,
         }
     }
@@ -170,7 +173,8 @@ impl Judge {
         let index = self.runs;
         self.runs += 1;
         *self.outcomes.entry(run.outcome.kind).or_default() += 1;
-        self.metrics.add(&run.metrics);
+        self.metrics.add_counts(&run.metrics);
+        self.locks.add(&run.metrics.run_locks, &mut self.metrics);
         self.events += run.events;
         let outcome = run.outcome;
         if outcome.kind == OutcomeKind::Error && self.first_error.is_none() {
@@ -188,7 +192,8 @@ impl Judge {
         }
     }
 
-    fn finish(self, scenario: &Scenario, strategy: Strategy, complete: Option<bool>) -> CheckSummary {
+    fn finish(mut self, scenario: &Scenario, strategy: Strategy, complete: Option<bool>) -> CheckSummary {
+        self.locks.flush(&mut self.metrics);
         let verdict = judge(
             self.expected,
             self.what.as_deref(),

@@ -9,7 +9,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fuzz::campaign::{CampaignConfig, CampaignReport, SearchStrategy, run_campaign};
+use fuzz::campaign::{CampaignConfig, CampaignReport, Found, SearchStrategy, run_campaign};
 use fuzz::print::{Document, Template, to_toml};
 use fuzz::spec::{Designs, MachineLimits, ScenarioSpec};
 use fuzz::strategy::{GenConfig, Menu};
@@ -381,56 +381,53 @@ fn progress_line() -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-/// `tdxsim fuzz`: exit 0 when nothing was found, 1 with the shrunk finding, 2 on bad input,
-/// 3 when the finding could not be written.
-pub fn fuzz_command(args: &FuzzArgs) -> u8 {
-    let (template, base) = match &args.file {
-        Some(file) => {
-            let scenario = match load_file(file) {
-                Ok(scenario) => scenario,
-                Err(error) => {
-                    eprintln!("{error}");
-                    return status::BAD_INPUT;
-                }
-            };
-            let designs = Designs {
-                dpamt: scenario.host.dpamt,
-                enable: scenario.host.enable,
-                update: scenario.host.update,
-            };
-            let limits = MachineLimits::of_template(
-                scenario.machine.cpus,
-                scenario.machine.possible_cpus,
-                scenario.machine.memory_bytes,
-            );
-            if limits.ranges_max == 0 {
-                return usage(format!(
-                    "{}: machine.memory leaves no 2MB range to generate pages in",
-                    file.display()
-                ));
-            }
-            match Template::new(&scenario.path, &scenario.text, limits, designs) {
-                Ok(template) => (Some(template), designs),
-                Err(error) => return usage(error.to_string()),
-            }
+/// The template `tdxsim fuzz FILE` generates around: FILE's machine, module and designs;
+/// `Err` is the exit status when FILE is refused.
+fn template_of(file: &Path) -> Result<(Template, Designs), u8> {
+    let scenario = match load_file(file) {
+        Ok(scenario) => scenario,
+        Err(error) => {
+            eprintln!("{error}");
+            return Err(status::BAD_INPUT);
         }
-        None => (None, Designs::default()),
     };
-    let designs = match designs_of(&args.designs, base) {
-        Ok(designs) => designs,
-        Err(message) => return usage(message),
-    };
+    let designs =
+        Designs { dpamt: scenario.host.dpamt, enable: scenario.host.enable, update: scenario.host.update };
+    let limits = MachineLimits::of_template(
+        scenario.machine.cpus,
+        scenario.machine.possible_cpus,
+        scenario.machine.memory_bytes,
+    );
+    if limits.ranges_max == 0 {
+        return Err(usage(format!(
+            "{}: machine.memory leaves no 2MB range to generate pages in",
+            file.display()
+        )));
+    }
+    match Template::new(&scenario.path, &scenario.text, limits, designs) {
+        Ok(template) => Ok((template, designs)),
+        Err(error) => Err(usage(error.to_string())),
+    }
+}
+
+/// The campaign `args` ask for over `designs`, generating within `template`'s limits when
+/// there is one; `Err` is the exit status of a bad `--time`.
+fn campaign_config(
+    args: &FuzzArgs,
+    designs: &[Designs],
+    template: Option<&Template>,
+) -> Result<CampaignConfig, u8> {
     let time = match (&args.time, args.cases) {
         (Some(text), _) => match parse_duration(text) {
             Some(time) => Some(time),
-            None => return usage(format!("--time {text:?}: expected a duration like 60s, 10m or 1h")),
+            None => return Err(usage(format!("--time {text:?}: expected a duration like 60s, 10m or 1h"))),
         },
         (None, Some(_)) => None,
         (None, None) => Some(Duration::from_secs(60)),
     };
-    let mut generate = GenConfig::new(designs.clone());
-    generate.menu = Menu::for_designs(&designs);
-    if let Some(template) = &template {
+    let mut generate = GenConfig::new(designs.to_vec());
+    generate.menu = Menu::for_designs(designs);
+    if let Some(template) = template {
         generate.limits = template.limits.clone();
     }
     let strategy = match args.strategy {
@@ -438,7 +435,7 @@ pub fn fuzz_command(args: &FuzzArgs) -> u8 {
         FuzzStrategy::Pct => SearchStrategy::Pct,
         FuzzStrategy::Coverage => SearchStrategy::Coverage,
     };
-    let config = CampaignConfig {
+    Ok(CampaignConfig {
         seed: args.seed,
         strategy,
         cases: args.cases,
@@ -448,7 +445,28 @@ pub fn fuzz_command(args: &FuzzArgs) -> u8 {
         property: Property::Passes,
         pct_depth: 3,
         shrink: ShrinkConfig::default(),
+    })
+}
+
+/// `tdxsim fuzz`: exit 0 when nothing was found, 1 with the shrunk finding, 2 on bad input,
+/// 3 when the finding could not be written.
+pub fn fuzz_command(args: &FuzzArgs) -> u8 {
+    let (template, base) = match &args.file {
+        Some(file) => match template_of(file) {
+            Ok((template, designs)) => (Some(template), designs),
+            Err(status) => return status,
+        },
+        None => (None, Designs::default()),
     };
+    let designs = match designs_of(&args.designs, base) {
+        Ok(designs) => designs,
+        Err(message) => return usage(message),
+    };
+    let config = match campaign_config(args, &designs, template.as_ref()) {
+        Ok(config) => config,
+        Err(status) => return status,
+    };
+    let strategy = config.strategy;
     let label = label_of(&designs);
     let case_document =
         Document { name: format!("fuzz: {label}"), template: template.as_ref(), ..Document::default() };
@@ -486,6 +504,8 @@ pub fn fuzz_command(args: &FuzzArgs) -> u8 {
     report_campaign(args, &config, &report, &label, template.as_ref(), started.elapsed())
 }
 
+/// What `tdxsim fuzz` prints after its campaign, and its exit status: no finding, or the
+/// finding and its shrunk form, written to `--out` as a scenario, a bundle and a table.
 fn report_campaign(
     args: &FuzzArgs,
     config: &CampaignConfig,
@@ -526,7 +546,27 @@ fn report_campaign(
     let dir = args.out.clone().unwrap_or_else(|| PathBuf::from("tdxsim-out"));
     let stem = format!("fuzz-{label}");
     let name = format!("fuzz: {} ({})", shrunk.violation.outcome, shrunk.spec.size());
-    let about = format!(
+    let about = finding_about(config, template, found, shrunk);
+    match write_finding(&dir, &stem, shrunk, &name, &about, template) {
+        Ok(written) => {
+            print_written(&written);
+            status::FOUND
+        }
+        Err(error) => {
+            eprintln!("tdxsim fuzz: could not write the finding to {}: {error}", dir.display());
+            status::OUTPUT
+        }
+    }
+}
+
+/// The `about` of a finding's scenario file: the command that found it, and how far it shrank.
+fn finding_about(
+    config: &CampaignConfig,
+    template: Option<&Template>,
+    found: &Found,
+    shrunk: &Shrunk,
+) -> String {
+    format!(
         "Found by `tdxsim fuzz --design {}{} --strategy {} --seed {}` at case {}, then shrunk from {} in {} runs.",
         config
             .generate
@@ -541,27 +581,22 @@ fn report_campaign(
         found.case,
         shrunk.original,
         shrunk.runs
-    );
-    match write_finding(&dir, &stem, shrunk, &name, &about, template) {
-        Ok(written) => {
-            match &written.bundle {
-                Some(bundle) => {
-                    println!("scenario: {} (tdxsim check meets the finding)", written.scenario.display());
-                    println!("replay: {} --table", replay_bundle_command(bundle));
-                }
-                None => println!(
-                    "scenario: {} (tdxsim check does not meet it within {REPRODUCE_RUNS_MAX} runs of any \
-                     strategy; the table is of the shrunk schedule)",
-                    written.scenario.display()
-                ),
-            }
-            println!();
-            print!("{}", written.table);
-            status::FOUND
+    )
+}
+
+/// Where a written finding went, the command that replays its bundle, and its table.
+fn print_written(written: &Written) {
+    match &written.bundle {
+        Some(bundle) => {
+            println!("scenario: {} (tdxsim check meets the finding)", written.scenario.display());
+            println!("replay: {} --table", replay_bundle_command(bundle));
         }
-        Err(error) => {
-            eprintln!("tdxsim fuzz: could not write the finding to {}: {error}", dir.display());
-            status::OUTPUT
-        }
+        None => println!(
+            "scenario: {} (tdxsim check does not meet it within {REPRODUCE_RUNS_MAX} runs of any \
+             strategy; the table is of the shrunk schedule)",
+            written.scenario.display()
+        ),
     }
+    println!();
+    print!("{}", written.table);
 }

@@ -193,6 +193,38 @@ fn pool(map: &mut BTreeMap<String, LockFigures>, name: &str, kind: &str, stats: 
     }
 }
 
+/// The lock instances of many runs pooled by their position in the engine's list while
+/// every run lists the same locks in the same order (the runs of one scenario mostly do):
+/// one name comparison per lock and run instead of a map search. A run that lists other
+/// locks moves what is pooled into the metrics' map and starts over from its own list.
+#[derive(Debug, Default)]
+pub struct LockPool {
+    locks: Vec<(sim_core::Name, &'static str, ResourceStats)>,
+}
+
+impl LockPool {
+    /// Pools `run`'s locks; `into` receives the pooled figures when the list changes.
+    pub fn add(&mut self, run: &[(sim_core::Name, &'static str, ResourceStats)], into: &mut Metrics) {
+        let same = self.locks.len() == run.len()
+            && self.locks.iter().zip(run).all(|(mine, theirs)| mine.0 == theirs.0 && mine.1 == theirs.1);
+        if same {
+            for (mine, theirs) in self.locks.iter_mut().zip(run) {
+                mine.2.merge(&theirs.2);
+            }
+            return;
+        }
+        self.flush(into);
+        self.locks.extend(run.iter().cloned());
+    }
+
+    /// Moves what is pooled into `into`'s map of lock instances.
+    pub fn flush(&mut self, into: &mut Metrics) {
+        for (name, kind, stats) in self.locks.drain(..) {
+            pool(&mut into.pooled_locks, &name, kind, &stats);
+        }
+    }
+}
+
 /// A lock's class: its name up to the first `[` (`rw[A]` -> `rw`).
 pub fn lock_class(instance: &str) -> &str {
     instance.split('[').next().unwrap_or(instance)
@@ -215,9 +247,9 @@ pub struct Metrics {
     pub faults: FaultLatency,
     /// Simulated cycles until the run ended.
     pub sim_cycles: u64,
-    /// KVM's counts (host-model's `HostStats`), by metric name ([`KVM_METRICS`]); a peak
+    /// KVM's counts (host-model's `HostStats`), in the order of [`KVM_METRICS`]; a peak
     /// (`schema::PEAK_METRICS`) combines by maximum, the others add.
-    pub kvm: BTreeMap<&'static str, u64>,
+    pub kvm: [u64; KVM_METRICS.len()],
 }
 
 /// The metrics of [`Metrics::kvm`].
@@ -232,18 +264,18 @@ pub const KVM_METRICS: &[&str] = &[
     "sept_busy_streak_peak",
 ];
 
-/// KVM's counts of one run, by metric name.
-pub fn kvm_of(stats: &host_model::HostStats) -> BTreeMap<&'static str, u64> {
-    BTreeMap::from([
-        ("vcpu_entries", stats.vcpu_entries),
-        ("ept_violations", stats.ept_violations),
-        ("local_retries", stats.local_retries),
-        ("kicks", stats.kicks),
-        ("sept_zap_kicks", stats.sept_zap_kicks),
-        ("sept_zap_stall_cycles", stats.sept_zap_stall_cycles),
-        ("vcpu_entries_blocked", stats.vcpu_entries_blocked),
-        ("sept_busy_streak_peak", stats.sept_busy_peak),
-    ])
+/// KVM's counts of one run, in the order of [`KVM_METRICS`].
+pub fn kvm_of(stats: &host_model::HostStats) -> [u64; KVM_METRICS.len()] {
+    [
+        stats.vcpu_entries,
+        stats.ept_violations,
+        stats.local_retries,
+        stats.kicks,
+        stats.sept_zap_kicks,
+        stats.sept_zap_stall_cycles,
+        stats.vcpu_entries_blocked,
+        stats.sept_busy_peak,
+    ]
 }
 
 impl Metrics {
@@ -336,8 +368,8 @@ impl Metrics {
         if let Some(figure) = LockFigure::from_metric(name) {
             return Some(figure.of(&self.locks));
         }
-        if KVM_METRICS.contains(&name) {
-            return Some(self.kvm.get(name).copied().unwrap_or(0));
+        if let Some(index) = KVM_METRICS.iter().position(|kvm| *kvm == name) {
+            return Some(self.kvm[index]);
         }
         let faults = &self.faults.histogram;
         Some(match name {
@@ -360,6 +392,15 @@ impl Metrics {
 
     /// Adds another run (see the module doc for how each figure combines).
     pub fn add(&mut self, other: &Metrics) {
+        self.add_counts(other);
+        for (name, kind, stats) in other.run_locks.iter() {
+            pool(&mut self.pooled_locks, name, kind, stats);
+        }
+    }
+
+    /// Adds everything of another run but its own lock instances (`run_locks`), which the
+    /// caller pools (see `LockPool`).
+    pub fn add_counts(&mut self, other: &Metrics) {
         for (key, count) in &other.seamcalls {
             *self.seamcalls.entry(*key).or_default() += count;
         }
@@ -370,16 +411,12 @@ impl Metrics {
         for (name, figures) in &other.pooled_locks {
             pool(&mut self.pooled_locks, name, &figures.kind, &figures.stats);
         }
-        for (name, kind, stats) in other.run_locks.iter() {
-            pool(&mut self.pooled_locks, name, kind, stats);
-        }
         self.faults.total_cycles += other.faults.total_cycles;
         self.faults.histogram.merge(&other.faults.histogram);
         self.sim_cycles = self.sim_cycles.max(other.sim_cycles);
-        for (name, count) in &other.kvm {
-            let mine = self.kvm.entry(name).or_default();
+        for ((mine, theirs), name) in self.kvm.iter_mut().zip(other.kvm).zip(KVM_METRICS) {
             *mine =
-                if crate::schema::PEAK_METRICS.contains(name) { (*mine).max(*count) } else { *mine + count };
+                if crate::schema::PEAK_METRICS.contains(name) { (*mine).max(theirs) } else { *mine + theirs };
         }
     }
 

@@ -60,7 +60,10 @@ impl From<Arc<str>> for Name {
 
 impl PartialEq for Name {
     fn eq(&self, other: &Name) -> bool {
-        self.as_str() == other.as_str()
+        // One shared name (the host config's, for every run) is equal to itself without
+        // reading its bytes.
+        let (mine, theirs) = (self.as_str(), other.as_str());
+        std::ptr::eq(mine, theirs) || mine == theirs
     }
 }
 

@@ -275,29 +275,71 @@ async fn kvm_tdp_mmu_map(
                 None => {}
             }
             let Some(table) = caches.spt.borrow_mut().pop() else { return Err(Errno::ENOMEM) };
-            kvm.mirror.borrow_mut().tables.insert(key, TableEntry { page: table, frozen: true });
-            let base = Gpa(gpa & !(table_span(level) - 1));
-            match tdx_sept_link_private_spt(cpu, kvm.td, base, level, table, caches.pamt).await {
-                Ok(()) => {
-                    kvm.mirror.borrow_mut().tables.insert(key, TableEntry { page: table, frozen: false });
-                }
-                Err(errno) => {
-                    // The table goes back to the cache; the parent SPTE is restored.
-                    kvm.mirror.borrow_mut().tables.remove(&key);
-                    caches.spt.borrow_mut().push(table);
-                    return match errno {
-                        Errno::EBUSY => Ok(Fault::Retry(Retry::Busy)),
-                        other => Err(other),
-                    };
-                }
+            if let Err(errno) = tdp_mmu_link_sp(cpu, kvm, caches, gpa, level, table).await {
+                // tdp_mmu_free_sp(): the table goes back to the cache.
+                caches.spt.borrow_mut().push(table);
+                return match errno {
+                    Errno::EBUSY => Ok(Fault::Retry(Retry::Busy)),
+                    other => Err(other),
+                };
             }
         }
     }
-    let existing = kvm.mirror.borrow().leaves.get(gfn);
-    match existing {
-        Some(MirrorEntry { frozen: true, .. }) => return Ok(Fault::Retry(Retry::Frozen)),
-        Some(MirrorEntry { frozen: false, .. }) => return Ok(Fault::Fixed),
-        None => {}
+    let frozen = kvm.mirror.borrow().leaves.get(gfn).is_some_and(|entry| entry.frozen);
+    if frozen {
+        return Ok(Fault::Retry(Retry::Frozen));
+    }
+    tdp_mmu_map_handle_target_level(cpu, kvm, caches, gfn, (page, allocated), op).await
+}
+
+/// Links the new page table `table` into the level-`level` SPTE over `gpa`: the SPTE is
+/// frozen, the S-EPT page added (SEPT.ADD), then the SPTE set. On failure the parent SPTE is
+/// restored and the caller frees `table`.
+///
+/// Kernel: `tdp_mmu_link_sp()` -> `tdp_mmu_set_spte_atomic()` -> `set_external_spte_present()`,
+/// mmu/tdp_mmu.c.
+async fn tdp_mmu_link_sp(
+    cpu: &Cpu,
+    kvm: &KvmTd,
+    caches: &MmuCaches<'_>,
+    gpa: u64,
+    level: u8,
+    table: Hpa,
+) -> Result<(), Errno> {
+    let key = (level, gpa / table_span(level));
+    kvm.mirror.borrow_mut().tables.insert(key, TableEntry { page: table, frozen: true });
+    let base = Gpa(gpa & !(table_span(level) - 1));
+    let linked = tdx_sept_link_private_spt(cpu, kvm.td, base, level, table, caches.pamt).await;
+    match linked {
+        Ok(()) => {
+            kvm.mirror.borrow_mut().tables.insert(key, TableEntry { page: table, frozen: false });
+        }
+        Err(_) => {
+            // The parent SPTE is restored.
+            kvm.mirror.borrow_mut().tables.remove(&key);
+        }
+    }
+    linked
+}
+
+/// Maps the leaf SPTE of `gfn` to `page`: an SPTE already present is spurious (another vCPU
+/// mapped it first); else it is frozen and set by PAGE.AUG, or PAGE.ADD during the build. A
+/// failing SEAMCALL restores the SPTE; BUSY retries the fault, except PAGE.ADD's, which goes
+/// to userspace.
+///
+/// Kernel: `tdp_mmu_map_handle_target_level()` -> `tdp_mmu_set_spte_atomic()` ->
+/// `set_external_spte_present()`, mmu/tdp_mmu.c.
+async fn tdp_mmu_map_handle_target_level(
+    cpu: &Cpu,
+    kvm: &KvmTd,
+    caches: &MmuCaches<'_>,
+    gfn: u64,
+    (page, allocated): (Hpa, bool),
+    op: LeafOp,
+) -> Result<Fault, Errno> {
+    let gpa = gfn * PAGE_SIZE;
+    if kvm.mirror.borrow().leaves.contains_key(gfn) {
+        return Ok(Fault::Fixed);
     }
     kvm.mirror.borrow_mut().leaves.insert(gfn, MirrorEntry { page, allocated, frozen: true });
     let result = match op {

@@ -484,6 +484,8 @@ fn progress_bar(scenario: &Scenario) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
+/// `check`: loads every scenario file under `paths`, checks each against its expectation and
+/// prints its report, then the summary; 0 when every file holds, else the worst exit code.
 fn check_command(
     paths: &[PathBuf],
     out: Option<&Path>,
@@ -492,70 +494,16 @@ fn check_command(
     junit: Option<&Path>,
     timing: bool,
 ) -> u8 {
-    let files = match files::scenario_files(paths) {
-        Ok(files) if files.is_empty() => {
-            err!("tdxsim check: no scenario files (*.toml) in the paths given");
-            return code::BAD_INPUT;
-        }
-        Ok(files) => files,
-        Err(error) => {
-            err!("tdxsim check: cannot search the paths given: {error}");
-            return code::BAD_INPUT;
-        }
+    let scenarios = match load_scenarios(paths, format) {
+        Ok(scenarios) => scenarios,
+        Err(status) => return status,
     };
-    // Load everything first: a malformed file fails the command before any run.
-    let mut scenarios = Vec::new();
-    for file in &files {
-        match load_file(file) {
-            Ok(scenario) => scenarios.push(scenario),
-            Err(error) => {
-                err!("{error}");
-                if format == Format::Json {
-                    out!("{}", report::load_error_json(&error));
-                }
-                return code::BAD_INPUT;
-            }
-        }
-    }
     let mut status = 0;
     let mut reports = Vec::new();
     for scenario in &scenarios {
-        let started = Instant::now();
-        let bar = progress_bar(scenario);
-        let summary = check_with(scenario, options, &|| {
-            if let Some(bar) = &bar {
-                bar.inc(1);
-            }
-        });
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        // The first failing run again, for its trace hash and its bundle.
-        let first = summary.first_failing.as_ref().map(|(seed, outcome)| {
-            let schedule = Schedule::for_seed(scenario, Some(summary.strategy), *seed);
-            let result = run_once(scenario, &schedule, false);
-            if result.outcome != *outcome {
-                err!(
-                    "tdxsim: simulator bug: seed {seed} of {} ran to a different outcome the second time",
-                    printable(&scenario.path)
-                );
-            }
-            (*seed, result)
-        });
-        let bundle =
-            first.as_ref().filter(|_| summary.verdict.is_err() || out.is_some()).map(|(seed, result)| {
-                write_bundle(out.unwrap_or(Path::new(DEFAULT_OUT)), scenario, summary.strategy, *seed, result)
-            });
-        let first_failing = first.map(|(seed, result)| FirstFailing {
-            seed,
-            outcome: result.outcome,
-            trace_hash: result.trace_hash,
-        });
-        let report = FileReport::new(scenario, &summary, first_failing, bundle);
+        let (report, rate) = check_file(scenario, out, options, timing);
         match format {
             Format::Human => {
-                let rate = timing.then(|| summary.runs as f64 / seconds.max(1e-9));
                 for line in report.human_lines(rate) {
                     out!("{line}");
                 }
@@ -584,6 +532,81 @@ fn check_command(
         Format::Json => out!("{}", report::summary_json(&reports, status)),
     }
     status
+}
+
+/// The scenario files under `paths`, every one loaded: a malformed file fails the command
+/// (exit 2, its error printed) before any run.
+fn load_scenarios(paths: &[PathBuf], format: Format) -> Result<Vec<Scenario>, u8> {
+    let files = match files::scenario_files(paths) {
+        Ok(files) if files.is_empty() => {
+            err!("tdxsim check: no scenario files (*.toml) in the paths given");
+            return Err(code::BAD_INPUT);
+        }
+        Ok(files) => files,
+        Err(error) => {
+            err!("tdxsim check: cannot search the paths given: {error}");
+            return Err(code::BAD_INPUT);
+        }
+    };
+    let mut scenarios = Vec::new();
+    for file in &files {
+        match load_file(file) {
+            Ok(scenario) => scenarios.push(scenario),
+            Err(error) => {
+                err!("{error}");
+                if format == Format::Json {
+                    out!("{}", report::load_error_json(&error));
+                }
+                return Err(code::BAD_INPUT);
+            }
+        }
+    }
+    Ok(scenarios)
+}
+
+/// Checks one scenario, runs its first failing seed again for the trace hash, and writes that
+/// run's bundle when the check failed or `--out` was given; returns the file's report and, with
+/// `timing`, its runs per second.
+fn check_file(
+    scenario: &Scenario,
+    out: Option<&Path>,
+    options: CheckOptions,
+    timing: bool,
+) -> (FileReport, Option<f64>) {
+    let started = Instant::now();
+    let bar = progress_bar(scenario);
+    let summary = check_with(scenario, options, &|| {
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // The first failing run again, for its trace hash and its bundle.
+    let first = summary.first_failing.as_ref().map(|(seed, outcome)| {
+        let schedule = Schedule::for_seed(scenario, Some(summary.strategy), *seed);
+        let result = run_once(scenario, &schedule, false);
+        if result.outcome != *outcome {
+            err!(
+                "tdxsim: simulator bug: seed {seed} of {} ran to a different outcome the second time",
+                printable(&scenario.path)
+            );
+        }
+        (*seed, result)
+    });
+    let bundle =
+        first.as_ref().filter(|_| summary.verdict.is_err() || out.is_some()).map(|(seed, result)| {
+            write_bundle(out.unwrap_or(Path::new(DEFAULT_OUT)), scenario, summary.strategy, *seed, result)
+        });
+    let first_failing = first.map(|(seed, result)| FirstFailing {
+        seed,
+        outcome: result.outcome,
+        trace_hash: result.trace_hash,
+    });
+    let rate = timing.then(|| summary.runs as f64 / seconds.max(1e-9));
+    (FileReport::new(scenario, &summary, first_failing, bundle), rate)
 }
 
 /// Writes the repro bundle of `result` (a run of `scenario` from `seed`) to `dir`; returns
@@ -701,6 +724,7 @@ fn determinism_command(file: &Path, seed: Option<u64>, strategy: Option<Strategy
     code::FAILED
 }
 
+/// `list WHAT`: prints one of the catalogues a scenario writer picks names from.
 fn list(what: Catalogue) {
     match what {
         Catalogue::Calls => {
@@ -708,35 +732,8 @@ fn list(what: Catalogue) {
                 out!("{name:<24} {arguments:<40} {runs}");
             }
         }
-        Catalogue::Designs => {
-            for design in host_model::DpamtDesign::ALL {
-                let default = if *design == host_model::DpamtDesign::default() { " (default)" } else { "" };
-                out!("host.dpamt  = {:<26} {}{default}", design.name(), design.source());
-            }
-            for design in host_model::tdx::enable::EnableDesign::ALL {
-                let default = if *design == Default::default() { " (default)" } else { "" };
-                out!("host.enable = {:<26} {}{default}", design.name(), design.source());
-            }
-            for design in host_model::seamldr::update::UpdateDesign::ALL {
-                let default = if *design == Default::default() { " (default)" } else { "" };
-                out!("host.update = {:<26} {}{default}", design.name(), design.source());
-            }
-            for design in host_model::SeptBusyDesign::ALL {
-                let default = if *design == Default::default() { " (default)" } else { "" };
-                out!("host.sept_busy = {:<23} {}{default}", design.name(), design.source());
-            }
-        }
-        Catalogue::Leaves => {
-            for leaf in Leaf::ALL {
-                let modelled = if leaf.is_modelled() { "modelled" } else { "-" };
-                out!(
-                    "{:#018x} {:<24} {:>10} cycles  {modelled}",
-                    leaf.rax(),
-                    leaf.name(),
-                    leaf.default_cost_cycles()
-                );
-            }
-        }
+        Catalogue::Designs => list_designs(),
+        Catalogue::Leaves => list_leaves(),
         Catalogue::Outcomes => {
             for kind in OutcomeKind::ALL {
                 out!("{kind}");
@@ -756,22 +753,54 @@ fn list(what: Catalogue) {
                 "lock-order"
             );
         }
-        Catalogue::Keys => {
-            let limits = keys::limits();
-            let mut line = String::new();
-            for key in keys::all() {
-                line.clear();
-                let _ = write!(line, "{key}");
-                if let Some((_, maximum)) = limits.iter().find(|(limited, _)| *limited == key) {
-                    let _ = write!(
-                        line,
-                        "{:width$}  at most {maximum}",
-                        "",
-                        width = 40usize.saturating_sub(key.len())
-                    );
-                }
-                out!("{line}");
-            }
+        Catalogue::Keys => list_keys(),
+    }
+}
+
+/// `list designs`: every design enum's variants, the default marked, with the source each models.
+fn list_designs() {
+    for design in host_model::DpamtDesign::ALL {
+        let default = if *design == host_model::DpamtDesign::default() { " (default)" } else { "" };
+        out!("host.dpamt  = {:<26} {}{default}", design.name(), design.source());
+    }
+    for design in host_model::tdx::enable::EnableDesign::ALL {
+        let default = if *design == Default::default() { " (default)" } else { "" };
+        out!("host.enable = {:<26} {}{default}", design.name(), design.source());
+    }
+    for design in host_model::seamldr::update::UpdateDesign::ALL {
+        let default = if *design == Default::default() { " (default)" } else { "" };
+        out!("host.update = {:<26} {}{default}", design.name(), design.source());
+    }
+    for design in host_model::SeptBusyDesign::ALL {
+        let default = if *design == Default::default() { " (default)" } else { "" };
+        out!("host.sept_busy = {:<23} {}{default}", design.name(), design.source());
+    }
+}
+
+/// `list leaves`: every SEAMCALL leaf with its RAX, default cost and whether it is modelled.
+fn list_leaves() {
+    for leaf in Leaf::ALL {
+        let modelled = if leaf.is_modelled() { "modelled" } else { "-" };
+        out!(
+            "{:#018x} {:<24} {:>10} cycles  {modelled}",
+            leaf.rax(),
+            leaf.name(),
+            leaf.default_cost_cycles()
+        );
+    }
+}
+
+/// `list keys`: every scenario key, with its maximum where the key has one.
+fn list_keys() {
+    let limits = keys::limits();
+    let mut line = String::new();
+    for key in keys::all() {
+        line.clear();
+        let _ = write!(line, "{key}");
+        if let Some((_, maximum)) = limits.iter().find(|(limited, _)| *limited == key) {
+            let _ =
+                write!(line, "{:width$}  at most {maximum}", "", width = 40usize.saturating_sub(key.len()));
         }
+        out!("{line}");
     }
 }

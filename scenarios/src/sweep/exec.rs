@@ -626,6 +626,36 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, SweepError> {
             });
         }
     }
+    let (manifest, header, records) = read_partitions(dirs)?;
+    if let Some(missing) = (0..manifest.points).find(|point| !records.contains_key(point)) {
+        let count = (0..manifest.points).filter(|point| !records.contains_key(point)).count();
+        return Err(SweepError::Dir {
+            path: first.clone(),
+            why: format!(
+                "{count} of {} points are in none of the directories (the first is point {missing}): a partition is missing or did not finish",
+                manifest.points
+            ),
+        });
+    }
+    std::fs::create_dir_all(out).map_err(|error| SweepError::io(out, error))?;
+    let mut log = serde_json::to_string(&header).expect("a header serialises") + "\n";
+    for record in records.values() {
+        log += &(serde_json::to_string(record).expect("a record serialises") + "\n");
+    }
+    write_atomic(&out.join(LOG), log.as_bytes())?;
+    let all: Vec<PointRecord> = records.into_values().collect();
+    let mut files = write_outputs(out, &manifest, &all)?;
+    for dir in dirs {
+        files.extend(copy_bundles(&dir.join("bundles"), &out.join("bundles"))?);
+    }
+    Ok(MergeSummary { points: manifest.points, files })
+}
+
+/// Reads every directory's manifest, log header and point records (partition marks
+/// removed); refuses directories of different sweeps and a point two directories disagree on.
+fn read_partitions(
+    dirs: &[PathBuf],
+) -> Result<(Manifest, LogHeader, BTreeMap<u64, PointRecord>), SweepError> {
     let mut whole: Option<(Manifest, LogHeader, PathBuf)> = None;
     let mut records: BTreeMap<u64, PointRecord> = BTreeMap::new();
     for dir in dirs {
@@ -663,28 +693,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, SweepError> {
         }
     }
     let (manifest, header, _) = whole.expect("at least one directory");
-    if let Some(missing) = (0..manifest.points).find(|point| !records.contains_key(point)) {
-        let count = (0..manifest.points).filter(|point| !records.contains_key(point)).count();
-        return Err(SweepError::Dir {
-            path: first.clone(),
-            why: format!(
-                "{count} of {} points are in none of the directories (the first is point {missing}): a partition is missing or did not finish",
-                manifest.points
-            ),
-        });
-    }
-    std::fs::create_dir_all(out).map_err(|error| SweepError::io(out, error))?;
-    let mut log = serde_json::to_string(&header).expect("a header serialises") + "\n";
-    for record in records.values() {
-        log += &(serde_json::to_string(record).expect("a record serialises") + "\n");
-    }
-    write_atomic(&out.join(LOG), log.as_bytes())?;
-    let all: Vec<PointRecord> = records.into_values().collect();
-    let mut files = write_outputs(out, &manifest, &all)?;
-    for dir in dirs {
-        files.extend(copy_bundles(&dir.join("bundles"), &out.join("bundles"))?);
-    }
-    Ok(MergeSummary { points: manifest.points, files })
+    Ok((manifest, header, records))
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

@@ -166,35 +166,10 @@ impl Sweep {
         reader.check_keys(top, "", TOP_KEYS)?;
         let name = reader.required_string(top, "", "name")?;
         let about = reader.optional_string(top, "", "about")?;
-        let base_item = top
-            .get("base")
-            .ok_or_else(|| reader.missing(top, "base", "a path to the base scenario (required)"))?;
-        let base_name =
-            reader.string(base_item, "base", "a path to the base scenario, relative to this file")?;
-        let base_path = dir.join(base_name);
-        let base_at = reader.position(span_of(base_item));
-        let base = crate::load_file(&base_path)
-            .map_err(|error| SweepError::Base { at: base_at.clone(), error: Box::new(error) })?;
+        let base = reader.base(top, dir)?;
         let base_text = base.text.clone();
-        // Exhaustive and coverage-guided runs follow from the runs before them: not seeds.
-        if matches!(base.run.strategy, Strategy::Exhaustive | Strategy::Coverage) {
-            return Err(SweepError::file(reader.error(
-                span_of(base_item),
-                "base",
-                "a base scenario with run.strategy random or pct (a sweep runs seeds)",
-                format!("{} with run.strategy = \"{}\"", base.path, base.run.strategy.name()),
-            )));
-        }
         let base_document: DocumentMut = base_text.parse().expect("the loader parsed this text as TOML");
-        let seeds_count = match top.get("seeds") {
-            Some(item) => reader.int(item, "seeds", 1, MAX_SEEDS)?,
-            None => 1,
-        };
-        let first_seed = match top.get("seed") {
-            Some(item) => reader.int(item, "seed", 0, u64::MAX - MAX_SEEDS)?,
-            None => base.run.seed,
-        };
-        let seeds: Vec<u64> = (0..seeds_count).map(|index| first_seed.wrapping_add(index)).collect();
+        let seeds = reader.seeds(top, &base)?;
         let record = reader.record(top)?;
         let axes = reader.axes(top)?;
         let report = reader.report(top, &axes, &base)?;
@@ -214,6 +189,7 @@ impl Sweep {
             ghz: None,
         };
         let points = sweep.points();
+        let seeds_count = sweep.seeds.len() as u64;
         if points > MAX_POINTS || points.saturating_mul(seeds_count) > MAX_RUNS {
             let span = top.get("axis").map(span_of).unwrap_or(0..0);
             return Err(SweepError::file(reader.error(
@@ -223,11 +199,17 @@ impl Sweep {
                 format!("{points} points x {seeds_count} seeds"),
             )));
         }
-        // Every point loads, on all cores (the grid can be thousands of scenarios); the error
-        // reported is that of the first point in grid order, whatever the threads did.
-        let clocks: Vec<Result<f64, SweepError>> = (0..points)
+        sweep.ghz = sweep.common_ghz()?;
+        Ok(sweep)
+    }
+
+    /// Loads every point, on all cores (the grid can be thousands of scenarios), and returns
+    /// their `machine.ghz` when all points share it. The error reported is that of the first
+    /// point in grid order, whatever the threads did.
+    fn common_ghz(&self) -> Result<Option<f64>, SweepError> {
+        let clocks: Vec<Result<f64, SweepError>> = (0..self.points())
             .into_par_iter()
-            .map(|point| sweep.derive(point).map(|scenario| scenario.machine.ghz))
+            .map(|point| self.derive(point).map(|scenario| scenario.machine.ghz))
             .collect();
         let mut ghz = None;
         for clock in clocks {
@@ -238,8 +220,7 @@ impl Sweep {
                 Some(_) => Some(None),
             };
         }
-        sweep.ghz = ghz.flatten();
-        Ok(sweep)
+        Ok(ghz.flatten())
     }
 
     /// Points in the grid.
@@ -403,6 +384,44 @@ struct Reader<'t> {
 }
 
 impl Reader<'_> {
+    /// The `base` key: the base scenario, loaded relative to `dir`; refused when its strategy
+    /// is not one that runs seeds.
+    fn base(&self, top: &Table, dir: &Path) -> Result<Scenario, SweepError> {
+        let base_item = top
+            .get("base")
+            .ok_or_else(|| self.missing(top, "base", "a path to the base scenario (required)"))?;
+        let base_name =
+            self.string(base_item, "base", "a path to the base scenario, relative to this file")?;
+        let base_path = dir.join(base_name);
+        let base_at = self.position(span_of(base_item));
+        let base = crate::load_file(&base_path)
+            .map_err(|error| SweepError::Base { at: base_at.clone(), error: Box::new(error) })?;
+        // Exhaustive and coverage-guided runs follow from the runs before them: not seeds.
+        if matches!(base.run.strategy, Strategy::Exhaustive | Strategy::Coverage) {
+            return Err(SweepError::file(self.error(
+                span_of(base_item),
+                "base",
+                "a base scenario with run.strategy random or pct (a sweep runs seeds)",
+                format!("{} with run.strategy = \"{}\"", base.path, base.run.strategy.name()),
+            )));
+        }
+        Ok(base)
+    }
+
+    /// The `seeds` and `seed` keys: the seeds every point runs, `seeds` of them (default 1)
+    /// counting up from `seed` (default: the base's `run.seed`).
+    fn seeds(&self, top: &Table, base: &Scenario) -> Result<Vec<u64>, SweepError> {
+        let seeds_count = match top.get("seeds") {
+            Some(item) => self.int(item, "seeds", 1, MAX_SEEDS)?,
+            None => 1,
+        };
+        let first_seed = match top.get("seed") {
+            Some(item) => self.int(item, "seed", 0, u64::MAX - MAX_SEEDS)?,
+            None => base.run.seed,
+        };
+        Ok((0..seeds_count).map(|index| first_seed.wrapping_add(index)).collect())
+    }
+
     fn position(&self, span: Range<usize>) -> String {
         let (line, column) = line_column(self.text.as_bytes(), span.start);
         format!("{}:{line}:{column}", self.file)

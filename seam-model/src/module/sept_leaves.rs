@@ -229,75 +229,15 @@ impl Module {
         Ok(())
     }
 
+    /// The S-EPT leaves' state checks, in the module's order; `Err` is the status the leaf returns.
     pub(super) fn check_sept_leaf(&self, call: &LeafCall) -> Result<(), TdxStatus> {
         match *call {
-            LeafCall::PageAug { td, gpa, page } => {
-                self.check_td_state(td, BUILT_OR_RUNNABLE)?;
-                self.check_walk(td, gpa.0, LEVEL_4K)?;
-                // [I] The page checks (type not NDA, or a DPAMT backing page) answer
-                // PAGE_NOT_FREE|R8: the spec names only MISSING_PAMT_PAGE_PAIR and
-                // EPT_ENTRY_STATE_INCORRECT here.
-                if !self.pamt.has_4k_level(page.range_index()) {
-                    return Err(TDX_MISSING_PAMT_PAGE_PAIR.with_operand(operand::R8));
-                }
-                if self.tds[&td].entry(gpa.0).state != crate::SeptState::Free {
-                    return Err(TDX_EPT_ENTRY_STATE_INCORRECT.with_operand(operand::RCX));
-                }
-                self.check_new_private_page(page)
-            }
-            LeafCall::RangeBlock { td, gpa } => {
-                self.check_td_state(td, BUILT_OR_RUNNABLE)?;
-                self.check_walk(td, gpa.0, LEVEL_4K)?;
-                // A free entry answers EPT_ENTRY_FREE|RCX, as the module does; an already
-                // blocked one the informational GPA_RANGE_ALREADY_BLOCKED|RCX.
-                match self.tds[&td].entry(gpa.0).state {
-                    crate::SeptState::Free => Err(TDX_EPT_ENTRY_FREE.with_operand(operand::RCX)),
-                    crate::SeptState::Blocked => {
-                        Err(TDX_GPA_RANGE_ALREADY_BLOCKED.with_operand(operand::RCX))
-                    }
-                    crate::SeptState::Pending | crate::SeptState::Mapped => Ok(()),
-                }
-            }
-            LeafCall::Track { td } => {
-                self.check_td_state(td, BUILT_OR_RUNNABLE)?;
-                // [V-mod] A vCPU that entered in the previous epoch is still in the guest:
-                // a second TRACK cannot retire that epoch yet.
-                let td = &self.tds[&td];
-                let previous = (1 - (td.td_epoch & 1)) as usize;
-                if td.epoch_refcount[previous] != 0 {
-                    return Err(TDX_PREVIOUS_TLB_EPOCH_BUSY);
-                }
-                Ok(())
-            }
+            LeafCall::PageAug { td, gpa, page } => self.check_page_aug(td, gpa, page),
+            LeafCall::RangeBlock { td, gpa } => self.check_range_block(td, gpa),
+            LeafCall::Track { td } => self.check_track(td),
             LeafCall::PageWbinvd { .. } => Ok(()),
-            LeafCall::PageRemove { td, gpa } => {
-                self.check_td_state(td, BUILT_OR_RUNNABLE)?;
-                self.check_walk(td, gpa.0, LEVEL_4K)?;
-                let td = &self.tds[&td];
-                let entry = td.entry(gpa.0);
-                if entry.state != crate::SeptState::Blocked {
-                    return Err(TDX_GPA_RANGE_NOT_BLOCKED.with_operand(operand::RCX));
-                }
-                // Tracked: a TRACK moved the epoch on since the block and every vCPU that
-                // ran in the blocked epoch has exited (`is_tlb_tracked`).
-                if !td.is_tlb_tracked(entry.blocked_epoch) {
-                    return Err(TDX_TLB_TRACKING_NOT_DONE.with_operand(operand::RCX));
-                }
-                Ok(())
-            }
-            LeafCall::SeptAdd { td, gpa, level, page } => {
-                self.check_td_state(td, BUILT_OR_RUNNABLE)?;
-                self.check_walk(td, gpa.0, level)?;
-                if self.tds[&td].sept.non_leaf_present(gpa.0, level) {
-                    return Err(TDX_EPT_ENTRY_STATE_INCORRECT.with_operand(operand::RCX));
-                }
-                // [I] The S-EPT page is page-assigning like a TDCX page (spec §5.3, DPAMT v6
-                // installs its backing first), though Kirill's list leaves it out.
-                if !self.pamt.has_4k_level(page.range_index()) {
-                    return Err(TDX_MISSING_PAMT_PAGE_PAIR.with_operand(operand::R8));
-                }
-                self.check_new_private_page(page)
-            }
+            LeafCall::PageRemove { td, gpa } => self.check_page_remove(td, gpa),
+            LeafCall::SeptAdd { td, gpa, level, page } => self.check_sept_add(td, gpa, level, page),
             LeafCall::PageAdd { td, gpa, page, .. } => {
                 self.check_page_add_target(td, gpa)?;
                 if !self.pamt.has_4k_level(page.range_index()) {
@@ -307,6 +247,82 @@ impl Module {
             }
             _ => unreachable!("sept_leaves: {call} is not an S-EPT leaf"),
         }
+    }
+
+    /// PAGE.AUG's checks: the TD, the walk, PAMT backing for the new page, a free entry, and
+    /// the page itself.
+    fn check_page_aug(&self, td: TdId, gpa: Gpa, page: Hpa) -> Result<(), TdxStatus> {
+        self.check_td_state(td, BUILT_OR_RUNNABLE)?;
+        self.check_walk(td, gpa.0, LEVEL_4K)?;
+        // [I] The page checks (type not NDA, or a DPAMT backing page) answer
+        // PAGE_NOT_FREE|R8: the spec names only MISSING_PAMT_PAGE_PAIR and
+        // EPT_ENTRY_STATE_INCORRECT here.
+        if !self.pamt.has_4k_level(page.range_index()) {
+            return Err(TDX_MISSING_PAMT_PAGE_PAIR.with_operand(operand::R8));
+        }
+        if self.tds[&td].entry(gpa.0).state != crate::SeptState::Free {
+            return Err(TDX_EPT_ENTRY_STATE_INCORRECT.with_operand(operand::RCX));
+        }
+        self.check_new_private_page(page)
+    }
+
+    /// RANGE.BLOCK's checks: the TD, the walk, and an entry that is mapped or pending.
+    fn check_range_block(&self, td: TdId, gpa: Gpa) -> Result<(), TdxStatus> {
+        self.check_td_state(td, BUILT_OR_RUNNABLE)?;
+        self.check_walk(td, gpa.0, LEVEL_4K)?;
+        // A free entry answers EPT_ENTRY_FREE|RCX, as the module does; an already
+        // blocked one the informational GPA_RANGE_ALREADY_BLOCKED|RCX.
+        match self.tds[&td].entry(gpa.0).state {
+            crate::SeptState::Free => Err(TDX_EPT_ENTRY_FREE.with_operand(operand::RCX)),
+            crate::SeptState::Blocked => Err(TDX_GPA_RANGE_ALREADY_BLOCKED.with_operand(operand::RCX)),
+            crate::SeptState::Pending | crate::SeptState::Mapped => Ok(()),
+        }
+    }
+
+    /// TRACK's checks: the TD, and no vCPU left in the epoch before the current one.
+    fn check_track(&self, td: TdId) -> Result<(), TdxStatus> {
+        self.check_td_state(td, BUILT_OR_RUNNABLE)?;
+        // [V-mod] A vCPU that entered in the previous epoch is still in the guest:
+        // a second TRACK cannot retire that epoch yet.
+        let td = &self.tds[&td];
+        let previous = (1 - (td.td_epoch & 1)) as usize;
+        if td.epoch_refcount[previous] != 0 {
+            return Err(TDX_PREVIOUS_TLB_EPOCH_BUSY);
+        }
+        Ok(())
+    }
+
+    /// PAGE.REMOVE's checks: the TD, the walk, a blocked entry, and its blocking epoch tracked.
+    fn check_page_remove(&self, td: TdId, gpa: Gpa) -> Result<(), TdxStatus> {
+        self.check_td_state(td, BUILT_OR_RUNNABLE)?;
+        self.check_walk(td, gpa.0, LEVEL_4K)?;
+        let td = &self.tds[&td];
+        let entry = td.entry(gpa.0);
+        if entry.state != crate::SeptState::Blocked {
+            return Err(TDX_GPA_RANGE_NOT_BLOCKED.with_operand(operand::RCX));
+        }
+        // Tracked: a TRACK moved the epoch on since the block and every vCPU that
+        // ran in the blocked epoch has exited (`is_tlb_tracked`).
+        if !td.is_tlb_tracked(entry.blocked_epoch) {
+            return Err(TDX_TLB_TRACKING_NOT_DONE.with_operand(operand::RCX));
+        }
+        Ok(())
+    }
+
+    /// SEPT.ADD's checks: the TD, the walk to `level`, no table there yet, PAMT backing for
+    /// the new S-EPT page, and the page itself.
+    fn check_sept_add(&self, td: TdId, gpa: Gpa, level: u8, page: Hpa) -> Result<(), TdxStatus> {
+        self.check_td_state(td, BUILT_OR_RUNNABLE)?;
+        self.check_walk(td, gpa.0, level)?;
+        if self.tds[&td].sept.non_leaf_present(gpa.0, level) {
+            return Err(TDX_EPT_ENTRY_STATE_INCORRECT.with_operand(operand::RCX));
+        }
+        // [I] The S-EPT page is page-assigning like a TDCX page (spec §5.3, DPAMT v6
+        // installs its backing first), though Kirill's list leaves it out.
+        if !self.pamt.has_4k_level(page.range_index()) {
+            return Err(TDX_MISSING_PAMT_PAGE_PAIR.with_operand(operand::R8));
+        }
+        self.check_new_private_page(page)
     }
 
     /// A page the leaf gives the TD (R8) is NDA and backs no range.

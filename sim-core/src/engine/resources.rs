@@ -27,13 +27,7 @@ impl Engine {
         class: &'static str,
         handoff_cycles: u64,
     ) -> ResourceId {
-        let class_id = match self.classes.iter().position(|known| *known == class) {
-            Some(index) => index as u32,
-            None => {
-                self.classes.push(class);
-                (self.classes.len() - 1) as u32
-            }
-        };
+        let class_id = self.class_id(class);
         let id = ResourceId(self.resources.len() as u32);
         self.resources.push(Resource {
             name: name.into(),
@@ -53,14 +47,21 @@ impl Engine {
     /// taken at different sites (`kvm->lock` and `tdx_lock` are both mutexes) are different
     /// classes to lockdep, as a `lock_class_key` per init site makes them in the kernel.
     pub fn set_lockdep_class(&mut self, resource: ResourceId, key: &'static str) {
-        let class_id = match self.classes.iter().position(|known| *known == key) {
+        let class_id = self.class_id(key);
+        self.resources[resource.0 as usize].class_id = class_id;
+    }
+
+    /// The lockdep class called `key`, numbered in first-use order. A class is one static
+    /// string, so the address mostly answers before the bytes are compared.
+    fn class_id(&mut self, key: &'static str) -> u32 {
+        let known = |known: &&'static str| std::ptr::eq(*known, key) || *known == key;
+        match self.classes.iter().position(known) {
             Some(index) => index as u32,
             None => {
                 self.classes.push(key);
                 (self.classes.len() - 1) as u32
             }
-        };
-        self.resources[resource.0 as usize].class_id = class_id;
+        }
     }
 
     /// Lets a task that holds `resource` shared take it shared again (a percpu rwsem read

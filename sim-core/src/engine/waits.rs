@@ -16,6 +16,9 @@ pub(super) struct WaitObject {
     pub parties: Vec<TaskId>,
     // invariant: done.len() == parties.len().
     pub done: Vec<bool>,
+    /// (task, party index) sorted by task, equal tasks in the order they were added: finds
+    /// a task's party in O(log n), so 4096 stoppers arriving at a barrier stay linear.
+    pub by_task: Vec<(TaskId, u32)>,
     /// When a party last acted: tasks parked here are waiting on work that moves.
     pub last_activity: Cycle,
 }
@@ -25,7 +28,12 @@ impl Engine {
     /// waits for.
     pub fn new_wait(&mut self) -> WaitId {
         let id = WaitId(self.waits.len() as u32);
-        self.waits.push(WaitObject { parties: Vec::new(), done: Vec::new(), last_activity: self.now });
+        self.waits.push(WaitObject {
+            parties: Vec::new(),
+            done: Vec::new(),
+            by_task: Vec::new(),
+            last_activity: self.now,
+        });
         id
     }
 
@@ -34,7 +42,10 @@ impl Engine {
         let object = &mut self.waits[wait.0 as usize];
         object.parties.push(task);
         object.done.push(false);
-        object.parties.len() - 1
+        let index = object.parties.len() - 1;
+        let at = object.by_task.partition_point(|&(party, _)| party <= task);
+        object.by_task.insert(at, (task, index as u32));
+        index
     }
 
     /// Party `index` of `wait` has acted.
@@ -47,7 +58,9 @@ impl Engine {
 
     /// The party of `wait` that is `task`, if it is one.
     pub fn wait_party_of(&self, wait: WaitId, task: TaskId) -> Option<usize> {
-        self.waits[wait.0 as usize].parties.iter().position(|&party| party == task)
+        let by_task = &self.waits[wait.0 as usize].by_task;
+        let at = by_task.partition_point(|&(party, _)| party < task);
+        by_task.get(at).filter(|&&(party, _)| party == task).map(|&(_, index)| index as usize)
     }
 
     /// Every party must act again (the next state of a lock-step protocol).

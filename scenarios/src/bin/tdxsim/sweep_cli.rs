@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use scenarios::sweep::{self, Partition, Progress, Sweep, SweepOptions};
+use scenarios::sweep::{self, Partition, Progress, Sweep, SweepOptions, SweepSummary};
 
 use crate::emit;
 
@@ -58,15 +58,7 @@ pub fn sweep(args: SweepArgs) -> u8 {
             return error.exit_code();
         }
     };
-    let stem =
-        file.file_stem().map_or_else(|| "sweep".to_string(), |stem| stem.to_string_lossy().into_owned());
-    let out = args.out.unwrap_or_else(|| {
-        let name = match args.partition {
-            Some(partition) => format!("{stem}-{}-of-{}", partition.index, partition.count),
-            None => stem,
-        };
-        Path::new(crate::DEFAULT_OUT).join(name)
-    });
+    let out = args.out.unwrap_or_else(|| default_out(&file, args.partition));
     let options = SweepOptions {
         out: out.clone(),
         jobs: args.jobs,
@@ -93,7 +85,30 @@ pub fn sweep(args: SweepArgs) -> u8 {
             return error.exit_code();
         }
     };
-    let partition = args.partition.map_or(String::new(), |partition| format!(" (partition {partition})"));
+    print_summary(&sweep, &summary, args.partition, &out);
+    let seconds = started.elapsed().as_secs_f64();
+    err!("{:.1} s, {:.1} runs/s", seconds, summary.runs as f64 / seconds.max(1e-9));
+    for error in &summary.bundle_errors {
+        err!("tdxsim: could not write a repro bundle: {error}");
+    }
+    if summary.bundle_errors.is_empty() { 0 } else { crate::code::OUTPUT }
+}
+
+/// Where a sweep goes without `--out`: tdxsim-out/<file stem>, or <stem>-K-of-N for a partition.
+fn default_out(file: &Path, partition: Option<Partition>) -> PathBuf {
+    let stem =
+        file.file_stem().map_or_else(|| "sweep".to_string(), |stem| stem.to_string_lossy().into_owned());
+    let name = match partition {
+        Some(partition) => format!("{stem}-{}-of-{}", partition.index, partition.count),
+        None => stem,
+    };
+    Path::new(crate::DEFAULT_OUT).join(name)
+}
+
+/// What a finished sweep prints on standard output: the grid, the failing runs and the files
+/// written into `out`.
+fn print_summary(sweep: &Sweep, summary: &SweepSummary, partition: Option<Partition>, out: &Path) {
+    let partition = partition.map_or(String::new(), |partition| format!(" (partition {partition})"));
     out!(
         "sweep {}{partition}: {} points x {} seeds; {} resumed, {} runs now",
         sweep.path,
@@ -116,12 +131,6 @@ pub fn sweep(args: SweepArgs) -> u8 {
     for file in &summary.files {
         out!("wrote {}", file.display());
     }
-    let seconds = started.elapsed().as_secs_f64();
-    err!("{:.1} s, {:.1} runs/s", seconds, summary.runs as f64 / seconds.max(1e-9));
-    for error in &summary.bundle_errors {
-        err!("tdxsim: could not write a repro bundle: {error}");
-    }
-    if summary.bundle_errors.is_empty() { 0 } else { crate::code::OUTPUT }
 }
 
 fn merge(dirs: &[PathBuf], out: &Path) -> u8 {
