@@ -2,6 +2,7 @@
 //! and how its report should look. `tdxsim sweep` writes it beside `runs.csv` and
 //! `points.csv`; `tdxsim report` reads nothing else to know the sweep.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -88,6 +89,11 @@ pub struct Mark {
     /// In the metric's own unit (cycles for `*_cycles`).
     pub y: f64,
     pub label: String,
+    /// The panels it goes on: axis column -> value (as the CSV shows it), all of which a
+    /// panel must have; empty: every panel of the metric. Only panel axes (neither x nor
+    /// series) restrict.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub panel: BTreeMap<String, String>,
 }
 
 impl Manifest {

@@ -55,6 +55,7 @@ pub fn render(dir: &Path) -> Result<Rendered, ReportError> {
     sweep.heading(&mut doc, dir);
     let specs =
         if manifest.report.plots.is_empty() { default_plots() } else { manifest.report.plots.clone() };
+    sweep.published(&mut doc, &specs);
     for spec in &specs {
         let missing: Vec<&str> = std::iter::once(spec.metric.as_str())
             .chain(spec.per.as_deref())
@@ -117,6 +118,7 @@ struct Panel {
 struct Figure {
     plot: Plot,
     spec: PlotSpec,
+    panel: Panel,
     /// Per series, per x: the outcomes of the point's runs (for gaps).
     outcomes: Vec<Vec<BTreeMap<String, usize>>>,
     unit: Unit,
@@ -383,7 +385,7 @@ impl<'m> Sweep<'m> {
             }
         }
         let references = self
-            .marks(spec)
+            .marks(spec, panel)
             .map(|mark| Reference { x: mark.x, y: unit.show(mark.y), label: mark.label.clone() })
             .collect();
         let title = if panel.label.is_empty() {
@@ -396,13 +398,78 @@ impl<'m> Sweep<'m> {
         Figure {
             plot: Plot { title, x_label: self.x_title(), y_label, log2_x: self.log2_x(), curves, references },
             spec: spec.clone(),
+            panel: panel.clone(),
             outcomes,
             unit,
         }
     }
 
-    fn marks<'a>(&'a self, spec: &'a PlotSpec) -> impl Iterator<Item = &'a Mark> + 'a {
-        self.manifest.report.marks.iter().filter(move |mark| mark.metric == spec.metric)
+    /// The marks drawn on `spec`'s plot of `panel`: of its metric, and whose `panel`
+    /// conditions the panel meets (a condition on an axis that makes no panels holds).
+    fn marks<'a>(&'a self, spec: &'a PlotSpec, panel: &'a Panel) -> impl Iterator<Item = &'a Mark> + 'a {
+        self.manifest
+            .report
+            .marks
+            .iter()
+            .filter(move |mark| mark.metric == spec.metric && self.mark_on(mark, panel))
+    }
+
+    fn mark_on(&self, mark: &Mark, panel: &Panel) -> bool {
+        mark.panel.iter().all(|(column, value)| {
+            panel.picks.iter().all(|&(axis, pick)| {
+                let axis = &self.manifest.axes[axis];
+                match axis.keys.iter().position(|key| key == column) {
+                    Some(key) => axis.values[pick][key] == *value,
+                    None => true,
+                }
+            })
+        })
+    }
+
+    /// report.md's list of the published figures the sweep marks, and the plots they are on.
+    fn published(&self, doc: &mut Doc, specs: &[PlotSpec]) {
+        let marks = &self.manifest.report.marks;
+        if marks.is_empty() {
+            return;
+        }
+        doc.heading(2, "Published figures marked");
+        let panels = self.panels();
+        let items: Vec<String> = marks
+            .iter()
+            .map(|mark| {
+                let plots: Vec<String> = specs
+                    .iter()
+                    .filter(|spec| spec.metric == mark.metric)
+                    .flat_map(|spec| {
+                        panels.iter().filter(|panel| self.mark_on(mark, panel)).map(|panel| {
+                            if panel.label.is_empty() {
+                                spec.title.clone()
+                            } else {
+                                format!("{} ({})", spec.title, panel.label)
+                            }
+                        })
+                    })
+                    .collect();
+                let at = mark.x.map_or(String::new(), |x| format!(" at {} = {}", self.x_label(), number(x)));
+                let series = mark.series.as_ref().map_or(String::new(), |s| format!(", measured on {s}"));
+                let family = mark.metric.split('[').next().unwrap_or(&mark.metric);
+                let shown = if family.ends_with("_cycles") {
+                    match self.manifest.ghz {
+                        Some(ghz) => {
+                            let unit = time_unit(mark.y, ghz);
+                            format!("{} {}", number(unit.show(mark.y)), unit.name())
+                        }
+                        None => format!("{} cycles", number(mark.y)),
+                    }
+                } else {
+                    number(mark.y)
+                };
+                let on =
+                    if plots.is_empty() { "no plot of this report".to_string() } else { plots.join("; ") };
+                format!("{}: `{}` = {shown}{at}{series}; drawn on: {on}", mark.label, mark.metric)
+            })
+            .collect();
+        doc.list(&items);
     }
 
     fn heading(&self, doc: &mut Doc, dir: &Path) {
@@ -649,7 +716,7 @@ impl<'m> Sweep<'m> {
         if !gaps.is_empty() {
             sentences.push(format!("No run passed (gaps in the plot): {}.", gaps.join("; ")));
         }
-        for mark in self.marks(&figure.spec) {
+        for mark in self.marks(&figure.spec, &figure.panel) {
             let y = figure.unit.show(mark.y);
             let compared = mark.series.as_ref().and_then(|series| {
                 let curve = curves.iter().find(|curve| curve.series == *series)?;

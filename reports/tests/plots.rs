@@ -67,6 +67,7 @@ fn manifest() -> Manifest {
                 x: None,
                 y: 100.0,
                 label: "published: 100".into(),
+                panel: BTreeMap::new(),
             }],
         },
     }
@@ -267,4 +268,128 @@ fn a_directory_without_a_sweep_is_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     let error = reports::render(&dir).unwrap_err().to_string();
     assert!(error.contains("manifest.json"), "{error}");
+}
+
+/// The grey of published figures (plot.rs draws every reference in it).
+const MARK_GREY: &str = "#5A5A5A";
+
+/// How many elements are drawn in the marks' grey, and whether `label` is a text.
+fn mark_in(svg: &str, label: &str) -> (usize, bool) {
+    let document = roxmltree::Document::parse(svg).unwrap();
+    let grey = document
+        .descendants()
+        .filter(|node| {
+            node.attribute("stroke") == Some(MARK_GREY) || node.attribute("fill") == Some(MARK_GREY)
+        })
+        .filter(|node| !node.has_tag_name("text"))
+        .count();
+    (grey, texts(svg).iter().any(|text| text == label))
+}
+
+#[test]
+fn a_published_figure_is_drawn_with_its_label_and_listed_in_the_report() {
+    let dir = sweep_dir("mark");
+    render(&dir);
+    let svg = std::fs::read_to_string(dir.join("plots/lock-contended.svg")).unwrap();
+    let (grey, labelled) = mark_in(&svg, "published: 100");
+    assert!(grey > 0 && labelled, "the dashed line at 100 and its label: {grey} grey elements");
+    // The dashed line is at y = 100 on a 0..1920*1.1*1.08 axis: every grey segment has one y.
+    let document = roxmltree::Document::parse(&svg).unwrap();
+    let ys: BTreeSet<String> = document
+        .descendants()
+        .filter(|node| node.has_tag_name("polyline") && node.attribute("stroke") == Some(MARK_GREY))
+        .flat_map(|node| {
+            node.attribute("points")
+                .unwrap()
+                .split_whitespace()
+                .map(|p| p.split(',').nth(1).unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(ys.len(), 1, "a horizontal line: {ys:?}");
+    // The other metrics' plots have no mark.
+    let other = std::fs::read_to_string(dir.join("plots/lock-wait-cycles.svg")).unwrap();
+    assert_eq!(mark_in(&other, "published: 100"), (0, false));
+    let markdown = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        markdown.contains("## Published figures marked\n\n- published: 100: `lock_contended` = 100, measured on global-lock; drawn on: contended acquisitions\n"),
+        "{markdown}"
+    );
+}
+
+/// A sweep with a third axis (a panel per workload) and a mark at (x, y) on one panel only.
+#[test]
+fn a_mark_with_a_panel_is_drawn_on_that_panel_only() {
+    let dir = std::env::temp_dir().join(format!("tdxsim-report-{}-panel", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut manifest = manifest();
+    let workloads = ["td_boot", "fault_storm"];
+    manifest.axes.insert(
+        1,
+        Axis {
+            keys: vec!["workload.0.kind".into()],
+            values: workloads.iter().map(|w| vec![w.to_string()]).collect(),
+        },
+    );
+    manifest.points *= 2;
+    manifest.report.marks = vec![Mark {
+        metric: "lock_contended".into(),
+        series: Some("global-lock".into()),
+        x: Some(4.0),
+        y: 500.0,
+        label: "v2 boot: 500".into(),
+        panel: BTreeMap::from([("workload.0.kind".to_string(), "td_boot".to_string())]),
+    }];
+    let mut records = Vec::new();
+    for (d, design) in DESIGNS.iter().enumerate() {
+        for w in 0..workloads.len() {
+            for (c, &cpus) in CPUS.iter().enumerate() {
+                let runs = (0..2)
+                    .map(|seed| RunRecord {
+                        seed,
+                        outcome: "pass".into(),
+                        finding: String::new(),
+                        metrics: vec![
+                            ("seamcalls".into(), 1000 * cpus),
+                            ("seamcall_busy".into(), cpus),
+                            ("lock_contended".into(), contended(design, cpus, seed) * (w as u64 + 1)),
+                            ("lock_wait_cycles".into(), 4000 * cpus),
+                        ],
+                    })
+                    .collect();
+                records.push(PointRecord {
+                    point: ((d * workloads.len() + w) * CPUS.len() + c) as u64,
+                    values: vec![design.to_string(), workloads[w].to_string(), cpus.to_string()],
+                    runs,
+                });
+            }
+        }
+    }
+    std::fs::write(dir.join("manifest.json"), manifest.to_json()).unwrap();
+    std::fs::write(dir.join("runs.csv"), runs_csv(&manifest, &records)).unwrap();
+    render(&dir);
+    let boot = std::fs::read_to_string(dir.join("plots/lock-contended-workload-0-kind-td-boot.svg")).unwrap();
+    let storm =
+        std::fs::read_to_string(dir.join("plots/lock-contended-workload-0-kind-fault-storm.svg")).unwrap();
+    let (grey, labelled) = mark_in(&boot, "v2 boot: 500");
+    assert!(grey > 0 && labelled, "a cross and its label on the td_boot panel");
+    assert!(
+        roxmltree::Document::parse(&boot)
+            .unwrap()
+            .descendants()
+            .any(|node| node.has_tag_name("line") || node.has_tag_name("polyline")),
+    );
+    assert_eq!(mark_in(&storm, "v2 boot: 500"), (0, false), "not on the fault_storm panel");
+    let markdown = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        markdown.contains("- v2 boot: 500: `lock_contended` = 500 at machine.cpus = 4, measured on global-lock; drawn on: contended acquisitions (workload.0.kind = td_boot)\n"),
+        "{markdown}"
+    );
+    // The comparison sentence is under the td_boot plot only: global-lock at 4 CPUs is 480.5.
+    assert_eq!(
+        markdown.matches("Marked: v2 boot: 500 = 500; global-lock here is 480 at machine.cpus = 4").count(),
+        1,
+        "{markdown}"
+    );
 }

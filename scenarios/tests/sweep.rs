@@ -262,6 +262,17 @@ fn bad_input_is_refused_with_the_sweep_files_position_before_anything_runs() {
         )),
         "s.toml:3:24: record: expected a list of metric names (tdxsim list metrics), like \"lock_contended[pamt_lock,dpamt_lock]\", found \"lock_bogus[x]\""
     );
+    let marked = format!(
+        "{head}[[axis]]\nkey = \"host.dpamt\"\nvalues = [\"global-lock\", \"dec-and-lock\"]\n[[axis]]\nkey = \"module.leaf_locks\"\nvalues = [\"interleaved\", \"atomic\"]\n[[report.mark]]\nmetric = \"lock_contended\"\ny = 1\nlabel = \"l\"\n"
+    );
+    assert_eq!(
+        refused(&format!("{marked}panel = {{ \"module.leaf_lockz\" = \"atomic\" }}\n")),
+        "s.toml:13:33: report.mark[0].panel.module.leaf_lockz: expected an axis key of this sweep (host.dpamt, module.leaf_locks), found \"module.leaf_lockz\""
+    );
+    assert_eq!(
+        refused(&format!("{marked}panel = {{ \"module.leaf_locks\" = \"atomik\" }}\n")),
+        "s.toml:13:33: report.mark[0].panel.module.leaf_locks: expected one of the axis's values interleaved, atomic, found \"atomik\""
+    );
     let error =
         refused("name = \"t\"\nbase = \"missing.toml\"\n[[axis]]\nkey = \"machine.cpus\"\nvalues = [2]\n");
     assert!(error.starts_with("s.toml:2:8: base: the base scenario is refused: "), "{error}");
@@ -314,9 +325,21 @@ fn failing_runs_are_counted_and_bundled_and_a_point_where_all_fail_is_a_gap() {
 
 #[test]
 fn the_small_sweep_regenerates_its_committed_csv_files() {
-    let committed = manifest_dir().join("tests/sweeps/small");
-    let sweep = Sweep::load(&manifest_dir().join("tests/sweeps/small.toml")).unwrap();
-    let out = temp("small");
+    regenerates("small");
+}
+
+/// The corner of reports/dpamt-contention that CI regenerates: generated workloads
+/// (td_boot, td_churn, fault_storm) under two designs.
+#[test]
+fn the_small_contention_sweep_regenerates_its_committed_csv_files() {
+    regenerates("contention-small");
+}
+
+/// Runs scenarios/tests/sweeps/NAME.toml and compares its CSV files with NAME/.
+fn regenerates(name: &str) {
+    let committed = manifest_dir().join("tests/sweeps").join(name);
+    let sweep = Sweep::load(&manifest_dir().join(format!("tests/sweeps/{name}.toml"))).unwrap();
+    let out = temp(name);
     sweep::run(&sweep, &options(out.clone(), 0, None), &|_| {}).unwrap();
     for file in ["runs.csv", "points.csv"] {
         let fresh = std::fs::read_to_string(out.join(file)).unwrap();
@@ -327,7 +350,7 @@ fn the_small_sweep_regenerates_its_committed_csv_files() {
         let expected = std::fs::read_to_string(committed.join(file)).unwrap_or_default();
         assert!(
             fresh == expected,
-            "{file} differs from scenarios/tests/sweeps/small/{file}; review the change and rerun with \
+            "{file} differs from scenarios/tests/sweeps/{name}/{file}; review the change and rerun with \
              TDXSIM_BLESS=1 to update it\n--- committed\n{expected}\n--- now\n{fresh}"
         );
     }
@@ -336,10 +359,14 @@ fn the_small_sweep_regenerates_its_committed_csv_files() {
 #[test]
 fn the_library_sweeps_load() {
     let dir = manifest_dir().join("sweeps");
-    let mut files: Vec<PathBuf> =
-        std::fs::read_dir(&dir).unwrap().map(|entry| entry.unwrap().path()).collect();
+    // sweeps/bases/ holds the base scenarios some sweeps run; `tdxsim check` needs none of them.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
     files.sort();
-    assert!(!files.is_empty());
+    assert!(files.len() >= 4, "{files:?}");
     for file in files {
         let sweep = Sweep::load(&file).unwrap_or_else(|error| panic!("{error}"));
         assert!(sweep.points() > 1, "{}", file.display());

@@ -27,6 +27,7 @@
 mod edit;
 mod exec;
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -61,7 +62,7 @@ const AXIS_KEYS: &[&str] = &["key", "values", "range"];
 const RANGE_KEYS: &[&str] = &["from", "to", "step", "factor"];
 const REPORT_KEYS: &[&str] = &["title", "x", "series", "plot", "mark"];
 const PLOT_KEYS: &[&str] = &["metric", "title", "per", "scale"];
-const MARK_KEYS: &[&str] = &["metric", "series", "x", "y", "label"];
+const MARK_KEYS: &[&str] = &["metric", "series", "x", "y", "label", "panel"];
 
 /// Why a sweep was refused or could not finish.
 #[derive(Debug, thiserror::Error)]
@@ -792,9 +793,55 @@ impl Reader<'_> {
             let x = mark.get("x").map(|item| self.number(item, &join(&path, "x"))).transpose()?;
             let label = self.required_string(&mark, &path, "label")?;
             let series = self.optional_string(&mark, &path, "series")?;
-            spec.marks.push(Mark { metric, series, x, y, label });
+            let panel = match mark.get("panel") {
+                None => BTreeMap::new(),
+                Some(item) => self.mark_panel(item, &join(&path, "panel"), axes)?,
+            };
+            spec.marks.push(Mark { metric, series, x, y, label, panel });
         }
         Ok(spec)
+    }
+
+    /// `report.mark.panel`: axis key -> one of that axis's values.
+    fn mark_panel(
+        &self,
+        item: &Item,
+        path: &str,
+        axes: &[SweepAxis],
+    ) -> Result<BTreeMap<String, String>, SweepError> {
+        let table = self.table(item, path)?;
+        let mut panel = BTreeMap::new();
+        for (column, entry) in table.iter() {
+            let key = join(path, column);
+            let Some((axis, index)) = axes.iter().find_map(|axis| {
+                axis.keys.iter().position(|key| key.text == column).map(|index| (axis, index))
+            }) else {
+                let columns: Vec<&str> =
+                    axes.iter().flat_map(|axis| axis.keys.iter().map(|key| key.text.as_str())).collect();
+                let expected = format!("an axis key of this sweep ({})", columns.join(", "));
+                return Err(SweepError::file(self.error(
+                    span_of(entry),
+                    &key,
+                    &expected,
+                    format!("{column:?}"),
+                )));
+            };
+            let texts: Vec<&str> = axis.values.iter().map(|value| value.texts[index].as_str()).collect();
+            let value = entry.as_value().map(|value| value_text(value, true));
+            match value {
+                Some(value) if texts.contains(&value.as_str()) => {
+                    panel.insert(column.to_string(), value);
+                }
+                _ => {
+                    return Err(self.invalid(
+                        entry,
+                        &key,
+                        &format!("one of the axis's values {}", texts.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(panel)
     }
 
     fn record(&self, top: &Table) -> Result<Vec<String>, SweepError> {
