@@ -209,8 +209,7 @@ async fn tdg_mem_page_accept(cpu: &Cpu, run: GuestRun, gpa: Gpa) -> Accepted {
 /// (IRQs off, in SEAM): an interrupt queued for it ends the guest's work at once, as an
 /// external-interrupt exit would.
 pub async fn guest_run(cpu: &Cpu, guest: &std::cell::RefCell<Guest>, run: GuestRun) -> GuestExit {
-    let tick = cpu.host().costs.guest_tick;
-    let entered = cpu.sim.now();
+    let tick_end = cpu.sim.now().0 + cpu.host().costs.guest_tick;
     let mut run = run;
     loop {
         let (step, rip) = {
@@ -219,93 +218,130 @@ pub async fn guest_run(cpu: &Cpu, guest: &std::cell::RefCell<Guest>, run: GuestR
         };
         let interrupt =
             |run| GuestExit::Exit(run, TdExit { reason: TdExitReason::ExternalInterrupt, guest_rip: rip });
-        let now = cpu.sim.now();
         let deadline = guest.borrow().deadline;
-        if deadline.is_some_and(|deadline| now >= deadline) {
+        if deadline.is_some_and(|deadline| cpu.sim.now() >= deadline) {
             // The VMM's signal to the vCPU thread: its IPI makes the guest exit.
             return interrupt(run);
         }
-        match step {
+        let next = match step {
             Step::Work => {
-                let tick_end = entered.0 + tick;
-                let until = deadline.map_or(tick_end, |deadline| deadline.0.min(tick_end));
-                let work_left = guest.borrow().work_left;
-                if work_left == 0 {
-                    guest.borrow_mut().advance();
-                    continue;
-                }
-                let slice = work_left.min(until.saturating_sub(now.0));
-                let cut_short = cpu.sim.interruptible(slice).await;
-                let done = cpu.sim.now().0 - now.0;
-                if done > 0 {
-                    // The guest ran: its CPU is not stuck, whatever the host side does.
-                    cpu.progress();
-                }
-                let mut state = guest.borrow_mut();
-                state.work_left -= done.min(state.work_left);
-                if state.work_left == 0 && !cut_short {
-                    state.advance();
-                    drop(state);
-                    cpu.progress();
-                    continue;
-                }
-                drop(state);
-                if cut_short || cpu.sim.now().0 >= until {
-                    return interrupt(run);
+                match guest_work(cpu, guest, deadline.map_or(tick_end, |at| at.0.min(tick_end))).await {
+                    Worked::GoOn => GuestStep::GoOn(run),
+                    Worked::Interrupted => GuestStep::Exit(interrupt(run)),
                 }
             }
-            Step::Accept | Step::Hostile => {
-                let gpa = if step == Step::Hostile {
-                    Gpa(guest.borrow().program.gpa)
-                } else {
-                    guest.borrow().gpa_of_page()
-                };
-                match tdg_mem_page_accept(cpu, run, gpa).await {
-                    Accepted::Exited(output) => return GuestExit::Exited(output),
-                    Accepted::Returned(back, status) => {
-                        run = back;
-                        // SUCCESS or PAGE_ALREADY_ACCEPTED: done; BUSY: the guest retries.
-                        if !status.is_operand_busy() {
-                            guest.borrow_mut().advance();
-                            cpu.progress();
-                        }
-                    }
-                }
-                if cpu.sim.now().0 >= entered.0 + tick {
-                    let rip = guest.borrow().rip();
-                    return GuestExit::Exit(
-                        run,
-                        TdExit { reason: TdExitReason::ExternalInterrupt, guest_rip: rip },
-                    );
-                }
-            }
-            Step::Touch => {
-                let gpa = guest.borrow().gpa_of_page();
-                match guest_access(cpu, &run, gpa) {
-                    Access::Hit => {
-                        cpu.busy(cpu.host().costs.guest_touch).await;
-                        guest.borrow_mut().advance();
-                        cpu.progress();
-                    }
-                    Access::Pending => {
-                        guest.borrow_mut().pending_violation = true;
-                        return GuestExit::Exit(
-                            run,
-                            TdExit { reason: TdExitReason::EptViolation { gpa }, guest_rip: rip },
-                        );
-                    }
-                    Access::Violation => {
-                        return GuestExit::Exit(
-                            run,
-                            TdExit { reason: TdExitReason::EptViolation { gpa }, guest_rip: rip },
-                        );
-                    }
-                }
-            }
-            Step::Done => {
-                return GuestExit::Exit(run, TdExit { reason: TdExitReason::Tdvmcall, guest_rip: rip });
-            }
+            Step::Accept | Step::Hostile => guest_accept(cpu, guest, run, step, tick_end).await,
+            Step::Touch => guest_touch(cpu, guest, run, rip).await,
+            Step::Done => GuestStep::Exit(GuestExit::Exit(
+                run,
+                TdExit { reason: TdExitReason::Tdvmcall, guest_rip: rip },
+            )),
+        };
+        match next {
+            GuestStep::GoOn(back) => run = back,
+            GuestStep::Exit(exit) => return exit,
         }
+    }
+}
+
+/// Where one step of the guest's program leaves it.
+enum GuestStep {
+    /// The guest goes on with its next step.
+    GoOn(GuestRun),
+    /// The guest's run ends in this exit.
+    Exit(GuestExit),
+}
+
+/// How a slice of the guest's own work ended.
+enum Worked {
+    /// The work is done, or the slice ended with work left before `until`: the next step.
+    GoOn,
+    /// An interrupt cut it short, or the tick (or the VMM's deadline) `until` came.
+    Interrupted,
+}
+
+/// The guest works (no memory access the host sees) until its work is done or `until`, in
+/// an interruptible period an interrupt queued for the CPU cuts short.
+async fn guest_work(cpu: &Cpu, guest: &std::cell::RefCell<Guest>, until: u64) -> Worked {
+    let now = cpu.sim.now();
+    let work_left = guest.borrow().work_left;
+    if work_left == 0 {
+        guest.borrow_mut().advance();
+        return Worked::GoOn;
+    }
+    let slice = work_left.min(until.saturating_sub(now.0));
+    let cut_short = cpu.sim.interruptible(slice).await;
+    let done = cpu.sim.now().0 - now.0;
+    if done > 0 {
+        // The guest ran: its CPU is not stuck, whatever the host side does.
+        cpu.progress();
+    }
+    let mut state = guest.borrow_mut();
+    state.work_left -= done.min(state.work_left);
+    if state.work_left == 0 && !cut_short {
+        state.advance();
+        drop(state);
+        cpu.progress();
+        return Worked::GoOn;
+    }
+    drop(state);
+    if cut_short || cpu.sim.now().0 >= until { Worked::Interrupted } else { Worked::GoOn }
+}
+
+/// The guest's TDG.MEM.PAGE.ACCEPT of its next page (or, hostile, of its one GPA again):
+/// BUSY makes it retry; past the tick `tick_end` the timer interrupt makes it exit.
+async fn guest_accept(
+    cpu: &Cpu,
+    guest: &std::cell::RefCell<Guest>,
+    run: GuestRun,
+    step: Step,
+    tick_end: u64,
+) -> GuestStep {
+    let gpa =
+        if step == Step::Hostile { Gpa(guest.borrow().program.gpa) } else { guest.borrow().gpa_of_page() };
+    let run = match tdg_mem_page_accept(cpu, run, gpa).await {
+        Accepted::Exited(output) => return GuestStep::Exit(GuestExit::Exited(output)),
+        Accepted::Returned(back, status) => {
+            // SUCCESS or PAGE_ALREADY_ACCEPTED: done; BUSY: the guest retries.
+            if !status.is_operand_busy() {
+                guest.borrow_mut().advance();
+                cpu.progress();
+            }
+            back
+        }
+    };
+    if cpu.sim.now().0 >= tick_end {
+        let rip = guest.borrow().rip();
+        return GuestStep::Exit(GuestExit::Exit(
+            run,
+            TdExit { reason: TdExitReason::ExternalInterrupt, guest_rip: rip },
+        ));
+    }
+    GuestStep::GoOn(run)
+}
+
+/// The guest touches its next page: a mapped page costs a touch; an unmapped or pending one
+/// is an EPT violation exit at `rip`.
+async fn guest_touch(cpu: &Cpu, guest: &std::cell::RefCell<Guest>, run: GuestRun, rip: u64) -> GuestStep {
+    let gpa = guest.borrow().gpa_of_page();
+    let violation = |run| {
+        GuestStep::Exit(GuestExit::Exit(
+            run,
+            TdExit { reason: TdExitReason::EptViolation { gpa }, guest_rip: rip },
+        ))
+    };
+    match guest_access(cpu, &run, gpa) {
+        Access::Hit => {
+            cpu.busy(cpu.host().costs.guest_touch).await;
+            guest.borrow_mut().advance();
+            cpu.progress();
+            GuestStep::GoOn(run)
+        }
+        Access::Pending => {
+            guest.borrow_mut().pending_violation = true;
+            violation(run)
+        }
+        Access::Violation => violation(run),
     }
 }
 
