@@ -10,9 +10,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use sim_core::{CpuId, TaskId, TaskPriority, WaitId, WaitKind};
+use sim_core::{CpuId, Span, TaskId, TaskPriority, WaitId, WaitKind};
 
-use super::cpu::Cpu;
+use super::cpu::{Cpu, mark, stall};
 use super::lockdep::might_sleep;
 
 pub struct Completion {
@@ -63,10 +63,16 @@ impl Completion {
     }
 
     /// Spins until `complete()`: the sender of an IPI in `csd_lock_wait()`, which keeps its CPU.
+    /// It spins with IRQs on: an IPI that reaches its CPU meanwhile runs, and it spins again.
     async fn spin_until_done(&self, cpu: &Cpu, what: &'static str) {
         while !self.done.get() {
+            if cpu.sim.with(|engine| engine.yield_target()) == Some(TaskPriority::Irq) {
+                cpu.mark(Span::Instant, mark::STALL, 0, stall::IRQ, || "(IPI)".to_string());
+                cpu.sim.yield_cpu().await;
+                continue;
+            }
             self.waiters.borrow_mut().push(cpu.task);
-            cpu.sim.park_on(WaitKind::Spin, what, self.wait).await;
+            cpu.sim.spin_on_irqs_on(what, self.wait).await;
         }
     }
 

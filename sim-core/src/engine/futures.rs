@@ -67,12 +67,19 @@ impl Sim {
     /// (busy-waiting on a flag); `Sleep` gives it up. `reason` names what it waits for, and
     /// `wait`, when given, the tasks that must act for it (the wait-for graph's edges).
     pub fn park(&self, wait: WaitKind, reason: &'static str) -> Park {
-        Park { sim: self.clone(), wait, reason, on: None, parked: false }
+        Park { sim: self.clone(), wait, reason, on: None, parked: false, irq_wakes: false }
     }
 
     /// `park` on a wait object: its parties that have not acted are what this task waits for.
     pub fn park_on(&self, wait: WaitKind, reason: &'static str, on: WaitId) -> Park {
-        Park { sim: self.clone(), wait, reason, on: Some(on), parked: false }
+        Park { sim: self.clone(), wait, reason, on: Some(on), parked: false, irq_wakes: false }
+    }
+
+    /// A `Spin` `park_on` with IRQs on: an interrupt queued for the CPU wakes the task early
+    /// (the caller looks at its flag again, and yields to the handler), as a CPU spinning in
+    /// `csd_lock_wait()` runs an IPI that reaches it.
+    pub fn spin_on_irqs_on(&self, reason: &'static str, on: WaitId) -> Park {
+        Park { sim: self.clone(), wait: WaitKind::Spin, reason, on: Some(on), parked: false, irq_wakes: true }
     }
 
     /// Adds a task from inside a run; it starts now.
@@ -305,6 +312,7 @@ pub struct Park {
     reason: &'static str,
     on: Option<WaitId>,
     parked: bool,
+    irq_wakes: bool,
 }
 
 impl Future for Park {
@@ -314,10 +322,10 @@ impl Future for Park {
         if self.parked {
             return Poll::Ready(());
         }
-        let (wait, reason, on) = (self.wait, self.reason, self.on);
+        let (wait, reason, on, irq_wakes) = (self.wait, self.reason, self.on, self.irq_wakes);
         self.sim.with(|engine| {
             let task = engine.current_task();
-            engine.tasks[task.0 as usize].parked = Some(Parked { reason, wait: on });
+            engine.tasks[task.0 as usize].parked = Some(Parked { reason, wait: on, irq_wakes });
             if wait == WaitKind::Sleep {
                 engine.tasks[task.0 as usize].status = TaskStatus::Sleeping;
                 engine.leave_cpu(task);

@@ -130,6 +130,9 @@ pub enum TaskStatus {
 struct Parked {
     reason: &'static str,
     wait: Option<WaitId>,
+    /// A spinner with IRQs on (`csd_lock_wait()`): an interrupt queued for its CPU wakes it,
+    /// so the handler runs and the spinner looks again.
+    irq_wakes: bool,
 }
 
 struct TaskState {
@@ -414,7 +417,8 @@ impl Engine {
     /// through it is a deadlock the detector names. `reason` says what it waits for.
     pub fn set_polling(&mut self, on: Option<(&'static str, WaitId)>) {
         let task = self.current_task();
-        self.tasks[task.0 as usize].polling = on.map(|(reason, wait)| Parked { reason, wait: Some(wait) });
+        self.tasks[task.0 as usize].polling =
+            on.map(|(reason, wait)| Parked { reason, wait: Some(wait), irq_wakes: false });
     }
 
     fn trace_task(&mut self, task: TaskId, kind: crate::trace::TraceKind, words: [u64; 4]) {

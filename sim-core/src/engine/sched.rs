@@ -198,6 +198,14 @@ impl Engine {
             && let Some(owner) = self.cpus[cpu.0 as usize].current
         {
             self.interrupt(owner);
+            // An interrupt for a CPU that spins with IRQs on wakes the spinner: it yields to
+            // the handler and spins again.
+            let state = &self.cpus[cpu.0 as usize];
+            let irqs_on = state.irqs_enabled && !state.in_seam;
+            let spins = self.tasks[owner.0 as usize].parked.is_some_and(|parked| parked.irq_wakes);
+            if priority == TaskPriority::Irq && irqs_on && spins {
+                self.unpark(owner, 0);
+            }
         }
     }
 
