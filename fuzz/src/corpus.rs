@@ -551,62 +551,82 @@ impl<S: Clone> Explorer<S> {
                 continue;
             }
             if let Some((index, aim)) = self.aimed.pop_front() {
-                let entry = self.corpus.entry(index);
-                let mut decisions = entry.decisions.clone();
-                let len = entry.kinds.len().min(entry.options.len());
-                decisions.truncate(len);
-                let at = match aim {
-                    Aim::Stall(stall) => {
-                        decisions[stall] = (entry.options[stall].saturating_sub(1) * 3 / 4).max(1);
-                        stall
-                    }
-                    Aim::RedrawFrom(from) => {
-                        for (index, option) in decisions.iter_mut().enumerate().skip(from) {
-                            *option = random_option(&mut self.rng, entry.kinds[index], entry.options[index]);
-                        }
-                        from
-                    }
-                };
-                self.pending.push_back((false, Some(at as u32)));
-                self.planned.insert(schedule_hash(index, &decisions));
-                let entry = self.corpus.entry(index);
-                planned.push((
-                    entry.subject.clone(),
-                    Schedule::Deviations(Deviations::from_decisions(&decisions)),
-                ));
+                planned.push(self.plan_aimed(index, aim));
                 continue;
             }
             let index = self.corpus.pick(&mut self.rng, 1)[0];
             let entry = self.corpus.entry(index).clone();
-            if below(&mut self.rng, 4) == 0
-                && let Some(subject) = mutate_subject(&entry.subject, &mut self.rng)
-            {
-                let schedule = if below(&mut self.rng, 2) == 0 {
-                    Schedule::Deviations(Deviations::from_decisions(&entry.decisions))
-                } else {
-                    let (_, schedule) = fresh(self.fresh);
-                    self.fresh += 1;
-                    schedule
-                };
-                planned.push((subject, schedule));
-                self.pending.push_back((false, None));
+            if let Some(case) = self.plan_subject_mutation(&entry, fresh, mutate_subject) {
+                planned.push(case);
                 continue;
             }
-            let mut decisions = mutate_schedule(&entry, &mut self.rng);
-            for _ in 1..MUTATION_TRIES {
-                let hash = schedule_hash(index, &decisions);
-                if decisions != entry.decisions && !self.planned.contains(&hash) {
-                    break;
-                }
-                decisions = mutate_schedule(&entry, &mut self.rng);
-            }
-            self.planned.insert(schedule_hash(index, &decisions));
-            let first_change = decisions.iter().zip(&entry.decisions).position(|(a, b)| a != b);
-            self.pending.push_back((false, first_change.map(|at| at as u32)));
-            planned
-                .push((entry.subject.clone(), Schedule::Deviations(Deviations::from_decisions(&decisions))));
+            planned.push(self.plan_schedule_mutation(index, &entry));
         }
         planned
+    }
+
+    /// Entry `index`'s subject under its schedule changed as `aim` says.
+    fn plan_aimed(&mut self, index: usize, aim: Aim) -> (S, Schedule) {
+        let entry = self.corpus.entry(index);
+        let mut decisions = entry.decisions.clone();
+        let len = entry.kinds.len().min(entry.options.len());
+        decisions.truncate(len);
+        let at = match aim {
+            Aim::Stall(stall) => {
+                decisions[stall] = (entry.options[stall].saturating_sub(1) * 3 / 4).max(1);
+                stall
+            }
+            Aim::RedrawFrom(from) => {
+                for (index, option) in decisions.iter_mut().enumerate().skip(from) {
+                    *option = random_option(&mut self.rng, entry.kinds[index], entry.options[index]);
+                }
+                from
+            }
+        };
+        self.pending.push_back((false, Some(at as u32)));
+        self.planned.insert(schedule_hash(index, &decisions));
+        let entry = self.corpus.entry(index);
+        (entry.subject.clone(), Schedule::Deviations(Deviations::from_decisions(&decisions)))
+    }
+
+    /// One time in four, `entry`'s subject mutated (when `mutate_subject` gives one), run
+    /// under `entry`'s schedule or a fresh one; `None` otherwise.
+    fn plan_subject_mutation(
+        &mut self,
+        entry: &Entry<S>,
+        fresh: &mut dyn FnMut(u64) -> (S, Schedule),
+        mutate_subject: &mut dyn FnMut(&S, &mut ChaCha8Rng) -> Option<S>,
+    ) -> Option<(S, Schedule)> {
+        if below(&mut self.rng, 4) != 0 {
+            return None;
+        }
+        let subject = mutate_subject(&entry.subject, &mut self.rng)?;
+        let schedule = if below(&mut self.rng, 2) == 0 {
+            Schedule::Deviations(Deviations::from_decisions(&entry.decisions))
+        } else {
+            let (_, schedule) = fresh(self.fresh);
+            self.fresh += 1;
+            schedule
+        };
+        self.pending.push_back((false, None));
+        Some((subject, schedule))
+    }
+
+    /// Entry `index`'s subject under a mutation of its schedule, one not planned before
+    /// when `MUTATION_TRIES` draws find one.
+    fn plan_schedule_mutation(&mut self, index: usize, entry: &Entry<S>) -> (S, Schedule) {
+        let mut decisions = mutate_schedule(entry, &mut self.rng);
+        for _ in 1..MUTATION_TRIES {
+            let hash = schedule_hash(index, &decisions);
+            if decisions != entry.decisions && !self.planned.contains(&hash) {
+                break;
+            }
+            decisions = mutate_schedule(entry, &mut self.rng);
+        }
+        self.planned.insert(schedule_hash(index, &decisions));
+        let first_change = decisions.iter().zip(&entry.decisions).position(|(a, b)| a != b);
+        self.pending.push_back((false, first_change.map(|at| at as u32)));
+        (entry.subject.clone(), Schedule::Deviations(Deviations::from_decisions(&decisions)))
     }
 
     /// Takes in one run's coverage (each planned case once, in the order planned); returns
