@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use proptest::strategy::BoxedStrategy;
 use rayon::prelude::*;
 
 use crate::corpus::{BATCH, Explorer};
@@ -172,49 +173,9 @@ pub fn run_campaign(
         if count == 0 {
             break;
         }
-        let planned: Vec<(ScenarioSpec, Schedule)> = match config.strategy {
-            SearchStrategy::Coverage => {
-                let mut fresh = |k: u64| (fresh_case(config, k), Schedule::Random(case_seed(config.seed, k)));
-                let mut mutate = |spec: &ScenarioSpec, rng: &mut rand_chacha::ChaCha8Rng| {
-                    mutate_scenario(spec, &donors, &config.generate.limits, rng)
-                };
-                explorer.plan(count as usize, &mut fresh, &mut mutate)
-            }
-            SearchStrategy::Random | SearchStrategy::Pct => (state.cases..state.cases + count)
-                .map(|index| {
-                    let seed = case_seed(config.seed, index);
-                    let schedule = match config.strategy {
-                        SearchStrategy::Pct => Schedule::Pct { seed, depth: config.pct_depth },
-                        _ => Schedule::Random(seed),
-                    };
-                    (fresh_case(config, index), schedule)
-                })
-                .collect(),
-        };
-        let results: Vec<(String, Result<Verdict, String>)> = pool.install(|| {
-            planned
-                .par_iter()
-                .map(|(spec, schedule)| {
-                    let text = print(spec);
-                    let verdict = runner.run(&text, schedule, coverage);
-                    (text, verdict)
-                })
-                .collect()
-        });
-        for ((spec, schedule), (text, verdict)) in planned.into_iter().zip(results) {
-            let case = state.cases;
-            state.cases += 1;
-            let verdict = verdict.map_err(|why| CampaignError::Runner { case, scenario: text, why })?;
-            if coverage {
-                explorer.absorb(&spec, &verdict);
-            }
-            if let Some(violation) = config.property.check(&verdict) {
-                state.findings += 1;
-                if found.is_none() {
-                    found = Some(Found { case, spec, schedule, violation, verdict });
-                }
-            }
-        }
+        let planned = plan_batch(config, &mut explorer, &donors, state.cases, count);
+        let results = pool.install(|| run_batch(runner, print, &planned, coverage));
+        judge_batch(config, &mut explorer, &mut state, &mut found, planned, results)?;
         state.features = explorer.corpus.features();
         progress(&state);
     }
@@ -240,4 +201,80 @@ pub fn run_campaign(
         found,
         shrunk,
     })
+}
+
+/// The next `count` cases, the first of them case `first_case`: planned by the explorer
+/// under the coverage strategy, else fresh scenarios under schedules from their seeds.
+fn plan_batch(
+    config: &CampaignConfig,
+    explorer: &mut Explorer<ScenarioSpec>,
+    donors: &BoxedStrategy<ScenarioSpec>,
+    first_case: u64,
+    count: u64,
+) -> Vec<(ScenarioSpec, Schedule)> {
+    match config.strategy {
+        SearchStrategy::Coverage => {
+            let mut fresh = |k: u64| (fresh_case(config, k), Schedule::Random(case_seed(config.seed, k)));
+            let mut mutate = |spec: &ScenarioSpec, rng: &mut rand_chacha::ChaCha8Rng| {
+                mutate_scenario(spec, donors, &config.generate.limits, rng)
+            };
+            explorer.plan(count as usize, &mut fresh, &mut mutate)
+        }
+        SearchStrategy::Random | SearchStrategy::Pct => (first_case..first_case + count)
+            .map(|index| {
+                let seed = case_seed(config.seed, index);
+                let schedule = match config.strategy {
+                    SearchStrategy::Pct => Schedule::Pct { seed, depth: config.pct_depth },
+                    _ => Schedule::Random(seed),
+                };
+                (fresh_case(config, index), schedule)
+            })
+            .collect(),
+    }
+}
+
+/// Runs the planned cases in parallel (on the current rayon pool): each case's printed
+/// scenario and its verdict, in plan order.
+fn run_batch(
+    runner: &dyn Runner,
+    print: &(dyn Fn(&ScenarioSpec) -> String + Sync),
+    planned: &[(ScenarioSpec, Schedule)],
+    coverage: bool,
+) -> Vec<(String, Result<Verdict, String>)> {
+    planned
+        .par_iter()
+        .map(|(spec, schedule)| {
+            let text = print(spec);
+            let verdict = runner.run(&text, schedule, coverage);
+            (text, verdict)
+        })
+        .collect()
+}
+
+/// Judges a batch's results in case order: counts the cases and the findings, feeds the
+/// explorer (coverage strategy) and keeps the first case that broke the property in `found`.
+fn judge_batch(
+    config: &CampaignConfig,
+    explorer: &mut Explorer<ScenarioSpec>,
+    state: &mut Progress,
+    found: &mut Option<Found>,
+    planned: Vec<(ScenarioSpec, Schedule)>,
+    results: Vec<(String, Result<Verdict, String>)>,
+) -> Result<(), CampaignError> {
+    let coverage = config.strategy == SearchStrategy::Coverage;
+    for ((spec, schedule), (text, verdict)) in planned.into_iter().zip(results) {
+        let case = state.cases;
+        state.cases += 1;
+        let verdict = verdict.map_err(|why| CampaignError::Runner { case, scenario: text, why })?;
+        if coverage {
+            explorer.absorb(&spec, &verdict);
+        }
+        if let Some(violation) = config.property.check(&verdict) {
+            state.findings += 1;
+            if found.is_none() {
+                *found = Some(Found { case, spec, schedule, violation, verdict });
+            }
+        }
+    }
+    Ok(())
 }

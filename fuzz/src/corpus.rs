@@ -295,6 +295,8 @@ fn pick_hotspot(hotspots: &[(u32, u64)], rng: &mut ChaCha8Rng) -> Option<u32> {
     None
 }
 
+/// Applies one `mutation` to `decisions`, near `hotspot` when one is given; a mutation with
+/// nothing to work on inserts a stall instead.
 fn apply<S>(
     entry: &Entry<S>,
     decisions: &mut [u32],
@@ -302,23 +304,12 @@ fn apply<S>(
     mutation: Mutation,
     rng: &mut ChaCha8Rng,
 ) {
-    let stall = |kind: DecisionKind| kind == DecisionKind::Stall;
-    let max_option = |index: usize| entry.options[index].saturating_sub(1);
     match mutation {
         Mutation::StallAtHotspot | Mutation::StallBeforeHotspot => {
             let Some(hotspot) = hotspot else {
                 return apply(entry, decisions, None, Mutation::InsertStall, rng);
             };
-            let hotspot = (hotspot as usize).min(decisions.len());
-            let index = if mutation == Mutation::StallAtHotspot {
-                (hotspot..decisions.len()).find(|&i| stall(entry.kinds[i]))
-            } else {
-                (0..hotspot).rev().find(|&i| stall(entry.kinds[i]))
-            };
-            let Some(index) = index else { return };
-            let options = u64::from(max_option(index).max(1));
-            // The long half of the band: short stalls rarely outlast another CPU's step.
-            decisions[index] = (options / 2 + 1 + below(rng, options - options / 2)).min(options) as u32;
+            stall_near_hotspot(entry, decisions, hotspot, mutation, rng);
         }
         Mutation::FlipOrder => {
             let orders = indices_of(entry, decisions, hotspot, &|kind, _| {
@@ -331,60 +322,114 @@ fn apply<S>(
             }
         }
         Mutation::InsertStall => {
-            let free = indices_of(entry, decisions, hotspot, &|kind, option| stall(kind) && option == 0);
+            let free = indices_of(entry, decisions, hotspot, &|kind, option| is_stall(kind) && option == 0);
             if let Some(index) = choose(rng, &free) {
-                decisions[index] = 1 + below(rng, u64::from(max_option(index).max(1))) as u32;
+                decisions[index] = 1 + below(rng, u64::from(max_option(entry, index).max(1))) as u32;
             }
         }
         Mutation::LengthenStall | Mutation::ShortenStall | Mutation::DropStall | Mutation::MoveStall => {
-            let stalled = indices_of(entry, decisions, hotspot, &|kind, option| stall(kind) && option != 0);
+            let stalled =
+                indices_of(entry, decisions, hotspot, &|kind, option| is_stall(kind) && option != 0);
             let Some(index) = choose(rng, &stalled) else {
                 // Nothing to change: insert one instead.
                 return apply(entry, decisions, hotspot, Mutation::InsertStall, rng);
             };
-            let option = decisions[index];
-            match mutation {
-                Mutation::LengthenStall => {
-                    decisions[index] =
-                        (option + 1 + below(rng, u64::from(option)) as u32).min(max_option(index));
-                }
-                Mutation::ShortenStall => decisions[index] = (option / 2).max(1),
-                Mutation::DropStall => decisions[index] = 0,
-                _ => {
-                    // Move it to another stall point within a few of this one.
-                    let points: Vec<usize> =
-                        (0..decisions.len()).filter(|&i| stall(entry.kinds[i])).collect();
-                    let here = points.binary_search(&index).unwrap_or(0);
-                    let offset = 1 + below(rng, 8) as usize;
-                    let there = if below(rng, 2) == 0 { here.saturating_sub(offset) } else { here + offset };
-                    if let Some(&target) = points.get(there) {
-                        decisions[index] = 0;
-                        decisions[target] = option.min(max_option(target));
-                    }
-                }
-            }
+            change_stall(entry, decisions, index, mutation, rng);
         }
-        Mutation::RedrawJitter => {
-            let start = match hotspot {
-                Some(hotspot) => (hotspot.saturating_sub(HOTSPOT_WINDOW) as usize).min(decisions.len() - 1),
-                None => below(rng, decisions.len() as u64) as usize,
-            };
-            let stretch = 1 + below(rng, 32) as usize;
-            for index in start..(start + stretch).min(decisions.len()) {
-                if entry.kinds[index] == DecisionKind::CostJitter {
-                    decisions[index] = below(rng, u64::from(entry.options[index])) as u32;
-                }
-            }
+        Mutation::RedrawJitter => redraw_jitter(entry, decisions, hotspot, rng),
+        Mutation::RedrawTail => redraw_tail(entry, decisions, hotspot, rng),
+    }
+}
+
+/// Whether a decision of this kind is a stall point.
+fn is_stall(kind: DecisionKind) -> bool {
+    kind == DecisionKind::Stall
+}
+
+/// The largest option decision `index` of `entry`'s run offered (0 when it offered none).
+fn max_option<S>(entry: &Entry<S>, index: usize) -> u32 {
+    entry.options[index].saturating_sub(1)
+}
+
+/// A long stall at the first stall point at or after `hotspot` (`StallAtHotspot`) or at the
+/// last one before it (`StallBeforeHotspot`); nothing when there is no such point.
+fn stall_near_hotspot<S>(
+    entry: &Entry<S>,
+    decisions: &mut [u32],
+    hotspot: u32,
+    mutation: Mutation,
+    rng: &mut ChaCha8Rng,
+) {
+    let hotspot = (hotspot as usize).min(decisions.len());
+    let index = if mutation == Mutation::StallAtHotspot {
+        (hotspot..decisions.len()).find(|&i| is_stall(entry.kinds[i]))
+    } else {
+        (0..hotspot).rev().find(|&i| is_stall(entry.kinds[i]))
+    };
+    let Some(index) = index else { return };
+    let options = u64::from(max_option(entry, index).max(1));
+    // The long half of the band: short stalls rarely outlast another CPU's step.
+    decisions[index] = (options / 2 + 1 + below(rng, options - options / 2)).min(options) as u32;
+}
+
+/// Lengthens, shortens, drops or moves (as `mutation` says) the stall at decision `index`.
+fn change_stall<S>(
+    entry: &Entry<S>,
+    decisions: &mut [u32],
+    index: usize,
+    mutation: Mutation,
+    rng: &mut ChaCha8Rng,
+) {
+    let option = decisions[index];
+    match mutation {
+        Mutation::LengthenStall => {
+            decisions[index] =
+                (option + 1 + below(rng, u64::from(option)) as u32).min(max_option(entry, index));
         }
-        Mutation::RedrawTail => {
-            let start = match hotspot {
-                Some(hotspot) => (hotspot as usize).min(decisions.len() - 1),
-                None => below(rng, decisions.len() as u64) as usize,
-            };
-            for (index, option) in decisions.iter_mut().enumerate().skip(start) {
-                *option = random_option(rng, entry.kinds[index], entry.options[index]);
-            }
+        Mutation::ShortenStall => decisions[index] = (option / 2).max(1),
+        Mutation::DropStall => decisions[index] = 0,
+        _ => move_stall(entry, decisions, index, rng),
+    }
+}
+
+/// Moves the stall at decision `index` to another stall point within a few of this one
+/// (nothing when the draw lands past either end).
+fn move_stall<S>(entry: &Entry<S>, decisions: &mut [u32], index: usize, rng: &mut ChaCha8Rng) {
+    let option = decisions[index];
+    let points: Vec<usize> = (0..decisions.len()).filter(|&i| is_stall(entry.kinds[i])).collect();
+    let here = points.binary_search(&index).unwrap_or(0);
+    let offset = 1 + below(rng, 8) as usize;
+    let there = if below(rng, 2) == 0 { here.saturating_sub(offset) } else { here + offset };
+    if let Some(&target) = points.get(there) {
+        decisions[index] = 0;
+        decisions[target] = option.min(max_option(entry, target));
+    }
+}
+
+/// Redraws the cost jitter of a short stretch of decisions starting in the window before
+/// `hotspot` (anywhere when there is none).
+fn redraw_jitter<S>(entry: &Entry<S>, decisions: &mut [u32], hotspot: Option<u32>, rng: &mut ChaCha8Rng) {
+    let start = match hotspot {
+        Some(hotspot) => (hotspot.saturating_sub(HOTSPOT_WINDOW) as usize).min(decisions.len() - 1),
+        None => below(rng, decisions.len() as u64) as usize,
+    };
+    let stretch = 1 + below(rng, 32) as usize;
+    for index in start..(start + stretch).min(decisions.len()) {
+        if entry.kinds[index] == DecisionKind::CostJitter {
+            decisions[index] = below(rng, u64::from(entry.options[index])) as u32;
         }
+    }
+}
+
+/// Redraws every decision from `hotspot` on (from a random point when there is none), the
+/// way `RandomChooser` draws them.
+fn redraw_tail<S>(entry: &Entry<S>, decisions: &mut [u32], hotspot: Option<u32>, rng: &mut ChaCha8Rng) {
+    let start = match hotspot {
+        Some(hotspot) => (hotspot as usize).min(decisions.len() - 1),
+        None => below(rng, decisions.len() as u64) as usize,
+    };
+    for (index, option) in decisions.iter_mut().enumerate().skip(start) {
+        *option = random_option(rng, entry.kinds[index], entry.options[index]);
     }
 }
 
@@ -506,62 +551,82 @@ impl<S: Clone> Explorer<S> {
                 continue;
             }
             if let Some((index, aim)) = self.aimed.pop_front() {
-                let entry = self.corpus.entry(index);
-                let mut decisions = entry.decisions.clone();
-                let len = entry.kinds.len().min(entry.options.len());
-                decisions.truncate(len);
-                let at = match aim {
-                    Aim::Stall(stall) => {
-                        decisions[stall] = (entry.options[stall].saturating_sub(1) * 3 / 4).max(1);
-                        stall
-                    }
-                    Aim::RedrawFrom(from) => {
-                        for (index, option) in decisions.iter_mut().enumerate().skip(from) {
-                            *option = random_option(&mut self.rng, entry.kinds[index], entry.options[index]);
-                        }
-                        from
-                    }
-                };
-                self.pending.push_back((false, Some(at as u32)));
-                self.planned.insert(schedule_hash(index, &decisions));
-                let entry = self.corpus.entry(index);
-                planned.push((
-                    entry.subject.clone(),
-                    Schedule::Deviations(Deviations::from_decisions(&decisions)),
-                ));
+                planned.push(self.plan_aimed(index, aim));
                 continue;
             }
             let index = self.corpus.pick(&mut self.rng, 1)[0];
             let entry = self.corpus.entry(index).clone();
-            if below(&mut self.rng, 4) == 0
-                && let Some(subject) = mutate_subject(&entry.subject, &mut self.rng)
-            {
-                let schedule = if below(&mut self.rng, 2) == 0 {
-                    Schedule::Deviations(Deviations::from_decisions(&entry.decisions))
-                } else {
-                    let (_, schedule) = fresh(self.fresh);
-                    self.fresh += 1;
-                    schedule
-                };
-                planned.push((subject, schedule));
-                self.pending.push_back((false, None));
+            if let Some(case) = self.plan_subject_mutation(&entry, fresh, mutate_subject) {
+                planned.push(case);
                 continue;
             }
-            let mut decisions = mutate_schedule(&entry, &mut self.rng);
-            for _ in 1..MUTATION_TRIES {
-                let hash = schedule_hash(index, &decisions);
-                if decisions != entry.decisions && !self.planned.contains(&hash) {
-                    break;
-                }
-                decisions = mutate_schedule(&entry, &mut self.rng);
-            }
-            self.planned.insert(schedule_hash(index, &decisions));
-            let first_change = decisions.iter().zip(&entry.decisions).position(|(a, b)| a != b);
-            self.pending.push_back((false, first_change.map(|at| at as u32)));
-            planned
-                .push((entry.subject.clone(), Schedule::Deviations(Deviations::from_decisions(&decisions))));
+            planned.push(self.plan_schedule_mutation(index, &entry));
         }
         planned
+    }
+
+    /// Entry `index`'s subject under its schedule changed as `aim` says.
+    fn plan_aimed(&mut self, index: usize, aim: Aim) -> (S, Schedule) {
+        let entry = self.corpus.entry(index);
+        let mut decisions = entry.decisions.clone();
+        let len = entry.kinds.len().min(entry.options.len());
+        decisions.truncate(len);
+        let at = match aim {
+            Aim::Stall(stall) => {
+                decisions[stall] = (entry.options[stall].saturating_sub(1) * 3 / 4).max(1);
+                stall
+            }
+            Aim::RedrawFrom(from) => {
+                for (index, option) in decisions.iter_mut().enumerate().skip(from) {
+                    *option = random_option(&mut self.rng, entry.kinds[index], entry.options[index]);
+                }
+                from
+            }
+        };
+        self.pending.push_back((false, Some(at as u32)));
+        self.planned.insert(schedule_hash(index, &decisions));
+        let entry = self.corpus.entry(index);
+        (entry.subject.clone(), Schedule::Deviations(Deviations::from_decisions(&decisions)))
+    }
+
+    /// One time in four, `entry`'s subject mutated (when `mutate_subject` gives one), run
+    /// under `entry`'s schedule or a fresh one; `None` otherwise.
+    fn plan_subject_mutation(
+        &mut self,
+        entry: &Entry<S>,
+        fresh: &mut dyn FnMut(u64) -> (S, Schedule),
+        mutate_subject: &mut dyn FnMut(&S, &mut ChaCha8Rng) -> Option<S>,
+    ) -> Option<(S, Schedule)> {
+        if below(&mut self.rng, 4) != 0 {
+            return None;
+        }
+        let subject = mutate_subject(&entry.subject, &mut self.rng)?;
+        let schedule = if below(&mut self.rng, 2) == 0 {
+            Schedule::Deviations(Deviations::from_decisions(&entry.decisions))
+        } else {
+            let (_, schedule) = fresh(self.fresh);
+            self.fresh += 1;
+            schedule
+        };
+        self.pending.push_back((false, None));
+        Some((subject, schedule))
+    }
+
+    /// Entry `index`'s subject under a mutation of its schedule, one not planned before
+    /// when `MUTATION_TRIES` draws find one.
+    fn plan_schedule_mutation(&mut self, index: usize, entry: &Entry<S>) -> (S, Schedule) {
+        let mut decisions = mutate_schedule(entry, &mut self.rng);
+        for _ in 1..MUTATION_TRIES {
+            let hash = schedule_hash(index, &decisions);
+            if decisions != entry.decisions && !self.planned.contains(&hash) {
+                break;
+            }
+            decisions = mutate_schedule(entry, &mut self.rng);
+        }
+        self.planned.insert(schedule_hash(index, &decisions));
+        let first_change = decisions.iter().zip(&entry.decisions).position(|(a, b)| a != b);
+        self.pending.push_back((false, first_change.map(|at| at as u32)));
+        (entry.subject.clone(), Schedule::Deviations(Deviations::from_decisions(&decisions)))
     }
 
     /// Takes in one run's coverage (each planned case once, in the order planned); returns

@@ -189,20 +189,54 @@ fn complexity(spec: &ScenarioSpec) -> [u64; 12] {
 /// Every cut of `spec` worth trying, biggest first, each normalized and smaller.
 fn candidates(spec: &ScenarioSpec, limits: &MachineLimits) -> Vec<(ScenarioSpec, CpuMap)> {
     let identity: CpuMap = (0..spec.possible_cpus).map(Some).collect();
-    let current = complexity(spec);
-    let mut out: Vec<(ScenarioSpec, CpuMap)> = Vec::new();
-    let mut push = |mut candidate: ScenarioSpec, map: CpuMap| {
-        candidate.normalize(limits);
+    let mut cuts = Cuts { limits, current: complexity(spec), out: Vec::new() };
+    fewer_tasks(spec, &mut cuts);
+    // Fewer CPUs.
+    let mut candidate = spec.clone();
+    candidate.cpus = candidate.cpus.saturating_sub(1);
+    cuts.push(candidate, identity.clone());
+    // Fewer ranges: drop range r (and what names it), or merge it into the one below.
+    for range in 0..spec.total_ranges() {
+        cuts.push(without_range(spec, range, false), identity.clone());
+        cuts.push(without_range(spec, range, true), identity.clone());
+    }
+    fewer_steps(spec, &mut cuts, &identity);
+    fewer_repeats_earlier_starts(spec, &mut cuts, &identity);
+    simpler_steps(spec, &mut cuts, &identity);
+    // No walker ranges.
+    if spec.walker_ranges > 0 {
+        let mut candidate = spec.clone();
+        candidate.walker_ranges = 0;
+        cuts.push(candidate, identity);
+    }
+    cuts.out
+}
+
+/// The cuts of one spec collected so far, each normalized, with a task, smaller than the
+/// spec (`current` is its complexity) and unlike the others.
+struct Cuts<'a> {
+    limits: &'a MachineLimits,
+    current: [u64; 12],
+    out: Vec<(ScenarioSpec, CpuMap)>,
+}
+
+impl Cuts<'_> {
+    /// Normalizes `candidate` and keeps it (with its CPU renumbering `map`) if it qualifies.
+    fn push(&mut self, mut candidate: ScenarioSpec, map: CpuMap) {
+        candidate.normalize(self.limits);
         // A scenario keeps at least one task: one without has nothing to run (and the
         // loader refuses it).
         if !candidate.tasks.is_empty()
-            && complexity(&candidate) < current
-            && !out.iter().any(|(seen, _)| *seen == candidate)
+            && complexity(&candidate) < self.current
+            && !self.out.iter().any(|(seen, _)| *seen == candidate)
         {
-            out.push((candidate, map));
+            self.out.push((candidate, map));
         }
-    };
-    // Fewer tasks (task k's CPU goes; the CPUs above it move down one).
+    }
+}
+
+/// Fewer tasks: task k's CPU goes; the CPUs above it move down one.
+fn fewer_tasks(spec: &ScenarioSpec, cuts: &mut Cuts) {
     for k in 0..spec.tasks.len() {
         let mut candidate = spec.clone();
         candidate.tasks.remove(k);
@@ -214,63 +248,56 @@ fn candidates(spec: &ScenarioSpec, limits: &MachineLimits) -> Vec<(ScenarioSpec,
                 std::cmp::Ordering::Greater => Some(cpu - 1),
             })
             .collect();
-        push(candidate, map);
+        cuts.push(candidate, map);
     }
-    // Fewer CPUs.
-    let mut candidate = spec.clone();
-    candidate.cpus = candidate.cpus.saturating_sub(1);
-    push(candidate, identity.clone());
-    // Fewer ranges: drop range r (and what names it), or merge it into the one below.
-    for range in 0..spec.total_ranges() {
-        push(without_range(spec, range, false), identity.clone());
-        push(without_range(spec, range, true), identity.clone());
-    }
-    // Fewer steps: halves of a task, then single steps.
+}
+
+/// Fewer steps: halves of a task, then single steps.
+fn fewer_steps(spec: &ScenarioSpec, cuts: &mut Cuts, identity: &CpuMap) {
     for (k, task) in spec.tasks.iter().enumerate() {
         let len = task.ops.len();
         if len >= 2 {
             for (from, to) in [(0, len / 2), (len / 2, len)] {
                 let mut candidate = spec.clone();
                 candidate.tasks[k].ops.drain(from..to);
-                push(candidate, identity.clone());
+                cuts.push(candidate, identity.clone());
             }
         }
         for j in 0..len {
             let mut candidate = spec.clone();
             candidate.tasks[k].ops.remove(j);
-            push(candidate, identity.clone());
+            cuts.push(candidate, identity.clone());
         }
     }
-    // Fewer repeats, earlier starts.
+}
+
+/// Fewer repeats (one, or one less), earlier starts (at 0, or half as late).
+fn fewer_repeats_earlier_starts(spec: &ScenarioSpec, cuts: &mut Cuts, identity: &CpuMap) {
     for (k, task) in spec.tasks.iter().enumerate() {
         for repeat in [1, task.repeat.saturating_sub(1)] {
             let mut candidate = spec.clone();
             candidate.tasks[k].repeat = repeat;
-            push(candidate, identity.clone());
+            cuts.push(candidate, identity.clone());
         }
         for start_ns in [0, task.start_ns / 2] {
             let mut candidate = spec.clone();
             candidate.tasks[k].start_ns = start_ns;
-            push(candidate, identity.clone());
+            cuts.push(candidate, identity.clone());
         }
     }
-    // Simpler steps: allocated pairs, lower pages, shorter spins.
+}
+
+/// Simpler steps: allocated pairs, lower pages, shorter spins.
+fn simpler_steps(spec: &ScenarioSpec, cuts: &mut Cuts, identity: &CpuMap) {
     for (k, task) in spec.tasks.iter().enumerate() {
         for (j, op) in task.ops.iter().enumerate() {
             for simpler in simpler_ops(op) {
                 let mut candidate = spec.clone();
                 candidate.tasks[k].ops[j] = simpler;
-                push(candidate, identity.clone());
+                cuts.push(candidate, identity.clone());
             }
         }
     }
-    // No walker ranges.
-    if spec.walker_ranges > 0 {
-        let mut candidate = spec.clone();
-        candidate.walker_ranges = 0;
-        push(candidate, identity);
-    }
-    out
 }
 
 /// `spec` without range `range`: references above it move down one; references to it are

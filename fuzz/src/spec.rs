@@ -9,6 +9,7 @@
 //! the kernel could run.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use host_model::DpamtDesign;
 use host_model::seamldr::update::UpdateDesign;
@@ -276,6 +277,17 @@ impl ScenarioSpec {
     }
 
     fn normalize_once(&mut self, limits: &MachineLimits) {
+        self.normalize_machine(limits);
+        let mut ops = OpNormalizer::new(self);
+        for (task_index, task) in self.tasks.iter_mut().enumerate() {
+            ops.normalize_task(task_index, task);
+        }
+        self.tasks.retain(|task| !task.ops.is_empty());
+    }
+
+    /// Drops the tasks that do not fit or have no steps, then sizes the machine and the
+    /// layout for the tasks left, within `limits`.
+    fn normalize_machine(&mut self, limits: &MachineLimits) {
         let ranges_max = limits.ranges_max.max(1);
         self.tasks.truncate(limits.cpus_max as usize);
         self.tasks.retain(|task| !task.ops.is_empty());
@@ -287,115 +299,6 @@ impl ScenarioSpec {
         self.possible_cpus = limits.possible_cpus.unwrap_or(self.cpus).max(self.cpus);
         self.ranges = self.ranges.clamp(1, ranges_max);
         self.walker_ranges = self.walker_ranges.min(WALKER_RANGES_MAX).min(ranges_max - self.ranges);
-        let mut owned: BTreeSet<PageRef> = BTreeSet::new();
-        let mut walker_owner: BTreeMap<u8, usize> = BTreeMap::new();
-        let mut update_seen = false;
-        let (ranges, walker_ranges, total, mode) =
-            (self.ranges, self.walker_ranges, self.total_ranges(), self.walkers);
-        let idle_cpus = self.tasks.len() as u32..self.possible_cpus;
-        for (task_index, task) in self.tasks.iter_mut().enumerate() {
-            task.repeat = task.repeat.clamp(1, REPEAT_MAX);
-            task.start_ns = task.start_ns.min(START_NS_MAX);
-            task.ops.truncate(OPS_PER_TASK_MAX);
-            // Per range, the pages this task got and has not put yet (a put drops the last).
-            let mut held: BTreeMap<u8, Vec<PageRef>> = BTreeMap::new();
-            let mut faulted: BTreeSet<u16> = BTreeSet::new();
-            let mut kept = Vec::with_capacity(task.ops.len());
-            for op in task.ops.drain(..) {
-                let op = match op {
-                    Op::Get { page, pair } => {
-                        // The page the reference is for is the caller's own (a TD or
-                        // control page), so no other step may use it.
-                        let Some(page) = claim(&mut owned, host_page(page, ranges)) else { continue };
-                        let pair = match pair {
-                            None => None,
-                            Some(pair) => {
-                                // A bracketed layout keeps host pairs out of walker ranges.
-                                let pair_ranges = if mode == WalkerMode::Bracketed { ranges } else { total };
-                                let wanted = pair.map(|p| PageRef::new(p.range % pair_ranges, p.page));
-                                let Some(pair) = claim_pair(&mut owned, wanted) else {
-                                    owned.remove(&page);
-                                    continue;
-                                };
-                                Some(pair)
-                            }
-                        };
-                        held.entry(page.range).or_default().push(page);
-                        Op::Get { page, pair }
-                    }
-                    Op::Put { page } => {
-                        // The put is of the last page this task got in that range.
-                        let range = host_page(page, ranges).range;
-                        let Some(page) = held.get_mut(&range).and_then(Vec::pop) else { continue };
-                        Op::Put { page }
-                    }
-                    Op::Walker { range, pair } => {
-                        if walker_ranges == 0 {
-                            continue;
-                        }
-                        let range = if (ranges..total).contains(&range) {
-                            range
-                        } else {
-                            ranges + range % walker_ranges
-                        };
-                        if *walker_owner.entry(range).or_insert(task_index) != task_index {
-                            continue;
-                        }
-                        let wanted = pair.map(|p| {
-                            let p = PageRef::new(p.range % total, p.page);
-                            let allowed =
-                                p.range == range || held.get(&p.range).is_some_and(|got| !got.is_empty());
-                            match mode {
-                                WalkerMode::Bracketed if !allowed => PageRef::new(range, p.page),
-                                _ => p,
-                            }
-                        });
-                        let Some(pair) = claim_pair(&mut owned, wanted) else { continue };
-                        Op::Walker { range, pair }
-                    }
-                    Op::Fault { slot, page } => {
-                        let slot = slot % FAULT_SLOTS;
-                        let Some(page) = claim(&mut owned, host_page(page, ranges)) else { continue };
-                        faulted.insert(slot);
-                        Op::Fault { slot, page }
-                    }
-                    Op::Zap { slot } => {
-                        let slot = slot % FAULT_SLOTS;
-                        if !faulted.contains(&slot) {
-                            continue;
-                        }
-                        Op::Zap { slot }
-                    }
-                    Op::Hotplug { target } => {
-                        if idle_cpus.is_empty() {
-                            continue;
-                        }
-                        let span = idle_cpus.end - idle_cpus.start;
-                        let target = if idle_cpus.contains(&target) {
-                            target
-                        } else {
-                            idle_cpus.start + target % span
-                        };
-                        Op::Hotplug { target }
-                    }
-                    Op::Update => {
-                        if std::mem::replace(&mut update_seen, true) {
-                            continue;
-                        }
-                        Op::Update
-                    }
-                    Op::TdCreate => Op::TdCreate,
-                    Op::Spin { ns } => Op::Spin { ns: ns.clamp(1, SPIN_NS_MAX) },
-                };
-                kept.push(op);
-            }
-            // A TD is created once and a module updated once: their tasks run once.
-            if kept.iter().any(|op| matches!(op, Op::Update | Op::TdCreate)) {
-                task.repeat = 1;
-            }
-            task.ops = kept;
-        }
-        self.tasks.retain(|task| !task.ops.is_empty());
     }
 
     /// The TD a task's faults and zaps use.
@@ -406,6 +309,170 @@ impl ScenarioSpec {
     /// The TD the `ordinal`-th `td_create` of the scenario builds (after the fault TDs).
     pub fn created_td(ordinal: usize) -> u32 {
         100 + ordinal as u32
+    }
+}
+
+/// One round of step normalization over a spec's tasks, in task order: the layout the
+/// steps must fit and what the tasks before this one already own.
+struct OpNormalizer {
+    ranges: u8,
+    walker_ranges: u8,
+    total: u8,
+    mode: WalkerMode,
+    /// The CPUs no generated task runs on: the ones a hotplug may target.
+    idle_cpus: Range<u32>,
+    /// Pages some step already uses (no page serves two owners).
+    owned: BTreeSet<PageRef>,
+    /// The task each walker range belongs to.
+    walker_owner: BTreeMap<u8, usize>,
+    update_seen: bool,
+}
+
+/// What one task's steps have done so far, as its later steps see it.
+#[derive(Default)]
+struct TaskHeld {
+    /// Per range, the pages this task got and has not put yet (a put drops the last).
+    held: BTreeMap<u8, Vec<PageRef>>,
+    /// The GPA slots this task faulted.
+    faulted: BTreeSet<u16>,
+}
+
+impl OpNormalizer {
+    /// A round over `spec`, whose machine and layout are already normalized.
+    fn new(spec: &ScenarioSpec) -> Self {
+        OpNormalizer {
+            ranges: spec.ranges,
+            walker_ranges: spec.walker_ranges,
+            total: spec.total_ranges(),
+            mode: spec.walkers,
+            idle_cpus: spec.tasks.len() as u32..spec.possible_cpus,
+            owned: BTreeSet::new(),
+            walker_owner: BTreeMap::new(),
+            update_seen: false,
+        }
+    }
+
+    /// Clamps task `task_index`'s repeat, start and length, and keeps the steps that can
+    /// be made valid, made valid.
+    fn normalize_task(&mut self, task_index: usize, task: &mut TaskSpec) {
+        task.repeat = task.repeat.clamp(1, REPEAT_MAX);
+        task.start_ns = task.start_ns.min(START_NS_MAX);
+        task.ops.truncate(OPS_PER_TASK_MAX);
+        let mut state = TaskHeld::default();
+        let mut kept = Vec::with_capacity(task.ops.len());
+        for op in task.ops.drain(..) {
+            if let Some(op) = self.normalize_op(task_index, &mut state, op) {
+                kept.push(op);
+            }
+        }
+        // A TD is created once and a module updated once: their tasks run once.
+        if kept.iter().any(|op| matches!(op, Op::Update | Op::TdCreate)) {
+            task.repeat = 1;
+        }
+        task.ops = kept;
+    }
+
+    /// `op` made valid where it stands in task `task_index`, or `None` when it cannot be.
+    fn normalize_op(&mut self, task_index: usize, state: &mut TaskHeld, op: Op) -> Option<Op> {
+        let op = match op {
+            Op::Get { page, pair } => self.normalize_get(state, page, pair)?,
+            Op::Put { page } => {
+                // The put is of the last page this task got in that range.
+                let range = host_page(page, self.ranges).range;
+                let page = state.held.get_mut(&range).and_then(Vec::pop)?;
+                Op::Put { page }
+            }
+            Op::Walker { range, pair } => self.normalize_walker(task_index, state, range, pair)?,
+            Op::Fault { slot, page } => {
+                let slot = slot % FAULT_SLOTS;
+                let page = claim(&mut self.owned, host_page(page, self.ranges))?;
+                state.faulted.insert(slot);
+                Op::Fault { slot, page }
+            }
+            Op::Zap { slot } => {
+                let slot = slot % FAULT_SLOTS;
+                if !state.faulted.contains(&slot) {
+                    return None;
+                }
+                Op::Zap { slot }
+            }
+            Op::Hotplug { target } => {
+                let idle_cpus = &self.idle_cpus;
+                if idle_cpus.is_empty() {
+                    return None;
+                }
+                let span = idle_cpus.end - idle_cpus.start;
+                let target =
+                    if idle_cpus.contains(&target) { target } else { idle_cpus.start + target % span };
+                Op::Hotplug { target }
+            }
+            Op::Update => {
+                if std::mem::replace(&mut self.update_seen, true) {
+                    return None;
+                }
+                Op::Update
+            }
+            Op::TdCreate => Op::TdCreate,
+            Op::Spin { ns } => Op::Spin { ns: ns.clamp(1, SPIN_NS_MAX) },
+        };
+        Some(op)
+    }
+
+    /// A get of a free host page (and free pair pages, when it names them).
+    fn normalize_get(
+        &mut self,
+        state: &mut TaskHeld,
+        page: PageRef,
+        pair: Option<[PageRef; 2]>,
+    ) -> Option<Op> {
+        // The page the reference is for is the caller's own (a TD or control page), so no
+        // other step may use it.
+        let page = claim(&mut self.owned, host_page(page, self.ranges))?;
+        let pair = match pair {
+            None => None,
+            Some(pair) => {
+                // A bracketed layout keeps host pairs out of walker ranges.
+                let pair_ranges = if self.mode == WalkerMode::Bracketed { self.ranges } else { self.total };
+                let wanted = pair.map(|p| PageRef::new(p.range % pair_ranges, p.page));
+                let Some(pair) = claim_pair(&mut self.owned, wanted) else {
+                    self.owned.remove(&page);
+                    return None;
+                };
+                Some(pair)
+            }
+        };
+        state.held.entry(page.range).or_default().push(page);
+        Some(Op::Get { page, pair })
+    }
+
+    /// A walker of a walker range no other task walks, with free pair pages placed as the
+    /// walker mode allows.
+    fn normalize_walker(
+        &mut self,
+        task_index: usize,
+        state: &TaskHeld,
+        range: u8,
+        pair: [PageRef; 2],
+    ) -> Option<Op> {
+        let (ranges, total) = (self.ranges, self.total);
+        if self.walker_ranges == 0 {
+            return None;
+        }
+        let range =
+            if (ranges..total).contains(&range) { range } else { ranges + range % self.walker_ranges };
+        if *self.walker_owner.entry(range).or_insert(task_index) != task_index {
+            return None;
+        }
+        let wanted = pair.map(|p| {
+            let p = PageRef::new(p.range % total, p.page);
+            let allowed = p.range == range || state.held.get(&p.range).is_some_and(|got| !got.is_empty());
+            match self.mode {
+                WalkerMode::Bracketed if !allowed => PageRef::new(range, p.page),
+                _ => p,
+            }
+        });
+        let pair = claim_pair(&mut self.owned, wanted)?;
+        Some(Op::Walker { range, pair })
     }
 }
 
