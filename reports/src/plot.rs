@@ -61,6 +61,13 @@ pub struct Plot {
     pub references: Vec<Reference>,
 }
 
+/// The chart a plot draws into: f64 x (log2(x) on a log2 axis) against f64 y.
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
 const WIDTH: u32 = 980;
 /// Room right of the plot for the legend, so it never covers a line.
 const LEGEND_WIDTH: u32 = 200;
@@ -142,6 +149,15 @@ impl Plot {
             .y_label_formatter(&y_format)
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
+        self.draw_curves(&mut chart)?;
+        self.draw_references(&mut chart, x_low, x_high)?;
+        self.draw_legend(root)?;
+        Ok(())
+    }
+
+    /// Each series as lines through its means, broken at gaps, with an error bar and a
+    /// dot at every point.
+    fn draw_curves(&self, chart: &mut Chart<'_, '_>) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
         for (index, curve) in self.curves.iter().enumerate() {
             let style = colour(index).stroke_width(2);
             for segment in segments(curve) {
@@ -163,6 +179,17 @@ impl Plot {
                 }))?;
             }
         }
+        Ok(())
+    }
+
+    /// The published figures: a labelled cross where a reference has an x, otherwise a
+    /// labelled dashed line across the plot from `x_low` to `x_high`.
+    fn draw_references(
+        &self,
+        chart: &mut Chart<'_, '_>,
+        x_low: f64,
+        x_high: f64,
+    ) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
         for reference in &self.references {
             let grey = RGBColor(90, 90, 90);
             match reference.x {
@@ -186,7 +213,14 @@ impl Plot {
                 }
             }
         }
-        // The legend, in the margin right of the plot, so it never covers a line.
+        Ok(())
+    }
+
+    /// The legend, in the margin right of the plot, so it never covers a line.
+    fn draw_legend(
+        &self,
+        root: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
         let left = (WIDTH - LEGEND_WIDTH) as i32 + 4;
         for (index, curve) in self.curves.iter().enumerate() {
             let y = 58 + 20 * index as i32;

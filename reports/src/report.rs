@@ -327,7 +327,6 @@ impl<'m> Sweep<'m> {
     }
 
     fn figure(&self, spec: &PlotSpec, panel: &Panel) -> Figure {
-        let outcome_column = self.runs.column("outcome").expect("RunsTable::parse checks it");
         let mut unit = self.unit(spec);
         let mut curves = Vec::new();
         let mut outcomes = Vec::new();
@@ -336,28 +335,8 @@ impl<'m> Sweep<'m> {
             let mut points = Vec::new();
             let mut series_outcomes = Vec::new();
             for (x_index, x) in self.x_values() {
-                let mut picks = vec![0; self.manifest.axes.len()];
-                for &(axis, value) in &panel.picks {
-                    picks[axis] = value;
-                }
-                if let Some((axis, _)) = self.x {
-                    picks[axis] = x_index;
-                }
-                if let Some(axis) = self.series {
-                    picks[axis] = series_index;
-                }
-                let rows = self.rows.get(&self.point_of(&picks)).map_or(&[][..], Vec::as_slice);
-                let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-                let mut values = Vec::new();
-                for row in rows {
-                    *counts.entry(row[outcome_column].clone()).or_default() += 1;
-                    if row[outcome_column] == PASS
-                        && let Some(value) = self.value(spec, row)
-                    {
-                        values.push(value);
-                    }
-                }
-                points.push((x, stat(&values)));
+                let (point, counts) = self.point(spec, panel, series_index, x_index);
+                points.push((x, point));
                 series_outcomes.push(counts);
             }
             curves.push(Curve { series, points });
@@ -402,6 +381,41 @@ impl<'m> Sweep<'m> {
             outcomes,
             unit,
         }
+    }
+
+    /// One point of `spec`'s plot of `panel`: the statistics of the metric over the
+    /// passing runs of series `series_index` at x value `x_index` (None when none passed),
+    /// and how many of the point's runs had each outcome.
+    fn point(
+        &self,
+        spec: &PlotSpec,
+        panel: &Panel,
+        series_index: usize,
+        x_index: usize,
+    ) -> (Option<Stat>, BTreeMap<String, usize>) {
+        let outcome_column = self.runs.column("outcome").expect("RunsTable::parse checks it");
+        let mut picks = vec![0; self.manifest.axes.len()];
+        for &(axis, value) in &panel.picks {
+            picks[axis] = value;
+        }
+        if let Some((axis, _)) = self.x {
+            picks[axis] = x_index;
+        }
+        if let Some(axis) = self.series {
+            picks[axis] = series_index;
+        }
+        let rows = self.rows.get(&self.point_of(&picks)).map_or(&[][..], Vec::as_slice);
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        let mut values = Vec::new();
+        for row in rows {
+            *counts.entry(row[outcome_column].clone()).or_default() += 1;
+            if row[outcome_column] == PASS
+                && let Some(value) = self.value(spec, row)
+            {
+                values.push(value);
+            }
+        }
+        (stat(&values), counts)
     }
 
     /// The marks drawn on `spec`'s plot of `panel`: of its metric, and whose `panel`
@@ -472,13 +486,10 @@ impl<'m> Sweep<'m> {
         doc.list(&items);
     }
 
-    fn heading(&self, doc: &mut Doc, dir: &Path) {
+    /// The list under "What was swept": base scenario, sweep file, points, seeds, runs
+    /// and their outcomes, the tool version and commit, and the partition if only one.
+    fn sweep_items(&self) -> Vec<String> {
         let manifest = self.manifest;
-        doc.heading(1, manifest.report.title.as_deref().unwrap_or(&manifest.name));
-        if let Some(about) = &manifest.about {
-            doc.paragraph(about);
-        }
-        doc.heading(2, "What was swept");
         let seeds = match (manifest.seeds.first(), manifest.seeds.last()) {
             (Some(first), Some(last)) => format!(
                 "{} seeds per point ({first}..={last}, `{}` strategy)",
@@ -514,7 +525,17 @@ impl<'m> Sweep<'m> {
                 "Only partition `{partition}` of the sweep (merge the partitions for the whole)"
             ));
         }
-        doc.list(&items);
+        items
+    }
+
+    fn heading(&self, doc: &mut Doc, dir: &Path) {
+        let manifest = self.manifest;
+        doc.heading(1, manifest.report.title.as_deref().unwrap_or(&manifest.name));
+        if let Some(about) = &manifest.about {
+            doc.paragraph(about);
+        }
+        doc.heading(2, "What was swept");
+        doc.list(&self.sweep_items());
         let rows: Vec<Vec<String>> = manifest
             .axes
             .iter()
@@ -586,136 +607,19 @@ impl<'m> Sweep<'m> {
         let show = |value: f64| format!("{}{unit}", number(value));
         let mut sentences = Vec::new();
         let xs: Vec<f64> = self.x_values().iter().map(|(_, x)| *x).collect();
-        // The highest x where at least one series has figures.
-        if let Some(last) = (0..xs.len()).rev().find(|&i| curves.iter().any(|c| c.points[i].1.is_some())) {
-            let mut at: Vec<(&str, Stat)> =
-                curves.iter().filter_map(|c| c.points[last].1.map(|s| (c.series.as_str(), s))).collect();
-            at.sort_by(|a, b| a.1.mean.total_cmp(&b.1.mean).then(a.0.cmp(b.0)));
-            let here = format!("{x_name} = {}", number(xs[last]));
-            match at.as_slice() {
-                [] => {}
-                [(only, stat)] => sentences.push(format!("At {here}, {only} averages {}.", show(stat.mean))),
-                [(low, low_stat), .., (high, high_stat)] => {
-                    let ratio = if low_stat.mean > 0.0 {
-                        format!(", {}x the lowest", number(high_stat.mean / low_stat.mean))
-                    } else {
-                        String::new()
-                    };
-                    if low_stat.mean == high_stat.mean {
-                        sentences.push(format!("At {here}, every line averages {}.", show(low_stat.mean)));
-                    } else {
-                        sentences.push(format!(
-                            "At {here}, {low} is lowest ({}) and {high} highest ({}{ratio}).",
-                            show(low_stat.mean),
-                            show(high_stat.mean)
-                        ));
-                    }
-                    let (second, second_stat) = at[1];
-                    if low_stat.mean != second_stat.mean {
-                        let overlap = low_stat.max >= second_stat.min;
-                        sentences.push(if overlap {
-                            format!("There the seeds' spread of {low} and {second} overlaps, so which of the two is lower depends on the seed.")
-                        } else {
-                            format!("There {low}'s worst seed is still below {second}'s best.")
-                        });
-                    }
-                }
-            }
-        }
-        let mut trends = Vec::new();
-        for curve in curves {
-            let defined: Vec<(f64, Stat)> =
-                curve.points.iter().filter_map(|(x, s)| s.map(|s| (*x, s))).collect();
-            if let ([(x0, first), ..], [.., (x1, last)]) = (defined.as_slice(), defined.as_slice())
-                && defined.len() >= 2
-            {
-                let trend = if first.mean == 0.0 && last.mean == 0.0 {
-                    "stays at 0".to_string()
-                } else if first.mean == 0.0 {
-                    format!("rises from 0 to {}", show(last.mean))
-                } else {
-                    let ratio = last.mean / first.mean;
-                    if (0.9..=1.1).contains(&ratio) {
-                        format!("stays within 10% ({} to {})", show(first.mean), show(last.mean))
-                    } else if ratio > 1.0 {
-                        format!("rises {}x ({} to {})", number(ratio), show(first.mean), show(last.mean))
-                    } else {
-                        format!("falls to {}x ({} to {})", number(ratio), show(first.mean), show(last.mean))
-                    }
-                };
-                trends.push(format!("{} {trend} from {} to {}", curve.series, number(*x0), number(*x1)));
-            }
-        }
-        if !trends.is_empty() {
-            sentences.push(format!("Along {x_name}: {}.", trends.join("; ")));
-        }
-        // Where two lines swap order between neighbouring x values; "clear" when at both
-        // x values their error bars are apart, so the swap is not the seeds' noise.
-        let apart = |a: Stat, b: Stat| a.max < b.min || b.max < a.min;
-        let mut clear = Vec::new();
-        let mut within_spread = 0;
-        for (i, a) in curves.iter().enumerate() {
-            for b in &curves[i + 1..] {
-                let mut previous: Option<(f64, f64, bool)> = None;
-                for (index, x) in xs.iter().enumerate() {
-                    let (Some(sa), Some(sb)) = (a.points[index].1, b.points[index].1) else { continue };
-                    let difference = sa.mean - sb.mean;
-                    if difference == 0.0 {
-                        continue;
-                    }
-                    let separated = apart(sa, sb);
-                    if let Some((x_before, before, separated_before)) = previous
-                        && before.signum() != difference.signum()
-                    {
-                        if separated && separated_before {
-                            let (lower_after, lower_before) = if difference < 0.0 {
-                                (&a.series, &b.series)
-                            } else {
-                                (&b.series, &a.series)
-                            };
-                            clear.push(format!(
-                                "{} and {} cross between {} and {} ({lower_before} lower before, {lower_after} after)",
-                                a.series,
-                                b.series,
-                                number(x_before),
-                                number(*x)
-                            ));
-                        } else {
-                            within_spread += 1;
-                        }
-                    }
-                    previous = Some((*x, difference, separated));
-                }
-            }
-        }
-        if curves.len() >= 2 {
-            let noise = match within_spread {
-                0 => String::new(),
-                1 => " (one swap of order is within the seeds' spread)".to_string(),
-                count => format!(" ({count} swaps of order are within the seeds' spread)"),
-            };
-            if clear.is_empty() {
-                sentences.push(format!("No two lines cross clear of the seeds' spread{noise}."));
-            } else {
-                sentences.push(format!("Crossings clear of the seeds' spread: {}{noise}.", clear.join("; ")));
-            }
-        }
-        let mut gaps = Vec::new();
-        for (series, curve) in curves.iter().enumerate() {
-            for (index, (x, stat)) in curve.points.iter().enumerate() {
-                if stat.is_none() {
-                    gaps.push(format!(
-                        "{} at {} ({})",
-                        curve.series,
-                        number(*x),
-                        outcome_text(&figure.outcomes[series][index])
-                    ));
-                }
-            }
-        }
-        if !gaps.is_empty() {
-            sentences.push(format!("No run passed (gaps in the plot): {}.", gaps.join("; ")));
-        }
+        sentences.extend(highest_x_sentences(curves, &xs, &x_name, &show));
+        sentences.extend(trends_sentence(curves, &x_name, &show));
+        sentences.extend(crossings_sentence(curves, &xs));
+        sentences.extend(gaps_sentence(figure));
+        sentences.extend(self.mark_sentences(figure, &x_name, &show));
+        sentences.join(" ")
+    }
+
+    /// One sentence per mark on the figure: its value and, when it names a series, how
+    /// that series compares with it at the nearest x (or the last x) with figures.
+    fn mark_sentences(&self, figure: &Figure, x_name: &str, show: &dyn Fn(f64) -> String) -> Vec<String> {
+        let curves = &figure.plot.curves;
+        let mut sentences = Vec::new();
         for mark in self.marks(&figure.spec, &figure.panel) {
             let y = figure.unit.show(mark.y);
             let compared = mark.series.as_ref().and_then(|series| {
@@ -738,8 +642,164 @@ impl<'m> Sweep<'m> {
             });
             sentences.push(format!("Marked: {} = {}{}.", mark.label, show(y), compared.unwrap_or_default()));
         }
-        sentences.join(" ")
+        sentences
     }
+}
+
+/// At the highest x where any series has figures: which line is lowest and which
+/// highest (or the only line's mean), and whether the seeds' spread of the two lowest overlaps.
+fn highest_x_sentences(
+    curves: &[Curve],
+    xs: &[f64],
+    x_name: &str,
+    show: &dyn Fn(f64) -> String,
+) -> Vec<String> {
+    let mut sentences = Vec::new();
+    // The highest x where at least one series has figures.
+    if let Some(last) = (0..xs.len()).rev().find(|&i| curves.iter().any(|c| c.points[i].1.is_some())) {
+        let mut at: Vec<(&str, Stat)> =
+            curves.iter().filter_map(|c| c.points[last].1.map(|s| (c.series.as_str(), s))).collect();
+        at.sort_by(|a, b| a.1.mean.total_cmp(&b.1.mean).then(a.0.cmp(b.0)));
+        let here = format!("{x_name} = {}", number(xs[last]));
+        match at.as_slice() {
+            [] => {}
+            [(only, stat)] => sentences.push(format!("At {here}, {only} averages {}.", show(stat.mean))),
+            [(low, low_stat), .., (high, high_stat)] => {
+                let ratio = if low_stat.mean > 0.0 {
+                    format!(", {}x the lowest", number(high_stat.mean / low_stat.mean))
+                } else {
+                    String::new()
+                };
+                if low_stat.mean == high_stat.mean {
+                    sentences.push(format!("At {here}, every line averages {}.", show(low_stat.mean)));
+                } else {
+                    sentences.push(format!(
+                        "At {here}, {low} is lowest ({}) and {high} highest ({}{ratio}).",
+                        show(low_stat.mean),
+                        show(high_stat.mean)
+                    ));
+                }
+                let (second, second_stat) = at[1];
+                if low_stat.mean != second_stat.mean {
+                    let overlap = low_stat.max >= second_stat.min;
+                    sentences.push(if overlap {
+                        format!("There the seeds' spread of {low} and {second} overlaps, so which of the two is lower depends on the seed.")
+                    } else {
+                        format!("There {low}'s worst seed is still below {second}'s best.")
+                    });
+                }
+            }
+        }
+    }
+    sentences
+}
+
+/// "Along x: ..." with how each series with two or more points moves from its first
+/// point to its last, or None when no series has two.
+fn trends_sentence(curves: &[Curve], x_name: &str, show: &dyn Fn(f64) -> String) -> Option<String> {
+    let mut trends = Vec::new();
+    for curve in curves {
+        let defined: Vec<(f64, Stat)> = curve.points.iter().filter_map(|(x, s)| s.map(|s| (*x, s))).collect();
+        if let ([(x0, first), ..], [.., (x1, last)]) = (defined.as_slice(), defined.as_slice())
+            && defined.len() >= 2
+        {
+            let trend = if first.mean == 0.0 && last.mean == 0.0 {
+                "stays at 0".to_string()
+            } else if first.mean == 0.0 {
+                format!("rises from 0 to {}", show(last.mean))
+            } else {
+                let ratio = last.mean / first.mean;
+                if (0.9..=1.1).contains(&ratio) {
+                    format!("stays within 10% ({} to {})", show(first.mean), show(last.mean))
+                } else if ratio > 1.0 {
+                    format!("rises {}x ({} to {})", number(ratio), show(first.mean), show(last.mean))
+                } else {
+                    format!("falls to {}x ({} to {})", number(ratio), show(first.mean), show(last.mean))
+                }
+            };
+            trends.push(format!("{} {trend} from {} to {}", curve.series, number(*x0), number(*x1)));
+        }
+    }
+    if trends.is_empty() {
+        return None;
+    }
+    Some(format!("Along {x_name}: {}.", trends.join("; ")))
+}
+
+/// Where pairs of lines swap order between neighbouring x values, told apart into
+/// crossings clear of the seeds' spread and swaps within it; None for fewer than two lines.
+fn crossings_sentence(curves: &[Curve], xs: &[f64]) -> Option<String> {
+    // "Clear" when at both x values the two error bars are apart, so the swap is not
+    // the seeds' noise.
+    let apart = |a: Stat, b: Stat| a.max < b.min || b.max < a.min;
+    let mut clear = Vec::new();
+    let mut within_spread = 0;
+    for (i, a) in curves.iter().enumerate() {
+        for b in &curves[i + 1..] {
+            let mut previous: Option<(f64, f64, bool)> = None;
+            for (index, x) in xs.iter().enumerate() {
+                let (Some(sa), Some(sb)) = (a.points[index].1, b.points[index].1) else { continue };
+                let difference = sa.mean - sb.mean;
+                if difference == 0.0 {
+                    continue;
+                }
+                let separated = apart(sa, sb);
+                if let Some((x_before, before, separated_before)) = previous
+                    && before.signum() != difference.signum()
+                {
+                    if separated && separated_before {
+                        let (lower_after, lower_before) =
+                            if difference < 0.0 { (&a.series, &b.series) } else { (&b.series, &a.series) };
+                        clear.push(format!(
+                            "{} and {} cross between {} and {} ({lower_before} lower before, {lower_after} after)",
+                            a.series,
+                            b.series,
+                            number(x_before),
+                            number(*x)
+                        ));
+                    } else {
+                        within_spread += 1;
+                    }
+                }
+                previous = Some((*x, difference, separated));
+            }
+        }
+    }
+    if curves.len() < 2 {
+        return None;
+    }
+    let noise = match within_spread {
+        0 => String::new(),
+        1 => " (one swap of order is within the seeds' spread)".to_string(),
+        count => format!(" ({count} swaps of order are within the seeds' spread)"),
+    };
+    Some(if clear.is_empty() {
+        format!("No two lines cross clear of the seeds' spread{noise}.")
+    } else {
+        format!("Crossings clear of the seeds' spread: {}{noise}.", clear.join("; "))
+    })
+}
+
+/// The points where no run passed, with their runs' outcomes, or None when there are none.
+fn gaps_sentence(figure: &Figure) -> Option<String> {
+    let curves = &figure.plot.curves;
+    let mut gaps = Vec::new();
+    for (series, curve) in curves.iter().enumerate() {
+        for (index, (x, stat)) in curve.points.iter().enumerate() {
+            if stat.is_none() {
+                gaps.push(format!(
+                    "{} at {} ({})",
+                    curve.series,
+                    number(*x),
+                    outcome_text(&figure.outcomes[series][index])
+                ));
+            }
+        }
+    }
+    if gaps.is_empty() {
+        return None;
+    }
+    Some(format!("No run passed (gaps in the plot): {}.", gaps.join("; ")))
 }
 
 fn stat(values: &[f64]) -> Option<Stat> {

@@ -118,29 +118,14 @@ impl Loader<'_> {
         Ok(workloads)
     }
 
+    /// One `[[workload]]` table, checked against `space` and the TDs named so far.
     fn workload(
         &self,
         table: &Table<'_, '_>,
         space: &WorkloadSpace<'_>,
         used_tds: &BTreeSet<u32>,
     ) -> Result<Workload> {
-        let kind = match table.get("kind") {
-            Some(value) => {
-                let names: Vec<&str> = WorkloadKind::ALL.iter().map(|kind| kind.name()).collect();
-                let name = self.choice(&table.key("kind"), value, &names)?;
-                WorkloadKind::from_name(name).expect("choice() returned a listed name")
-            }
-            None => return Err(self.missing(table, "kind", "a workload kind (required)")),
-        };
-        for (key, _) in &table.entries {
-            let name: &str = key.get_ref();
-            if !COMMON.contains(&name) && !kind_keys(kind).contains(&name) {
-                let mut accepted: Vec<&str> = COMMON.to_vec();
-                accepted.extend(kind_keys(kind));
-                let expected = format!("one of the keys kind {} takes: {}", kind.name(), accepted.join(", "));
-                return Err(self.error(key.span(), &table.key(name), &expected, self.raw(key.span())));
-            }
-        }
+        let kind = self.workload_kind(table)?;
         let int = |name: &str, min: u64, max: u64, default: u64| -> Result<u64> {
             table.get(name).map_or(Ok(default), |value| self.int(&table.key(name), value, min, max))
         };
@@ -158,15 +143,7 @@ impl Loader<'_> {
         let memory_touched = self.workload_size(table, "memory_touched", PAGE_SIZE, 0, room)?.unwrap_or(room);
         let clock = space.clock;
         let fault_interval = self.rate_interval(table, "fault_rate", clock, defaults::FAULT_RATE)?;
-        let locality = match table.get("locality") {
-            Some(value) => {
-                let expected = "a fraction 0..=1 (0: scattered pages, 1: contiguous)";
-                self.float(&table.key("locality"), value, expected, |fraction| {
-                    (0.0..=1.0).contains(&fraction)
-                })?
-            }
-            None => defaults::LOCALITY,
-        };
+        let locality = self.workload_locality(table)?;
         let rounds = int("rounds", 1, max::ROUNDS, defaults::ROUNDS)? as u32;
         let time = |name: &str, default_ns: f64| -> Result<u64> {
             match table.get(name) {
@@ -179,15 +156,7 @@ impl Loader<'_> {
             None => 0,
         };
         let (first_cpu, cpus) = self.workload_cpus(table, space.machine)?;
-        let zap_default = match kind {
-            WorkloadKind::ZapStorm => defaults::ZAP_SIZE,
-            WorkloadKind::GuestAcceptStorm => defaults::ZAP_SIZE_ACCEPT_STORM,
-            WorkloadKind::TdBoot | WorkloadKind::TdChurn | WorkloadKind::FaultStorm => 0,
-        };
-        let most = memory_touched.max(PAGE_SIZE);
-        let zap_size = self
-            .workload_size(table, "zap_size", PAGE_SIZE, PAGE_SIZE, most)?
-            .unwrap_or(zap_default.min(most));
+        let zap_size = self.zap_size(table, kind, memory_touched)?;
         let zap_interval = time("zap_interval", defaults::ZAP_INTERVAL_NS)?;
         Ok(Workload {
             kind,
@@ -206,6 +175,56 @@ impl Loader<'_> {
             zap_size,
             zap_interval,
         })
+    }
+
+    /// `kind`: required, one of the workload kinds; and every key of the table one that
+    /// kind takes.
+    fn workload_kind(&self, table: &Table<'_, '_>) -> Result<WorkloadKind> {
+        let kind = match table.get("kind") {
+            Some(value) => {
+                let names: Vec<&str> = WorkloadKind::ALL.iter().map(|kind| kind.name()).collect();
+                let name = self.choice(&table.key("kind"), value, &names)?;
+                WorkloadKind::from_name(name).expect("choice() returned a listed name")
+            }
+            None => return Err(self.missing(table, "kind", "a workload kind (required)")),
+        };
+        for (key, _) in &table.entries {
+            let name: &str = key.get_ref();
+            if !COMMON.contains(&name) && !kind_keys(kind).contains(&name) {
+                let mut accepted: Vec<&str> = COMMON.to_vec();
+                accepted.extend(kind_keys(kind));
+                let expected = format!("one of the keys kind {} takes: {}", kind.name(), accepted.join(", "));
+                return Err(self.error(key.span(), &table.key(name), &expected, self.raw(key.span())));
+            }
+        }
+        Ok(kind)
+    }
+
+    /// `locality`: a fraction 0..=1, if present (default `defaults::LOCALITY`).
+    fn workload_locality(&self, table: &Table<'_, '_>) -> Result<f64> {
+        Ok(match table.get("locality") {
+            Some(value) => {
+                let expected = "a fraction 0..=1 (0: scattered pages, 1: contiguous)";
+                self.float(&table.key("locality"), value, expected, |fraction| {
+                    (0.0..=1.0).contains(&fraction)
+                })?
+            }
+            None => defaults::LOCALITY,
+        })
+    }
+
+    /// `zap_size`: a page multiple from a page up to `memory_touched` (at least a page);
+    /// by default the kind's zap size, capped at that most.
+    fn zap_size(&self, table: &Table<'_, '_>, kind: WorkloadKind, memory_touched: u64) -> Result<u64> {
+        let zap_default = match kind {
+            WorkloadKind::ZapStorm => defaults::ZAP_SIZE,
+            WorkloadKind::GuestAcceptStorm => defaults::ZAP_SIZE_ACCEPT_STORM,
+            WorkloadKind::TdBoot | WorkloadKind::TdChurn | WorkloadKind::FaultStorm => 0,
+        };
+        let most = memory_touched.max(PAGE_SIZE);
+        Ok(self
+            .workload_size(table, "zap_size", PAGE_SIZE, PAGE_SIZE, most)?
+            .unwrap_or(zap_default.min(most)))
     }
 
     /// `first_td`: given, or the first number above every TD named so far (steps', earlier
