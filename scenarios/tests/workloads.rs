@@ -275,11 +275,17 @@ fn a_zap_storm_punches_each_hole_out_and_faults_it_in_again() {
 #[test]
 fn an_accept_storm_makes_the_hosts_removals_meet_busy_from_the_hostile_guests() {
     let scenario = generated("guest_accept_storm", "rounds = 200\nzap_interval = \"20us\"\n");
+    // Whether one run's removals land on a guest's ACCEPT depends on its timing (some runs
+    // meet none): over eight runs, they do.
+    let mut busy = 0;
+    for seed in 0..8 {
+        let result = run_once(&scenario, &Schedule::Random(seed), false);
+        assert_eq!(result.outcome.kind, sim_core::OutcomeKind::Pass, "{}", result.outcome.what);
+        assert!(count(&result, Leaf::MemPageRemove) > 0, "the host removes hostile GPAs");
+        busy += result.metrics.busy.values().sum::<u64>();
+    }
+    assert!(busy > 0, "the removals and entries meet the guests' locks");
     let result = run_once(&scenario, &Schedule::Random(4), false);
-    assert_eq!(result.outcome.kind, sim_core::OutcomeKind::Pass, "{}", result.outcome.what);
-    assert!(count(&result, Leaf::MemPageRemove) > 0, "the host removes hostile GPAs");
-    let busy: u64 = result.metrics.busy.values().sum();
-    assert!(busy > 0, "the removals and entries meet the guests' locks: {:?}", result.metrics.busy);
     assert_eq!(run_once(&scenario, &Schedule::Random(4), false).trace_hash, result.trace_hash);
 }
 
