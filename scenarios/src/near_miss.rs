@@ -3,12 +3,14 @@
 //! are timing windows, where locks, waits and statuses are the same whether one CPU's IPI
 //! missed another task's window by a microsecond or by a millisecond.
 //!
-//! Each transition (VMXON, a refused VMXON, VMXOFF on a CPU) is one feature: what it was,
-//! whose transition of the same state it followed (none yet, the same task's, another
-//! task's: the state's reads-from), and how long after it, in half-octaves of cycles. A run
-//! where an IPI's VMXON came nearer to another task's VMXOFF than any run before covered
-//! something new; its feature is placed where the earlier transition was made, since that
-//! is the part of the schedule a stall has to move for the two to come nearer still.
+//! Each transition (VMXON, a refused VMXON, VMXOFF on a CPU) that follows another task's
+//! transition of the same state (the state's reads-from) is a nearness feature (sim-core's
+//! `FeatureTag::Nearness`): its site is the pair (the earlier transition and its task's name,
+//! this one and its task's name), its distance how long after the earlier one it came, in
+//! half-octaves of cycles. The explorer keeps a run that comes nearer at a site than every
+//! run before; the feature is placed where the earlier transition was made, since that is
+//! the part of the schedule a stall has to move for the two to come nearer still. A first
+//! transition, or one after the same task's, is a plain model feature (what it was).
 //! Nothing is recorded unless the run records coverage, so other runs' traces do not move.
 
 use std::cell::RefCell;
@@ -32,7 +34,7 @@ impl HwState {
     }
 }
 
-/// Distance buckets stop here (2^(CAP/2) cycles, about 8 ms at 2.2 GHz): farther is far.
+/// Distance buckets stop here (2^(CAP/2) cycles, about 3.8 ms at 2.2 GHz): farther is far.
 const BUCKET_CAP: u64 = 46;
 
 /// The last transition of one state on one CPU.

@@ -18,7 +18,10 @@
 //! and operand, and the near misses of its invariants). A model feature covered the 2nd,
 //! 4th, 8th, ... time in a run is also a feature of its own (AFL's hit-count buckets): a run
 //! whose module said BUSY to the same leaf more often than any run before it covered
-//! something new, which is the gradient towards a retry bound running out.
+//! something new, which is the gradient towards a retry bound running out. Through
+//! [`Engine::cover_nearness`] a model or checker says how near two events came at a site
+//! (scenarios: a VMXON some cycles after another task's VMXOFF on the same CPU); explorers
+//! count such a feature new only when it is nearer than any before at its site.
 //!
 //! Off (the default), none of this exists: the engine holds `None` and every hook is one
 //! branch. On, features go into one `Vec` that is sorted and deduplicated as it grows, and
