@@ -593,8 +593,10 @@ impl<S: Clone> Explorer<S> {
         below(&mut self.rng, scale) < share
     }
 
-    /// The next `count` cases: fresh ones from `fresh(k)` (k = 0, 1, … over the whole
-    /// exploration) while the corpus is empty and, after, in the share `fresh_next` gives;
+    /// The next `count` cases: first the longest stalls of runs that came nearer at a
+    /// nearness site (nearest first); then fresh ones from `fresh(k)` (k = 0, 1, … over the
+    /// whole exploration) while the corpus is empty or the first `fresh_first` are not all
+    /// drawn and, after, in the share `fresh_next` gives;
     /// then the aimed mutations of new entries (a long stall at, or just before, the points
     /// where they covered something new, the weightiest first, and their schedule redrawn
     /// from the first of those points); then random mutations of entries
