@@ -114,9 +114,11 @@ impl<'a> Executor<'a> {
                 engine.end_poll();
                 engine.take_spawns()
             });
-            for (spawned_task, future) in spawned {
-                debug_assert_eq!(spawned_task.0 as usize, self.futures.len());
-                self.futures.push(Some(future));
+            if let Some(spawned) = spawned {
+                for (spawned_task, future) in spawned {
+                    debug_assert_eq!(spawned_task.0 as usize, self.futures.len());
+                    self.futures.push(Some(future));
+                }
             }
         };
         self.sim.with(|engine| {

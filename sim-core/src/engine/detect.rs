@@ -12,9 +12,8 @@
 //! watchdog's timer is an event at the earliest moment a task could cross its limit, so it
 //! fires at the limit, not when some later event happens to arrive.
 
-use std::cmp::Reverse;
-
-use super::{Engine, TaskStatus, WATCHDOG};
+use super::queue::{QueuedEvent, WATCHDOG};
+use super::{Engine, TaskStatus};
 use crate::outcome::{Blocked, Finding, Outcome, OutcomeKind, WaitsFor};
 use crate::resource::WaitKind;
 use crate::{Cycle, TaskId};
@@ -191,6 +190,7 @@ impl Engine {
     }
 
     /// No event left while tasks are unfinished: a cycle if there is one, else everyone.
+    #[cold]
     pub(super) fn report_stuck(&mut self) {
         if let Some(cycle) = self.find_any_cycle() {
             self.report_deadlock(cycle);
@@ -212,7 +212,7 @@ impl Engine {
             return;
         }
         self.watchdog_timer = Some(at);
-        self.queue.push(Reverse((at.0, u64::MAX, WATCHDOG)));
+        self.queue.push(QueuedEvent::new(at.0, u64::MAX, WATCHDOG));
     }
 
     /// When `task` last moved forward, as the watchdogs see it: its own progress, or the
@@ -258,6 +258,7 @@ impl Engine {
 
     /// The watchdog's timer fired: report the first task past its limit, or queue the timer
     /// for the next moment one could be.
+    #[cold]
     pub(super) fn check_watchdog(&mut self) {
         let now = self.now;
         let mut next: Option<Cycle> = None;

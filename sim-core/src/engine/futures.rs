@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use super::resources::Attempt;
 use super::{Engine, Parked, TaskPriority, TaskStatus, WaitId};
 use crate::resource::{Mode, ResourceId, WaitKind};
-use crate::{CpuId, TaskId};
+use crate::{CpuId, Cycle, TaskId};
 
 /// The handle simulated code uses to reach the engine.
 #[derive(Clone)]
@@ -26,18 +26,21 @@ impl Sim {
         f(&mut self.0.borrow_mut())
     }
 
-    pub fn now(&self) -> crate::Cycle {
+    #[inline]
+    pub fn now(&self) -> Cycle {
         self.0.borrow().now
     }
 
     /// Busy for `cycles`: the task keeps its CPU (a SEAMCALL, an atomic, `cpu_relax()`).
-    pub fn delay(&self, cycles: u64) -> Delay {
-        Delay { sim: self.clone(), cycles, sleep: false, armed: false }
+    #[inline]
+    pub fn delay(&self, cycles: u64) -> Delay<'_> {
+        Delay { sim: self, cycles, sleep: false, armed: false }
     }
 
     /// Sleeps for `cycles`: the CPU is free for other tasks; the watchdog does not count it.
-    pub fn sleep(&self, cycles: u64) -> Delay {
-        Delay { sim: self.clone(), cycles, sleep: true, armed: false }
+    #[inline]
+    pub fn sleep(&self, cycles: u64) -> Delay<'_> {
+        Delay { sim: self, cycles, sleep: true, armed: false }
     }
 
     /// Busy for up to `cycles` keeping its CPU, like [`Sim::delay`], but ended early when an
@@ -99,30 +102,25 @@ impl Sim {
     }
 }
 
-/// The future of [`Sim::delay`] and [`Sim::sleep`].
-pub struct Delay {
-    sim: Sim,
+/// The future of [`Sim::delay`] and [`Sim::sleep`]. It borrows the task's `Sim`: a busy
+/// delay is most of a run's events, and a clone of the handle per delay is a reference
+/// count taken and dropped on each.
+pub struct Delay<'a> {
+    sim: &'a Sim,
     cycles: u64,
     sleep: bool,
     armed: bool,
 }
 
-impl Future for Delay {
+impl Future for Delay<'_> {
     type Output = ();
 
+    // Inlined into the tasks' futures (another crate): a busy delay is most of a run's events.
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
         if self.armed {
             if self.sleep {
-                self.sim.with(|engine| {
-                    // An intentional sleep is idleness, not a stall: the watchdog starts over.
-                    let task = engine.current_task();
-                    let now = engine.now;
-                    let state = &mut engine.tasks[task.0 as usize];
-                    state.in_sleep = false;
-                    state.last_progress = now;
-                    let limit = engine.config.watchdog_cycles;
-                    engine.arm_watchdog(now.saturating_add(limit));
-                });
+                self.sim.with(Engine::end_sleep);
             }
             return Poll::Ready(());
         }
@@ -131,17 +129,16 @@ impl Future for Delay {
         }
         let (cycles, sleep) = (self.cycles, self.sleep);
         let done = self.sim.with(|engine| {
-            let task = engine.current_task();
             let at = engine.now.saturating_add(cycles);
-            if !sleep && engine.advance_inline(at) {
+            if sleep {
+                engine.begin_sleep(at);
+                return false;
+            }
+            if engine.advance_inline(at) {
                 return true;
             }
+            let task = engine.current_task();
             engine.schedule_wake(task, at);
-            if sleep {
-                engine.tasks[task.0 as usize].in_sleep = true;
-                engine.tasks[task.0 as usize].status = TaskStatus::Sleeping;
-                engine.leave_cpu(task);
-            }
             false
         });
         if done {
@@ -149,6 +146,32 @@ impl Future for Delay {
         }
         self.armed = true;
         Poll::Pending
+    }
+}
+
+impl Engine {
+    /// The current task sleeps until `at`: it gives up its CPU.
+    #[cold]
+    fn begin_sleep(&mut self, at: Cycle) {
+        let task = self.current_task();
+        self.schedule_wake(task, at);
+        let state = &mut self.tasks[task.0 as usize];
+        state.in_sleep = true;
+        state.status = TaskStatus::Sleeping;
+        self.leave_cpu(task);
+    }
+
+    /// The current task's sleep is over. An intentional sleep is idleness, not a stall: the
+    /// watchdog starts over.
+    #[cold]
+    fn end_sleep(&mut self) {
+        let task = self.current_task();
+        let now = self.now;
+        let state = &mut self.tasks[task.0 as usize];
+        state.in_sleep = false;
+        state.last_progress = now;
+        let limit = self.config.watchdog_cycles;
+        self.arm_watchdog(now.saturating_add(limit));
     }
 }
 

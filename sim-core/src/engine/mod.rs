@@ -10,16 +10,15 @@
 //! - `resources`: queued locks, their grants and releases, lockdep on every attempt;
 //! - `waits`: wait objects, what a parked task waits for (completions, barriers, acks);
 //! - `detect`: the wait-for graph, deadlocks, the soft-lockup and hung-task watchdogs;
+//! - `queue`: the event queue, earliest first;
 //! - `futures`: the `Sim` handle and the futures tasks await.
 
 mod detect;
 mod futures;
+mod queue;
 mod resources;
 mod sched;
 mod waits;
-
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
 pub use futures::{Acquire, Acquired, Delay, Interruptible, Park, Preempt, Sim, Yield};
 pub use sched::Stall;
@@ -32,6 +31,7 @@ use crate::outcome::{Finding, Outcome, OutcomeKind, Subject};
 use crate::resource::{Mode, Resource, ResourceId};
 use crate::trace::{Span, Trace};
 use crate::{CpuId, Cycle, TaskId};
+use queue::{EventQueue, QueuedEvent};
 
 /// What a run is allowed, and what it records.
 #[derive(Clone, Debug)]
@@ -78,9 +78,6 @@ pub const STALL_MIN_CYCLES: u64 = 20;
 /// A run that makes more (a boot of millions of faults) keeps none: it is replayed from its
 /// seed, which makes the same decisions; a bundle of it records no vector.
 pub const MAX_RECORDED_DECISIONS: usize = 1 << 22;
-
-/// The queue's task id for the watchdog's timer.
-const WATCHDOG: u32 = u32::MAX;
 
 /// A logical CPU as the host sees it.
 #[derive(Clone, Debug)]
@@ -171,10 +168,10 @@ struct TaskState {
 pub struct Engine {
     now: Cycle,
     seq: u64,
-    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    queue: EventQueue,
     /// Task events in `queue` (the rest are watchdog timers).
     queued_task_events: u64,
-    same_cycle: Vec<(u64, u64, u32)>,
+    same_cycle: Vec<QueuedEvent>,
     /// The CPU of each event of `same_cycle` (tasks never change CPU), what the chooser is
     /// told: kept beside it so a pick among 4096 costs no pass over the tasks.
     same_cycle_cpus: Vec<CpuId>,
@@ -232,7 +229,7 @@ impl Engine {
         Engine {
             now: Cycle::ZERO,
             seq: 0,
-            queue: BinaryHeap::with_capacity(64),
+            queue: EventQueue::new(),
             queued_task_events: 0,
             same_cycle: Vec::with_capacity(8),
             same_cycle_cpus: Vec::with_capacity(8),
@@ -274,6 +271,7 @@ impl Engine {
     }
 
     /// The task being polled. Panics outside a poll: that is a bug in the simulator.
+    #[inline]
     pub fn current_task(&self) -> TaskId {
         self.current.expect("engine: no task is running")
     }
@@ -344,6 +342,7 @@ impl Engine {
     }
 
     /// Declares that the current task made progress (the watchdog's notion of it).
+    #[inline]
     pub fn progress(&mut self) {
         let now = self.now;
         let task = self.current_task();
@@ -405,10 +404,11 @@ impl Engine {
         self.trace.is_recording()
     }
 
+    #[inline]
     fn schedule_wake(&mut self, task: TaskId, at: Cycle) -> u64 {
         self.seq += 1;
         self.queued_task_events += 1;
-        self.queue.push(Reverse((at.0, self.seq, task.0)));
+        self.queue.push(QueuedEvent::new(at.0, self.seq, task.0));
         self.seq
     }
 
@@ -437,35 +437,35 @@ impl Engine {
             if self.queued_task_events == 0 {
                 return None;
             }
-            let Reverse(first) = self.queue.pop()?;
-            if first.2 != WATCHDOG {
-                let alone = !matches!(self.queue.peek(), Some(Reverse(next)) if next.0 == first.0 && next.2 != WATCHDOG);
+            let first = self.queue.pop()?;
+            if !first.is_watchdog() {
+                let alone = !matches!(self.queue.peek(), Some(next) if next.at() == first.at() && !next.is_watchdog());
                 if alone {
                     // The common case: nothing else is due on this cycle.
                     self.queued_task_events -= 1;
-                    return Some((Cycle(first.0), TaskId(first.2), first.1));
+                    return Some((Cycle(first.at()), TaskId(first.task()), first.seq()));
                 }
                 self.same_cycle.push(first);
-                self.same_cycle_cpus.push(self.task_cpu(TaskId(first.2)));
+                self.same_cycle_cpus.push(self.task_cpu(TaskId(first.task())));
                 break;
             }
-            if self.watchdog_timer == Some(Cycle(first.0)) {
+            if self.watchdog_timer == Some(Cycle(first.at())) {
                 self.watchdog_timer = None;
-                self.now = Cycle(first.0);
+                self.now = Cycle(first.at());
                 self.check_watchdog();
                 if self.stop.is_some() {
                     return None;
                 }
             }
         }
-        let cycle = self.same_cycle[0].0;
-        while let Some(Reverse(next)) = self.queue.peek() {
-            if next.0 != cycle || next.2 == WATCHDOG {
+        let cycle = self.same_cycle[0].at();
+        while let Some(next) = self.queue.peek() {
+            if next.at() != cycle || next.is_watchdog() {
                 break;
             }
-            let next = self.queue.pop().expect("peeked").0;
+            let next = self.queue.pop().expect("peeked");
             self.same_cycle.push(next);
-            self.same_cycle_cpus.push(self.task_cpu(TaskId(next.2)));
+            self.same_cycle_cpus.push(self.task_cpu(TaskId(next.task())));
         }
         let pick = if self.same_cycle.len() == 1 {
             0
@@ -479,7 +479,7 @@ impl Engine {
         self.same_cycle_cpus.remove(pick);
         let chosen = self.same_cycle.remove(pick);
         self.queued_task_events -= 1;
-        Some((Cycle(chosen.0), TaskId(chosen.2), chosen.1))
+        Some((Cycle(chosen.at()), TaskId(chosen.task()), chosen.seq()))
     }
 
     /// The outcome of a run that ended with `stop`: a simulator error always; otherwise the
@@ -546,19 +546,13 @@ impl Engine {
     /// Pops the next event and decides whether the task runs now. Returns the task to poll,
     /// or `Err` with the run's end.
     pub(crate) fn advance(&mut self) -> Next {
-        if let Some(outcome) = self.stop.take() {
-            return Next::End(Box::new(outcome));
+        // Tested before it is taken: taking the `Option` moves a whole `Outcome` every time.
+        if self.stop.is_some() {
+            return self.end_with_stop();
         }
         let (at, task) = loop {
             let Some((at, task, seq)) = self.next_event() else {
-                if let Some(outcome) = self.stop.take() {
-                    return Next::End(Box::new(outcome));
-                }
-                if self.tasks.iter().all(|state| state.status == TaskStatus::Finished) {
-                    return Next::End(Box::new(Outcome::pass()));
-                }
-                self.report_stuck();
-                return Next::End(Box::new(self.stop.take().expect("report_stuck stops")));
+                return self.end_without_events();
             };
             // The end of an interruptible period that an interrupt cut short.
             let stale = &mut self.tasks[task.0 as usize].stale_wakes;
@@ -588,6 +582,24 @@ impl Engine {
         self.dispatch(task)
     }
 
+    #[cold]
+    fn end_with_stop(&mut self) -> Next {
+        Next::End(Box::new(self.stop.take().expect("a stop is set")))
+    }
+
+    /// No event is left, or a watchdog stopped the run while looking for one.
+    #[cold]
+    fn end_without_events(&mut self) -> Next {
+        if self.stop.is_some() {
+            return self.end_with_stop();
+        }
+        if self.tasks.iter().all(|state| state.status == TaskStatus::Finished) {
+            return Next::End(Box::new(Outcome::pass()));
+        }
+        self.report_stuck();
+        Next::End(Box::new(self.stop.take().expect("report_stuck stops")))
+    }
+
     /// A busy delay of the current task that ends at `at` before anything else happens:
     /// when no other event is due by then (a watchdog timer due at `at` itself comes after
     /// task events anyway), nothing is pending and no limit is crossed, the task's wake-up
@@ -595,10 +607,11 @@ impl Engine {
     /// its CPU. This does the same here — the clock, the sequence number, the event count —
     /// without going through the queue and the executor, so the task's future goes on
     /// without being polled again from its root. Returns whether it did.
+    #[inline]
     pub(crate) fn advance_inline(&mut self, at: Cycle) -> bool {
         let next_is_later = match self.queue.peek() {
             None => true,
-            Some(Reverse(next)) => next.0 > at.0 || (next.0 == at.0 && next.2 == WATCHDOG),
+            Some(next) => next.at() > at.0 || (next.at() == at.0 && next.is_watchdog()),
         };
         if !next_is_later
             || self.stop.is_some()
@@ -619,8 +632,12 @@ impl Engine {
         self.current = None;
     }
 
-    pub(crate) fn take_spawns(&mut self) -> Vec<(TaskId, SpawnedFuture)> {
-        std::mem::take(&mut self.pending_spawns)
+    /// The tasks spawned during the poll that ended, if any (most polls spawn none).
+    pub(crate) fn take_spawns(&mut self) -> Option<Vec<(TaskId, SpawnedFuture)>> {
+        if self.pending_spawns.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut self.pending_spawns))
     }
 
     /// Decisions the run made, and whether its vector was dropped for its length.
