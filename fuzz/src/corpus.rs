@@ -15,6 +15,13 @@
 //! every decision before its first change, so the run it gives follows its parent up to the
 //! point the mutation aims at.
 //!
+//! A nearness feature (two tasks' events on the same state, and how far apart: sim-core's
+//! `FeatureTag::Nearness`) is new only when a run comes nearer at its site than every run
+//! before (IJON's minimum): a run that does gets, before anything else, the longest stall
+//! at the last stall points before the earlier of the two events, nearest pair first, so
+//! the task that made it is held past the other and their order flips once they are closer
+//! than the longest stall. Each step nearer is kept and followed up at once.
+//!
 //! Everything is a function of the seed: candidates for a batch are drawn in order from one
 //! ChaCha8 stream before the batch runs, and results are absorbed in candidate order.
 
@@ -23,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use host_model::kernel::cpu::cover;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
-use sim_core::{DecisionKind, FeatureTag, model_code};
+use sim_core::{DecisionKind, FeatureTag, model_code, nearness};
 
 use crate::runner::Verdict;
 use crate::schedule::{Deviations, Schedule};
@@ -40,7 +47,7 @@ const HOTSPOT_WINDOW: u32 = 96;
 /// edges and contended pairs least (they come with the wait-for edges that matter).
 pub fn hotspot_weight(feature: u64) -> u64 {
     match (FeatureTag::of(feature), model_code(feature)) {
-        (_, Some(cover::NEAR_MISS)) => 8,
+        (Some(FeatureTag::Nearness), _) | (_, Some(cover::NEAR_MISS)) => 8,
         (_, Some(cover::SEAMCALL)) => 4,
         (Some(FeatureTag::WaitFor), _) => 3,
         (_, Some(cover::ATOMIC)) | (Some(FeatureTag::LockHandoff | FeatureTag::Yielded), _) => 2,
@@ -65,6 +72,10 @@ pub struct Entry<S> {
     /// Where its new features first appeared (decisions made by then), and how much each
     /// is worth aiming at (`hotspot_weight`).
     pub hotspots: Vec<(u32, u64)>,
+    /// For each nearness site this run came nearer at than the runs before, which had been
+    /// measured there: the distance, and where the earlier of the two events happened
+    /// (sorted, each once).
+    pub nearer_at: Vec<(u8, u32)>,
     picks: u32,
 }
 
@@ -74,11 +85,13 @@ pub struct Corpus<S> {
     entries: Vec<Entry<S>>,
     /// Feature -> runs that covered it.
     hits: BTreeMap<u64, u32>,
+    /// Nearness site -> the least distance any run came to at it.
+    nearest: BTreeMap<u64, u8>,
 }
 
 impl<S> Default for Corpus<S> {
     fn default() -> Corpus<S> {
-        Corpus { entries: Vec::new(), hits: BTreeMap::new() }
+        Corpus { entries: Vec::new(), hits: BTreeMap::new(), nearest: BTreeMap::new() }
     }
 }
 
@@ -100,18 +113,41 @@ impl<S: Clone> Corpus<S> {
     /// were new.
     pub fn absorb(&mut self, subject: &S, verdict: &Verdict) -> usize {
         let mut hotspots = Vec::new();
+        let mut nearest = Vec::new();
+        let mut nearer_at = Vec::new();
         for (position, &feature) in verdict.features.iter().enumerate() {
             let hits = self.hits.entry(feature).or_default();
-            if *hits == 0 {
+            let new = match nearness(feature) {
+                // Nearer than any run before at its site, or nothing new.
+                Some((site, distance)) => {
+                    nearest.push((site, distance));
+                    self.nearest.get(&site).is_none_or(|&best| distance < best)
+                }
+                None => *hits == 0,
+            };
+            if new {
                 let at = verdict.feature_first_at.get(position).copied().unwrap_or(0);
                 hotspots.push((at, hotspot_weight(feature)));
+                // Progress only where an earlier run was measured at the site: a first
+                // sighting is no nearer than anything.
+                if let Some((site, distance)) = nearness(feature)
+                    && self.nearest.contains_key(&site)
+                {
+                    nearer_at.push((distance, at));
+                }
             }
             *hits += 1;
+        }
+        for (site, distance) in nearest {
+            let best = self.nearest.entry(site).or_insert(distance);
+            *best = (*best).min(distance);
         }
         let new = hotspots.len();
         if new > 0 && !verdict.decision_kinds.is_empty() {
             hotspots.sort_unstable();
             hotspots.dedup();
+            nearer_at.sort_unstable();
+            nearer_at.dedup();
             self.entries.push(Entry {
                 subject: subject.clone(),
                 decisions: verdict.decisions.clone(),
@@ -119,6 +155,7 @@ impl<S: Clone> Corpus<S> {
                 kinds: verdict.decision_kinds.clone(),
                 features: verdict.features.clone(),
                 hotspots,
+                nearer_at,
                 picks: 0,
             });
         }
@@ -442,7 +479,13 @@ pub struct Explorer<S> {
     fresh: u64,
     /// Aimed mutations of new entries still to run: (entry, what), in order.
     aimed: VecDeque<(usize, Aim)>,
+    /// The longest stalls before the earlier event of each pair that came nearer than
+    /// ever: run before anything else, fresh draws included.
+    nearer: Vec<(u8, usize, Aim)>,
     planned: BTreeSet<u64>,
+    /// Cases that are fresh draws whatever the corpus holds, bar nearness aims (the first
+    /// ones of an exploration: `fresh_first`).
+    first_fresh: u64,
     /// For each case planned and not absorbed yet (in order): whether it was a fresh draw,
     /// and the decision its schedule was changed at, when it is an aimed or random mutation
     /// of a corpus entry's schedule.
@@ -457,6 +500,10 @@ pub struct Explorer<S> {
 enum Aim {
     /// A long stall at this stall decision.
     Stall(usize),
+    /// The longest stall at this stall decision: the last before the earlier of two events
+    /// that came nearer than ever, so that its task is held past the later one (the two
+    /// events' order flipped whenever the later one came less than the longest stall after).
+    StallLongest(usize),
     /// The entry's decisions up to this one, the rest drawn afresh (as `random` draws): the
     /// run follows its parent to where it covered something new and goes on differently,
     /// so a feature that counts (a bucket of BUSY answers) can be pushed one bucket further.
@@ -495,6 +542,14 @@ const REDRAWS_PER_ENTRY: usize = 2;
 /// Aimed mutations waiting at most; past it, new entries get none.
 const AIMED_QUEUE_MAX: usize = 64;
 
+/// Stall points before the earlier event of a pair that came nearer than ever that get the
+/// longest stall (the last ones before it: the earlier event's own task, or the CPU it
+/// waits for).
+const NEARER_STALLS: usize = 2;
+
+/// Nearness aims waiting at most.
+const NEARER_QUEUE_MAX: usize = 16;
+
 /// Tries at a random mutation that is new before settling for a repeat.
 const MUTATION_TRIES: usize = 8;
 
@@ -505,10 +560,19 @@ impl<S: Clone> Explorer<S> {
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x636f_7665_7261_6765),
             fresh: 0,
             aimed: VecDeque::new(),
+            nearer: Vec::new(),
             planned: BTreeSet::new(),
+            first_fresh: 0,
             pending: VecDeque::new(),
             yields: [Yield::default(); 2],
         }
+    }
+
+    /// The first `count` cases are fresh draws (`fresh(0)`, `fresh(1)`, …) except where a
+    /// run came nearer at a nearness site than the runs before it: its aims run first.
+    pub fn fresh_first(mut self, count: u64) -> Explorer<S> {
+        self.first_fresh = count;
+        self
     }
 
     /// Whether the next case is a fresh draw: always while the corpus is empty; after that
@@ -529,8 +593,10 @@ impl<S: Clone> Explorer<S> {
         below(&mut self.rng, scale) < share
     }
 
-    /// The next `count` cases: fresh ones from `fresh(k)` (k = 0, 1, … over the whole
-    /// exploration) while the corpus is empty and, after, in the share `fresh_next` gives;
+    /// The next `count` cases: first the longest stalls of runs that came nearer at a
+    /// nearness site (nearest first); then fresh ones from `fresh(k)` (k = 0, 1, … over the
+    /// whole exploration) while the corpus is empty or the first `fresh_first` are not all
+    /// drawn and, after, in the share `fresh_next` gives;
     /// then the aimed mutations of new entries (a long stall at, or just before, the points
     /// where they covered something new, the weightiest first, and their schedule redrawn
     /// from the first of those points); then random mutations of entries
@@ -544,7 +610,11 @@ impl<S: Clone> Explorer<S> {
     ) -> Vec<(S, Schedule)> {
         let mut planned = Vec::with_capacity(count);
         for _ in 0..count {
-            if self.fresh_next() {
+            if let Some((index, aim)) = self.pop_nearer() {
+                planned.push(self.plan_aimed(index, aim));
+                continue;
+            }
+            if self.fresh < self.first_fresh || self.fresh_next() {
                 planned.push(fresh(self.fresh));
                 self.pending.push_back((true, None));
                 self.fresh += 1;
@@ -565,6 +635,16 @@ impl<S: Clone> Explorer<S> {
         planned
     }
 
+    /// The nearness aim to run next: the nearest pair's first, of the newest entry when two
+    /// came as near.
+    fn pop_nearer(&mut self) -> Option<(usize, Aim)> {
+        let next = (0..self.nearer.len()).min_by_key(|&position| {
+            (self.nearer[position].0, std::cmp::Reverse(self.nearer[position].1), position)
+        })?;
+        let (_, index, aim) = self.nearer.remove(next);
+        Some((index, aim))
+    }
+
     /// Entry `index`'s subject under its schedule changed as `aim` says.
     fn plan_aimed(&mut self, index: usize, aim: Aim) -> (S, Schedule) {
         let entry = self.corpus.entry(index);
@@ -574,6 +654,10 @@ impl<S: Clone> Explorer<S> {
         let at = match aim {
             Aim::Stall(stall) => {
                 decisions[stall] = (entry.options[stall].saturating_sub(1) * 3 / 4).max(1);
+                stall
+            }
+            Aim::StallLongest(stall) => {
+                decisions[stall] = entry.options[stall].saturating_sub(1).max(1);
                 stall
             }
             Aim::RedrawFrom(from) => {
@@ -641,6 +725,25 @@ impl<S: Clone> Explorer<S> {
         let source = &mut self.yields[usize::from(!was_fresh)];
         source.tries += 1;
         source.new += u64::from(new > 0);
+        if self.corpus.len() > entries && self.nearer.len() < NEARER_QUEUE_MAX {
+            let index = self.corpus.len() - 1;
+            let entry = self.corpus.entry(index);
+            let len = entry.decisions.len().min(entry.kinds.len()).min(entry.options.len());
+            let mut aims: Vec<(u8, usize)> = Vec::new();
+            for &(distance, at) in &entry.nearer_at {
+                let before = (0..(at as usize).min(len)).rev().filter(|&i| is_stall(entry.kinds[i]));
+                for stall in before.take(NEARER_STALLS) {
+                    if entry.decisions[stall] + 1 < entry.options[stall]
+                        && !aims.iter().any(|&(_, s)| s == stall)
+                    {
+                        aims.push((distance, stall));
+                    }
+                }
+            }
+            for (distance, stall) in aims {
+                self.nearer.push((distance, index, Aim::StallLongest(stall)));
+            }
+        }
         if self.corpus.len() > entries && self.aimed.len() < AIMED_QUEUE_MAX {
             let index = self.corpus.len() - 1;
             let entry = self.corpus.entry(index);
@@ -778,6 +881,40 @@ mod tests {
             }
         };
         assert!(redraw.as_slice().iter().all(|&(index, _)| index >= 20), "{redraw:?}");
+    }
+
+    #[test]
+    fn only_a_nearer_run_is_new_at_a_nearness_site_and_its_longest_stall_runs_first() {
+        let near = |distance: u64| (u64::from(FeatureTag::Nearness as u8) << 56) | 0x1234 << 8 | distance;
+        let kinds = vec![DecisionKind::Stall; 40];
+        let mut explorer: Explorer<()> = Explorer::new(7).fresh_first(8);
+        let run = |explorer: &mut Explorer<()>, distance, at| {
+            let mut run = verdict(vec![near(distance)], kinds.clone());
+            run.feature_first_at = vec![at];
+            explorer.absorb(&(), &run)
+        };
+        // The first sighting is new, but is no progress: no nearness aim.
+        assert_eq!(run(&mut explorer, 30, 20), 1);
+        // As far, or farther: nothing new.
+        assert_eq!(run(&mut explorer, 30, 20), 0);
+        assert_eq!(run(&mut explorer, 33, 20), 0);
+        assert!(explorer.nearer.is_empty());
+        // Nearer: new, and the last two stall points before the earlier event get the
+        // longest stall.
+        assert_eq!(run(&mut explorer, 26, 24), 1);
+        assert_eq!(explorer.corpus.entry(1).nearer_at, vec![(26, 24)]);
+        let mut fresh = |k| ((), Schedule::Random(k));
+        let planned = explorer.plan(3, &mut fresh, &mut |_, _| None);
+        let stalled: Vec<Vec<(u32, u32)>> = planned[..2]
+            .iter()
+            .map(|(_, schedule)| match schedule {
+                Schedule::Deviations(deviations) => deviations.as_slice().to_vec(),
+                other => panic!("not an aimed mutation: {other:?}"),
+            })
+            .collect();
+        assert_eq!(stalled, vec![vec![(23, 16)], vec![(22, 16)]]);
+        // Then the first runs are fresh draws again.
+        assert_eq!(planned[2].1, Schedule::Random(0));
     }
 
     #[test]

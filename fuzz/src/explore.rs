@@ -3,9 +3,11 @@
 //!
 //! Run 0 is the default schedule (every CPU at its fastest), run 1 the nominal one (every
 //! cost at the middle of its band), runs 2 to 7 fresh random ones (the seeds `random` would
-//! run); after them, mutations of the corpus (corpus.rs), aimed ones first, and fresh random
-//! runs in the share their record earns against the mutations' (a quarter to three quarters).
-//! Batches of `BATCH` runs are planned from the corpus as it stood, run in parallel, and
+//! run), unless a run came nearer at a nearness site (two tasks' events on the same state)
+//! than the runs before it, whose aims go first; after them, mutations of the corpus
+//! (corpus.rs), aimed ones first, and fresh random runs in the share their record earns
+//! against the mutations' (a quarter to three quarters). Batches of runs (`BATCH`, the first
+//! eight in two halves) are planned from the corpus as it stood, run in parallel, and
 //! absorbed in order: the sequence of runs is a function of the seed alone.
 
 use rayon::prelude::*;
@@ -14,10 +16,16 @@ use crate::corpus::{BATCH, Explorer};
 use crate::runner::Verdict;
 use crate::schedule::Schedule;
 
-/// Runs of the first batch: the default and the nominal schedule, then fresh random ones,
-/// so that the corpus mutation starts from holds runs at the timelines jitter gives, not
-/// only at the fastest and the nominal one.
-const FIRST_BATCH: usize = BATCH;
+/// The first runs are fresh ones: the default and the nominal schedule, then fresh random
+/// ones, so that the corpus mutation starts from holds runs at the timelines jitter gives,
+/// not only at the fastest and the nominal one. Only the aims of a run that came nearer at
+/// a nearness site than the runs before (sim-core's `FeatureTag::Nearness`) go before them.
+const FIRST_FRESH: u64 = BATCH as u64;
+
+/// Sizes of the batches the first `FIRST_FRESH` runs are planned in: two halves, so that a
+/// run of the first half that came nearer is followed up in the second, not after all of
+/// them. Where no run came nearer, the runs are the same as in one batch.
+const FIRST_BATCHES: [usize; 2] = [BATCH / 2, BATCH / 2];
 
 /// The `k`-th fresh schedule of an exploration seeded `seed`: the default, the nominal one,
 /// then the random schedules `seed`, `seed + 1`, … (the ones `random` would run).
@@ -53,11 +61,17 @@ pub fn explore_schedules_until<T: Send>(
     stop: &dyn Fn(&T) -> bool,
 ) -> Vec<(Schedule, T)> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build().expect("a rayon thread pool");
-    let mut explorer: Explorer<()> = Explorer::new(seed);
+    let mut explorer: Explorer<()> = Explorer::new(seed).fresh_first(FIRST_FRESH);
     let mut explored = Vec::with_capacity(runs as usize);
     while (explored.len() as u64) < runs {
-        // The first batch is fresh draws alone (the corpus is empty while it is planned).
-        let batch = if explored.is_empty() { FIRST_BATCH } else { BATCH };
+        let mut batch = BATCH;
+        let mut start = 0;
+        for size in FIRST_BATCHES {
+            if explored.len() == start {
+                batch = size;
+            }
+            start += size;
+        }
         let count = (runs - explored.len() as u64).min(batch as u64) as usize;
         let mut fresh = |k| ((), fresh_schedule(seed, k));
         let planned = explorer.plan(count, &mut fresh, &mut |_, _| None);

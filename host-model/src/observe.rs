@@ -32,6 +32,11 @@ pub trait Observer {
     /// `kvm_destroy_vm()` of TD `td` returned: KVM has reclaimed what it could.
     fn td_destroyed(&self, _cpu: &Cpu, _td: TdId) {}
 
+    /// VMXON (`on`) or VMXOFF ran on `cpu`; `refused` when VMXON found VMX already on. A
+    /// transition of per-CPU hardware state that other CPUs' IPIs and this CPU's own tasks
+    /// both drive.
+    fn vmx_transition(&self, _cpu: &Cpu, _on: bool, _refused: bool) {}
+
     /// `tdh_do_no_vcpus()` on TD `td` kicked every vCPU out and is about to retry `call`.
     fn sept_zap_retrying(&self, _cpu: &Cpu, _td: TdId, _call: &LeafCall) {}
 }

@@ -20,6 +20,8 @@ use seam_model::{Dpamt2M, Hpa, Leaf, LeafCall, LeafOutput, Module, PageType, Sys
 use sim_core::{Outcome, OutcomeKind, Subject};
 use smallvec::{SmallVec, smallvec};
 
+use crate::near_miss::{HwState, TransitionWatch};
+
 pub const DPAMT_REFCOUNT_MATCHES_MODULE: &str = "dpamt-refcount-matches-module";
 pub const NO_PAGE_IN_UNBACKED_RANGE: &str = "no-page-in-unbacked-range";
 pub const PAMT_PAGES_NOT_DOUBLE_FREED: &str = "pamt-pages-not-double-freed";
@@ -87,11 +89,18 @@ pub struct StateChecker {
     update_window: Cell<bool>,
     /// The module's TDs when the update started.
     tds_before_update: RefCell<Vec<TdId>>,
+    /// How near transitions of per-CPU hardware state came (coverage data only).
+    transitions: TransitionWatch,
 }
 
 impl StateChecker {
     pub fn new(module: Rc<RefCell<Module>>) -> StateChecker {
-        StateChecker { module, update_window: Cell::new(false), tds_before_update: RefCell::new(Vec::new()) }
+        StateChecker {
+            module,
+            update_window: Cell::new(false),
+            tds_before_update: RefCell::new(Vec::new()),
+            transitions: TransitionWatch::default(),
+        }
     }
 
     fn broken(&self, cpu: &Cpu, name: &'static str, detail: String, subjects: Vec<Subject>) {
@@ -226,6 +235,15 @@ impl StateChecker {
 }
 
 impl Observer for StateChecker {
+    fn vmx_transition(&self, cpu: &Cpu, on: bool, refused: bool) {
+        let what = match (on, refused) {
+            (true, false) => 1,
+            (true, true) => 2,
+            (false, _) => 3,
+        };
+        self.transitions.transition(cpu, HwState::Vmx, what);
+    }
+
     fn seamcall_returned(&self, cpu: &Cpu, call: &LeafCall, output: &LeafOutput) {
         self.check_seamcall_context(cpu, call, output);
         for page in pages_named(call) {

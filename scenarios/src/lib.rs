@@ -8,6 +8,7 @@
 //! - `coverage`: `--strategy coverage` for `check`, `run` and `replay` (the fuzz crate's explorer).
 //! - `fuzzing`: `tdxsim fuzz` (the fuzz crate's campaign, its output), and `ScenarioRunner`.
 //! - `checker`: `StateChecker`, which observes a run and owns every named invariant.
+//! - `near_miss`: how near per-CPU hardware transitions came, the checker's coverage data.
 //! - `faults`: the fault plan a run gives the module (`fail_step`).
 //! - `sweep`: `Sweep`, a sweep file checked point by point; `run` / `merge`, the grid on rayon into CSV.
 //! - `table`: the two-column `CPU 0 | CPU 1` interleaving table, focused on the finding of a failing run.
@@ -35,6 +36,7 @@ pub mod kvm_steps;
 pub mod load;
 pub mod lockstat;
 pub mod metrics;
+pub mod near_miss;
 pub mod perfetto;
 pub mod report;
 pub mod run;

@@ -18,7 +18,10 @@
 //! and operand, and the near misses of its invariants). A model feature covered the 2nd,
 //! 4th, 8th, ... time in a run is also a feature of its own (AFL's hit-count buckets): a run
 //! whose module said BUSY to the same leaf more often than any run before it covered
-//! something new, which is the gradient towards a retry bound running out.
+//! something new, which is the gradient towards a retry bound running out. Through
+//! [`Engine::cover_nearness`] a model or checker says how near two events came at a site
+//! (scenarios: a VMXON some cycles after another task's VMXOFF on the same CPU); explorers
+//! count such a feature new only when it is nearer than any before at its site.
 //!
 //! Off (the default), none of this exists: the engine holds `None` and every hook is one
 //! branch. On, features go into one `Vec` that is sorted and deduplicated as it grows, and
@@ -52,6 +55,11 @@ pub enum FeatureTag {
     /// A task gave its CPU to another (an IPI handler, a stopper, a peer whose slice came)
     /// while holding these locks: where an interrupt or preemption landed.
     Yielded = 7,
+    /// How near two events came at a site a model names ([`Engine::cover_nearness`]): the
+    /// site's hash above, the distance in the low byte. An explorer counts it new only when
+    /// the distance is below every earlier run's at the site (IJON's minimum, S&P 2020), so
+    /// runs that come nearer are kept and runs that stay as far are not.
+    Nearness = 8,
 }
 
 impl FeatureTag {
@@ -65,6 +73,7 @@ impl FeatureTag {
             5 => Some(FeatureTag::Model),
             6 => Some(FeatureTag::LockHandoff),
             7 => Some(FeatureTag::Yielded),
+            8 => Some(FeatureTag::Nearness),
             _ => None,
         }
     }
@@ -146,6 +155,13 @@ pub fn model_code(feature: u64) -> Option<u32> {
     (FeatureTag::of(feature) == Some(FeatureTag::Model)).then_some(((feature >> 48) & 0xff) as u32)
 }
 
+/// A nearness feature's site (its hash, a stable word) and distance; `None` for any other
+/// feature.
+pub fn nearness(feature: u64) -> Option<(u64, u8)> {
+    (FeatureTag::of(feature) == Some(FeatureTag::Nearness))
+        .then_some(((feature >> 8) & 0x0000_ffff_ffff_ffff, (feature & 0xff) as u8))
+}
+
 fn mode_word(mode: Mode) -> u64 {
     match mode {
         Mode::Shared => 1,
@@ -172,7 +188,12 @@ impl Coverage {
     }
 
     fn push(&mut self, feature: u64) {
-        self.features.push((feature, self.decision_kinds.len() as u32));
+        let at = self.decision_kinds.len() as u32;
+        self.push_at(feature, at);
+    }
+
+    fn push_at(&mut self, feature: u64, at: u32) {
+        self.features.push((feature, at));
         if self.features.len() >= self.compact_at {
             self.compact();
             self.compact_at = (2 * self.features.len()).max(COMPACT_AT_LEAST);
@@ -288,6 +309,14 @@ impl Coverage {
         }
     }
 
+    /// How near two events came at `site` (a model's word), placed at decision `at`.
+    pub(crate) fn nearness(&mut self, site: u64, distance: u8, at: u32) {
+        let at = at.min(self.decision_kinds.len() as u32);
+        let hash = FeatureHash::new(FeatureTag::Nearness).word(site).0 & 0x0000_ffff_ffff_ffff;
+        let feature = (u64::from(FeatureTag::Nearness as u8) << 56) | hash << 8 | u64::from(distance);
+        self.push_at(feature, at);
+    }
+
     pub(crate) fn finish(mut self) -> CoverageReport {
         self.compact();
         CoverageReport {
@@ -306,6 +335,20 @@ impl Engine {
         if let Some(coverage) = self.coverage.as_deref_mut() {
             coverage.model(code, a, b);
         }
+    }
+
+    /// How near two events came at `site` (a word naming the pair of events, stable across
+    /// runs): `distance`, smaller is nearer, placed at decision `at` (where the earlier event
+    /// happened); nothing when coverage is off.
+    pub fn cover_nearness(&mut self, site: u64, distance: u8, at: u32) {
+        if let Some(coverage) = self.coverage.as_deref_mut() {
+            coverage.nearness(site, distance, at);
+        }
+    }
+
+    /// How many decisions this run has made so far, when it records coverage (0 when not).
+    pub fn covered_decisions(&self) -> u32 {
+        self.coverage.as_deref().map_or(0, |coverage| coverage.decision_kinds.len() as u32)
     }
 
     /// Whether this run records coverage.

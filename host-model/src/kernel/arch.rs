@@ -11,10 +11,15 @@ use super::cpu::Cpu;
 pub async fn cpu_vmxon(cpu: &Cpu) -> Result<(), Errno> {
     cpu.work(cpu.host().costs.vmxon).await;
     let mut module = cpu.host().module.borrow_mut();
-    if module.vmx_on(cpu.id) {
+    let refused = module.vmx_on(cpu.id);
+    if !refused {
+        module.set_vmx(cpu.id, true);
+    }
+    drop(module);
+    cpu.host().observer.vmx_transition(cpu, true, refused);
+    if refused {
         return Err(Errno::EBUSY);
     }
-    module.set_vmx(cpu.id, true);
     Ok(())
 }
 
@@ -22,6 +27,7 @@ pub async fn cpu_vmxon(cpu: &Cpu) -> Result<(), Errno> {
 pub async fn cpu_vmxoff(cpu: &Cpu) {
     cpu.work(cpu.host().costs.vmxon).await;
     cpu.host().module.borrow_mut().set_vmx(cpu.id, false);
+    cpu.host().observer.vmx_transition(cpu, false, false);
 }
 
 /// CR4.VMXE on this CPU.

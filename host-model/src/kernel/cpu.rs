@@ -55,6 +55,11 @@ pub mod cover {
     /// An `atomic_t` operation: `a` = its site (the atomic's and the operation's names),
     /// `b` = the value found and left (bucketed) and who wrote it last (kernel/atomic.rs).
     pub const ATOMIC: u32 = 3;
+    /// A transition of per-CPU hardware state (VMXON, VMXOFF) that follows no other task's,
+    /// recorded by the checker: `a` = the state, the transition and the task's name, hashed;
+    /// `b` = 0 for the first one on its CPU, 1 after the same task's (scenarios'
+    /// near_miss.rs; one after another task's is a nearness feature instead).
+    pub const NEAR_TRANSITION: u32 = 4;
 }
 
 impl Cpu {
