@@ -223,6 +223,11 @@ pub async fn guest_run(cpu: &Cpu, guest: &std::cell::RefCell<Guest>, run: GuestR
             // The VMM's signal to the vCPU thread: its IPI makes the guest exit.
             return interrupt(run);
         }
+        if cpu.sim.with(|engine| engine.interrupt_queued()) {
+            // An interrupt for this CPU (a kick, an IPI) came during the last step, a TDCALL
+            // or a touch: the guest exits at this instruction boundary, not at its next tick.
+            return interrupt(run);
+        }
         let next = match step {
             Step::Work => {
                 match guest_work(cpu, guest, deadline.map_or(tick_end, |at| at.0.min(tick_end))).await {

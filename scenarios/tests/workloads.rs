@@ -290,6 +290,24 @@ fn an_accept_storm_makes_the_hosts_removals_meet_busy_from_the_hostile_guests() 
 }
 
 #[test]
+fn a_kick_makes_a_hostile_guest_exit_at_once_so_removals_keep_meeting_it() {
+    // Six CPUs: each TD's remover has a CPU of its own. A removal kicks the TD's vCPUs
+    // (TRACK's kvm_make_all_cpus_request) and waits for their acknowledgement; a guest in its
+    // ACCEPT loop exits at the next instruction boundary, not at its next timer tick (1 ms),
+    // so the remover's 400 removals take microseconds each and most land while the guests
+    // storm. When the kick waited for the tick, 10 of them did.
+    let text = "name = \"t\"\n[machine]\ncpus = 6\nmemory = \"512M\"\n[host]\ndpamt = \"global-lock-fastpath\"\n\
+                [[workload]]\nkind = \"guest_accept_storm\"\ntds = 2\nvcpus_per_td = 2\nmemory_per_td = \"16M\"\n\
+                fault_rate = 200000\nrounds = 200\nzap_interval = \"20us\"\n[run]\nmax_time = \"10s\"\n";
+    let scenario = load_str("x.toml", text).unwrap();
+    let result = run_once(&scenario, &Schedule::Random(0), false);
+    assert_eq!(result.outcome.kind, sim_core::OutcomeKind::Pass, "{}", result.outcome.what);
+    let removed = count(&result, Leaf::MemPageRemove);
+    assert!(removed >= 100, "{removed} of 400 removals found the hostile page mapped");
+    assert!(result.metrics.busy.values().sum::<u64>() > 0, "removals and entries meet the guests' locks");
+}
+
+#[test]
 fn a_bundle_of_a_run_that_kept_no_decisions_replays_from_its_seed() {
     // A run past sim_core::MAX_RECORDED_DECISIONS keeps no vector (the engine's test shows
     // it); its bundle records none and replays the seed.

@@ -198,13 +198,7 @@ impl Future for Interruptible {
         let pending = self.sim.with(|engine| {
             let task = engine.current_task();
             // An interrupt already queued for this CPU ends the period before it starts.
-            let cpu = engine.task_cpu(task);
-            if engine
-                .cpu(cpu)
-                .runq
-                .front()
-                .is_some_and(|next| engine.task_priority(*next) > TaskPriority::Normal)
-            {
+            if engine.interrupt_queued() {
                 return false;
             }
             let at = engine.now.saturating_add(cycles);

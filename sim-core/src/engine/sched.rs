@@ -117,6 +117,14 @@ impl Engine {
         state.priority == TaskPriority::Normal && cpu.preempt_count == 0 && (outranked || slice_over)
     }
 
+    /// Whether an interrupt handler or a stopper's wake-up IPI is queued for the current
+    /// task's CPU: what makes a guest running under VMX exit at its next instruction, and
+    /// what ends an interruptible period.
+    pub fn interrupt_queued(&self) -> bool {
+        let cpu = self.task_cpu(self.current_task());
+        self.cpu(cpu).runq.front().is_some_and(|next| self.task_priority(*next) > TaskPriority::Normal)
+    }
+
     /// The kernel's `need_resched()`: a normal task waiting for the current task's CPU has
     /// waited a whole time slice, or a higher priority waits, whether or not the current
     /// task could be preempted right now (code with preemption off polls this to give the
