@@ -114,6 +114,10 @@ fn every_key_is_checked_against_its_range_and_its_kind() {
             "x.toml:8:12: workload[0].zap_size: expected a size that is a multiple of 4K, 4096..=8192 bytes, like \"16M\", found \"12K\"",
         ),
         (
+            "kind = \"fault_storm\"\nzap = \"memslot\"\n",
+            "x.toml:7:1: workload[0].zap: expected one of the keys kind fault_storm takes: kind, tds, first_td, vcpus_per_td, memory_per_td, memory_touched, fault_rate, locality, start, first_cpu, cpus, rounds, found zap",
+        ),
+        (
             "kind = \"zap_storm\"\nzap = \"memslots\"\n",
             "x.toml:7:7: workload[0].zap: expected one of punch_hole | memslot | mixed, found \"memslots\"",
         ),
