@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use seam_model::{Hpa, Leaf, LeafLocks, Module, ModuleConfig, TdId, TdxStatus};
 use sim_core::Sim;
+use smallvec::SmallVec;
 
 use crate::observe::Observer;
 
@@ -184,14 +185,17 @@ impl HostConfig {
     }
 }
 
+/// One CPU's SEAMCALL statuses since its last progress, with how often each came back.
+pub type SinceProgress = SmallVec<[((Leaf, TdxStatus), u64); 4]>;
+
 /// SEAMCALLs by leaf and status, and other host-side counts.
 #[derive(Clone, Debug, Default)]
 pub struct HostStats {
     pub seamcalls: BTreeMap<(Leaf, TdxStatus), u64>,
     /// Per CPU (by index), the SEAMCALL statuses since its task last made progress, in
     /// first-seen order: what a livelock report shows of a retry loop. A few entries each,
-    /// cleared (not freed) at every progress.
-    pub since_progress: Vec<Vec<((Leaf, TdxStatus), u64)>>,
+    /// inline, cleared at every progress.
+    pub since_progress: Vec<SinceProgress>,
     /// `kvm_make_all_cpus_request()` calls.
     pub kicks: u64,
     /// Group-3 SEAMCALLs that were BUSY and went through `tdh_do_no_vcpus()`'s kick.

@@ -18,6 +18,7 @@ use host_model::kernel::cpu::{Cpu, mark};
 use host_model::observe::Observer;
 use seam_model::{Dpamt2M, Hpa, Leaf, LeafCall, LeafOutput, Module, PageType, SysState, TdId};
 use sim_core::{Outcome, OutcomeKind, Subject};
+use smallvec::{SmallVec, smallvec};
 
 use crate::near_miss::{HwState, TransitionWatch};
 
@@ -208,6 +209,9 @@ impl StateChecker {
     }
 
     fn leaked_pages(&self, host: &Host) -> Vec<Hpa> {
+        if host.pages.borrow().allocated_count() == 0 {
+            return Vec::new(); // nothing handed out: no pass over the allocator's bitmap
+        }
         let module = self.module.borrow();
         // Backing pages, TD control pages and mapped guest pages are in use, not leaked. The
         // module's view first: after a boot of millions of pages, only the few it does not
@@ -330,16 +334,16 @@ fn is_update_leaf(leaf: Leaf) -> bool {
 }
 
 /// The physical pages a call names, whose ranges it may have changed.
-fn pages_named(call: &LeafCall) -> Vec<Hpa> {
+fn pages_named(call: &LeafCall) -> SmallVec<[Hpa; 3]> {
     match *call {
-        LeafCall::PamtAdd { hpa, pair } => vec![hpa, pair[0], pair[1]],
-        LeafCall::PamtRemove { hpa } | LeafCall::PageWbinvd { page: hpa } => vec![hpa],
-        LeafCall::PageAug { page, .. } => vec![page],
-        LeafCall::MngCreate { tdr: page, .. } | LeafCall::VpCreate { tdvpr: page, .. } => vec![page],
+        LeafCall::PamtAdd { hpa, pair } => smallvec![hpa, pair[0], pair[1]],
+        LeafCall::PamtRemove { hpa } | LeafCall::PageWbinvd { page: hpa } => smallvec![hpa],
+        LeafCall::PageAug { page, .. } => smallvec![page],
+        LeafCall::MngCreate { tdr: page, .. } | LeafCall::VpCreate { tdvpr: page, .. } => smallvec![page],
         LeafCall::VpAddcx { tdcx: page, .. }
         | LeafCall::SeptAdd { page, .. }
         | LeafCall::PageAdd { page, .. }
-        | LeafCall::PageReclaim { page } => vec![page],
+        | LeafCall::PageReclaim { page } => smallvec![page],
         LeafCall::PageRemove { .. }
         | LeafCall::VpInit { .. }
         | LeafCall::VpEnter { .. }
@@ -361,6 +365,6 @@ fn pages_named(call: &LeafCall) -> Vec<Hpa> {
         | LeafCall::SysShutdown { .. }
         | LeafCall::SysUpdate
         | LeafCall::SeamldrInfo
-        | LeafCall::SeamldrInstall => Vec::new(),
+        | LeafCall::SeamldrInstall => SmallVec::new(),
     }
 }

@@ -20,8 +20,8 @@ use host_model::{Cpu, Host, HostConfig, HostCosts};
 use seam_model::{Hpa, Leaf, LeafCall, Module, RANGE_2M, TdId, TdxStatus};
 use sim_core::{
     Chooser, CoverageReport, CpuId, Cycle, EngineConfig, Executor, Exhaustive, Outcome, OutcomeKind,
-    PctChooser, PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, RunReport, Seed, Span,
-    TraceEvent,
+    PctChooser, PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, RunChooser, RunReport, Seed,
+    Span, TraceEvent,
 };
 
 use crate::checker::StateChecker;
@@ -301,14 +301,18 @@ impl<'s> Runner<'s> {
     /// One run, recording what it covered when `coverage` is on.
     pub fn run_with(&self, schedule: &Schedule, record_trace: bool, coverage: bool) -> RunResult {
         let scenario = self.scenario;
-        let chooser: Box<dyn Chooser> = match schedule {
-            Schedule::Random(seed) => Box::new(RandomChooser::new(Seed(*seed))),
-            Schedule::Pct { seed, depth, horizon } => {
-                Box::new(PctChooser::new(Seed(*seed), scenario.machine.possible_cpus, *depth, *horizon))
-            }
-            Schedule::Replay(decisions) => Box::new(ReplayChooser::new(decisions.clone())),
-            Schedule::Prefix(prefix) => Box::new(PrefixChooser::new(prefix.clone())),
-            Schedule::Nominal => Box::new(sim_core::NominalChooser),
+        let other = |chooser: Box<dyn Chooser>| RunChooser::Other(chooser);
+        let chooser = match schedule {
+            Schedule::Random(seed) => RandomChooser::new(Seed(*seed)).into(),
+            Schedule::Pct { seed, depth, horizon } => other(Box::new(PctChooser::new(
+                Seed(*seed),
+                scenario.machine.possible_cpus,
+                *depth,
+                *horizon,
+            ))),
+            Schedule::Replay(decisions) => other(Box::new(ReplayChooser::new(decisions.clone()))),
+            Schedule::Prefix(prefix) => other(Box::new(PrefixChooser::new(prefix.clone()))),
+            Schedule::Nominal => other(Box::new(sim_core::NominalChooser)),
         };
         let mut executor = Executor::new(engine_config(scenario, record_trace, coverage), chooser);
         let config = self.host_config.clone();

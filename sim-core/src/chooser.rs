@@ -53,6 +53,49 @@ pub trait Chooser {
     }
 }
 
+/// The chooser a run's engine asks: the random strategy called without dynamic dispatch
+/// (it makes the decisions of most runs explored), any other through its trait.
+pub enum RunChooser {
+    Random(Box<RandomChooser>),
+    Other(Box<dyn Chooser>),
+}
+
+impl RunChooser {
+    #[inline]
+    pub fn choose(&mut self, decision: &Decision<'_>) -> u32 {
+        match self {
+            RunChooser::Random(random) => random.choose(decision),
+            RunChooser::Other(other) => other.choose(decision),
+        }
+    }
+
+    pub fn diverged(&self) -> bool {
+        match self {
+            RunChooser::Random(random) => random.diverged(),
+            RunChooser::Other(other) => other.diverged(),
+        }
+    }
+}
+
+impl From<RandomChooser> for RunChooser {
+    fn from(random: RandomChooser) -> RunChooser {
+        RunChooser::Random(Box::new(random))
+    }
+}
+
+impl From<Box<dyn Chooser>> for RunChooser {
+    fn from(other: Box<dyn Chooser>) -> RunChooser {
+        RunChooser::Other(other)
+    }
+}
+
+/// Any boxed chooser, as the trait object it was before `RunChooser`.
+impl<C: Chooser + 'static> From<Box<C>> for RunChooser {
+    fn from(other: Box<C>) -> RunChooser {
+        RunChooser::Other(other)
+    }
+}
+
 /// Swarm testing for stalls (Groce et al., ISSTA 2012): each random run draws its own stall
 /// rate, one interruptible point in `2^k` for `k` uniform in `0..=STALL_RATE_LOG2_MAX` (from
 /// every point to one in 1024), so a run with a few well-placed stalls is as likely as a run
@@ -87,6 +130,7 @@ impl RandomChooser {
 }
 
 impl Chooser for RandomChooser {
+    #[inline]
     fn choose(&mut self, decision: &Decision<'_>) -> u32 {
         debug_assert!(decision.options >= 2);
         if decision.kind == DecisionKind::Stall {

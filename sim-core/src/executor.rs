@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use crate::chooser::Chooser;
+use crate::chooser::RunChooser;
 use crate::coverage::CoverageReport;
 use crate::engine::{Engine, EngineConfig, Next, Sim};
 use crate::outcome::Outcome;
@@ -63,8 +63,9 @@ pub struct Executor<'a> {
 }
 
 impl<'a> Executor<'a> {
-    pub fn new(config: EngineConfig, chooser: Box<dyn Chooser>) -> Executor<'a> {
-        Executor { sim: Sim::new(Engine::new(config, chooser)), futures: Vec::new() }
+    /// `chooser`: a `Box<dyn Chooser>`, or a `RandomChooser` (then called directly).
+    pub fn new(config: EngineConfig, chooser: impl Into<RunChooser>) -> Executor<'a> {
+        Executor { sim: Sim::new(Engine::new(config, chooser.into())), futures: Vec::new() }
     }
 
     pub fn sim(&self) -> &Sim {

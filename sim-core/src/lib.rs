@@ -25,7 +25,7 @@ pub mod trace;
 
 pub use chooser::{
     Chooser, Decision, DecisionKind, Exhaustive, NominalChooser, PctChooser, PrefixChooser, RandomChooser,
-    ReplayChooser,
+    ReplayChooser, RunChooser,
 };
 pub use coverage::{CoverageReport, FeatureTag, model_code, nearness};
 pub use engine::{

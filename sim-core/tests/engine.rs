@@ -750,3 +750,17 @@ fn a_polling_task_waits_for_a_wait_objects_parties_and_a_cycle_through_it_is_a_d
     let tasks: Vec<TaskId> = cycle.iter().map(|blocked| blocked.task).collect();
     assert!(tasks.contains(&spinner) && tasks.contains(&setter));
 }
+
+/// The engine keeps the jitter bands it has worked out, a few slots by a hash of the base:
+/// bases that share a slot, met in any order and again, still get their own band.
+#[test]
+fn jitter_bands_worked_out_once_are_each_bases_own() {
+    let jitter = 0.13;
+    let bases: Vec<u64> = (0..400u64).map(|i| (i * 7919) % 2000).chain((0..400).rev()).collect();
+    let exec = Executor::new(config(1, jitter), Box::new(ReplayChooser::new(vec![0; bases.len()])));
+    for &base in &bases {
+        let delta = (base as f64 * jitter) as u64;
+        let cost = exec.sim().with(|engine| engine.cost_for(CpuId(0), base));
+        assert_eq!(cost, base - delta, "base {base}: the low end of its band");
+    }
+}

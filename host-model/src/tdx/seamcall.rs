@@ -68,7 +68,7 @@ async fn seam_exit(cpu: &Cpu, call: &LeafCall, output: LeafOutput) -> LeafOutput
     *stats.seamcalls.entry(key).or_default() += 1;
     let cpu_index = cpu.id.0 as usize;
     if stats.since_progress.len() <= cpu_index {
-        stats.since_progress.resize_with(cpu_index + 1, Vec::new);
+        stats.since_progress.resize_with(cpu_index + 1, Default::default);
     }
     let since_progress = &mut stats.since_progress[cpu_index];
     match since_progress.iter_mut().find(|(seen, _)| *seen == key) {

@@ -24,7 +24,7 @@ pub use futures::{Acquire, Acquired, Delay, Interruptible, Park, Preempt, Sim, Y
 pub use sched::Stall;
 pub use waits::WaitId;
 
-use crate::chooser::{Chooser, Decision, DecisionKind};
+use crate::chooser::{Decision, DecisionKind, RunChooser};
 use crate::coverage::Coverage;
 use crate::lockdep::LockOrder;
 use crate::outcome::{Finding, Outcome, OutcomeKind, Subject};
@@ -78,6 +78,9 @@ pub const STALL_MIN_CYCLES: u64 = 20;
 /// A run that makes more (a boot of millions of faults) keeps none: it is replayed from its
 /// seed, which makes the same decisions; a bundle of it records no vector.
 pub const MAX_RECORDED_DECISIONS: usize = 1 << 22;
+
+/// Jitter bands an engine keeps worked out (a power of two).
+const JITTER_BANDS: usize = 8;
 
 /// A logical CPU as the host sees it.
 #[derive(Clone, Debug)]
@@ -151,7 +154,8 @@ struct TaskState {
     /// Set by a grant: cycles it waited, read back by the `Acquire` future.
     granted_wait: u64,
     /// The locks it holds, in the order it took them (lockdep and reports read this).
-    held: Vec<ResourceId>,
+    /// Inline: a task holds a few, and its first lock should not allocate.
+    held: smallvec::SmallVec<[ResourceId; 4]>,
     /// Busy in an interruptible period ([`Sim::interruptible`]): the sequence number of
     /// the wake event that ends it, which an interrupt makes stale.
     interruptible: Option<u64>,
@@ -182,13 +186,15 @@ pub struct Engine {
     /// Class name -> dense id, in order of first use.
     classes: Vec<&'static str>,
     waits: Vec<waits::WaitObject>,
-    chooser: Box<dyn Chooser>,
+    chooser: RunChooser,
     decisions: Vec<u32>,
     decision_options: Vec<u32>,
     /// Decisions made, recorded or not.
     decisions_made: u64,
     stall_points: u64,
-    /// `STALL_STEPS` stall lengths, shortest first.
+    /// Jitter bands already worked out: (base cost, how far either way), by a hash of the
+    /// base (a run's busy delays have a handful of base costs).
+    jitter_bands: [(u64, u64); JITTER_BANDS],
     lock_order: LockOrder,
     trace: Trace,
     current: Option<TaskId>,
@@ -214,7 +220,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(config: EngineConfig, chooser: Box<dyn Chooser>) -> Engine {
+    pub(crate) fn new(config: EngineConfig, chooser: RunChooser) -> Engine {
         let cpus: Vec<CpuState> = (0..config.cpus)
             .map(|index| CpuState {
                 irqs_enabled: true,
@@ -244,6 +250,8 @@ impl Engine {
             decision_options: Vec::with_capacity(256),
             decisions_made: 0,
             stall_points: 0,
+            // Base 0 has band 0: a correct entry to start from.
+            jitter_bands: [(0, 0); JITTER_BANDS],
             lock_order: LockOrder::default(),
             trace: Trace::new(config.record_trace),
             current: None,
@@ -326,13 +334,25 @@ impl Engine {
 
     /// `base` cycles of work on `cpu`, moved within the jitter band by the chooser.
     pub fn cost_for(&mut self, cpu: CpuId, base: u64) -> u64 {
-        let delta = (base as f64 * self.config.jitter) as u64;
+        let delta = self.jitter_band(base);
         if delta == 0 {
             return base;
         }
         let options = u32::try_from(2 * delta + 1).unwrap_or(u32::MAX);
         let pick = u64::from(self.choose(DecisionKind::CostJitter, options, &[cpu]));
         base - delta + pick
+    }
+
+    /// How far either way `base` may move: `base * jitter`, worked out once per base.
+    fn jitter_band(&mut self, base: u64) -> u64 {
+        let slot = (base.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - JITTER_BANDS.ilog2())) as usize;
+        let (known, delta) = self.jitter_bands[slot];
+        if known == base {
+            return delta;
+        }
+        let delta = (base as f64 * self.config.jitter) as u64;
+        self.jitter_bands[slot] = (base, delta);
+        delta
     }
 
     /// `base` cycles of work on the current task's CPU, moved within the jitter band.
@@ -533,7 +553,7 @@ impl Engine {
             preempted: false,
             runnable_since: start,
             granted_wait: 0,
-            held: Vec::new(),
+            held: smallvec::SmallVec::new(),
             interruptible: None,
             interrupted: false,
             stale_wakes: Vec::new(),

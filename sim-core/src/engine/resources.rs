@@ -303,7 +303,7 @@ impl Engine {
     /// What `task` holds and waits for, as data.
     pub(super) fn blocked(&self, task: TaskId) -> Blocked {
         let state = &self.tasks[task.0 as usize];
-        Blocked { task, cpu: state.cpu, holds: state.held.clone(), waits: self.waits_for(task) }
+        Blocked { task, cpu: state.cpu, holds: state.held.to_vec(), waits: self.waits_for(task) }
     }
 
     /// What a queued task's resource wait is blocked by.
