@@ -46,6 +46,7 @@ pub const WORKLOAD: &[&str] = &[
     "cpus",
     "zap_size",
     "zap_interval",
+    "zap",
 ];
 /// `[run]`.
 pub const RUN: &[&str] = &[

@@ -128,7 +128,7 @@ pub fn scenario_tds(scenario: &Scenario) -> (Vec<TdId>, Vec<KvmTdConfig>) {
         configs.extend(load.td_ids().map(|td| KvmTdConfig {
             td,
             vcpus: load.vcpus_per_td,
-            memslots: Vec::new(),
+            memslots: load.memslots(),
             exists: !load.kind.builds_tds(),
         }));
     }

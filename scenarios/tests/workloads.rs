@@ -67,7 +67,7 @@ fn every_key_is_checked_against_its_range_and_its_kind() {
         ),
         (
             "kind = \"td_boot\"\nspeed = 1\n",
-            "x.toml:7:1: workload[0].speed: expected one of the keys kind, tds, first_td, vcpus_per_td, memory_per_td, initial_memory, memory_touched, fault_rate, locality, rounds, start, first_cpu, cpus, zap_size, zap_interval, found speed",
+            "x.toml:7:1: workload[0].speed: expected one of the keys kind, tds, first_td, vcpus_per_td, memory_per_td, initial_memory, memory_touched, fault_rate, locality, rounds, start, first_cpu, cpus, zap_size, zap_interval, zap, found speed",
         ),
         (
             "kind = \"td_boot\"\ntds = 0\n",
@@ -112,6 +112,18 @@ fn every_key_is_checked_against_its_range_and_its_kind() {
         (
             "kind = \"zap_storm\"\nmemory_touched = \"8K\"\nzap_size = \"12K\"\n",
             "x.toml:8:12: workload[0].zap_size: expected a size that is a multiple of 4K, 4096..=8192 bytes, like \"16M\", found \"12K\"",
+        ),
+        (
+            "kind = \"fault_storm\"\nzap = \"memslot\"\n",
+            "x.toml:7:1: workload[0].zap: expected one of the keys kind fault_storm takes: kind, tds, first_td, vcpus_per_td, memory_per_td, memory_touched, fault_rate, locality, start, first_cpu, cpus, rounds, found zap",
+        ),
+        (
+            "kind = \"zap_storm\"\nzap = \"memslots\"\n",
+            "x.toml:7:7: workload[0].zap: expected one of punch_hole | memslot | mixed, found \"memslots\"",
+        ),
+        (
+            "kind = \"zap_storm\"\nmemory_per_td = \"256M\"\nzap_size = \"4K\"\nzap = \"memslot\"\n",
+            "x.toml:8:12: workload[0].zap_size: expected a zap_size that leaves at most 32763 memslots per TD (KVM_USER_MEM_SLOTS less the base one): zap = \"memslot\" makes a memslot of each hole of each vCPU's part, here 65536, found \"4K\"",
         ),
         (
             "kind = \"guest_accept_storm\"\nzap_interval = 0\n",
@@ -270,6 +282,85 @@ fn a_zap_storm_punches_each_hole_out_and_faults_it_in_again() {
     let mmu_lock = result.resources.iter().filter(|(name, _, _)| name.as_str().starts_with("mmu_lock"));
     assert!(mmu_lock.map(|(_, _, stats)| stats.contended).sum::<u64>() > 0);
     assert_eq!(run_once(&scenario, &Schedule::Random(1), false).trace_hash, result.trace_hash);
+}
+
+/// The memslot marks of a run, in order: (task, what, GPA), `what` being 2 (the slot made
+/// `KVM_MEMSLOT_INVALID`), 3 (deleted) or 4 (created again).
+fn memslot_marks(result: &scenarios::run::RunResult) -> Vec<(sim_core::TaskId, u64, u64)> {
+    use host_model::kernel::cpu::mark;
+    result
+        .trace
+        .iter()
+        .filter_map(|event| match event.kind {
+            sim_core::TraceKind::Mark { code: mark::KVM, a, b, .. } if (2..=4).contains(&a) => {
+                Some((event.task, a, b))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_memslot_zap_storm_deletes_each_holes_memslot_creates_it_again_and_faults_it_in_again() {
+    let scenario = generated("zap_storm", "rounds = 4\nzap_size = \"256K\"\nzap = \"memslot\"\n");
+    // Each vCPU's part (8M) is cut into memslots of 256K: 32 a vCPU, 64 a TD.
+    let load = &scenario.workloads[0];
+    assert_eq!(load.memslots().len(), 64);
+    let result = run_once(&scenario, &Schedule::Random(1), true);
+    assert_eq!(result.outcome.kind, sim_core::OutcomeKind::Pass, "{}", result.outcome.what);
+    let (touched, holes, changes) = (2 * (16 << 20) / 4096, 2 * 2 * 4 * 64, 2 * 2 * 4);
+    // The deletion zaps the hole's private pages; the guest faults and accepts them again.
+    assert_eq!(count(&result, Leaf::MemPageAug), touched + holes, "each hole faulted in again");
+    assert_eq!(count(&result, Leaf::MemPageRemove), holes);
+    assert_eq!(count(&result, Leaf::MemRangeBlock), holes);
+    // Every change is invalid -> deleted -> created, on one vCPU thread, on a hole's GPA.
+    let marks = memslot_marks(&result);
+    assert_eq!(marks.len(), 3 * changes, "{marks:?}");
+    let mut open: Vec<(sim_core::TaskId, u64, u64)> = Vec::new();
+    for &(task, what, gpa) in &marks {
+        assert!(load.memslots().iter().any(|&(slot, _)| slot == gpa), "a hole's memslot: {gpa:#x}");
+        match what {
+            2 => open.push((task, 2, gpa)),
+            3 | 4 => {
+                let at =
+                    open.iter().position(|&(t, _, g)| t == task && g == gpa).expect("after its invalidation");
+                assert_eq!(open[at].1, what - 1, "invalid, then deleted, then created");
+                if what == 4 {
+                    open.remove(at);
+                } else {
+                    open[at].1 = 3;
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+    assert!(open.is_empty(), "every slot created again: {open:?}");
+    // The deletions' synchronize_srcu() and zaps meet the other vCPUs: the two vCPUs'
+    // changes queue on slots_lock, the zaps and faults on mmu_lock.
+    let contended = |prefix: &str| -> u64 {
+        let locks = result.resources.iter().filter(|(name, _, _)| name.as_str().starts_with(prefix));
+        locks.map(|(_, _, stats)| stats.contended).sum()
+    };
+    assert!(contended("kvm->slots_lock") > 0 && contended("mmu_lock") > 0);
+    assert_eq!(run_once(&scenario, &Schedule::Random(1), false).trace_hash, result.trace_hash);
+}
+
+#[test]
+fn a_mixed_zap_storm_does_both_and_the_default_zap_is_punch_hole() {
+    let mixed = generated("zap_storm", "rounds = 4\nzap_size = \"256K\"\nzap = \"mixed\"\n");
+    let result = run_once(&mixed, &Schedule::Random(2), true);
+    assert_eq!(result.outcome.kind, sim_core::OutcomeKind::Pass, "{}", result.outcome.what);
+    let holes = 2 * 2 * 4 * 64;
+    assert_eq!(count(&result, Leaf::MemPageAug), 2 * (16 << 20) / 4096 + holes);
+    assert_eq!(count(&result, Leaf::MemPageRemove), holes);
+    let changes = memslot_marks(&result).iter().filter(|mark| mark.1 == 4).count();
+    assert!((1..16).contains(&changes), "some rounds change memslots, the others punch holes: {changes}");
+    // Left out, zap is punch_hole: the same runs as before the key existed.
+    let default = generated("zap_storm", "rounds = 4\nzap_size = \"256K\"\n");
+    let punch = generated("zap_storm", "rounds = 4\nzap_size = \"256K\"\nzap = \"punch_hole\"\n");
+    assert!(default.workloads[0].memslots().is_empty());
+    let hash = |scenario| run_once(scenario, &Schedule::Random(1), false).trace_hash;
+    assert_eq!(hash(&default), hash(&punch));
 }
 
 #[test]

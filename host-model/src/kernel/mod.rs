@@ -51,6 +51,9 @@ pub enum Errno {
     /// Try again: the prefault met a memslot being deleted or moved.
     #[error("EAGAIN")]
     EAGAIN,
+    /// It exists already (a memslot created over one that is still there).
+    #[error("EEXIST")]
+    EEXIST,
 }
 
 impl Errno {
@@ -66,6 +69,7 @@ impl Errno {
             Errno::EFAULT => 14,
             Errno::EINTR => 4,
             Errno::EAGAIN => 11,
+            Errno::EEXIST => 17,
         }
     }
 }

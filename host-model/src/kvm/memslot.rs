@@ -1,7 +1,11 @@
 //! Memslot deletion (`KVM_SET_USER_MEMORY_REGION2` with size 0): the slot is marked
 //! invalid, `synchronize_srcu(&kvm->srcu)` waits for the vCPUs inside read sections, the
-//! slot's private pages are zapped, then the slot is removed and SRCU synchronised again
-//! (virt/kvm/kvm_main.c).
+//! slot's private pages are zapped, then the slot is removed and SRCU synchronised again;
+//! and creation of a deleted slot again (`KVM_SET_USER_MEMORY_REGION2` with the slot's
+//! size): bound to its guest_memfd, made visible, SRCU synchronised (virt/kvm/kvm_main.c).
+//!
+//! The memslots a TD can have are those the scenario registers (`KvmTdConfig::memslots`):
+//! a deletion takes one away, a creation gives back one that was deleted.
 
 use seam_model::{Gpa, PAGE_SIZE, TdId};
 use sim_core::Span;
@@ -33,6 +37,48 @@ pub async fn kvm_set_memory_region_delete(cpu: &Cpu, td: TdId, gpa: Gpa, pages: 
     };
     mutex_unlock(cpu, kvm.slots_lock);
     ret
+}
+
+/// Creates the memslot of `pages` 4KB pages at `gpa` of `td` again, after its deletion:
+/// -EEXIST while it still exists (valid, or invalid with its deletion under way), -EINVAL
+/// for a slot the VMM never registered.
+///
+/// Kernel: `kvm_set_memory_region()` (under `kvm->slots_lock`) -> `kvm_gmem_bind()`, then
+/// `kvm_set_memslot(kvm, NULL, new, KVM_MR_CREATE)`, virt/kvm/kvm_main.c.
+pub async fn kvm_set_memory_region_create(cpu: &Cpu, td: TdId, gpa: Gpa, pages: u64) -> Result<(), Errno> {
+    might_sleep(cpu, "kvm_set_memory_region");
+    let kvm = kvm_td(cpu, td);
+    mutex_lock(cpu, kvm.slots_lock).await;
+    let ret = match kvm.memslot(gpa, pages) {
+        Some(slot) if slot.state.get() == MemslotState::Deleted => {
+            kvm_set_memslot_create(cpu, kvm, slot).await;
+            Ok(())
+        }
+        Some(_) => Err(Errno::EEXIST),
+        None => Err(Errno::EINVAL),
+    };
+    mutex_unlock(cpu, kvm.slots_lock);
+    ret
+}
+
+/// `kvm_set_memslot(kvm, NULL, new, KVM_MR_CREATE)`: `kvm_prepare_memory_region()` (for a
+/// TD nothing to allocate: no dirty log, no rmaps for private memory), then
+/// `kvm_create_memslot()`: `kvm_replace_memslot()` puts the slot in the inactive set and
+/// `kvm_activate_memslot()` swaps it in, `kvm_swap_active_memslots()` waiting out the SRCU
+/// readers that still see the old set; then `kvm_commit_memory_region()`. The slot's
+/// private pages are not mapped: the guest's next access to each faults (PAGE.AUG) and
+/// must be accepted again.
+async fn kvm_set_memslot_create(cpu: &Cpu, kvm: &KvmTd, slot: &Memslot) {
+    lockdep_assert_held(cpu, kvm.slots_lock.resource, "kvm_set_memslot");
+    debug_assert!(
+        kvm.mirror.borrow().leaves.first_in(slot.base_gfn..slot.base_gfn + slot.npages).is_none(),
+        "the deletion zapped every private leaf of the slot"
+    );
+    slot.state.set(MemslotState::Valid);
+    cpu.mark(Span::Instant, mark::KVM, 4, slot.base_gfn * PAGE_SIZE, || {
+        format!("memslot {:#x} x{} created", slot.base_gfn * PAGE_SIZE, slot.npages)
+    });
+    synchronize_srcu(cpu, &kvm.srcu).await;
 }
 
 /// `kvm_set_memslot(kvm, old, NULL, KVM_MR_DELETE)`: invalidate, then delete.

@@ -253,6 +253,7 @@ pub struct KvmTd {
     /// guest_memfd's pages by GFN: (page, it came from `alloc_page()`). A page stays here
     /// from its first fault until a zap punches it out or the TD is destroyed.
     pub gmem: RefCell<GfnMap<(Hpa, bool)>>,
+    /// In GFN order; invariant: no two overlap.
     pub memslots: Vec<Memslot>,
     /// `kvm->mmu_invalidate_seq`: bumped when an invalidation ends. Protected by `mmu_lock`
     /// (written with it held for write).
@@ -289,7 +290,7 @@ impl KvmTd {
                 vcpu.state.set(VcpuTdState::Initialized);
             }
         }
-        let memslots = config
+        let mut memslots: Vec<Memslot> = config
             .memslots
             .iter()
             .map(|&(gpa, pages)| Memslot {
@@ -298,6 +299,8 @@ impl KvmTd {
                 state: Cell::new(MemslotState::Valid),
             })
             .collect();
+        // In GFN order, as KVM's gfn tree keeps them, for the lookup by GFN.
+        memslots.sort_by_key(|slot| slot.base_gfn);
         KvmTd {
             td,
             lock: Mutex::with_class(sim, format!("kvm->lock[TD {}]", td.0), "kvm->lock"),
@@ -372,8 +375,9 @@ impl KvmTd {
 
     /// The memslot of `gfn`, read without the checks.
     pub fn gfn_to_memslot(&self, gfn: u64) -> SlotLookup {
-        let slot =
-            self.memslots.iter().find(|slot| (slot.base_gfn..slot.base_gfn + slot.npages).contains(&gfn));
+        // The first slot ending above `gfn` (they do not overlap and are in GFN order).
+        let at = self.memslots.partition_point(|slot| slot.base_gfn + slot.npages <= gfn);
+        let slot = self.memslots.get(at).filter(|slot| slot.base_gfn <= gfn);
         match slot.map(|slot| slot.state.get()) {
             None | Some(MemslotState::Valid) => SlotLookup::Valid,
             Some(MemslotState::Invalid { wait }) => SlotLookup::Invalid { wait },
@@ -393,7 +397,9 @@ impl KvmTd {
 
     /// The memslot starting at `gpa` with `pages` pages, as the scenario registered it.
     pub fn memslot(&self, gpa: Gpa, pages: u64) -> Option<&Memslot> {
-        self.memslots.iter().find(|slot| slot.base_gfn == gpa.0 / PAGE_SIZE && slot.npages == pages)
+        let gfn = gpa.0 / PAGE_SIZE;
+        let at = self.memslots.binary_search_by_key(&gfn, |slot| slot.base_gfn).ok()?;
+        self.memslots.get(at).filter(|slot| slot.npages == pages)
     }
 
     /// The pages KVM holds for this TD: guest_memfd's, the S-EPT tables', the vCPUs' caches

@@ -26,7 +26,7 @@ use crate::kernel::Errno;
 use crate::kernel::completion::{Completion, OnCpu, spawn_on_cpu};
 use crate::kernel::cpu::Cpu;
 use crate::kernel::random::get_random_u32_below;
-pub use spec::{Locality, Workload, WorkloadKind};
+pub use spec::{Locality, Workload, WorkloadKind, ZapMode};
 
 /// Trace mark code of a workload's own events (a TD's life starting and ending); `a` is
 /// the TD, `b` the round.
@@ -190,17 +190,26 @@ async fn vcpu_thread(
             Ok(())
         }
         WorkloadKind::ZapStorm => {
-            let (gpa, pages) = share;
-            let hole_pages = (load.zap_size / PAGE_SIZE).min(pages);
-            let places = (pages / hole_pages.max(1)).max(1);
+            let (hole_pages, places) = load.holes(vcpu);
             for _ in 0..load.rounds {
                 if hole_pages == 0 {
                     break;
                 }
-                // The guest converts a part of its memory to shared and back.
                 let place = u64::from(get_random_u32_below(cpu, u32::try_from(places).unwrap_or(u32::MAX)));
-                let hole = (gpa + place * hole_pages * PAGE_SIZE, hole_pages);
-                ops::punch_hole(cpu, td, hole.0, hole.1).await?;
+                let hole = load.hole(vcpu, place);
+                let memslot = match load.zap {
+                    ZapMode::PunchHole => false,
+                    ZapMode::Memslot => true,
+                    ZapMode::Mixed => get_random_u32_below(cpu, 2) == 1,
+                };
+                if memslot {
+                    // The VMM deletes the hole's memslot and creates it again, while the
+                    // other vCPUs fault (SRCU readers, mmu_lock read against the zap).
+                    ops::memslot_change(cpu, td, hole.0, hole.1).await?;
+                } else {
+                    // The guest converts the hole to shared and back.
+                    ops::punch_hole(cpu, td, hole.0, hole.1).await?;
+                }
                 ops::run_guest(cpu, load, td, vcpu, hole, true).await?;
             }
             Ok(())

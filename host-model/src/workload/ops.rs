@@ -5,6 +5,7 @@ use seam_model::{PAGE_SIZE, TdId};
 use crate::guest::GuestProgram;
 use crate::kernel::Errno;
 use crate::kernel::cpu::Cpu;
+use crate::kvm::memslot::{kvm_set_memory_region_create, kvm_set_memory_region_delete};
 use crate::kvm::mmu::zap;
 use crate::kvm::tdx_init::{TdCreate, kvm_tdx_finalize_vm, kvm_tdx_init_mem_region, td_create};
 use crate::kvm::teardown::kvm_destroy_vm;
@@ -78,6 +79,16 @@ pub async fn run_hostile_guest(
 /// (what a VMM does for a guest's conversion of private memory to shared).
 pub async fn punch_hole(cpu: &Cpu, td: TdId, gpa: u64, pages: u64) -> Result<(), Errno> {
     zap(cpu, td, gpa, u32::try_from(pages).expect("the loader keeps a hole below 2^32 pages")).await
+}
+
+/// The VMM takes the memslot of `pages` pages at `gpa` away and gives it back (a guest's
+/// memory hot-unplug and replug, handled on the thread that took its exit): two
+/// `KVM_SET_USER_MEMORY_REGION2` ioctls, a deletion (size 0) and a creation of the same
+/// slot over the same guest_memfd range.
+pub async fn memslot_change(cpu: &Cpu, td: TdId, gpa: u64, pages: u64) -> Result<(), Errno> {
+    kvm_set_memory_region_delete(cpu, td, seam_model::Gpa(gpa), pages).await?;
+    cpu.progress();
+    kvm_set_memory_region_create(cpu, td, seam_model::Gpa(gpa), pages).await
 }
 
 /// The VMM closes the TD's fds: KVM destroys it (HKID release, reclaim of every page).

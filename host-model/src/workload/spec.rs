@@ -59,6 +59,51 @@ impl WorkloadKind {
     }
 }
 
+/// What a zap_storm round does to its hole (`workload.zap`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ZapMode {
+    /// The guest converts the hole to shared and back: the VMM punches it out of
+    /// guest_memfd (`fallocate(FALLOC_FL_PUNCH_HOLE)`), the guest accepts it again.
+    #[default]
+    PunchHole,
+    /// The VMM deletes the hole's memslot (`KVM_SET_USER_MEMORY_REGION2` of size 0: the slot
+    /// invalid, SRCU synchronised, its private pages zapped) and creates it again; the
+    /// guest accepts and touches it again. Each vCPU's part is cut into memslots of
+    /// `zap_size`, so a deletion takes no other vCPU's memory.
+    Memslot,
+    /// Each round picks one of the two at random.
+    Mixed,
+}
+
+impl ZapMode {
+    pub const ALL: &'static [ZapMode] = &[ZapMode::PunchHole, ZapMode::Memslot, ZapMode::Mixed];
+
+    /// The scenario name (`workload.zap`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            ZapMode::PunchHole => "punch_hole",
+            ZapMode::Memslot => "memslot",
+            ZapMode::Mixed => "mixed",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ZapMode> {
+        ZapMode::ALL.iter().copied().find(|mode| mode.name() == name)
+    }
+
+    /// Its rounds change memslots, so the holes are memslots of their own.
+    pub const fn changes_memslots(self) -> bool {
+        match self {
+            ZapMode::PunchHole => false,
+            ZapMode::Memslot | ZapMode::Mixed => true,
+        }
+    }
+}
+
+/// `KVM_USER_MEM_SLOTS` on x86: the memslots one address space of a VM may have
+/// (`KVM_MEM_SLOTS_NUM` less the private ones).
+pub const KVM_USER_MEM_SLOTS: u64 = 32764;
+
 /// Locality as the page allocator takes it: a fraction in 1/65536ths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Locality(pub u32);
@@ -108,6 +153,8 @@ pub struct Workload {
     pub zap_size: u64,
     /// guest_accept_storm: the host thread's wait before each removal (cycles).
     pub zap_interval: u64,
+    /// zap_storm: what a round does to its hole.
+    pub zap: ZapMode,
 }
 
 impl Workload {
@@ -138,6 +185,46 @@ impl Workload {
         let first = vcpu * base + vcpu.min(extra);
         let count = base + u64::from(vcpu < extra);
         (self.initial_memory + first * PAGE_SIZE, count)
+    }
+
+    /// A zap_storm's holes in vCPU `vcpu`'s part: (pages of a hole, places for one). The
+    /// holes are `zap_size` (at most the part) from the part's start; pages left after the
+    /// last whole hole are never zapped.
+    pub fn holes(&self, vcpu: u32) -> (u64, u64) {
+        let pages = self.vcpu_share(vcpu).1;
+        let hole_pages = (self.zap_size / PAGE_SIZE).min(pages);
+        (hole_pages, (pages / hole_pages.max(1)).max(1))
+    }
+
+    /// Hole `place` of vCPU `vcpu`'s part: (first GPA, pages).
+    pub fn hole(&self, vcpu: u32, place: u64) -> (u64, u64) {
+        let (hole_pages, _) = self.holes(vcpu);
+        (self.vcpu_share(vcpu).0 + place * hole_pages * PAGE_SIZE, hole_pages)
+    }
+
+    /// The memslots the VMM registers for the workload's TDs besides the base one, as (first
+    /// GPA, pages), in GPA order: for a zap_storm that changes memslots, one per hole of
+    /// every vCPU's part; else none.
+    pub fn memslots(&self) -> Vec<(u64, u64)> {
+        let holed = match self.kind {
+            WorkloadKind::ZapStorm => self.zap.changes_memslots(),
+            WorkloadKind::TdBoot
+            | WorkloadKind::TdChurn
+            | WorkloadKind::FaultStorm
+            | WorkloadKind::GuestAcceptStorm => false,
+        };
+        if !holed {
+            return Vec::new();
+        }
+        let mut slots = Vec::new();
+        for vcpu in 0..self.vcpus_per_td {
+            let (hole_pages, places) = self.holes(vcpu);
+            if hole_pages == 0 {
+                continue;
+            }
+            slots.extend((0..places).map(|place| self.hole(vcpu, place)));
+        }
+        slots
     }
 
     /// The CPU of thread `index` of the workload (round-robin over its CPUs).
@@ -176,6 +263,7 @@ mod tests {
             cpus: 3,
             zap_size: 0,
             zap_interval: 0,
+            zap: ZapMode::PunchHole,
         }
     }
 
@@ -190,5 +278,22 @@ mod tests {
         assert_eq!(load.td_ids().collect::<Vec<_>>(), vec![TdId(1), TdId(2)]);
         assert_eq!((0..4).map(|index| load.cpu_of(index)).collect::<Vec<_>>(), vec![1, 2, 3, 1]);
         assert_eq!(Locality::from_fraction(0.5).0, LOCALITY_ONE / 2);
+    }
+
+    #[test]
+    fn a_memslot_zap_storm_has_a_memslot_per_hole_inside_each_vcpu_part() {
+        let mut load = workload(2, 10);
+        load.kind = WorkloadKind::ZapStorm;
+        load.zap_size = 2 * PAGE_SIZE;
+        assert!(load.memslots().is_empty(), "punch-hole needs no memslots of its own");
+        load.zap = ZapMode::Memslot;
+        let base = 2 << 20;
+        let slot = |page: u64| (base + page * PAGE_SIZE, 2);
+        // Parts of 5 pages: two holes each, the fifth page of each part in none.
+        assert_eq!(load.memslots(), vec![slot(0), slot(2), slot(5), slot(7)]);
+        assert_eq!(load.hole(1, 1), slot(7));
+        for mode in ZapMode::ALL {
+            assert_eq!(ZapMode::from_name(mode.name()), Some(*mode));
+        }
     }
 }

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use host_model::workload::{Locality, Workload, WorkloadKind};
+use host_model::workload::spec::KVM_USER_MEM_SLOTS;
+use host_model::workload::{Locality, Workload, WorkloadKind, ZapMode};
 
 use super::*;
 
@@ -58,7 +59,7 @@ fn kind_keys(kind: WorkloadKind) -> &'static [&'static str] {
         WorkloadKind::TdBoot => &["initial_memory"],
         WorkloadKind::TdChurn => &["initial_memory", "rounds"],
         WorkloadKind::FaultStorm => &["rounds"],
-        WorkloadKind::ZapStorm => &["rounds", "zap_size"],
+        WorkloadKind::ZapStorm => &["rounds", "zap_size", "zap"],
         WorkloadKind::GuestAcceptStorm => &["rounds", "zap_size", "zap_interval"],
     }
 }
@@ -158,7 +159,8 @@ impl Loader<'_> {
         let (first_cpu, cpus) = self.workload_cpus(table, space.machine)?;
         let zap_size = self.zap_size(table, kind, memory_touched)?;
         let zap_interval = time("zap_interval", defaults::ZAP_INTERVAL_NS)?;
-        Ok(Workload {
+        let zap = self.zap_mode(table)?;
+        let load = Workload {
             kind,
             first_td,
             tds,
@@ -174,7 +176,40 @@ impl Loader<'_> {
             cpus,
             zap_size,
             zap_interval,
-        })
+            zap,
+        };
+        self.check_memslots(table, &load)?;
+        Ok(load)
+    }
+
+    /// `zap` (zap_storm): what a round does to its hole, if present (default `punch_hole`).
+    fn zap_mode(&self, table: &Table<'_, '_>) -> Result<ZapMode> {
+        let Some(value) = table.get("zap") else { return Ok(ZapMode::default()) };
+        let names: Vec<&str> = ZapMode::ALL.iter().map(|mode| mode.name()).collect();
+        let name = self.choice(&table.key("zap"), value, &names)?;
+        Ok(ZapMode::from_name(name).expect("choice() returned a listed name"))
+    }
+
+    /// A zap_storm that changes memslots has one per hole of each TD: at most
+    /// `KVM_USER_MEM_SLOTS` besides the base one.
+    fn check_memslots(&self, table: &Table<'_, '_>, load: &Workload) -> Result<()> {
+        let slots: u64 = (0..load.vcpus_per_td)
+            .map(|vcpu| match load.holes(vcpu) {
+                (0, _) => 0,
+                (_, places) => places,
+            })
+            .sum();
+        if !load.zap.changes_memslots() || slots < KVM_USER_MEM_SLOTS {
+            return Ok(());
+        }
+        let expected = format!(
+            "a zap_size that leaves at most {} memslots per TD (KVM_USER_MEM_SLOTS less the base one): \
+             zap = \"{}\" makes a memslot of each hole of each vCPU's part, here {slots}",
+            KVM_USER_MEM_SLOTS - 1,
+            load.zap.name()
+        );
+        let key = if table.get("zap_size").is_some() { "zap_size" } else { "zap" };
+        Err(self.invalid(table.get(key), &table.key(key), &expected))
     }
 
     /// `kind`: required, one of the workload kinds; and every key of the table one that
