@@ -44,9 +44,36 @@ pub enum RunLoop {
 }
 
 /// `signal_pending(current)` for the thread running `vcpu`: the VMM signalled it to stop
-/// (`vcpu_run`'s `for` is over).
+/// (`vcpu_run`'s `for` is over, or `vmm_signal_vcpu`).
 pub fn signal_pending(cpu: &Cpu, vcpu: &KvmVcpu) -> bool {
-    vcpu.guest.borrow().deadline.is_some_and(|deadline| cpu.sim.now() >= deadline)
+    vcpu.signal_pending.get()
+        || vcpu.guest.borrow().deadline.is_some_and(|deadline| cpu.sim.now() >= deadline)
+}
+
+/// The VMM's `pthread_kill()` of the thread running vCPU `index` of `td`: a signal is
+/// pending for it, and a vCPU in guest mode is kicked out (its CPU sent an IPI, which makes
+/// the guest exit), so its `KVM_RUN` returns -EINTR at the next check, or at once if the
+/// thread is not in it yet.
+///
+/// Kernel: `signal_wake_up()` -> `kick_process()` for the thread; KVM's side of it is
+/// `kvm_vcpu_kick()`, virt/kvm/kvm_main.c.
+pub async fn vmm_signal_vcpu(cpu: &Cpu, td: TdId, index: u32) {
+    let Ok(vcpu) = kvm_get_vcpu(kvm_td(cpu, td), index) else { return };
+    vcpu.signal_pending.set(true);
+    if vcpu.mode.get() != VcpuMode::InGuestMode {
+        return;
+    }
+    vcpu.mode.set(VcpuMode::ExitingGuestMode);
+    if let Some(target) = vcpu.loaded_cpu.get()
+        && target != cpu.id
+    {
+        let kick: OnCpu<()> = Rc::new(|on: Cpu| {
+            Box::pin(async move {
+                on.busy(on.host().costs.ipi_handler).await;
+            })
+        });
+        smp_call_function_many(cpu, &[target], kick, false).await;
+    }
 }
 
 /// KVM_RUN on vCPU `index` of `td`, from the VMM's vCPU thread on this CPU, until the guest
@@ -78,9 +105,11 @@ pub async fn kvm_vcpu_ioctl_run(
     vcpu.task.set(None);
     vcpu.loaded_cpu.set(None);
     mutex_unlock(cpu, vcpu.mutex);
+    // Back in userspace, the thread takes the signal.
+    let signalled = vcpu.signal_pending.replace(false);
     match ret {
-        // The VMM's loop ends at its deadline: its signal was the stop.
-        Err(Errno::EINTR) if deadline.is_some() => Ok(()),
+        // The VMM's loop ends at its deadline or its signal: that was the stop.
+        Err(Errno::EINTR) if deadline.is_some() || signalled => Ok(()),
         other => other,
     }
 }

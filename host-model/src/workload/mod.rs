@@ -26,6 +26,7 @@ use crate::kernel::Errno;
 use crate::kernel::completion::{Completion, OnCpu, spawn_on_cpu};
 use crate::kernel::cpu::Cpu;
 use crate::kernel::random::get_random_u32_below;
+use crate::kvm::vcpu::vmm_signal_vcpu;
 pub use spec::{Locality, Workload, WorkloadKind, ZapMode};
 
 /// Trace mark code of a workload's own events (a TD's life starting and ending); `a` is
@@ -215,9 +216,9 @@ async fn vcpu_thread(
             Ok(())
         }
         WorkloadKind::GuestAcceptStorm => {
-            // Hostile from here: re-ACCEPT the first page until the host thread is done.
-            let cycles = (u64::from(load.rounds) + 1).saturating_mul(load.zap_interval);
-            ops::run_hostile_guest(cpu, load, td, vcpu, share.0, cycles).await
+            // Hostile from here: re-ACCEPT the first page until the host thread, done,
+            // signals this thread.
+            ops::run_hostile_guest(cpu, load, td, vcpu, share.0).await
         }
     }
 }
@@ -225,11 +226,23 @@ async fn vcpu_thread(
 /// An ACCEPT storm's host thread: once every guest is hostile, every `zap_interval` removes
 /// `zap_size` of memory at the GPA one hostile guest re-ACCEPTs (the vCPUs in turn), `rounds`
 /// times: PAGE.REMOVE against the guests' host-priority ACCEPTs.
+/// One `zap_interval` after its last removal (or its error), it signals the vCPU threads,
+/// which stops the guests.
 async fn remover_thread(cpu: &Cpu, load: &Workload, td: TdId, hostile: &[Completion]) -> Result<(), Errno> {
     for guest in hostile {
         guest.wait(cpu, "the guests to turn hostile").await;
     }
     cpu.progress();
+    let result = remove_rounds(cpu, load, td).await;
+    cpu.sim.sleep(load.zap_interval).await;
+    for vcpu in 0..load.vcpus_per_td {
+        vmm_signal_vcpu(cpu, td, vcpu).await;
+    }
+    result
+}
+
+/// The remover's `rounds` removals, a `zap_interval` before each.
+async fn remove_rounds(cpu: &Cpu, load: &Workload, td: TdId) -> Result<(), Errno> {
     for round in 0..load.rounds {
         cpu.sim.sleep(load.zap_interval).await;
         let (gpa, pages) = load.vcpu_share(round % load.vcpus_per_td);

@@ -54,15 +54,14 @@ pub async fn run_guest(
     kvm_vcpu_ioctl_run(cpu, td, vcpu, program, None).await
 }
 
-/// KVM_RUN of vCPU `vcpu` whose hostile guest re-ACCEPTs `gpa` in a loop, for `cycles`
-/// (then the VMM signals the thread).
+/// KVM_RUN of vCPU `vcpu` whose hostile guest re-ACCEPTs `gpa` in a loop until the VMM
+/// signals the thread (`vmm_signal_vcpu`).
 pub async fn run_hostile_guest(
     cpu: &Cpu,
     load: &Workload,
     td: TdId,
     vcpu: u32,
     gpa: u64,
-    cycles: u64,
 ) -> Result<(), Errno> {
     let program = GuestProgram {
         gpa,
@@ -72,7 +71,7 @@ pub async fn run_hostile_guest(
         rounds: 1,
         hostile: true,
     };
-    kvm_vcpu_ioctl_run(cpu, td, vcpu, program, Some(cycles)).await
+    kvm_vcpu_ioctl_run(cpu, td, vcpu, program, Some(u64::MAX)).await
 }
 
 /// `fallocate(FALLOC_FL_PUNCH_HOLE)` on the TD's guest_memfd over `pages` pages from `gpa`
