@@ -13,7 +13,10 @@ use seam_model::{LeafCall, LeafOutput, TdExitReason, TdId};
 use sim_core::Span;
 
 use super::tdx_fault::tdx_handle_ept_violation;
-use super::vm::{KvmTd, KvmVcpu, VcpuMode, VcpuTdState, kvm_get_vcpu, kvm_td, request};
+use super::vm::{
+    KvmTd, KvmVcpu, VcpuMode, VcpuTdState, ack_kick, kvm_get_vcpu, kvm_td, kvm_vcpu_exiting_guest_mode,
+    request,
+};
 use crate::guest::{Guest, GuestExit, GuestProgram, guest_run};
 use crate::kernel::Errno;
 use crate::kernel::completion::{OnCpu, smp_call_function_many};
@@ -60,18 +63,8 @@ pub fn signal_pending(cpu: &Cpu, vcpu: &KvmVcpu) -> bool {
 pub async fn vmm_signal_vcpu(cpu: &Cpu, td: TdId, index: u32) {
     let Ok(vcpu) = kvm_get_vcpu(kvm_td(cpu, td), index) else { return };
     vcpu.signal_pending.set(true);
-    if vcpu.mode.get() != VcpuMode::InGuestMode {
-        return;
-    }
-    vcpu.mode.set(VcpuMode::ExitingGuestMode);
-    if let Some(target) = vcpu.loaded_cpu.get()
-        && target != cpu.id
-    {
-        let kick: OnCpu<()> = Rc::new(|on: Cpu| {
-            Box::pin(async move {
-                on.busy(on.host().costs.ipi_handler).await;
-            })
-        });
+    if let Some(target) = kvm_vcpu_exiting_guest_mode(cpu, &vcpu) {
+        let kick: OnCpu<()> = Rc::new(|on: Cpu| Box::pin(async move { ack_kick(&on).await }));
         smp_call_function_many(cpu, &[target], kick, false).await;
     }
 }

@@ -445,15 +445,10 @@ pub async fn kvm_make_all_cpus_request(cpu: &Cpu, kvm: &KvmTd, req: u32) {
     let mut targets = Vec::new();
     for vcpu in &kvm.vcpus {
         vcpu.make_request(req);
-        // kvm_request_needs_ipi(): IN_GUEST_MODE -> EXITING_GUEST_MODE.
-        if vcpu.mode.get() == VcpuMode::InGuestMode {
-            vcpu.mode.set(VcpuMode::ExitingGuestMode);
-            if let Some(target) = vcpu.loaded_cpu.get()
-                && target != cpu.id
-                && !targets.contains(&target)
-            {
-                targets.push(target);
-            }
+        if let Some(target) = kvm_vcpu_exiting_guest_mode(cpu, vcpu)
+            && !targets.contains(&target)
+        {
+            targets.push(target);
         }
     }
     cpu.host().stats.borrow_mut().kicks += 1;
@@ -464,8 +459,19 @@ pub async fn kvm_make_all_cpus_request(cpu: &Cpu, kvm: &KvmTd, req: u32) {
     smp_call_function_many(cpu, &targets, ack, true).await;
 }
 
+/// `kvm_request_needs_ipi()` / `kvm_vcpu_exiting_guest_mode()`: a vCPU in guest mode moves
+/// to EXITING_GUEST_MODE; the CPU to send the IPI that makes its guest exit, unless it is
+/// the sender's own.
+pub(crate) fn kvm_vcpu_exiting_guest_mode(cpu: &Cpu, vcpu: &KvmVcpu) -> Option<CpuId> {
+    if vcpu.mode.get() != VcpuMode::InGuestMode {
+        return None;
+    }
+    vcpu.mode.set(VcpuMode::ExitingGuestMode);
+    vcpu.loaded_cpu.get().filter(|&target| target != cpu.id)
+}
+
 /// `ack_kick()`: the kick's IPI handler, empty; running it is the acknowledgement.
-async fn ack_kick(cpu: &Cpu) {
+pub(crate) async fn ack_kick(cpu: &Cpu) {
     cpu.busy(cpu.host().costs.ipi_handler).await;
 }
 
