@@ -86,9 +86,6 @@ pub enum Schedule {
     Pct { seed: u64, depth: u32 },
     /// The default choice except at these decisions.
     Deviations(Deviations),
-    /// Every cost at the middle of its jitter band, nothing else deviating: the timeline a
-    /// scenario's times were written against (sim-core `NominalChooser`).
-    Nominal,
 }
 
 impl Schedule {
@@ -103,7 +100,6 @@ impl std::fmt::Display for Schedule {
         match self {
             Schedule::Random(seed) => write!(f, "random seed {seed}"),
             Schedule::Pct { seed, depth } => write!(f, "pct seed {seed} depth {depth}"),
-            Schedule::Nominal => f.write_str("the nominal schedule"),
             Schedule::Deviations(deviations) if deviations.is_empty() => f.write_str("the default schedule"),
             Schedule::Deviations(deviations) => {
                 let parts: Vec<String> = deviations

@@ -34,7 +34,6 @@ pub fn engine_schedule(scenario: &Scenario, schedule: &fuzz::Schedule) -> Schedu
             Schedule::Pct { seed: *seed, depth: *depth, horizon: pct_horizon(scenario) }
         }
         fuzz::Schedule::Deviations(deviations) => Schedule::Prefix(deviations.to_decisions()),
-        fuzz::Schedule::Nominal => Schedule::Nominal,
     }
 }
 
