@@ -21,7 +21,7 @@ mod sched;
 mod waits;
 
 pub use futures::{Acquire, Acquired, Delay, Interruptible, Park, Preempt, Sim, Yield};
-pub use sched::Stall;
+pub use sched::{Stall, WorkPoint};
 pub use waits::WaitId;
 
 use crate::chooser::{Decision, DecisionKind, RunChooser};
