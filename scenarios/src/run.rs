@@ -282,11 +282,14 @@ pub fn run_once_with(
 pub struct Runner<'s> {
     scenario: &'s Scenario,
     host_config: Arc<HostConfig>,
+    /// The scenario tasks' names (`task 0`, ...), formatted once.
+    task_names: Vec<String>,
 }
 
 impl<'s> Runner<'s> {
     pub fn new(scenario: &'s Scenario) -> Runner<'s> {
-        Runner { scenario, host_config: Arc::new(host_config(scenario)) }
+        let task_names = (0..scenario.tasks.len()).map(|index| format!("task {index}")).collect();
+        Runner { scenario, host_config: Arc::new(host_config(scenario)), task_names }
     }
 
     pub fn scenario(&self) -> &'s Scenario {
@@ -323,7 +326,7 @@ impl<'s> Runner<'s> {
             let host = host.clone();
             let module = module.clone();
             let cpu_id = CpuId(task.cpu);
-            executor.spawn(cpu_id, task.start, format!("task {index}"), move |ctx| async move {
+            executor.spawn(cpu_id, task.start, self.task_names[index].clone(), move |ctx| async move {
                 let cpu = Cpu::new(ctx.sim.clone(), ctx.cpu, ctx.task, host);
                 for _ in 0..task.repeat {
                     for (step_index, step) in task.steps.iter().enumerate() {
