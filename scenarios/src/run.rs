@@ -276,6 +276,13 @@ pub fn run_once_with(
     Runner::new(scenario).run_with(schedule, record_trace, coverage)
 }
 
+/// What `check`'s verdict reads of an exploration run (`Runner::explore`).
+pub struct Explored {
+    pub outcome: Outcome,
+    pub metrics: Metrics,
+    pub events: u64,
+}
+
 /// What every run of a scenario shares, worked out once: the host's configuration (labels,
 /// reserved ranges, TDs, costs). Exploring many seeds of one scenario goes through one
 /// `Runner`, so a run's setup copies pointers and allocates little.
@@ -303,6 +310,18 @@ impl<'s> Runner<'s> {
 
     /// One run, recording what it covered when `coverage` is on.
     pub fn run_with(&self, schedule: &Schedule, record_trace: bool, coverage: bool) -> RunResult {
+        self.execute(schedule, engine_config(self.scenario, record_trace, coverage))
+    }
+
+    /// One run of `check`'s exploration: what its verdict reads. The trace is not hashed:
+    /// nothing reads the hash there (`check` runs its first failing seed again for it).
+    pub fn explore(&self, schedule: &Schedule) -> Explored {
+        let config = EngineConfig { hash_trace: false, ..engine_config(self.scenario, false, false) };
+        let result = self.execute(schedule, config);
+        Explored { outcome: result.outcome, metrics: result.metrics, events: result.events }
+    }
+
+    fn execute(&self, schedule: &Schedule, config: EngineConfig) -> RunResult {
         let scenario = self.scenario;
         let other = |chooser: Box<dyn Chooser>| RunChooser::Other(chooser);
         let chooser = match schedule {
@@ -317,7 +336,7 @@ impl<'s> Runner<'s> {
             Schedule::Prefix(prefix) => other(Box::new(PrefixChooser::new(prefix.clone()))),
             Schedule::Nominal => other(Box::new(sim_core::NominalChooser)),
         };
-        let mut executor = Executor::new(engine_config(scenario, record_trace, coverage), chooser);
+        let mut executor = Executor::new(config, chooser);
         let config = self.host_config.clone();
         let module = Rc::new(RefCell::new(config.new_module()));
         let checker = Rc::new(StateChecker::new(module.clone()));
@@ -367,6 +386,7 @@ fn engine_config(scenario: &Scenario, record_trace: bool, coverage: bool) -> Eng
         watchdog_cycles: scenario.run.watchdog.0,
         jitter: scenario.module.jitter,
         record_trace,
+        hash_trace: true,
         max_stall_cycles: scenario.run.max_stall.0,
         hung_task_cycles: scenario.run.hung_task.0,
         max_events: scenario.run.max_events,
@@ -452,7 +472,8 @@ fn finish_run(report: RunReport, host: &Host, module: &RefCell<Module>, checker:
     RunResult {
         outcome,
         end: report.end,
-        trace_hash: report.trace_hash,
+        // Only `explore` runs unhashed, and it keeps no `RunResult`.
+        trace_hash: report.trace_hash.unwrap_or_default(),
         decisions: report.decisions,
         decision_options: report.decision_options,
         decisions_made: report.decisions_made,

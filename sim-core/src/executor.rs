@@ -32,7 +32,8 @@ pub struct RunReport {
     pub outcome: Outcome,
     /// The cycle the run ended at.
     pub end: Cycle,
-    pub trace_hash: u64,
+    /// `None` when `EngineConfig::hash_trace` was off.
+    pub trace_hash: Option<u64>,
     pub trace_events: Vec<TraceEvent>,
     /// The decision vector: replaying it gives this run again.
     pub decisions: Vec<u32>,

@@ -51,6 +51,9 @@ pub struct EngineConfig {
     pub jitter: f64,
     /// Keep the trace events (for tables and Perfetto), not just their hash.
     pub record_trace: bool,
+    /// Hash the trace (`RunReport::trace_hash`). Off only where nothing reads the hash:
+    /// `check`'s exploration, which runs its first failing seed again for it.
+    pub hash_trace: bool,
     /// CPUs 0..online_cpus start online; the rest of `cpus` start offline.
     pub online_cpus: u32,
     /// The longest interrupt or preemption the chooser may inject (`run.max_stall`); 0: none.
@@ -253,7 +256,7 @@ impl Engine {
             // Base 0 has band 0: a correct entry to start from.
             jitter_bands: [(0, 0); JITTER_BANDS],
             lock_order: LockOrder::default(),
-            trace: Trace::new(config.record_trace),
+            trace: Trace::new(config.record_trace, config.hash_trace),
             current: None,
             stop: None,
             recorded: Vec::new(),
