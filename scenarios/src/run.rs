@@ -313,10 +313,15 @@ impl<'s> Runner<'s> {
         self.execute(schedule, engine_config(self.scenario, record_trace, coverage))
     }
 
-    /// One run of `check`'s exploration: what its verdict reads. The trace is not hashed:
-    /// nothing reads the hash there (`check` runs its first failing seed again for it).
+    /// One run of `check`'s exploration: what its verdict reads. Neither the trace hash nor
+    /// the decision vector is kept: nothing reads them there (`check` runs its first
+    /// failing seed again for its hash and its bundle).
     pub fn explore(&self, schedule: &Schedule) -> Explored {
-        let config = EngineConfig { hash_trace: false, ..engine_config(self.scenario, false, false) };
+        let config = EngineConfig {
+            hash_trace: false,
+            max_recorded_decisions: 0,
+            ..engine_config(self.scenario, false, false)
+        };
         let result = self.execute(schedule, config);
         Explored { outcome: result.outcome, metrics: result.metrics, events: result.events }
     }

@@ -249,8 +249,8 @@ impl Engine {
             classes: Vec::with_capacity(8),
             waits: Vec::new(),
             chooser,
-            decisions: Vec::with_capacity(256),
-            decision_options: Vec::with_capacity(256),
+            decisions: Vec::with_capacity(config.max_recorded_decisions.min(256)),
+            decision_options: Vec::with_capacity(config.max_recorded_decisions.min(256)),
             decisions_made: 0,
             stall_points: 0,
             // Base 0 has band 0: a correct entry to start from.
