@@ -82,6 +82,11 @@ impl Trace {
         self.events.is_some()
     }
 
+    /// Whether an event is hashed or kept: a trace that does neither takes no events.
+    pub fn is_active(&self) -> bool {
+        self.hashing || self.events.is_some()
+    }
+
     fn finished_hash(&self) -> u64 {
         let mut hash = self.hash ^ self.count;
         hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -117,6 +122,9 @@ impl Trace {
         kind: impl FnOnce() -> TraceKind,
         words: [u64; 4],
     ) {
+        if !self.is_active() {
+            return;
+        }
         self.count += 1;
         if self.hashing {
             self.mix(cycle.0);

@@ -411,6 +411,9 @@ impl Engine {
     /// Records a domain event of the current task: `code`, `a`, `b` go into the trace hash;
     /// `text` is built only when the trace is being kept.
     pub fn mark(&mut self, span: Span, code: u32, a: u64, b: u64, text: impl FnOnce() -> String) {
+        if !self.trace.is_active() {
+            return;
+        }
         let task = self.current_task();
         let cpu = self.task_cpu(task);
         let span_word = span as u64;
