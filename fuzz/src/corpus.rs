@@ -22,6 +22,12 @@
 //! the task that made it is held past the other and their order flips once they are closer
 //! than the longest stall. Each step nearer is kept and followed up at once.
 //!
+//! A counted feature (sim-core's `FeatureTag::HitCount`: how many BUSY answers one leaf and
+//! operand got) is new only when its count is higher than every run's before at its site
+//! (IJON's maximum): a run that takes it higher gets, before anything else, stalls of drawn
+//! length at the stall points of the CPU that made the count's last hit, at and just before
+//! it, so the retry that got through is held until the other side holds the lock again.
+//!
 //! Everything is a function of the seed: candidates for a batch are drawn in order from one
 //! ChaCha8 stream before the batch runs, and results are absorbed in candidate order.
 
@@ -30,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use host_model::kernel::cpu::cover;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
-use sim_core::{DecisionKind, FeatureTag, model_code, nearness};
+use sim_core::{CpuId, DecisionKind, FeatureTag, model_code, nearness, ranked};
 
 use crate::runner::Verdict;
 use crate::schedule::{Deviations, Schedule};
@@ -47,7 +53,7 @@ const HOTSPOT_WINDOW: u32 = 96;
 /// edges and contended pairs least (they come with the wait-for edges that matter).
 pub fn hotspot_weight(feature: u64) -> u64 {
     match (FeatureTag::of(feature), model_code(feature)) {
-        (Some(FeatureTag::Nearness), _) | (_, Some(cover::NEAR_MISS)) => 8,
+        (Some(FeatureTag::Nearness | FeatureTag::HitCount), _) | (_, Some(cover::NEAR_MISS)) => 8,
         (_, Some(cover::SEAMCALL)) => 4,
         (Some(FeatureTag::WaitFor), _) => 3,
         (_, Some(cover::ATOMIC)) | (Some(FeatureTag::LockHandoff | FeatureTag::Yielded), _) => 2,
@@ -68,6 +74,8 @@ pub struct Entry<S> {
     pub decisions: Vec<u32>,
     pub options: Vec<u32>,
     pub kinds: Vec<DecisionKind>,
+    /// The CPU each decision is about.
+    pub cpus: Vec<CpuId>,
     pub features: Vec<u64>,
     /// Where its new features first appeared (decisions made by then), and how much each
     /// is worth aiming at (`hotspot_weight`).
@@ -76,6 +84,11 @@ pub struct Entry<S> {
     /// measured there: the distance, and where the earlier of the two events happened
     /// (sorted, each once).
     pub nearer_at: Vec<(u8, u32)>,
+    /// For each counted feature whose count this run took higher than the runs before,
+    /// which had covered it: the count's rank (`sim_core::COUNT_TOP` less the count in
+    /// half-octaves), where its last hit was, on which CPU, and its site (sorted, each
+    /// once).
+    pub climbed_at: Vec<(u8, u32, CpuId, u64)>,
     picks: u32,
 }
 
@@ -85,7 +98,7 @@ pub struct Corpus<S> {
     entries: Vec<Entry<S>>,
     /// Feature -> runs that covered it.
     hits: BTreeMap<u64, u32>,
-    /// Nearness site -> the least distance any run came to at it.
+    /// Ranked site (nearness, hit count) -> the best rank any run came to at it.
     nearest: BTreeMap<u64, u8>,
 }
 
@@ -115,13 +128,14 @@ impl<S: Clone> Corpus<S> {
         let mut hotspots = Vec::new();
         let mut nearest = Vec::new();
         let mut nearer_at = Vec::new();
+        let mut climbed_at = Vec::new();
         for (position, &feature) in verdict.features.iter().enumerate() {
             let hits = self.hits.entry(feature).or_default();
-            let new = match nearness(feature) {
-                // Nearer than any run before at its site, or nothing new.
-                Some((site, distance)) => {
-                    nearest.push((site, distance));
-                    self.nearest.get(&site).is_none_or(|&best| distance < best)
+            let new = match ranked(feature) {
+                // Nearer (a higher count) than any run before at its site, or nothing new.
+                Some((site, rank)) => {
+                    nearest.push((site, rank));
+                    self.nearest.get(&site).is_none_or(|&best| rank < best)
                 }
                 None => *hits == 0,
             };
@@ -130,10 +144,13 @@ impl<S: Clone> Corpus<S> {
                 hotspots.push((at, hotspot_weight(feature)));
                 // Progress only where an earlier run was measured at the site: a first
                 // sighting is no nearer than anything.
-                if let Some((site, distance)) = nearness(feature)
+                if let Some((site, rank)) = ranked(feature)
                     && self.nearest.contains_key(&site)
                 {
-                    nearer_at.push((distance, at));
+                    match nearness(feature) {
+                        Some(_) => nearer_at.push((rank, at)),
+                        None => climbed_at.push((rank, at, count_cpu(verdict, feature), site)),
+                    }
                 }
             }
             *hits += 1;
@@ -148,14 +165,18 @@ impl<S: Clone> Corpus<S> {
             hotspots.dedup();
             nearer_at.sort_unstable();
             nearer_at.dedup();
+            climbed_at.sort_unstable();
+            climbed_at.dedup();
             self.entries.push(Entry {
                 subject: subject.clone(),
                 decisions: verdict.decisions.clone(),
                 options: verdict.decision_options.clone(),
                 kinds: verdict.decision_kinds.clone(),
+                cpus: verdict.decision_cpus.clone(),
                 features: verdict.features.clone(),
                 hotspots,
                 nearer_at,
+                climbed_at,
                 picks: 0,
             });
         }
@@ -201,6 +222,15 @@ impl<S: Clone> Corpus<S> {
 
     pub fn entry(&self, index: usize) -> &Entry<S> {
         &self.entries[index]
+    }
+}
+
+/// The CPU of the last hit of hit-count `feature` in `verdict`'s run (`CpuId(u32::MAX)`,
+/// no CPU, when the run did not say).
+fn count_cpu(verdict: &Verdict, feature: u64) -> CpuId {
+    match verdict.count_cpus.binary_search_by_key(&feature, |&(counted, _)| counted) {
+        Ok(position) => verdict.count_cpus[position].1,
+        Err(_) => CpuId(u32::MAX),
     }
 }
 
@@ -481,7 +511,9 @@ pub struct Explorer<S> {
     aimed: VecDeque<(usize, Aim)>,
     /// The longest stalls before the earlier event of each pair that came nearer than
     /// ever: run before anything else, fresh draws included.
-    nearer: Vec<(u8, usize, Aim)>,
+    /// Each with its rank, entry, and (for a count) its site: a count's aims are dropped
+    /// once another run has taken the count higher.
+    nearer: Vec<(u8, usize, Aim, Option<u64>)>,
     planned: BTreeSet<u64>,
     /// Cases that are fresh draws whatever the corpus holds, bar nearness aims (the first
     /// ones of an exploration: `fresh_first`).
@@ -504,6 +536,13 @@ enum Aim {
     /// that came nearer than ever, so that its task is held past the later one (the two
     /// events' order flipped whenever the later one came less than the longest stall after).
     StallLongest(usize),
+    /// A stall of a length drawn when it is planned, at this stall decision: one next to
+    /// where a count that climbed higher than ever stopped (a retry that got through after
+    /// a run of BUSY answers). Which length puts the task back under the other side's hold
+    /// depends on the other side's phase, which the run does not measure, so each aim draws
+    /// one, from its own stratum of `CLIMB_DRAWS` (the second number) so that two aims at
+    /// one point try different lengths.
+    StallDrawn(usize, usize),
     /// The entry's decisions up to this one, the rest drawn afresh (as `random` draws): the
     /// run follows its parent to where it covered something new and goes on differently,
     /// so a feature that counts (a bucket of BUSY answers) can be pushed one bucket further.
@@ -549,6 +588,10 @@ const NEARER_STALLS: usize = 2;
 
 /// Nearness aims waiting at most.
 const NEARER_QUEUE_MAX: usize = 16;
+
+/// Stalls of drawn length at each of the two stall points next to the last hit of a count
+/// that climbed higher than ever (the first one at or after it, the last one before it).
+const CLIMB_DRAWS: usize = 2;
 
 /// Tries at a random mutation that is new before settling for a repeat.
 const MUTATION_TRIES: usize = 8;
@@ -638,10 +681,13 @@ impl<S: Clone> Explorer<S> {
     /// The nearness aim to run next: the nearest pair's first, of the newest entry when two
     /// came as near.
     fn pop_nearer(&mut self) -> Option<(usize, Aim)> {
+        let best = &self.corpus.nearest;
+        self.nearer
+            .retain(|&(rank, _, _, site)| site.is_none_or(|site| best.get(&site).is_none_or(|&b| rank <= b)));
         let next = (0..self.nearer.len()).min_by_key(|&position| {
             (self.nearer[position].0, std::cmp::Reverse(self.nearer[position].1), position)
         })?;
-        let (_, index, aim) = self.nearer.remove(next);
+        let (_, index, aim, _) = self.nearer.remove(next);
         Some((index, aim))
     }
 
@@ -658,6 +704,13 @@ impl<S: Clone> Explorer<S> {
             }
             Aim::StallLongest(stall) => {
                 decisions[stall] = entry.options[stall].saturating_sub(1).max(1);
+                stall
+            }
+            Aim::StallDrawn(stall, stratum) => {
+                let longest = u64::from(entry.options[stall].saturating_sub(1).max(1));
+                let (strata, stratum) = (CLIMB_DRAWS as u64, stratum as u64);
+                let (low, high) = (longest * stratum / strata, longest * (stratum + 1) / strata);
+                decisions[stall] = (1 + low + below(&mut self.rng, (high - low).max(1))).min(longest) as u32;
                 stall
             }
             Aim::RedrawFrom(from) => {
@@ -726,70 +779,96 @@ impl<S: Clone> Explorer<S> {
         source.tries += 1;
         source.new += u64::from(new > 0);
         if self.corpus.len() > entries && self.nearer.len() < NEARER_QUEUE_MAX {
-            let index = self.corpus.len() - 1;
-            let entry = self.corpus.entry(index);
-            let len = entry.decisions.len().min(entry.kinds.len()).min(entry.options.len());
-            let mut aims: Vec<(u8, usize)> = Vec::new();
-            for &(distance, at) in &entry.nearer_at {
-                let before = (0..(at as usize).min(len)).rev().filter(|&i| is_stall(entry.kinds[i]));
-                for stall in before.take(NEARER_STALLS) {
-                    if entry.decisions[stall] + 1 < entry.options[stall]
-                        && !aims.iter().any(|&(_, s)| s == stall)
-                    {
-                        aims.push((distance, stall));
-                    }
-                }
-            }
-            for (distance, stall) in aims {
-                self.nearer.push((distance, index, Aim::StallLongest(stall)));
-            }
+            self.queue_progress_aims(self.corpus.len() - 1);
         }
         if self.corpus.len() > entries && self.aimed.len() < AIMED_QUEUE_MAX {
-            let index = self.corpus.len() - 1;
-            let entry = self.corpus.entry(index);
-            let mut hotspots = entry.hotspots.clone();
-            let after = |at: u32| changed_at.is_some_and(|changed| at > changed);
-            hotspots.sort_by(|a, b| {
-                after(b.0).cmp(&after(a.0)).then_with(|| match after(a.0) {
-                    true => a.0.cmp(&b.0),
-                    false => b.1.cmp(&a.1).then(a.0.cmp(&b.0)),
-                })
-            });
-            let mut stalls: Vec<usize> = Vec::new();
-            for &(at, _) in &hotspots {
-                for mutation in [Mutation::StallAtHotspot, Mutation::StallBeforeHotspot] {
-                    if let Some(stall) = aimed_stall(entry, at, mutation)
-                        && entry.decisions[stall] == 0
-                        && !stalls.contains(&stall)
-                        && stalls.len() < AIMED_PER_ENTRY
-                    {
-                        stalls.push(stall);
-                    }
-                }
-            }
-            let len = entry.decisions.len().min(entry.kinds.len()).min(entry.options.len());
-            let mut redraws: Vec<usize> = Vec::new();
-            for &(at, _) in &hotspots {
-                let at = at as usize;
-                if at < len && !redraws.contains(&at) && redraws.len() < REDRAWS_PER_ENTRY {
-                    redraws.push(at);
-                }
-            }
-            // Newest first: a run that covered something new after an aimed change is one
-            // step from its parent, and its own aimed changes build on that step. Its stalls
-            // first, then its redraws.
-            let aims = stalls.into_iter().map(Aim::Stall).chain(redraws.into_iter().map(Aim::RedrawFrom));
-            for aim in aims.rev() {
-                self.aimed.push_front((index, aim));
-            }
+            self.queue_hotspot_aims(self.corpus.len() - 1, changed_at);
         }
         new
+    }
+
+    /// The aims of entry `index` where it came nearer at a nearness site (the longest stall
+    /// at the last stall points before the earlier event) or took a count higher (stalls of
+    /// drawn length at its CPU's stall points next to the count's last hit): they run
+    /// before anything else.
+    fn queue_progress_aims(&mut self, index: usize) {
+        let entry = self.corpus.entry(index);
+        let len = entry.decisions.len().min(entry.kinds.len()).min(entry.options.len());
+        let mut aims: Vec<(u8, usize)> = Vec::new();
+        for &(distance, at) in &entry.nearer_at {
+            let before = (0..(at as usize).min(len)).rev().filter(|&i| is_stall(entry.kinds[i]));
+            for stall in before.take(NEARER_STALLS) {
+                if entry.decisions[stall] + 1 < entry.options[stall] && !aims.iter().any(|&(_, s)| s == stall)
+                {
+                    aims.push((distance, stall));
+                }
+            }
+        }
+        for (distance, stall) in aims {
+            self.nearer.push((distance, index, Aim::StallLongest(stall), None));
+        }
+        for &(rank, at, cpu, site) in &entry.climbed_at {
+            // The stall points of the CPU that made the count's last hit.
+            let any = cpu == CpuId(u32::MAX);
+            let its = |i: &usize| {
+                is_stall(entry.kinds[*i]) && (any || entry.cpus.get(*i).is_none_or(|&c| c == cpu))
+            };
+            let after = (at as usize..len).find(its);
+            let before = (0..(at as usize).min(len)).rev().find(its);
+            for stall in [after, before].into_iter().flatten() {
+                for stratum in 0..CLIMB_DRAWS {
+                    self.nearer.push((rank, index, Aim::StallDrawn(stall, stratum), Some(site)));
+                }
+            }
+        }
+    }
+
+    /// The aims of new entry `index` at its hotspots (those after `changed_at`, where its
+    /// parent's schedule was changed, first): a long stall at and before each, then its
+    /// schedule redrawn from the first ones.
+    fn queue_hotspot_aims(&mut self, index: usize, changed_at: Option<u32>) {
+        let entry = self.corpus.entry(index);
+        let mut hotspots = entry.hotspots.clone();
+        let after = |at: u32| changed_at.is_some_and(|changed| at > changed);
+        hotspots.sort_by(|a, b| {
+            after(b.0).cmp(&after(a.0)).then_with(|| match after(a.0) {
+                true => a.0.cmp(&b.0),
+                false => b.1.cmp(&a.1).then(a.0.cmp(&b.0)),
+            })
+        });
+        let mut stalls: Vec<usize> = Vec::new();
+        for &(at, _) in &hotspots {
+            for mutation in [Mutation::StallAtHotspot, Mutation::StallBeforeHotspot] {
+                if let Some(stall) = aimed_stall(entry, at, mutation)
+                    && entry.decisions[stall] == 0
+                    && !stalls.contains(&stall)
+                    && stalls.len() < AIMED_PER_ENTRY
+                {
+                    stalls.push(stall);
+                }
+            }
+        }
+        let len = entry.decisions.len().min(entry.kinds.len()).min(entry.options.len());
+        let mut redraws: Vec<usize> = Vec::new();
+        for &(at, _) in &hotspots {
+            let at = at as usize;
+            if at < len && !redraws.contains(&at) && redraws.len() < REDRAWS_PER_ENTRY {
+                redraws.push(at);
+            }
+        }
+        // Newest first: a run that covered something new after an aimed change is one
+        // step from its parent, and its own aimed changes build on that step. Its stalls
+        // first, then its redraws.
+        let aims = stalls.into_iter().map(Aim::Stall).chain(redraws.into_iter().map(Aim::RedrawFrom));
+        for aim in aims.rev() {
+            self.aimed.push_front((index, aim));
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use sim_core::{CpuId, Outcome};
+    use sim_core::Outcome;
 
     use super::*;
 
@@ -799,6 +878,7 @@ mod tests {
             decisions: vec![0; kinds.len()],
             decision_options: vec![17; kinds.len()],
             decision_cpus: vec![CpuId(0); kinds.len()],
+            count_cpus: Vec::new(),
             feature_first_at: (0..features.len() as u32).collect(),
             decision_kinds: kinds,
             features,
@@ -881,6 +961,46 @@ mod tests {
             }
         };
         assert!(redraw.as_slice().iter().all(|&(index, _)| index >= 20), "{redraw:?}");
+    }
+
+    #[test]
+    fn a_count_taken_higher_is_followed_up_first_on_its_cpu_and_a_higher_one_supersedes_it() {
+        let count = |rank: u64| (u64::from(FeatureTag::HitCount as u8) << 56) | 0x4321 << 8 | rank;
+        // Stall points alternate between CPUs 0 and 1.
+        let kinds = vec![DecisionKind::Stall; 40];
+        let mut explorer: Explorer<()> = Explorer::new(9).fresh_first(8);
+        let run = |explorer: &mut Explorer<()>, rank: u64, at: u32| {
+            let mut run = verdict(vec![count(rank)], kinds.clone());
+            run.decision_cpus = (0..40).map(|i| CpuId(i % 2)).collect();
+            run.feature_first_at = vec![at];
+            run.count_cpus = vec![(count(rank), CpuId(1))];
+            explorer.absorb(&(), &run)
+        };
+        let mut fresh = |k| ((), Schedule::Random(k));
+        let aimed_at = |planned: &[((), Schedule)]| -> Vec<u32> {
+            planned
+                .iter()
+                .map(|(_, schedule)| match schedule {
+                    Schedule::Deviations(deviations) => deviations.as_slice()[0].0,
+                    other => panic!("not an aimed mutation: {other:?}"),
+                })
+                .collect()
+        };
+        // The first count measured is no progress; a lower count is nothing new.
+        assert_eq!(run(&mut explorer, 124, 10), 1);
+        assert_eq!(run(&mut explorer, 125, 10), 0);
+        assert!(explorer.nearer.is_empty());
+        // Higher: two drawn stalls at CPU 1's stall point at the last hit and two at its one
+        // before, ahead of the fresh draws.
+        assert_eq!(run(&mut explorer, 120, 20), 1);
+        assert_eq!(explorer.corpus.entry(1).climbed_at, vec![(120, 20, CpuId(1), 0x4321)]);
+        let planned = explorer.plan(2, &mut fresh, &mut |_, _| None);
+        assert_eq!(aimed_at(&planned), vec![21, 21]);
+        // A run that takes it higher still drops what is left of those aims.
+        assert_eq!(run(&mut explorer, 118, 30), 1);
+        let planned = explorer.plan(5, &mut fresh, &mut |_, _| None);
+        assert_eq!(aimed_at(&planned[..4]), vec![31, 31, 29, 29]);
+        assert_eq!(planned[4].1, Schedule::Random(0));
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct Verdict {
     pub decision_kinds: Vec<DecisionKind>,
     /// The CPU each decision is about (only when coverage was recorded; else empty).
     pub decision_cpus: Vec<CpuId>,
+    /// For each hit-count feature (sorted): the CPU of its last hit (only with coverage).
+    pub count_cpus: Vec<(u64, CpuId)>,
     /// What the run covered, sorted (only when coverage was recorded; else empty).
     pub features: Vec<u64>,
     /// For each feature, the number of decisions made when it was first covered.

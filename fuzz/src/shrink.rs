@@ -713,6 +713,7 @@ mod tests {
             decisions,
             decision_kinds: kinds,
             decision_cpus: cpus.into_iter().map(CpuId).collect(),
+            count_cpus: Vec::new(),
             features: Vec::new(),
             feature_first_at: Vec::new(),
             seamcalls: Default::default(),

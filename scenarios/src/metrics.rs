@@ -374,7 +374,7 @@ impl Metrics {
         let faults = &self.faults.histogram;
         Some(match name {
             "seamcalls" => sum(&|_| true),
-            "seamcall_busy" => sum(&|status| status.class() == 0x02),
+            "seamcall_busy" => sum(&|status| status.is_busy_class()),
             "seamcall_errors" => sum(&|status| status.0 >> 63 == 1 && status.class() != 0x02),
             "faults" => faults.count(),
             "fault_latency_cycles" => self.faults.total_cycles,

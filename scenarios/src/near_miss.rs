@@ -53,15 +53,9 @@ pub struct TransitionWatch {
     last: RefCell<BTreeMap<(HwState, u32), Transition>>,
 }
 
-/// `cycles` in half-octaves: 2 * log2, rounded down, with the half step from the bit below
-/// the top one.
+/// `cycles` in half-octaves (sim-core's scale), capped at `BUCKET_CAP`.
 fn half_octaves(cycles: u64) -> u8 {
-    if cycles < 2 {
-        return cycles as u8;
-    }
-    let top = 63 - u64::from(cycles.leading_zeros());
-    let half = (cycles >> (top - 1)) & 1;
-    (2 * top + half).min(BUCKET_CAP) as u8
+    sim_core::half_octaves(cycles).min(BUCKET_CAP as u8)
 }
 
 /// FNV-1a of a word and a text: a site word stable across runs.

@@ -233,6 +233,12 @@ impl TdxStatus {
         (self.0 >> 40) as u8
     }
 
+    /// Whether the status is of the busy / contention class (an operand busy, with or
+    /// without host priority, a TLB epoch busy): the caller may try again.
+    pub const fn is_busy_class(self) -> bool {
+        self.class() == 0x02
+    }
+
     /// The name of the masked status, e.g. `TDX_OPERAND_BUSY`; for a status whose low
     /// bits are part of its code, the name of the whole value (see `whole_entry`).
     pub fn name(self) -> &'static str {

@@ -16,9 +16,11 @@
 //!
 //! Models add their own through [`Engine::cover`] (host-model: each SEAMCALL's leaf, status
 //! and operand, and the near misses of its invariants). A model feature covered the 2nd,
-//! 4th, 8th, ... time in a run is also a feature of its own (AFL's hit-count buckets): a run
-//! whose module said BUSY to the same leaf more often than any run before it covered
-//! something new, which is the gradient towards a retry bound running out. Through
+//! 4th, 8th, ... time in a run is also a feature of its own (AFL's hit-count buckets).
+//! Through [`Engine::cover_counted`] a model names a feature whose count is a gradient to
+//! climb (host-model: the BUSY answers of a leaf, towards a retry bound running out): the run
+//! records how many times it was covered, in half-octaves, at its last hit, and explorers
+//! count it new only when the count is higher than any run's before (IJON's maximum). Through
 //! [`Engine::cover_nearness`] a model or checker says how near two events came at a site
 //! (scenarios: a VMXON some cycles after another task's VMXOFF on the same CPU); explorers
 //! count such a feature new only when it is nearer than any before at its site.
@@ -60,7 +62,15 @@ pub enum FeatureTag {
     /// the distance is below every earlier run's at the site (IJON's minimum, S&P 2020), so
     /// runs that come nearer are kept and runs that stay as far are not.
     Nearness = 8,
+    /// How many times a run covered a counted model feature ([`Engine::cover_counted`]): the
+    /// feature's hash above, `COUNT_TOP` less the count in half-octaves in the low byte (so
+    /// smaller is more, as for `Nearness`). Placed at the feature's last hit: the frontier of
+    /// the count is where it stopped growing.
+    HitCount = 9,
 }
+
+/// The low byte of a `HitCount` feature is this less the count in half-octaves.
+pub const COUNT_TOP: u8 = 128;
 
 impl FeatureTag {
     /// The tag of a feature word.
@@ -74,6 +84,7 @@ impl FeatureTag {
             6 => Some(FeatureTag::LockHandoff),
             7 => Some(FeatureTag::Yielded),
             8 => Some(FeatureTag::Nearness),
+            9 => Some(FeatureTag::HitCount),
             _ => None,
         }
     }
@@ -92,6 +103,9 @@ pub struct CoverageReport {
     /// The CPU each decision is about (the first of its options for same-cycle order and
     /// waiters; `CpuId(u32::MAX)` when it names none), by index.
     pub decision_cpus: Vec<CpuId>,
+    /// For each `HitCount` feature (sorted by feature): the CPU of its last hit, whose task
+    /// a mutation holds to push the count further.
+    pub count_cpus: Vec<(u64, CpuId)>,
 }
 
 /// The recorder a run with coverage on carries.
@@ -106,6 +120,9 @@ pub struct Coverage {
     compact_at: usize,
     /// How often each model feature was covered so far (for its hit-count buckets).
     model_hits: BTreeMap<u64, u32>,
+    /// For each counted model feature (its site word): how often it was covered, and the
+    /// decisions made and the CPU at its last hit.
+    counted: BTreeMap<u64, (u64, u32, CpuId)>,
 }
 
 const COMPACT_AT_LEAST: usize = 1024;
@@ -158,8 +175,37 @@ pub fn model_code(feature: u64) -> Option<u32> {
 /// A nearness feature's site (its hash, a stable word) and distance; `None` for any other
 /// feature.
 pub fn nearness(feature: u64) -> Option<(u64, u8)> {
-    (FeatureTag::of(feature) == Some(FeatureTag::Nearness))
-        .then_some(((feature >> 8) & 0x0000_ffff_ffff_ffff, (feature & 0xff) as u8))
+    (FeatureTag::of(feature) == Some(FeatureTag::Nearness)).then_some(site_and_rank(feature))
+}
+
+/// A ranked feature's site and rank, smaller better: a nearness feature's distance, or a
+/// hit count's `COUNT_TOP` less its count in half-octaves; `None` for any other feature.
+/// Explorers count one new only when its rank is below every earlier run's at its site.
+pub fn ranked(feature: u64) -> Option<(u64, u8)> {
+    matches!(FeatureTag::of(feature), Some(FeatureTag::Nearness | FeatureTag::HitCount))
+        .then_some(site_and_rank(feature))
+}
+
+fn site_and_rank(feature: u64) -> (u64, u8) {
+    ((feature >> 8) & 0x0000_ffff_ffff_ffff, (feature & 0xff) as u8)
+}
+
+/// A `tag` feature at `site` (a stable word) with `rank` in its low byte.
+fn ranked_feature(tag: FeatureTag, site: u64, rank: u8) -> u64 {
+    let hash = FeatureHash::new(tag).word(site).0 & 0x0000_ffff_ffff_ffff;
+    (u64::from(tag as u8) << 56) | hash << 8 | u64::from(rank)
+}
+
+/// `n` in half-octaves: 2 * log2, rounded down, with the half step from the bit below the
+/// top one (0, 1, 2, 3, 4, 4 + half for 6, ...): a scale on which 12 is as far above 8 as
+/// 24 is above 16.
+pub fn half_octaves(n: u64) -> u8 {
+    if n < 2 {
+        return n as u8;
+    }
+    let top = 63 - u64::from(n.leading_zeros());
+    let half = (n >> (top - 1)) & 1;
+    (2 * top + half) as u8
 }
 
 fn mode_word(mode: Mode) -> u64 {
@@ -184,6 +230,7 @@ impl Coverage {
             last_release: Vec::new(),
             compact_at: COMPACT_AT_LEAST,
             model_hits: BTreeMap::new(),
+            counted: BTreeMap::new(),
         }
     }
 
@@ -309,21 +356,38 @@ impl Coverage {
         }
     }
 
+    /// A counted model feature: itself, as `model` records it (without hit-count buckets),
+    /// and one more hit of its count.
+    pub(crate) fn counted(&mut self, code: u32, a: u64, b: u64, cpu: CpuId) {
+        let hash = FeatureHash::new(FeatureTag::Model).word(u64::from(code)).word(a).word(b);
+        self.push(hash.model_feature(code));
+        let at = self.decision_kinds.len() as u32;
+        let count = self.counted.entry(hash.0).or_insert((0, at, cpu));
+        *count = (count.0 + 1, at, cpu);
+    }
+
     /// How near two events came at `site` (a model's word), placed at decision `at`.
     pub(crate) fn nearness(&mut self, site: u64, distance: u8, at: u32) {
         let at = at.min(self.decision_kinds.len() as u32);
-        let hash = FeatureHash::new(FeatureTag::Nearness).word(site).0 & 0x0000_ffff_ffff_ffff;
-        let feature = (u64::from(FeatureTag::Nearness as u8) << 56) | hash << 8 | u64::from(distance);
-        self.push_at(feature, at);
+        self.push_at(ranked_feature(FeatureTag::Nearness, site, distance), at);
     }
 
     pub(crate) fn finish(mut self) -> CoverageReport {
+        let counted = std::mem::take(&mut self.counted);
+        let mut count_cpus = Vec::with_capacity(counted.len());
+        for (site, (count, last_at, cpu)) in counted {
+            let feature = ranked_feature(FeatureTag::HitCount, site, COUNT_TOP - half_octaves(count));
+            self.push_at(feature, last_at);
+            count_cpus.push((feature, cpu));
+        }
+        count_cpus.sort_unstable();
         self.compact();
         CoverageReport {
             first_at: self.features.iter().map(|&(_, at)| at).collect(),
             features: self.features.into_iter().map(|(feature, _)| feature).collect(),
             decision_kinds: self.decision_kinds,
             decision_cpus: self.decision_cpus,
+            count_cpus,
         }
     }
 }
@@ -334,6 +398,18 @@ impl Engine {
     pub fn cover(&mut self, code: u32, a: u64, b: u64) {
         if let Some(coverage) = self.coverage.as_deref_mut() {
             coverage.model(code, a, b);
+        }
+    }
+
+    /// Records a counted model feature: `cover`'s feature, whose count in the run the
+    /// explorer climbs (the BUSY answers of one leaf and operand); nothing when coverage is
+    /// off.
+    pub fn cover_counted(&mut self, code: u32, a: u64, b: u64) {
+        if self.coverage.is_some() {
+            let cpu = self.task_cpu(self.current_task());
+            if let Some(coverage) = self.coverage.as_deref_mut() {
+                coverage.counted(code, a, b, cpu);
+            }
         }
     }
 
@@ -364,6 +440,27 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_counted_feature_is_one_ranked_feature_at_its_last_hit_on_its_cpu() {
+        let mut coverage = Coverage::new();
+        for hit in 0..5u32 {
+            coverage.counted(1, 0x2d, 0x8000_0200_0000_0000, CpuId(hit % 2 + 3));
+            coverage.decision(DecisionKind::Stall, &[CpuId(0)]);
+        }
+        let report = coverage.finish();
+        let ranked_features: Vec<(u64, u8)> = report.features.iter().filter_map(|&f| ranked(f)).collect();
+        // Five hits: 4 half-octaves (2 * log2 4, no half step), smaller rank for more hits.
+        assert_eq!(ranked_features.len(), 1);
+        assert_eq!(ranked_features[0].1, COUNT_TOP - 4);
+        let position = report.features.iter().position(|&f| ranked(f).is_some()).unwrap();
+        assert_eq!(report.first_at[position], 4, "placed at the last hit, after four decisions");
+        assert_eq!(report.count_cpus, vec![(report.features[position], CpuId(3))]);
+        // The plain feature is there too, and no AFL buckets for a counted one.
+        let models = report.features.iter().filter(|&&f| model_code(f) == Some(1)).count();
+        assert_eq!(models, 1);
+        assert_eq!((half_octaves(4), half_octaves(5), half_octaves(6), half_octaves(8)), (4, 4, 5, 6));
+    }
 
     #[test]
     fn features_are_sorted_deduplicated_and_tagged() {

@@ -27,7 +27,7 @@ pub use chooser::{
     Chooser, Decision, DecisionKind, Exhaustive, NominalChooser, PctChooser, PrefixChooser, RandomChooser,
     ReplayChooser, RunChooser,
 };
-pub use coverage::{CoverageReport, FeatureTag, model_code, nearness};
+pub use coverage::{COUNT_TOP, CoverageReport, FeatureTag, half_octaves, model_code, nearness, ranked};
 pub use engine::{
     Acquired, CpuState, Engine, EngineConfig, Interruptible, MAX_RECORDED_DECISIONS, SCHED_SLICE_CYCLES,
     STALL_MIN_CYCLES, STALL_STEPS, Sim, Stall, TaskPriority, TaskStatus, WaitId, WorkPoint,

@@ -209,6 +209,12 @@ impl Cpu {
         self.sim.with(|engine| engine.cover(code, a, b));
     }
 
+    /// Records a coverage feature whose count in the run the explorer climbs (sim-core's
+    /// `Engine::cover_counted`); nothing when the run does not record coverage.
+    pub fn cover_counted(&self, code: u32, a: u64, b: u64) {
+        self.sim.with(|engine| engine.cover_counted(code, a, b));
+    }
+
     /// A kernel precondition of `function` does not hold (`lockdep_assert_*`, a "cannot
     /// fail" that failed, a sleep in atomic context): the model of the kernel is broken,
     /// which ends the run in `error` naming the function.

@@ -62,7 +62,13 @@ async fn seam_exit(cpu: &Cpu, call: &LeafCall, output: LeafOutput) -> LeafOutput
         let hint = if output.removal_hint { " +hint" } else { "" };
         format!("{} = {}{hint}", leaf.name(), output.status)
     });
-    cpu.cover(cover::SEAMCALL, leaf.rax(), output.status.0);
+    if output.status.is_busy_class() {
+        // Contention: how many such answers a run gets is what the explorer climbs, towards
+        // a retry bound running out.
+        cpu.cover_counted(cover::SEAMCALL, leaf.rax(), output.status.0);
+    } else {
+        cpu.cover(cover::SEAMCALL, leaf.rax(), output.status.0);
+    }
     let key = (leaf, output.status.without_operand());
     let mut stats = cpu.host().stats.borrow_mut();
     *stats.seamcalls.entry(key).or_default() += 1;
@@ -76,7 +82,7 @@ async fn seam_exit(cpu: &Cpu, call: &LeafCall, output: LeafOutput) -> LeafOutput
         None => since_progress.push((key, 1)),
     }
     // Class 0x02, "busy / contention", as the `seamcall_busy` metric counts it.
-    if output.status.class() == 0x02 {
+    if output.status.is_busy_class() {
         *stats.busy.entry((leaf, output.status)).or_default() += 1;
     }
     drop(stats);
