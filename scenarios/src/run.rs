@@ -463,7 +463,7 @@ fn finish_run(report: RunReport, host: &Host, module: &RefCell<Module>, checker:
         ..Metrics::default()
     };
     drop(host_stats);
-    let resources: std::sync::Arc<[(sim_core::Name, &'static str, ResourceStats)]> = report.resources.into();
+    let resources = report.resources;
     metrics.set_run_locks(resources.clone());
     let pamt_end = {
         let module = module.borrow();

@@ -51,7 +51,7 @@ pub struct RunReport {
     pub diverged: bool,
     /// Events dispatched.
     pub events: u64,
-    pub resources: Vec<(Name, &'static str, ResourceStats)>,
+    pub resources: std::sync::Arc<[(Name, &'static str, ResourceStats)]>,
     /// The CPU of every task, by task id (scenario tasks first, then those spawned in the run).
     pub task_cpus: Vec<CpuId>,
     /// What the run covered, when `EngineConfig::coverage` was on.

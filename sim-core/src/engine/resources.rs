@@ -99,8 +99,9 @@ impl Engine {
         self.resources[resource.0 as usize].holders.iter().map(|&(task, _)| task)
     }
 
-    /// Name, class and figures of every resource, in creation order.
-    pub fn resource_stats(&self) -> Vec<(Name, &'static str, ResourceStats)> {
+    /// Name, class and figures of every resource, in creation order: one allocation, shared
+    /// by the run's result and its metrics.
+    pub fn resource_stats(&self) -> std::sync::Arc<[(Name, &'static str, ResourceStats)]> {
         self.resources.iter().map(|res| (res.name.clone(), res.class, res.stats.figures.clone())).collect()
     }
 
