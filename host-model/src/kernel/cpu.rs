@@ -14,6 +14,9 @@ pub struct Cpu {
     pub id: CpuId,
     pub task: TaskId,
     host: Rc<Host>,
+    /// Whether the run's trace takes marks (it hashes or records them); `check`'s
+    /// exploration runs do neither, and a mark is then nothing.
+    traced: bool,
 }
 
 /// Trace mark codes used by host-model (hashed into the trace).
@@ -64,7 +67,8 @@ pub mod cover {
 
 impl Cpu {
     pub fn new(sim: Sim, id: CpuId, task: TaskId, host: Rc<Host>) -> Cpu {
-        Cpu { sim, id, task, host }
+        let traced = sim.with(|engine| engine.is_tracing());
+        Cpu { sim, id, task, host, traced }
     }
 
     pub fn host(&self) -> &Host {
@@ -236,6 +240,9 @@ impl Cpu {
 
     /// A trace mark of this task.
     pub fn mark(&self, span: Span, code: u32, a: u64, b: u64, text: impl FnOnce() -> String) {
+        if !self.traced {
+            return;
+        }
         self.sim.with(|engine| engine.mark(span, code, a, b, text));
     }
 

@@ -430,6 +430,11 @@ impl Engine {
         self.trace.is_recording()
     }
 
+    /// Whether the trace takes events: it hashes or records them (see `Trace::is_active`).
+    pub fn is_tracing(&self) -> bool {
+        self.trace.is_active()
+    }
+
     #[inline]
     fn schedule_wake(&mut self, task: TaskId, at: Cycle) -> u64 {
         self.seq += 1;
