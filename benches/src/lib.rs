@@ -44,6 +44,7 @@ pub fn run_engine() -> RunReport {
         watchdog_cycles: WATCHDOG_CYCLES,
         jitter: 0.0,
         record_trace: false,
+        hash_trace: true,
         max_stall_cycles: 0,
         coverage: false,
         max_recorded_decisions: sim_core::MAX_RECORDED_DECISIONS,

@@ -26,6 +26,7 @@ fn world(cpus: u32, online: u32) -> World {
             watchdog_cycles: 50_000_000,
             jitter: 0.0,
             record_trace: false,
+            hash_trace: true,
             max_stall_cycles: 0,
             coverage: false,
             max_recorded_decisions: sim_core::MAX_RECORDED_DECISIONS,

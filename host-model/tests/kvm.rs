@@ -28,6 +28,7 @@ fn world(cpus: u32, vcpus: u32, design: SeptBusyDesign) -> World {
             watchdog_cycles: 50_000_000,
             jitter: 0.0,
             record_trace: false,
+            hash_trace: true,
             max_stall_cycles: 0,
             max_events: u64::MAX,
             hung_task_cycles: 150_000_000,

@@ -90,9 +90,9 @@ fn explore_seeds(
             Strategy::Pct => Schedule::Pct { seed, depth: scenario.run.pct_depth, horizon },
             _ => Schedule::Random(seed),
         };
-        let result = runner.run(&schedule, false);
+        let run = runner.explore(&schedule);
         on_run();
-        RunSummary { seed, outcome: result.outcome, metrics: result.metrics, events: result.events }
+        RunSummary { seed, outcome: run.outcome, metrics: run.metrics, events: run.events }
     };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build().expect("a rayon thread pool");
     let mut first = 0;

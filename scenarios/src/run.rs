@@ -276,17 +276,27 @@ pub fn run_once_with(
     Runner::new(scenario).run_with(schedule, record_trace, coverage)
 }
 
+/// What `check`'s verdict reads of an exploration run (`Runner::explore`).
+pub struct Explored {
+    pub outcome: Outcome,
+    pub metrics: Metrics,
+    pub events: u64,
+}
+
 /// What every run of a scenario shares, worked out once: the host's configuration (labels,
 /// reserved ranges, TDs, costs). Exploring many seeds of one scenario goes through one
 /// `Runner`, so a run's setup copies pointers and allocates little.
 pub struct Runner<'s> {
     scenario: &'s Scenario,
     host_config: Arc<HostConfig>,
+    /// The scenario tasks' names (`task 0`, ...), formatted once.
+    task_names: Vec<String>,
 }
 
 impl<'s> Runner<'s> {
     pub fn new(scenario: &'s Scenario) -> Runner<'s> {
-        Runner { scenario, host_config: Arc::new(host_config(scenario)) }
+        let task_names = (0..scenario.tasks.len()).map(|index| format!("task {index}")).collect();
+        Runner { scenario, host_config: Arc::new(host_config(scenario)), task_names }
     }
 
     pub fn scenario(&self) -> &'s Scenario {
@@ -300,6 +310,23 @@ impl<'s> Runner<'s> {
 
     /// One run, recording what it covered when `coverage` is on.
     pub fn run_with(&self, schedule: &Schedule, record_trace: bool, coverage: bool) -> RunResult {
+        self.execute(schedule, engine_config(self.scenario, record_trace, coverage))
+    }
+
+    /// One run of `check`'s exploration: what its verdict reads. Neither the trace hash nor
+    /// the decision vector is kept: nothing reads them there (`check` runs its first
+    /// failing seed again for its hash and its bundle).
+    pub fn explore(&self, schedule: &Schedule) -> Explored {
+        let config = EngineConfig {
+            hash_trace: false,
+            max_recorded_decisions: 0,
+            ..engine_config(self.scenario, false, false)
+        };
+        let result = self.execute(schedule, config);
+        Explored { outcome: result.outcome, metrics: result.metrics, events: result.events }
+    }
+
+    fn execute(&self, schedule: &Schedule, config: EngineConfig) -> RunResult {
         let scenario = self.scenario;
         let other = |chooser: Box<dyn Chooser>| RunChooser::Other(chooser);
         let chooser = match schedule {
@@ -314,7 +341,7 @@ impl<'s> Runner<'s> {
             Schedule::Prefix(prefix) => other(Box::new(PrefixChooser::new(prefix.clone()))),
             Schedule::Nominal => other(Box::new(sim_core::NominalChooser)),
         };
-        let mut executor = Executor::new(engine_config(scenario, record_trace, coverage), chooser);
+        let mut executor = Executor::new(config, chooser);
         let config = self.host_config.clone();
         let module = Rc::new(RefCell::new(config.new_module()));
         let checker = Rc::new(StateChecker::new(module.clone()));
@@ -323,7 +350,7 @@ impl<'s> Runner<'s> {
             let host = host.clone();
             let module = module.clone();
             let cpu_id = CpuId(task.cpu);
-            executor.spawn(cpu_id, task.start, format!("task {index}"), move |ctx| async move {
+            executor.spawn(cpu_id, task.start, self.task_names[index].clone(), move |ctx| async move {
                 let cpu = Cpu::new(ctx.sim.clone(), ctx.cpu, ctx.task, host);
                 for _ in 0..task.repeat {
                     for (step_index, step) in task.steps.iter().enumerate() {
@@ -364,6 +391,7 @@ fn engine_config(scenario: &Scenario, record_trace: bool, coverage: bool) -> Eng
         watchdog_cycles: scenario.run.watchdog.0,
         jitter: scenario.module.jitter,
         record_trace,
+        hash_trace: true,
         max_stall_cycles: scenario.run.max_stall.0,
         hung_task_cycles: scenario.run.hung_task.0,
         max_events: scenario.run.max_events,
@@ -435,7 +463,7 @@ fn finish_run(report: RunReport, host: &Host, module: &RefCell<Module>, checker:
         ..Metrics::default()
     };
     drop(host_stats);
-    let resources: std::sync::Arc<[(sim_core::Name, &'static str, ResourceStats)]> = report.resources.into();
+    let resources = report.resources;
     metrics.set_run_locks(resources.clone());
     let pamt_end = {
         let module = module.borrow();
@@ -449,7 +477,8 @@ fn finish_run(report: RunReport, host: &Host, module: &RefCell<Module>, checker:
     RunResult {
         outcome,
         end: report.end,
-        trace_hash: report.trace_hash,
+        // Only `explore` runs unhashed, and it keeps no `RunResult`.
+        trace_hash: report.trace_hash.unwrap_or_default(),
         decisions: report.decisions,
         decision_options: report.decision_options,
         decisions_made: report.decisions_made,

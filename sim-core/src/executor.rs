@@ -32,7 +32,8 @@ pub struct RunReport {
     pub outcome: Outcome,
     /// The cycle the run ended at.
     pub end: Cycle,
-    pub trace_hash: u64,
+    /// `None` when `EngineConfig::hash_trace` was off.
+    pub trace_hash: Option<u64>,
     pub trace_events: Vec<TraceEvent>,
     /// The decision vector: replaying it gives this run again.
     pub decisions: Vec<u32>,
@@ -50,7 +51,7 @@ pub struct RunReport {
     pub diverged: bool,
     /// Events dispatched.
     pub events: u64,
-    pub resources: Vec<(Name, &'static str, ResourceStats)>,
+    pub resources: std::sync::Arc<[(Name, &'static str, ResourceStats)]>,
     /// The CPU of every task, by task id (scenario tasks first, then those spawned in the run).
     pub task_cpus: Vec<CpuId>,
     /// What the run covered, when `EngineConfig::coverage` was on.

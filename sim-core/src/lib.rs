@@ -30,7 +30,7 @@ pub use chooser::{
 pub use coverage::{COUNT_TOP, CoverageReport, FeatureTag, half_octaves, model_code, nearness, ranked};
 pub use engine::{
     Acquired, CpuState, Engine, EngineConfig, Interruptible, MAX_RECORDED_DECISIONS, SCHED_SLICE_CYCLES,
-    STALL_MIN_CYCLES, STALL_STEPS, Sim, Stall, TaskPriority, TaskStatus, WaitId,
+    STALL_MIN_CYCLES, STALL_STEPS, Sim, Stall, TaskPriority, TaskStatus, WaitId, WorkPoint,
 };
 pub use executor::{Executor, RunReport, TaskCtx};
 pub use histogram::Histogram;

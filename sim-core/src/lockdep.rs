@@ -6,7 +6,7 @@
 //!
 //! An attempt allocates nothing unless it adds an edge the graphs have not seen: the caller
 //! passes the task's held locks (which the engine keeps per task), and edges are looked up
-//! in ordered maps.
+//! in an ordered map keyed by (from, to).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,28 +15,32 @@ use crate::resource::ResourceId;
 use crate::{CpuId, Cycle, TaskId};
 
 /// Edges `from -> to` over lock instances or classes, each with the instance edge that
-/// first made it.
+/// first made it. One map keyed by the pair: a run adds a handful of edges, each one node
+/// entry rather than a map per source, and a source's edges are still walked in target
+/// order.
 #[derive(Default)]
 struct Graph {
-    edges: BTreeMap<u32, BTreeMap<u32, OrderEdge>>,
+    edges: BTreeMap<(u32, u32), OrderEdge>,
 }
 
 impl Graph {
     fn contains(&self, from: u32, to: u32) -> bool {
-        self.edges.get(&from).is_some_and(|next| next.contains_key(&to))
+        self.edges.contains_key(&(from, to))
+    }
+
+    /// The edges out of `from`, by target.
+    fn out_of(&self, from: u32) -> impl Iterator<Item = (u32, &OrderEdge)> {
+        self.edges.range((from, 0)..=(from, u32::MAX)).map(|(&(_, target), witness)| (target, witness))
     }
 
     /// A path `from ->* to`, as the witnesses of its edges.
     fn path(&self, from: u32, to: u32) -> Option<Vec<OrderEdge>> {
         // The usual case, a lock nothing was ever taken under: no search, no allocation.
-        if !self.edges.contains_key(&from) {
-            return None;
-        }
+        self.out_of(from).next()?;
         let mut stack = vec![(from, Vec::new())];
         let mut seen = BTreeSet::from([from]);
         while let Some((node, path)) = stack.pop() {
-            let Some(next) = self.edges.get(&node) else { continue };
-            for (&target, witness) in next {
+            for (target, witness) in self.out_of(node) {
                 let mut path: Vec<OrderEdge> = path.clone();
                 path.push(witness.clone());
                 if target == to {
@@ -106,7 +110,7 @@ impl LockOrder {
             }
         }
         let graph = if class { &mut self.classes } else { &mut self.instances };
-        graph.edges.entry(from).or_default().insert(to, witness.clone());
+        graph.edges.insert((from, to), witness.clone());
     }
 
     pub fn findings(&self) -> &[Inversion] {

@@ -155,6 +155,11 @@ impl ResourceStats {
     /// Adds `other`'s figures, as if both resources' acquisitions had been one's: counts and
     /// totals add, maxima take the larger, wait distributions merge.
     pub fn merge(&mut self, other: &ResourceStats) {
+        // A lock the run never attempted has nothing to add (a run leaves most of its locks
+        // untouched).
+        if other.acquisitions == 0 && other.contended == 0 {
+            return;
+        }
         self.acquisitions += other.acquisitions;
         self.contended += other.contended;
         self.wait_cycles += other.wait_cycles;
@@ -169,8 +174,9 @@ impl ResourceStats {
 #[derive(Debug, Default)]
 pub(crate) struct LockStat {
     pub figures: ResourceStats,
-    /// (holder, running with the lock since), one per hold in `Resource::holders`.
-    holds_since: Vec<(TaskId, Cycle)>,
+    /// (holder, running with the lock since), one per hold in `Resource::holders`; inline
+    /// for the usual one or two, as the holders are.
+    holds_since: smallvec::SmallVec<[(TaskId, Cycle); 2]>,
 }
 
 impl LockStat {

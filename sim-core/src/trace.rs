@@ -58,6 +58,8 @@ pub struct Trace {
     hash: u64,
     count: u64,
     events: Option<Vec<TraceEvent>>,
+    /// Whether events are folded into the hash: off only where nothing reads it.
+    hashing: bool,
 }
 
 /// The state before any event (FNV-1a's offset basis: any odd constant would do).
@@ -66,15 +68,26 @@ const HASH_START: u64 = 0xcbf2_9ce4_8422_2325;
 const HASH_MULTIPLIER: u64 = 0x94d0_49bb_1331_11eb;
 
 impl Trace {
-    pub fn new(record: bool) -> Trace {
-        Trace { hash: HASH_START, count: 0, events: record.then(Vec::new) }
+    /// A trace that keeps its events when `record`, and hashes them when `hash`.
+    pub fn new(record: bool, hash: bool) -> Trace {
+        Trace { hash: HASH_START, count: 0, events: record.then(Vec::new), hashing: hash }
+    }
+
+    /// The hash of the events, if they were hashed.
+    pub fn hash(&self) -> Option<u64> {
+        self.hashing.then(|| self.finished_hash())
     }
 
     pub fn is_recording(&self) -> bool {
         self.events.is_some()
     }
 
-    pub fn hash(&self) -> u64 {
+    /// Whether an event is hashed or kept: a trace that does neither takes no events.
+    pub fn is_active(&self) -> bool {
+        self.hashing || self.events.is_some()
+    }
+
+    fn finished_hash(&self) -> u64 {
         let mut hash = self.hash ^ self.count;
         hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         hash = (hash ^ (hash >> 27)).wrapping_mul(HASH_MULTIPLIER);
@@ -109,11 +122,16 @@ impl Trace {
         kind: impl FnOnce() -> TraceKind,
         words: [u64; 4],
     ) {
+        if !self.is_active() {
+            return;
+        }
         self.count += 1;
-        self.mix(cycle.0);
-        self.mix(u64::from(cpu.0) << 32 | u64::from(task.0));
-        for word in words {
-            self.mix(word);
+        if self.hashing {
+            self.mix(cycle.0);
+            self.mix(u64::from(cpu.0) << 32 | u64::from(task.0));
+            for word in words {
+                self.mix(word);
+            }
         }
         if let Some(events) = &mut self.events {
             events.push(TraceEvent { cycle, cpu, task, kind: kind() });
@@ -128,7 +146,7 @@ mod tests {
     #[test]
     fn hash_depends_on_every_word_and_on_order() {
         let run = |words: &[[u64; 4]]| {
-            let mut trace = Trace::new(false);
+            let mut trace = Trace::new(false, true);
             for w in words {
                 trace.record(Cycle(1), CpuId(0), TaskId(0), || TraceKind::TaskStart, *w);
             }
@@ -144,7 +162,7 @@ mod tests {
     #[test]
     fn flipping_any_bit_of_any_field_changes_the_hash() {
         let hash = |cycle: u64, task: u32, words: [u64; 4]| {
-            let mut trace = Trace::new(false);
+            let mut trace = Trace::new(false, true);
             trace.record(Cycle(cycle), CpuId(3), TaskId(task), || TraceKind::TaskStart, words);
             trace.record(Cycle(9), CpuId(0), TaskId(0), || TraceKind::TaskEnd, [0; 4]);
             trace.hash()
@@ -166,8 +184,8 @@ mod tests {
 
     #[test]
     fn events_are_kept_only_when_recording() {
-        let mut quiet = Trace::new(false);
-        let mut loud = Trace::new(true);
+        let mut quiet = Trace::new(false, true);
+        let mut loud = Trace::new(true, true);
         for trace in [&mut quiet, &mut loud] {
             trace.record(Cycle(5), CpuId(1), TaskId(2), || TraceKind::TaskEnd, [7, 0, 0, 0]);
         }

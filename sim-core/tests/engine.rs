@@ -10,6 +10,7 @@ fn config(cpus: u32, jitter: f64) -> EngineConfig {
         watchdog_cycles: 100_000,
         jitter,
         record_trace: true,
+        hash_trace: true,
         max_stall_cycles: 0,
         coverage: false,
         max_recorded_decisions: sim_core::MAX_RECORDED_DECISIONS,

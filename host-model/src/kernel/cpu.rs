@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use sim_core::{CpuId, OutcomeKind, Sim, Span, Stall, Subject, TaskId, TaskPriority};
+use sim_core::{CpuId, OutcomeKind, Sim, Span, Stall, Subject, TaskId, TaskPriority, WorkPoint};
 
 use crate::host::Host;
 
@@ -14,6 +14,9 @@ pub struct Cpu {
     pub id: CpuId,
     pub task: TaskId,
     host: Rc<Host>,
+    /// Whether the run's trace takes marks (it hashes or records them); `check`'s
+    /// exploration runs do neither, and a mark is then nothing.
+    traced: bool,
 }
 
 /// Trace mark codes used by host-model (hashed into the trace).
@@ -64,7 +67,8 @@ pub mod cover {
 
 impl Cpu {
     pub fn new(sim: Sim, id: CpuId, task: TaskId, host: Rc<Host>) -> Cpu {
-        Cpu { sim, id, task, host }
+        let traced = sim.with(|engine| engine.is_tracing());
+        Cpu { sim, id, task, host, traced }
     }
 
     pub fn host(&self) -> &Host {
@@ -79,8 +83,19 @@ impl Cpu {
     /// Busy for `cycles` of work, moved within the jitter band. Where this CPU can be
     /// interrupted or preempted, the chooser may first stall it (`maybe_stall`).
     pub async fn work(&self, cycles: u64) {
-        self.maybe_stall().await;
-        self.busy(cycles).await;
+        // `maybe_stall` then `busy`, with the usual case (no yield, no stall) decided and its
+        // cost drawn in one engine call.
+        match self.sim.with(|engine| engine.work_point(cycles)) {
+            WorkPoint::Busy(cycles) => self.sim.delay(cycles).await,
+            WorkPoint::Yield => {
+                self.maybe_stall().await;
+                self.busy(cycles).await;
+            }
+            WorkPoint::Stall(stall) => {
+                self.stall(stall).await;
+                self.busy(cycles).await;
+            }
+        }
     }
 
     /// Busy for `cycles`, moved within the jitter band, with no point where anything can
@@ -103,7 +118,14 @@ impl Cpu {
             self.mark(Span::Instant, mark::STALL, 0, kind, || text.to_string());
             self.sim.yield_cpu().await;
         }
-        match self.sim.with(|engine| engine.stall_point()) {
+        let stall = self.sim.with(|engine| engine.stall_point());
+        self.stall(stall).await;
+    }
+
+    /// What the chooser decided at an interruptible point: an interrupt or a preemption of
+    /// the CPU for a while, marked in the trace, or nothing.
+    async fn stall(&self, stall: Stall) {
+        match stall {
             Stall::None => {}
             Stall::Irq(cycles) => {
                 self.mark(Span::Begin, mark::STALL, cycles, stall::IRQ, || {
@@ -218,6 +240,9 @@ impl Cpu {
 
     /// A trace mark of this task.
     pub fn mark(&self, span: Span, code: u32, a: u64, b: u64, text: impl FnOnce() -> String) {
+        if !self.traced {
+            return;
+        }
         self.sim.with(|engine| engine.mark(span, code, a, b, text));
     }
 

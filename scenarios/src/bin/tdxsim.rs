@@ -15,7 +15,7 @@ use std::time::Instant;
 /// and glibc's allocator was a sixth of a litmus run's time. Allocation never affects
 /// what a run does, so results and trace hashes are the same under any allocator.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::Mimalloc = allocator::Mimalloc;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use scenarios::bundle::{self, Bundle};
@@ -251,6 +251,8 @@ fn output_failed(error: &std::io::Error) -> ! {
 }
 
 // After the macros, which it uses.
+#[path = "tdxsim/allocator.rs"]
+mod allocator;
 #[path = "tdxsim/sweep_cli.rs"]
 mod sweep_cli;
 

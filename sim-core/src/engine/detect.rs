@@ -83,38 +83,36 @@ impl Engine {
         }
         self.visit_marks.resize(self.tasks.len(), 0);
         let generation = self.visit_generation;
-        let mut path: Vec<(TaskId, Vec<TaskId>)> = Vec::new();
-        let mut first = std::mem::take(&mut self.scratch_tasks);
-        first.clear();
-        edges(self, start, &mut first);
-        if first.is_empty() {
-            self.scratch_tasks = first;
-            return None;
-        }
-        path.push((start, first));
+        // A depth-first search whose frames share one list of candidates: a frame's are the
+        // tail of `pending` from its `base`, so the next one is always the last element.
+        let mut pending = std::mem::take(&mut self.scratch_tasks);
+        pending.clear();
+        edges(self, start, &mut pending);
+        let mut path: smallvec::SmallVec<[(TaskId, usize); 8]> = smallvec::smallvec![(start, 0)];
         self.visit_marks[start.0 as usize] = generation;
-        while let Some((_, next)) = path.last_mut() {
-            let Some(candidate) = next.pop() else {
-                let (_, emptied) = path.pop().expect("non-empty path");
-                if path.is_empty() {
-                    self.scratch_tasks = emptied;
-                }
+        let mut cycle = None;
+        while let Some(&(_, base)) = path.last() {
+            if pending.len() == base {
+                path.pop();
                 continue;
-            };
+            }
+            let candidate = pending.pop().expect("a frame's candidates are not empty");
             if candidate == start {
-                return Some(path.iter().map(|(task, _)| *task).collect());
+                cycle = Some(path.iter().map(|(task, _)| *task).collect());
+                break;
             }
             if self.visit_marks[candidate.0 as usize] == generation {
                 continue;
             }
             self.visit_marks[candidate.0 as usize] = generation;
-            let mut more = Vec::new();
-            edges(self, candidate, &mut more);
-            if !more.is_empty() {
-                path.push((candidate, more));
+            let before = pending.len();
+            edges(self, candidate, &mut pending);
+            if pending.len() > before {
+                path.push((candidate, before));
             }
         }
-        None
+        self.scratch_tasks = pending;
+        cycle
     }
 
     /// The first cycle in the whole wait-for graph among unfinished tasks, by task order.

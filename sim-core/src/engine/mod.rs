@@ -21,7 +21,7 @@ mod sched;
 mod waits;
 
 pub use futures::{Acquire, Acquired, Delay, Interruptible, Park, Preempt, Sim, Yield};
-pub use sched::Stall;
+pub use sched::{Stall, WorkPoint};
 pub use waits::WaitId;
 
 use crate::chooser::{Decision, DecisionKind, RunChooser};
@@ -51,6 +51,9 @@ pub struct EngineConfig {
     pub jitter: f64,
     /// Keep the trace events (for tables and Perfetto), not just their hash.
     pub record_trace: bool,
+    /// Hash the trace (`RunReport::trace_hash`). Off only where nothing reads the hash:
+    /// `check`'s exploration, which runs its first failing seed again for it.
+    pub hash_trace: bool,
     /// CPUs 0..online_cpus start online; the rest of `cpus` start offline.
     pub online_cpus: u32,
     /// The longest interrupt or preemption the chooser may inject (`run.max_stall`); 0: none.
@@ -246,14 +249,14 @@ impl Engine {
             classes: Vec::with_capacity(8),
             waits: Vec::new(),
             chooser,
-            decisions: Vec::with_capacity(256),
-            decision_options: Vec::with_capacity(256),
+            decisions: Vec::with_capacity(config.max_recorded_decisions.min(256)),
+            decision_options: Vec::with_capacity(config.max_recorded_decisions.min(256)),
             decisions_made: 0,
             stall_points: 0,
             // Base 0 has band 0: a correct entry to start from.
             jitter_bands: [(0, 0); JITTER_BANDS],
             lock_order: LockOrder::default(),
-            trace: Trace::new(config.record_trace),
+            trace: Trace::new(config.record_trace, config.hash_trace),
             current: None,
             stop: None,
             recorded: Vec::new(),
@@ -408,6 +411,9 @@ impl Engine {
     /// Records a domain event of the current task: `code`, `a`, `b` go into the trace hash;
     /// `text` is built only when the trace is being kept.
     pub fn mark(&mut self, span: Span, code: u32, a: u64, b: u64, text: impl FnOnce() -> String) {
+        if !self.trace.is_active() {
+            return;
+        }
         let task = self.current_task();
         let cpu = self.task_cpu(task);
         let span_word = span as u64;
@@ -422,6 +428,11 @@ impl Engine {
 
     pub fn is_recording(&self) -> bool {
         self.trace.is_recording()
+    }
+
+    /// Whether the trace takes events: it hashes or records them (see `Trace::is_active`).
+    pub fn is_tracing(&self) -> bool {
+        self.trace.is_active()
     }
 
     #[inline]

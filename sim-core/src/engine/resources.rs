@@ -52,10 +52,11 @@ impl Engine {
     }
 
     /// The lockdep class called `key`, numbered in first-use order. A class is one static
-    /// string, so the address mostly answers before the bytes are compared.
+    /// string, so the addresses mostly answer before any bytes are compared (the classes
+    /// are distinct strings: the one at the same address is the one with the same bytes).
     fn class_id(&mut self, key: &'static str) -> u32 {
-        let known = |known: &&'static str| std::ptr::eq(*known, key) || *known == key;
-        match self.classes.iter().position(known) {
+        let same_address = self.classes.iter().position(|known| std::ptr::eq(*known, key));
+        match same_address.or_else(|| self.classes.iter().position(|known| *known == key)) {
             Some(index) => index as u32,
             None => {
                 self.classes.push(key);
@@ -98,8 +99,9 @@ impl Engine {
         self.resources[resource.0 as usize].holders.iter().map(|&(task, _)| task)
     }
 
-    /// Name, class and figures of every resource, in creation order.
-    pub fn resource_stats(&self) -> Vec<(Name, &'static str, ResourceStats)> {
+    /// Name, class and figures of every resource, in creation order: one allocation, shared
+    /// by the run's result and its metrics.
+    pub fn resource_stats(&self) -> std::sync::Arc<[(Name, &'static str, ResourceStats)]> {
         self.resources.iter().map(|res| (res.name.clone(), res.class, res.stats.figures.clone())).collect()
     }
 

@@ -24,6 +24,18 @@ pub enum Stall {
     Preempt(u64),
 }
 
+/// What a unit of work (a host `work()`) meets first, found in one call: most units neither
+/// yield nor stall, and go straight to their jittered cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkPoint {
+    /// A queued task must have the CPU first (`yield_target`); nothing was decided yet.
+    Yield,
+    /// The chooser stalled the task here; the cost is drawn when the stall is over.
+    Stall(Stall),
+    /// Nothing in the way: busy for this many cycles (the base moved within its band).
+    Busy(u64),
+}
+
 /// Length `step` (0-based) of `STALL_STEPS` from `STALL_MIN_CYCLES` to `max_stall`, evenly
 /// spaced in log scale. Computed when a stall is drawn, not per run: most runs stall rarely.
 pub(super) fn stall_length(max_stall: u64, step: u32) -> u64 {
@@ -94,6 +106,18 @@ impl Engine {
             return Stall::Preempt(cycles);
         }
         Stall::Irq(cycles)
+    }
+
+    /// A unit of work of `base` cycles on the current task: `yield_target`, `stall_point`
+    /// and `cost` asked in that order, stopping at the first with something to do.
+    pub fn work_point(&mut self, base: u64) -> WorkPoint {
+        if self.should_yield() {
+            return WorkPoint::Yield;
+        }
+        match self.stall_point() {
+            Stall::None => WorkPoint::Busy(self.cost(base)),
+            stall => WorkPoint::Stall(stall),
+        }
     }
 
     /// Whether the current task must let another task have its CPU now: a queued interrupt
