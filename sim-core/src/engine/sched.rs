@@ -6,6 +6,8 @@
 //! *preemption* lands only where preemption is on too: the task leaves its CPU for a while
 //! and another may run there. With IRQs off, or inside a SEAMCALL, neither.
 
+use std::cell::RefCell;
+
 use super::{
     Engine, Next, SCHED_SLICE_CYCLES, STALL_MIN_CYCLES, STALL_STEPS, SpawnedFuture, TaskPriority, TaskStatus,
 };
@@ -37,8 +39,30 @@ pub enum WorkPoint {
 }
 
 /// Length `step` (0-based) of `STALL_STEPS` from `STALL_MIN_CYCLES` to `max_stall`, evenly
-/// spaced in log scale. Computed when a stall is drawn, not per run: most runs stall rarely.
+/// spaced in log scale. Computed when a stall first draws it, not per run (most runs stall
+/// rarely), and remembered by the thread for its next runs with the same `max_stall`: a
+/// `powf` costs more than the rest of a stall point.
 pub(super) fn stall_length(max_stall: u64, step: u32) -> u64 {
+    thread_local! {
+        /// The `max_stall` the lengths are for, and each step's length (0: not computed yet).
+        static LENGTHS: RefCell<(u64, [u64; STALL_STEPS as usize])> =
+            const { RefCell::new((0, [0; STALL_STEPS as usize])) };
+    }
+    LENGTHS.with_borrow_mut(|(lengths_for, lengths)| {
+        if *lengths_for != max_stall {
+            *lengths_for = max_stall;
+            *lengths = [0; STALL_STEPS as usize];
+        }
+        let length = &mut lengths[step as usize];
+        if *length == 0 {
+            *length = log_spaced_length(max_stall, step);
+        }
+        *length
+    })
+}
+
+/// [`stall_length`] computed: never 0.
+fn log_spaced_length(max_stall: u64, step: u32) -> u64 {
     let low = STALL_MIN_CYCLES.min(max_stall) as f64;
     let ratio = max_stall as f64 / low;
     let fraction = f64::from(step) / f64::from(STALL_STEPS - 1);
