@@ -362,9 +362,19 @@ impl Pamt {
         list: &mut LockList,
     ) -> Result<WalkEnd, LockStop> {
         assert!(self.contains(page), "pamt: walk outside memory, operand checks missed it");
+        let range_index = page.range_index();
+        // A walk an earlier pass made in full replays each attempt and ends where it goes
+        // now: the same path in one step.
+        let (attempts, end) = match target {
+            WalkTarget::Range2MExclusive => (3, WalkEnd::Range2M),
+            WalkTarget::Page4K(_) if self.has_4k_level(range_index) => (3, WalkEnd::Page4K),
+            WalkTarget::Page4K(_) => (2, WalkEnd::Range2M),
+        };
+        if list.replay(attempts) {
+            return Ok(end);
+        }
         let gb = ModuleLock::Pamt1G((page.0 / RANGE_1G) as usize);
         self.try_lock(gb, LockMode::Shared, list)?;
-        let range_index = page.range_index();
         let range = ModuleLock::Pamt2M(range_index);
         self.try_lock(range, LockMode::Shared, list)?;
         match target {

@@ -94,6 +94,16 @@ impl LockList {
         self.allowance = allowance;
     }
 
+    /// Whether the pass's next `attempts` attempts are all replays; if so they are counted
+    /// as made. A lock set stretch an earlier pass made in full skips them in one step.
+    pub(crate) fn replay(&mut self, attempts: u32) -> bool {
+        if self.try_locks - self.replayed < attempts {
+            return false;
+        }
+        self.replayed += attempts;
+        true
+    }
+
     /// The next attempt of this pass, or `Pause` when the pass has made its new ones.
     pub(crate) fn next_attempt(&mut self) -> Result<Attempt, LockStop> {
         if self.replayed < self.try_locks {
