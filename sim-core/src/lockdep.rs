@@ -6,31 +6,41 @@
 //!
 //! An attempt allocates nothing unless it adds an edge the graphs have not seen: the caller
 //! passes the task's held locks (which the engine keeps per task), and edges are looked up
-//! in an ordered map keyed by (from, to).
+//! in a list sorted by (from, to).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::outcome::OrderEdge;
 use crate::resource::ResourceId;
 use crate::{CpuId, Cycle, TaskId};
 
 /// Edges `from -> to` over lock instances or classes, each with the instance edge that
-/// first made it. One map keyed by the pair: a run adds a handful of edges, each one node
-/// entry rather than a map per source, and a source's edges are still walked in target
-/// order.
+/// first made it. One list sorted by the pair: a run adds a handful of edges, found by a
+/// binary search and walked, a source's edges in target order, without a tree's nodes.
 #[derive(Default)]
 struct Graph {
-    edges: BTreeMap<(u32, u32), OrderEdge>,
+    /// invariant: sorted by key, each key once.
+    edges: Vec<((u32, u32), OrderEdge)>,
 }
 
 impl Graph {
     fn contains(&self, from: u32, to: u32) -> bool {
-        self.edges.contains_key(&(from, to))
+        self.edges.binary_search_by_key(&(from, to), |(key, _)| *key).is_ok()
+    }
+
+    /// Adds the edge `from -> to`, or gives an existing one this witness.
+    fn insert(&mut self, from: u32, to: u32, witness: OrderEdge) {
+        match self.edges.binary_search_by_key(&(from, to), |(key, _)| *key) {
+            Ok(index) => self.edges[index].1 = witness,
+            Err(index) => self.edges.insert(index, ((from, to), witness)),
+        }
     }
 
     /// The edges out of `from`, by target.
     fn out_of(&self, from: u32) -> impl Iterator<Item = (u32, &OrderEdge)> {
-        self.edges.range((from, 0)..=(from, u32::MAX)).map(|(&(_, target), witness)| (target, witness))
+        let start = self.edges.partition_point(|((source, _), _)| *source < from);
+        let end = start + self.edges[start..].partition_point(|((source, _), _)| *source == from);
+        self.edges[start..end].iter().map(|&((_, target), ref witness)| (target, witness))
     }
 
     /// A path `from ->* to`, as the witnesses of its edges.
@@ -110,7 +120,7 @@ impl LockOrder {
             }
         }
         let graph = if class { &mut self.classes } else { &mut self.instances };
-        graph.edges.insert((from, to), witness.clone());
+        graph.insert(from, to, witness.clone());
     }
 
     pub fn findings(&self) -> &[Inversion] {
