@@ -452,6 +452,7 @@ impl Engine {
             on.map(|(reason, wait)| Parked { reason, wait: Some(wait), irq_wakes: false });
     }
 
+    #[inline]
     fn trace_task(&mut self, task: TaskId, kind: crate::trace::TraceKind, words: [u64; 4]) {
         let cpu = self.task_cpu(task);
         self.trace.record(self.now, cpu, task, || kind, words);
