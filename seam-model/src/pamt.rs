@@ -373,10 +373,13 @@ impl Pamt {
         if list.replay(attempts) {
             return Ok(end);
         }
-        let gb = ModuleLock::Pamt1G((page.0 / RANGE_1G) as usize);
-        self.try_lock(gb, LockMode::Shared, list)?;
+        // So are its 1GB and 2MB shared holds, when an earlier pass took both.
         let range = ModuleLock::Pamt2M(range_index);
-        self.try_lock(range, LockMode::Shared, list)?;
+        if !list.replay(2) {
+            let gb = ModuleLock::Pamt1G((page.0 / RANGE_1G) as usize);
+            self.try_lock(gb, LockMode::Shared, list)?;
+            self.try_lock(range, LockMode::Shared, list)?;
+        }
         match target {
             WalkTarget::Range2MExclusive => {
                 if let Attempt::Try = list.next_attempt()? {
