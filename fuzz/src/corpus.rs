@@ -41,8 +41,8 @@ use sim_core::{CpuId, DecisionKind, FeatureTag, model_code, nearness, ranked};
 use crate::runner::Verdict;
 use crate::schedule::{Deviations, Schedule};
 
-/// Runs an explorer plans and absorbs together: fixed, so results do not depend on how many
-/// threads run a batch.
+/// Runs an explorer plans and absorbs together (after the first ones, explore.rs): fixed, so
+/// results do not depend on how many threads run a batch.
 pub const BATCH: usize = 8;
 
 /// Decisions before a new feature's first appearance that mutations aim at.
@@ -612,10 +612,21 @@ impl<S: Clone> Explorer<S> {
     }
 
     /// The first `count` cases are fresh draws (`fresh(0)`, `fresh(1)`, …) except where a
-    /// run came nearer at a nearness site than the runs before it: its aims run first.
+    /// run came nearer at a nearness site or took a count higher than the runs before it
+    /// (its aims run first), and as long as the fresh draws after the first cover something
+    /// new (`first_fresh_pays`).
     pub fn fresh_first(mut self, count: u64) -> Explorer<S> {
         self.first_fresh = count;
         self
+    }
+
+    /// Whether the next case is one of the first `fresh_first` fresh draws: so while fresh
+    /// draws after the first case keep covering something new, or none has been absorbed
+    /// yet. Where the first of them covered nothing the first case did not, the rest are
+    /// not forced: the corpus's aims and the sources' odds decide, as after them.
+    fn first_fresh_pays(&self) -> bool {
+        let [fresh, _] = self.yields;
+        self.fresh < self.first_fresh && (fresh.tries <= 1 || fresh.new >= 2)
     }
 
     /// Whether the next case is a fresh draw: always while the corpus is empty; after that
@@ -657,7 +668,7 @@ impl<S: Clone> Explorer<S> {
                 planned.push(self.plan_aimed(index, aim));
                 continue;
             }
-            if self.fresh < self.first_fresh || self.fresh_next() {
+            if self.first_fresh_pays() || self.fresh_next() {
                 planned.push(fresh(self.fresh));
                 self.pending.push_back((true, None));
                 self.fresh += 1;
@@ -1035,6 +1046,26 @@ mod tests {
         assert_eq!(stalled, vec![vec![(23, 16)], vec![(22, 16)]]);
         // Then the first runs are fresh draws again.
         assert_eq!(planned[2].1, Schedule::Random(0));
+    }
+
+    #[test]
+    fn the_first_fresh_draws_are_forced_only_while_they_cover_something_new() {
+        let kinds = vec![DecisionKind::Stall; 40];
+        let mut fresh = |k| ((), Schedule::Random(k));
+        let mut fresh_in_next_five = |second_and_third_new: bool| {
+            let mut explorer: Explorer<()> = Explorer::new(4).fresh_first(8);
+            explorer.plan(3, &mut fresh, &mut |_, _| None);
+            explorer.absorb(&(), &verdict(vec![1], kinds.clone()));
+            let later = if second_and_third_new { [vec![2], vec![3]] } else { [vec![1], vec![1]] };
+            for features in later {
+                explorer.absorb(&(), &verdict(features, kinds.clone()));
+            }
+            let planned = explorer.plan(5, &mut fresh, &mut |_, _| None);
+            planned.iter().filter(|(_, schedule)| matches!(schedule, Schedule::Random(_))).count()
+        };
+        // Fresh draws that pay stay forced; ones that covered nothing give way to the aims.
+        assert_eq!(fresh_in_next_five(true), 5);
+        assert!(fresh_in_next_five(false) < 5);
     }
 
     #[test]

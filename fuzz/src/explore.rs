@@ -6,9 +6,9 @@
 //! events on the same state) or took a BUSY count higher than the runs before it, whose aims
 //! go first; after them, mutations of the corpus (corpus.rs), aimed ones first, and fresh
 //! random runs in the share their record earns against the mutations' (a quarter to three
-//! quarters). Batches of runs (`BATCH`; the first eight as three, then five) are planned
-//! from the corpus as it stood, run in parallel, and absorbed in order: the sequence of runs
-//! is a function of the seed alone.
+//! quarters). Batches of runs (`BATCH`; the first 24 as three, five and eight pairs) are
+//! planned from the corpus as it stood, run in parallel, and absorbed in order: the sequence
+//! of runs is a function of the seed alone.
 
 use rayon::prelude::*;
 
@@ -22,14 +22,17 @@ use crate::schedule::Schedule;
 /// higher than the runs before (sim-core's `FeatureTag::Nearness`, `HitCount`) go before
 /// them. There is no run at the nominal timeline (every cost mid-band): random draws centre
 /// on it and also cover the spread around it, and without it every known-bad case of
-/// docs/exploration.md needed as many runs or fewer, on 60 base seeds.
-const FIRST_FRESH: u64 = BATCH as u64;
+/// docs/exploration.md needed as many runs or fewer, on 60 base seeds. They are forced
+/// only while the fresh draws cover something the default run did not (`fresh_first`).
+const FIRST_FRESH: u64 = 8;
 
-/// Sizes of the batches the first `FIRST_FRESH` runs are planned in: the default and two
-/// fresh draws, then five, so that a run of the first batch that came nearer or took a
-/// count higher is followed up in the second, not after all of them. Where none did, the
-/// runs are the same as in one batch.
-const FIRST_BATCHES: [usize; 2] = [3, 5];
+/// Sizes of the batches the first runs are planned in: the default and two fresh draws,
+/// then five, so that a run of the first batch that came nearer or took a count higher is
+/// followed up in the second; then pairs up to run 23, so that a run that covered something
+/// new is followed up two runs later, not eight, while the corpus is young and each find is
+/// a step towards the next (S-U3's two stalls are one such step after another). After them,
+/// batches of `BATCH` keep more cores busy.
+const FIRST_BATCHES: [usize; 10] = [3, 5, 2, 2, 2, 2, 2, 2, 2, 2];
 
 /// The `k`-th fresh schedule of an exploration seeded `seed`: the default, then the random
 /// schedules `seed`, `seed + 1`, … (the ones `random` would run).
