@@ -197,8 +197,8 @@ fn ranked_feature(tag: FeatureTag, site: u64, rank: u8) -> u64 {
 }
 
 /// `n` in half-octaves: 2 * log2, rounded down, with the half step from the bit below the
-/// top one (0, 1, 2, 3, 4, 4 + half for 6, ...): a scale on which 12 is as far above 8 as
-/// 24 is above 16.
+/// top one (0, 1, 2 and 3 for themselves, 4 for 4 and 5, 5 for 6 and 7, 6 for 8 to 11): a
+/// scale on which 12 is as far above 8 as 24 is above 16.
 pub fn half_octaves(n: u64) -> u8 {
     if n < 2 {
         return n as u8;
