@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use host_model::kvm::memslot::kvm_set_memory_region_delete;
+use host_model::kvm::memslot::{MemslotChange, kvm_set_memory_region};
 use host_model::kvm::tdx_init::{
     TdCreate, kvm_tdx_finalize_vm, kvm_tdx_init_mem_region, kvm_tdx_init_vcpu, td_create,
 };
@@ -30,7 +30,7 @@ pub async fn run_kvm_step(cpu: &Cpu, call: &Call) -> Option<Result<(), Errno>> {
             kvm_vcpu_ioctl_run(cpu, TdId(td), vcpu, guest.clone(), run_cycles).await
         }
         Call::MemslotDelete { td, gpa, count } => {
-            kvm_set_memory_region_delete(cpu, TdId(td), Gpa(gpa), u64::from(count)).await
+            kvm_set_memory_region(cpu, TdId(td), Gpa(gpa), u64::from(count), MemslotChange::Delete).await
         }
         Call::TdDestroy { td } => kvm_destroy_vm(cpu, TdId(td)).await,
         _ => return None,

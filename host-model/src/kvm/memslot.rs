@@ -19,43 +19,45 @@ use crate::kernel::mutex::{mutex_lock, mutex_unlock};
 use crate::kernel::rwlock::{write_lock, write_unlock};
 use crate::kernel::srcu::synchronize_srcu;
 
-/// Deletes the memslot of `pages` 4KB pages at `gpa` of `td`; -EINVAL if there is none
-/// (already deleted).
+/// What a `KVM_SET_USER_MEMORY_REGION` does to a memslot (the kernel's `enum
+/// kvm_mr_change`, the two changes the workloads make).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemslotChange {
+    /// `KVM_MR_DELETE`: -EINVAL if there is no valid slot (already deleted).
+    Delete,
+    /// `KVM_MR_CREATE` of a slot deleted before: -EEXIST while it still exists (valid, or
+    /// invalid with its deletion under way), -EINVAL for a slot the VMM never registered.
+    Create,
+}
+
+/// Deletes, or creates again, the memslot of `pages` 4KB pages at `gpa` of `td`.
 ///
 /// Kernel: `kvm_set_memory_region()` (under `kvm->slots_lock`) -> `kvm_set_memslot(...,
-/// KVM_MR_DELETE)`, virt/kvm/kvm_main.c.
-pub async fn kvm_set_memory_region_delete(cpu: &Cpu, td: TdId, gpa: Gpa, pages: u64) -> Result<(), Errno> {
+/// KVM_MR_DELETE)`; for a creation `kvm_gmem_bind()`, then `kvm_set_memslot(kvm, NULL, new,
+/// KVM_MR_CREATE)`, virt/kvm/kvm_main.c.
+pub async fn kvm_set_memory_region(
+    cpu: &Cpu,
+    td: TdId,
+    gpa: Gpa,
+    pages: u64,
+    change: MemslotChange,
+) -> Result<(), Errno> {
     might_sleep(cpu, "kvm_set_memory_region");
     let kvm = kvm_td(cpu, td);
     mutex_lock(cpu, kvm.slots_lock).await;
-    let ret = match kvm.memslot(gpa, pages) {
-        Some(slot) if slot.state.get() == MemslotState::Valid => {
+    let state = kvm.memslot(gpa, pages).map(|slot| (slot, slot.state.get()));
+    let ret = match (change, state) {
+        (MemslotChange::Delete, Some((slot, MemslotState::Valid))) => {
             kvm_set_memslot_delete(cpu, kvm, slot).await;
             Ok(())
         }
-        Some(_) | None => Err(Errno::EINVAL),
-    };
-    mutex_unlock(cpu, kvm.slots_lock);
-    ret
-}
-
-/// Creates the memslot of `pages` 4KB pages at `gpa` of `td` again, after its deletion:
-/// -EEXIST while it still exists (valid, or invalid with its deletion under way), -EINVAL
-/// for a slot the VMM never registered.
-///
-/// Kernel: `kvm_set_memory_region()` (under `kvm->slots_lock`) -> `kvm_gmem_bind()`, then
-/// `kvm_set_memslot(kvm, NULL, new, KVM_MR_CREATE)`, virt/kvm/kvm_main.c.
-pub async fn kvm_set_memory_region_create(cpu: &Cpu, td: TdId, gpa: Gpa, pages: u64) -> Result<(), Errno> {
-    might_sleep(cpu, "kvm_set_memory_region");
-    let kvm = kvm_td(cpu, td);
-    mutex_lock(cpu, kvm.slots_lock).await;
-    let ret = match kvm.memslot(gpa, pages) {
-        Some(slot) if slot.state.get() == MemslotState::Deleted => {
+        (MemslotChange::Delete, Some(_) | None) => Err(Errno::EINVAL),
+        (MemslotChange::Create, Some((slot, MemslotState::Deleted))) => {
             kvm_set_memslot_create(cpu, kvm, slot).await;
             Ok(())
         }
-        Some(_) => Err(Errno::EEXIST),
-        None => Err(Errno::EINVAL),
+        (MemslotChange::Create, Some(_)) => Err(Errno::EEXIST),
+        (MemslotChange::Create, None) => Err(Errno::EINVAL),
     };
     mutex_unlock(cpu, kvm.slots_lock);
     ret

@@ -5,7 +5,7 @@ use seam_model::{PAGE_SIZE, TdId};
 use crate::guest::GuestProgram;
 use crate::kernel::Errno;
 use crate::kernel::cpu::Cpu;
-use crate::kvm::memslot::{kvm_set_memory_region_create, kvm_set_memory_region_delete};
+use crate::kvm::memslot::{MemslotChange, kvm_set_memory_region};
 use crate::kvm::mmu::zap;
 use crate::kvm::tdx_init::{TdCreate, kvm_tdx_finalize_vm, kvm_tdx_init_mem_region, td_create};
 use crate::kvm::teardown::kvm_destroy_vm;
@@ -85,9 +85,9 @@ pub async fn punch_hole(cpu: &Cpu, td: TdId, gpa: u64, pages: u64) -> Result<(),
 /// `KVM_SET_USER_MEMORY_REGION2` ioctls, a deletion (size 0) and a creation of the same
 /// slot over the same guest_memfd range.
 pub async fn memslot_change(cpu: &Cpu, td: TdId, gpa: u64, pages: u64) -> Result<(), Errno> {
-    kvm_set_memory_region_delete(cpu, td, seam_model::Gpa(gpa), pages).await?;
+    kvm_set_memory_region(cpu, td, seam_model::Gpa(gpa), pages, MemslotChange::Delete).await?;
     cpu.progress();
-    kvm_set_memory_region_create(cpu, td, seam_model::Gpa(gpa), pages).await
+    kvm_set_memory_region(cpu, td, seam_model::Gpa(gpa), pages, MemslotChange::Create).await
 }
 
 /// The VMM closes the TD's fds: KVM destroys it (HKID release, reclaim of every page).
