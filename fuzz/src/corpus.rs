@@ -18,9 +18,9 @@
 //! A nearness feature (two tasks' events on the same state, and how far apart: sim-core's
 //! `FeatureTag::Nearness`) is new only when a run comes nearer at its site than every run
 //! before (IJON's minimum): a run that does gets, before anything else, the longest stall
-//! at the last stall points before the earlier of the two events, nearest pair first, so
-//! the task that made it is held past the other and their order flips once they are closer
-//! than the longest stall. Each step nearer is kept and followed up at once.
+//! at as many of the last stall points of the earlier event's CPU before it as span the
+//! distance, nearest pair first, so the task that made it is held past the other and their
+//! order flips. Each step nearer is kept and followed up at once.
 //!
 //! A counted feature (sim-core's `FeatureTag::HitCount`: how many BUSY answers one leaf and
 //! operand got) is new only when its count is higher than every run's before at its site
@@ -81,9 +81,9 @@ pub struct Entry<S> {
     /// is worth aiming at (`hotspot_weight`).
     pub hotspots: Vec<(u32, u64)>,
     /// For each nearness site this run came nearer at than the runs before, which had been
-    /// measured there: the distance, and where the earlier of the two events happened
-    /// (sorted, each once).
-    pub nearer_at: Vec<(u8, u32)>,
+    /// measured there: the distance, where the earlier of the two events happened, on which
+    /// CPU, and how many of the longest stalls span the distance (sorted, each once).
+    pub nearer_at: Vec<(u8, u32, CpuId, u32)>,
     /// For each counted feature whose count this run took higher than the runs before,
     /// which had covered it: the count's rank (`sim_core::COUNT_TOP` less the count in
     /// half-octaves), where its last hit was, on which CPU, and its site (sorted, each
@@ -148,7 +148,10 @@ impl<S: Clone> Corpus<S> {
                     && self.nearest.contains_key(&site)
                 {
                     match nearness(feature) {
-                        Some(_) => nearer_at.push((rank, at)),
+                        Some(_) => {
+                            let (cpu, stalls) = near_span(verdict, feature);
+                            nearer_at.push((rank, at, cpu, stalls));
+                        }
                         None => climbed_at.push((rank, at, count_cpu(verdict, feature), site)),
                     }
                 }
@@ -231,6 +234,18 @@ fn count_cpu(verdict: &Verdict, feature: u64) -> CpuId {
     match verdict.count_cpus.binary_search_by_key(&feature, |&(counted, _)| counted) {
         Ok(position) => verdict.count_cpus[position].1,
         Err(_) => CpuId(u32::MAX),
+    }
+}
+
+/// The CPU of the earlier event of nearness `feature` in `verdict`'s run and how many of the
+/// longest stalls span its distance (any CPU and one stall when the run did not say).
+fn near_span(verdict: &Verdict, feature: u64) -> (CpuId, u32) {
+    match verdict.near_spans.binary_search_by_key(&feature, |&(near, _, _)| near) {
+        Ok(position) => {
+            let (_, cpu, stalls) = verdict.near_spans[position];
+            (cpu, stalls.max(1))
+        }
+        Err(_) => (CpuId(u32::MAX), 1),
     }
 }
 
@@ -409,6 +424,18 @@ fn apply<S>(
 }
 
 /// Whether a decision of this kind is a stall point.
+/// The stall points of `cpu` (of any CPU when it is `CpuId(u32::MAX)`) before decision
+/// `before` that are not at their longest yet, nearest first.
+fn stalls_before<S>(entry: &Entry<S>, before: usize, cpu: CpuId) -> impl Iterator<Item = usize> + '_ {
+    let len = entry.decisions.len().min(entry.kinds.len()).min(entry.options.len());
+    let any = cpu == CpuId(u32::MAX);
+    (0..before.min(len)).rev().filter(move |&i| {
+        is_stall(entry.kinds[i])
+            && (any || entry.cpus.get(i).is_none_or(|&c| c == cpu))
+            && entry.decisions[i] + 1 < entry.options[i]
+    })
+}
+
 fn is_stall(kind: DecisionKind) -> bool {
     kind == DecisionKind::Stall
 }
@@ -532,10 +559,11 @@ pub struct Explorer<S> {
 enum Aim {
     /// A long stall at this stall decision.
     Stall(usize),
-    /// The longest stall at this stall decision: the last before the earlier of two events
-    /// that came nearer than ever, so that its task is held past the later one (the two
-    /// events' order flipped whenever the later one came less than the longest stall after).
-    StallLongest(usize),
+    /// The longest stall at each of the last `count` stall points of `cpu` before decision
+    /// `before` that do not have it yet (`stalls_before`): the earlier of two events that
+    /// came nearer than ever was there, and that many longest stalls span their distance,
+    /// so its task is held past the later one and the two events' order flips.
+    StallsLongest { before: usize, cpu: CpuId, count: usize },
     /// A stall of a length drawn when it is planned, at this stall decision: one next to
     /// where a count that climbed higher than ever stopped (a retry that got through after
     /// a run of BUSY answers). Which length puts the task back under the other side's hold
@@ -581,10 +609,15 @@ const REDRAWS_PER_ENTRY: usize = 2;
 /// Aimed mutations waiting at most; past it, new entries get none.
 const AIMED_QUEUE_MAX: usize = 64;
 
-/// Stall points before the earlier event of a pair that came nearer than ever that get the
-/// longest stall (the last ones before it: the earlier event's own task, or the CPU it
-/// waits for).
-const NEARER_STALLS: usize = 2;
+/// The most longest stalls an aim at a pair that came nearer than ever holds its earlier
+/// event's task with: two events farther apart are not a near miss, however much nearer
+/// than before (a millisecond apart, they are twenty of the default `run.max_stall`).
+const NEAR_REACH: usize = 4;
+
+/// Aims at a pair that came nearer than ever beyond the one whose longest stalls span its
+/// distance: each holds the earlier event's task with one stall more (the stalls are of
+/// that CPU, but the task may not run through all of them).
+const NEARER_EXTRA: usize = 1;
 
 /// Nearness aims waiting at most.
 const NEARER_QUEUE_MAX: usize = 16;
@@ -713,9 +746,12 @@ impl<S: Clone> Explorer<S> {
                 decisions[stall] = (entry.options[stall].saturating_sub(1) * 3 / 4).max(1);
                 stall
             }
-            Aim::StallLongest(stall) => {
-                decisions[stall] = entry.options[stall].saturating_sub(1).max(1);
-                stall
+            Aim::StallsLongest { before, cpu, count } => {
+                let stalls: Vec<usize> = stalls_before(entry, before, cpu).take(count).collect();
+                for &stall in &stalls {
+                    decisions[stall] = entry.options[stall].saturating_sub(1).max(1);
+                }
+                stalls.last().copied().unwrap_or(before)
             }
             Aim::StallDrawn(stall, stratum) => {
                 let longest = u64::from(entry.options[stall].saturating_sub(1).max(1));
@@ -805,18 +841,22 @@ impl<S: Clone> Explorer<S> {
     fn queue_progress_aims(&mut self, index: usize) {
         let entry = self.corpus.entry(index);
         let len = entry.decisions.len().min(entry.kinds.len()).min(entry.options.len());
-        let mut aims: Vec<(u8, usize)> = Vec::new();
-        for &(distance, at) in &entry.nearer_at {
-            let before = (0..(at as usize).min(len)).rev().filter(|&i| is_stall(entry.kinds[i]));
-            for stall in before.take(NEARER_STALLS) {
-                if entry.decisions[stall] + 1 < entry.options[stall] && !aims.iter().any(|&(_, s)| s == stall)
-                {
-                    aims.push((distance, stall));
+        let mut aims: Vec<(u8, Aim)> = Vec::new();
+        for &(distance, at, cpu, stalls) in &entry.nearer_at {
+            if stalls as usize > NEAR_REACH {
+                continue;
+            }
+            let before = at as usize;
+            let available = stalls_before(entry, before, cpu).take(stalls as usize + NEARER_EXTRA).count();
+            for count in stalls as usize..=stalls as usize + NEARER_EXTRA {
+                let aim = Aim::StallsLongest { before, cpu, count: count.min(available) };
+                if count.min(available) > 0 && !aims.iter().any(|&(_, a)| a == aim) {
+                    aims.push((distance, aim));
                 }
             }
         }
-        for (distance, stall) in aims {
-            self.nearer.push((distance, index, Aim::StallLongest(stall), None));
+        for (distance, aim) in aims {
+            self.nearer.push((distance, index, aim, None));
         }
         for &(rank, at, cpu, site) in &entry.climbed_at {
             // The stall points of the CPU that made the count's last hit.
@@ -890,6 +930,7 @@ mod tests {
             decision_options: vec![17; kinds.len()],
             decision_cpus: vec![CpuId(0); kinds.len()],
             count_cpus: Vec::new(),
+            near_spans: Vec::new(),
             feature_first_at: (0..features.len() as u32).collect(),
             decision_kinds: kinds,
             features,
@@ -1015,25 +1056,31 @@ mod tests {
     }
 
     #[test]
-    fn only_a_nearer_run_is_new_at_a_nearness_site_and_its_longest_stall_runs_first() {
+    fn only_a_nearer_run_is_new_at_a_nearness_site_and_its_cpu_is_held_for_the_distance() {
         let near = |distance: u64| (u64::from(FeatureTag::Nearness as u8) << 56) | 0x1234 << 8 | distance;
+        // Stall points alternate between CPUs 0 and 1; the earlier event is on CPU 1.
         let kinds = vec![DecisionKind::Stall; 40];
         let mut explorer: Explorer<()> = Explorer::new(7).fresh_first(8);
-        let run = |explorer: &mut Explorer<()>, distance, at| {
+        let run = |explorer: &mut Explorer<()>, distance, at, stalls| {
             let mut run = verdict(vec![near(distance)], kinds.clone());
+            run.decision_cpus = (0..40).map(|i| CpuId(i % 2)).collect();
             run.feature_first_at = vec![at];
+            run.near_spans = vec![(near(distance), CpuId(1), stalls)];
             explorer.absorb(&(), &run)
         };
         // The first sighting is new, but is no progress: no nearness aim.
-        assert_eq!(run(&mut explorer, 30, 20), 1);
+        assert_eq!(run(&mut explorer, 34, 20, 3), 1);
         // As far, or farther: nothing new.
-        assert_eq!(run(&mut explorer, 30, 20), 0);
-        assert_eq!(run(&mut explorer, 33, 20), 0);
+        assert_eq!(run(&mut explorer, 34, 20, 3), 0);
+        assert_eq!(run(&mut explorer, 36, 20, 5), 0);
         assert!(explorer.nearer.is_empty());
-        // Nearer: new, and the last two stall points before the earlier event get the
-        // longest stall.
-        assert_eq!(run(&mut explorer, 26, 24), 1);
-        assert_eq!(explorer.corpus.entry(1).nearer_at, vec![(26, 24)]);
+        // Nearer, but farther than `NEAR_REACH` longest stalls span: new, and no aim.
+        assert_eq!(run(&mut explorer, 33, 20, NEAR_REACH as u32 + 1), 1);
+        assert!(explorer.nearer.is_empty());
+        // Nearer, two longest stalls apart: CPU 1's last two stall points before the
+        // earlier event get the longest stall, then its last three.
+        assert_eq!(run(&mut explorer, 30, 24, 2), 1);
+        assert_eq!(explorer.corpus.entry(2).nearer_at, vec![(30, 24, CpuId(1), 2)]);
         let mut fresh = |k| ((), Schedule::Random(k));
         let planned = explorer.plan(3, &mut fresh, &mut |_, _| None);
         let stalled: Vec<Vec<(u32, u32)>> = planned[..2]
@@ -1043,7 +1090,7 @@ mod tests {
                 other => panic!("not an aimed mutation: {other:?}"),
             })
             .collect();
-        assert_eq!(stalled, vec![vec![(23, 16)], vec![(22, 16)]]);
+        assert_eq!(stalled, vec![vec![(21, 16), (23, 16)], vec![(19, 16), (21, 16), (23, 16)]]);
         // Then the first runs are fresh draws again.
         assert_eq!(planned[2].1, Schedule::Random(0));
     }

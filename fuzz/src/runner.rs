@@ -23,6 +23,9 @@ pub struct Verdict {
     pub decision_cpus: Vec<CpuId>,
     /// For each hit-count feature (sorted): the CPU of its last hit (only with coverage).
     pub count_cpus: Vec<(u64, CpuId)>,
+    /// For each nearness feature (sorted): the CPU of its earlier event and how many of the
+    /// longest stalls span its distance (only with coverage).
+    pub near_spans: Vec<(u64, CpuId, u32)>,
     /// What the run covered, sorted (only when coverage was recorded; else empty).
     pub features: Vec<u64>,
     /// For each feature, the number of decisions made when it was first covered.

@@ -714,6 +714,7 @@ mod tests {
             decision_kinds: kinds,
             decision_cpus: cpus.into_iter().map(CpuId).collect(),
             count_cpus: Vec::new(),
+            near_spans: Vec::new(),
             features: Vec::new(),
             feature_first_at: Vec::new(),
             seamcalls: Default::default(),

@@ -57,6 +57,7 @@ pub fn verdict_of(result: RunResult) -> Verdict {
         decision_kinds: coverage.decision_kinds,
         decision_cpus: coverage.decision_cpus,
         count_cpus: coverage.count_cpus,
+        near_spans: coverage.near_spans,
         features: coverage.features,
         feature_first_at: coverage.first_at,
         seamcalls: result.metrics.seamcalls,

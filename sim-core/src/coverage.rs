@@ -106,6 +106,10 @@ pub struct CoverageReport {
     /// For each `HitCount` feature (sorted by feature): the CPU of its last hit, whose task
     /// a mutation holds to push the count further.
     pub count_cpus: Vec<(u64, CpuId)>,
+    /// For each `Nearness` feature (sorted by feature, each once): the CPU of the earlier
+    /// of its two events, and how many of the longest stalls (`run.max_stall`) it takes to
+    /// hold that event past the later one, whose task a mutation holds so they swap.
+    pub near_spans: Vec<(u64, CpuId, u32)>,
 }
 
 /// The recorder a run with coverage on carries.
@@ -123,6 +127,9 @@ pub struct Coverage {
     /// For each counted model feature (its site word): how often it was covered, and the
     /// decisions made and the CPU at its last hit.
     counted: BTreeMap<u64, (u64, u32, CpuId)>,
+    /// Each nearness feature recorded: the CPU of the earlier event, and the longest stalls
+    /// that span its distance.
+    near_spans: Vec<(u64, CpuId, u32)>,
 }
 
 const COMPACT_AT_LEAST: usize = 1024;
@@ -231,6 +238,7 @@ impl Coverage {
             compact_at: COMPACT_AT_LEAST,
             model_hits: BTreeMap::new(),
             counted: BTreeMap::new(),
+            near_spans: Vec::new(),
         }
     }
 
@@ -366,10 +374,13 @@ impl Coverage {
         *count = (count.0 + 1, at, cpu);
     }
 
-    /// How near two events came at `site` (a model's word), placed at decision `at`.
-    pub(crate) fn nearness(&mut self, site: u64, distance: u8, at: u32) {
+    /// How near two events came at `site` (a model's word), placed at decision `at`; the
+    /// earlier event was on `cpu`, and `stalls` of the longest stalls span the distance.
+    pub(crate) fn nearness(&mut self, site: u64, distance: u8, at: u32, cpu: CpuId, stalls: u32) {
         let at = at.min(self.decision_kinds.len() as u32);
-        self.push_at(ranked_feature(FeatureTag::Nearness, site, distance), at);
+        let feature = ranked_feature(FeatureTag::Nearness, site, distance);
+        self.push_at(feature, at);
+        self.near_spans.push((feature, cpu, stalls));
     }
 
     pub(crate) fn finish(mut self) -> CoverageReport {
@@ -381,6 +392,10 @@ impl Coverage {
             count_cpus.push((feature, cpu));
         }
         count_cpus.sort_unstable();
+        let mut near_spans = std::mem::take(&mut self.near_spans);
+        // Each feature once, as it was first recorded (the place its first_at names).
+        near_spans.sort_by_key(|&(feature, _, _)| feature);
+        near_spans.dedup_by_key(|&mut (feature, _, _)| feature);
         self.compact();
         CoverageReport {
             first_at: self.features.iter().map(|&(_, at)| at).collect(),
@@ -388,6 +403,7 @@ impl Coverage {
             decision_kinds: self.decision_kinds,
             decision_cpus: self.decision_cpus,
             count_cpus,
+            near_spans,
         }
     }
 }
@@ -415,10 +431,17 @@ impl Engine {
 
     /// How near two events came at `site` (a word naming the pair of events, stable across
     /// runs): `distance`, smaller is nearer, placed at decision `at` (where the earlier event
-    /// happened); nothing when coverage is off.
-    pub fn cover_nearness(&mut self, site: u64, distance: u8, at: u32) {
+    /// happened, on `cpu`), `cycles` apart; nothing when coverage is off. The explorer is
+    /// told how many of the longest stalls (`run.max_stall`) it takes to hold the earlier
+    /// event past the later one.
+    pub fn cover_nearness(&mut self, site: u64, distance: u8, at: u32, cpu: CpuId, cycles: u64) {
+        let max_stall = self.config().max_stall_cycles;
         if let Some(coverage) = self.coverage.as_deref_mut() {
-            coverage.nearness(site, distance, at);
+            let stalls = match max_stall {
+                0 => 0,
+                longest => u32::try_from(cycles / longest + 1).unwrap_or(u32::MAX),
+            };
+            coverage.nearness(site, distance, at, cpu, stalls);
         }
     }
 
