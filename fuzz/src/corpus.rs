@@ -599,7 +599,7 @@ const FRESH_SHARE_MAX: u64 = 3;
 const FRESH_SHARE_DENOMINATOR: u64 = 4;
 
 /// Distinct stall decisions of a new entry that aimed mutations stall, the ones its
-/// weightiest hotspots point at first.
+/// first hotspots point at first.
 const AIMED_PER_ENTRY: usize = 8;
 
 /// Hotspots of a new entry that aimed mutations redraw the schedule from (the first ones in
@@ -685,7 +685,7 @@ impl<S: Clone> Explorer<S> {
     /// whole exploration) while the corpus is empty or the first `fresh_first` are not all
     /// drawn and, after, in the share `fresh_next` gives;
     /// then the aimed mutations of new entries (a long stall at, or just before, the points
-    /// where they covered something new, the weightiest first, and their schedule redrawn
+    /// where they covered something new, the earliest first, and their schedule redrawn
     /// from the first of those points); then random mutations of entries
     /// picked by weight: their schedule, or (when `mutate_subject` gives one) their subject,
     /// run under the parent's schedule or a fresh one.
@@ -817,7 +817,8 @@ impl<S: Clone> Explorer<S> {
     /// how many features were new. A run that joins the corpus gets its aimed mutations
     /// queued, ahead of those already waiting: first at the hotspots that follow the point
     /// its parent's schedule was changed at, nearest first (the change's consequences, where
-    /// one more stall most likely makes another new interleaving), then the rest by weight.
+    /// one more stall most likely makes another new interleaving), then the rest, earliest
+    /// first.
     pub fn absorb(&mut self, subject: &S, verdict: &Verdict) -> usize {
         let (was_fresh, changed_at) = self.pending.pop_front().unwrap_or((true, None));
         let entries = self.corpus.len();
@@ -875,18 +876,15 @@ impl<S: Clone> Explorer<S> {
     }
 
     /// The aims of new entry `index` at its hotspots (those after `changed_at`, where its
-    /// parent's schedule was changed, first): a long stall at and before each, then its
-    /// schedule redrawn from the first ones.
+    /// parent's schedule was changed, first, each in the order they appeared): a long stall
+    /// at and before each, then its schedule redrawn from the first ones.
     fn queue_hotspot_aims(&mut self, index: usize, changed_at: Option<u32>) {
         let entry = self.corpus.entry(index);
         let mut hotspots = entry.hotspots.clone();
         let after = |at: u32| changed_at.is_some_and(|changed| at > changed);
-        hotspots.sort_by(|a, b| {
-            after(b.0).cmp(&after(a.0)).then_with(|| match after(a.0) {
-                true => a.0.cmp(&b.0),
-                false => b.1.cmp(&a.1).then(a.0.cmp(&b.0)),
-            })
-        });
+        // In the order they appeared, those after the change first: the earliest is where
+        // the run first went its own way, and a stall there moves all that follows.
+        hotspots.sort_by_key(|&(at, _)| (!after(at), at));
         let mut stalls: Vec<usize> = Vec::new();
         for &(at, _) in &hotspots {
             for mutation in [Mutation::StallAtHotspot, Mutation::StallBeforeHotspot] {
@@ -1093,6 +1091,30 @@ mod tests {
         assert_eq!(stalled, vec![vec![(21, 16), (23, 16)], vec![(19, 16), (21, 16), (23, 16)]]);
         // Then the first runs are fresh draws again.
         assert_eq!(planned[2].1, Schedule::Random(0));
+    }
+
+    #[test]
+    fn a_new_entry_without_a_parent_is_aimed_at_in_the_order_its_features_appeared() {
+        let tagged = |tag: FeatureTag, word: u64| (u64::from(tag as u8) << 56) | word << 8;
+        let kinds = vec![DecisionKind::Stall; 40];
+        // A lock-order edge (weighs 1) at decision 10, a wait-for edge (weighs 3) at 30.
+        let mut run =
+            verdict(vec![tagged(FeatureTag::LockOrderClass, 2), tagged(FeatureTag::WaitFor, 1)], kinds);
+        run.feature_first_at = vec![10, 30];
+        let mut explorer: Explorer<()> = Explorer::new(3);
+        explorer.absorb(&(), &run);
+        let aims: Vec<Aim> = explorer.aimed.iter().map(|&(_, aim)| aim).collect();
+        assert_eq!(
+            aims,
+            vec![
+                Aim::Stall(10),
+                Aim::Stall(9),
+                Aim::Stall(30),
+                Aim::Stall(29),
+                Aim::RedrawFrom(10),
+                Aim::RedrawFrom(30)
+            ]
+        );
     }
 
     #[test]
