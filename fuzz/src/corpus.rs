@@ -149,10 +149,14 @@ impl<S: Clone> Corpus<S> {
                 {
                     match nearness(feature) {
                         Some(_) => {
-                            let (cpu, stalls) = near_span(verdict, feature);
-                            nearer_at.push((rank, at, cpu, stalls));
+                            nearer_at.push((
+                                rank,
+                                at,
+                                first_cpu(verdict, position),
+                                near_stalls(verdict, feature),
+                            ));
                         }
-                        None => climbed_at.push((rank, at, count_cpu(verdict, feature), site)),
+                        None => climbed_at.push((rank, at, first_cpu(verdict, position), site)),
                     }
                 }
             }
@@ -228,24 +232,19 @@ impl<S: Clone> Corpus<S> {
     }
 }
 
-/// The CPU of the last hit of hit-count `feature` in `verdict`'s run (`CpuId(u32::MAX)`,
-/// no CPU, when the run did not say).
-fn count_cpu(verdict: &Verdict, feature: u64) -> CpuId {
-    match verdict.count_cpus.binary_search_by_key(&feature, |&(counted, _)| counted) {
-        Ok(position) => verdict.count_cpus[position].1,
-        Err(_) => CpuId(u32::MAX),
-    }
+/// The CPU feature `position` of `verdict`'s run was first covered on (`CpuId(u32::MAX)`,
+/// no CPU, when the run did not say): for a hit count, that of its last hit; for a
+/// nearness, that of the earlier event.
+fn first_cpu(verdict: &Verdict, position: usize) -> CpuId {
+    verdict.feature_first_cpus.get(position).copied().unwrap_or(CpuId(u32::MAX))
 }
 
-/// The CPU of the earlier event of nearness `feature` in `verdict`'s run and how many of the
-/// longest stalls span its distance (any CPU and one stall when the run did not say).
-fn near_span(verdict: &Verdict, feature: u64) -> (CpuId, u32) {
-    match verdict.near_spans.binary_search_by_key(&feature, |&(near, _, _)| near) {
-        Ok(position) => {
-            let (_, cpu, stalls) = verdict.near_spans[position];
-            (cpu, stalls.max(1))
-        }
-        Err(_) => (CpuId(u32::MAX), 1),
+/// How many of the longest stalls span the distance of nearness `feature` in `verdict`'s
+/// run (one when the run did not say).
+fn near_stalls(verdict: &Verdict, feature: u64) -> u32 {
+    match verdict.near_spans.binary_search_by_key(&feature, |&(near, _)| near) {
+        Ok(position) => verdict.near_spans[position].1.max(1),
+        Err(_) => 1,
     }
 }
 
@@ -927,9 +926,9 @@ mod tests {
             decisions: vec![0; kinds.len()],
             decision_options: vec![17; kinds.len()],
             decision_cpus: vec![CpuId(0); kinds.len()],
-            count_cpus: Vec::new(),
             near_spans: Vec::new(),
             feature_first_at: (0..features.len() as u32).collect(),
+            feature_first_cpus: vec![CpuId(0); features.len()],
             decision_kinds: kinds,
             features,
             seamcalls: Default::default(),
@@ -1023,7 +1022,7 @@ mod tests {
             let mut run = verdict(vec![count(rank)], kinds.clone());
             run.decision_cpus = (0..40).map(|i| CpuId(i % 2)).collect();
             run.feature_first_at = vec![at];
-            run.count_cpus = vec![(count(rank), CpuId(1))];
+            run.feature_first_cpus = vec![CpuId(1)];
             explorer.absorb(&(), &run)
         };
         let mut fresh = |k| ((), Schedule::Random(k));
@@ -1063,7 +1062,8 @@ mod tests {
             let mut run = verdict(vec![near(distance)], kinds.clone());
             run.decision_cpus = (0..40).map(|i| CpuId(i % 2)).collect();
             run.feature_first_at = vec![at];
-            run.near_spans = vec![(near(distance), CpuId(1), stalls)];
+            run.feature_first_cpus = vec![CpuId(1)];
+            run.near_spans = vec![(near(distance), stalls)];
             explorer.absorb(&(), &run)
         };
         // The first sighting is new, but is no progress: no nearness aim.
