@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use tempfile::TempDir;
+
 use reports::manifest::{Axis, MANIFEST_FORMAT, Manifest, Mark, PlotSpec, ReportSpec};
 use reports::table::{PointRecord, RunRecord, runs_csv};
 
@@ -116,13 +118,17 @@ fn records() -> Vec<PointRecord> {
     records
 }
 
-fn sweep_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tdxsim-report-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// A fresh directory under the system temp dir, removed with what is in it when dropped.
+fn scratch(name: &str) -> TempDir {
+    tempfile::Builder::new().prefix(&format!("tdxsim-report-{name}-")).tempdir().unwrap()
+}
+
+/// A scratch directory (removed when dropped) holding a sweep's files.
+fn sweep_dir(name: &str) -> TempDir {
+    let dir = scratch(name);
     let manifest = manifest();
-    std::fs::write(dir.join("manifest.json"), manifest.to_json()).unwrap();
-    std::fs::write(dir.join("runs.csv"), runs_csv(&manifest, &records())).unwrap();
+    std::fs::write(dir.path().join("manifest.json"), manifest.to_json()).unwrap();
+    std::fs::write(dir.path().join("runs.csv"), runs_csv(&manifest, &records())).unwrap();
     dir
 }
 
@@ -157,8 +163,9 @@ fn render(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn every_plot_parses_and_has_one_series_per_design() {
-    let dir = sweep_dir("series");
-    let files = render(&dir);
+    let scratch = sweep_dir("series");
+    let dir = scratch.path();
+    let files = render(dir);
     let svgs: Vec<&PathBuf> =
         files.iter().filter(|file| file.extension().is_some_and(|ext| ext == "svg")).collect();
     assert_eq!(svgs.len(), 3, "one plot per metric: {files:?}");
@@ -194,8 +201,9 @@ fn every_plot_parses_and_has_one_series_per_design() {
 
 #[test]
 fn a_gap_is_not_drawn_as_zero() {
-    let dir = sweep_dir("gap");
-    render(&dir);
+    let scratch = sweep_dir("gap");
+    let dir = scratch.path();
+    render(dir);
     let svg = std::fs::read_to_string(dir.join("plots/lock-contended.svg")).unwrap();
     let document = roxmltree::Document::parse(&svg).unwrap();
     let pink = reports::plot::colour(2);
@@ -216,8 +224,9 @@ fn a_gap_is_not_drawn_as_zero() {
 
 #[test]
 fn the_report_says_what_was_swept_how_to_regenerate_it_and_what_the_data_show() {
-    let dir = sweep_dir("text");
-    render(&dir);
+    let scratch = sweep_dir("text");
+    let dir = scratch.path();
+    render(dir);
     let markdown = std::fs::read_to_string(dir.join("report.md")).unwrap();
     let shown = dir.display();
     assert!(
@@ -256,17 +265,18 @@ fn the_report_says_what_was_swept_how_to_regenerate_it_and_what_the_data_show() 
 
 #[test]
 fn rendering_twice_gives_the_same_bytes() {
-    let dir = sweep_dir("twice");
-    let first: Vec<Vec<u8>> = render(&dir).iter().map(|file| std::fs::read(file).unwrap()).collect();
-    let second: Vec<Vec<u8>> = render(&dir).iter().map(|file| std::fs::read(file).unwrap()).collect();
+    let scratch = sweep_dir("twice");
+    let dir = scratch.path();
+    let first: Vec<Vec<u8>> = render(dir).iter().map(|file| std::fs::read(file).unwrap()).collect();
+    let second: Vec<Vec<u8>> = render(dir).iter().map(|file| std::fs::read(file).unwrap()).collect();
     assert_eq!(first, second);
 }
 
 #[test]
 fn a_directory_without_a_sweep_is_refused() {
-    let dir = std::env::temp_dir().join(format!("tdxsim-report-{}-empty", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let error = reports::render(&dir).unwrap_err().to_string();
+    let scratch = scratch("empty");
+    let dir = scratch.path();
+    let error = reports::render(dir).unwrap_err().to_string();
     assert!(error.contains("manifest.json"), "{error}");
 }
 
@@ -288,8 +298,9 @@ fn mark_in(svg: &str, label: &str) -> (usize, bool) {
 
 #[test]
 fn a_published_figure_is_drawn_with_its_label_and_listed_in_the_report() {
-    let dir = sweep_dir("mark");
-    render(&dir);
+    let scratch = sweep_dir("mark");
+    let dir = scratch.path();
+    render(dir);
     let svg = std::fs::read_to_string(dir.join("plots/lock-contended.svg")).unwrap();
     let (grey, labelled) = mark_in(&svg, "published: 100");
     assert!(grey > 0 && labelled, "the dashed line at 100 and its label: {grey} grey elements");
@@ -320,9 +331,8 @@ fn a_published_figure_is_drawn_with_its_label_and_listed_in_the_report() {
 /// A sweep with a third axis (a panel per workload) and a mark at (x, y) on one panel only.
 #[test]
 fn a_mark_with_a_panel_is_drawn_on_that_panel_only() {
-    let dir = std::env::temp_dir().join(format!("tdxsim-report-{}-panel", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = scratch("panel");
+    let dir = scratch.path();
     let mut manifest = manifest();
     let workloads = ["td_boot", "fault_storm"];
     manifest.axes.insert(
@@ -368,7 +378,7 @@ fn a_mark_with_a_panel_is_drawn_on_that_panel_only() {
     }
     std::fs::write(dir.join("manifest.json"), manifest.to_json()).unwrap();
     std::fs::write(dir.join("runs.csv"), runs_csv(&manifest, &records)).unwrap();
-    render(&dir);
+    render(dir);
     let boot = std::fs::read_to_string(dir.join("plots/lock-contended-workload-0-kind-td-boot.svg")).unwrap();
     let storm =
         std::fs::read_to_string(dir.join("plots/lock-contended-workload-0-kind-fault-storm.svg")).unwrap();

@@ -1,8 +1,11 @@
 //! Repro bundles: written, read back, replayed, and refused when damaged; the CLI around them.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
+use common::Scratch;
 use scenarios::bundle::{self, Bundle, BundleError};
 use scenarios::load_str;
 use scenarios::run::{Schedule, run_once};
@@ -14,12 +17,9 @@ fn library_text(file: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap()
 }
 
-/// A fresh directory under the system temp dir, per test.
-fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tdxsim-bundle-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory under the system temp dir, per test, removed when it is dropped.
+fn temp_dir(test: &str) -> Scratch {
+    Scratch::new(&format!("bundle-{test}"))
 }
 
 /// The bundle of `file` run from `seed`.
@@ -49,7 +49,8 @@ fn line_starting<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 
 #[test]
 fn write_then_read_gives_the_same_bundle() {
-    let dir = temp_dir("round-trip").join("created/by/write");
+    let scratch = temp_dir("round-trip");
+    let dir = scratch.join("created/by/write");
     let bundle = bundle_of(S_D5, 4);
     let path = bundle::write(&dir, &bundle).unwrap();
     assert_eq!(path, dir.join("s-d5-per-2m-rwlock-ab-ba-seed4.bundle"));
@@ -233,7 +234,8 @@ fn check_determinism_prints_the_same_hash_line() {
 #[test]
 fn a_planted_symlink_does_not_redirect_the_bundle() {
     let dir = temp_dir("symlink");
-    let outside = temp_dir("symlink-outside").join("victim");
+    let outside_dir = temp_dir("symlink-outside");
+    let outside = outside_dir.join("victim");
     std::fs::write(&outside, "precious").unwrap();
     let bundle = bundle_of(S_D5, 3);
     std::os::unix::fs::symlink(&outside, dir.join(bundle.file_name())).unwrap();

@@ -2,8 +2,12 @@
 //! that does not change between runs, help for every argument, exit codes, and no panic when
 //! an output goes away.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
+
+use common::Scratch;
 
 const S_D5: &str = "library/dpamt/s-d5-per-2m-rwlock-ab-ba.toml";
 const S_D4: &str = "library/dpamt/s-d4-dec-and-lock.toml";
@@ -40,11 +44,8 @@ fn shell(line: &str) -> (i32, String, String) {
     )
 }
 
-fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tdxsim-ci-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(test: &str) -> Scratch {
+    Scratch::new(&format!("ci-{test}"))
 }
 
 #[test]

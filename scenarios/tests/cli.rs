@@ -1,13 +1,17 @@
 //! The `tdxsim` binary: exit codes, and what it prints for people.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
+use common::Scratch;
+
 /// Runs tdxsim; failing runs write their bundles to a temp dir, not the source tree.
 fn tdxsim(args: &[&str]) -> (i32, String, String) {
-    let out = std::env::temp_dir().join(format!("tdxsim-cli-out-{}", std::process::id()));
+    let scratch = Scratch::new("cli-out");
     let mut args: Vec<&str> = args.to_vec();
-    let out = out.to_string_lossy().into_owned();
+    let out = scratch.to_string_lossy().into_owned();
     if matches!(args.first(), Some(&"run") | Some(&"check")) {
         args.extend(["--out", &out]);
     }
@@ -23,12 +27,12 @@ fn tdxsim(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn temp_file(name: &str, text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("tdxsim-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// `text` in a file `name` of a scratch directory (which goes with the first value).
+fn temp_file(name: &str, text: &str) -> (Scratch, String) {
+    let dir = Scratch::new("cli");
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
+    (dir, path.to_string_lossy().into_owned())
 }
 
 #[test]
@@ -56,7 +60,7 @@ fn check_exits_1_when_an_expectation_fails_and_prints_the_replay() {
     .unwrap()
     .replace("outcome = \"deadlock\"\nwhat = \"rw[A]\"", "outcome = \"pass\"")
     .replace("runs = 200", "runs = 3");
-    let file = temp_file("wrong-expectation.toml", &text);
+    let (_dir, file) = temp_file("wrong-expectation.toml", &text);
     let (code, stdout, _) = tdxsim(&["check", &file]);
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("FAIL"), "{stdout}");
@@ -68,7 +72,7 @@ fn check_exits_1_when_an_expectation_fails_and_prints_the_replay() {
 
 #[test]
 fn bad_input_exits_2_with_a_positioned_message_and_runs_nothing() {
-    let file = temp_file("bad.toml", "name = \"x\"\n[machine]\ncpus = \"two\"\n");
+    let (_dir, file) = temp_file("bad.toml", "name = \"x\"\n[machine]\ncpus = \"two\"\n");
     let (code, stdout, stderr) = tdxsim(&["check", &file]);
     assert_eq!(code, 2);
     assert!(stdout.is_empty(), "{stdout}");

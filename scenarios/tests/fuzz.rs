@@ -1,9 +1,12 @@
 //! `tdxsim fuzz` and `--strategy coverage`: what they write, and that they are the same for
 //! any number of threads.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::Scratch;
 use scenarios::check::{CheckOptions, check_with};
 use scenarios::run::{Schedule, run_once};
 use scenarios::schema::Strategy;
@@ -21,10 +24,11 @@ fn tdxsim(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn out_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tdxsim-fuzz-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A scratch directory whose `out` (not created yet) a test's `tdxsim fuzz --out` writes.
+fn out_dir(test: &str) -> (Scratch, PathBuf) {
+    let scratch = Scratch::new(&format!("fuzz-{test}"));
+    let out = scratch.join("out");
+    (scratch, out)
 }
 
 /// The output without what depends on the wall clock (`(0.1 s)`).
@@ -42,7 +46,7 @@ fn without_times(text: &str) -> String {
 
 #[test]
 fn fuzz_finds_yans_ab_ba_from_scratch_and_writes_what_check_and_replay_run() {
-    let dir = out_dir("ab-ba");
+    let (_scratch, dir) = out_dir("ab-ba");
     let out = dir.to_string_lossy().into_owned();
     let (code, stdout, stderr) =
         tdxsim(&["fuzz", "--design", "dpamt=per-2m-rwlock", "--cases", "64", "--jobs", "1", "--out", &out]);
@@ -77,7 +81,7 @@ fn fuzz_finds_yans_ab_ba_from_scratch_and_writes_what_check_and_replay_run() {
 #[test]
 fn fuzz_is_the_same_for_any_number_of_threads() {
     let run = |jobs: &str| {
-        let dir = out_dir(&format!("jobs{jobs}"));
+        let (_scratch, dir) = out_dir(&format!("jobs{jobs}"));
         let out = dir.to_string_lossy().into_owned();
         let args = [
             "fuzz",
@@ -103,7 +107,7 @@ fn fuzz_is_the_same_for_any_number_of_threads() {
 
 #[test]
 fn fuzz_of_a_correct_design_finds_nothing_and_exits_0() {
-    let dir = out_dir("correct");
+    let (_scratch, dir) = out_dir("correct");
     let out = dir.to_string_lossy().into_owned();
     let (code, stdout, stderr) =
         tdxsim(&["fuzz", "--design", "dpamt=dec-and-lock", "--cases", "64", "--jobs", "1", "--out", &out]);
@@ -127,7 +131,7 @@ fn fuzz_refuses_a_design_that_does_not_exist() {
 
 #[test]
 fn fuzz_around_a_template_keeps_its_machine_and_designs() {
-    let dir = out_dir("template");
+    let (_scratch, dir) = out_dir("template");
     let out = dir.to_string_lossy().into_owned();
     let (code, stdout, _) = tdxsim(&[
         "fuzz",

@@ -1,6 +1,8 @@
 //! Lock statistics (lockstat / `perf lock contention` figures), BUSY by leaf and operand, and
 //! fault latency: as metrics, as `[expect.metrics]` bounds, and in `run --lock-stat`.
 
+mod common;
+
 use std::process::Command;
 
 use scenarios::check::check;
@@ -121,8 +123,7 @@ fn busy_is_counted_by_leaf_and_operand() {
 
 #[test]
 fn run_lock_stat_prints_classes_by_total_wait() {
-    let dir = std::env::temp_dir().join(format!("tdxsim-lockstat-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::Scratch::new("lockstat");
     let file = dir.join("f.toml");
     std::fs::write(&file, faults("global-lock", "")).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_tdxsim"))

@@ -1,5 +1,7 @@
 //! `perfetto::chrome_trace` and `tdxsim run --trace`: Chrome trace-event JSON Perfetto opens.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -113,8 +115,7 @@ fn s_d5_prime_walker_marks_the_warn() {
 
 #[test]
 fn tdxsim_run_trace_writes_the_json() {
-    let dir = std::env::temp_dir().join(format!("tdxsim-perfetto-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::Scratch::new("perfetto");
     let file = dir.join("s-d5.json");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_tdxsim"))
         .args(["replay", "library/dpamt/s-d5-per-2m-rwlock-ab-ba.toml", "--seed", "0", "--trace"])

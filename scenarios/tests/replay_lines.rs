@@ -2,18 +2,20 @@
 //! line is run through `sh` as a user would paste it, and its trace hash compared, for each
 //! strategy, from a path that needs quoting.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::Scratch;
 
 const S_D5: &str = "library/dpamt/s-d5-per-2m-rwlock-ab-ba.toml";
 const STRATEGIES: [&str; 3] = ["random", "pct", "exhaustive"];
 
 /// A directory whose name a shell must quote, holding a copy of S-D5 (with `expect` made
 /// to fail when `failing`, so `check` prints its replay lines).
-fn scenario_copy(test: &str, failing: bool) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("tdxsim replay lines {}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn scenario_copy(test: &str, failing: bool) -> (Scratch, PathBuf) {
+    let dir = Scratch::new(&format!("replay lines {test}"));
     let mut text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(S_D5)).unwrap();
     if failing {
         text = text

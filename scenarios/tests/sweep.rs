@@ -3,9 +3,12 @@
 //! position before anything runs, failing runs counted and bundled, and the small sweep's
 //! CSV files compared with the committed copies.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::Scratch;
 use scenarios::sweep::{self, Partition, Sweep, SweepOptions};
 
 const FILES: &[&str] = &["runs.csv", "points.csv", "manifest.json"];
@@ -18,12 +21,9 @@ fn library(file: &str) -> String {
     manifest_dir().join("library").join(file).display().to_string()
 }
 
-/// A fresh directory for one test.
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tdxsim-sweep-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory for one test, removed when it is dropped.
+fn temp(name: &str) -> Scratch {
+    Scratch::new(&format!("sweep-{name}"))
 }
 
 /// Writes a sweep file into `dir` and loads it.
@@ -131,7 +131,8 @@ fn partitions_merge_into_the_bytes_of_the_whole_sweep() {
     assert_eq!((again.runs, again.resumed), (0, 6));
     assert_eq!(bytes(&dir.join("merged")), bytes(&dir.join("whole")));
     // Another sweep's directory does not merge in.
-    let other = Sweep::load(&sweep_file(&temp("partitions-other"), &storm("# another file\n"))).unwrap();
+    let other_dir = temp("partitions-other");
+    let other = Sweep::load(&sweep_file(&other_dir, &storm("# another file\n"))).unwrap();
     sweep::run(&other, &options(dir.join("other"), 1, Some(Partition { index: 4, count: 4 })), &|_| {})
         .unwrap();
     let mixed = [parts[0].clone(), parts[1].clone(), parts[2].clone(), dir.join("other")];
@@ -194,7 +195,8 @@ fn a_log_written_by_another_sweep_is_refused() {
         error.contains("sweep.log: it was written with partition Some(\"count:1/2\"), this is None"),
         "{error}"
     );
-    let other = Sweep::load(&sweep_file(&temp("foreign-other"), &storm("# changed\n"))).unwrap();
+    let other_dir = temp("foreign-other");
+    let other = Sweep::load(&sweep_file(&other_dir, &storm("# changed\n"))).unwrap();
     let error =
         sweep::run(&other, &options(dir.join("out"), 1, Some(Partition { index: 1, count: 2 })), &|_| {})
             .unwrap_err()
@@ -340,7 +342,7 @@ fn regenerates(name: &str) {
     let committed = manifest_dir().join("tests/sweeps").join(name);
     let sweep = Sweep::load(&manifest_dir().join(format!("tests/sweeps/{name}.toml"))).unwrap();
     let out = temp(name);
-    sweep::run(&sweep, &options(out.clone(), 0, None), &|_| {}).unwrap();
+    sweep::run(&sweep, &options(out.to_path_buf(), 0, None), &|_| {}).unwrap();
     for file in ["runs.csv", "points.csv"] {
         let fresh = std::fs::read_to_string(out.join(file)).unwrap();
         if std::env::var_os("TDXSIM_BLESS").is_some() {
