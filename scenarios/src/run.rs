@@ -204,6 +204,11 @@ fn step_label(scenario: &Scenario, call: &Call) -> String {
     }
 }
 
+/// One step of a scenario task. The steps a litmus test is made of (SEAMCALLs, DPAMT get
+/// and put) are awaited in place; the others, whose futures are much larger (TDX enabling,
+/// CPU hotplug, the runtime update, KVM), are boxed when they run, so that every task's
+/// future is no larger than the common steps need: a task's future is moved into its box
+/// once per run, and its size is what that costs.
 async fn run_step(cpu: &Cpu, call: &Call, module: &RefCell<Module>) -> StepResult {
     match call {
         Call::Seamcall(leaf_call) => StepResult::Status(seamcall(cpu, *leaf_call).await.status),
@@ -219,25 +224,25 @@ async fn run_step(cpu: &Cpu, call: &Call, module: &RefCell<Module>) -> StepResul
             StepResult::Errno(Ok(()))
         }
         Call::TdpFault { td, gpa, count, page } => {
-            StepResult::Errno(tdp_fault(cpu, TdId(*td), *gpa, *count, page.map(Hpa)).await)
+            StepResult::Errno(Box::pin(tdp_fault(cpu, TdId(*td), *gpa, *count, page.map(Hpa))).await)
         }
-        Call::Zap { td, gpa, count } => StepResult::Errno(zap(cpu, TdId(*td), *gpa, *count).await),
-        Call::TdxEnable => StepResult::Errno(tdx_enable(cpu).await),
+        Call::Zap { td, gpa, count } => StepResult::Errno(Box::pin(zap(cpu, TdId(*td), *gpa, *count)).await),
+        Call::TdxEnable => StepResult::Errno(Box::pin(tdx_enable(cpu)).await),
         Call::TdxCpuEnable => {
             // Callers run it pinned, with preemption off.
             cpu.preempt_disable();
-            let ret = tdx_cpu_enable(cpu).await;
+            let ret = Box::pin(tdx_cpu_enable(cpu)).await;
             cpu.preempt_enable();
             StepResult::Errno(ret)
         }
-        Call::CpuUp { target } => StepResult::Errno(cpu_up(cpu, CpuId(*target)).await),
-        Call::CpuDown { target } => StepResult::Errno(cpu_down(cpu, CpuId(*target)).await),
+        Call::CpuUp { target } => StepResult::Errno(Box::pin(cpu_up(cpu, CpuId(*target))).await),
+        Call::CpuDown { target } => StepResult::Errno(Box::pin(cpu_down(cpu, CpuId(*target))).await),
         Call::SeamldrInstallModule { fail_step } => {
             // The fault plan: the step's failure, armed in the module before the update runs.
             if let Some(step) = fail_step {
                 step.arm(&mut module.borrow_mut());
             }
-            StepResult::Errno(seamldr_install_module(cpu).await)
+            StepResult::Errno(Box::pin(seamldr_install_module(cpu)).await)
         }
         Call::TdCreate { .. }
         | Call::VcpuInit { .. }
@@ -246,7 +251,9 @@ async fn run_step(cpu: &Cpu, call: &Call, module: &RefCell<Module>) -> StepResul
         | Call::VcpuRun { .. }
         | Call::MemslotDelete { .. }
         | Call::TdDestroy { .. } => StepResult::Errno(
-            crate::kvm_steps::run_kvm_step(cpu, call).await.expect("run_kvm_step runs every KVM step"),
+            Box::pin(crate::kvm_steps::run_kvm_step(cpu, call))
+                .await
+                .expect("run_kvm_step runs every KVM step"),
         ),
         Call::Sleep { cycles } => {
             cpu.sim.sleep(*cycles).await;
