@@ -19,9 +19,9 @@ use host_model::tdx::seamcall::seamcall;
 use host_model::{Cpu, Host, HostConfig, HostCosts};
 use seam_model::{Hpa, Leaf, LeafCall, Module, RANGE_2M, TdId, TdxStatus};
 use sim_core::{
-    Chooser, CoverageReport, CpuId, Cycle, EngineConfig, Executor, Exhaustive, Outcome, OutcomeKind,
-    PctChooser, PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, RunChooser, RunReport, Seed,
-    Span, TraceEvent,
+    Chooser, CoverageReport, CpuId, Cycle, EngineConfig, EngineStore, Executor, Exhaustive, Outcome,
+    OutcomeKind, PctChooser, PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, RunChooser,
+    RunReport, Seed, Span, TraceEvent,
 };
 
 use crate::checker::StateChecker;
@@ -283,6 +283,12 @@ pub fn run_once_with(
     Runner::new(scenario).run_with(schedule, record_trace, coverage)
 }
 
+thread_local! {
+    /// The engine of this thread's last run, which its next run is built into: a run's
+    /// engine is reset, not rebuilt (sim-core's `EngineStore`).
+    static ENGINES: EngineStore = EngineStore::default();
+}
+
 /// What `check`'s verdict reads of an exploration run (`Runner::explore`).
 pub struct Explored {
     pub outcome: Outcome,
@@ -348,7 +354,7 @@ impl<'s> Runner<'s> {
             Schedule::Prefix(prefix) => other(Box::new(PrefixChooser::new(prefix.clone()))),
             Schedule::Nominal => other(Box::new(sim_core::NominalChooser)),
         };
-        let mut executor = Executor::new(config, chooser);
+        let mut executor = ENGINES.with(|store| Executor::new_in(store, config, chooser));
         let config = self.host_config.clone();
         let module = Rc::new(RefCell::new(config.new_module()));
         let checker = Rc::new(StateChecker::new(module.clone()));
