@@ -410,15 +410,27 @@ impl Engine {
 
     /// Asks the chooser, and records the answer (and how many options it had) in the
     /// decision vector. `cpus` says whose decision it is (see `Decision`).
+    #[inline]
     pub fn choose(&mut self, kind: DecisionKind, options: u32, cpus: &[CpuId]) -> u32 {
         if options < 2 {
             return 0;
         }
         let pick = self.chooser.choose(&Decision { kind, options, cpus });
+        self.decisions_made += 1;
+        if self.coverage.is_some() || self.config.max_recorded_decisions > 0 {
+            self.record_decision(kind, options, cpus, pick);
+        }
+        pick
+    }
+
+    /// What a decision leaves besides its count: coverage's tally, and its entry in the
+    /// decision vector while the vector is short enough to keep. Out of line: `check`'s
+    /// exploration runs keep neither.
+    #[inline(never)]
+    fn record_decision(&mut self, kind: DecisionKind, options: u32, cpus: &[CpuId], pick: u32) {
         if let Some(coverage) = self.coverage.as_deref_mut() {
             coverage.decision(kind, cpus);
         }
-        self.decisions_made += 1;
         let most = self.config.max_recorded_decisions;
         if self.decisions.len() < most {
             self.decisions.push(pick);
@@ -428,7 +440,6 @@ impl Engine {
             self.decisions = Vec::new();
             self.decision_options = Vec::new();
         }
-        pick
     }
 
     /// `base` cycles of work on `cpu`, moved within the jitter band by the chooser.
