@@ -188,6 +188,9 @@ struct Storage {
     scratch_tasks: Vec<TaskId>,
     visit_marks: Vec<u32>,
     pending_spawns: Vec<(TaskId, SpawnedFuture)>,
+    /// The jitter bands worked out so far, and the jitter they are for: a band depends on
+    /// nothing else, so a run of the same jitter starts with them.
+    jitter_bands: (f64, [(u64, u64); JITTER_BANDS]),
 }
 
 impl Default for Storage {
@@ -207,6 +210,8 @@ impl Default for Storage {
             scratch_tasks: Vec::new(),
             visit_marks: Vec::new(),
             pending_spawns: Vec::new(),
+            // Base 0 has band 0 whatever the jitter: a correct entry to start from.
+            jitter_bands: (0.0, [(0, 0); JITTER_BANDS]),
         }
     }
 }
@@ -234,6 +239,7 @@ impl Storage {
             scratch_tasks: emptied(&mut engine.scratch_tasks),
             visit_marks: emptied(&mut engine.visit_marks),
             pending_spawns: emptied(&mut engine.pending_spawns),
+            jitter_bands: (engine.config.jitter, engine.jitter_bands),
         }
     }
 }
@@ -319,6 +325,7 @@ impl Engine {
             scratch_tasks,
             visit_marks,
             pending_spawns,
+            jitter_bands: (bands_jitter, bands),
         } = storage;
         decisions.reserve(config.max_recorded_decisions.min(256));
         decision_options.reserve(config.max_recorded_decisions.min(256));
@@ -349,8 +356,7 @@ impl Engine {
             decision_options,
             decisions_made: 0,
             stall_points: 0,
-            // Base 0 has band 0: a correct entry to start from.
-            jitter_bands: [(0, 0); JITTER_BANDS],
+            jitter_bands: if bands_jitter == config.jitter { bands } else { [(0, 0); JITTER_BANDS] },
             lock_order: LockOrder::default(),
             trace: Trace::new(config.record_trace, config.hash_trace),
             current: None,
