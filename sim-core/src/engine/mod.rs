@@ -188,6 +188,8 @@ struct Storage {
     scratch_tasks: Vec<TaskId>,
     visit_marks: Vec<u32>,
     pending_spawns: Vec<(TaskId, SpawnedFuture)>,
+    /// Lockdep's graphs, emptied.
+    lock_order: LockOrder,
     /// The jitter bands worked out so far, and the jitter they are for: a band depends on
     /// nothing else, so a run of the same jitter starts with them.
     jitter_bands: (f64, [(u64, u64); JITTER_BANDS]),
@@ -210,6 +212,7 @@ impl Default for Storage {
             scratch_tasks: Vec::new(),
             visit_marks: Vec::new(),
             pending_spawns: Vec::new(),
+            lock_order: LockOrder::default(),
             // Base 0 has band 0 whatever the jitter: a correct entry to start from.
             jitter_bands: (0.0, [(0, 0); JITTER_BANDS]),
         }
@@ -239,6 +242,11 @@ impl Storage {
             scratch_tasks: emptied(&mut engine.scratch_tasks),
             visit_marks: emptied(&mut engine.visit_marks),
             pending_spawns: emptied(&mut engine.pending_spawns),
+            lock_order: {
+                let mut lock_order = std::mem::take(&mut engine.lock_order);
+                lock_order.clear();
+                lock_order
+            },
             jitter_bands: (engine.config.jitter, engine.jitter_bands),
         }
     }
@@ -325,6 +333,7 @@ impl Engine {
             scratch_tasks,
             visit_marks,
             pending_spawns,
+            lock_order,
             jitter_bands: (bands_jitter, bands),
         } = storage;
         decisions.reserve(config.max_recorded_decisions.min(256));
@@ -357,7 +366,7 @@ impl Engine {
             decisions_made: 0,
             stall_points: 0,
             jitter_bands: if bands_jitter == config.jitter { bands } else { [(0, 0); JITTER_BANDS] },
-            lock_order: LockOrder::default(),
+            lock_order,
             trace: Trace::new(config.record_trace, config.hash_trace),
             current: None,
             stop: None,
