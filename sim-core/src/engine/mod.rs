@@ -458,6 +458,7 @@ impl Engine {
     }
 
     /// `base` cycles of work on `cpu`, moved within the jitter band by the chooser.
+    #[inline]
     pub fn cost_for(&mut self, cpu: CpuId, base: u64) -> u64 {
         let delta = self.jitter_band(base);
         if delta == 0 {
