@@ -18,9 +18,9 @@
 //! A nearness feature (two tasks' events on the same state, and how far apart: sim-core's
 //! `FeatureTag::Nearness`) is new only when a run comes nearer at its site than every run
 //! before (IJON's minimum): a run that does gets, before anything else, the longest stall
-//! at the last stall points before the earlier of the two events, nearest pair first, so
-//! the task that made it is held past the other and their order flips once they are closer
-//! than the longest stall. Each step nearer is kept and followed up at once.
+//! at as many of the last stall points of the earlier event's CPU before it as span the
+//! distance, nearest pair first, so the task that made it is held past the other and their
+//! order flips. Each step nearer is kept and followed up at once.
 //!
 //! A counted feature (sim-core's `FeatureTag::HitCount`: how many BUSY answers one leaf and
 //! operand got) is new only when its count is higher than every run's before at its site
@@ -81,9 +81,9 @@ pub struct Entry<S> {
     /// is worth aiming at (`hotspot_weight`).
     pub hotspots: Vec<(u32, u64)>,
     /// For each nearness site this run came nearer at than the runs before, which had been
-    /// measured there: the distance, and where the earlier of the two events happened
-    /// (sorted, each once).
-    pub nearer_at: Vec<(u8, u32)>,
+    /// measured there: the distance, where the earlier of the two events happened, on which
+    /// CPU, and how many of the longest stalls span the distance (sorted, each once).
+    pub nearer_at: Vec<(u8, u32, CpuId, u32)>,
     /// For each counted feature whose count this run took higher than the runs before,
     /// which had covered it: the count's rank (`sim_core::COUNT_TOP` less the count in
     /// half-octaves), where its last hit was, on which CPU, and its site (sorted, each
@@ -148,8 +148,15 @@ impl<S: Clone> Corpus<S> {
                     && self.nearest.contains_key(&site)
                 {
                     match nearness(feature) {
-                        Some(_) => nearer_at.push((rank, at)),
-                        None => climbed_at.push((rank, at, count_cpu(verdict, feature), site)),
+                        Some(_) => {
+                            nearer_at.push((
+                                rank,
+                                at,
+                                first_cpu(verdict, position),
+                                near_stalls(verdict, feature),
+                            ));
+                        }
+                        None => climbed_at.push((rank, at, first_cpu(verdict, position), site)),
                     }
                 }
             }
@@ -225,12 +232,19 @@ impl<S: Clone> Corpus<S> {
     }
 }
 
-/// The CPU of the last hit of hit-count `feature` in `verdict`'s run (`CpuId(u32::MAX)`,
-/// no CPU, when the run did not say).
-fn count_cpu(verdict: &Verdict, feature: u64) -> CpuId {
-    match verdict.count_cpus.binary_search_by_key(&feature, |&(counted, _)| counted) {
-        Ok(position) => verdict.count_cpus[position].1,
-        Err(_) => CpuId(u32::MAX),
+/// The CPU feature `position` of `verdict`'s run was first covered on (`CpuId(u32::MAX)`,
+/// no CPU, when the run did not say): for a hit count, that of its last hit; for a
+/// nearness, that of the earlier event.
+fn first_cpu(verdict: &Verdict, position: usize) -> CpuId {
+    verdict.feature_first_cpus.get(position).copied().unwrap_or(CpuId(u32::MAX))
+}
+
+/// How many of the longest stalls span the distance of nearness `feature` in `verdict`'s
+/// run (one when the run did not say).
+fn near_stalls(verdict: &Verdict, feature: u64) -> u32 {
+    match verdict.near_spans.binary_search_by_key(&feature, |&(near, _)| near) {
+        Ok(position) => verdict.near_spans[position].1.max(1),
+        Err(_) => 1,
     }
 }
 
@@ -409,6 +423,18 @@ fn apply<S>(
 }
 
 /// Whether a decision of this kind is a stall point.
+/// The stall points of `cpu` (of any CPU when it is `CpuId(u32::MAX)`) before decision
+/// `before` that are not at their longest yet, nearest first.
+fn stalls_before<S>(entry: &Entry<S>, before: usize, cpu: CpuId) -> impl Iterator<Item = usize> + '_ {
+    let len = entry.decisions.len().min(entry.kinds.len()).min(entry.options.len());
+    let any = cpu == CpuId(u32::MAX);
+    (0..before.min(len)).rev().filter(move |&i| {
+        is_stall(entry.kinds[i])
+            && (any || entry.cpus.get(i).is_none_or(|&c| c == cpu))
+            && entry.decisions[i] + 1 < entry.options[i]
+    })
+}
+
 fn is_stall(kind: DecisionKind) -> bool {
     kind == DecisionKind::Stall
 }
@@ -532,10 +558,11 @@ pub struct Explorer<S> {
 enum Aim {
     /// A long stall at this stall decision.
     Stall(usize),
-    /// The longest stall at this stall decision: the last before the earlier of two events
-    /// that came nearer than ever, so that its task is held past the later one (the two
-    /// events' order flipped whenever the later one came less than the longest stall after).
-    StallLongest(usize),
+    /// The longest stall at each of the last `count` stall points of `cpu` before decision
+    /// `before` that do not have it yet (`stalls_before`): the earlier of two events that
+    /// came nearer than ever was there, and that many longest stalls span their distance,
+    /// so its task is held past the later one and the two events' order flips.
+    StallsLongest { before: usize, cpu: CpuId, count: usize },
     /// A stall of a length drawn when it is planned, at this stall decision: one next to
     /// where a count that climbed higher than ever stopped (a retry that got through after
     /// a run of BUSY answers). Which length puts the task back under the other side's hold
@@ -571,7 +598,7 @@ const FRESH_SHARE_MAX: u64 = 3;
 const FRESH_SHARE_DENOMINATOR: u64 = 4;
 
 /// Distinct stall decisions of a new entry that aimed mutations stall, the ones its
-/// weightiest hotspots point at first.
+/// first hotspots point at first.
 const AIMED_PER_ENTRY: usize = 8;
 
 /// Hotspots of a new entry that aimed mutations redraw the schedule from (the first ones in
@@ -581,10 +608,15 @@ const REDRAWS_PER_ENTRY: usize = 2;
 /// Aimed mutations waiting at most; past it, new entries get none.
 const AIMED_QUEUE_MAX: usize = 64;
 
-/// Stall points before the earlier event of a pair that came nearer than ever that get the
-/// longest stall (the last ones before it: the earlier event's own task, or the CPU it
-/// waits for).
-const NEARER_STALLS: usize = 2;
+/// The most longest stalls an aim at a pair that came nearer than ever holds its earlier
+/// event's task with: two events farther apart are not a near miss, however much nearer
+/// than before (a millisecond apart, they are twenty of the default `run.max_stall`).
+const NEAR_REACH: usize = 4;
+
+/// Aims at a pair that came nearer than ever beyond the one whose longest stalls span its
+/// distance: each holds the earlier event's task with one stall more (the stalls are of
+/// that CPU, but the task may not run through all of them).
+const NEARER_EXTRA: usize = 1;
 
 /// Nearness aims waiting at most.
 const NEARER_QUEUE_MAX: usize = 16;
@@ -652,7 +684,7 @@ impl<S: Clone> Explorer<S> {
     /// whole exploration) while the corpus is empty or the first `fresh_first` are not all
     /// drawn and, after, in the share `fresh_next` gives;
     /// then the aimed mutations of new entries (a long stall at, or just before, the points
-    /// where they covered something new, the weightiest first, and their schedule redrawn
+    /// where they covered something new, the earliest first, and their schedule redrawn
     /// from the first of those points); then random mutations of entries
     /// picked by weight: their schedule, or (when `mutate_subject` gives one) their subject,
     /// run under the parent's schedule or a fresh one.
@@ -713,9 +745,12 @@ impl<S: Clone> Explorer<S> {
                 decisions[stall] = (entry.options[stall].saturating_sub(1) * 3 / 4).max(1);
                 stall
             }
-            Aim::StallLongest(stall) => {
-                decisions[stall] = entry.options[stall].saturating_sub(1).max(1);
-                stall
+            Aim::StallsLongest { before, cpu, count } => {
+                let stalls: Vec<usize> = stalls_before(entry, before, cpu).take(count).collect();
+                for &stall in &stalls {
+                    decisions[stall] = entry.options[stall].saturating_sub(1).max(1);
+                }
+                stalls.last().copied().unwrap_or(before)
             }
             Aim::StallDrawn(stall, stratum) => {
                 let longest = u64::from(entry.options[stall].saturating_sub(1).max(1));
@@ -781,7 +816,8 @@ impl<S: Clone> Explorer<S> {
     /// how many features were new. A run that joins the corpus gets its aimed mutations
     /// queued, ahead of those already waiting: first at the hotspots that follow the point
     /// its parent's schedule was changed at, nearest first (the change's consequences, where
-    /// one more stall most likely makes another new interleaving), then the rest by weight.
+    /// one more stall most likely makes another new interleaving), then the rest, earliest
+    /// first.
     pub fn absorb(&mut self, subject: &S, verdict: &Verdict) -> usize {
         let (was_fresh, changed_at) = self.pending.pop_front().unwrap_or((true, None));
         let entries = self.corpus.len();
@@ -805,18 +841,22 @@ impl<S: Clone> Explorer<S> {
     fn queue_progress_aims(&mut self, index: usize) {
         let entry = self.corpus.entry(index);
         let len = entry.decisions.len().min(entry.kinds.len()).min(entry.options.len());
-        let mut aims: Vec<(u8, usize)> = Vec::new();
-        for &(distance, at) in &entry.nearer_at {
-            let before = (0..(at as usize).min(len)).rev().filter(|&i| is_stall(entry.kinds[i]));
-            for stall in before.take(NEARER_STALLS) {
-                if entry.decisions[stall] + 1 < entry.options[stall] && !aims.iter().any(|&(_, s)| s == stall)
-                {
-                    aims.push((distance, stall));
+        let mut aims: Vec<(u8, Aim)> = Vec::new();
+        for &(distance, at, cpu, stalls) in &entry.nearer_at {
+            if stalls as usize > NEAR_REACH {
+                continue;
+            }
+            let before = at as usize;
+            let available = stalls_before(entry, before, cpu).take(stalls as usize + NEARER_EXTRA).count();
+            for count in stalls as usize..=stalls as usize + NEARER_EXTRA {
+                let aim = Aim::StallsLongest { before, cpu, count: count.min(available) };
+                if count.min(available) > 0 && !aims.iter().any(|&(_, a)| a == aim) {
+                    aims.push((distance, aim));
                 }
             }
         }
-        for (distance, stall) in aims {
-            self.nearer.push((distance, index, Aim::StallLongest(stall), None));
+        for (distance, aim) in aims {
+            self.nearer.push((distance, index, aim, None));
         }
         for &(rank, at, cpu, site) in &entry.climbed_at {
             // The stall points of the CPU that made the count's last hit.
@@ -835,18 +875,15 @@ impl<S: Clone> Explorer<S> {
     }
 
     /// The aims of new entry `index` at its hotspots (those after `changed_at`, where its
-    /// parent's schedule was changed, first): a long stall at and before each, then its
-    /// schedule redrawn from the first ones.
+    /// parent's schedule was changed, first, each in the order they appeared): a long stall
+    /// at and before each, then its schedule redrawn from the first ones.
     fn queue_hotspot_aims(&mut self, index: usize, changed_at: Option<u32>) {
         let entry = self.corpus.entry(index);
         let mut hotspots = entry.hotspots.clone();
         let after = |at: u32| changed_at.is_some_and(|changed| at > changed);
-        hotspots.sort_by(|a, b| {
-            after(b.0).cmp(&after(a.0)).then_with(|| match after(a.0) {
-                true => a.0.cmp(&b.0),
-                false => b.1.cmp(&a.1).then(a.0.cmp(&b.0)),
-            })
-        });
+        // In the order they appeared, those after the change first: the earliest is where
+        // the run first went its own way, and a stall there moves all that follows.
+        hotspots.sort_by_key(|&(at, _)| (!after(at), at));
         let mut stalls: Vec<usize> = Vec::new();
         for &(at, _) in &hotspots {
             for mutation in [Mutation::StallAtHotspot, Mutation::StallBeforeHotspot] {
@@ -889,8 +926,9 @@ mod tests {
             decisions: vec![0; kinds.len()],
             decision_options: vec![17; kinds.len()],
             decision_cpus: vec![CpuId(0); kinds.len()],
-            count_cpus: Vec::new(),
+            near_spans: Vec::new(),
             feature_first_at: (0..features.len() as u32).collect(),
+            feature_first_cpus: vec![CpuId(0); features.len()],
             decision_kinds: kinds,
             features,
             seamcalls: Default::default(),
@@ -984,7 +1022,7 @@ mod tests {
             let mut run = verdict(vec![count(rank)], kinds.clone());
             run.decision_cpus = (0..40).map(|i| CpuId(i % 2)).collect();
             run.feature_first_at = vec![at];
-            run.count_cpus = vec![(count(rank), CpuId(1))];
+            run.feature_first_cpus = vec![CpuId(1)];
             explorer.absorb(&(), &run)
         };
         let mut fresh = |k| ((), Schedule::Random(k));
@@ -1015,25 +1053,32 @@ mod tests {
     }
 
     #[test]
-    fn only_a_nearer_run_is_new_at_a_nearness_site_and_its_longest_stall_runs_first() {
+    fn only_a_nearer_run_is_new_at_a_nearness_site_and_its_cpu_is_held_for_the_distance() {
         let near = |distance: u64| (u64::from(FeatureTag::Nearness as u8) << 56) | 0x1234 << 8 | distance;
+        // Stall points alternate between CPUs 0 and 1; the earlier event is on CPU 1.
         let kinds = vec![DecisionKind::Stall; 40];
         let mut explorer: Explorer<()> = Explorer::new(7).fresh_first(8);
-        let run = |explorer: &mut Explorer<()>, distance, at| {
+        let run = |explorer: &mut Explorer<()>, distance, at, stalls| {
             let mut run = verdict(vec![near(distance)], kinds.clone());
+            run.decision_cpus = (0..40).map(|i| CpuId(i % 2)).collect();
             run.feature_first_at = vec![at];
+            run.feature_first_cpus = vec![CpuId(1)];
+            run.near_spans = vec![(near(distance), stalls)];
             explorer.absorb(&(), &run)
         };
         // The first sighting is new, but is no progress: no nearness aim.
-        assert_eq!(run(&mut explorer, 30, 20), 1);
+        assert_eq!(run(&mut explorer, 34, 20, 3), 1);
         // As far, or farther: nothing new.
-        assert_eq!(run(&mut explorer, 30, 20), 0);
-        assert_eq!(run(&mut explorer, 33, 20), 0);
+        assert_eq!(run(&mut explorer, 34, 20, 3), 0);
+        assert_eq!(run(&mut explorer, 36, 20, 5), 0);
         assert!(explorer.nearer.is_empty());
-        // Nearer: new, and the last two stall points before the earlier event get the
-        // longest stall.
-        assert_eq!(run(&mut explorer, 26, 24), 1);
-        assert_eq!(explorer.corpus.entry(1).nearer_at, vec![(26, 24)]);
+        // Nearer, but farther than `NEAR_REACH` longest stalls span: new, and no aim.
+        assert_eq!(run(&mut explorer, 33, 20, NEAR_REACH as u32 + 1), 1);
+        assert!(explorer.nearer.is_empty());
+        // Nearer, two longest stalls apart: CPU 1's last two stall points before the
+        // earlier event get the longest stall, then its last three.
+        assert_eq!(run(&mut explorer, 30, 24, 2), 1);
+        assert_eq!(explorer.corpus.entry(2).nearer_at, vec![(30, 24, CpuId(1), 2)]);
         let mut fresh = |k| ((), Schedule::Random(k));
         let planned = explorer.plan(3, &mut fresh, &mut |_, _| None);
         let stalled: Vec<Vec<(u32, u32)>> = planned[..2]
@@ -1043,9 +1088,33 @@ mod tests {
                 other => panic!("not an aimed mutation: {other:?}"),
             })
             .collect();
-        assert_eq!(stalled, vec![vec![(23, 16)], vec![(22, 16)]]);
+        assert_eq!(stalled, vec![vec![(21, 16), (23, 16)], vec![(19, 16), (21, 16), (23, 16)]]);
         // Then the first runs are fresh draws again.
         assert_eq!(planned[2].1, Schedule::Random(0));
+    }
+
+    #[test]
+    fn a_new_entry_without_a_parent_is_aimed_at_in_the_order_its_features_appeared() {
+        let tagged = |tag: FeatureTag, word: u64| (u64::from(tag as u8) << 56) | word << 8;
+        let kinds = vec![DecisionKind::Stall; 40];
+        // A lock-order edge (weighs 1) at decision 10, a wait-for edge (weighs 3) at 30.
+        let mut run =
+            verdict(vec![tagged(FeatureTag::LockOrderClass, 2), tagged(FeatureTag::WaitFor, 1)], kinds);
+        run.feature_first_at = vec![10, 30];
+        let mut explorer: Explorer<()> = Explorer::new(3);
+        explorer.absorb(&(), &run);
+        let aims: Vec<Aim> = explorer.aimed.iter().map(|&(_, aim)| aim).collect();
+        assert_eq!(
+            aims,
+            vec![
+                Aim::Stall(10),
+                Aim::Stall(9),
+                Aim::Stall(30),
+                Aim::Stall(29),
+                Aim::RedrawFrom(10),
+                Aim::RedrawFrom(30)
+            ]
+        );
     }
 
     #[test]

@@ -21,12 +21,16 @@ pub struct Verdict {
     pub decision_kinds: Vec<DecisionKind>,
     /// The CPU each decision is about (only when coverage was recorded; else empty).
     pub decision_cpus: Vec<CpuId>,
-    /// For each hit-count feature (sorted): the CPU of its last hit (only with coverage).
-    pub count_cpus: Vec<(u64, CpuId)>,
+    /// For each nearness feature (sorted): how many of the longest stalls span its
+    /// distance (only with coverage).
+    pub near_spans: Vec<(u64, u32)>,
     /// What the run covered, sorted (only when coverage was recorded; else empty).
     pub features: Vec<u64>,
     /// For each feature, the number of decisions made when it was first covered.
     pub feature_first_at: Vec<u32>,
+    /// For each feature, the CPU it was first covered on (for a hit count, that of its last
+    /// hit; for a nearness, that of the earlier event).
+    pub feature_first_cpus: Vec<CpuId>,
     /// SEAMCALLs by leaf and (masked) status.
     pub seamcalls: BTreeMap<(Leaf, TdxStatus), u64>,
     /// Per 2MB range at the end: the host's refcount and whether the module has it backed.

@@ -84,8 +84,10 @@ impl TransitionWatch {
                 Some(before) if before.task != now.task => {
                     // Another task's transition, this one's reads-from: how near they came.
                     let site = fnv(before.who, now.who, "");
-                    let distance = half_octaves(now.at.0.saturating_sub(before.at.0));
-                    engine.cover_nearness(site, distance, before.decision);
+                    let cycles = now.at.0.saturating_sub(before.at.0);
+                    // Both on this CPU, whose state it is: holding the earlier task here
+                    // for longer than `cycles` swaps them.
+                    engine.cover_nearness(site, half_octaves(cycles), before.decision, cpu.id, cycles);
                 }
                 // The first transition here, or the same task's again: what it was only.
                 Some(_) => engine.cover(cover::NEAR_TRANSITION, now.who, 1),

@@ -44,3 +44,41 @@ fn nearness_is_coverage_data_only_and_the_same_pairs_meet_in_every_run() {
     assert_eq!(fastest.keys().collect::<Vec<_>>(), nominal.keys().collect::<Vec<_>>());
     assert_ne!(fastest, nominal);
 }
+
+/// The fewest cycles in half-octave `bucket` (sim-core's `half_octaves`, from 2 on).
+fn bucket_low(bucket: u8) -> u64 {
+    let (top, half) = (u64::from(bucket) / 2, u64::from(bucket) % 2);
+    (1 << top) | (half << (top - 1))
+}
+
+#[test]
+fn each_nearness_feature_says_on_which_cpu_its_earlier_event_was_and_how_many_stalls_span_it() {
+    let scenario = s_h3();
+    let longest = scenario.run.max_stall.0;
+    let report = run_once_with(&scenario, &Schedule::Random(3), false, true).coverage.unwrap();
+    let near: Vec<u64> = report.features.iter().copied().filter(|&f| nearness(f).is_some()).collect();
+    assert_eq!(report.near_spans.iter().map(|&(feature, _)| feature).collect::<Vec<_>>(), near);
+    for &(feature, stalls) in &report.near_spans {
+        let cpu = report.first_cpus[report.features.binary_search(&feature).unwrap()];
+        // The stalls are those of the cycles the distance's bucket holds (the last bucket,
+        // 46, holds every distance from its low on).
+        let (_, distance) = nearness(feature).unwrap();
+        assert!(distance >= 2, "{feature:x}: events at most a cycle apart");
+        let fewest = bucket_low(distance) / longest + 1;
+        let most = match distance {
+            46 => u64::from(u32::MAX),
+            _ => (bucket_low(distance + 1) - 1) / longest + 1,
+        };
+        assert!(
+            (fewest..=most).contains(&u64::from(stalls)),
+            "{feature:x}: {stalls} stalls at distance {distance}"
+        );
+        assert!(cpu.0 < 3, "{feature:x} on {cpu:?}");
+    }
+    // The pair the race is about (CPU 2's online callback, then the IPI) is on CPU 2.
+    assert!(
+        report.near_spans.iter().any(|&(feature, _)| {
+            report.first_cpus[report.features.binary_search(&feature).unwrap()].0 == 2
+        })
+    );
+}

@@ -98,20 +98,28 @@ pub struct CoverageReport {
     /// For each feature (same order), how many decisions the run had made when it was first
     /// covered: where in the schedule a mutator should look to reach it again differently.
     pub first_at: Vec<u32>,
+    /// For each feature (same order), the CPU it was first covered on (`CpuId(u32::MAX)`
+    /// when no task was running): the task a mutation holds to reach it differently. A
+    /// `HitCount` feature's is the CPU of its last hit, a `Nearness` feature's that of the
+    /// earlier of its two events.
+    pub first_cpus: Vec<CpuId>,
     /// The kind of every decision of the run, by index into its decision vector.
     pub decision_kinds: Vec<DecisionKind>,
     /// The CPU each decision is about (the first of its options for same-cycle order and
     /// waiters; `CpuId(u32::MAX)` when it names none), by index.
     pub decision_cpus: Vec<CpuId>,
-    /// For each `HitCount` feature (sorted by feature): the CPU of its last hit, whose task
-    /// a mutation holds to push the count further.
-    pub count_cpus: Vec<(u64, CpuId)>,
+    /// For each `Nearness` feature (sorted by feature, each once): how many of the longest
+    /// stalls (`run.max_stall`) it takes to hold the earlier of its two events past the
+    /// later one, so they swap.
+    pub near_spans: Vec<(u64, u32)>,
 }
 
 /// The recorder a run with coverage on carries.
 pub struct Coverage {
-    /// (feature, decisions made when it was recorded).
-    features: Vec<(u64, u32)>,
+    /// (feature, decisions made when it was recorded, the CPU it was recorded on).
+    features: Vec<(u64, u32, CpuId)>,
+    /// The CPU of the task being polled (the engine's dispatch).
+    pub(crate) running: CpuId,
     decision_kinds: Vec<DecisionKind>,
     decision_cpus: Vec<CpuId>,
     /// The CPU that last released each lock, by resource id.
@@ -123,6 +131,8 @@ pub struct Coverage {
     /// For each counted model feature (its site word): how often it was covered, and the
     /// decisions made and the CPU at its last hit.
     counted: BTreeMap<u64, (u64, u32, CpuId)>,
+    /// Each nearness feature recorded, and the longest stalls that span its distance.
+    near_spans: Vec<(u64, u32)>,
 }
 
 const COMPACT_AT_LEAST: usize = 1024;
@@ -225,22 +235,24 @@ impl Coverage {
     pub fn new() -> Coverage {
         Coverage {
             features: Vec::new(),
+            running: CpuId(u32::MAX),
             decision_kinds: Vec::new(),
             decision_cpus: Vec::new(),
             last_release: Vec::new(),
             compact_at: COMPACT_AT_LEAST,
             model_hits: BTreeMap::new(),
             counted: BTreeMap::new(),
+            near_spans: Vec::new(),
         }
     }
 
     fn push(&mut self, feature: u64) {
         let at = self.decision_kinds.len() as u32;
-        self.push_at(feature, at);
+        self.push_at(feature, at, self.running);
     }
 
-    fn push_at(&mut self, feature: u64, at: u32) {
-        self.features.push((feature, at));
+    fn push_at(&mut self, feature: u64, at: u32, cpu: CpuId) {
+        self.features.push((feature, at, cpu));
         if self.features.len() >= self.compact_at {
             self.compact();
             self.compact_at = (2 * self.features.len()).max(COMPACT_AT_LEAST);
@@ -250,7 +262,7 @@ impl Coverage {
     /// Sorted by feature, each once, at its first occurrence.
     fn compact(&mut self) {
         self.features.sort_unstable();
-        self.features.dedup_by_key(|(feature, _)| *feature);
+        self.features.dedup_by_key(|(feature, _, _)| *feature);
     }
 
     /// A decision was made (the engine's `choose`).
@@ -366,28 +378,33 @@ impl Coverage {
         *count = (count.0 + 1, at, cpu);
     }
 
-    /// How near two events came at `site` (a model's word), placed at decision `at`.
-    pub(crate) fn nearness(&mut self, site: u64, distance: u8, at: u32) {
+    /// How near two events came at `site` (a model's word), placed at decision `at`; the
+    /// earlier event was on `cpu`, and `stalls` of the longest stalls span the distance.
+    pub(crate) fn nearness(&mut self, site: u64, distance: u8, at: u32, cpu: CpuId, stalls: u32) {
         let at = at.min(self.decision_kinds.len() as u32);
-        self.push_at(ranked_feature(FeatureTag::Nearness, site, distance), at);
+        let feature = ranked_feature(FeatureTag::Nearness, site, distance);
+        self.push_at(feature, at, cpu);
+        self.near_spans.push((feature, stalls));
     }
 
     pub(crate) fn finish(mut self) -> CoverageReport {
         let counted = std::mem::take(&mut self.counted);
-        let mut count_cpus = Vec::with_capacity(counted.len());
         for (site, (count, last_at, cpu)) in counted {
             let feature = ranked_feature(FeatureTag::HitCount, site, COUNT_TOP - half_octaves(count));
-            self.push_at(feature, last_at);
-            count_cpus.push((feature, cpu));
+            self.push_at(feature, last_at, cpu);
         }
-        count_cpus.sort_unstable();
+        let mut near_spans = std::mem::take(&mut self.near_spans);
+        // Each feature once, as it was first recorded (the place its first_at names).
+        near_spans.sort_by_key(|&(feature, _)| feature);
+        near_spans.dedup_by_key(|&mut (feature, _)| feature);
         self.compact();
         CoverageReport {
-            first_at: self.features.iter().map(|&(_, at)| at).collect(),
-            features: self.features.into_iter().map(|(feature, _)| feature).collect(),
+            first_at: self.features.iter().map(|&(_, at, _)| at).collect(),
+            first_cpus: self.features.iter().map(|&(_, _, cpu)| cpu).collect(),
+            features: self.features.into_iter().map(|(feature, _, _)| feature).collect(),
             decision_kinds: self.decision_kinds,
             decision_cpus: self.decision_cpus,
-            count_cpus,
+            near_spans,
         }
     }
 }
@@ -415,10 +432,17 @@ impl Engine {
 
     /// How near two events came at `site` (a word naming the pair of events, stable across
     /// runs): `distance`, smaller is nearer, placed at decision `at` (where the earlier event
-    /// happened); nothing when coverage is off.
-    pub fn cover_nearness(&mut self, site: u64, distance: u8, at: u32) {
+    /// happened, on `cpu`), `cycles` apart; nothing when coverage is off. The explorer is
+    /// told how many of the longest stalls (`run.max_stall`) it takes to hold the earlier
+    /// event past the later one.
+    pub fn cover_nearness(&mut self, site: u64, distance: u8, at: u32, cpu: CpuId, cycles: u64) {
+        let max_stall = self.config().max_stall_cycles;
         if let Some(coverage) = self.coverage.as_deref_mut() {
-            coverage.nearness(site, distance, at);
+            let stalls = match max_stall {
+                0 => 0,
+                longest => u32::try_from(cycles / longest + 1).unwrap_or(u32::MAX),
+            };
+            coverage.nearness(site, distance, at, cpu, stalls);
         }
     }
 
@@ -442,6 +466,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_feature_is_placed_on_the_cpu_it_was_first_covered_on() {
+        let mut coverage = Coverage::new();
+        coverage.model(2, 0, 0);
+        coverage.running = CpuId(1);
+        coverage.model(1, 0, 0);
+        coverage.running = CpuId(2);
+        coverage.model(1, 0, 0);
+        coverage.nearness(0x77, 30, 0, CpuId(0), 2);
+        let report = coverage.finish();
+        let cpu_of = |wanted: &dyn Fn(u64) -> bool| {
+            let position = report.features.iter().position(|&f| wanted(f)).unwrap();
+            report.first_cpus[position]
+        };
+        assert_eq!(report.first_cpus.len(), report.features.len());
+        assert_eq!(cpu_of(&|f| model_code(f) == Some(2)), CpuId(u32::MAX), "no task was running");
+        assert_eq!(cpu_of(&|f| model_code(f) == Some(1)), CpuId(1), "where it was first covered");
+        assert_eq!(cpu_of(&|f| nearness(f).is_some()), CpuId(0), "the earlier event's");
+        assert_eq!(
+            report.near_spans,
+            vec![(report.features[report.features.iter().position(|&f| nearness(f).is_some()).unwrap()], 2)]
+        );
+    }
+
+    #[test]
     fn a_counted_feature_is_one_ranked_feature_at_its_last_hit_on_its_cpu() {
         let mut coverage = Coverage::new();
         for hit in 0..5u32 {
@@ -455,7 +503,7 @@ mod tests {
         assert_eq!(ranked_features[0].1, COUNT_TOP - 4);
         let position = report.features.iter().position(|&f| ranked(f).is_some()).unwrap();
         assert_eq!(report.first_at[position], 4, "placed at the last hit, after four decisions");
-        assert_eq!(report.count_cpus, vec![(report.features[position], CpuId(3))]);
+        assert_eq!(report.first_cpus[position], CpuId(3), "on the CPU of the last hit");
         // The plain feature is there too, and no AFL buckets for a counted one.
         let models = report.features.iter().filter(|&&f| model_code(f) == Some(1)).count();
         assert_eq!(models, 1);

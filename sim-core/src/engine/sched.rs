@@ -375,6 +375,9 @@ impl Engine {
             }
         }
         self.current = Some(task);
+        if let Some(coverage) = self.coverage.as_deref_mut() {
+            coverage.running = cpu;
+        }
         Next::Poll(task)
     }
 
