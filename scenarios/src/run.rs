@@ -455,7 +455,7 @@ fn host_config(scenario: &Scenario) -> HostConfig {
 /// The run's result from the engine's report: the livelock explained, the end-of-run
 /// checks, the metrics.
 fn finish_run(report: RunReport, host: &Host, module: &RefCell<Module>, checker: &StateChecker) -> RunResult {
-    let task_cpus = report.task_cpus.clone();
+    let task_cpus = report.task_cpus;
     let mut outcome = report.outcome;
     if outcome.kind == OutcomeKind::Livelock {
         explain_livelock(host, &report_task_cpus(&outcome, &task_cpus), &mut outcome);
