@@ -19,9 +19,9 @@ use host_model::tdx::seamcall::seamcall;
 use host_model::{Cpu, Host, HostConfig, HostCosts};
 use seam_model::{Hpa, Leaf, LeafCall, Module, RANGE_2M, TdId, TdxStatus};
 use sim_core::{
-    Chooser, CoverageReport, CpuId, Cycle, EngineConfig, Executor, Exhaustive, Outcome, OutcomeKind,
-    PctChooser, PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, RunChooser, RunReport, Seed,
-    Span, TraceEvent,
+    Chooser, CoverageReport, CpuId, Cycle, EngineConfig, EngineStore, Executor, Exhaustive, Outcome,
+    OutcomeKind, PctChooser, PrefixChooser, RandomChooser, ReplayChooser, ResourceStats, RunChooser,
+    RunReport, Seed, Span, TraceEvent,
 };
 
 use crate::checker::StateChecker;
@@ -204,6 +204,11 @@ fn step_label(scenario: &Scenario, call: &Call) -> String {
     }
 }
 
+/// One step of a scenario task. The steps a litmus test is made of (SEAMCALLs, DPAMT get
+/// and put) are awaited in place; the others, whose futures are much larger (TDX enabling,
+/// CPU hotplug, the runtime update, KVM), are boxed when they run, so that every task's
+/// future is no larger than the common steps need: a task's future is moved into its box
+/// once per run, and its size is what that costs.
 async fn run_step(cpu: &Cpu, call: &Call, module: &RefCell<Module>) -> StepResult {
     match call {
         Call::Seamcall(leaf_call) => StepResult::Status(seamcall(cpu, *leaf_call).await.status),
@@ -219,25 +224,25 @@ async fn run_step(cpu: &Cpu, call: &Call, module: &RefCell<Module>) -> StepResul
             StepResult::Errno(Ok(()))
         }
         Call::TdpFault { td, gpa, count, page } => {
-            StepResult::Errno(tdp_fault(cpu, TdId(*td), *gpa, *count, page.map(Hpa)).await)
+            StepResult::Errno(Box::pin(tdp_fault(cpu, TdId(*td), *gpa, *count, page.map(Hpa))).await)
         }
-        Call::Zap { td, gpa, count } => StepResult::Errno(zap(cpu, TdId(*td), *gpa, *count).await),
-        Call::TdxEnable => StepResult::Errno(tdx_enable(cpu).await),
+        Call::Zap { td, gpa, count } => StepResult::Errno(Box::pin(zap(cpu, TdId(*td), *gpa, *count)).await),
+        Call::TdxEnable => StepResult::Errno(Box::pin(tdx_enable(cpu)).await),
         Call::TdxCpuEnable => {
             // Callers run it pinned, with preemption off.
             cpu.preempt_disable();
-            let ret = tdx_cpu_enable(cpu).await;
+            let ret = Box::pin(tdx_cpu_enable(cpu)).await;
             cpu.preempt_enable();
             StepResult::Errno(ret)
         }
-        Call::CpuUp { target } => StepResult::Errno(cpu_up(cpu, CpuId(*target)).await),
-        Call::CpuDown { target } => StepResult::Errno(cpu_down(cpu, CpuId(*target)).await),
+        Call::CpuUp { target } => StepResult::Errno(Box::pin(cpu_up(cpu, CpuId(*target))).await),
+        Call::CpuDown { target } => StepResult::Errno(Box::pin(cpu_down(cpu, CpuId(*target))).await),
         Call::SeamldrInstallModule { fail_step } => {
             // The fault plan: the step's failure, armed in the module before the update runs.
             if let Some(step) = fail_step {
                 step.arm(&mut module.borrow_mut());
             }
-            StepResult::Errno(seamldr_install_module(cpu).await)
+            StepResult::Errno(Box::pin(seamldr_install_module(cpu)).await)
         }
         Call::TdCreate { .. }
         | Call::VcpuInit { .. }
@@ -246,7 +251,9 @@ async fn run_step(cpu: &Cpu, call: &Call, module: &RefCell<Module>) -> StepResul
         | Call::VcpuRun { .. }
         | Call::MemslotDelete { .. }
         | Call::TdDestroy { .. } => StepResult::Errno(
-            crate::kvm_steps::run_kvm_step(cpu, call).await.expect("run_kvm_step runs every KVM step"),
+            Box::pin(crate::kvm_steps::run_kvm_step(cpu, call))
+                .await
+                .expect("run_kvm_step runs every KVM step"),
         ),
         Call::Sleep { cycles } => {
             cpu.sim.sleep(*cycles).await;
@@ -274,6 +281,12 @@ pub fn run_once_with(
     coverage: bool,
 ) -> RunResult {
     Runner::new(scenario).run_with(schedule, record_trace, coverage)
+}
+
+thread_local! {
+    /// The engine of this thread's last run, which its next run is built into: a run's
+    /// engine is reset, not rebuilt (sim-core's `EngineStore`).
+    static ENGINES: EngineStore = EngineStore::default();
 }
 
 /// What `check`'s verdict reads of an exploration run (`Runner::explore`).
@@ -341,7 +354,7 @@ impl<'s> Runner<'s> {
             Schedule::Prefix(prefix) => other(Box::new(PrefixChooser::new(prefix.clone()))),
             Schedule::Nominal => other(Box::new(sim_core::NominalChooser)),
         };
-        let mut executor = Executor::new(config, chooser);
+        let mut executor = ENGINES.with(|store| Executor::new_in(store, config, chooser));
         let config = self.host_config.clone();
         let module = Rc::new(RefCell::new(config.new_module()));
         let checker = Rc::new(StateChecker::new(module.clone()));
@@ -442,7 +455,7 @@ fn host_config(scenario: &Scenario) -> HostConfig {
 /// The run's result from the engine's report: the livelock explained, the end-of-run
 /// checks, the metrics.
 fn finish_run(report: RunReport, host: &Host, module: &RefCell<Module>, checker: &StateChecker) -> RunResult {
-    let task_cpus = report.task_cpus.clone();
+    let task_cpus = report.task_cpus;
     let mut outcome = report.outcome;
     if outcome.kind == OutcomeKind::Livelock {
         explain_livelock(host, &report_task_cpus(&outcome, &task_cpus), &mut outcome);

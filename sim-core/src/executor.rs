@@ -3,6 +3,7 @@
 //! A task is boxed once when spawned; the loop allocates nothing per event. Futures are
 //! woken only through the engine's event queue, so the `Waker` is a no-op.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -63,10 +64,34 @@ pub struct Executor<'a> {
     futures: Vec<Option<TaskFuture<'a>>>,
 }
 
+/// The engine of the last run built on this store, kept for the next one: that run's
+/// engine is the same one reset ([`Engine::reset`]: built by the constructor a new engine
+/// is built by, into the old one's emptied vectors), so a run's setup allocates none of
+/// them. It is reused only once nothing of the earlier run holds it any more (its tasks'
+/// futures, its host); until then a run gets a new engine.
+#[derive(Default)]
+pub struct EngineStore(RefCell<Option<Sim>>);
+
 impl<'a> Executor<'a> {
     /// `chooser`: a `Box<dyn Chooser>`, or a `RandomChooser` (then called directly).
     pub fn new(config: EngineConfig, chooser: impl Into<RunChooser>) -> Executor<'a> {
         Executor { sim: Sim::new(Engine::new(config, chooser.into())), futures: Vec::new() }
+    }
+
+    /// As [`Executor::new`], with the engine `store` kept from its last run when nothing
+    /// else holds it; the store keeps this run's engine for the next.
+    pub fn new_in(store: &EngineStore, config: EngineConfig, chooser: impl Into<RunChooser>) -> Executor<'a> {
+        let chooser = chooser.into();
+        let mut kept = store.0.borrow_mut();
+        let sim = match kept.take() {
+            Some(sim) if sim.is_sole_handle() => {
+                sim.with(|engine| engine.reset(config, chooser));
+                sim
+            }
+            _ => Sim::new(Engine::new(config, chooser)),
+        };
+        *kept = Some(sim.clone());
+        Executor { sim, futures: Vec::new() }
     }
 
     pub fn sim(&self) -> &Sim {

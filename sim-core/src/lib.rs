@@ -32,7 +32,7 @@ pub use engine::{
     Acquired, CpuState, Engine, EngineConfig, Interruptible, MAX_RECORDED_DECISIONS, SCHED_SLICE_CYCLES,
     STALL_MIN_CYCLES, STALL_STEPS, Sim, Stall, TaskPriority, TaskStatus, WaitId, WorkPoint,
 };
-pub use executor::{Executor, RunReport, TaskCtx};
+pub use executor::{EngineStore, Executor, RunReport, TaskCtx};
 pub use histogram::Histogram;
 pub use outcome::{Blocked, Finding, OrderEdge, Outcome, OutcomeKind, Subject, WaitsFor};
 pub use resource::{Mode, Name, ResourceId, ResourceStats, WaitKind};

@@ -84,6 +84,16 @@ pub struct LockOrder {
 }
 
 impl LockOrder {
+    /// Back to the state before any acquisition, keeping the graphs' allocations (a reset
+    /// engine's next run starts from it).
+    pub(crate) fn clear(&mut self) {
+        let LockOrder { instances, classes, reported, findings } = self;
+        instances.edges.clear();
+        classes.edges.clear();
+        reported.clear();
+        findings.clear();
+    }
+
     /// Records that `task` on `cpu` takes `taken` (of class `class_of(taken)`) while holding
     /// `held`.
     pub fn on_acquire(

@@ -21,6 +21,11 @@ impl Sim {
         Sim(Rc::new(RefCell::new(engine)))
     }
 
+    /// Nothing else holds this engine.
+    pub(crate) fn is_sole_handle(&self) -> bool {
+        Rc::strong_count(&self.0) == 1 && Rc::weak_count(&self.0) == 0
+    }
+
     /// Runs `f` with the engine borrowed. Never call it across an `.await`.
     pub fn with<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
         f(&mut self.0.borrow_mut())

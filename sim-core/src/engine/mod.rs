@@ -171,6 +171,87 @@ struct TaskState {
     polling: Option<Parked>,
 }
 
+/// The vectors of an engine, empty: what [`Engine::build`] builds into. A new engine's are
+/// new; a reset engine's are its previous run's, emptied, so they keep their allocations.
+struct Storage {
+    heap: Vec<QueuedEvent>,
+    same_cycle: Vec<QueuedEvent>,
+    same_cycle_cpus: Vec<CpuId>,
+    cpus: Vec<CpuState>,
+    tasks: Vec<TaskState>,
+    resources: Vec<Resource>,
+    classes: Vec<&'static str>,
+    waits: Vec<waits::WaitObject>,
+    decisions: Vec<u32>,
+    decision_options: Vec<u32>,
+    recorded: Vec<(u64, Outcome)>,
+    scratch_tasks: Vec<TaskId>,
+    visit_marks: Vec<u32>,
+    pending_spawns: Vec<(TaskId, SpawnedFuture)>,
+    /// Lockdep's graphs, emptied.
+    lock_order: LockOrder,
+    /// The jitter bands worked out so far, and the jitter they are for: a band depends on
+    /// nothing else, so a run of the same jitter starts with them.
+    jitter_bands: (f64, [(u64, u64); JITTER_BANDS]),
+}
+
+impl Default for Storage {
+    fn default() -> Storage {
+        Storage {
+            heap: Vec::with_capacity(64),
+            same_cycle: Vec::with_capacity(8),
+            same_cycle_cpus: Vec::with_capacity(8),
+            cpus: Vec::new(),
+            tasks: Vec::new(),
+            resources: Vec::with_capacity(16),
+            classes: Vec::with_capacity(8),
+            waits: Vec::new(),
+            decisions: Vec::new(),
+            decision_options: Vec::new(),
+            recorded: Vec::new(),
+            scratch_tasks: Vec::new(),
+            visit_marks: Vec::new(),
+            pending_spawns: Vec::new(),
+            lock_order: LockOrder::default(),
+            // Base 0 has band 0 whatever the jitter: a correct entry to start from.
+            jitter_bands: (0.0, [(0, 0); JITTER_BANDS]),
+        }
+    }
+}
+
+impl Storage {
+    /// `engine`'s vectors, emptied (what they held is dropped here).
+    fn take_from(engine: &mut Engine) -> Storage {
+        fn emptied<T>(vector: &mut Vec<T>) -> Vec<T> {
+            let mut vector = std::mem::take(vector);
+            vector.clear();
+            vector
+        }
+        Storage {
+            heap: engine.queue.take_storage(),
+            same_cycle: emptied(&mut engine.same_cycle),
+            same_cycle_cpus: emptied(&mut engine.same_cycle_cpus),
+            cpus: emptied(&mut engine.cpus),
+            tasks: emptied(&mut engine.tasks),
+            resources: emptied(&mut engine.resources),
+            classes: emptied(&mut engine.classes),
+            waits: emptied(&mut engine.waits),
+            decisions: emptied(&mut engine.decisions),
+            decision_options: emptied(&mut engine.decision_options),
+            recorded: emptied(&mut engine.recorded),
+            scratch_tasks: emptied(&mut engine.scratch_tasks),
+            visit_marks: emptied(&mut engine.visit_marks),
+            pending_spawns: emptied(&mut engine.pending_spawns),
+            lock_order: {
+                let mut lock_order = std::mem::take(&mut engine.lock_order);
+                lock_order.clear();
+                lock_order
+            },
+            jitter_bands: (engine.config.jitter, engine.jitter_bands),
+        }
+    }
+}
+
 /// All state of a run that is not a task's own future.
 pub struct Engine {
     now: Cycle,
@@ -224,52 +305,82 @@ pub struct Engine {
 
 impl Engine {
     pub(crate) fn new(config: EngineConfig, chooser: RunChooser) -> Engine {
-        let cpus: Vec<CpuState> = (0..config.cpus)
-            .map(|index| CpuState {
-                irqs_enabled: true,
-                preempt_count: 0,
-                online: index < config.online_cpus,
-                in_seam: false,
-                current: None,
-                runq: std::collections::VecDeque::new(),
-            })
-            .collect();
+        Engine::build(config, chooser, Storage::default())
+    }
+
+    /// Makes this engine the one a new run of `config` starts with, as [`Engine::new`]
+    /// builds it, keeping the allocations of its vectors (a run's setup then allocates
+    /// none of them).
+    pub(crate) fn reset(&mut self, config: EngineConfig, chooser: RunChooser) {
+        let storage = Storage::take_from(self);
+        *self = Engine::build(config, chooser, storage);
+    }
+
+    /// The one constructor: the engine before any task, built into `storage` (emptied).
+    fn build(config: EngineConfig, chooser: RunChooser, storage: Storage) -> Engine {
+        let Storage {
+            heap,
+            same_cycle,
+            same_cycle_cpus,
+            mut cpus,
+            tasks,
+            resources,
+            classes,
+            waits,
+            mut decisions,
+            mut decision_options,
+            recorded,
+            scratch_tasks,
+            visit_marks,
+            pending_spawns,
+            lock_order,
+            jitter_bands: (bands_jitter, bands),
+        } = storage;
+        decisions.reserve(config.max_recorded_decisions.min(256));
+        decision_options.reserve(config.max_recorded_decisions.min(256));
+        cpus.extend((0..config.cpus).map(|index| CpuState {
+            irqs_enabled: true,
+            preempt_count: 0,
+            online: index < config.online_cpus,
+            in_seam: false,
+            current: None,
+            runq: std::collections::VecDeque::new(),
+        }));
         let online_count = cpus.iter().filter(|cpu| cpu.online).count() as u32;
         Engine {
             now: Cycle::ZERO,
             seq: 0,
-            queue: EventQueue::new(),
+            queue: EventQueue::in_storage(heap),
             queued_task_events: 0,
-            same_cycle: Vec::with_capacity(8),
-            same_cycle_cpus: Vec::with_capacity(8),
+            same_cycle,
+            same_cycle_cpus,
             cpus,
             online_count,
-            tasks: Vec::new(),
-            resources: Vec::with_capacity(16),
-            classes: Vec::with_capacity(8),
-            waits: Vec::new(),
+            tasks,
+            resources,
+            classes,
+            waits,
             chooser,
-            decisions: Vec::with_capacity(config.max_recorded_decisions.min(256)),
-            decision_options: Vec::with_capacity(config.max_recorded_decisions.min(256)),
+            decisions,
+            decision_options,
             decisions_made: 0,
             stall_points: 0,
-            // Base 0 has band 0: a correct entry to start from.
-            jitter_bands: [(0, 0); JITTER_BANDS],
-            lock_order: LockOrder::default(),
+            jitter_bands: if bands_jitter == config.jitter { bands } else { [(0, 0); JITTER_BANDS] },
+            lock_order,
             trace: Trace::new(config.record_trace, config.hash_trace),
             current: None,
             stop: None,
-            recorded: Vec::new(),
+            recorded,
             findings_made: 0,
             stop_seq: u64::MAX,
             watchdog_timer: None,
             coverage: config.coverage.then(Box::default),
             config,
             events: 0,
-            scratch_tasks: Vec::new(),
-            visit_marks: Vec::new(),
+            scratch_tasks,
+            visit_marks,
             visit_generation: 0,
-            pending_spawns: Vec::new(),
+            pending_spawns,
         }
     }
 
@@ -314,15 +425,27 @@ impl Engine {
 
     /// Asks the chooser, and records the answer (and how many options it had) in the
     /// decision vector. `cpus` says whose decision it is (see `Decision`).
+    #[inline]
     pub fn choose(&mut self, kind: DecisionKind, options: u32, cpus: &[CpuId]) -> u32 {
         if options < 2 {
             return 0;
         }
         let pick = self.chooser.choose(&Decision { kind, options, cpus });
+        self.decisions_made += 1;
+        if self.coverage.is_some() || self.config.max_recorded_decisions > 0 {
+            self.record_decision(kind, options, cpus, pick);
+        }
+        pick
+    }
+
+    /// What a decision leaves besides its count: coverage's tally, and its entry in the
+    /// decision vector while the vector is short enough to keep. Out of line: `check`'s
+    /// exploration runs keep neither.
+    #[inline(never)]
+    fn record_decision(&mut self, kind: DecisionKind, options: u32, cpus: &[CpuId], pick: u32) {
         if let Some(coverage) = self.coverage.as_deref_mut() {
             coverage.decision(kind, cpus);
         }
-        self.decisions_made += 1;
         let most = self.config.max_recorded_decisions;
         if self.decisions.len() < most {
             self.decisions.push(pick);
@@ -332,10 +455,10 @@ impl Engine {
             self.decisions = Vec::new();
             self.decision_options = Vec::new();
         }
-        pick
     }
 
     /// `base` cycles of work on `cpu`, moved within the jitter band by the chooser.
+    #[inline]
     pub fn cost_for(&mut self, cpu: CpuId, base: u64) -> u64 {
         let delta = self.jitter_band(base);
         if delta == 0 {

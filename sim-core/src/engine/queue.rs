@@ -61,8 +61,16 @@ pub(super) struct EventQueue {
 }
 
 impl EventQueue {
-    pub(super) fn new() -> EventQueue {
-        EventQueue { heap: Vec::with_capacity(64), deferred: None }
+    /// An empty queue whose heap is `heap` (emptied), keeping its allocation.
+    pub(super) fn in_storage(mut heap: Vec<QueuedEvent>) -> EventQueue {
+        heap.clear();
+        EventQueue { heap, deferred: None }
+    }
+
+    /// The heap's vector, for the next run's queue (`in_storage`).
+    pub(super) fn take_storage(&mut self) -> Vec<QueuedEvent> {
+        self.deferred = None;
+        std::mem::take(&mut self.heap)
     }
 
     #[inline]
@@ -139,7 +147,7 @@ mod tests {
     /// Whatever mix of pushes and pops, events come out in (cycle, seq) order.
     #[test]
     fn pops_in_cycle_then_sequence_order() {
-        let mut queue = EventQueue::new();
+        let mut queue = EventQueue::in_storage(Vec::new());
         let mut reference = std::collections::BTreeSet::new();
         let mut seq = 0u64;
         let mut popped = Vec::new();
@@ -166,7 +174,7 @@ mod tests {
 
     #[test]
     fn a_watchdog_timer_comes_after_task_events_of_its_cycle() {
-        let mut queue = EventQueue::new();
+        let mut queue = EventQueue::in_storage(Vec::new());
         queue.push(QueuedEvent::new(10, u64::MAX, WATCHDOG));
         queue.push(QueuedEvent::new(10, 3, 1));
         queue.push(QueuedEvent::new(9, 4, 2));

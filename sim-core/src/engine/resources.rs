@@ -54,6 +54,7 @@ impl Engine {
     /// The lockdep class called `key`, numbered in first-use order. A class is one static
     /// string, so the addresses mostly answer before any bytes are compared (the classes
     /// are distinct strings: the one at the same address is the one with the same bytes).
+    #[inline]
     fn class_id(&mut self, key: &'static str) -> u32 {
         let same_address = self.classes.iter().position(|known| std::ptr::eq(*known, key));
         match same_address.or_else(|| self.classes.iter().position(|known| *known == key)) {

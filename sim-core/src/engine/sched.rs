@@ -111,6 +111,7 @@ impl Engine {
     /// A point where the current task's code can be interrupted (IRQs on, not inside a
     /// SEAMCALL): the chooser decides whether an interrupt — or, where preemption is on
     /// too, a preemption — takes the CPU here, and for how long.
+    #[inline]
     pub fn stall_point(&mut self) -> Stall {
         let task = self.current_task();
         let cpu = self.task_cpu(task);
