@@ -323,7 +323,7 @@ impl<'s> Runner<'s> {
 
     /// One run, recording what it covered when `coverage` is on.
     pub fn run_with(&self, schedule: &Schedule, record_trace: bool, coverage: bool) -> RunResult {
-        self.execute(schedule, engine_config(self.scenario, record_trace, coverage))
+        self.execute(schedule, engine_config(self.scenario, record_trace, coverage), Kept::Everything)
     }
 
     /// One run of `check`'s exploration: what its verdict reads. Neither the trace hash nor
@@ -335,11 +335,11 @@ impl<'s> Runner<'s> {
             max_recorded_decisions: 0,
             ..engine_config(self.scenario, false, false)
         };
-        let result = self.execute(schedule, config);
+        let result = self.execute(schedule, config, Kept::Verdict);
         Explored { outcome: result.outcome, metrics: result.metrics, events: result.events }
     }
 
-    fn execute(&self, schedule: &Schedule, config: EngineConfig) -> RunResult {
+    fn execute(&self, schedule: &Schedule, config: EngineConfig, kept: Kept) -> RunResult {
         let scenario = self.scenario;
         let other = |chooser: Box<dyn Chooser>| RunChooser::Other(chooser);
         let chooser = match schedule {
@@ -392,8 +392,16 @@ impl<'s> Runner<'s> {
             });
         }
         host_model::workload::spawn_workloads(&mut executor, &host, &scenario.workloads);
-        finish_run(executor.run(), &host, &module, &checker)
+        finish_run(executor.run(), &host, &module, &checker, kept)
     }
+}
+
+/// What a run's result keeps of the host's end state besides what a verdict reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// `explore`: the outcome, metrics and events; `pamt_end` stays empty.
+    Verdict,
+    Everything,
 }
 
 /// The engine's configuration for a run of `scenario`.
@@ -454,7 +462,13 @@ fn host_config(scenario: &Scenario) -> HostConfig {
 
 /// The run's result from the engine's report: the livelock explained, the end-of-run
 /// checks, the metrics.
-fn finish_run(report: RunReport, host: &Host, module: &RefCell<Module>, checker: &StateChecker) -> RunResult {
+fn finish_run(
+    report: RunReport,
+    host: &Host,
+    module: &RefCell<Module>,
+    checker: &StateChecker,
+    kept: Kept,
+) -> RunResult {
     let task_cpus = report.task_cpus;
     let mut outcome = report.outcome;
     if outcome.kind == OutcomeKind::Livelock {
@@ -478,7 +492,9 @@ fn finish_run(report: RunReport, host: &Host, module: &RefCell<Module>, checker:
     drop(host_stats);
     let resources = report.resources;
     metrics.set_run_locks(resources.clone());
-    let pamt_end = {
+    let pamt_end = if kept == Kept::Verdict {
+        Vec::new()
+    } else {
         let module = module.borrow();
         (0..host.pamt_refcount.len())
             .map(|index| {
