@@ -62,3 +62,24 @@ fn a_run_on_a_reused_engine_is_the_run_on_a_fresh_one() {
         assert_eq!(seen(file, schedule), fresh[index], "{file} {schedule:?}, in reverse order");
     }
 }
+
+/// `check`'s exploration runs (`Runner::explore`) hash no trace and collect less of the
+/// run's end, but what they hand the verdict (outcome, metrics, events) is the full run's.
+#[test]
+fn an_exploration_run_gives_the_verdict_what_a_full_run_gives() {
+    for file in FILES {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("library").join(file);
+        let scenario = load_file(&path).unwrap_or_else(|error| panic!("{error}"));
+        let runner = Runner::new(&scenario);
+        for schedule in schedules() {
+            let explored = runner.explore(&schedule);
+            let full = runner.run(&schedule, false);
+            assert_eq!(
+                (explored.outcome, explored.events, explored.metrics),
+                (full.outcome, full.events, full.metrics),
+                "{file} {schedule:?}"
+            );
+            assert!(!full.pamt_end.is_empty(), "{file}: a full run collects the PAMT end state");
+        }
+    }
+}
