@@ -20,7 +20,8 @@
 //! before (IJON's minimum): a run that does gets, before anything else, the longest stall
 //! at as many of the last stall points of the earlier event's CPU before it as span the
 //! distance, nearest pair first, so the task that made it is held past the other and their
-//! order flips. Each step nearer is kept and followed up at once.
+//! order flips. Each step nearer is kept and followed up at once. A window (a pair whose
+//! swap breaks an invariant, `NearSpan::window`) is followed up already when first seen.
 //!
 //! A counted feature (sim-core's `FeatureTag::HitCount`: how many BUSY answers one leaf and
 //! operand got) is new only when its count is higher than every run's before at its site
@@ -143,20 +144,16 @@ impl<S: Clone> Corpus<S> {
                 let at = verdict.feature_first_at.get(position).copied().unwrap_or(0);
                 hotspots.push((at, hotspot_weight(feature)));
                 // Progress only where an earlier run was measured at the site: a first
-                // sighting is no nearer than anything.
-                if let Some((site, rank)) = ranked(feature)
-                    && self.nearest.contains_key(&site)
-                {
-                    match nearness(feature) {
-                        Some(_) => {
-                            nearer_at.push((
-                                rank,
-                                at,
-                                first_cpu(verdict, position),
-                                near_stalls(verdict, feature),
-                            ));
+                // sighting is no nearer than anything. But an invariant's window is worth
+                // holding open the first time it is seen.
+                if let Some((site, rank)) = ranked(feature) {
+                    let seen = self.nearest.contains_key(&site);
+                    match nearness(feature).map(|_| near_span(verdict, feature)) {
+                        Some((stalls, window)) if seen || window => {
+                            nearer_at.push((rank, at, first_cpu(verdict, position), stalls));
                         }
-                        None => climbed_at.push((rank, at, first_cpu(verdict, position), site)),
+                        None if seen => climbed_at.push((rank, at, first_cpu(verdict, position), site)),
+                        Some(_) | None => {}
                     }
                 }
             }
@@ -240,11 +237,11 @@ fn first_cpu(verdict: &Verdict, position: usize) -> CpuId {
 }
 
 /// How many of the longest stalls span the distance of nearness `feature` in `verdict`'s
-/// run (one when the run did not say).
-fn near_stalls(verdict: &Verdict, feature: u64) -> u32 {
-    match verdict.near_spans.binary_search_by_key(&feature, |&(near, _)| near) {
-        Ok(position) => verdict.near_spans[position].1.max(1),
-        Err(_) => 1,
+/// run (one when the run did not say), and whether the pair is an invariant's window.
+fn near_span(verdict: &Verdict, feature: u64) -> (u32, bool) {
+    match verdict.near_spans.binary_search_by_key(&feature, |span| span.feature) {
+        Ok(position) => (verdict.near_spans[position].stalls.max(1), verdict.near_spans[position].window),
+        Err(_) => (1, false),
     }
 }
 
@@ -916,7 +913,7 @@ impl<S: Clone> Explorer<S> {
 
 #[cfg(test)]
 mod tests {
-    use sim_core::Outcome;
+    use sim_core::{NearSpan, Outcome};
 
     use super::*;
 
@@ -1063,7 +1060,7 @@ mod tests {
             run.decision_cpus = (0..40).map(|i| CpuId(i % 2)).collect();
             run.feature_first_at = vec![at];
             run.feature_first_cpus = vec![CpuId(1)];
-            run.near_spans = vec![(near(distance), stalls)];
+            run.near_spans = vec![NearSpan { feature: near(distance), stalls, window: false }];
             explorer.absorb(&(), &run)
         };
         // The first sighting is new, but is no progress: no nearness aim.
@@ -1081,15 +1078,50 @@ mod tests {
         assert_eq!(explorer.corpus.entry(2).nearer_at, vec![(30, 24, CpuId(1), 2)]);
         let mut fresh = |k| ((), Schedule::Random(k));
         let planned = explorer.plan(3, &mut fresh, &mut |_, _| None);
-        let stalled: Vec<Vec<(u32, u32)>> = planned[..2]
+        let stalled = aimed_deviations(&planned[..2]);
+        assert_eq!(stalled, vec![vec![(21, 16), (23, 16)], vec![(19, 16), (21, 16), (23, 16)]]);
+        // Then the first runs are fresh draws again.
+        assert_eq!(planned[2].1, Schedule::Random(0));
+    }
+
+    /// The deviations of planned cases that are all aimed mutations.
+    fn aimed_deviations(planned: &[((), Schedule)]) -> Vec<Vec<(u32, u32)>> {
+        planned
             .iter()
             .map(|(_, schedule)| match schedule {
                 Schedule::Deviations(deviations) => deviations.as_slice().to_vec(),
                 other => panic!("not an aimed mutation: {other:?}"),
             })
-            .collect();
-        assert_eq!(stalled, vec![vec![(21, 16), (23, 16)], vec![(19, 16), (21, 16), (23, 16)]]);
-        // Then the first runs are fresh draws again.
+            .collect()
+    }
+
+    #[test]
+    fn a_window_within_reach_is_held_open_the_first_time_it_is_seen() {
+        let near =
+            |site: u64, distance: u64| (u64::from(FeatureTag::Nearness as u8) << 56) | site << 8 | distance;
+        let kinds = vec![DecisionKind::Stall; 40];
+        let mut explorer: Explorer<()> = Explorer::new(7).fresh_first(8);
+        let run = |explorer: &mut Explorer<()>, feature, stalls, window| {
+            let mut run = verdict(vec![feature], kinds.clone());
+            run.decision_cpus = (0..40).map(|i| CpuId(i % 2)).collect();
+            run.feature_first_at = vec![24];
+            run.feature_first_cpus = vec![CpuId(0)];
+            run.near_spans = vec![NearSpan { feature, stalls, window }];
+            explorer.absorb(&(), &run)
+        };
+        // A plain pair first seen one longest stall apart: no aim.
+        assert_eq!(run(&mut explorer, near(0x1234, 18), 1, false), 1);
+        assert!(explorer.nearer.is_empty());
+        // A window, beyond reach: no aim either.
+        assert_eq!(run(&mut explorer, near(0x5678, 40), NEAR_REACH as u32 + 1, true), 1);
+        assert!(explorer.nearer.is_empty());
+        // A window first seen one longest stall apart: CPU 0's last stall point before the
+        // earlier event gets the longest stall, then its last two; before any fresh draw.
+        assert_eq!(run(&mut explorer, near(0x9abc, 18), 1, true), 1);
+        let mut fresh = |k| ((), Schedule::Random(k));
+        let planned = explorer.plan(3, &mut fresh, &mut |_, _| None);
+        let stalled = aimed_deviations(&planned[..2]);
+        assert_eq!(stalled, vec![vec![(22, 16)], vec![(20, 16), (22, 16)]]);
         assert_eq!(planned[2].1, Schedule::Random(0));
     }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use seam_model::{Leaf, TdxStatus};
-use sim_core::{CpuId, DecisionKind, Outcome};
+use sim_core::{CpuId, DecisionKind, NearSpan, Outcome};
 
 use crate::schedule::Schedule;
 
@@ -22,8 +22,8 @@ pub struct Verdict {
     /// The CPU each decision is about (only when coverage was recorded; else empty).
     pub decision_cpus: Vec<CpuId>,
     /// For each nearness feature (sorted): how many of the longest stalls span its
-    /// distance (only with coverage).
-    pub near_spans: Vec<(u64, u32)>,
+    /// distance, and whether it is a window (only with coverage).
+    pub near_spans: Vec<NearSpan>,
     /// What the run covered, sorted (only when coverage was recorded; else empty).
     pub features: Vec<u64>,
     /// For each feature, the number of decisions made when it was first covered.

@@ -10,6 +10,7 @@ use sim_core::Sim;
 use smallvec::SmallVec;
 
 use crate::observe::Observer;
+use crate::tdx::dpamt::RacedRead;
 
 use crate::kernel::cpuhp::CpuhpState;
 use crate::kernel::mutex::RwSem;
@@ -254,6 +255,9 @@ pub struct Host {
     pub stats: RefCell<HostStats>,
     /// Coverage only: the CPU that last changed each `atomic_t` (name, index).
     pub atomic_writers: RefCell<BTreeMap<(&'static str, usize), u32>>,
+    /// Coverage only: per 2MB range, the last put's read under the lock that found the
+    /// count raised again (`tdx/dpamt.rs`, the double remove's window).
+    pub raced_reads: RefCell<BTreeMap<usize, RacedRead>>,
     sim: Sim,
 }
 
@@ -300,6 +304,7 @@ impl Host {
             kvm: KvmGlobal::new(sim),
             stats: RefCell::new(HostStats::default()),
             atomic_writers: RefCell::new(BTreeMap::new()),
+            raced_reads: RefCell::new(BTreeMap::new()),
             costs,
             config,
             sim: sim.clone(),

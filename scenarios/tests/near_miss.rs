@@ -57,8 +57,9 @@ fn each_nearness_feature_says_on_which_cpu_its_earlier_event_was_and_how_many_st
     let longest = scenario.run.max_stall.0;
     let report = run_once_with(&scenario, &Schedule::Random(3), false, true).coverage.unwrap();
     let near: Vec<u64> = report.features.iter().copied().filter(|&f| nearness(f).is_some()).collect();
-    assert_eq!(report.near_spans.iter().map(|&(feature, _)| feature).collect::<Vec<_>>(), near);
-    for &(feature, stalls) in &report.near_spans {
+    assert_eq!(report.near_spans.iter().map(|span| span.feature).collect::<Vec<_>>(), near);
+    for &sim_core::NearSpan { feature, stalls, window } in &report.near_spans {
+        assert!(!window, "{feature:x}: a VMX transition pair is no invariant's window");
         let cpu = report.first_cpus[report.features.binary_search(&feature).unwrap()];
         // The stalls are those of the cycles the distance's bucket holds (the last bucket,
         // 46, holds every distance from its low on).
@@ -77,8 +78,44 @@ fn each_nearness_feature_says_on_which_cpu_its_earlier_event_was_and_how_many_st
     }
     // The pair the race is about (CPU 2's online callback, then the IPI) is on CPU 2.
     assert!(
-        report.near_spans.iter().any(|&(feature, _)| {
-            report.first_cpus[report.features.binary_search(&feature).unwrap()].0 == 2
-        })
+        report
+            .near_spans
+            .iter()
+            .any(|span| { report.first_cpus[report.features.binary_search(&span.feature).unwrap()].0 == 2 })
     );
+}
+
+fn s_d2() -> scenarios::schema::Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("library/dpamt/s-d2-double-remove.toml");
+    scenarios::load_file(&path).unwrap()
+}
+
+#[test]
+fn a_put_that_read_the_count_raised_again_opens_the_double_removes_window() {
+    // The default run: a put read the count raised under pamt_lock, and the other CPU's put
+    // then took it to 0 less than one longest stall later: a window, on the reader's CPU.
+    let scenario = s_d2();
+    let result = run_once_with(&scenario, &Schedule::Replay(Vec::new()), false, true);
+    assert_eq!(result.outcome.kind, sim_core::OutcomeKind::Pass);
+    let report = result.coverage.unwrap();
+    let windows: Vec<_> = report.near_spans.iter().filter(|span| span.window).collect();
+    assert!(!windows.is_empty(), "no window in {:?}", report.near_spans);
+    for span in windows {
+        assert_eq!(span.stalls, 1, "{span:?}");
+        let position = report.features.binary_search(&span.feature).unwrap();
+        let at = report.first_at[position] as usize;
+        let cpu = report.first_cpus[position];
+        // Where the reader read: its own last decision before is on its CPU.
+        assert!(cpu.0 < 2);
+        assert!((0..at).rev().any(|i| report.decision_cpus[i] == cpu), "{span:?}");
+    }
+    // Holding it open is the double remove: the exploration finds it in its second run,
+    // whatever its seed (the first is the default run, the second its window's aim).
+    let expect = scenario.expect.as_ref().unwrap();
+    let wanted = |outcome: &sim_core::Outcome| {
+        outcome.kind == expect.outcome && outcome.what.contains(expect.what.as_deref().unwrap())
+    };
+    for seed in [0, 1, 100_000, 4_000_000] {
+        assert_eq!(scenarios::coverage::runs_to_find(&scenario, seed, 20, &wanted), 2, "seed {seed}");
+    }
 }

@@ -110,8 +110,20 @@ pub struct CoverageReport {
     pub decision_cpus: Vec<CpuId>,
     /// For each `Nearness` feature (sorted by feature, each once): how many of the longest
     /// stalls (`run.max_stall`) it takes to hold the earlier of its two events past the
-    /// later one, so they swap.
-    pub near_spans: Vec<(u64, u32)>,
+    /// later one, so they swap, and whether swapping them breaks an invariant.
+    pub near_spans: Vec<NearSpan>,
+}
+
+/// What a run says of one of its `Nearness` features beyond its distance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NearSpan {
+    pub feature: u64,
+    /// How many of the longest stalls it takes to hold the earlier event past the later.
+    pub stalls: u32,
+    /// The pair is an invariant's window ([`Engine::cover_window`]): had the earlier event
+    /// come after the later one, the invariant would have broken. A plain nearness pair
+    /// (two tasks' transitions of one state) only orders two events.
+    pub window: bool,
 }
 
 /// The recorder a run with coverage on carries.
@@ -131,8 +143,9 @@ pub struct Coverage {
     /// For each counted model feature (its site word): how often it was covered, and the
     /// decisions made and the CPU at its last hit.
     counted: BTreeMap<u64, (u64, u32, CpuId)>,
-    /// Each nearness feature recorded, and the longest stalls that span its distance.
-    near_spans: Vec<(u64, u32)>,
+    /// Each nearness feature recorded, the longest stalls that span its distance, and
+    /// whether it is a window.
+    near_spans: Vec<NearSpan>,
 }
 
 const COMPACT_AT_LEAST: usize = 1024;
@@ -379,12 +392,21 @@ impl Coverage {
     }
 
     /// How near two events came at `site` (a model's word), placed at decision `at`; the
-    /// earlier event was on `cpu`, and `stalls` of the longest stalls span the distance.
-    pub(crate) fn nearness(&mut self, site: u64, distance: u8, at: u32, cpu: CpuId, stalls: u32) {
+    /// earlier event was on `cpu`, and `stalls` of the longest stalls span the distance;
+    /// `window` when their swap would break an invariant.
+    pub(crate) fn nearness(
+        &mut self,
+        site: u64,
+        distance: u8,
+        at: u32,
+        cpu: CpuId,
+        stalls: u32,
+        window: bool,
+    ) {
         let at = at.min(self.decision_kinds.len() as u32);
         let feature = ranked_feature(FeatureTag::Nearness, site, distance);
         self.push_at(feature, at, cpu);
-        self.near_spans.push((feature, stalls));
+        self.near_spans.push(NearSpan { feature, stalls, window });
     }
 
     pub(crate) fn finish(mut self) -> CoverageReport {
@@ -395,8 +417,8 @@ impl Coverage {
         }
         let mut near_spans = std::mem::take(&mut self.near_spans);
         // Each feature once, as it was first recorded (the place its first_at names).
-        near_spans.sort_by_key(|&(feature, _)| feature);
-        near_spans.dedup_by_key(|&mut (feature, _)| feature);
+        near_spans.sort_by_key(|span| span.feature);
+        near_spans.dedup_by_key(|span| span.feature);
         self.compact();
         CoverageReport {
             first_at: self.features.iter().map(|&(_, at, _)| at).collect(),
@@ -436,13 +458,25 @@ impl Engine {
     /// told how many of the longest stalls (`run.max_stall`) it takes to hold the earlier
     /// event past the later one.
     pub fn cover_nearness(&mut self, site: u64, distance: u8, at: u32, cpu: CpuId, cycles: u64) {
+        self.cover_near(site, distance, at, cpu, cycles, false);
+    }
+
+    /// `cover_nearness` for a pair that is an invariant's window: had the earlier event
+    /// come after the later one, the invariant would have broken (host-model: a DPAMT put's
+    /// read under its lock, then another put's decrement). Explorers follow such a pair
+    /// up the first time they see it within reach, not only when it comes nearer.
+    pub fn cover_window(&mut self, site: u64, distance: u8, at: u32, cpu: CpuId, cycles: u64) {
+        self.cover_near(site, distance, at, cpu, cycles, true);
+    }
+
+    fn cover_near(&mut self, site: u64, distance: u8, at: u32, cpu: CpuId, cycles: u64, window: bool) {
         let max_stall = self.config().max_stall_cycles;
         if let Some(coverage) = self.coverage.as_deref_mut() {
             let stalls = match max_stall {
                 0 => 0,
                 longest => u32::try_from(cycles / longest + 1).unwrap_or(u32::MAX),
             };
-            coverage.nearness(site, distance, at, cpu, stalls);
+            coverage.nearness(site, distance, at, cpu, stalls, window);
         }
     }
 
@@ -473,7 +507,7 @@ mod tests {
         coverage.model(1, 0, 0);
         coverage.running = CpuId(2);
         coverage.model(1, 0, 0);
-        coverage.nearness(0x77, 30, 0, CpuId(0), 2);
+        coverage.nearness(0x77, 30, 0, CpuId(0), 2, false);
         let report = coverage.finish();
         let cpu_of = |wanted: &dyn Fn(u64) -> bool| {
             let position = report.features.iter().position(|&f| wanted(f)).unwrap();
@@ -485,7 +519,12 @@ mod tests {
         assert_eq!(cpu_of(&|f| nearness(f).is_some()), CpuId(0), "the earlier event's");
         assert_eq!(
             report.near_spans,
-            vec![(report.features[report.features.iter().position(|&f| nearness(f).is_some()).unwrap()], 2)]
+            vec![NearSpan {
+                feature: report.features
+                    [report.features.iter().position(|&f| nearness(f).is_some()).unwrap()],
+                stalls: 2,
+                window: false,
+            }]
         );
     }
 

@@ -27,7 +27,9 @@ pub use chooser::{
     Chooser, Decision, DecisionKind, Exhaustive, NominalChooser, PctChooser, PrefixChooser, RandomChooser,
     ReplayChooser, RunChooser,
 };
-pub use coverage::{COUNT_TOP, CoverageReport, FeatureTag, half_octaves, model_code, nearness, ranked};
+pub use coverage::{
+    COUNT_TOP, CoverageReport, FeatureTag, NearSpan, half_octaves, model_code, nearness, ranked,
+};
 pub use engine::{
     Acquired, CpuState, Engine, EngineConfig, Interruptible, MAX_RECORDED_DECISIONS, SCHED_SLICE_CYCLES,
     STALL_MIN_CYCLES, STALL_STEPS, Sim, Stall, TaskPriority, TaskStatus, WaitId, WorkPoint,

@@ -111,7 +111,7 @@ use std::cell::RefCell;
 
 use seam_model::status::{TDX_HPA_RANGE_NOT_FREE, TDX_NO_PAMT_PAGE_PAIR, TDX_PAMT_PAGE_NOT_EMPTY};
 use seam_model::{Hpa, LeafCall, LeafOutput};
-use sim_core::{Mode, Subject};
+use sim_core::{CpuId, Cycle, Mode, Subject};
 use smallvec::{SmallVec, smallvec};
 
 use crate::kernel::Errno;
@@ -199,6 +199,55 @@ fn cover_zero_crossing(cpu: &Cpu, page: Hpa, site: ZeroCrossing) {
     if others > 0 {
         cpu.cover(cover::NEAR_MISS, site as u64, u64::from(others.min(3)));
     }
+}
+
+/// Coverage: a put that saw 1 -> 0 read the count under the lock and found it raised again
+/// (`ZeroCrossing::PutRaced`): where it read, on which CPU, and when.
+#[derive(Clone, Copy, Debug)]
+pub struct RacedRead {
+    cpu: CpuId,
+    decision: u32,
+    at: Cycle,
+}
+
+/// The nearness site of the double remove's window: a raced read, then another CPU's put
+/// taking the same range's count to 0. Had the read come after that decrement, it would have
+/// found 0 and removed, and the other put would have removed again.
+const RACED_READ_THEN_PUT_LAST: u64 = 0x6470_616d_745f_7252; // "dpamt_rR"
+
+/// Coverage: remember where a put's read under the lock found the count raised again.
+fn cover_raced_read(cpu: &Cpu, page: Hpa) {
+    cover_zero_crossing(cpu, page, ZeroCrossing::PutRaced);
+    let read = cpu.sim.with(|engine| {
+        engine.covering().then(|| RacedRead {
+            cpu: cpu.id,
+            decision: engine.covered_decisions(),
+            at: engine.now(),
+        })
+    });
+    if let Some(read) = read {
+        cpu.host().raced_reads.borrow_mut().insert(page.range_index(), read);
+    }
+}
+
+/// Coverage: a put took `page`'s count to 0; if another CPU's put read it raised under the
+/// lock before, how near the two came (holding that read past this decrement is the
+/// double remove). Each raced read is paired once.
+fn cover_put_after_raced_read(cpu: &Cpu, page: Hpa) {
+    let mut raced_reads = cpu.host().raced_reads.borrow_mut();
+    let Some(read) = raced_reads.get(&page.range_index()).copied() else {
+        return;
+    };
+    if read.cpu == cpu.id {
+        return;
+    }
+    raced_reads.remove(&page.range_index());
+    drop(raced_reads);
+    cpu.sim.with(|engine| {
+        let cycles = engine.now().0.saturating_sub(read.at.0);
+        let distance = sim_core::half_octaves(cycles);
+        engine.cover_window(RACED_READ_THEN_PUT_LAST, distance, read.decision, read.cpu, cycles);
+    });
 }
 
 /// `pamt_refcount[page >> 21]`.
@@ -515,10 +564,11 @@ async fn tdx_pamt_put_refcount(cpu: &Cpu, design: RefcountDesign, page: Hpa) {
                 return;
             }
             cover_zero_crossing(cpu, page, ZeroCrossing::PutLast);
+            cover_put_after_raced_read(cpu, page);
             pamt_lock(cpu, &locks).await;
             // A getter re-established the range meanwhile.
             if atomic_read(cpu, pamt_refcount).await != 0 {
-                cover_zero_crossing(cpu, page, ZeroCrossing::PutRaced);
+                cover_raced_read(cpu, page);
                 pamt_unlock(cpu, &locks);
                 return;
             }
