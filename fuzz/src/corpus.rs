@@ -148,12 +148,14 @@ impl<S: Clone> Corpus<S> {
                 // holding open the first time it is seen.
                 if let Some((site, rank)) = ranked(feature) {
                     let seen = self.nearest.contains_key(&site);
-                    match nearness(feature).map(|_| near_span(verdict, feature)) {
-                        Some((stalls, window)) if seen || window => {
-                            nearer_at.push((rank, at, first_cpu(verdict, position), stalls));
+                    let cpu = first_cpu(verdict, position);
+                    if nearness(feature).is_some() {
+                        let (stalls, window) = near_span(verdict, feature);
+                        if seen || window {
+                            nearer_at.push((rank, at, cpu, stalls));
                         }
-                        None if seen => climbed_at.push((rank, at, first_cpu(verdict, position), site)),
-                        Some(_) | None => {}
+                    } else if seen {
+                        climbed_at.push((rank, at, cpu, site));
                     }
                 }
             }
@@ -240,7 +242,10 @@ fn first_cpu(verdict: &Verdict, position: usize) -> CpuId {
 /// run (one when the run did not say), and whether the pair is an invariant's window.
 fn near_span(verdict: &Verdict, feature: u64) -> (u32, bool) {
     match verdict.near_spans.binary_search_by_key(&feature, |span| span.feature) {
-        Ok(position) => (verdict.near_spans[position].stalls.max(1), verdict.near_spans[position].window),
+        Ok(position) => {
+            let span = verdict.near_spans[position];
+            (span.stalls.max(1), span.window)
+        }
         Err(_) => (1, false),
     }
 }

@@ -257,7 +257,7 @@ pub struct Host {
     pub atomic_writers: RefCell<BTreeMap<(&'static str, usize), u32>>,
     /// Coverage only: per 2MB range, the last put's read under the lock that found the
     /// count raised again (`tdx/dpamt.rs`, the double remove's window).
-    pub raced_reads: RefCell<BTreeMap<usize, RacedRead>>,
+    pub(crate) raced_reads: RefCell<BTreeMap<usize, RacedRead>>,
     sim: Sim,
 }
 

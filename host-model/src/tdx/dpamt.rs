@@ -204,7 +204,7 @@ fn cover_zero_crossing(cpu: &Cpu, page: Hpa, site: ZeroCrossing) {
 /// Coverage: a put that saw 1 -> 0 read the count under the lock and found it raised again
 /// (`ZeroCrossing::PutRaced`): where it read, on which CPU, and when.
 #[derive(Clone, Copy, Debug)]
-pub struct RacedRead {
+pub(crate) struct RacedRead {
     cpu: CpuId,
     decision: u32,
     at: Cycle,
