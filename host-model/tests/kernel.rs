@@ -19,6 +19,11 @@ struct World {
 }
 
 fn world(cpus: u32, online: u32) -> World {
+    world_with(cpus, online, 0, Box::new(RandomChooser::new(Seed(1))))
+}
+
+/// `world` with stalls up to `max_stall_cycles` and this chooser.
+fn world_with(cpus: u32, online: u32, max_stall_cycles: u64, chooser: Box<dyn sim_core::Chooser>) -> World {
     let exec = Executor::new(
         EngineConfig {
             cpus,
@@ -27,14 +32,14 @@ fn world(cpus: u32, online: u32) -> World {
             jitter: 0.0,
             record_trace: false,
             hash_trace: true,
-            max_stall_cycles: 0,
+            max_stall_cycles,
             coverage: false,
             max_recorded_decisions: sim_core::MAX_RECORDED_DECISIONS,
             max_events: u64::MAX,
             hung_task_cycles: 250_000_000,
             online_cpus: online,
         },
-        Box::new(RandomChooser::new(Seed(1))),
+        chooser,
     );
     let config = HostConfig {
         memory_bytes: 16 << 20,
@@ -287,6 +292,54 @@ fn an_ipi_waits_while_the_target_has_irqs_off_and_interrupts_preempt_disabled_co
     // preempt-disabled stretch ended (200k), and run with IRQs off.
     assert!((100_000..120_000).contains(&on_cpu1.1), "{on_cpu1:?}");
     assert!(!on_cpu1.2);
+}
+
+/// Stalls CPU 1 once, at its first stall point, with the longest interrupt; no other
+/// deviation from the default.
+struct OneLongIrqOnCpu1 {
+    stalled: bool,
+}
+
+impl sim_core::Chooser for OneLongIrqOnCpu1 {
+    fn choose(&mut self, decision: &sim_core::Decision<'_>) -> u32 {
+        if decision.kind == sim_core::DecisionKind::Stall && decision.cpus == [CpuId(1)] && !self.stalled {
+            self.stalled = true;
+            return decision.options - 1;
+        }
+        0
+    }
+}
+
+#[test]
+fn an_ipi_sent_while_its_cpu_serves_an_interrupt_lands_when_that_interrupt_returns() {
+    use host_model::kernel::completion::on_each_cpu;
+    let stall = 100_000;
+    let mut world = world_with(2, 2, stall, Box::new(OneLongIrqOnCpu1 { stalled: false }));
+    let log: Log = Rc::default();
+    let function = logging(&log, 0);
+    let done: Rc<RefCell<Vec<u64>>> = Rc::default();
+    let worked = done.clone();
+    world.task(1, 0, "worker", move |cpu| async move {
+        // Ten units of work with IRQs on: the first one's stall point takes the interrupt.
+        for _ in 0..10 {
+            cpu.work(10_000).await;
+            worked.borrow_mut().push(cpu.sim.now().0);
+        }
+    });
+    world.task(0, 1_000, "sender", move |cpu| async move {
+        let _ = on_each_cpu(&cpu, function).await;
+    });
+    let report = world.run();
+    assert_eq!(report.outcome.kind, OutcomeKind::Pass, "{}", report.outcome);
+    let on_cpu1 = log.borrow().iter().find(|&&(cpu, _, _)| cpu == 1).map(|&(_, at, _)| at).unwrap();
+    let first_unit = done.borrow()[0];
+    // The IPI came in during the 100k-cycle interrupt; it ran as that interrupt returned,
+    // before the interrupted unit of work went on (it ends 10k cycles after the stall).
+    assert!(on_cpu1 >= stall, "the handler ran at {on_cpu1}, inside the interrupt");
+    assert!(
+        on_cpu1 < first_unit,
+        "the handler ran at {on_cpu1}, after the unit it interrupted ({first_unit})"
+    );
 }
 
 #[test]

@@ -133,6 +133,12 @@ impl Cpu {
                 });
                 self.sim.delay(cycles).await;
                 self.mark(Span::End, mark::STALL, cycles, stall::IRQ, || "(irq returns)".to_string());
+                // An IPI that came in meanwhile was held off by this handler's IRQs-off
+                // run; it lands as the handler returns, before the interrupted code goes on.
+                if self.sim.with(|engine| engine.yield_target()) == Some(TaskPriority::Irq) {
+                    self.mark(Span::Instant, mark::STALL, 0, stall::IRQ, || "(IPI)".to_string());
+                    self.sim.yield_cpu().await;
+                }
             }
             Stall::Preempt(cycles) => {
                 self.mark(Span::Begin, mark::STALL, cycles, stall::PREEMPTED, || {
