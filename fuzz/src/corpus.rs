@@ -86,9 +86,8 @@ pub struct Entry<S> {
     /// CPU, and how many of the longest stalls span the distance (sorted, each once).
     pub nearer_at: Vec<(u8, u32, CpuId, u32)>,
     /// For each counted feature whose count this run took higher than the runs before,
-    /// which had covered it: the count's rank (`sim_core::COUNT_TOP` less the count in
-    /// half-octaves), where its last hit was, on which CPU, and its site (sorted, each
-    /// once).
+    /// which had covered it: the count's rank (`sim_core::COUNT_TOP` less the count), where
+    /// its last hit was, on which CPU, and its site (sorted, each once).
     pub climbed_at: Vec<(u8, u32, CpuId, u64)>,
     picks: u32,
 }

@@ -19,7 +19,7 @@
 //! 4th, 8th, ... time in a run is also a feature of its own (AFL's hit-count buckets).
 //! Through [`Engine::cover_counted`] a model names a feature whose count is a gradient to
 //! climb (host-model: the BUSY answers of a leaf, towards a retry bound running out): the run
-//! records how many times it was covered, in half-octaves, at its last hit, and explorers
+//! records how many times it was covered (one by one up to `COUNT_TOP`) at its last hit, and explorers
 //! count it new only when the count is higher than any run's before (IJON's maximum). Through
 //! [`Engine::cover_nearness`] a model or checker says how near two events came at a site
 //! (scenarios: a VMXON some cycles after another task's VMXOFF on the same CPU); explorers
@@ -63,13 +63,14 @@ pub enum FeatureTag {
     /// runs that come nearer are kept and runs that stay as far are not.
     Nearness = 8,
     /// How many times a run covered a counted model feature ([`Engine::cover_counted`]): the
-    /// feature's hash above, `COUNT_TOP` less the count in half-octaves in the low byte (so
-    /// smaller is more, as for `Nearness`). Placed at the feature's last hit: the frontier of
+    /// feature's hash above, `COUNT_TOP` less the count (at most `COUNT_TOP`) in the low byte
+    /// (so smaller is more, as for `Nearness`). Placed at the feature's last hit: the frontier of
     /// the count is where it stopped growing.
     HitCount = 9,
 }
 
-/// The low byte of a `HitCount` feature is this less the count in half-octaves.
+/// The low byte of a `HitCount` feature is this less the count, told apart one by one up to
+/// here (a retry bound is a count: 14 and 15 lost rounds are different steps towards 16).
 pub const COUNT_TOP: u8 = 128;
 
 impl FeatureTag {
@@ -202,7 +203,7 @@ pub fn nearness(feature: u64) -> Option<(u64, u8)> {
 }
 
 /// A ranked feature's site and rank, smaller better: a nearness feature's distance, or a
-/// hit count's `COUNT_TOP` less its count in half-octaves; `None` for any other feature.
+/// hit count's `COUNT_TOP` less its count; `None` for any other feature.
 /// Explorers count one new only when its rank is below every earlier run's at its site.
 pub fn ranked(feature: u64) -> Option<(u64, u8)> {
     matches!(FeatureTag::of(feature), Some(FeatureTag::Nearness | FeatureTag::HitCount))
@@ -412,7 +413,8 @@ impl Coverage {
     pub(crate) fn finish(mut self) -> CoverageReport {
         let counted = std::mem::take(&mut self.counted);
         for (site, (count, last_at, cpu)) in counted {
-            let feature = ranked_feature(FeatureTag::HitCount, site, COUNT_TOP - half_octaves(count));
+            let rank = COUNT_TOP - count.min(u64::from(COUNT_TOP)) as u8;
+            let feature = ranked_feature(FeatureTag::HitCount, site, rank);
             self.push_at(feature, last_at, cpu);
         }
         let mut near_spans = std::mem::take(&mut self.near_spans);
@@ -537,9 +539,9 @@ mod tests {
         }
         let report = coverage.finish();
         let ranked_features: Vec<(u64, u8)> = report.features.iter().filter_map(|&f| ranked(f)).collect();
-        // Five hits: 4 half-octaves (2 * log2 4, no half step), smaller rank for more hits.
+        // Five hits: the count itself, smaller rank for more hits.
         assert_eq!(ranked_features.len(), 1);
-        assert_eq!(ranked_features[0].1, COUNT_TOP - 4);
+        assert_eq!(ranked_features[0].1, COUNT_TOP - 5);
         let position = report.features.iter().position(|&f| ranked(f).is_some()).unwrap();
         assert_eq!(report.first_at[position], 4, "placed at the last hit, after four decisions");
         assert_eq!(report.first_cpus[position], CpuId(3), "on the CPU of the last hit");
@@ -547,6 +549,23 @@ mod tests {
         let models = report.features.iter().filter(|&&f| model_code(f) == Some(1)).count();
         assert_eq!(models, 1);
         assert_eq!((half_octaves(4), half_octaves(5), half_octaves(6), half_octaves(8)), (4, 4, 5, 6));
+    }
+
+    #[test]
+    fn a_count_is_told_apart_one_by_one_up_to_its_top() {
+        // A retry bound is a count: a run that lost 15 rounds is nearer to 17 than one that
+        // lost 14, though both are 7 half-octaves.
+        let rank = |hits: u64| {
+            let mut coverage = Coverage::new();
+            for _ in 0..hits {
+                coverage.counted(1, 0x2d, 0x8000_0200_0000_0000, CpuId(0));
+            }
+            let report = coverage.finish();
+            report.features.iter().find_map(|&f| ranked(f)).unwrap().1
+        };
+        assert_eq!((rank(14), rank(15), rank(16)), (COUNT_TOP - 14, COUNT_TOP - 15, COUNT_TOP - 16));
+        assert_eq!(rank(u64::from(COUNT_TOP)), 0);
+        assert_eq!(rank(1000), 0, "past the top every count is as high");
     }
 
     #[test]
