@@ -623,8 +623,12 @@ const NEARER_EXTRA: usize = 1;
 const NEARER_QUEUE_MAX: usize = 16;
 
 /// Stalls of drawn length at each of the two stall points next to the last hit of a count
-/// that climbed higher than ever (the first one at or after it, the last one before it).
-const CLIMB_DRAWS: usize = 2;
+/// that climbed higher than ever (the first one at or after it, the last one before it),
+/// one from each quarter of the stall lengths. Stall lengths are log-spaced, and which of
+/// them pays is a narrow band for a low count: of a zap that lost 2 rounds in S-K0, only
+/// stalls of about 80 to 240 cycles (four of the 32 lengths) made it lose all 17, where
+/// for one that lost 13 half of all lengths did (docs/exploration.md).
+const CLIMB_DRAWS: usize = 4;
 
 /// Tries at a random mutation that is new before settling for a repeat.
 const MUTATION_TRIES: usize = 8;
@@ -1040,17 +1044,28 @@ mod tests {
         assert_eq!(run(&mut explorer, 124, 10), 1);
         assert_eq!(run(&mut explorer, 125, 10), 0);
         assert!(explorer.nearer.is_empty());
-        // Higher: two drawn stalls at CPU 1's stall point at the last hit and two at its one
-        // before, ahead of the fresh draws.
+        // Higher: drawn stalls at CPU 1's stall point at the last hit and at its one before,
+        // ahead of the fresh draws.
         assert_eq!(run(&mut explorer, 120, 20), 1);
         assert_eq!(explorer.corpus.entry(1).climbed_at, vec![(120, 20, CpuId(1), 0x4321)]);
         let planned = explorer.plan(2, &mut fresh, &mut |_, _| None);
         assert_eq!(aimed_at(&planned), vec![21, 21]);
-        // A run that takes it higher still drops what is left of those aims.
+        // A run that takes it higher still drops what is left of those aims: one drawn
+        // stall from each of the `CLIMB_DRAWS` quarters at each of its two points.
         assert_eq!(run(&mut explorer, 118, 30), 1);
-        let planned = explorer.plan(5, &mut fresh, &mut |_, _| None);
-        assert_eq!(aimed_at(&planned[..4]), vec![31, 31, 29, 29]);
-        assert_eq!(planned[4].1, Schedule::Random(0));
+        let planned = explorer.plan(2 * CLIMB_DRAWS + 1, &mut fresh, &mut |_, _| None);
+        let points = [vec![31; CLIMB_DRAWS], vec![29; CLIMB_DRAWS]].concat();
+        assert_eq!(aimed_at(&planned[..2 * CLIMB_DRAWS]), points);
+        assert_eq!(planned[2 * CLIMB_DRAWS].1, Schedule::Random(0));
+        // Lengths (options 1 to 16 here) one from each quarter, shortest first.
+        let quarters: Vec<u32> = planned[..CLIMB_DRAWS]
+            .iter()
+            .map(|(_, schedule)| match schedule {
+                Schedule::Deviations(deviations) => (deviations.as_slice()[0].1 - 1) / 4,
+                other => panic!("not an aimed mutation: {other:?}"),
+            })
+            .collect();
+        assert_eq!(quarters, [0, 1, 2, 3]);
     }
 
     #[test]

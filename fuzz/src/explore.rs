@@ -6,7 +6,7 @@
 //! events on the same state) or took a BUSY count higher than the runs before it, whose aims
 //! go first; after them, mutations of the corpus (corpus.rs), aimed ones first, and fresh
 //! random runs in the share their record earns against the mutations' (a quarter to three
-//! quarters). Batches of runs (`BATCH`; the first 23 as the default run alone and eleven pairs) are
+//! quarters). Batches of runs (`BATCH`; the first 24 one at a time) are
 //! planned from the corpus as it stood, run in parallel, and absorbed in order: the sequence
 //! of runs is a function of the seed alone.
 
@@ -26,13 +26,13 @@ use crate::schedule::Schedule;
 /// only while the fresh draws cover something the default run did not (`fresh_first`).
 const FIRST_FRESH: u64 = 8;
 
-/// Sizes of the batches the first runs are planned in: the default run alone, so that a
-/// window it saw within reach (sim-core's `Engine::cover_window`) is held open in run 1;
-/// then pairs up to run 23, so that a run that covered something new, came nearer or took a
-/// count higher is followed up two runs later, not eight, while the corpus is young and each
-/// find is a step towards the next (S-U3's two stalls are one such step after another).
-/// After them, batches of `BATCH` keep more cores busy.
-const FIRST_BATCHES: [usize; 12] = [1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2];
+/// Sizes of the batches the first runs are planned in: one at a time for the first 24, so
+/// that what a run found (a window seen within reach, sim-core's `Engine::cover_window`; a
+/// pair that came nearer; a count taken higher) is followed up by the very next run, while
+/// the corpus is young and each find is a step towards the next (S-K0's climb of its BUSY
+/// count is a step a run, S-H3's IPI is held inside the callback's window one run after a
+/// fresh draw brought it within reach). After them, batches of `BATCH` keep more cores busy.
+const FIRST_BATCHES: [usize; 24] = [1; 24];
 
 /// The `k`-th fresh schedule of an exploration seeded `seed`: the default, then the random
 /// schedules `seed`, `seed + 1`, … (the ones `random` would run).
