@@ -19,8 +19,9 @@
 //! 4th, 8th, ... time in a run is also a feature of its own (AFL's hit-count buckets).
 //! Through [`Engine::cover_counted`] a model names a feature whose count is a gradient to
 //! climb (host-model: the BUSY answers of a leaf, towards a retry bound running out): the run
-//! records how many times it was covered (one by one up to `COUNT_TOP`) at its last hit, and explorers
-//! count it new only when the count is higher than any run's before (IJON's maximum). Through
+//! records how many times it was covered (one by one up to `COUNT_TOP`) at its last hit, and
+//! explorers count it new only when the count is higher than any run's before (IJON's
+//! maximum). Through
 //! [`Engine::cover_nearness`] a model or checker says how near two events came at a site
 //! (scenarios: a VMXON some cycles after another task's VMXOFF on the same CPU); explorers
 //! count such a feature new only when it is nearer than any before at its site.
@@ -64,8 +65,8 @@ pub enum FeatureTag {
     Nearness = 8,
     /// How many times a run covered a counted model feature ([`Engine::cover_counted`]): the
     /// feature's hash above, `COUNT_TOP` less the count (at most `COUNT_TOP`) in the low byte
-    /// (so smaller is more, as for `Nearness`). Placed at the feature's last hit: the frontier of
-    /// the count is where it stopped growing.
+    /// (so smaller is more, as for `Nearness`). Placed at the feature's last hit: the frontier
+    /// of the count is where it stopped growing.
     HitCount = 9,
 }
 
