@@ -192,6 +192,13 @@ impl LockStat {
         self.holds_since.push((task, since));
     }
 
+    /// No acquisition and no hold, as `LockStat::default()` is.
+    fn clear(&mut self) {
+        let LockStat { figures, holds_since } = self;
+        *figures = ResourceStats::default();
+        holds_since.clear();
+    }
+
     /// An acquisition queued.
     pub fn contended(&mut self) {
         self.figures.contended += 1;
@@ -207,6 +214,60 @@ impl LockStat {
         let held = now.0.saturating_sub(since.0);
         self.figures.hold_cycles += held;
         self.figures.hold_max_cycles = self.figures.hold_max_cycles.max(held);
+    }
+}
+
+/// The resources of a run, by `ResourceId`, in creation order. A reset engine keeps its last
+/// run's entries: the next run's `i`-th resource is made in entry `i` (`Resource::renew`),
+/// not pushed, so a run's locks cost no move of a whole `Resource` and their queues keep
+/// their storage. Entries past `live` are dead (an earlier run's, none of this run's): every
+/// view of a `Resources` (`Deref` to a slice: indexing, `iter`, `len`) is of the live ones.
+#[derive(Default)]
+pub(crate) struct Resources {
+    /// invariant: `live <= entries.len()`; `entries[..live]` are this run's resources.
+    entries: Vec<Resource>,
+    live: usize,
+}
+
+impl Resources {
+    pub fn with_capacity(capacity: usize) -> Resources {
+        Resources { entries: Vec::with_capacity(capacity), live: 0 }
+    }
+
+    /// No resource: every entry is dead, kept for the next run's `push`.
+    pub fn clear(&mut self) {
+        self.live = 0;
+    }
+
+    /// A new resource after the live ones, made in the first dead entry when there is one.
+    #[inline]
+    pub fn push(
+        &mut self,
+        name: Name,
+        class: &'static str,
+        class_id: u32,
+        handoff_cycles: u64,
+    ) -> ResourceId {
+        let id = ResourceId(self.live as u32);
+        match self.entries.get_mut(self.live) {
+            Some(dead) => dead.renew(name, class, class_id, handoff_cycles),
+            None => self.entries.push(Resource::new(name, class, class_id, handoff_cycles)),
+        }
+        self.live += 1;
+        id
+    }
+}
+
+impl std::ops::Deref for Resources {
+    type Target = [Resource];
+    fn deref(&self) -> &[Resource] {
+        &self.entries[..self.live]
+    }
+}
+
+impl std::ops::DerefMut for Resources {
+    fn deref_mut(&mut self) -> &mut [Resource] {
+        &mut self.entries[..self.live]
     }
 }
 
@@ -229,6 +290,46 @@ pub(crate) struct Resource {
 }
 
 impl Resource {
+    fn new(name: Name, class: &'static str, class_id: u32, handoff_cycles: u64) -> Resource {
+        Resource {
+            name,
+            class,
+            class_id,
+            handoff_cycles,
+            recursive_shared: false,
+            holders: smallvec::SmallVec::new(),
+            waiters: VecDeque::new(),
+            last_grant: Cycle::ZERO,
+            stats: LockStat::default(),
+        }
+    }
+
+    /// Makes this (dead) entry what `Resource::new` makes, keeping the waiters' storage.
+    /// Every field is named, so a new one cannot be left as the earlier run left it.
+    #[inline]
+    fn renew(&mut self, name: Name, class: &'static str, class_id: u32, handoff_cycles: u64) {
+        let Resource {
+            name: old_name,
+            class: old_class,
+            class_id: old_class_id,
+            handoff_cycles: old_handoff_cycles,
+            recursive_shared,
+            holders,
+            waiters,
+            last_grant,
+            stats,
+        } = self;
+        *old_name = name;
+        *old_class = class;
+        *old_class_id = class_id;
+        *old_handoff_cycles = handoff_cycles;
+        *recursive_shared = false;
+        holders.clear();
+        waiters.clear();
+        *last_grant = Cycle::ZERO;
+        stats.clear();
+    }
+
     /// Whether `mode` can be granted now without overtaking anyone queued.
     pub fn can_grant_now(&self, mode: Mode) -> bool {
         self.waiters.is_empty() && self.holders.iter().all(|&(_, held)| !mode.conflicts_with(held))

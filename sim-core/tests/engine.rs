@@ -765,3 +765,89 @@ fn jitter_bands_worked_out_once_are_each_bases_own() {
         assert_eq!(cost, base - delta, "base {base}: the low end of its band");
     }
 }
+
+/// Three locks left held, queued for, contended and one recursive at the end (t0 and t1
+/// deadlock over A and C; t2 waited for B).
+fn three_locks_left_held(exec: &mut Executor<'static>) {
+    let (a, b, c) = exec.sim().with(|e| {
+        let a = e.new_resource("A", "rwsem", 30);
+        e.set_recursive_shared(a);
+        (a, e.new_resource("B", "rw", 40), e.new_resource("C", "rw", 50))
+    });
+    exec.spawn(CpuId(0), Cycle(0), "t0", move |ctx| async move {
+        ctx.sim.acquire(a, Mode::Shared, WaitKind::Sleep).await;
+        ctx.sim.acquire(b, Mode::Exclusive, WaitKind::Spin).await;
+        ctx.sim.delay(100).await;
+        ctx.sim.release(b);
+        ctx.sim.acquire(c, Mode::Exclusive, WaitKind::Spin).await;
+    });
+    exec.spawn(CpuId(1), Cycle(0), "t1", move |ctx| async move {
+        ctx.sim.acquire(c, Mode::Exclusive, WaitKind::Spin).await;
+        ctx.sim.delay(50).await;
+        ctx.sim.acquire(a, Mode::Exclusive, WaitKind::Sleep).await;
+    });
+    exec.spawn(CpuId(2), Cycle(1), "t2", move |ctx| async move {
+        ctx.sim.acquire(b, Mode::Exclusive, WaitKind::Spin).await;
+        ctx.sim.delay(10).await;
+        ctx.sim.release(b);
+    });
+}
+
+/// One lock, not recursive, that t0 takes shared twice while t1 queues for it: a
+/// self-deadlock (had the lock kept entry 0's recursion, t0 would queue behind t1 instead).
+fn one_lock_taken_twice(exec: &mut Executor<'static>) {
+    let lock = exec.sim().with(|e| e.new_resource("L", "spinlock", 7));
+    exec.spawn(CpuId(0), Cycle(0), "t0", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Shared, WaitKind::Spin).await;
+        ctx.sim.delay(100).await;
+        ctx.sim.acquire(lock, Mode::Shared, WaitKind::Spin).await;
+    });
+    exec.spawn(CpuId(1), Cycle(10), "t1", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Exclusive, WaitKind::Spin).await;
+    });
+}
+
+type RunSeen = (Outcome, Cycle, Option<u64>, u64, Vec<(Name, &'static str, ResourceStats)>, Vec<String>);
+
+/// Runs `build`'s tasks on `exec`: what the run gave, and the address of its engine.
+fn run_seen(mut exec: Executor<'static>, build: fn(&mut Executor<'static>)) -> (RunSeen, usize) {
+    build(&mut exec);
+    let engine = exec.sim().with(|e| e as *const Engine as usize);
+    let report = exec.run();
+    let seen = (
+        report.outcome,
+        report.end,
+        report.trace_hash,
+        report.events,
+        report.resources.to_vec(),
+        report.lock_order,
+    );
+    (seen, engine)
+}
+
+#[test]
+fn a_reused_engine_after_a_run_of_more_locks_gives_the_fresh_engines_run() {
+    let builds: [fn(&mut Executor<'static>); 2] = [three_locks_left_held, one_lock_taken_twice];
+    let fresh: Vec<RunSeen> = builds.iter().map(|&build| run_seen(executor(3, 0.1, 5), build).0).collect();
+    let (big, small) = (&fresh[0], &fresh[1]);
+    assert_eq!(big.0.kind, OutcomeKind::Deadlock);
+    assert_eq!(big.4.len(), 3);
+    assert!(big.4.iter().all(|(_, _, stats)| stats.acquisitions > 0), "every lock was taken");
+    assert_eq!(small.0.kind, OutcomeKind::Deadlock);
+    assert!(small.0.what.contains("takes L (read) again while holding it"), "{}", small.0.what);
+    assert_eq!(small.4.len(), 1, "one lock row");
+
+    let store = EngineStore::default();
+    let on_store =
+        |build| run_seen(Executor::new_in(&store, config(3, 0.1), RandomChooser::new(Seed(5))), build);
+    let (first, engine) = on_store(three_locks_left_held);
+    assert_eq!(&first, big);
+    // Fewer locks than the engine's last run left: its entries past the first are dead.
+    let (second, reused) = on_store(one_lock_taken_twice);
+    assert_eq!(reused, engine, "the store's engine ran the second run");
+    assert_eq!(&second, small);
+    // More again: the dead entries are made anew.
+    let (third, reused) = on_store(three_locks_left_held);
+    assert_eq!(reused, engine);
+    assert_eq!(&third, big);
+}

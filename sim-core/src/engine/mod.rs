@@ -28,7 +28,7 @@ use crate::chooser::{Decision, DecisionKind, RunChooser};
 use crate::coverage::Coverage;
 use crate::lockdep::LockOrder;
 use crate::outcome::{Finding, Outcome, OutcomeKind, Subject};
-use crate::resource::{Mode, Resource, ResourceId};
+use crate::resource::{Mode, ResourceId, Resources};
 use crate::trace::{Span, Trace};
 use crate::{CpuId, Cycle, TaskId};
 use queue::{EventQueue, QueuedEvent};
@@ -179,7 +179,7 @@ struct Storage {
     same_cycle_cpus: Vec<CpuId>,
     cpus: Vec<CpuState>,
     tasks: Vec<TaskState>,
-    resources: Vec<Resource>,
+    resources: Resources,
     classes: Vec<&'static str>,
     waits: Vec<waits::WaitObject>,
     decisions: Vec<u32>,
@@ -203,7 +203,7 @@ impl Default for Storage {
             same_cycle_cpus: Vec::with_capacity(8),
             cpus: Vec::new(),
             tasks: Vec::new(),
-            resources: Vec::with_capacity(16),
+            resources: Resources::with_capacity(16),
             classes: Vec::with_capacity(8),
             waits: Vec::new(),
             decisions: Vec::new(),
@@ -220,7 +220,8 @@ impl Default for Storage {
 }
 
 impl Storage {
-    /// `engine`'s vectors, emptied (what they held is dropped here).
+    /// `engine`'s vectors, emptied (what they held is dropped here; its resources are dead
+    /// entries, made again in place by the next run's `new_resource`).
     fn take_from(engine: &mut Engine) -> Storage {
         fn emptied<T>(vector: &mut Vec<T>) -> Vec<T> {
             let mut vector = std::mem::take(vector);
@@ -233,7 +234,11 @@ impl Storage {
             same_cycle_cpus: emptied(&mut engine.same_cycle_cpus),
             cpus: emptied(&mut engine.cpus),
             tasks: emptied(&mut engine.tasks),
-            resources: emptied(&mut engine.resources),
+            resources: {
+                let mut resources = std::mem::take(&mut engine.resources);
+                resources.clear();
+                resources
+            },
             classes: emptied(&mut engine.classes),
             waits: emptied(&mut engine.waits),
             decisions: emptied(&mut engine.decisions),
@@ -266,7 +271,7 @@ pub struct Engine {
     cpus: Vec<CpuState>,
     online_count: u32,
     tasks: Vec<TaskState>,
-    resources: Vec<Resource>,
+    resources: Resources,
     /// Class name -> dense id, in order of first use.
     classes: Vec<&'static str>,
     waits: Vec<waits::WaitObject>,

@@ -4,7 +4,7 @@
 
 use super::Engine;
 use crate::outcome::{Blocked, Finding, OrderEdge, Outcome, OutcomeKind, WaitsFor};
-use crate::resource::{Mode, Name, Resource, ResourceId, ResourceStats, WaitKind, Waiter};
+use crate::resource::{Mode, Name, ResourceId, ResourceStats, WaitKind, Waiter};
 use crate::trace::TraceKind;
 use crate::{Cycle, TaskId};
 
@@ -28,19 +28,7 @@ impl Engine {
         handoff_cycles: u64,
     ) -> ResourceId {
         let class_id = self.class_id(class);
-        let id = ResourceId(self.resources.len() as u32);
-        self.resources.push(Resource {
-            name: name.into(),
-            class,
-            class_id,
-            handoff_cycles,
-            recursive_shared: false,
-            holders: smallvec::SmallVec::new(),
-            waiters: std::collections::VecDeque::new(),
-            last_grant: Cycle::ZERO,
-            stats: Default::default(),
-        });
-        id
+        self.resources.push(name.into(), class, class_id, handoff_cycles)
     }
 
     /// Puts `resource` in the lockdep class `key` instead of its kind's: locks of one kind
