@@ -217,57 +217,110 @@ impl LockStat {
     }
 }
 
-/// The resources of a run, by `ResourceId`, in creation order. A reset engine keeps its last
-/// run's entries: the next run's `i`-th resource is made in entry `i` (`Resource::renew`),
-/// not pushed, so a run's locks cost no move of a whole `Resource` and their queues keep
-/// their storage. Entries past `live` are dead (an earlier run's, none of this run's): every
-/// view of a `Resources` (`Deref` to a slice: indexing, `iter`, `len`) is of the live ones.
-#[derive(Default)]
-pub(crate) struct Resources {
-    /// invariant: `live <= entries.len()`; `entries[..live]` are this run's resources.
-    entries: Vec<Resource>,
+/// A vector whose entries past a live length are dead: what a reset engine keeps of its last
+/// run's resources and lockdep classes, so that the next run makes its own in their place
+/// instead of pushing new ones. Every view (`Deref` to a slice: indexing, `iter`, `len`) is
+/// of the live entries, so no reader sees an earlier run's.
+pub(crate) struct LiveVec<T> {
+    /// invariant: `live <= entries.len()`; `entries[..live]` are this run's.
+    entries: Vec<T>,
     live: usize,
 }
 
-impl Resources {
-    pub fn with_capacity(capacity: usize) -> Resources {
-        Resources { entries: Vec::with_capacity(capacity), live: 0 }
+impl<T> Default for LiveVec<T> {
+    fn default() -> LiveVec<T> {
+        LiveVec { entries: Vec::new(), live: 0 }
+    }
+}
+
+impl<T> LiveVec<T> {
+    pub fn with_capacity(capacity: usize) -> LiveVec<T> {
+        LiveVec { entries: Vec::with_capacity(capacity), live: 0 }
     }
 
-    /// No resource: every entry is dead, kept for the next run's `push`.
+    /// No entry: every one is dead, kept for the next run to make anew.
     pub fn clear(&mut self) {
         self.live = 0;
     }
 
-    /// A new resource after the live ones, made in the first dead entry when there is one.
+    /// The first dead entry, if there is one.
     #[inline]
-    pub fn push(
-        &mut self,
-        name: Name,
-        class: &'static str,
-        class_id: u32,
-        handoff_cycles: u64,
-    ) -> ResourceId {
-        let id = ResourceId(self.live as u32);
-        match self.entries.get_mut(self.live) {
-            Some(dead) => dead.renew(name, class, class_id, handoff_cycles),
-            None => self.entries.push(Resource::new(name, class, class_id, handoff_cycles)),
-        }
+    fn next_dead(&mut self) -> Option<&mut T> {
+        self.entries.get_mut(self.live)
+    }
+
+    /// Makes the first dead entry live, as the caller has made it this run's next: its index.
+    #[inline]
+    fn revive(&mut self) -> usize {
+        debug_assert!(self.live < self.entries.len(), "a dead entry to revive");
         self.live += 1;
-        id
+        self.live - 1
+    }
+
+    /// Appends `entry` after the live ones, the dead ones dropped: its index.
+    #[inline]
+    fn push(&mut self, entry: T) -> usize {
+        self.entries.truncate(self.live);
+        self.entries.push(entry);
+        self.live += 1;
+        self.live - 1
     }
 }
 
-impl std::ops::Deref for Resources {
-    type Target = [Resource];
-    fn deref(&self) -> &[Resource] {
+impl<T> std::ops::Deref for LiveVec<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
         &self.entries[..self.live]
     }
 }
 
-impl std::ops::DerefMut for Resources {
-    fn deref_mut(&mut self) -> &mut [Resource] {
+impl<T> std::ops::DerefMut for LiveVec<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
         &mut self.entries[..self.live]
+    }
+}
+
+/// The resources of a run, by `ResourceId`, in creation order. A reset engine's next run
+/// makes its `i`-th resource in entry `i` (`Resource::renew`): no move of a whole `Resource`
+/// (about 290 bytes with its lockstat histogram), and the queues keep their storage.
+pub(crate) type Resources = LiveVec<Resource>;
+
+impl Resources {
+    /// A new resource after the live ones, made in the first dead entry when there is one.
+    #[inline]
+    pub fn add(&mut self, name: Name, class: &'static str, class_id: u32, handoff_cycles: u64) -> ResourceId {
+        let index = match self.next_dead() {
+            Some(dead) => {
+                dead.renew(name, class, class_id, handoff_cycles);
+                self.revive()
+            }
+            None => self.push(Resource::new(name, class, class_id, handoff_cycles)),
+        };
+        ResourceId(index as u32)
+    }
+}
+
+/// Lockdep's classes of a run by dense id, numbered in first-use order.
+pub(crate) type Classes = LiveVec<&'static str>;
+
+impl Classes {
+    /// The id of the class called `key`, a new one at its first use. A class is one static
+    /// string, so the addresses mostly answer before any bytes are compared. No two entries,
+    /// live or dead, have the same bytes (a new one drops the dead ones), so a run that meets
+    /// its classes in its engine's last run's order finds each new one as the next dead
+    /// entry, and need not look for its bytes among the live ones: that run did, there.
+    #[inline]
+    pub fn id(&mut self, key: &'static str) -> u32 {
+        if let Some(index) = self.iter().position(|known| std::ptr::eq(*known, key)) {
+            return index as u32;
+        }
+        if self.next_dead().is_some_and(|next| std::ptr::eq(*next, key)) {
+            return self.revive() as u32;
+        }
+        match self.iter().position(|known| *known == key) {
+            Some(index) => index as u32,
+            None => self.push(key) as u32,
+        }
     }
 }
 

@@ -810,7 +810,7 @@ fn one_lock_taken_twice(exec: &mut Executor<'static>) {
 type RunSeen = (Outcome, Cycle, Option<u64>, u64, Vec<(Name, &'static str, ResourceStats)>, Vec<String>);
 
 /// Runs `build`'s tasks on `exec`: what the run gave, and the address of its engine.
-fn run_seen(mut exec: Executor<'static>, build: fn(&mut Executor<'static>)) -> (RunSeen, usize) {
+fn run_seen(mut exec: Executor<'static>, build: impl FnOnce(&mut Executor<'static>)) -> (RunSeen, usize) {
     build(&mut exec);
     let engine = exec.sim().with(|e| e as *const Engine as usize);
     let report = exec.run();
@@ -838,8 +838,9 @@ fn a_reused_engine_after_a_run_of_more_locks_gives_the_fresh_engines_run() {
     assert_eq!(small.4.len(), 1, "one lock row");
 
     let store = EngineStore::default();
-    let on_store =
-        |build| run_seen(Executor::new_in(&store, config(3, 0.1), RandomChooser::new(Seed(5))), build);
+    let on_store = |build: fn(&mut Executor<'static>)| {
+        run_seen(Executor::new_in(&store, config(3, 0.1), RandomChooser::new(Seed(5))), build)
+    };
     let (first, engine) = on_store(three_locks_left_held);
     assert_eq!(&first, big);
     // Fewer locks than the engine's last run left: its entries past the first are dead.
@@ -850,4 +851,44 @@ fn a_reused_engine_after_a_run_of_more_locks_gives_the_fresh_engines_run() {
     let (third, reused) = on_store(three_locks_left_held);
     assert_eq!(reused, engine);
     assert_eq!(&third, big);
+}
+
+/// A and B of class `outer` and L and M of class `inner`: CPU 0 takes L inside A, CPU 1 (later)
+/// B inside M, an inversion over classes only.
+fn class_inversion(exec: &mut Executor<'static>, outer: &'static str, inner: &'static str) {
+    let [a, b, l, m] = exec.sim().with(|e| {
+        [("A", outer), ("B", outer), ("L", inner), ("M", inner)]
+            .map(|(name, class)| e.new_resource(name, class, 0))
+    });
+    for (cpu, start, first, second) in [(0, 0, a, l), (1, 1_000, m, b)] {
+        exec.spawn(CpuId(cpu), Cycle(start), format!("t{cpu}"), move |ctx| async move {
+            ctx.sim.acquire(first, Mode::Exclusive, WaitKind::Spin).await;
+            ctx.sim.acquire(second, Mode::Exclusive, WaitKind::Spin).await;
+            ctx.sim.release(second);
+            ctx.sim.release(first);
+        });
+    }
+}
+
+#[test]
+fn a_reused_engine_numbers_lock_classes_as_a_fresh_one() {
+    // "y" at another address than the literal's: the same class, found by its bytes.
+    let other_y: &'static str = String::from("y").leak();
+    let orders = [("x", "y"), (other_y, "x"), ("y", other_y), ("x", "y"), ("x", "y")];
+    let run = |exec, (outer, inner): (&'static str, &'static str)| {
+        run_seen(exec, move |exec: &mut Executor<'static>| class_inversion(exec, outer, inner))
+    };
+    let fresh: Vec<RunSeen> = orders.iter().map(|&order| run(executor(2, 0.1, 3), order).0).collect();
+    assert_eq!(fresh[0].0.kind, OutcomeKind::LockOrder);
+    let what = &fresh[0].0.what;
+    assert!(what.contains("takes B (class x) while holding M (class y)"), "{what}");
+    assert!(fresh[1].0.what.contains("takes B (class y) while holding M (class x)"), "{}", fresh[1].0.what);
+    assert_eq!(fresh[2].0.kind, OutcomeKind::Pass, "one class, nested by instance: no inversion");
+    // On one engine: the classes of the last run in another order (dead entries that are
+    // not this run's next), then in the same order (each new class the next dead entry).
+    let store = EngineStore::default();
+    for (order, fresh) in orders.iter().zip(&fresh) {
+        let (seen, _) = run(Executor::new_in(&store, config(2, 0.1), RandomChooser::new(Seed(3))), *order);
+        assert_eq!(&seen, fresh, "classes {order:?}");
+    }
 }

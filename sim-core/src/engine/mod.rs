@@ -28,7 +28,7 @@ use crate::chooser::{Decision, DecisionKind, RunChooser};
 use crate::coverage::Coverage;
 use crate::lockdep::LockOrder;
 use crate::outcome::{Finding, Outcome, OutcomeKind, Subject};
-use crate::resource::{Mode, ResourceId, Resources};
+use crate::resource::{Classes, LiveVec, Mode, ResourceId, Resources};
 use crate::trace::{Span, Trace};
 use crate::{CpuId, Cycle, TaskId};
 use queue::{EventQueue, QueuedEvent};
@@ -180,7 +180,7 @@ struct Storage {
     cpus: Vec<CpuState>,
     tasks: Vec<TaskState>,
     resources: Resources,
-    classes: Vec<&'static str>,
+    classes: Classes,
     waits: Vec<waits::WaitObject>,
     decisions: Vec<u32>,
     decision_options: Vec<u32>,
@@ -204,7 +204,7 @@ impl Default for Storage {
             cpus: Vec::new(),
             tasks: Vec::new(),
             resources: Resources::with_capacity(16),
-            classes: Vec::with_capacity(8),
+            classes: Classes::with_capacity(8),
             waits: Vec::new(),
             decisions: Vec::new(),
             decision_options: Vec::new(),
@@ -220,13 +220,18 @@ impl Default for Storage {
 }
 
 impl Storage {
-    /// `engine`'s vectors, emptied (what they held is dropped here; its resources are dead
-    /// entries, made again in place by the next run's `new_resource`).
+    /// `engine`'s vectors, emptied (what they held is dropped here; its resources and lock
+    /// classes are dead entries, made again in place by the next run's `new_resource`).
     fn take_from(engine: &mut Engine) -> Storage {
         fn emptied<T>(vector: &mut Vec<T>) -> Vec<T> {
             let mut vector = std::mem::take(vector);
             vector.clear();
             vector
+        }
+        fn all_dead<T>(entries: &mut LiveVec<T>) -> LiveVec<T> {
+            let mut entries = std::mem::take(entries);
+            entries.clear();
+            entries
         }
         Storage {
             heap: engine.queue.take_storage(),
@@ -234,12 +239,8 @@ impl Storage {
             same_cycle_cpus: emptied(&mut engine.same_cycle_cpus),
             cpus: emptied(&mut engine.cpus),
             tasks: emptied(&mut engine.tasks),
-            resources: {
-                let mut resources = std::mem::take(&mut engine.resources);
-                resources.clear();
-                resources
-            },
-            classes: emptied(&mut engine.classes),
+            resources: all_dead(&mut engine.resources),
+            classes: all_dead(&mut engine.classes),
             waits: emptied(&mut engine.waits),
             decisions: emptied(&mut engine.decisions),
             decision_options: emptied(&mut engine.decision_options),
@@ -273,7 +274,8 @@ pub struct Engine {
     tasks: Vec<TaskState>,
     resources: Resources,
     /// Class name -> dense id, in order of first use.
-    classes: Vec<&'static str>,
+    /// invariant: no two entries, live or dead, have the same bytes (`Classes::id`).
+    classes: Classes,
     waits: Vec<waits::WaitObject>,
     chooser: RunChooser,
     decisions: Vec<u32>,

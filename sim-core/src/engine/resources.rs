@@ -28,7 +28,7 @@ impl Engine {
         handoff_cycles: u64,
     ) -> ResourceId {
         let class_id = self.class_id(class);
-        self.resources.push(name.into(), class, class_id, handoff_cycles)
+        self.resources.add(name.into(), class, class_id, handoff_cycles)
     }
 
     /// Puts `resource` in the lockdep class `key` instead of its kind's: locks of one kind
@@ -39,19 +39,10 @@ impl Engine {
         self.resources[resource.0 as usize].class_id = class_id;
     }
 
-    /// The lockdep class called `key`, numbered in first-use order. A class is one static
-    /// string, so the addresses mostly answer before any bytes are compared (the classes
-    /// are distinct strings: the one at the same address is the one with the same bytes).
+    /// The lockdep class called `key`, numbered in first-use order.
     #[inline]
     fn class_id(&mut self, key: &'static str) -> u32 {
-        let same_address = self.classes.iter().position(|known| std::ptr::eq(*known, key));
-        match same_address.or_else(|| self.classes.iter().position(|known| *known == key)) {
-            Some(index) => index as u32,
-            None => {
-                self.classes.push(key);
-                (self.classes.len() - 1) as u32
-            }
-        }
+        self.classes.id(key)
     }
 
     /// Lets a task that holds `resource` shared take it shared again (a percpu rwsem read
@@ -271,7 +262,7 @@ impl Engine {
     fn describe_inversion(&self, taking: &OrderEdge, earlier: &[OrderEdge], classes: bool) -> String {
         let name = |id: ResourceId| {
             if classes {
-                let class = &self.classes[self.resources[id.0 as usize].class_id as usize];
+                let class = self.classes[self.resources[id.0 as usize].class_id as usize];
                 format!("{} (class {class})", self.resource_name(id))
             } else {
                 self.resource_name(id).to_string()
