@@ -233,7 +233,7 @@ impl Engine {
         if let Some(coverage) = self.coverage.as_deref_mut() {
             coverage.lock_order(resources, &state.held, resource);
         }
-        self.lock_order.on_acquire((state.cpu, task, self.now), &state.held, resource, &class_of);
+        self.lock_order.on_acquire((state.cpu, task, self.now), &state.held, resource, class_of);
     }
 
     /// The first lock-order inversion as an outcome, if any was seen.
