@@ -209,12 +209,20 @@ impl LockStat {
         let Some(position) = self.holds_since.iter().rposition(|&(holder, _)| holder == task) else {
             return; // The engine reports the bad release.
         };
-        let (_, since) = self.holds_since.remove(position);
+        let (_, since) = remove_in_order(&mut self.holds_since, position);
         // A hold that began after a hand-off still in flight has not started yet.
         let held = now.0.saturating_sub(since.0);
         self.figures.hold_cycles += held;
         self.figures.hold_max_cycles = self.figures.hold_max_cycles.max(held);
     }
+}
+
+/// `list.remove(index)`, the rest kept in order, without a call when `index` is the last (a
+/// lock released is mostly the last taken): `SmallVec::remove` moves the tail with a
+/// `memmove` call even when the tail is empty.
+#[inline]
+pub(crate) fn remove_in_order<A: smallvec::Array>(list: &mut smallvec::SmallVec<A>, index: usize) -> A::Item {
+    if index + 1 == list.len() { list.pop().expect("index is in the list") } else { list.remove(index) }
 }
 
 /// A vector whose entries past a live length are dead: what a reset engine keeps of its last
@@ -428,5 +436,22 @@ impl Resource {
 
     pub fn holds(&self, task: TaskId) -> Option<Mode> {
         self.holders.iter().find(|(holder, _)| *holder == task).map(|&(_, mode)| mode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_in_order;
+
+    #[test]
+    fn remove_in_order_keeps_the_rest_in_order_from_the_end_or_the_middle() {
+        let mut list: smallvec::SmallVec<[u32; 2]> = smallvec::smallvec![1, 2, 3, 4];
+        assert_eq!(remove_in_order(&mut list, 3), 4);
+        assert_eq!(list.as_slice(), &[1, 2, 3]);
+        assert_eq!(remove_in_order(&mut list, 0), 1);
+        assert_eq!(list.as_slice(), &[2, 3]);
+        assert_eq!(remove_in_order(&mut list, 1), 3);
+        assert_eq!(remove_in_order(&mut list, 0), 2);
+        assert!(list.is_empty());
     }
 }

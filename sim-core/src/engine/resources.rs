@@ -215,7 +215,7 @@ impl Engine {
         }
         let held = &mut self.tasks[task.0 as usize].held;
         if let Some(index) = held.iter().rposition(|&id| id == resource) {
-            held.remove(index);
+            crate::resource::remove_in_order(held, index);
         }
         self.trace_task(task, TraceKind::Release { resource }, [0x52454c, u64::from(resource.0), 0, 0]);
         self.grant_waiters(resource);
