@@ -53,6 +53,13 @@ fn a_run_on_a_reused_engine_is_the_run_on_a_fresh_one() {
             std::thread::spawn(move || seen(&file, &schedule)).join().expect("the run panicked")
         })
         .collect();
+    // Some run comes right after one of more locks: its engine then keeps dead lock entries
+    // past its own, which no lock row may show.
+    let locks = |seen: &Seen| seen.3.run_locks.len();
+    assert!(
+        fresh.windows(2).any(|pair| locks(&pair[0]) > locks(&pair[1])),
+        "a run of fewer locks follows one of more"
+    );
     // All on this thread, twice over in different orders: every run after the first is
     // built into the engine of a run of another scenario or seed.
     for (index, (file, schedule)) in cases.iter().enumerate() {

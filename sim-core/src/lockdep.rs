@@ -101,7 +101,7 @@ impl LockOrder {
         (cpu, task, cycle): (CpuId, TaskId, Cycle),
         held: &[ResourceId],
         taken: ResourceId,
-        class_of: &dyn Fn(ResourceId) -> u32,
+        class_of: impl Fn(ResourceId) -> u32,
     ) {
         for &lock in held {
             if lock == taken {
@@ -154,9 +154,9 @@ mod tests {
     fn opposite_orders_are_an_inversion_reported_once() {
         let mut order = LockOrder::default();
         let one_class = |_| 7;
-        order.on_acquire(at(0, 1), &[A], B, &one_class);
+        order.on_acquire(at(0, 1), &[A], B, one_class);
         assert!(order.findings().is_empty());
-        order.on_acquire(at(1, 5), &[B], A, &one_class);
+        order.on_acquire(at(1, 5), &[B], A, one_class);
         assert_eq!(order.findings().len(), 1);
         let inversion = &order.findings()[0];
         assert_eq!((inversion.taking.from, inversion.taking.to, inversion.taking.cpu), (B, A, CpuId(1)));
@@ -164,7 +164,7 @@ mod tests {
         assert_eq!((inversion.earlier[0].from, inversion.earlier[0].to), (A, B));
         assert_eq!(inversion.earlier[0].cycle, Cycle(1));
         assert!(!inversion.classes);
-        order.on_acquire(at(1, 9), &[B], A, &one_class);
+        order.on_acquire(at(1, 9), &[B], A, one_class);
         assert_eq!(order.findings().len(), 1, "reported once");
     }
 
@@ -172,12 +172,12 @@ mod tests {
     fn a_consistent_order_and_a_longer_cycle() {
         let mut order = LockOrder::default();
         let class = |lock: ResourceId| lock.0 + 10;
-        order.on_acquire(at(0, 1), &[A], B, &class);
-        order.on_acquire(at(0, 2), &[A], B, &class);
-        order.on_acquire(at(1, 3), &[B], C, &class);
+        order.on_acquire(at(0, 1), &[A], B, class);
+        order.on_acquire(at(0, 2), &[A], B, class);
+        order.on_acquire(at(1, 3), &[B], C, class);
         assert!(order.findings().is_empty());
         // C then A closes A -> B -> C -> A over instances; the class cycle is the same one.
-        order.on_acquire(at(2, 4), &[C], A, &class);
+        order.on_acquire(at(2, 4), &[C], A, class);
         assert_eq!(order.findings().len(), 1, "{:?}", order.findings());
         let earlier: Vec<(ResourceId, ResourceId)> =
             order.findings()[0].earlier.iter().map(|edge| (edge.from, edge.to)).collect();
@@ -190,8 +190,8 @@ mod tests {
         // (class x) on another: no instance cycle, but classes x and y are inverted.
         let mut order = LockOrder::default();
         let class = |lock: ResourceId| if lock.0 < 2 { 1 } else { 2 };
-        order.on_acquire(at(0, 1), &[ResourceId(0)], ResourceId(2), &class);
-        order.on_acquire(at(1, 2), &[ResourceId(3)], ResourceId(1), &class);
+        order.on_acquire(at(0, 1), &[ResourceId(0)], ResourceId(2), class);
+        order.on_acquire(at(1, 2), &[ResourceId(3)], ResourceId(1), class);
         assert_eq!(order.findings().len(), 1);
         assert!(order.findings()[0].classes);
     }

@@ -192,6 +192,13 @@ impl LockStat {
         self.holds_since.push((task, since));
     }
 
+    /// No acquisition and no hold, as `LockStat::default()` is.
+    fn clear(&mut self) {
+        let LockStat { figures, holds_since } = self;
+        *figures = ResourceStats::default();
+        holds_since.clear();
+    }
+
     /// An acquisition queued.
     pub fn contended(&mut self) {
         self.figures.contended += 1;
@@ -202,11 +209,126 @@ impl LockStat {
         let Some(position) = self.holds_since.iter().rposition(|&(holder, _)| holder == task) else {
             return; // The engine reports the bad release.
         };
-        let (_, since) = self.holds_since.remove(position);
+        let (_, since) = remove_in_order(&mut self.holds_since, position);
         // A hold that began after a hand-off still in flight has not started yet.
         let held = now.0.saturating_sub(since.0);
         self.figures.hold_cycles += held;
         self.figures.hold_max_cycles = self.figures.hold_max_cycles.max(held);
+    }
+}
+
+/// `list.remove(index)`, the rest kept in order, without a call when `index` is the last (a
+/// lock released is mostly the last taken): `SmallVec::remove` moves the tail with a
+/// `memmove` call even when the tail is empty.
+#[inline]
+pub(crate) fn remove_in_order<A: smallvec::Array>(list: &mut smallvec::SmallVec<A>, index: usize) -> A::Item {
+    if index + 1 == list.len() { list.pop().expect("index is in the list") } else { list.remove(index) }
+}
+
+/// A vector whose entries past a live length are dead: what a reset engine keeps of its last
+/// run's resources and lockdep classes, so that the next run makes its own in their place
+/// instead of pushing new ones. Every view (`Deref` to a slice: indexing, `iter`, `len`) is
+/// of the live entries, so no reader sees an earlier run's.
+pub(crate) struct LiveVec<T> {
+    /// invariant: `live <= entries.len()`; `entries[..live]` are this run's.
+    entries: Vec<T>,
+    live: usize,
+}
+
+impl<T> Default for LiveVec<T> {
+    fn default() -> LiveVec<T> {
+        LiveVec { entries: Vec::new(), live: 0 }
+    }
+}
+
+impl<T> LiveVec<T> {
+    pub fn with_capacity(capacity: usize) -> LiveVec<T> {
+        LiveVec { entries: Vec::with_capacity(capacity), live: 0 }
+    }
+
+    /// No entry: every one is dead, kept for the next run to make anew.
+    pub fn clear(&mut self) {
+        self.live = 0;
+    }
+
+    /// The first dead entry, if there is one.
+    #[inline]
+    fn next_dead(&mut self) -> Option<&mut T> {
+        self.entries.get_mut(self.live)
+    }
+
+    /// Makes the first dead entry live, as the caller has made it this run's next: its index.
+    #[inline]
+    fn revive(&mut self) -> usize {
+        debug_assert!(self.live < self.entries.len(), "a dead entry to revive");
+        self.live += 1;
+        self.live - 1
+    }
+
+    /// Appends `entry` after the live ones, the dead ones dropped: its index.
+    #[inline]
+    fn push(&mut self, entry: T) -> usize {
+        self.entries.truncate(self.live);
+        self.entries.push(entry);
+        self.live += 1;
+        self.live - 1
+    }
+}
+
+impl<T> std::ops::Deref for LiveVec<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.entries[..self.live]
+    }
+}
+
+impl<T> std::ops::DerefMut for LiveVec<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.entries[..self.live]
+    }
+}
+
+/// The resources of a run, by `ResourceId`, in creation order. A reset engine's next run
+/// makes its `i`-th resource in entry `i` (`Resource::renew`): no move of a whole `Resource`
+/// (about 290 bytes with its lockstat histogram), and the queues keep their storage.
+pub(crate) type Resources = LiveVec<Resource>;
+
+impl Resources {
+    /// A new resource after the live ones, made in the first dead entry when there is one.
+    #[inline]
+    pub fn add(&mut self, name: Name, class: &'static str, class_id: u32, handoff_cycles: u64) -> ResourceId {
+        let index = match self.next_dead() {
+            Some(dead) => {
+                dead.renew(name, class, class_id, handoff_cycles);
+                self.revive()
+            }
+            None => self.push(Resource::new(name, class, class_id, handoff_cycles)),
+        };
+        ResourceId(index as u32)
+    }
+}
+
+/// Lockdep's classes of a run by dense id, numbered in first-use order.
+pub(crate) type Classes = LiveVec<&'static str>;
+
+impl Classes {
+    /// The id of the class called `key`, a new one at its first use. A class is one static
+    /// string, so the addresses mostly answer before any bytes are compared. No two entries,
+    /// live or dead, have the same bytes (a new one drops the dead ones), so a run that meets
+    /// its classes in its engine's last run's order finds each new one as the next dead
+    /// entry, and need not look for its bytes among the live ones: that run did, there.
+    #[inline]
+    pub fn id(&mut self, key: &'static str) -> u32 {
+        if let Some(index) = self.iter().position(|known| std::ptr::eq(*known, key)) {
+            return index as u32;
+        }
+        if self.next_dead().is_some_and(|next| std::ptr::eq(*next, key)) {
+            return self.revive() as u32;
+        }
+        match self.iter().position(|known| *known == key) {
+            Some(index) => index as u32,
+            None => self.push(key) as u32,
+        }
     }
 }
 
@@ -229,6 +351,46 @@ pub(crate) struct Resource {
 }
 
 impl Resource {
+    fn new(name: Name, class: &'static str, class_id: u32, handoff_cycles: u64) -> Resource {
+        Resource {
+            name,
+            class,
+            class_id,
+            handoff_cycles,
+            recursive_shared: false,
+            holders: smallvec::SmallVec::new(),
+            waiters: VecDeque::new(),
+            last_grant: Cycle::ZERO,
+            stats: LockStat::default(),
+        }
+    }
+
+    /// Makes this (dead) entry what `Resource::new` makes, keeping the waiters' storage.
+    /// Every field is named, so a new one cannot be left as the earlier run left it.
+    #[inline]
+    fn renew(&mut self, name: Name, class: &'static str, class_id: u32, handoff_cycles: u64) {
+        let Resource {
+            name: old_name,
+            class: old_class,
+            class_id: old_class_id,
+            handoff_cycles: old_handoff_cycles,
+            recursive_shared,
+            holders,
+            waiters,
+            last_grant,
+            stats,
+        } = self;
+        *old_name = name;
+        *old_class = class;
+        *old_class_id = class_id;
+        *old_handoff_cycles = handoff_cycles;
+        *recursive_shared = false;
+        holders.clear();
+        waiters.clear();
+        *last_grant = Cycle::ZERO;
+        stats.clear();
+    }
+
     /// Whether `mode` can be granted now without overtaking anyone queued.
     pub fn can_grant_now(&self, mode: Mode) -> bool {
         self.waiters.is_empty() && self.holders.iter().all(|&(_, held)| !mode.conflicts_with(held))
@@ -274,5 +436,22 @@ impl Resource {
 
     pub fn holds(&self, task: TaskId) -> Option<Mode> {
         self.holders.iter().find(|(holder, _)| *holder == task).map(|&(_, mode)| mode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_in_order;
+
+    #[test]
+    fn remove_in_order_keeps_the_rest_in_order_from_the_end_or_the_middle() {
+        let mut list: smallvec::SmallVec<[u32; 2]> = smallvec::smallvec![1, 2, 3, 4];
+        assert_eq!(remove_in_order(&mut list, 3), 4);
+        assert_eq!(list.as_slice(), &[1, 2, 3]);
+        assert_eq!(remove_in_order(&mut list, 0), 1);
+        assert_eq!(list.as_slice(), &[2, 3]);
+        assert_eq!(remove_in_order(&mut list, 1), 3);
+        assert_eq!(remove_in_order(&mut list, 0), 2);
+        assert!(list.is_empty());
     }
 }

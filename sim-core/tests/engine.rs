@@ -765,3 +765,130 @@ fn jitter_bands_worked_out_once_are_each_bases_own() {
         assert_eq!(cost, base - delta, "base {base}: the low end of its band");
     }
 }
+
+/// Three locks left held, queued for, contended and one recursive at the end (t0 and t1
+/// deadlock over A and C; t2 waited for B).
+fn three_locks_left_held(exec: &mut Executor<'static>) {
+    let (a, b, c) = exec.sim().with(|e| {
+        let a = e.new_resource("A", "rwsem", 30);
+        e.set_recursive_shared(a);
+        (a, e.new_resource("B", "rw", 40), e.new_resource("C", "rw", 50))
+    });
+    exec.spawn(CpuId(0), Cycle(0), "t0", move |ctx| async move {
+        ctx.sim.acquire(a, Mode::Shared, WaitKind::Sleep).await;
+        ctx.sim.acquire(b, Mode::Exclusive, WaitKind::Spin).await;
+        ctx.sim.delay(100).await;
+        ctx.sim.release(b);
+        ctx.sim.acquire(c, Mode::Exclusive, WaitKind::Spin).await;
+    });
+    exec.spawn(CpuId(1), Cycle(0), "t1", move |ctx| async move {
+        ctx.sim.acquire(c, Mode::Exclusive, WaitKind::Spin).await;
+        ctx.sim.delay(50).await;
+        ctx.sim.acquire(a, Mode::Exclusive, WaitKind::Sleep).await;
+    });
+    exec.spawn(CpuId(2), Cycle(1), "t2", move |ctx| async move {
+        ctx.sim.acquire(b, Mode::Exclusive, WaitKind::Spin).await;
+        ctx.sim.delay(10).await;
+        ctx.sim.release(b);
+    });
+}
+
+/// One lock, not recursive, that t0 takes shared twice while t1 queues for it: a
+/// self-deadlock (had the lock kept entry 0's recursion, t0 would queue behind t1 instead).
+fn one_lock_taken_twice(exec: &mut Executor<'static>) {
+    let lock = exec.sim().with(|e| e.new_resource("L", "spinlock", 7));
+    exec.spawn(CpuId(0), Cycle(0), "t0", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Shared, WaitKind::Spin).await;
+        ctx.sim.delay(100).await;
+        ctx.sim.acquire(lock, Mode::Shared, WaitKind::Spin).await;
+    });
+    exec.spawn(CpuId(1), Cycle(10), "t1", move |ctx| async move {
+        ctx.sim.acquire(lock, Mode::Exclusive, WaitKind::Spin).await;
+    });
+}
+
+type RunSeen = (Outcome, Cycle, Option<u64>, u64, Vec<(Name, &'static str, ResourceStats)>, Vec<String>);
+
+/// Runs `build`'s tasks on `exec`: what the run gave, and the address of its engine.
+fn run_seen(mut exec: Executor<'static>, build: impl FnOnce(&mut Executor<'static>)) -> (RunSeen, usize) {
+    build(&mut exec);
+    let engine = exec.sim().with(|e| e as *const Engine as usize);
+    let report = exec.run();
+    let seen = (
+        report.outcome,
+        report.end,
+        report.trace_hash,
+        report.events,
+        report.resources.to_vec(),
+        report.lock_order,
+    );
+    (seen, engine)
+}
+
+#[test]
+fn a_reused_engine_after_a_run_of_more_locks_gives_the_fresh_engines_run() {
+    let builds: [fn(&mut Executor<'static>); 2] = [three_locks_left_held, one_lock_taken_twice];
+    let fresh: Vec<RunSeen> = builds.iter().map(|&build| run_seen(executor(3, 0.1, 5), build).0).collect();
+    let (big, small) = (&fresh[0], &fresh[1]);
+    assert_eq!(big.0.kind, OutcomeKind::Deadlock);
+    assert_eq!(big.4.len(), 3);
+    assert!(big.4.iter().all(|(_, _, stats)| stats.acquisitions > 0), "every lock was taken");
+    assert_eq!(small.0.kind, OutcomeKind::Deadlock);
+    assert!(small.0.what.contains("takes L (read) again while holding it"), "{}", small.0.what);
+    assert_eq!(small.4.len(), 1, "one lock row");
+
+    let store = EngineStore::default();
+    let on_store = |build: fn(&mut Executor<'static>)| {
+        run_seen(Executor::new_in(&store, config(3, 0.1), RandomChooser::new(Seed(5))), build)
+    };
+    let (first, engine) = on_store(three_locks_left_held);
+    assert_eq!(&first, big);
+    // Fewer locks than the engine's last run left: its entries past the first are dead.
+    let (second, reused) = on_store(one_lock_taken_twice);
+    assert_eq!(reused, engine, "the store's engine ran the second run");
+    assert_eq!(&second, small);
+    // More again: the dead entries are made anew.
+    let (third, reused) = on_store(three_locks_left_held);
+    assert_eq!(reused, engine);
+    assert_eq!(&third, big);
+}
+
+/// A and B of class `outer` and L and M of class `inner`: CPU 0 takes L inside A, CPU 1 (later)
+/// B inside M, an inversion over classes only.
+fn class_inversion(exec: &mut Executor<'static>, outer: &'static str, inner: &'static str) {
+    let [a, b, l, m] = exec.sim().with(|e| {
+        [("A", outer), ("B", outer), ("L", inner), ("M", inner)]
+            .map(|(name, class)| e.new_resource(name, class, 0))
+    });
+    for (cpu, start, first, second) in [(0, 0, a, l), (1, 1_000, m, b)] {
+        exec.spawn(CpuId(cpu), Cycle(start), format!("t{cpu}"), move |ctx| async move {
+            ctx.sim.acquire(first, Mode::Exclusive, WaitKind::Spin).await;
+            ctx.sim.acquire(second, Mode::Exclusive, WaitKind::Spin).await;
+            ctx.sim.release(second);
+            ctx.sim.release(first);
+        });
+    }
+}
+
+#[test]
+fn a_reused_engine_numbers_lock_classes_as_a_fresh_one() {
+    // "y" at another address than the literal's: the same class, found by its bytes.
+    let other_y: &'static str = String::from("y").leak();
+    let orders = [("x", "y"), (other_y, "x"), ("y", other_y), ("x", "y"), ("x", "y")];
+    let run = |exec, (outer, inner): (&'static str, &'static str)| {
+        run_seen(exec, move |exec: &mut Executor<'static>| class_inversion(exec, outer, inner))
+    };
+    let fresh: Vec<RunSeen> = orders.iter().map(|&order| run(executor(2, 0.1, 3), order).0).collect();
+    assert_eq!(fresh[0].0.kind, OutcomeKind::LockOrder);
+    let what = &fresh[0].0.what;
+    assert!(what.contains("takes B (class x) while holding M (class y)"), "{what}");
+    assert!(fresh[1].0.what.contains("takes B (class y) while holding M (class x)"), "{}", fresh[1].0.what);
+    assert_eq!(fresh[2].0.kind, OutcomeKind::Pass, "one class, nested by instance: no inversion");
+    // On one engine: the classes of the last run in another order (dead entries that are
+    // not this run's next), then in the same order (each new class the next dead entry).
+    let store = EngineStore::default();
+    for (order, fresh) in orders.iter().zip(&fresh) {
+        let (seen, _) = run(Executor::new_in(&store, config(2, 0.1), RandomChooser::new(Seed(3))), *order);
+        assert_eq!(&seen, fresh, "classes {order:?}");
+    }
+}

@@ -6,6 +6,11 @@ use sim_core::{Mode, ResourceId, WaitKind};
 
 use super::cpu::Cpu;
 
+/// The class of every `rwlock_t`, at one address: `RwLock::new` is generic, and each of its
+/// copies would have a literal of its own, which the engine's class lookup (by address
+/// first) would then find only by its bytes.
+static CLASS: &str = "rwlock";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RwLock {
     pub resource: ResourceId,
@@ -14,7 +19,7 @@ pub struct RwLock {
 impl RwLock {
     pub fn new(sim: &sim_core::Sim, name: impl Into<sim_core::Name>, handoff_cycles: u64) -> RwLock {
         let name = name.into();
-        RwLock { resource: sim.with(|engine| engine.new_resource(name, "rwlock", handoff_cycles)) }
+        RwLock { resource: sim.with(|engine| engine.new_resource(name, CLASS, handoff_cycles)) }
     }
 }
 

@@ -28,7 +28,7 @@ use crate::chooser::{Decision, DecisionKind, RunChooser};
 use crate::coverage::Coverage;
 use crate::lockdep::LockOrder;
 use crate::outcome::{Finding, Outcome, OutcomeKind, Subject};
-use crate::resource::{Mode, Resource, ResourceId};
+use crate::resource::{Classes, LiveVec, Mode, ResourceId, Resources};
 use crate::trace::{Span, Trace};
 use crate::{CpuId, Cycle, TaskId};
 use queue::{EventQueue, QueuedEvent};
@@ -179,8 +179,8 @@ struct Storage {
     same_cycle_cpus: Vec<CpuId>,
     cpus: Vec<CpuState>,
     tasks: Vec<TaskState>,
-    resources: Vec<Resource>,
-    classes: Vec<&'static str>,
+    resources: Resources,
+    classes: Classes,
     waits: Vec<waits::WaitObject>,
     decisions: Vec<u32>,
     decision_options: Vec<u32>,
@@ -203,8 +203,8 @@ impl Default for Storage {
             same_cycle_cpus: Vec::with_capacity(8),
             cpus: Vec::new(),
             tasks: Vec::new(),
-            resources: Vec::with_capacity(16),
-            classes: Vec::with_capacity(8),
+            resources: Resources::with_capacity(16),
+            classes: Classes::with_capacity(8),
             waits: Vec::new(),
             decisions: Vec::new(),
             decision_options: Vec::new(),
@@ -220,12 +220,18 @@ impl Default for Storage {
 }
 
 impl Storage {
-    /// `engine`'s vectors, emptied (what they held is dropped here).
+    /// `engine`'s vectors, emptied (what they held is dropped here; its resources and lock
+    /// classes are dead entries, made again in place by the next run's `new_resource`).
     fn take_from(engine: &mut Engine) -> Storage {
         fn emptied<T>(vector: &mut Vec<T>) -> Vec<T> {
             let mut vector = std::mem::take(vector);
             vector.clear();
             vector
+        }
+        fn all_dead<T>(entries: &mut LiveVec<T>) -> LiveVec<T> {
+            let mut entries = std::mem::take(entries);
+            entries.clear();
+            entries
         }
         Storage {
             heap: engine.queue.take_storage(),
@@ -233,8 +239,8 @@ impl Storage {
             same_cycle_cpus: emptied(&mut engine.same_cycle_cpus),
             cpus: emptied(&mut engine.cpus),
             tasks: emptied(&mut engine.tasks),
-            resources: emptied(&mut engine.resources),
-            classes: emptied(&mut engine.classes),
+            resources: all_dead(&mut engine.resources),
+            classes: all_dead(&mut engine.classes),
             waits: emptied(&mut engine.waits),
             decisions: emptied(&mut engine.decisions),
             decision_options: emptied(&mut engine.decision_options),
@@ -266,9 +272,10 @@ pub struct Engine {
     cpus: Vec<CpuState>,
     online_count: u32,
     tasks: Vec<TaskState>,
-    resources: Vec<Resource>,
+    resources: Resources,
     /// Class name -> dense id, in order of first use.
-    classes: Vec<&'static str>,
+    /// invariant: no two entries, live or dead, have the same bytes (`Classes::id`).
+    classes: Classes,
     waits: Vec<waits::WaitObject>,
     chooser: RunChooser,
     decisions: Vec<u32>,

@@ -4,7 +4,7 @@
 
 use super::Engine;
 use crate::outcome::{Blocked, Finding, OrderEdge, Outcome, OutcomeKind, WaitsFor};
-use crate::resource::{Mode, Name, Resource, ResourceId, ResourceStats, WaitKind, Waiter};
+use crate::resource::{Mode, Name, ResourceId, ResourceStats, WaitKind, Waiter};
 use crate::trace::TraceKind;
 use crate::{Cycle, TaskId};
 
@@ -28,19 +28,7 @@ impl Engine {
         handoff_cycles: u64,
     ) -> ResourceId {
         let class_id = self.class_id(class);
-        let id = ResourceId(self.resources.len() as u32);
-        self.resources.push(Resource {
-            name: name.into(),
-            class,
-            class_id,
-            handoff_cycles,
-            recursive_shared: false,
-            holders: smallvec::SmallVec::new(),
-            waiters: std::collections::VecDeque::new(),
-            last_grant: Cycle::ZERO,
-            stats: Default::default(),
-        });
-        id
+        self.resources.add(name.into(), class, class_id, handoff_cycles)
     }
 
     /// Puts `resource` in the lockdep class `key` instead of its kind's: locks of one kind
@@ -51,19 +39,10 @@ impl Engine {
         self.resources[resource.0 as usize].class_id = class_id;
     }
 
-    /// The lockdep class called `key`, numbered in first-use order. A class is one static
-    /// string, so the addresses mostly answer before any bytes are compared (the classes
-    /// are distinct strings: the one at the same address is the one with the same bytes).
+    /// The lockdep class called `key`, numbered in first-use order.
     #[inline]
     fn class_id(&mut self, key: &'static str) -> u32 {
-        let same_address = self.classes.iter().position(|known| std::ptr::eq(*known, key));
-        match same_address.or_else(|| self.classes.iter().position(|known| *known == key)) {
-            Some(index) => index as u32,
-            None => {
-                self.classes.push(key);
-                (self.classes.len() - 1) as u32
-            }
-        }
+        self.classes.id(key)
     }
 
     /// Lets a task that holds `resource` shared take it shared again (a percpu rwsem read
@@ -236,7 +215,7 @@ impl Engine {
         }
         let held = &mut self.tasks[task.0 as usize].held;
         if let Some(index) = held.iter().rposition(|&id| id == resource) {
-            held.remove(index);
+            crate::resource::remove_in_order(held, index);
         }
         self.trace_task(task, TraceKind::Release { resource }, [0x52454c, u64::from(resource.0), 0, 0]);
         self.grant_waiters(resource);
@@ -254,7 +233,7 @@ impl Engine {
         if let Some(coverage) = self.coverage.as_deref_mut() {
             coverage.lock_order(resources, &state.held, resource);
         }
-        self.lock_order.on_acquire((state.cpu, task, self.now), &state.held, resource, &class_of);
+        self.lock_order.on_acquire((state.cpu, task, self.now), &state.held, resource, class_of);
     }
 
     /// The first lock-order inversion as an outcome, if any was seen.
@@ -283,7 +262,7 @@ impl Engine {
     fn describe_inversion(&self, taking: &OrderEdge, earlier: &[OrderEdge], classes: bool) -> String {
         let name = |id: ResourceId| {
             if classes {
-                let class = &self.classes[self.resources[id.0 as usize].class_id as usize];
+                let class = self.classes[self.resources[id.0 as usize].class_id as usize];
                 format!("{} (class {class})", self.resource_name(id))
             } else {
                 self.resource_name(id).to_string()
