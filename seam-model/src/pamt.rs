@@ -355,6 +355,10 @@ impl Pamt {
     /// A 2MB exclusive target is taken shared and then promoted, as the module does (two
     /// try-lock attempts). On contention returns the lock that failed; what the walk took
     /// stays in `list` for the leaf to undo.
+    ///
+    /// Inline: most passes replay a walk an earlier pass made in full, and that check is a
+    /// few instructions; the walk that makes attempts is out of line.
+    #[inline]
     pub(crate) fn walk(
         &mut self,
         page: Hpa,
@@ -362,18 +366,29 @@ impl Pamt {
         list: &mut LockList,
     ) -> Result<WalkEnd, LockStop> {
         assert!(self.contains(page), "pamt: walk outside memory, operand checks missed it");
-        let range_index = page.range_index();
         // A walk an earlier pass made in full replays each attempt and ends where it goes
         // now: the same path in one step.
         let (attempts, end) = match target {
             WalkTarget::Range2MExclusive => (3, WalkEnd::Range2M),
-            WalkTarget::Page4K(_) if self.has_4k_level(range_index) => (3, WalkEnd::Page4K),
+            WalkTarget::Page4K(_) if self.has_4k_level(page.range_index()) => (3, WalkEnd::Page4K),
             WalkTarget::Page4K(_) => (2, WalkEnd::Range2M),
         };
         if list.replay(attempts) {
             return Ok(end);
         }
-        // So are its 1GB and 2MB shared holds, when an earlier pass took both.
+        self.walk_attempts(page, target, list)
+    }
+
+    /// The part of [`Pamt::walk`] past a full replay: the attempts this pass makes.
+    #[inline(never)]
+    fn walk_attempts(
+        &mut self,
+        page: Hpa,
+        target: WalkTarget,
+        list: &mut LockList,
+    ) -> Result<WalkEnd, LockStop> {
+        let range_index = page.range_index();
+        // Its 1GB and 2MB shared holds replay in one step when an earlier pass took both.
         let range = ModuleLock::Pamt2M(range_index);
         if !list.replay(2) {
             let gb = ModuleLock::Pamt1G((page.0 / RANGE_1G) as usize);

@@ -122,6 +122,7 @@ impl LockList {
 
 impl Module {
     /// The PAMT walk of spec §5.2 for `page`; contention is TDX_OPERAND_BUSY with `operand_id`.
+    #[inline]
     pub(super) fn walk(
         &mut self,
         page: Hpa,
