@@ -376,6 +376,10 @@ impl Pamt {
         if list.replay(attempts) {
             return Ok(end);
         }
+        // A walk starts with an attempt: after the pass's new one, it pauses there.
+        if list.is_paused() {
+            return Err(LockStop::Pause);
+        }
         self.walk_attempts(page, target, list)
     }
 
