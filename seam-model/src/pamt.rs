@@ -458,18 +458,24 @@ impl Pamt {
         Ok(())
     }
 
+    /// Inline: a leaf releases a 1GB and a 2MB entry for each walk, a flag or count each;
+    /// a 4KB entry's release (a map entry) is out of line.
+    #[inline]
     pub(crate) fn release(&mut self, lock: ModuleLock, mode: LockMode) {
         match lock {
             ModuleLock::Pamt1G(index) => self.entries_1g[index].release(mode),
             ModuleLock::Pamt2M(index) => self.entries_2m[index].lock.release(mode),
-            ModuleLock::Pamt4K(pfn) => {
-                let sharex = self.locks_4k.get_mut(&pfn).expect("pamt: releasing an unheld 4KB lock");
-                sharex.release(mode);
-                if sharex.is_free() {
-                    self.locks_4k.remove(&pfn);
-                }
-            }
+            ModuleLock::Pamt4K(pfn) => self.release_4k(pfn, mode),
             _ => unreachable!("pamt: {lock} is not a PAMT lock"),
+        }
+    }
+
+    #[inline(never)]
+    fn release_4k(&mut self, pfn: u64, mode: LockMode) {
+        let sharex = self.locks_4k.get_mut(&pfn).expect("pamt: releasing an unheld 4KB lock");
+        sharex.release(mode);
+        if sharex.is_free() {
+            self.locks_4k.remove(&pfn);
         }
     }
 
