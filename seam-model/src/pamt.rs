@@ -188,6 +188,8 @@ impl Pamt {
         !self.dpamt || matches!(self.entries_2m[range_index].state, Dpamt2M::Backed { .. })
     }
 
+    /// Inline: PAMT.ADD's lock set reads a pair page's type between its attempts, each pass.
+    #[inline]
     pub fn page_type(&self, page: Hpa) -> PageType {
         let pfn = page.pfn();
         let byte = self.page_types[(pfn / 2) as usize];
