@@ -188,6 +188,8 @@ impl Pamt {
         !self.dpamt || matches!(self.entries_2m[range_index].state, Dpamt2M::Backed { .. })
     }
 
+    /// Inline: PAMT.ADD's lock set reads a pair page's type between its attempts, each pass.
+    #[inline]
     pub fn page_type(&self, page: Hpa) -> PageType {
         let pfn = page.pfn();
         let byte = self.page_types[(pfn / 2) as usize];
@@ -355,6 +357,10 @@ impl Pamt {
     /// A 2MB exclusive target is taken shared and then promoted, as the module does (two
     /// try-lock attempts). On contention returns the lock that failed; what the walk took
     /// stays in `list` for the leaf to undo.
+    ///
+    /// Inline: most passes replay a walk an earlier pass made in full, and that check is a
+    /// few instructions; the walk that makes attempts is out of line.
+    #[inline]
     pub(crate) fn walk(
         &mut self,
         page: Hpa,
@@ -362,18 +368,33 @@ impl Pamt {
         list: &mut LockList,
     ) -> Result<WalkEnd, LockStop> {
         assert!(self.contains(page), "pamt: walk outside memory, operand checks missed it");
-        let range_index = page.range_index();
         // A walk an earlier pass made in full replays each attempt and ends where it goes
         // now: the same path in one step.
         let (attempts, end) = match target {
             WalkTarget::Range2MExclusive => (3, WalkEnd::Range2M),
-            WalkTarget::Page4K(_) if self.has_4k_level(range_index) => (3, WalkEnd::Page4K),
+            WalkTarget::Page4K(_) if self.has_4k_level(page.range_index()) => (3, WalkEnd::Page4K),
             WalkTarget::Page4K(_) => (2, WalkEnd::Range2M),
         };
         if list.replay(attempts) {
             return Ok(end);
         }
-        // So are its 1GB and 2MB shared holds, when an earlier pass took both.
+        // A walk starts with an attempt: after the pass's new one, it pauses there.
+        if list.is_paused() {
+            return Err(LockStop::Pause);
+        }
+        self.walk_attempts(page, target, list)
+    }
+
+    /// The part of [`Pamt::walk`] past a full replay: the attempts this pass makes.
+    #[inline(never)]
+    fn walk_attempts(
+        &mut self,
+        page: Hpa,
+        target: WalkTarget,
+        list: &mut LockList,
+    ) -> Result<WalkEnd, LockStop> {
+        let range_index = page.range_index();
+        // Its 1GB and 2MB shared holds replay in one step when an earlier pass took both.
         let range = ModuleLock::Pamt2M(range_index);
         if !list.replay(2) {
             let gb = ModuleLock::Pamt1G((page.0 / RANGE_1G) as usize);
@@ -403,15 +424,25 @@ impl Pamt {
     }
 
     /// One try-lock on a PAMT entry; on success the hold goes into `list`.
+    ///
+    /// Inline: about half the calls replay an attempt or pause, a few instructions; the
+    /// acquisition is out of line.
+    #[inline]
     pub(crate) fn try_lock(
         &mut self,
         lock: ModuleLock,
         mode: LockMode,
         list: &mut LockList,
     ) -> Result<(), LockStop> {
-        if let Attempt::Replay = list.next_attempt()? {
-            return Ok(());
+        match list.next_attempt()? {
+            Attempt::Replay => Ok(()),
+            Attempt::Try => self.acquire(lock, mode, list),
         }
+    }
+
+    /// The attempt of [`Pamt::try_lock`] that a pass makes.
+    #[inline(never)]
+    fn acquire(&mut self, lock: ModuleLock, mode: LockMode, list: &mut LockList) -> Result<(), LockStop> {
         let sharex = match lock {
             ModuleLock::Pamt1G(index) => &mut self.entries_1g[index],
             ModuleLock::Pamt2M(index) => &mut self.entries_2m[index].lock,
@@ -429,18 +460,24 @@ impl Pamt {
         Ok(())
     }
 
+    /// Inline: a leaf releases a 1GB and a 2MB entry for each walk, a flag or count each;
+    /// a 4KB entry's release (a map entry) is out of line.
+    #[inline]
     pub(crate) fn release(&mut self, lock: ModuleLock, mode: LockMode) {
         match lock {
             ModuleLock::Pamt1G(index) => self.entries_1g[index].release(mode),
             ModuleLock::Pamt2M(index) => self.entries_2m[index].lock.release(mode),
-            ModuleLock::Pamt4K(pfn) => {
-                let sharex = self.locks_4k.get_mut(&pfn).expect("pamt: releasing an unheld 4KB lock");
-                sharex.release(mode);
-                if sharex.is_free() {
-                    self.locks_4k.remove(&pfn);
-                }
-            }
+            ModuleLock::Pamt4K(pfn) => self.release_4k(pfn, mode),
             _ => unreachable!("pamt: {lock} is not a PAMT lock"),
+        }
+    }
+
+    #[inline(never)]
+    fn release_4k(&mut self, pfn: u64, mode: LockMode) {
+        let sharex = self.locks_4k.get_mut(&pfn).expect("pamt: releasing an unheld 4KB lock");
+        sharex.release(mode);
+        if sharex.is_free() {
+            self.locks_4k.remove(&pfn);
         }
     }
 

@@ -104,6 +104,12 @@ impl LockList {
         true
     }
 
+    /// Whether the pass has replayed every earlier attempt and made its new ones: its next
+    /// attempt, whatever it is, is a `Pause`.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.replayed == self.try_locks && self.allowance == 0
+    }
+
     /// The next attempt of this pass, or `Pause` when the pass has made its new ones.
     pub(crate) fn next_attempt(&mut self) -> Result<Attempt, LockStop> {
         if self.replayed < self.try_locks {
@@ -122,6 +128,7 @@ impl LockList {
 
 impl Module {
     /// The PAMT walk of spec §5.2 for `page`; contention is TDX_OPERAND_BUSY with `operand_id`.
+    #[inline]
     pub(super) fn walk(
         &mut self,
         page: Hpa,

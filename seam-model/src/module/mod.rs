@@ -523,6 +523,10 @@ impl Module {
 
     /// The next try-lock attempt of a leaf that `begin` (or an earlier `step`) left
     /// `Locking`.
+    ///
+    /// Inline: the host calls it once per try-lock attempt, and inlined it takes the
+    /// answer where the host keeps it instead of copying it out.
+    #[inline]
     pub fn step(&mut self, ticket: Ticket) -> Begin {
         let lp = ticket.lp;
         let answer = self.lock_pass(ticket);
