@@ -80,7 +80,7 @@ impl World {
         Fut: std::future::Future<Output = ()> + 'static,
     {
         let host = self.host.clone();
-        self.exec.spawn(CpuId(cpu), Cycle(start), name, move |ctx| {
+        self.exec.spawn(CpuId(cpu), Cycle(start), name.to_string(), move |ctx| {
             body(Cpu::new(ctx.sim, ctx.cpu, ctx.task, host))
         });
     }

@@ -302,13 +302,14 @@ pub struct Explored {
 pub struct Runner<'s> {
     scenario: &'s Scenario,
     host_config: Arc<HostConfig>,
-    /// The scenario tasks' names (`task 0`, ...), formatted once.
-    task_names: Vec<String>,
+    /// The scenario tasks' names (`task 0`, ...), formatted once: a run's spawn copies a
+    /// pointer to each.
+    task_names: Vec<sim_core::Name>,
 }
 
 impl<'s> Runner<'s> {
     pub fn new(scenario: &'s Scenario) -> Runner<'s> {
-        let task_names = (0..scenario.tasks.len()).map(|index| format!("task {index}")).collect();
+        let task_names = (0..scenario.tasks.len()).map(|index| format!("task {index}").into()).collect();
         Runner { scenario, host_config: Arc::new(host_config(scenario)), task_names }
     }
 

@@ -99,7 +99,7 @@ impl<'a> Executor<'a> {
     }
 
     /// Adds a task pinned to `cpu` that starts at `start`.
-    pub fn spawn<F, Fut>(&mut self, cpu: CpuId, start: Cycle, name: impl Into<String>, body: F) -> TaskId
+    pub fn spawn<F, Fut>(&mut self, cpu: CpuId, start: Cycle, name: impl Into<Name>, body: F) -> TaskId
     where
         F: FnOnce(TaskCtx) -> Fut,
         Fut: Future<Output = ()> + 'a,
