@@ -175,6 +175,18 @@ impl HostConfig {
     /// The module of a run: `module_config()`, with the TDs that exist from the start.
     pub fn new_module(&self) -> Module {
         let mut module = Module::new(self.module_config());
+        self.create_tds(&mut module);
+        module
+    }
+
+    /// Makes `module` what `new_module` makes, keeping its storage (`Module::reset`).
+    pub fn reset_module(&self, module: &mut Module) {
+        module.reset(self.module_config());
+        self.create_tds(module);
+    }
+
+    /// The TDs that exist from the start, with their vCPUs, in a module that has none.
+    fn create_tds(&self, module: &mut Module) {
         for &td in &self.tds {
             module.create_td(td);
             let vcpus = self.kvm_tds.iter().find(|config| config.td == td).map_or(0, |config| config.vcpus);
@@ -182,7 +194,6 @@ impl HostConfig {
                 module.create_vcpu(td, shortcut_tdvpr(index));
             }
         }
-        module
     }
 }
 

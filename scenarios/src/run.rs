@@ -287,6 +287,26 @@ thread_local! {
     /// The engine of this thread's last run, which its next run is built into: a run's
     /// engine is reset, not rebuilt (sim-core's `EngineStore`).
     static ENGINES: EngineStore = EngineStore::default();
+    /// The module of this thread's last run, reset for the next (`HostConfig::reset_module`)
+    /// once nothing of that run holds it.
+    static MODULES: RefCell<Option<Rc<RefCell<Module>>>> = const { RefCell::new(None) };
+}
+
+/// The module of a run on `config`: this thread's last one reset when no host, checker or
+/// task of its run holds it any more, else a new one. Kept for the thread's next run.
+fn module_for_run(config: &HostConfig) -> Rc<RefCell<Module>> {
+    MODULES.with(|store| {
+        let mut kept = store.borrow_mut();
+        let module = match kept.take() {
+            Some(module) if Rc::strong_count(&module) == 1 && Rc::weak_count(&module) == 0 => {
+                config.reset_module(&mut module.borrow_mut());
+                module
+            }
+            _ => Rc::new(RefCell::new(config.new_module())),
+        };
+        *kept = Some(module.clone());
+        module
+    })
 }
 
 /// What `check`'s verdict reads of an exploration run (`Runner::explore`).
@@ -357,7 +377,7 @@ impl<'s> Runner<'s> {
         };
         let mut executor = ENGINES.with(|store| Executor::new_in(store, config, chooser));
         let config = self.host_config.clone();
-        let module = Rc::new(RefCell::new(config.new_module()));
+        let module = module_for_run(&config);
         let checker = Rc::new(StateChecker::new(module.clone()));
         let host = Rc::new(Host::new(executor.sim(), config, module.clone(), checker.clone()));
         for (index, task) in scenario.tasks.iter().enumerate() {
