@@ -612,6 +612,29 @@ mod tests {
         TraceEvent { cycle: Cycle(cycle), cpu: CpuId(1), task: TaskId(0), kind }
     }
 
+    /// The end-of-run `dpamt-refcount-matches-module` names the first range whose refcount
+    /// and the module's backing disagree, and nothing while they agree.
+    #[test]
+    fn the_end_check_names_the_first_refcount_the_module_does_not_back() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/library/dpamt/s-d5-prime-pfn-order.toml");
+        let scenario = crate::load_file(std::path::Path::new(path)).expect("a library file loads");
+        let config = Arc::new(host_config(&scenario));
+        let executor =
+            Executor::new(engine_config(&scenario, false, false), Box::new(sim_core::NominalChooser));
+        let module = Rc::new(RefCell::new(config.new_module()));
+        let checker = Rc::new(StateChecker::new(module.clone()));
+        let host = Host::new(executor.sim(), config, module, checker.clone());
+        assert!(checker.check_at_end(&host).is_none());
+        host.pamt_refcount[3].set(1);
+        host.pamt_refcount[1].set(2);
+        let broken = checker.check_at_end(&host).expect("refcounts the module does not back");
+        assert_eq!(broken.kind, OutcomeKind::Invariant);
+        assert_eq!(
+            broken.what,
+            "dpamt-refcount-matches-module: pamt_refcount[A] = 2 but the module has the range unbacked"
+        );
+    }
+
     #[test]
     fn first_trace_difference_names_the_first_unequal_or_missing_event() {
         let a = vec![event(1, TraceKind::TaskStart), event(2, TraceKind::TaskEnd)];
