@@ -142,8 +142,9 @@ pub struct HostConfig {
     /// D5's `rw[X]` lock name of each labelled range, made once from `range_labels`
     /// (`HostConfig::lock_names_of`) so a run names its locks without formatting.
     pub range_lock_names: BTreeMap<usize, Arc<str>>,
-    /// 2MB ranges the page allocator must not hand out (they hold scenario-named pages).
-    pub reserved_ranges: BTreeSet<usize>,
+    /// 2MB ranges the page allocator must not hand out (they hold scenario-named pages);
+    /// every run's allocator shares them.
+    pub reserved_ranges: Arc<BTreeSet<usize>>,
     /// TDs that exist (runnable) in the module when the run starts.
     pub tds: Vec<TdId>,
     /// TDs KVM knows about (those above and those a step creates): their vCPUs and memslots.

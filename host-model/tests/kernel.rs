@@ -63,7 +63,7 @@ fn world_with(cpus: u32, online: u32, max_stall_cycles: u64, chooser: Box<dyn si
         costs: HostCosts::default(),
         range_labels: BTreeMap::new(),
         range_lock_names: BTreeMap::new(),
-        reserved_ranges: BTreeSet::new(),
+        reserved_ranges: Default::default(),
         tds: Vec::new(),
         kvm_tds: Vec::new(),
         gmem_locality: Default::default(),

@@ -445,7 +445,8 @@ fn engine_config(scenario: &Scenario, record_trace: bool, coverage: bool) -> Eng
 
 /// The host's configuration for every run of `scenario`.
 fn host_config(scenario: &Scenario) -> HostConfig {
-    let reserved_ranges = scenario_pages(scenario).iter().map(|page| (page / RANGE_2M) as usize).collect();
+    let reserved_ranges =
+        Arc::new(scenario_pages(scenario).iter().map(|page| (page / RANGE_2M) as usize).collect());
     let (existing_tds, kvm_tds) = crate::kvm_steps::scenario_tds(scenario);
     let labels = range_labels(scenario);
     HostConfig {
