@@ -59,6 +59,9 @@ pub struct RunReport {
     pub coverage: Option<CoverageReport>,
 }
 
+/// Tasks a run's executor has room for before its list of futures grows.
+const TASKS_INLINE: usize = 8;
+
 pub struct Executor<'a> {
     sim: Sim,
     futures: Vec<Option<TaskFuture<'a>>>,
@@ -91,7 +94,8 @@ impl<'a> Executor<'a> {
             _ => Sim::new(Engine::new(config, chooser)),
         };
         *kept = Some(sim.clone());
-        Executor { sim, futures: Vec::new() }
+        // Room for a few tasks at once: a litmus test's spawns then grow nothing.
+        Executor { sim, futures: Vec::with_capacity(TASKS_INLINE) }
     }
 
     pub fn sim(&self) -> &Sim {
