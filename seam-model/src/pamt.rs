@@ -182,7 +182,7 @@ impl Pamt {
         entries_2m.clear();
         entries_2m.resize(num_ranges, entry_2m);
         ranges.clear();
-        ranges.resize(num_ranges, RangeUse { in_use: 0, owners: Owners::None });
+        ranges.extend((0..num_ranges).map(|_| RangeUse { in_use: 0, owners: Owners::None }));
         page_types.clear();
         page_types.resize(num_pages.div_ceil(2) as usize, 0);
         backing_bitmap.clear();
