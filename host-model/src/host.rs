@@ -142,8 +142,9 @@ pub struct HostConfig {
     /// D5's `rw[X]` lock name of each labelled range, made once from `range_labels`
     /// (`HostConfig::lock_names_of`) so a run names its locks without formatting.
     pub range_lock_names: BTreeMap<usize, Arc<str>>,
-    /// 2MB ranges the page allocator must not hand out (they hold scenario-named pages).
-    pub reserved_ranges: BTreeSet<usize>,
+    /// 2MB ranges the page allocator must not hand out (they hold scenario-named pages);
+    /// every run's allocator shares them.
+    pub reserved_ranges: Arc<BTreeSet<usize>>,
     /// TDs that exist (runnable) in the module when the run starts.
     pub tds: Vec<TdId>,
     /// TDs KVM knows about (those above and those a step creates): their vCPUs and memslots.
@@ -175,6 +176,18 @@ impl HostConfig {
     /// The module of a run: `module_config()`, with the TDs that exist from the start.
     pub fn new_module(&self) -> Module {
         let mut module = Module::new(self.module_config());
+        self.create_tds(&mut module);
+        module
+    }
+
+    /// Makes `module` what `new_module` makes, keeping its storage (`Module::reset`).
+    pub fn reset_module(&self, module: &mut Module) {
+        module.reset(self.module_config());
+        self.create_tds(module);
+    }
+
+    /// The TDs that exist from the start, with their vCPUs, in a module that has none.
+    fn create_tds(&self, module: &mut Module) {
         for &td in &self.tds {
             module.create_td(td);
             let vcpus = self.kvm_tds.iter().find(|config| config.td == td).map_or(0, |config| config.vcpus);
@@ -182,7 +195,6 @@ impl HostConfig {
                 module.create_vcpu(td, shortcut_tdvpr(index));
             }
         }
-        module
     }
 }
 

@@ -63,7 +63,7 @@ fn world_with(cpus: u32, online: u32, max_stall_cycles: u64, chooser: Box<dyn si
         costs: HostCosts::default(),
         range_labels: BTreeMap::new(),
         range_lock_names: BTreeMap::new(),
-        reserved_ranges: BTreeSet::new(),
+        reserved_ranges: Default::default(),
         tds: Vec::new(),
         kvm_tds: Vec::new(),
         gmem_locality: Default::default(),
@@ -80,7 +80,7 @@ impl World {
         Fut: std::future::Future<Output = ()> + 'static,
     {
         let host = self.host.clone();
-        self.exec.spawn(CpuId(cpu), Cycle(start), name, move |ctx| {
+        self.exec.spawn(CpuId(cpu), Cycle(start), name.to_string(), move |ctx| {
             body(Cpu::new(ctx.sim, ctx.cpu, ctx.task, host))
         });
     }

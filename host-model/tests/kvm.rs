@@ -2,7 +2,7 @@
 //! exit, `wait_for_sept_zap` keeping vCPUs out, and the local retry's exits.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use host_model::guest::GuestProgram;
@@ -61,7 +61,7 @@ fn world(cpus: u32, vcpus: u32, design: SeptBusyDesign) -> World {
         range_labels: BTreeMap::new(),
         range_lock_names: BTreeMap::new(),
         gmem_locality: BTreeMap::new(),
-        reserved_ranges: BTreeSet::new(),
+        reserved_ranges: Default::default(),
         tds: vec![TD],
         kvm_tds: vec![KvmTdConfig { td: TD, vcpus, memslots: Vec::new(), exists: true }],
     };
@@ -77,7 +77,7 @@ impl World {
         Fut: std::future::Future<Output = ()> + 'static,
     {
         let host = self.host.clone();
-        self.exec.spawn(CpuId(cpu), Cycle(start), name, move |ctx| {
+        self.exec.spawn(CpuId(cpu), Cycle(start), name.to_string(), move |ctx| {
             body(Cpu::new(ctx.sim, ctx.cpu, ctx.task, host))
         });
     }

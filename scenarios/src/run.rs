@@ -287,6 +287,26 @@ thread_local! {
     /// The engine of this thread's last run, which its next run is built into: a run's
     /// engine is reset, not rebuilt (sim-core's `EngineStore`).
     static ENGINES: EngineStore = EngineStore::default();
+    /// The module of this thread's last run, reset for the next (`HostConfig::reset_module`)
+    /// once nothing of that run holds it.
+    static MODULES: RefCell<Option<Rc<RefCell<Module>>>> = const { RefCell::new(None) };
+}
+
+/// The module of a run on `config`: this thread's last one reset when no host, checker or
+/// task of its run holds it any more, else a new one. Kept for the thread's next run.
+fn module_for_run(config: &HostConfig) -> Rc<RefCell<Module>> {
+    MODULES.with(|store| {
+        let mut kept = store.borrow_mut();
+        let module = match kept.take() {
+            Some(module) if Rc::strong_count(&module) == 1 && Rc::weak_count(&module) == 0 => {
+                config.reset_module(&mut module.borrow_mut());
+                module
+            }
+            _ => Rc::new(RefCell::new(config.new_module())),
+        };
+        *kept = Some(module.clone());
+        module
+    })
 }
 
 /// What `check`'s verdict reads of an exploration run (`Runner::explore`).
@@ -302,13 +322,14 @@ pub struct Explored {
 pub struct Runner<'s> {
     scenario: &'s Scenario,
     host_config: Arc<HostConfig>,
-    /// The scenario tasks' names (`task 0`, ...), formatted once.
-    task_names: Vec<String>,
+    /// The scenario tasks' names (`task 0`, ...), formatted once: a run's spawn copies a
+    /// pointer to each.
+    task_names: Vec<sim_core::Name>,
 }
 
 impl<'s> Runner<'s> {
     pub fn new(scenario: &'s Scenario) -> Runner<'s> {
-        let task_names = (0..scenario.tasks.len()).map(|index| format!("task {index}")).collect();
+        let task_names = (0..scenario.tasks.len()).map(|index| format!("task {index}").into()).collect();
         Runner { scenario, host_config: Arc::new(host_config(scenario)), task_names }
     }
 
@@ -356,7 +377,7 @@ impl<'s> Runner<'s> {
         };
         let mut executor = ENGINES.with(|store| Executor::new_in(store, config, chooser));
         let config = self.host_config.clone();
-        let module = Rc::new(RefCell::new(config.new_module()));
+        let module = module_for_run(&config);
         let checker = Rc::new(StateChecker::new(module.clone()));
         let host = Rc::new(Host::new(executor.sim(), config, module.clone(), checker.clone()));
         for (index, task) in scenario.tasks.iter().enumerate() {
@@ -424,7 +445,8 @@ fn engine_config(scenario: &Scenario, record_trace: bool, coverage: bool) -> Eng
 
 /// The host's configuration for every run of `scenario`.
 fn host_config(scenario: &Scenario) -> HostConfig {
-    let reserved_ranges = scenario_pages(scenario).iter().map(|page| (page / RANGE_2M) as usize).collect();
+    let reserved_ranges =
+        Arc::new(scenario_pages(scenario).iter().map(|page| (page / RANGE_2M) as usize).collect());
     let (existing_tds, kvm_tds) = crate::kvm_steps::scenario_tds(scenario);
     let labels = range_labels(scenario);
     HostConfig {
@@ -589,6 +611,29 @@ mod tests {
 
     fn event(cycle: u64, kind: TraceKind) -> TraceEvent {
         TraceEvent { cycle: Cycle(cycle), cpu: CpuId(1), task: TaskId(0), kind }
+    }
+
+    /// The end-of-run `dpamt-refcount-matches-module` names the first range whose refcount
+    /// and the module's backing disagree, and nothing while they agree.
+    #[test]
+    fn the_end_check_names_the_first_refcount_the_module_does_not_back() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/library/dpamt/s-d5-prime-pfn-order.toml");
+        let scenario = crate::load_file(std::path::Path::new(path)).expect("a library file loads");
+        let config = Arc::new(host_config(&scenario));
+        let executor =
+            Executor::new(engine_config(&scenario, false, false), Box::new(sim_core::NominalChooser));
+        let module = Rc::new(RefCell::new(config.new_module()));
+        let checker = Rc::new(StateChecker::new(module.clone()));
+        let host = Host::new(executor.sim(), config, module, checker.clone());
+        assert!(checker.check_at_end(&host).is_none());
+        host.pamt_refcount[3].set(1);
+        host.pamt_refcount[1].set(2);
+        let broken = checker.check_at_end(&host).expect("refcounts the module does not back");
+        assert_eq!(broken.kind, OutcomeKind::Invariant);
+        assert_eq!(
+            broken.what,
+            "dpamt-refcount-matches-module: pamt_refcount[A] = 2 but the module has the range unbacked"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! A run's engine is reset for the next run on its thread rather than rebuilt
-//! (`sim_core::EngineStore`). A run on a reused engine must be the run a fresh engine gives:
-//! same trace hash, outcome, events and metrics, whichever scenario ran on it before.
+//! A run's engine and module are reset for the next run on its thread rather than rebuilt
+//! (`sim_core::EngineStore`, `Module::reset`). A run on a reused engine and module must be
+//! the run a fresh one gives: same trace hash, outcome, events, metrics and the module's
+//! PAMT at the end, whichever scenario ran on them before.
 
 use std::path::Path;
 
@@ -22,14 +23,15 @@ const FILES: &[&str] = &[
     "update/s-u3-nested-cpus-read-lock.toml",
 ];
 
-/// What a run is compared on.
-type Seen = (u64, Outcome, u64, Metrics);
+/// What a run is compared on: its trace hash, outcome, events, metrics, and per 2MB range
+/// the host's refcount and whether the module has it backed.
+type Seen = (u64, Outcome, u64, Metrics, Vec<(i32, bool)>);
 
 fn seen(file: &str, schedule: &Schedule) -> Seen {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("library").join(file);
     let scenario = load_file(&path).unwrap_or_else(|error| panic!("{error}"));
     let result = Runner::new(&scenario).run(schedule, false);
-    (result.trace_hash, result.outcome, result.events, result.metrics)
+    (result.trace_hash, result.outcome, result.events, result.metrics, result.pamt_end)
 }
 
 fn schedules() -> Vec<Schedule> {
@@ -40,12 +42,12 @@ fn schedules() -> Vec<Schedule> {
 }
 
 #[test]
-fn a_run_on_a_reused_engine_is_the_run_on_a_fresh_one() {
+fn a_run_on_a_reused_engine_and_module_is_the_run_on_fresh_ones() {
     let cases: Vec<(&str, Schedule)> = FILES
         .iter()
         .flat_map(|file| schedules().into_iter().map(move |schedule| (*file, schedule)))
         .collect();
-    // Each on a thread of its own: the first run of a thread builds a new engine.
+    // Each on a thread of its own: the first run of a thread builds a new engine and module.
     let fresh: Vec<Seen> = cases
         .iter()
         .map(|(file, schedule)| {
@@ -61,7 +63,8 @@ fn a_run_on_a_reused_engine_is_the_run_on_a_fresh_one() {
         "a run of fewer locks follows one of more"
     );
     // All on this thread, twice over in different orders: every run after the first is
-    // built into the engine of a run of another scenario or seed.
+    // built into the engine and module of a run of another scenario or seed (another
+    // memory size, TDs, an update's handoff, a module not yet initialised).
     for (index, (file, schedule)) in cases.iter().enumerate() {
         assert_eq!(seen(file, schedule), fresh[index], "{file} {schedule:?}, in order");
     }

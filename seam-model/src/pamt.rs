@@ -140,23 +140,62 @@ pub struct Pamt {
     backing_bitmap: Vec<u64>,
 }
 
+/// A PAMT's vectors that [`Pamt::build`] empties and fills: new ones for [`Pamt::new`], an
+/// earlier PAMT's for `Module::reset` (their capacities are all that is kept).
+#[derive(Default)]
+pub(crate) struct PamtStorage {
+    entries_1g: Vec<Sharex>,
+    entries_2m: Vec<Entry2M>,
+    ranges: Vec<RangeUse>,
+    page_types: Vec<u8>,
+    backing_bitmap: Vec<u64>,
+}
+
 impl Pamt {
     /// `memory_bytes` must be a non-zero multiple of 2MB.
     pub fn new(memory_bytes: u64, dpamt: bool) -> Pamt {
+        Pamt::build(memory_bytes, dpamt, PamtStorage::default())
+    }
+
+    /// This PAMT's vectors, for the next one [`Pamt::build`] makes; it is left empty.
+    pub(crate) fn take_storage(&mut self) -> PamtStorage {
+        PamtStorage {
+            entries_1g: std::mem::take(&mut self.entries_1g),
+            entries_2m: std::mem::take(&mut self.entries_2m),
+            ranges: std::mem::take(&mut self.ranges),
+            page_types: std::mem::take(&mut self.page_types),
+            backing_bitmap: std::mem::take(&mut self.backing_bitmap),
+        }
+    }
+
+    /// The one constructor: every field named, every vector filled from empty.
+    pub(crate) fn build(memory_bytes: u64, dpamt: bool, storage: PamtStorage) -> Pamt {
         assert!(memory_bytes > 0, "pamt: memory must not be empty");
         assert_eq!(memory_bytes % RANGE_2M, 0, "pamt: memory must be a multiple of 2MB");
         let num_pages = memory_bytes / PAGE_SIZE;
         let num_ranges = (memory_bytes / RANGE_2M) as usize;
         let entry_2m = Entry2M { lock: Sharex::new(), state: Dpamt2M::Unbacked };
+        let PamtStorage { mut entries_1g, mut entries_2m, mut ranges, mut page_types, mut backing_bitmap } =
+            storage;
+        entries_1g.clear();
+        entries_1g.resize(memory_bytes.div_ceil(RANGE_1G) as usize, Sharex::new());
+        entries_2m.clear();
+        entries_2m.resize(num_ranges, entry_2m);
+        ranges.clear();
+        ranges.extend((0..num_ranges).map(|_| RangeUse { in_use: 0, owners: Owners::None }));
+        page_types.clear();
+        page_types.resize(num_pages.div_ceil(2) as usize, 0);
+        backing_bitmap.clear();
+        backing_bitmap.resize(num_pages.div_ceil(64) as usize, 0);
         Pamt {
             dpamt,
             num_pages,
-            entries_1g: vec![Sharex::new(); memory_bytes.div_ceil(RANGE_1G) as usize],
-            entries_2m: vec![entry_2m; num_ranges],
-            ranges: vec![RangeUse { in_use: 0, owners: Owners::None }; num_ranges],
+            entries_1g,
+            entries_2m,
+            ranges,
             locks_4k: BTreeMap::new(),
-            page_types: vec![0; num_pages.div_ceil(2) as usize],
-            backing_bitmap: vec![0; num_pages.div_ceil(64) as usize],
+            page_types,
+            backing_bitmap,
         }
     }
 

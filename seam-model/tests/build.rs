@@ -10,7 +10,8 @@ use seam_model::status::{
     TDX_TD_KEYS_NOT_CONFIGURED, TDX_TDCX_NUM_INCORRECT, TDX_VCPU_STATE_INCORRECT, operand,
 };
 use seam_model::{
-    Begin, Dpamt2M, Gpa, Hpa, LeafCall, Lifecycle, Module, ModuleLock, PageType, SeptState, TdId, VcpuState,
+    Begin, Dpamt2M, Gpa, Hpa, LeafCall, Lifecycle, Module, ModuleConfig, ModuleLock, PageType, SeptState,
+    TdId, VcpuState,
 };
 
 /// A TD created, keyed on both packages and initialised, with no S-EPT table yet.
@@ -462,4 +463,27 @@ fn two_mng_creates_of_one_td_id_in_lock_step_the_later_one_is_refused_under_the_
     assert_eq!(module.finish(ticket).status, TDX_OPERAND_INVALID.with_operand(operand::RCX));
     assert_eq!(module.page_type(control(1)), PageType::Nda);
     assert_eq!(module.page_owner(control(0)), Some(TD));
+}
+
+/// `Module::reset` makes what `Module::new` makes, whatever the module's earlier life left
+/// (a TD built, ranges backed; other LPs, packages, memory and boot state): a
+/// thread's runs reuse one module (scenarios' run.rs).
+#[test]
+fn a_reset_module_is_a_new_one() {
+    let (mut module, _) = runnable(2);
+    back(&mut module, 2);
+    let smaller = ModuleConfig {
+        num_lps: 1,
+        packages: 1,
+        initialized: false,
+        ..ModuleConfig::new(16 * MB, false, false)
+    };
+    for config in [smaller, config(false), config(true)] {
+        module.reset(config);
+        assert_eq!(format!("{module:?}"), format!("{:?}", Module::new(config)), "{config:?}");
+        if config.initialized && config.memory_bytes == MEMORY {
+            back(&mut module, 1);
+            build(&mut module, TD, 0, 1, false);
+        }
+    }
 }

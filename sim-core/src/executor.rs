@@ -59,6 +59,9 @@ pub struct RunReport {
     pub coverage: Option<CoverageReport>,
 }
 
+/// Tasks a run's executor has room for before its list of futures grows.
+const TASKS_INLINE: usize = 8;
+
 pub struct Executor<'a> {
     sim: Sim,
     futures: Vec<Option<TaskFuture<'a>>>,
@@ -91,7 +94,8 @@ impl<'a> Executor<'a> {
             _ => Sim::new(Engine::new(config, chooser)),
         };
         *kept = Some(sim.clone());
-        Executor { sim, futures: Vec::new() }
+        // Room for a few tasks at once: a litmus test's spawns then grow nothing.
+        Executor { sim, futures: Vec::with_capacity(TASKS_INLINE) }
     }
 
     pub fn sim(&self) -> &Sim {
@@ -99,7 +103,7 @@ impl<'a> Executor<'a> {
     }
 
     /// Adds a task pinned to `cpu` that starts at `start`.
-    pub fn spawn<F, Fut>(&mut self, cpu: CpuId, start: Cycle, name: impl Into<String>, body: F) -> TaskId
+    pub fn spawn<F, Fut>(&mut self, cpu: CpuId, start: Cycle, name: impl Into<Name>, body: F) -> TaskId
     where
         F: FnOnce(TaskCtx) -> Fut,
         Fut: Future<Output = ()> + 'a,

@@ -387,7 +387,7 @@ fn a_stopper_runs_at_the_first_preemptible_point_and_the_task_resumes_after_it()
         }
     });
     exec.spawn(CpuId(1), Cycle(250), "stop_machine", |ctx| async move {
-        ctx.sim.spawn(CpuId(0), TaskPriority::Stopper, "stopper/0".into(), {
+        ctx.sim.spawn(CpuId(0), TaskPriority::Stopper, "stopper/0", {
             let sim = ctx.sim.clone();
             async move {
                 let now = sim.now().0;
@@ -689,7 +689,7 @@ fn an_interrupt_for_its_cpu_ends_an_interruptible_period_and_its_old_end_is_drop
         ctx.sim.with(|e| e.mark(Span::Instant, 1, u64::from(cut), now, String::new));
     });
     exec.spawn(CpuId(1), Cycle(400), "ipi sender", |ctx| async move {
-        ctx.sim.spawn(CpuId(0), TaskPriority::Irq, "ipi/0".into(), {
+        ctx.sim.spawn(CpuId(0), TaskPriority::Irq, "ipi/0", {
             let sim = ctx.sim.clone();
             async move {
                 let now = sim.now().0;

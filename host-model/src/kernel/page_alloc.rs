@@ -16,6 +16,7 @@
 //! range (how many of its pages are handed out), so a 160 GiB machine costs 5 MB.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use seam_model::{Hpa, PAGE_SIZE, RANGE_2M, TdId};
 use sim_core::Span;
@@ -36,8 +37,9 @@ pub struct PageAllocator {
     /// Pages given back, reused last-in first-out. May hold a page a stream took since
     /// (a stream takes any free page); such entries are skipped when popped.
     freed: Vec<Hpa>,
-    /// Indices of 2MB ranges the allocator must not hand out.
-    reserved_ranges: BTreeSet<usize>,
+    /// Indices of 2MB ranges the allocator must not hand out: the host configuration's,
+    /// shared by every run of a scenario rather than copied into each.
+    reserved_ranges: Arc<BTreeSet<usize>>,
     /// One bit per page: handed out and not freed since.
     allocated: Vec<u64>,
     /// Per 2MB range: how many of its pages are handed out.
@@ -57,12 +59,12 @@ struct Stream {
 }
 
 impl PageAllocator {
-    pub fn new(memory_bytes: u64, reserved_ranges: BTreeSet<usize>) -> PageAllocator {
+    pub fn new(memory_bytes: u64, reserved_ranges: impl Into<Arc<BTreeSet<usize>>>) -> PageAllocator {
         let pages = memory_bytes / PAGE_SIZE;
         PageAllocator {
             next_fresh: memory_bytes.checked_sub(PAGE_SIZE),
             freed: Vec::new(),
-            reserved_ranges,
+            reserved_ranges: reserved_ranges.into(),
             allocated: vec![0; pages.div_ceil(64) as usize],
             range_used: vec![0; (memory_bytes / RANGE_2M) as usize],
             streams: Vec::new(),
@@ -74,7 +76,7 @@ impl PageAllocator {
     /// their locality (in 1/65536ths).
     pub fn with_gmem_streams(
         memory_bytes: u64,
-        reserved_ranges: BTreeSet<usize>,
+        reserved_ranges: Arc<BTreeSet<usize>>,
         gmem_locality: &BTreeMap<TdId, u32>,
     ) -> PageAllocator {
         let mut pages = PageAllocator::new(memory_bytes, reserved_ranges);

@@ -254,12 +254,17 @@ pub fn tdx_cpu_went_offline(cpu: &Cpu, target: CpuId) {
 }
 
 /// The boot-time TDX cpuhp state of §2.1, installed at boot when TDX was enabled then.
+/// Its callbacks hold nothing, so a thread makes them once and every host built on it
+/// shares them (a run's host is built with this state installed).
 pub fn tdx_cpuhp_state() -> CpuhpState {
-    CpuhpState {
-        name: "virt/tdx:online",
-        startup: callback(|cpu| Box::pin(tdx_online_cpu(cpu))),
-        teardown: Some(callback(|cpu| Box::pin(tdx_offline_cpu(cpu)))),
+    thread_local! {
+        static STATE: CpuhpState = CpuhpState {
+            name: "virt/tdx:online",
+            startup: callback(|cpu| Box::pin(tdx_online_cpu(cpu))),
+            teardown: Some(callback(|cpu| Box::pin(tdx_offline_cpu(cpu)))),
+        };
     }
+    STATE.with(CpuhpState::clone)
 }
 
 /// The TDX cpuhp callback of H3: reads `kvm_usage_count` without `kvm_lock` to decide

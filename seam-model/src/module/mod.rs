@@ -51,7 +51,7 @@ pub use locks::LeafLocks;
 pub(crate) use locks::{Attempt, LockList, LockStop};
 
 use crate::lock::{LockMode, Sharex};
-use crate::pamt::{Dpamt2M, OwnerSlot, PageType, Pamt};
+use crate::pamt::{Dpamt2M, OwnerSlot, PageType, Pamt, PamtStorage};
 use crate::sept::GPA_LIMIT;
 use crate::status::{TDX_OPERAND_ADDR_RANGE_ERROR, TDX_OPERAND_INVALID, TdxStatus, operand};
 use crate::td::{Td, VcpuState};
@@ -381,6 +381,17 @@ pub struct Module {
     reclaimed_td: Option<TdId>,
 }
 
+/// A module's vectors that [`Module::build`] empties and fills: new ones for [`Module::new`],
+/// an earlier module's for [`Module::reset`] (their capacities are all that is kept).
+#[derive(Default)]
+struct ModuleStorage {
+    pamt: PamtStorage,
+    pkg_key_configured: Vec<bool>,
+    lps: Vec<LpState>,
+    owners: Vec<Option<TdId>>,
+    wbt: Vec<WbtEntry>,
+}
+
 /// One package's TDH.PHYMEM.CACHE.WB state.
 #[derive(Clone, Debug, Default)]
 struct WbtEntry {
@@ -395,6 +406,25 @@ struct WbtEntry {
 
 impl Module {
     pub fn new(config: ModuleConfig) -> Module {
+        Module::build(config, ModuleStorage::default())
+    }
+
+    /// Makes this module what `Module::new(config)` makes, built by the same constructor
+    /// into its own emptied vectors: a thread's runs reuse one module (scenarios' run.rs),
+    /// and nothing of the earlier run survives but capacities.
+    pub fn reset(&mut self, config: ModuleConfig) {
+        let storage = ModuleStorage {
+            pamt: self.pamt.take_storage(),
+            pkg_key_configured: std::mem::take(&mut self.pkg_key_configured),
+            lps: std::mem::take(&mut self.lps),
+            owners: std::mem::take(&mut self.owners),
+            wbt: std::mem::take(&mut self.wbt),
+        };
+        *self = Module::build(config, storage);
+    }
+
+    /// The one constructor: every field named, every vector filled from empty.
+    fn build(config: ModuleConfig, storage: ModuleStorage) -> Module {
         assert!(config.num_lps >= 1, "module: a platform has at least one LP");
         assert!(
             (1..=config.num_lps).contains(&config.packages),
@@ -413,9 +443,17 @@ impl Module {
             current_vmcs_cleared: false,
             running: None,
         };
+        let ModuleStorage { pamt, mut pkg_key_configured, mut lps, mut owners, mut wbt } = storage;
+        pkg_key_configured.clear();
+        pkg_key_configured.resize(config.packages as usize, booted);
+        lps.clear();
+        lps.resize(config.num_lps as usize, lp);
+        owners.clear();
+        wbt.clear();
+        wbt.resize(config.packages as usize, WbtEntry::default());
         Module {
             config,
-            pamt: Pamt::new(config.memory_bytes, config.dpamt),
+            pamt: Pamt::build(config.memory_bytes, config.dpamt, pamt),
             tds: BTreeMap::new(),
             seam_ready: true,
             sys_state: if booted { SysState::SysReady } else { SysState::SysinitPending },
@@ -425,15 +463,15 @@ impl Module {
             num_init_lps: if booted { config.num_lps } else { 0 },
             config_done: booted,
             dpamt_enabled: booted && config.dpamt,
-            pkg_key_configured: vec![booted; config.packages as usize],
+            pkg_key_configured,
             tdmr_next: if booted { config.memory_bytes } else { 0 },
             handoff: None,
-            lps: vec![lp; config.num_lps as usize],
+            lps,
             seamldr_lp: None,
             install_session: None,
             injected: BTreeMap::new(),
-            owners: Vec::new(),
-            wbt: vec![WbtEntry::default(); config.packages as usize],
+            owners,
+            wbt,
             reclaimed_td: None,
         }
     }

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use super::resources::Attempt;
 use super::{Engine, Parked, TaskPriority, TaskStatus, WaitId};
-use crate::resource::{Mode, ResourceId, WaitKind};
+use crate::resource::{Mode, Name, ResourceId, WaitKind};
 use crate::{CpuId, Cycle, TaskId};
 
 /// The handle simulated code uses to reach the engine.
@@ -95,7 +95,7 @@ impl Sim {
         &self,
         cpu: CpuId,
         priority: TaskPriority,
-        name: String,
+        name: impl Into<Name>,
         future: impl Future<Output = ()> + 'static,
     ) -> TaskId {
         self.with(|engine| engine.spawn(cpu, priority, name, Box::pin(future)))

@@ -28,7 +28,7 @@ use crate::chooser::{Decision, DecisionKind, RunChooser};
 use crate::coverage::Coverage;
 use crate::lockdep::LockOrder;
 use crate::outcome::{Finding, Outcome, OutcomeKind, Subject};
-use crate::resource::{Classes, LiveVec, Mode, ResourceId, Resources};
+use crate::resource::{Classes, LiveVec, Mode, Name, ResourceId, Resources};
 use crate::trace::{Span, Trace};
 use crate::{CpuId, Cycle, TaskId};
 use queue::{EventQueue, QueuedEvent};
@@ -139,7 +139,8 @@ struct Parked {
 }
 
 struct TaskState {
-    name: String,
+    /// Shared text: a scenario's task names are made once, and a run's spawn copies a pointer.
+    name: Name,
     cpu: CpuId,
     priority: TaskPriority,
     status: TaskStatus,
@@ -681,7 +682,7 @@ pub(crate) enum Next {
 
 /// What the executor needs from the engine between polls.
 impl Engine {
-    pub(crate) fn add_task(&mut self, name: String, cpu: CpuId, start: Cycle) -> TaskId {
+    pub(crate) fn add_task(&mut self, name: Name, cpu: CpuId, start: Cycle) -> TaskId {
         let task = TaskId(self.tasks.len() as u32);
         self.tasks.push(TaskState {
             name,

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::chooser::DecisionKind;
 use crate::outcome::{Finding, Outcome, OutcomeKind};
+use crate::resource::Name;
 use crate::trace::TraceKind;
 use crate::{CpuId, TaskId};
 
@@ -310,11 +311,11 @@ impl Engine {
         &mut self,
         cpu: CpuId,
         priority: TaskPriority,
-        name: String,
+        name: impl Into<Name>,
         future: SpawnedFuture,
     ) -> TaskId {
         let now = self.now;
-        let task = self.add_task(name, cpu, now);
+        let task = self.add_task(name.into(), cpu, now);
         self.tasks[task.0 as usize].priority = priority;
         self.pending_spawns.push((task, future));
         task
