@@ -355,8 +355,9 @@ impl Pamt {
     /// a time as the list's pass allows (see module/locks.rs).
     ///
     /// A 2MB exclusive target is taken shared and then promoted, as the module does (two
-    /// try-lock attempts). On contention returns the lock that failed; what the walk took
-    /// stays in `list` for the leaf to undo.
+    /// try-lock attempts). On contention returns `Contended`: the lock that failed is the
+    /// one after the walk's last in `list`, and what the walk took stays there for the leaf
+    /// to undo.
     ///
     /// Inline: most passes replay a walk an earlier pass made in full, and that check is a
     /// few instructions; the walk that makes attempts is out of line.
@@ -367,7 +368,6 @@ impl Pamt {
         target: WalkTarget,
         list: &mut LockList,
     ) -> Result<WalkEnd, LockStop> {
-        assert!(self.contains(page), "pamt: walk outside memory, operand checks missed it");
         // A walk an earlier pass made in full replays each attempt and ends where it goes
         // now: the same path in one step.
         let (attempts, end) = match target {
@@ -393,19 +393,23 @@ impl Pamt {
         target: WalkTarget,
         list: &mut LockList,
     ) -> Result<WalkEnd, LockStop> {
+        // A walk that replays in full was checked when it made its attempts.
+        assert!(self.contains(page), "pamt: walk outside memory, operand checks missed it");
         let range_index = page.range_index();
         // Its 1GB and 2MB shared holds replay in one step when an earlier pass took both.
         let range = ModuleLock::Pamt2M(range_index);
         if !list.replay(2) {
-            let gb = ModuleLock::Pamt1G((page.0 / RANGE_1G) as usize);
-            self.try_lock(gb, LockMode::Shared, list)?;
-            self.try_lock(range, LockMode::Shared, list)?;
+            let gb_index = (page.0 / RANGE_1G) as usize;
+            let gb = HeldLock { lock: ModuleLock::Pamt1G(gb_index), mode: LockMode::Shared };
+            try_lock_entry(&mut self.entries_1g[gb_index], gb, list)?;
+            let range_shared = HeldLock { lock: range, mode: LockMode::Shared };
+            try_lock_entry(&mut self.entries_2m[range_index].lock, range_shared, list)?;
         }
         match target {
             WalkTarget::Range2MExclusive => {
                 if let Attempt::Try = list.next_attempt()? {
                     if !self.entries_2m[range_index].lock.promote() {
-                        return Err(LockStop::Contended(range));
+                        return Err(LockStop::Contended);
                     }
                     let last = list.held.last_mut().expect("pamt: the shared 2MB hold was pushed");
                     assert_eq!(last.lock, range);
@@ -449,15 +453,7 @@ impl Pamt {
             ModuleLock::Pamt4K(pfn) => self.locks_4k.entry(pfn).or_default(),
             other => unreachable!("pamt: {other} is not a PAMT lock"),
         };
-        let taken = match mode {
-            LockMode::Shared => sharex.acquire_shared(),
-            LockMode::Exclusive => sharex.acquire_exclusive(),
-        };
-        if !taken {
-            return Err(LockStop::Contended(lock));
-        }
-        list.held.push(HeldLock { lock, mode });
-        Ok(())
+        take_entry(sharex, HeldLock { lock, mode }, list)
     }
 
     /// Inline: a leaf releases a 1GB and a 2MB entry for each walk, a flag or count each;
@@ -494,6 +490,30 @@ impl Pamt {
             LockMode::Exclusive => sharex.is_exclusive(),
         }
     }
+}
+
+/// One try-lock on the 1GB or 2MB entry `sharex` that `held` names: what
+/// [`Pamt::try_lock`] does, for a walk that has the entry at hand.
+#[inline]
+fn try_lock_entry(sharex: &mut Sharex, held: HeldLock, list: &mut LockList) -> Result<(), LockStop> {
+    if let Attempt::Replay = list.next_attempt()? {
+        return Ok(());
+    }
+    take_entry(sharex, held, list)
+}
+
+/// The attempt on the entry `sharex` that `held` names; on success the hold goes into `list`.
+#[inline]
+fn take_entry(sharex: &mut Sharex, held: HeldLock, list: &mut LockList) -> Result<(), LockStop> {
+    let taken = match held.mode {
+        LockMode::Shared => sharex.acquire_shared(),
+        LockMode::Exclusive => sharex.acquire_exclusive(),
+    };
+    if !taken {
+        return Err(LockStop::Contended);
+    }
+    list.held.push(held);
+    Ok(())
 }
 
 /// The index of `page` in its 2MB range.
@@ -623,7 +643,7 @@ mod tests {
 
         let mut list = LockList::atomic();
         let end = pamt.walk(Hpa(0x203000), WalkTarget::Page4K(LockMode::Shared), &mut list);
-        assert_eq!(end, Err(LockStop::Contended(ModuleLock::Pamt2M(1))));
+        assert_eq!(end, Err(LockStop::Contended));
         assert_eq!(list.held.len(), 1, "only the 1GB entry was taken");
         release_all(&mut pamt, &mut list);
 
@@ -633,7 +653,7 @@ mod tests {
         pamt.walk(Hpa(0x203000), WalkTarget::Page4K(LockMode::Shared), &mut reader).unwrap();
         let mut list = LockList::atomic();
         let end = pamt.walk(Hpa(0x200000), WalkTarget::Range2MExclusive, &mut list);
-        assert_eq!(end, Err(LockStop::Contended(ModuleLock::Pamt2M(1))));
+        assert_eq!(end, Err(LockStop::Contended));
         assert_eq!(list.try_locks, 3);
         assert_eq!(list.held.len(), 2, "the shared 2MB hold stays for the leaf to undo");
         release_all(&mut pamt, &mut list);

@@ -71,7 +71,7 @@ pub(crate) enum LockStop {
     /// A try-lock failed: the leaf answers this BUSY status.
     Busy(TdxStatus),
     /// A PAMT try-lock failed; the leaf turns it into BUSY with the operand it walked for.
-    Contended(ModuleLock),
+    Contended,
     /// This pass made its attempt; the next comes after a try-lock cost.
     Pause,
 }
@@ -137,7 +137,7 @@ impl Module {
         list: &mut LockList,
     ) -> Result<WalkEnd, LockStop> {
         self.pamt.walk(page, target, list).map_err(|stop| match stop {
-            LockStop::Contended(_) => LockStop::Busy(TDX_OPERAND_BUSY.with_operand(operand_id)),
+            LockStop::Contended => LockStop::Busy(TDX_OPERAND_BUSY.with_operand(operand_id)),
             other => other,
         })
     }

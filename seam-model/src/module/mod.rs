@@ -569,8 +569,8 @@ impl Module {
                 self.release_all(&ticket.list.held);
                 done(status, ticket.list.try_locks)
             }
-            Err(LockStop::Contended(lock)) => {
-                unreachable!("module: {lock} contention reached the leaf unmapped")
+            Err(LockStop::Contended) => {
+                unreachable!("module: PAMT contention reached the leaf unmapped")
             }
         }
     }
