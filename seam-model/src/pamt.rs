@@ -456,20 +456,31 @@ impl Pamt {
         take_entry(sharex, HeldLock { lock, mode }, list)
     }
 
-    /// Inline: a leaf releases a 1GB and a 2MB entry for each walk, a flag or count each;
-    /// a 4KB entry's release (a map entry) is out of line.
-    #[inline]
-    pub(crate) fn release(&mut self, lock: ModuleLock, mode: LockMode) {
+    /// Releases any PAMT lock; the module releases by level (`Module::release_all`).
+    #[cfg(test)]
+    fn release(&mut self, lock: ModuleLock, mode: LockMode) {
         match lock {
-            ModuleLock::Pamt1G(index) => self.entries_1g[index].release(mode),
-            ModuleLock::Pamt2M(index) => self.entries_2m[index].lock.release(mode),
+            ModuleLock::Pamt1G(index) => self.release_1g(index, mode),
+            ModuleLock::Pamt2M(index) => self.release_2m(index, mode),
             ModuleLock::Pamt4K(pfn) => self.release_4k(pfn, mode),
             _ => unreachable!("pamt: {lock} is not a PAMT lock"),
         }
     }
 
+    /// Inline: a leaf releases a 1GB and a 2MB entry for each walk, a flag or count each;
+    /// a 4KB entry's release (a map entry) is out of line.
+    #[inline]
+    pub(crate) fn release_1g(&mut self, index: usize, mode: LockMode) {
+        self.entries_1g[index].release(mode);
+    }
+
+    #[inline]
+    pub(crate) fn release_2m(&mut self, index: usize, mode: LockMode) {
+        self.entries_2m[index].lock.release(mode);
+    }
+
     #[inline(never)]
-    fn release_4k(&mut self, pfn: u64, mode: LockMode) {
+    pub(crate) fn release_4k(&mut self, pfn: u64, mode: LockMode) {
         let sharex = self.locks_4k.get_mut(&pfn).expect("pamt: releasing an unheld 4KB lock");
         sharex.release(mode);
         if sharex.is_free() {

@@ -221,9 +221,9 @@ impl Module {
     pub(super) fn release_all(&mut self, locks: &[HeldLock]) {
         for held in locks.iter().rev() {
             match held.lock {
-                ModuleLock::Pamt1G(_) | ModuleLock::Pamt2M(_) | ModuleLock::Pamt4K(_) => {
-                    self.pamt.release(held.lock, held.mode)
-                }
+                ModuleLock::Pamt1G(index) => self.pamt.release_1g(index, held.mode),
+                ModuleLock::Pamt2M(index) => self.pamt.release_2m(index, held.mode),
+                ModuleLock::Pamt4K(pfn) => self.pamt.release_4k(pfn, held.mode),
                 ModuleLock::SeptEntry(td, gpa) => self.td_mut(td).sept.release_entry(gpa),
                 ModuleLock::SeptNonLeafEntry(td, level, gpa) => {
                     self.td_mut(td).sept.release_non_leaf(gpa, level)
