@@ -58,6 +58,17 @@ impl PageType {
     }
 }
 
+/// [`PageType::from_value`] of every nibble: reading a page's type is a load.
+const PAGE_TYPE_OF_NIBBLE: [Option<PageType>; 16] = {
+    let mut table = [None; 16];
+    let mut value = 0;
+    while value < table.len() {
+        table[value] = PageType::from_value(value as u8);
+        value += 1;
+    }
+    table
+};
+
 /// What a 2MB range has at its 4KB level (spec §5.3).
 ///
 /// `Mapped2M` of the spec is left out: this version of the model has no huge pages
@@ -194,7 +205,7 @@ impl Pamt {
         let pfn = page.pfn();
         let byte = self.page_types[(pfn / 2) as usize];
         let nibble = if pfn.is_multiple_of(2) { byte & 0xF } else { byte >> 4 };
-        PageType::from_value(nibble).expect("pamt: only PageType values are ever stored")
+        PAGE_TYPE_OF_NIBBLE[usize::from(nibble)].expect("pamt: only PageType values are ever stored")
     }
 
     pub fn is_backing_page(&self, page: Hpa) -> bool {
