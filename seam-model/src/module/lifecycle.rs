@@ -99,6 +99,9 @@ impl Module {
     }
 
     /// TDH.SYS.LP.INIT is done on `lp` against the current module image.
+    ///
+    /// Inline: the state checker asks it at every SEAMCALL.
+    #[inline]
     pub fn lp_is_init(&self, lp: CpuId) -> bool {
         self.lp(lp).lp_is_init
     }

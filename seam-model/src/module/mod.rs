@@ -609,6 +609,9 @@ impl Module {
     /// it has checked, so the host holds its locks only for the try-locks, not the leaf's work.
     /// The answer is the one `finish` will give: the state it reads is guarded by the
     /// ticket's locks.
+    ///
+    /// Inline: the host asks it of every held leaf, and the answer is kept in the ticket.
+    #[inline]
     pub fn will_fail(&self, ticket: &Ticket) -> bool {
         self.checked(ticket).is_err()
     }
