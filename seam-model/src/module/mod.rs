@@ -661,6 +661,7 @@ impl Module {
 
     /// The first 4KB page (index within the range) of range `range_index` in use, if any.
     /// O(1) for a range with no page in use.
+    #[inline]
     pub fn first_page_in_use(&self, range_index: usize) -> Option<u64> {
         self.pamt.first_page_in_use(range_index)
     }
