@@ -375,9 +375,8 @@ impl Pamt {
     /// a time as the list's pass allows (see module/locks.rs).
     ///
     /// A 2MB exclusive target is taken shared and then promoted, as the module does (two
-    /// try-lock attempts). On contention returns `Contended`: the lock that failed is the
-    /// one after the walk's last in `list`, and what the walk took stays there for the leaf
-    /// to undo.
+    /// try-lock attempts). On contention returns `Contended`; what the walk took stays in
+    /// `list` for the leaf to undo (after a failed promote, the 2MB entry held shared, last).
     ///
     /// Inline: most passes replay a walk an earlier pass made in full, and that check is a
     /// few instructions; the walk that makes attempts is out of line.
