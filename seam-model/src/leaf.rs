@@ -16,6 +16,9 @@ macro_rules! leaves {
             pub const ALL: &'static [Leaf] = &[$(Leaf::$variant),*];
 
             /// RAX as Linux passes it: the leaf number (P-SEAMLDR leaves have bit 63 set).
+            ///
+            /// Inline: the host marks, counts and dispatches every SEAMCALL by it.
+            #[inline]
             pub const fn rax(self) -> u64 {
                 match self { $(Leaf::$variant => $number),* }
             }
@@ -125,6 +128,7 @@ impl Leaf {
     }
 
     /// P-SEAMLDR leaves have RAX bit 63 set.
+    #[inline]
     pub const fn is_seamldr(self) -> bool {
         self.rax() >> 63 == 1
     }

@@ -58,6 +58,17 @@ impl PageType {
     }
 }
 
+/// [`PageType::from_value`] of every nibble: reading a page's type is a load.
+const PAGE_TYPE_OF_NIBBLE: [Option<PageType>; 16] = {
+    let mut table = [None; 16];
+    let mut value = 0;
+    while value < table.len() {
+        table[value] = PageType::from_value(value as u8);
+        value += 1;
+    }
+    table
+};
+
 /// What a 2MB range has at its 4KB level (spec §5.3).
 ///
 /// `Mapped2M` of the spec is left out: this version of the model has no huge pages
@@ -233,7 +244,7 @@ impl Pamt {
         let pfn = page.pfn();
         let byte = self.page_types[(pfn / 2) as usize];
         let nibble = if pfn.is_multiple_of(2) { byte & 0xF } else { byte >> 4 };
-        PageType::from_value(nibble).expect("pamt: only PageType values are ever stored")
+        PAGE_TYPE_OF_NIBBLE[usize::from(nibble)].expect("pamt: only PageType values are ever stored")
     }
 
     pub fn is_backing_page(&self, page: Hpa) -> bool {
@@ -243,10 +254,19 @@ impl Pamt {
 
     /// Index (0..512) of the first page of the range whose type is not NDA. O(1) when no
     /// page of the range is in use; a scan of the range otherwise.
+    ///
+    /// Inline: the state checker's `no-page-in-unbacked-range` asks it, mostly of empty
+    /// ranges, and so do PAMT.ADD and REMOVE; the scan is out of line.
+    #[inline]
     pub fn first_page_in_use(&self, range_index: usize) -> Option<u64> {
         if self.ranges[range_index].in_use == 0 {
             return None;
         }
+        self.scan_first_page_in_use(range_index)
+    }
+
+    #[inline(never)]
+    fn scan_first_page_in_use(&self, range_index: usize) -> Option<u64> {
         let base = Hpa(range_index as u64 * RANGE_2M);
         let first = (0..PAGES_PER_2M).find(|i| self.page_type(Hpa(base.0 + i * PAGE_SIZE)) != PageType::Nda);
         assert!(first.is_some(), "pamt: range {range_index} counts pages in use but has none");
@@ -394,8 +414,8 @@ impl Pamt {
     /// a time as the list's pass allows (see module/locks.rs).
     ///
     /// A 2MB exclusive target is taken shared and then promoted, as the module does (two
-    /// try-lock attempts). On contention returns the lock that failed; what the walk took
-    /// stays in `list` for the leaf to undo.
+    /// try-lock attempts). On contention returns `Contended`; what the walk took stays in
+    /// `list` for the leaf to undo (after a failed promote, the 2MB entry held shared, last).
     ///
     /// Inline: most passes replay a walk an earlier pass made in full, and that check is a
     /// few instructions; the walk that makes attempts is out of line.
@@ -406,7 +426,6 @@ impl Pamt {
         target: WalkTarget,
         list: &mut LockList,
     ) -> Result<WalkEnd, LockStop> {
-        assert!(self.contains(page), "pamt: walk outside memory, operand checks missed it");
         // A walk an earlier pass made in full replays each attempt and ends where it goes
         // now: the same path in one step.
         let (attempts, end) = match target {
@@ -432,19 +451,23 @@ impl Pamt {
         target: WalkTarget,
         list: &mut LockList,
     ) -> Result<WalkEnd, LockStop> {
+        // A walk that replays in full was checked when it made its attempts.
+        assert!(self.contains(page), "pamt: walk outside memory, operand checks missed it");
         let range_index = page.range_index();
         // Its 1GB and 2MB shared holds replay in one step when an earlier pass took both.
         let range = ModuleLock::Pamt2M(range_index);
         if !list.replay(2) {
-            let gb = ModuleLock::Pamt1G((page.0 / RANGE_1G) as usize);
-            self.try_lock(gb, LockMode::Shared, list)?;
-            self.try_lock(range, LockMode::Shared, list)?;
+            let gb_index = (page.0 / RANGE_1G) as usize;
+            let gb = HeldLock { lock: ModuleLock::Pamt1G(gb_index), mode: LockMode::Shared };
+            try_lock_entry(&mut self.entries_1g[gb_index], gb, list)?;
+            let range_shared = HeldLock { lock: range, mode: LockMode::Shared };
+            try_lock_entry(&mut self.entries_2m[range_index].lock, range_shared, list)?;
         }
         match target {
             WalkTarget::Range2MExclusive => {
                 if let Attempt::Try = list.next_attempt()? {
                     if !self.entries_2m[range_index].lock.promote() {
-                        return Err(LockStop::Contended(range));
+                        return Err(LockStop::Contended);
                     }
                     let last = list.held.last_mut().expect("pamt: the shared 2MB hold was pushed");
                     assert_eq!(last.lock, range);
@@ -488,31 +511,34 @@ impl Pamt {
             ModuleLock::Pamt4K(pfn) => self.locks_4k.entry(pfn).or_default(),
             other => unreachable!("pamt: {other} is not a PAMT lock"),
         };
-        let taken = match mode {
-            LockMode::Shared => sharex.acquire_shared(),
-            LockMode::Exclusive => sharex.acquire_exclusive(),
-        };
-        if !taken {
-            return Err(LockStop::Contended(lock));
-        }
-        list.held.push(HeldLock { lock, mode });
-        Ok(())
+        take_entry(sharex, HeldLock { lock, mode }, list)
     }
 
-    /// Inline: a leaf releases a 1GB and a 2MB entry for each walk, a flag or count each;
-    /// a 4KB entry's release (a map entry) is out of line.
-    #[inline]
-    pub(crate) fn release(&mut self, lock: ModuleLock, mode: LockMode) {
+    /// Releases any PAMT lock; the module releases by level (`Module::release_all`).
+    #[cfg(test)]
+    fn release(&mut self, lock: ModuleLock, mode: LockMode) {
         match lock {
-            ModuleLock::Pamt1G(index) => self.entries_1g[index].release(mode),
-            ModuleLock::Pamt2M(index) => self.entries_2m[index].lock.release(mode),
+            ModuleLock::Pamt1G(index) => self.release_1g(index, mode),
+            ModuleLock::Pamt2M(index) => self.release_2m(index, mode),
             ModuleLock::Pamt4K(pfn) => self.release_4k(pfn, mode),
             _ => unreachable!("pamt: {lock} is not a PAMT lock"),
         }
     }
 
+    /// Inline: a leaf releases a 1GB and a 2MB entry for each walk, a flag or count each;
+    /// a 4KB entry's release (a map entry) is out of line.
+    #[inline]
+    pub(crate) fn release_1g(&mut self, index: usize, mode: LockMode) {
+        self.entries_1g[index].release(mode);
+    }
+
+    #[inline]
+    pub(crate) fn release_2m(&mut self, index: usize, mode: LockMode) {
+        self.entries_2m[index].lock.release(mode);
+    }
+
     #[inline(never)]
-    fn release_4k(&mut self, pfn: u64, mode: LockMode) {
+    pub(crate) fn release_4k(&mut self, pfn: u64, mode: LockMode) {
         let sharex = self.locks_4k.get_mut(&pfn).expect("pamt: releasing an unheld 4KB lock");
         sharex.release(mode);
         if sharex.is_free() {
@@ -533,6 +559,30 @@ impl Pamt {
             LockMode::Exclusive => sharex.is_exclusive(),
         }
     }
+}
+
+/// One try-lock on the 1GB or 2MB entry `sharex` that `held` names: what
+/// [`Pamt::try_lock`] does, for a walk that has the entry at hand.
+#[inline]
+fn try_lock_entry(sharex: &mut Sharex, held: HeldLock, list: &mut LockList) -> Result<(), LockStop> {
+    if let Attempt::Replay = list.next_attempt()? {
+        return Ok(());
+    }
+    take_entry(sharex, held, list)
+}
+
+/// The attempt on the entry `sharex` that `held` names; on success the hold goes into `list`.
+#[inline]
+fn take_entry(sharex: &mut Sharex, held: HeldLock, list: &mut LockList) -> Result<(), LockStop> {
+    let taken = match held.mode {
+        LockMode::Shared => sharex.acquire_shared(),
+        LockMode::Exclusive => sharex.acquire_exclusive(),
+    };
+    if !taken {
+        return Err(LockStop::Contended);
+    }
+    list.held.push(held);
+    Ok(())
 }
 
 /// The index of `page` in its 2MB range.
@@ -662,7 +712,7 @@ mod tests {
 
         let mut list = LockList::atomic();
         let end = pamt.walk(Hpa(0x203000), WalkTarget::Page4K(LockMode::Shared), &mut list);
-        assert_eq!(end, Err(LockStop::Contended(ModuleLock::Pamt2M(1))));
+        assert_eq!(end, Err(LockStop::Contended));
         assert_eq!(list.held.len(), 1, "only the 1GB entry was taken");
         release_all(&mut pamt, &mut list);
 
@@ -672,7 +722,7 @@ mod tests {
         pamt.walk(Hpa(0x203000), WalkTarget::Page4K(LockMode::Shared), &mut reader).unwrap();
         let mut list = LockList::atomic();
         let end = pamt.walk(Hpa(0x200000), WalkTarget::Range2MExclusive, &mut list);
-        assert_eq!(end, Err(LockStop::Contended(ModuleLock::Pamt2M(1))));
+        assert_eq!(end, Err(LockStop::Contended));
         assert_eq!(list.try_locks, 3);
         assert_eq!(list.held.len(), 2, "the shared 2MB hold stays for the leaf to undo");
         release_all(&mut pamt, &mut list);

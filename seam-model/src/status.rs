@@ -207,6 +207,9 @@ impl TdxStatus {
     /// The status as summaries and metrics count it: without the detail when the detail
     /// is an operand id; whole when the low bits are part of the code (Linux's VMfailInvalid
     /// and #UD, the P-SEAMLDR errors), so those print as themselves and stay distinct.
+    ///
+    /// Inline: the host asks it of every SEAMCALL's status.
+    #[inline]
     pub fn without_operand(self) -> TdxStatus {
         // No detail bits: the whole value and the masked one are the same (the hot case).
         if self.operand() == 0 {

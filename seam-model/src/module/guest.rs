@@ -261,8 +261,7 @@ impl Module {
     /// VP.ENTER returns: its locks released, the LP no longer busy.
     fn end_vp_enter(&mut self, lp: CpuId, held: &[HeldLock], output: LeafOutput) -> LeafOutput {
         self.release_all(held);
-        let lp_state = self.lp_mut(lp);
-        lp_state.busy_calls = lp_state.busy_calls.checked_sub(1).expect("VP.ENTER: the LP was busy");
+        self.leave_module(lp);
         output
     }
 

@@ -99,6 +99,9 @@ impl Module {
     }
 
     /// TDH.SYS.LP.INIT is done on `lp` against the current module image.
+    ///
+    /// Inline: the state checker asks it at every SEAMCALL.
+    #[inline]
     pub fn lp_is_init(&self, lp: CpuId) -> bool {
         self.lp(lp).lp_is_init
     }
@@ -171,6 +174,8 @@ impl Module {
         self.tds.keys().copied().collect()
     }
 
+    /// Inline: the host's per-SEAMCALL reads of an LP's state go through it.
+    #[inline]
     pub(super) fn lp(&self, lp: CpuId) -> &LpState {
         let num_lps = self.lps.len();
         self.lps.get(lp.0 as usize).unwrap_or_else(|| panic!("module: {lp} is not one of {num_lps} LPs"))

@@ -51,8 +51,8 @@ pub(crate) struct LockList {
     pub(crate) held: smallvec::SmallVec<[HeldLock; 8]>,
     /// Attempts made so far, over every pass (a 2MB exclusive walk counts shared + promote).
     pub(crate) try_locks: u32,
-    /// Attempts re-walked in the current pass.
-    replayed: u32,
+    /// Attempts of earlier passes the current pass has still to walk past.
+    to_replay: u32,
     /// New attempts the current pass may still make.
     allowance: u32,
 }
@@ -71,7 +71,7 @@ pub(crate) enum LockStop {
     /// A try-lock failed: the leaf answers this BUSY status.
     Busy(TdxStatus),
     /// A PAMT try-lock failed; the leaf turns it into BUSY with the operand it walked for.
-    Contended(ModuleLock),
+    Contended,
     /// This pass made its attempt; the next comes after a try-lock cost.
     Pause,
 }
@@ -83,37 +83,37 @@ impl From<TdxStatus> for LockStop {
 }
 
 impl LockList {
-    /// Starts a pass that may make `allowance` new attempts.
     /// A list whose first pass makes every attempt (`LeafLocks::Atomic`, and tests).
     pub(crate) fn atomic() -> LockList {
         LockList { allowance: u32::MAX, ..LockList::default() }
     }
 
+    /// Starts a pass that may make `allowance` new attempts.
     pub(crate) fn pass(&mut self, allowance: u32) {
-        self.replayed = 0;
+        self.to_replay = self.try_locks;
         self.allowance = allowance;
     }
 
-    /// Whether the pass's next `attempts` attempts are all replays; if so they are counted
-    /// as made. A lock set stretch an earlier pass made in full skips them in one step.
+    /// Whether the pass's next `attempts` attempts are all replays; if so the pass walks
+    /// past them. A lock set stretch an earlier pass made in full skips them in one step.
     pub(crate) fn replay(&mut self, attempts: u32) -> bool {
-        if self.try_locks - self.replayed < attempts {
+        if self.to_replay < attempts {
             return false;
         }
-        self.replayed += attempts;
+        self.to_replay -= attempts;
         true
     }
 
     /// Whether the pass has replayed every earlier attempt and made its new ones: its next
     /// attempt, whatever it is, is a `Pause`.
     pub(crate) fn is_paused(&self) -> bool {
-        self.replayed == self.try_locks && self.allowance == 0
+        self.to_replay == 0 && self.allowance == 0
     }
 
     /// The next attempt of this pass, or `Pause` when the pass has made its new ones.
     pub(crate) fn next_attempt(&mut self) -> Result<Attempt, LockStop> {
-        if self.replayed < self.try_locks {
-            self.replayed += 1;
+        if self.to_replay > 0 {
+            self.to_replay -= 1;
             return Ok(Attempt::Replay);
         }
         if self.allowance == 0 {
@@ -121,7 +121,6 @@ impl LockList {
         }
         self.allowance -= 1;
         self.try_locks += 1;
-        self.replayed += 1;
         Ok(Attempt::Try)
     }
 }
@@ -137,7 +136,7 @@ impl Module {
         list: &mut LockList,
     ) -> Result<WalkEnd, LockStop> {
         self.pamt.walk(page, target, list).map_err(|stop| match stop {
-            LockStop::Contended(_) => LockStop::Busy(TDX_OPERAND_BUSY.with_operand(operand_id)),
+            LockStop::Contended => LockStop::Busy(TDX_OPERAND_BUSY.with_operand(operand_id)),
             other => other,
         })
     }
@@ -222,9 +221,9 @@ impl Module {
     pub(super) fn release_all(&mut self, locks: &[HeldLock]) {
         for held in locks.iter().rev() {
             match held.lock {
-                ModuleLock::Pamt1G(_) | ModuleLock::Pamt2M(_) | ModuleLock::Pamt4K(_) => {
-                    self.pamt.release(held.lock, held.mode)
-                }
+                ModuleLock::Pamt1G(index) => self.pamt.release_1g(index, held.mode),
+                ModuleLock::Pamt2M(index) => self.pamt.release_2m(index, held.mode),
+                ModuleLock::Pamt4K(pfn) => self.pamt.release_4k(pfn, held.mode),
                 ModuleLock::SeptEntry(td, gpa) => self.td_mut(td).sept.release_entry(gpa),
                 ModuleLock::SeptNonLeafEntry(td, level, gpa) => {
                     self.td_mut(td).sept.release_non_leaf(gpa, level)

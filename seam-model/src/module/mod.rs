@@ -322,8 +322,9 @@ impl Ticket {
 struct LpState {
     /// TDH.SYS.LP.INIT done against the current module image.
     lp_is_init: bool,
-    /// Tickets of this LP between a `begin` that did not return `Done` and the end of the
-    /// call: the module's `lp_is_busy` is `busy_calls > 0`. A count, not a flag, because tests build overlap by hand and may
+    /// Tickets of this LP that are alive: from `begin` past its operand checks until a pass
+    /// answers `Done`, `finish`, or VP.ENTER's return; the module's `lp_is_busy` is
+    /// `busy_calls > 0`. A count, not a flag, because tests build overlap by hand and may
     /// hold two tickets on one LP.
     busy_calls: u32,
     /// Hardware: VMXON done; a SEAMCALL with VMX off is #UD.
@@ -540,7 +541,10 @@ impl Module {
         if leaf.is_seamldr() {
             return self.begin_seamldr(lp, call);
         }
-        if let Some(status) = self.injected.remove(&leaf) {
+        // Most runs inject nothing: the empty plan is one compare, not a map lookup.
+        if !self.injected.is_empty()
+            && let Some(status) = self.injected.remove(&leaf)
+        {
             return done(status, 0);
         }
         if let Err(status) = self.check_operands(call) {
@@ -552,11 +556,9 @@ impl Module {
         };
         assert!(self.lp(lp).running.is_none(), "begin: {lp} runs a guest, it cannot issue a SEAMCALL");
         let ticket = Ticket::new(lp, *call, list, None);
-        let answer = self.lock_pass(ticket);
-        if !matches!(answer, Begin::Done { .. }) {
-            self.lp_mut(lp).busy_calls += 1;
-        }
-        answer
+        // The LP is busy while the ticket lives: until a pass answers `Done`, or `finish`.
+        self.lp_mut(lp).busy_calls += 1;
+        self.lock_pass(ticket)
     }
 
     /// The next try-lock attempt of a leaf that `begin` (or an earlier `step`) left
@@ -566,13 +568,7 @@ impl Module {
     /// answer where the host keeps it instead of copying it out.
     #[inline]
     pub fn step(&mut self, ticket: Ticket) -> Begin {
-        let lp = ticket.lp;
-        let answer = self.lock_pass(ticket);
-        if matches!(answer, Begin::Done { .. }) {
-            let lp_state = self.lp_mut(lp);
-            lp_state.busy_calls = lp_state.busy_calls.checked_sub(1).expect("step: the LP was busy");
-        }
-        answer
+        self.lock_pass(ticket)
     }
 
     /// One pass over the leaf's lock set (module/locks.rs): `Held` when it got to the end,
@@ -583,6 +579,7 @@ impl Module {
     fn lock_pass(&mut self, mut ticket: Ticket) -> Begin {
         if let Some(status) = ticket.failed {
             self.release_all(&ticket.list.held);
+            self.leave_module(ticket.lp);
             return done(status, ticket.list.try_locks);
         }
         let allowance = match self.config.leaf_locks {
@@ -605,10 +602,11 @@ impl Module {
             }
             Err(LockStop::Busy(status)) => {
                 self.release_all(&ticket.list.held);
+                self.leave_module(ticket.lp);
                 done(status, ticket.list.try_locks)
             }
-            Err(LockStop::Contended(lock)) => {
-                unreachable!("module: {lock} contention reached the leaf unmapped")
+            Err(LockStop::Contended) => {
+                unreachable!("module: PAMT contention reached the leaf unmapped")
             }
         }
     }
@@ -637,16 +635,24 @@ impl Module {
         if ticket.call.leaf().is_seamldr() {
             self.leave_seamldr(lp);
         } else {
-            let lp_state = self.lp_mut(lp);
-            lp_state.busy_calls = lp_state.busy_calls.checked_sub(1).expect("finish: the LP was busy");
+            self.leave_module(lp);
         }
         output
+    }
+
+    /// A ticket of `lp` ended: one call fewer keeps the LP busy.
+    pub(super) fn leave_module(&mut self, lp: CpuId) {
+        let lp_state = self.lp_mut(lp);
+        lp_state.busy_calls = lp_state.busy_calls.checked_sub(1).expect("module: the LP was busy");
     }
 
     /// Whether the held leaf will fail its state checks. A failing leaf returns as soon as
     /// it has checked, so the host holds its locks only for the try-locks, not the leaf's work.
     /// The answer is the one `finish` will give: the state it reads is guarded by the
     /// ticket's locks.
+    ///
+    /// Inline: the host asks it of every held leaf, and the answer is kept in the ticket.
+    #[inline]
     pub fn will_fail(&self, ticket: &Ticket) -> bool {
         self.checked(ticket).is_err()
     }
@@ -696,6 +702,7 @@ impl Module {
 
     /// The first 4KB page (index within the range) of range `range_index` in use, if any.
     /// O(1) for a range with no page in use.
+    #[inline]
     pub fn first_page_in_use(&self, range_index: usize) -> Option<u64> {
         self.pamt.first_page_in_use(range_index)
     }

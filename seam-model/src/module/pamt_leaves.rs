@@ -54,7 +54,7 @@ impl Module {
         if self.pamt.dpamt(hpa.range_index()) != Dpamt2M::Unbacked {
             return Ok(()); // HPA_RANGE_NOT_FREE, decided in finish
         }
-        for (page, operand_id) in pair.into_iter().zip([operand::RDX, operand::R8]) {
+        for (&page, &operand_id) in pair.iter().zip(&[operand::RDX, operand::R8]) {
             if page.range_index() == hpa.range_index() {
                 continue; // covered by X's exclusive lock
             }

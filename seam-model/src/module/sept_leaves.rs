@@ -174,7 +174,7 @@ impl Module {
         }
         let page_lock = ModuleLock::Pamt4K(entry.hpa.pfn());
         self.pamt.try_lock(page_lock, LockMode::Exclusive, list).map_err(|stop| match stop {
-            LockStop::Contended(_) => LockStop::Busy(TDX_OPERAND_BUSY.with_operand(operand::RCX)),
+            LockStop::Contended => LockStop::Busy(TDX_OPERAND_BUSY.with_operand(operand::RCX)),
             other => other,
         })
     }
