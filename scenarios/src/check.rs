@@ -84,12 +84,33 @@ fn explore_seeds(
 ) {
     let horizon = if strategy == Strategy::Pct { pct_horizon(scenario) } else { 0 };
     let runner = Runner::new(scenario);
-    let one = |index: u64| {
+    let schedule_of = |index: u64| {
         let seed = scenario.run.seed.wrapping_add(index);
         let schedule = match strategy {
             Strategy::Pct => Schedule::Pct { seed, depth: scenario.run.pct_depth, horizon },
             _ => Schedule::Random(seed),
         };
+        (seed, schedule)
+    };
+    if jobs == 1 {
+        // One job runs its seeds on this thread, and the judge pools each run's lock figures
+        // from the engine as they are: no copy of a run's lock list is made, and nothing the
+        // run allocated is freed by another thread (the allocator's slower path).
+        for index in 0..scenario.run.runs {
+            let (seed, schedule) = schedule_of(index);
+            let run = runner.explore_pooled(&schedule, &mut judge.locks, &mut judge.metrics);
+            on_run();
+            judge.add_pooled(RunSummary {
+                seed,
+                outcome: run.outcome,
+                metrics: run.metrics,
+                events: run.events,
+            });
+        }
+        return;
+    }
+    let one = |index: u64| {
+        let (seed, schedule) = schedule_of(index);
         let run = runner.explore(&schedule);
         on_run();
         RunSummary { seed, outcome: run.outcome, metrics: run.metrics, events: run.events }
@@ -98,12 +119,7 @@ fn explore_seeds(
     let mut first = 0;
     while first < scenario.run.runs {
         let last = first.saturating_add(BATCH_RUNS).min(scenario.run.runs);
-        // One job runs on this thread: the runs' results are then made and dropped by one
-        // thread (an allocation freed by another thread takes the allocator's slower path).
-        let batch: Vec<RunSummary> = match jobs {
-            1 => (first..last).map(one).collect(),
-            _ => pool.install(|| (first..last).into_par_iter().map(one).collect()),
-        };
+        let batch: Vec<RunSummary> = pool.install(|| (first..last).into_par_iter().map(one).collect());
         // In seed order, whatever thread ran which seed.
         for run in batch {
             judge.add(run);
@@ -175,11 +191,18 @@ impl Judge {
     }
 
     fn add(&mut self, run: RunSummary) {
+        self.locks.add(&run.metrics.run_locks, &mut self.metrics);
+        self.add_pooled(run);
+    }
+
+    /// [`Judge::add`] of a run whose lock figures are pooled already
+    /// (`Runner::explore_pooled`): pooling is by sums and maxima, so which comes first
+    /// does not matter.
+    fn add_pooled(&mut self, run: RunSummary) {
         let index = self.runs;
         self.runs += 1;
         *self.outcomes.entry(run.outcome.kind).or_default() += 1;
         self.metrics.add_counts(&run.metrics);
-        self.locks.add(&run.metrics.run_locks, &mut self.metrics);
         self.events += run.events;
         let outcome = run.outcome;
         if outcome.kind == OutcomeKind::Error && self.first_error.is_none() {

@@ -205,19 +205,29 @@ pub struct LockPool {
 impl LockPool {
     /// Pools `run`'s locks; `into` receives the pooled figures when the list changes.
     pub fn add(&mut self, run: &[(sim_core::Name, &'static str, ResourceStats)], into: &mut Metrics) {
+        self.add_borrowed(run.iter().map(|(name, kind, stats)| (name, *kind, stats)), into);
+    }
+
+    /// [`LockPool::add`] of a run's locks read where they are (the engine's list, through
+    /// `Engine::resource_figures`): nothing of them is copied unless the list changed.
+    pub fn add_borrowed<'r>(
+        &mut self,
+        run: impl ExactSizeIterator<Item = (&'r sim_core::Name, &'static str, &'r ResourceStats)> + Clone,
+        into: &mut Metrics,
+    ) {
         let same = self.locks.len() == run.len()
-            && self.locks.iter().zip(run).all(|(mine, theirs)| {
+            && self.locks.iter().zip(run.clone()).all(|(mine, (name, kind, _))| {
                 // A kind is a static string: the same address answers without its bytes.
-                mine.0 == theirs.0 && (std::ptr::eq(mine.1, theirs.1) || mine.1 == theirs.1)
+                mine.0 == *name && (std::ptr::eq(mine.1, kind) || mine.1 == kind)
             });
         if same {
-            for (mine, theirs) in self.locks.iter_mut().zip(run) {
-                mine.2.merge(&theirs.2);
+            for (mine, (_, _, stats)) in self.locks.iter_mut().zip(run) {
+                mine.2.merge(stats);
             }
             return;
         }
         self.flush(into);
-        self.locks.extend(run.iter().cloned());
+        self.locks.extend(run.map(|(name, kind, stats)| (name.clone(), kind, stats.clone())));
     }
 
     /// Moves what is pooled into `into`'s map of lock instances.

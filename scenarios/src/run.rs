@@ -25,6 +25,7 @@ use sim_core::{
 };
 
 use crate::checker::StateChecker;
+use crate::metrics::LockPool;
 use crate::schema::{Call, Scenario, StepResult, Strategy};
 
 /// How to schedule a run.
@@ -344,7 +345,7 @@ impl<'s> Runner<'s> {
 
     /// One run, recording what it covered when `coverage` is on.
     pub fn run_with(&self, schedule: &Schedule, record_trace: bool, coverage: bool) -> RunResult {
-        self.execute(schedule, engine_config(self.scenario, record_trace, coverage), Kept::Everything)
+        self.execute(schedule, engine_config(self.scenario, record_trace, coverage), Kept::Everything, None)
     }
 
     /// One run of `check`'s exploration: what its verdict reads. Neither the trace hash nor
@@ -356,11 +357,33 @@ impl<'s> Runner<'s> {
             max_recorded_decisions: 0,
             ..engine_config(self.scenario, false, false)
         };
-        let result = self.execute(schedule, config, Kept::Verdict);
+        let result = self.execute(schedule, config, Kept::Verdict, None);
         Explored { outcome: result.outcome, metrics: result.metrics, events: result.events }
     }
 
-    fn execute(&self, schedule: &Schedule, config: EngineConfig, kept: Kept) -> RunResult {
+    /// [`Runner::explore`] for a judge that pools lock figures itself: the run's locks go
+    /// into `locks` (and their totals into `into.locks`) from the engine as they are, and
+    /// the metrics returned list none. `check` with one job judges its runs this way, on the
+    /// thread that runs them.
+    pub fn explore_pooled(&self, schedule: &Schedule, locks: &mut LockPool, into: &mut Metrics) -> Explored {
+        let config = EngineConfig {
+            hash_trace: false,
+            max_recorded_decisions: 0,
+            ..engine_config(self.scenario, false, false)
+        };
+        let result = self.execute(schedule, config, Kept::Verdict, Some((locks, into)));
+        Explored { outcome: result.outcome, metrics: result.metrics, events: result.events }
+    }
+
+    /// One run of `schedule`. With `pool`, the run's lock figures go there, not into the
+    /// result ([`Runner::explore_pooled`]).
+    fn execute(
+        &self,
+        schedule: &Schedule,
+        config: EngineConfig,
+        kept: Kept,
+        pool: Option<(&mut LockPool, &mut Metrics)>,
+    ) -> RunResult {
         let scenario = self.scenario;
         let other = |chooser: Box<dyn Chooser>| RunChooser::Other(chooser);
         let chooser = match schedule {
@@ -413,7 +436,16 @@ impl<'s> Runner<'s> {
             });
         }
         host_model::workload::spawn_workloads(&mut executor, &host, &scenario.workloads);
-        finish_run(executor.run(), &host, &module, &checker, kept)
+        let report = match pool {
+            None => executor.run(),
+            Some((locks, into)) => executor.run_pooling(|engine| {
+                for (_, _, stats) in engine.resource_figures() {
+                    into.locks.merge(stats);
+                }
+                locks.add_borrowed(engine.resource_figures(), into);
+            }),
+        };
+        finish_run(report, &host, &module, &checker, kept)
     }
 }
 

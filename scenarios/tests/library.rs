@@ -177,3 +177,26 @@ fn exhaustive_covers_every_schedule_of_the_ab_ba_litmus_within_its_bound() {
     assert_eq!(summary.outcomes.get(&OutcomeKind::Pass), None, "{:?}", summary.outcomes);
     assert!(summary.outcomes.contains_key(&OutcomeKind::Deadlock));
 }
+
+/// `check` with one job pools each run's lock figures from the engine on its own thread
+/// (`Runner::explore_pooled`); with more, from each run's copied list in seed order. The
+/// summaries, lock figures and all, are the same. In the D5' litmus the runs list their
+/// range locks in the order they were first taken, so the pool also restarts mid-way.
+#[test]
+fn one_job_and_three_give_the_same_summary_and_lock_figures() {
+    use scenarios::check::{CheckOptions, check_with};
+    for file in ["s-d5-prime-pfn-order.toml", "s-d2-double-remove.toml"] {
+        let scenario = library(file);
+        let summary = |jobs| check_with(&scenario, CheckOptions { jobs, strategy: None }, &|| {});
+        let (one, three) = (summary(1), summary(3));
+        assert_eq!(one.runs, three.runs, "{file}");
+        assert_eq!(one.outcomes, three.outcomes, "{file}");
+        assert_eq!(one.first_failing, three.first_failing, "{file}");
+        assert_eq!(one.events, three.events, "{file}");
+        assert_eq!(one.verdict, three.verdict, "{file}");
+        assert_eq!(one.metrics, three.metrics, "{file}");
+        let instances = one.metrics.lock_instances();
+        assert!(instances.len() >= 2, "{file}: {instances:?}");
+        assert!(one.metrics.locks.acquisitions > one.runs, "{file}: the runs' locks were pooled");
+    }
+}

@@ -116,9 +116,25 @@ impl<'a> Executor<'a> {
 
     /// Runs until every task finishes or something ends the run.
     pub fn run(&mut self) -> RunReport {
+        let outcome = self.run_to_end();
+        self.report(outcome, true)
+    }
+
+    /// Runs to the end as [`Executor::run`] does, but the report lists no resources
+    /// (`RunReport::resources` is empty): `pool` reads the run's lock figures from the engine
+    /// where they are ([`Engine::resource_figures`]) instead of from a copy.
+    pub fn run_pooling(&mut self, pool: impl FnOnce(&Engine)) -> RunReport {
+        let outcome = self.run_to_end();
+        let report = self.report(outcome, false);
+        self.sim.with(|engine| pool(engine));
+        report
+    }
+
+    /// Polls the tasks until the run ends: its outcome before the end-of-run checks.
+    fn run_to_end(&mut self) -> Outcome {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        let outcome = loop {
+        loop {
             let next = self.sim.with(|engine| engine.advance());
             let task = match next {
                 Next::Poll(task) => task,
@@ -151,7 +167,12 @@ impl<'a> Executor<'a> {
                     self.futures.push(Some(future));
                 }
             }
-        };
+        }
+    }
+
+    /// The report of a run that ended in `outcome`, with the list of its resources when
+    /// `list_resources`.
+    fn report(&mut self, outcome: Outcome, list_resources: bool) -> RunReport {
         self.sim.with(|engine| {
             let lock_order = engine.lock_order_findings();
             let outcome = engine.final_outcome(outcome);
@@ -170,7 +191,11 @@ impl<'a> Executor<'a> {
                 lock_order,
                 diverged: engine.chooser_diverged(),
                 events: engine.events(),
-                resources: engine.resource_stats(),
+                resources: if list_resources {
+                    engine.resource_stats()
+                } else {
+                    std::sync::Arc::from(Vec::new())
+                },
                 task_cpus: (0..engine.num_tasks() as u32).map(|task| engine.task_cpu(TaskId(task))).collect(),
                 coverage: engine.take_coverage(),
             }

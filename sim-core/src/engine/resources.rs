@@ -82,7 +82,15 @@ impl Engine {
     /// Name, class and figures of every resource, in creation order: one allocation, shared
     /// by the run's result and its metrics.
     pub fn resource_stats(&self) -> std::sync::Arc<[(Name, &'static str, ResourceStats)]> {
-        self.resources.iter().map(|res| (res.name.clone(), res.class, res.stats.figures.clone())).collect()
+        self.resource_figures().map(|(name, class, figures)| (name.clone(), class, figures.clone())).collect()
+    }
+
+    /// What [`Engine::resource_stats`] lists, borrowed: for a reader that pools the figures
+    /// where they are (`check`'s judge) rather than keeping a copy of the run's list.
+    pub fn resource_figures(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (&Name, &'static str, &ResourceStats)> + Clone + '_ {
+        self.resources.iter().map(|res| (&res.name, res.class, &res.stats.figures))
     }
 
     /// The current task attempts `resource` in `mode`: lockdep first (as the kernel's, before
