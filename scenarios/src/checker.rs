@@ -112,32 +112,10 @@ impl StateChecker {
 
     /// `dpamt-refcount-matches-module` for range `index`, or what breaks it.
     fn refcount_matches_module(&self, host: &Host, index: usize) -> Result<(), String> {
-        if !host.config.dpamt || !host.config.dpamt_design.uses_refcount() {
+        if !checks_refcounts(host) {
             return Ok(());
         }
-        let refcount = host.pamt_refcount[index].get();
-        let backed = matches!(self.module.borrow().dpamt(index), Dpamt2M::Backed { .. });
-        if (refcount > 0) == backed {
-            return Ok(());
-        }
-        Err(format!(
-            "pamt_refcount[{}] = {refcount} but the module has the range {}",
-            host.range_label(index),
-            if backed { "backed" } else { "unbacked" }
-        ))
-    }
-
-    /// The first 2MB range whose refcount breaks `dpamt-refcount-matches-module`: what
-    /// `refcount_matches_module` finds of each range in turn, with the design asked and the
-    /// module borrowed once for all of them.
-    fn first_refcount_mismatch(&self, host: &Host) -> Option<usize> {
-        if !host.config.dpamt || !host.config.dpamt_design.uses_refcount() {
-            return None;
-        }
-        let module = self.module.borrow();
-        host.pamt_refcount.iter().enumerate().position(|(index, refcount)| {
-            (refcount.get() > 0) != matches!(module.dpamt(index), Dpamt2M::Backed { .. })
-        })
+        refcount_matches(host, &self.module.borrow(), index)
     }
 
     /// `no-page-in-unbacked-range` for the range holding `page`.
@@ -202,16 +180,21 @@ impl StateChecker {
             let detail = format!("simulator bug: the module still holds {held} locks after the run");
             return Some(Outcome::report(OutcomeKind::Error, "", detail, at, Vec::new()));
         }
-        if let Some(index) = self.first_refcount_mismatch(host) {
-            let detail = self.refcount_matches_module(host, index).expect_err("the refcount does not match");
-            let subjects = vec![Subject::Marked(mark::ATOMIC, index as u64)];
-            return Some(Outcome::report(
-                OutcomeKind::Invariant,
-                DPAMT_REFCOUNT_MATCHES_MODULE,
-                detail,
-                at,
-                subjects,
-            ));
+        if checks_refcounts(host) {
+            // The design asked and the module borrowed once for every range.
+            let module = self.module.borrow();
+            for index in 0..host.pamt_refcount.len() {
+                if let Err(detail) = refcount_matches(host, &module, index) {
+                    let subjects = vec![Subject::Marked(mark::ATOMIC, index as u64)];
+                    return Some(Outcome::report(
+                        OutcomeKind::Invariant,
+                        DPAMT_REFCOUNT_MATCHES_MODULE,
+                        detail,
+                        at,
+                        subjects,
+                    ));
+                }
+            }
         }
         let leaked = self.leaked_pages(host);
         let first = leaked.first()?;
@@ -379,4 +362,33 @@ fn pages_named(call: &LeafCall) -> SmallVec<[Hpa; 3]> {
         | LeafCall::SeamldrInfo
         | LeafCall::SeamldrInstall => SmallVec::new(),
     }
+}
+
+/// Whether `dpamt-refcount-matches-module` applies: DPAMT on, and a design that keeps a
+/// refcount per 2MB range.
+#[inline]
+fn checks_refcounts(host: &Host) -> bool {
+    host.config.dpamt && host.config.dpamt_design.uses_refcount()
+}
+
+/// `dpamt-refcount-matches-module` for range `index` against `module`, or what breaks it.
+/// Inline: the end-of-run check asks it of every range, and a range mostly agrees; what
+/// breaks it is told out of line.
+#[inline]
+fn refcount_matches(host: &Host, module: &Module, index: usize) -> Result<(), String> {
+    let refcount = host.pamt_refcount[index].get();
+    let backed = matches!(module.dpamt(index), Dpamt2M::Backed { .. });
+    if (refcount > 0) == backed {
+        return Ok(());
+    }
+    Err(refcount_mismatch(host, index, refcount, backed))
+}
+
+#[cold]
+fn refcount_mismatch(host: &Host, index: usize, refcount: i32, backed: bool) -> String {
+    format!(
+        "pamt_refcount[{}] = {refcount} but the module has the range {}",
+        host.range_label(index),
+        if backed { "backed" } else { "unbacked" }
+    )
 }

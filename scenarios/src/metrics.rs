@@ -294,10 +294,15 @@ pub fn kvm_of(stats: &host_model::HostStats) -> [u64; KVM_METRICS.len()] {
 impl Metrics {
     /// This run's locks, from the engine's (name, type, figures) per resource.
     pub fn set_run_locks(&mut self, resources: Arc<[(sim_core::Name, &'static str, ResourceStats)]>) {
-        for (_, _, stats) in resources.iter() {
+        self.add_lock_totals(resources.iter().map(|(_, _, stats)| stats));
+        self.run_locks = resources;
+    }
+
+    /// Adds locks' figures to `locks`, every host lock together.
+    pub fn add_lock_totals<'r>(&mut self, figures: impl Iterator<Item = &'r ResourceStats>) {
+        for stats in figures {
             self.locks.merge(stats);
         }
-        self.run_locks = resources;
     }
 
     /// Every lock instance's figures: this run's and those of the runs added.

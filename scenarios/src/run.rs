@@ -352,13 +352,17 @@ impl<'s> Runner<'s> {
     /// the decision vector is kept: nothing reads them there (`check` runs its first
     /// failing seed again for its hash and its bundle).
     pub fn explore(&self, schedule: &Schedule) -> Explored {
-        let config = EngineConfig {
+        let result = self.execute(schedule, self.explore_config(), Kept::Verdict, None);
+        Explored { outcome: result.outcome, metrics: result.metrics, events: result.events }
+    }
+
+    /// The engine of an exploration run: neither the trace hash nor the decision vector kept.
+    fn explore_config(&self) -> EngineConfig {
+        EngineConfig {
             hash_trace: false,
             max_recorded_decisions: 0,
             ..engine_config(self.scenario, false, false)
-        };
-        let result = self.execute(schedule, config, Kept::Verdict, None);
-        Explored { outcome: result.outcome, metrics: result.metrics, events: result.events }
+        }
     }
 
     /// [`Runner::explore`] for a judge that pools lock figures itself: the run's locks go
@@ -366,12 +370,7 @@ impl<'s> Runner<'s> {
     /// the metrics returned list none. `check` with one job judges its runs this way, on the
     /// thread that runs them.
     pub fn explore_pooled(&self, schedule: &Schedule, locks: &mut LockPool, into: &mut Metrics) -> Explored {
-        let config = EngineConfig {
-            hash_trace: false,
-            max_recorded_decisions: 0,
-            ..engine_config(self.scenario, false, false)
-        };
-        let result = self.execute(schedule, config, Kept::Verdict, Some((locks, into)));
+        let result = self.execute(schedule, self.explore_config(), Kept::Verdict, Some((locks, into)));
         Explored { outcome: result.outcome, metrics: result.metrics, events: result.events }
     }
 
@@ -439,9 +438,7 @@ impl<'s> Runner<'s> {
         let report = match pool {
             None => executor.run(),
             Some((locks, into)) => executor.run_pooling(|engine| {
-                for (_, _, stats) in engine.resource_figures() {
-                    into.locks.merge(stats);
-                }
+                into.add_lock_totals(engine.resource_figures().map(|(_, _, stats)| stats));
                 locks.add_borrowed(engine.resource_figures(), into);
             }),
         };
