@@ -37,7 +37,7 @@ pub use leaf::Leaf;
 pub use lock::{Caller, HpBusy, LockMode, Sharex, SharexHp};
 pub use module::{
     AcceptTicket, Begin, Entered, GuestAccept, GuestRun, Handoff, HeldLock, LeafLocks, MAX_CACHE_WB_CALLS,
-    MAX_MEMORY_BYTES, Module, ModuleConfig, ModuleLock, SysState, Ticket, ZeroStepSeptHold,
+    MAX_MEMORY_BYTES, Module, ModuleConfig, ModuleLock, PageRound, SysState, Ticket, ZeroStepSeptHold,
 };
 pub use pamt::{Dpamt2M, PageType};
 pub use sept::{SeptEntry, SeptState};

@@ -546,6 +546,17 @@ impl Pamt {
         }
     }
 
+    /// Whether a walk to `page`'s 4KB entry would take every lock at once: the 1GB and 2MB
+    /// entries not held exclusive, the page's own entry (where the range has the 4KB level)
+    /// held by nobody.
+    pub(crate) fn page_walk_is_free(&self, page: Hpa) -> bool {
+        let range_index = page.range_index();
+        let gb = &self.entries_1g[(page.0 / RANGE_1G) as usize];
+        !gb.is_exclusive()
+            && !self.entries_2m[range_index].lock.is_exclusive()
+            && (!self.has_4k_level(range_index) || !self.locks_4k.contains_key(&page.pfn()))
+    }
+
     /// Whether `lock` is held in `mode` right now (for finish-time assertions).
     pub(crate) fn is_held(&self, lock: ModuleLock, mode: LockMode) -> bool {
         let sharex = match lock {

@@ -295,3 +295,105 @@ fn log_exit_for_zero_step(vcpu: &mut crate::td::Vcpu, exit: TdExit) {
         vcpu.epf_gpas.push(gpa.0);
     }
 }
+
+/// What [`Module::page_round_at_once`] answers: the round's outputs, as the calls one by
+/// one would have returned them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRound {
+    /// TDH.VP.ENTER's output: the TD exit on the EPT violation at the next page.
+    pub vp_enter: LeafOutput,
+    /// TDH.MEM.PAGE.AUG's output.
+    pub aug: LeafOutput,
+}
+
+impl Module {
+    /// A booting guest's page round made at once, for a simulator that coalesces such rounds
+    /// (host-model's `kvm::coalesce`): TDH.VP.ENTER of `tdvpr` on `lp`; the guest's ACCEPT
+    /// of `accepted`, which is PENDING, so it becomes MAPPED; the guest's ACCEPT of `next`,
+    /// which is FREE, so the TD exits on the EPT violation; then TDH.MEM.PAGE.AUG of `page`
+    /// at `next`. The state it leaves is the state those calls leave when each of them
+    /// takes every lock at its first attempt and succeeds (seam-model/tests/page_round.rs
+    /// compares the two).
+    ///
+    /// `None`, with nothing changed, unless the round would go that way: an injected
+    /// fault, a check of any of the calls that would fail, the LP busy, zero-step
+    /// suspected, any lock the calls take held by anyone or carrying a host-priority claim
+    /// (a host's success would clear it).
+    pub fn page_round_at_once(
+        &mut self,
+        lp: CpuId,
+        td: TdId,
+        tdvpr: Hpa,
+        accepted: Gpa,
+        next: Gpa,
+        page: Hpa,
+    ) -> Option<PageRound> {
+        let enter = LeafCall::VpEnter { td, tdvpr };
+        let aug = LeafCall::PageAug { td, gpa: next, page };
+        if !self.page_round_runs_at_once(lp, &enter, &aug, accepted) {
+            return None;
+        }
+        // TDH.VP.ENTER: the association and the epoch joined (its count taken and given
+        // back at the exit).
+        self.associate(lp, td, tdvpr);
+        let state = self.td_mut(td);
+        let td_epoch = state.td_epoch;
+        state.vcpu_mut(tdvpr).vcpu_epoch = td_epoch;
+        // The guest's ACCEPT of the PENDING page; its ACCEPT of the FREE one is the exit.
+        state.sept.set_state(accepted.0, SeptState::Mapped, td_epoch);
+        let vp_enter = exit_output(TdExitReason::EptViolation { gpa: next });
+        // TDH.MEM.PAGE.AUG.
+        let aug = self.apply(lp, &aug);
+        Some(PageRound { vp_enter, aug })
+    }
+
+    /// Whether each call of [`Module::page_round_at_once`] would take every lock at its
+    /// first attempt and pass its checks.
+    fn page_round_runs_at_once(&self, lp: CpuId, enter: &LeafCall, aug: &LeafCall, accepted: Gpa) -> bool {
+        let (LeafCall::VpEnter { td, tdvpr }, LeafCall::PageAug { gpa: next, page, .. }) = (*enter, *aug)
+        else {
+            unreachable!("page_round_runs_at_once: a VP.ENTER and a PAGE.AUG");
+        };
+        let lp_state = self.lp(lp);
+        if !self.injected.is_empty() || lp_state.running.is_some() || lp_state.busy_calls != 0 {
+            return false;
+        }
+        let admitted = |call: &LeafCall| {
+            self.check_dispatch(lp, call.leaf()).is_ok() && self.check_operands(call).is_ok()
+        };
+        if !admitted(enter) || !admitted(aug) || check_gpa(accepted).is_err() {
+            return false;
+        }
+        // VP.ENTER's checks, and no zero-step filter.
+        let Some(state) = self.tds.get(&td) else { return false };
+        let Some(vcpu) = state.vcpus.get(&tdvpr) else { return false };
+        if self.check_leaf(lp, enter).is_err()
+            || vcpu.zero_step_suspected()
+            || self.zero_step_fault(td, tdvpr).is_some()
+        {
+            return false;
+        }
+        // Every TD lock the calls take: free and unclaimed.
+        let idle = |lock: &crate::lock::SharexHp| lock.holders() == 0 && !lock.host_priority();
+        if ![&vcpu.tdvpr_lock, &state.tdr_lock, &state.tdcs_lock, &state.epoch_lock, &state.sept_lock]
+            .into_iter()
+            .all(idle)
+        {
+            return false;
+        }
+        // The ACCEPTs' entries: the accepted one PENDING, the next FREE under its tables;
+        // neither locked nor claimed.
+        let (accept_entry, next_entry) = (state.sept.entry(accepted.0), state.sept.entry(next.0));
+        let entry_idle = |entry: &crate::sept::SeptEntry| !entry.locked && !entry.host_priority;
+        if state.sept.walk(accepted.0, LEVEL_4K) == Walk::Failed
+            || accept_entry.state != SeptState::Pending
+            || !entry_idle(&accept_entry)
+            || !entry_idle(&next_entry)
+        {
+            return false;
+        }
+        // PAGE.AUG's checks (the walk, the backing, the FREE entry, the page), and its PAMT
+        // walk: the 1GB and 2MB entries not held exclusive, the page's own entry free.
+        self.check_page_aug(td, next, page).is_ok() && self.pamt.page_walk_is_free(page)
+    }
+}

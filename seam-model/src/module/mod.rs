@@ -45,7 +45,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sim_core::CpuId;
 
-pub use guest::{AcceptTicket, Entered, GuestAccept, GuestRun};
+pub use guest::{AcceptTicket, Entered, GuestAccept, GuestRun, PageRound};
 pub use lifecycle::{Handoff, SysState};
 pub use locks::LeafLocks;
 pub(crate) use locks::{Attempt, LockList, LockStop};

@@ -251,7 +251,7 @@ impl Module {
 
     /// PAGE.AUG's checks: the TD, the walk, PAMT backing for the new page, a free entry, and
     /// the page itself.
-    fn check_page_aug(&self, td: TdId, gpa: Gpa, page: Hpa) -> Result<(), TdxStatus> {
+    pub(super) fn check_page_aug(&self, td: TdId, gpa: Gpa, page: Hpa) -> Result<(), TdxStatus> {
         self.check_td_state(td, BUILT_OR_RUNNABLE)?;
         self.check_walk(td, gpa.0, LEVEL_4K)?;
         // [I] The page checks (type not NDA, or a DPAMT backing page) answer

@@ -144,7 +144,7 @@ impl Module {
     }
 
     /// Associates an unassociated vCPU with `lp` (a compare-and-exchange in the module).
-    fn associate(&mut self, lp: CpuId, td: TdId, tdvpr: Hpa) {
+    pub(super) fn associate(&mut self, lp: CpuId, td: TdId, tdvpr: Hpa) {
         let state = self.td_mut(td);
         let vcpu = state.vcpu_mut(tdvpr);
         match vcpu.associated_lp {
