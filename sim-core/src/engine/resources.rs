@@ -93,6 +93,24 @@ impl Engine {
         self.resources.iter().map(|res| (&res.name, res.class, &res.stats.figures))
     }
 
+    /// Cycles `resource` was held, over the holds that ended.
+    pub fn hold_cycles(&self, resource: ResourceId) -> u64 {
+        self.resources[resource.0 as usize].stats.figures.hold_cycles
+    }
+
+    /// An uncontended acquisition of `resource` held for `hold` cycles, made where no other
+    /// task could have met it and not replayed through the queue (a coalesced fault round of
+    /// host-model's `kvm::coalesce`): counted as lockstat counts one. The resource must be
+    /// free now.
+    pub fn account_uncontended_hold(&mut self, resource: ResourceId, hold: u64) {
+        let res = &mut self.resources[resource.0 as usize];
+        assert!(res.holders.is_empty(), "account_uncontended_hold: {} is held", res.name);
+        let figures = &mut res.stats.figures;
+        figures.acquisitions += 1;
+        figures.hold_cycles += hold;
+        figures.hold_max_cycles = figures.hold_max_cycles.max(hold);
+    }
+
     /// The current task attempts `resource` in `mode`: lockdep first (as the kernel's, before
     /// any waiting), then a grant, a queue place, or a self-deadlock.
     pub(super) fn attempt(&mut self, resource: ResourceId, mode: Mode, wait: WaitKind) -> Attempt {
