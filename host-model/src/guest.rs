@@ -112,6 +112,30 @@ impl Guest {
         GUEST_RIP_BASE + 16 * (3 * u64::from(self.page) + step)
     }
 
+    /// The GPAs of a page period a coalescer may run at once (`pass_period`): the guest is
+    /// at the ACCEPT of the page KVM just mapped, in the accepting round of a plain
+    /// program, with a next page to go on to and no deadline. `(this page, next page)`.
+    pub fn coalescable_period(&self) -> Option<(Gpa, Gpa)> {
+        let plain = self.program.accept && !self.program.hostile && self.program.rounds == 1;
+        let next = self.page + 1;
+        if !plain || self.step != Step::Accept || self.deadline.is_some() || next >= self.program.pages {
+            return None;
+        }
+        Some((self.gpa_of_page(), Gpa(self.program.gpa + u64::from(next) * PAGE_SIZE)))
+    }
+
+    /// The guest's side of a coalesced round (`kvm::coalesce`; the module's side is its
+    /// `page_round_at_once`): its ACCEPT of this page succeeded, it touched the page, did
+    /// its work, and is at the ACCEPT of the next one, which made the TD exit.
+    pub fn pass_period(&mut self) {
+        let (_, next) = self.coalescable_period().expect("pass_period: a coalescable period");
+        self.advance();
+        self.advance();
+        self.work_left = 0;
+        self.advance();
+        debug_assert_eq!((self.step, self.gpa_of_page()), (Step::Accept, next));
+    }
+
     fn gpa_of_page(&self) -> Gpa {
         Gpa(self.program.gpa + u64::from(self.page) * PAGE_SIZE)
     }

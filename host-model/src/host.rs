@@ -230,6 +230,8 @@ pub struct HostStats {
     pub busy: BTreeMap<(Leaf, TdxStatus), u64>,
     /// Private-page fault latencies (`kvm::fault_stats`).
     pub faults: FaultLatency,
+    /// Fault rounds coalesced (`kvm::coalesce`), of the `faults`.
+    pub coalesced_faults: u64,
 }
 
 /// All kernel state of one run.

@@ -37,6 +37,7 @@ pub const WORKLOAD: &[&str] = &[
     "vcpus_per_td",
     "memory_per_td",
     "initial_memory",
+    "coalesce_faults",
     "memory_touched",
     "fault_rate",
     "locality",

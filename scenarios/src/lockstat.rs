@@ -40,6 +40,13 @@ pub fn render(metrics: &Metrics, clock: Clock) -> String {
             time(faults.max()),
             time(metrics.faults.total_cycles)
         );
+        let coalesced = metrics.get("coalesced_faults").unwrap_or(0);
+        if coalesced > 0 {
+            let _ = writeln!(
+                out,
+                "  of which {coalesced} coalesced: their latencies drawn from rounds simulated in full"
+            );
+        }
     }
     out
 }

@@ -275,6 +275,7 @@ pub const KVM_METRICS: &[&str] = &[
     "sept_zap_stall_cycles",
     "vcpu_entries_blocked",
     "sept_busy_streak_peak",
+    "coalesced_faults",
 ];
 
 /// KVM's counts of one run, in the order of [`KVM_METRICS`].
@@ -288,6 +289,7 @@ pub fn kvm_of(stats: &host_model::HostStats) -> [u64; KVM_METRICS.len()] {
         stats.sept_zap_stall_cycles,
         stats.vcpu_entries_blocked,
         stats.sept_busy_peak,
+        stats.coalesced_faults,
     ]
 }
 

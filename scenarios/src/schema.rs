@@ -559,6 +559,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "sept_busy_streak_peak",
         "the most BUSY answers in a row one S-EPT SEAMCALL got (a peak: the largest of any run, not a sum)",
     ),
+    (
+        "coalesced_faults",
+        "faults of coalesce_faults workloads that were coalesced rather than simulated event by event",
+    ),
 ];
 
 /// Metrics of [`METRICS`] that are peaks: over runs they combine by maximum, not by sum.

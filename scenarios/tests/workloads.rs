@@ -3,10 +3,13 @@
 //! touched memory faulted once per round, the allocator's locality seen in how many 2MB
 //! ranges need backing, the same run for the same seed.
 
+mod seamcalls;
+
 use scenarios::run::{Schedule, run_once};
 use scenarios::schema::WorkloadKind;
 use scenarios::{load_str, workload_defaults};
 use seam_model::{Leaf, TdId};
+use seamcalls::successes as count;
 
 fn error(text: &str) -> String {
     match load_str("x.toml", text) {
@@ -164,16 +167,6 @@ fn storm(locality: f64, rounds: u32) -> scenarios::schema::Scenario {
          locality = {locality:?}\nrounds = {rounds}\nfault_rate = 200000\n[run]\nmax_time = \"10s\"\n"
     );
     load_str("x.toml", &text).unwrap()
-}
-
-fn count(result: &scenarios::run::RunResult, leaf: Leaf) -> u64 {
-    result
-        .metrics
-        .seamcalls
-        .iter()
-        .filter(|((l, status), _)| *l == leaf && status.is_success())
-        .map(|(_, n)| n)
-        .sum()
 }
 
 #[test]

@@ -31,14 +31,7 @@ where
     R: std::fmt::Debug,
 {
     cpu.work(cpu.host().costs.atomic).await;
-    let old = atomic.value.get();
-    let (new, result) = apply(old);
-    atomic.value.set(new);
-    cover_reads_from(cpu, atomic, op, old, new);
-    if atomic.pamt_refcount && new != old {
-        let in_flight = cpu.host().pamt_in_flight[atomic.index].get();
-        cpu.host().observer.pamt_refcount_changed(cpu, atomic.index, old, new, in_flight);
-    }
+    let (old, new, result) = rmw_effect(cpu, atomic, op, apply);
     cpu.mark(
         Span::Instant,
         mark::ATOMIC,
@@ -52,6 +45,30 @@ where
         },
     );
     result
+}
+
+/// The operation's effect, observed: the value changed, coverage and the checker told.
+fn rmw_effect<R>(
+    cpu: &Cpu,
+    atomic: Atomic<'_>,
+    op: &'static str,
+    apply: impl FnOnce(i32) -> (i32, R),
+) -> (i32, i32, R) {
+    let old = atomic.value.get();
+    let (new, result) = apply(old);
+    atomic.value.set(new);
+    cover_reads_from(cpu, atomic, op, old, new);
+    if atomic.pamt_refcount && new != old {
+        let in_flight = cpu.host().pamt_in_flight[atomic.index].get();
+        cpu.host().observer.pamt_refcount_changed(cpu, atomic.index, old, new, in_flight);
+    }
+    (old, new, result)
+}
+
+/// `atomic_inc_not_zero()` at once, for a coalesced fault round (`kvm::coalesce`, which
+/// accounts its time): the same effect and observation, no cost and no trace mark.
+pub fn atomic_inc_not_zero_at_once(cpu: &Cpu, atomic: Atomic<'_>) -> bool {
+    rmw_effect(cpu, atomic, "atomic_inc_not_zero", |v| if v != 0 { (v + 1, true) } else { (v, false) }).2
 }
 
 /// Coverage: what the operation found (bucketed) and who wrote it last (nobody, this CPU,

@@ -56,6 +56,9 @@ struct Stream {
     last: Option<Hpa>,
     /// Chance in `LOCALITY_ONE` that the next page stays next to the last one.
     locality: u32,
+    /// A page drawn ahead of its fault (by a coalescer, `kvm::coalesce`, that then let the
+    /// fault run in full), handed out by the stream's next allocation.
+    ahead: Option<Hpa>,
 }
 
 impl PageAllocator {
@@ -96,8 +99,15 @@ impl PageAllocator {
     /// returns its number.
     pub fn add_stream(&mut self, locality: u32) -> usize {
         assert!(locality <= LOCALITY_ONE, "add_stream: locality {locality} above 1");
-        self.streams.push(Stream { last: None, locality });
+        self.streams.push(Stream { last: None, locality, ahead: None });
         self.streams.len() - 1
+    }
+
+    /// Keeps `page`, which TD `td`'s stream just handed out, for the stream's next
+    /// allocation: a page drawn ahead of the fault that will use it.
+    pub fn keep_ahead(&mut self, td: TdId, page: Hpa) {
+        let stream = self.gmem_streams[&td];
+        assert!(self.streams[stream].ahead.replace(page).is_none(), "keep_ahead: a page is already kept");
     }
 
     /// Pages handed out and not freed since, in address order.
@@ -283,15 +293,29 @@ fn mark_alloc(cpu: &Cpu, page: Option<Hpa>) {
 /// where the buddy allocator finds the page is the stream's locality.
 pub async fn alloc_gmem_page(cpu: &Cpu, td: TdId) -> Option<Hpa> {
     might_sleep(cpu, "kvm_gmem_get_folio");
-    let Some(stream) = cpu.host().pages.borrow().gmem_streams.get(&td).copied() else {
+    if !cpu.host().pages.borrow().gmem_streams.contains_key(&td) {
         return alloc_page_atomic(cpu).await;
-    };
+    }
     cpu.work(cpu.host().costs.alloc_page).await;
-    let (locality, ranges, started) = {
-        let pages = cpu.host().pages.borrow();
-        let state = pages.streams[stream];
-        (state.locality, pages.ranges(), state.last.is_some())
+    let page = draw_gmem_page(cpu, td);
+    mark_alloc(cpu, page);
+    page
+}
+
+/// The stream's choice of TD `td`'s next guest_memfd page, made at once: the page drawn
+/// ahead if there is one, else where the stream's locality puts it. `alloc_gmem_page`
+/// without its cost, for a TD that has a stream.
+pub fn draw_gmem_page(cpu: &Cpu, td: TdId) -> Option<Hpa> {
+    let stream = cpu.host().pages.borrow().gmem_streams[&td];
+    let (locality, ranges, started, ahead) = {
+        let mut pages = cpu.host().pages.borrow_mut();
+        let ranges = pages.ranges();
+        let state = &mut pages.streams[stream];
+        (state.locality, ranges, state.last.is_some(), state.ahead.take())
     };
+    if ahead.is_some() {
+        return ahead;
+    }
     let stay = started
         && match locality {
             0 => false,
@@ -300,9 +324,7 @@ pub async fn alloc_gmem_page(cpu: &Cpu, td: TdId) -> Option<Hpa> {
         };
     // A range is drawn only where the stream jumps: its first page, or a scattered one.
     let random_range = if stay { 0 } else { get_random_u32_below(cpu, ranges as u32) as usize };
-    let page = cpu.host().pages.borrow_mut().take_from_stream(stream, stay, random_range);
-    mark_alloc(cpu, page);
-    page
+    cpu.host().pages.borrow_mut().take_from_stream(stream, stay, random_range)
 }
 
 /// `__free_page()`.

@@ -39,11 +39,17 @@ impl FaultTimer {
         FaultTimer { started: cpu.sim.now() }
     }
 
-    /// The fault's page is mapped now: record its latency.
-    pub fn resolved(self, cpu: &Cpu) {
+    /// The fault's page is mapped now: record its latency, and return it.
+    pub fn resolved(self, cpu: &Cpu) -> u64 {
         let latency = cpu.sim.now().since(self.started);
-        let mut stats = cpu.host().stats.borrow_mut();
-        stats.faults.total_cycles += latency;
-        stats.faults.histogram.record(latency);
+        record_fault(cpu, latency);
+        latency
     }
+}
+
+/// One resolved fault of `latency` cycles (a coalesced one's is drawn, `kvm::coalesce`).
+pub fn record_fault(cpu: &Cpu, latency: u64) {
+    let mut stats = cpu.host().stats.borrow_mut();
+    stats.faults.total_cycles += latency;
+    stats.faults.histogram.record(latency);
 }

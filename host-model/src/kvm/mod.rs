@@ -14,6 +14,9 @@
 //! - `mmu`: group 3: zaps through `tdh_do_no_vcpus()`, `tdx_track()`, the punch-hole zap.
 //! - `memslot`: memslot deletion with its SRCU synchronisation.
 //! - `teardown`: TD destruction: HKID release and page reclaim.
+//! - `coalesce`: not kernel code: coalesced fault rounds of a booting guest
+//!   (`coalesce_faults`), the simulator's approximation for boots of millions of faults.
+pub mod coalesce;
 pub mod design;
 pub mod fault_stats;
 pub mod gfn_map;

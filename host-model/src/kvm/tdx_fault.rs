@@ -122,7 +122,8 @@ pub async fn tdx_handle_ept_violation(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, gp
     };
     cpu.sim.with(|engine| engine.set_polling(None));
     if ret == Ok(Fault::Fixed) {
-        timer.resolved(cpu);
+        let latency = timer.resolved(cpu);
+        super::coalesce::fault_resolved(vcpu, latency);
     }
     ret.map(|_| ())
 }
@@ -205,7 +206,7 @@ async fn kvm_gmem_get_pfn(cpu: &Cpu, kvm: &KvmTd, gfn: u64, page: Option<Hpa>) -
 
 /// The S-EPT tables above `gfn` that KVM has not linked yet (level 3, 2, 1), none for a TD
 /// whose S-EPT the module prebuilt.
-fn missing_tables(kvm: &KvmTd, gfn: u64) -> u32 {
+pub(super) fn missing_tables(kvm: &KvmTd, gfn: u64) -> u32 {
     let mirror = kvm.mirror.borrow();
     if mirror.prebuilt {
         return 0;
@@ -224,13 +225,30 @@ async fn mmu_topup_memory_caches(
     gfn: u64,
 ) -> Result<(), Errno> {
     might_sleep(cpu, "mmu_topup_memory_caches");
-    let tables = missing_tables(kvm, gfn) as usize;
+    let (tables, pamt_pages) = cache_needs(cpu, kvm, gfn);
     while caches.spt.borrow().len() < tables {
         let page = alloc_page(cpu).await.ok_or(Errno::ENOMEM)?;
         caches.spt.borrow_mut().push(page);
     }
+    while caches.pamt.borrow().len() < pamt_pages {
+        let page = alloc_page(cpu).await.ok_or(Errno::ENOMEM)?;
+        caches.pamt.borrow_mut().push(page);
+    }
+    Ok(())
+}
+
+/// What `mmu_topup_memory_caches()` fills the caches to for a fault on `gfn`: (pages for
+/// S-EPT tables, DPAMT pair pages).
+fn cache_needs(cpu: &Cpu, kvm: &KvmTd, gfn: u64) -> (usize, usize) {
+    let tables = missing_tables(kvm, gfn) as usize;
+    (tables, pamt_cache_needs(cpu, tables))
+}
+
+/// The DPAMT pair pages `mmu_topup_memory_caches()` keeps for a fault that adds `tables`
+/// S-EPT tables.
+fn pamt_cache_needs(cpu: &Cpu, tables: usize) -> usize {
     if !cpu.host().config.dpamt {
-        return Ok(());
+        return 0;
     }
     let pairs = match cpu.host().config.dpamt_design {
         // D1 allocates its pair inside the lock, when AUG asks for it.
@@ -242,11 +260,13 @@ async fn mmu_topup_memory_caches(
         | DpamtDesign::Per2mRwlockPfnOrder
         | DpamtDesign::GlobalRwlockFallback => 1 + tables,
     };
-    while caches.pamt.borrow().len() < 2 * pairs {
-        let page = alloc_page(cpu).await.ok_or(Errno::ENOMEM)?;
-        caches.pamt.borrow_mut().push(page);
-    }
-    Ok(())
+    2 * pairs
+}
+
+/// Whether a fault that adds no S-EPT table finds the caches full: its
+/// `mmu_topup_memory_caches()` would allocate nothing.
+pub(super) fn caches_full_for_a_leaf(cpu: &Cpu, caches: &MmuCaches<'_>) -> bool {
+    caches.pamt.borrow().len() >= pamt_cache_needs(cpu, 0)
 }
 
 /// The TDP MMU's map of `gfn` to `page` under `mmu_lock` held for read: each missing table
@@ -654,7 +674,7 @@ pub async fn tdp_fault(
         if ret.is_err() {
             break;
         }
-        timer.resolved(cpu);
+        let _ = timer.resolved(cpu);
         // One fault handled: progress, as a vCPU that moves on to its next instruction.
         cpu.progress();
     }

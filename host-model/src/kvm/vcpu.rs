@@ -149,6 +149,8 @@ async fn tdx_flush_vp(cpu: &Cpu, td: TdId, tdvpr: seam_model::Hpa) {
 async fn vcpu_run(cpu: &Cpu, kvm: &KvmTd, vcpu: &Rc<KvmVcpu>) -> Result<(), Errno> {
     let mut idx = srcu_read_lock(cpu, &kvm.srcu);
     let ret = loop {
+        // Not kernel code: the simulator may run coalescable rounds at once here.
+        super::coalesce::coalesce_fault_rounds(cpu, kvm, vcpu).await;
         let (back, round) = vcpu_enter_guest(cpu, kvm, vcpu, idx).await;
         idx = back;
         match round {

@@ -110,6 +110,8 @@ pub struct KvmVcpu {
     pub spt_cache: RefCell<Vec<Hpa>>,
     /// What the guest is doing (the guest model's program and where it is).
     pub guest: RefCell<crate::guest::Guest>,
+    /// The simulator's coalescing of its fault rounds, when on (`kvm::coalesce`).
+    pub coalescing: super::coalesce::CoalescingSlot,
 }
 
 impl KvmVcpu {
@@ -131,6 +133,7 @@ impl KvmVcpu {
             pamt_cache: PamtCache::default(),
             spt_cache: RefCell::new(Vec::new()),
             guest: RefCell::new(crate::guest::Guest::idle()),
+            coalescing: RefCell::new(None),
         }
     }
 

@@ -117,7 +117,7 @@ use smallvec::{SmallVec, smallvec};
 use crate::kernel::Errno;
 use crate::kernel::atomic::{
     Atomic, atomic_add_unless, atomic_cmpxchg, atomic_dec, atomic_dec_and_test, atomic_inc,
-    atomic_inc_not_zero, atomic_read, atomic_set,
+    atomic_inc_not_zero, atomic_inc_not_zero_at_once, atomic_read, atomic_set,
 };
 use crate::kernel::cpu::{Cpu, cover, mark};
 use crate::kernel::lockdep::{lockdep_assert_held, lockdep_assert_not_in_irq, might_sleep};
@@ -463,6 +463,41 @@ pub async fn tdx_pamt_get(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Resul
         DpamtDesign::Per2mRwlockPfnOrder => RefcountDesign::Per2mRwlockPfnOrder,
     };
     tdx_pamt_get_refcount(cpu, design, page, source).await
+}
+
+/// Whether the design's `tdx_pamt_get()` has a lock-free fast path (or DPAMT is off and
+/// there is nothing to get).
+pub fn pamt_get_has_lock_free_path(cpu: &Cpu) -> bool {
+    if !dpamt_enabled(cpu) {
+        return true;
+    }
+    match cpu.host().config.dpamt_design {
+        DpamtDesign::Hint | DpamtDesign::GlobalRwlockFallback => false,
+        DpamtDesign::GlobalLockFastpath => RefcountDesign::GlobalLockFastpath.has_fast_path(),
+        DpamtDesign::GlobalLock => RefcountDesign::GlobalLock.has_fast_path(),
+        DpamtDesign::DecAndLock => RefcountDesign::DecAndLock.has_fast_path(),
+        DpamtDesign::Per2mRwlock => RefcountDesign::Per2mRwlock.has_fast_path(),
+        DpamtDesign::Per2mRwlockPfnOrder => RefcountDesign::Per2mRwlockPfnOrder.has_fast_path(),
+    }
+}
+
+/// Whether `tdx_pamt_get()` of `page` would take its reference without a lock: the design
+/// has the fast path and the range is backed (its count above 0).
+pub fn pamt_get_is_lock_free(cpu: &Cpu, page: Hpa) -> bool {
+    pamt_get_has_lock_free_path(cpu) && (!dpamt_enabled(cpu) || pamt_refcount(cpu, page).value.get() != 0)
+}
+
+/// `tdx_pamt_get()` at once, for a coalesced fault round (`kvm::coalesce`, which accounts
+/// its time), where [`pamt_get_is_lock_free`]: the fast path's reference, with the same
+/// observation.
+pub fn tdx_pamt_get_at_once(cpu: &Cpu, page: Hpa) {
+    assert!(pamt_get_is_lock_free(cpu, page), "tdx_pamt_get_at_once: {page} needs the lock");
+    if !dpamt_enabled(cpu) {
+        return;
+    }
+    let _in_flight = InFlight::enter(cpu, page);
+    let taken = atomic_inc_not_zero_at_once(cpu, pamt_refcount(cpu, page));
+    assert!(taken, "tdx_pamt_get_at_once: the count was checked not 0");
 }
 
 async fn tdx_pamt_get_refcount(

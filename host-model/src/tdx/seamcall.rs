@@ -62,6 +62,31 @@ async fn seam_exit(cpu: &Cpu, call: &LeafCall, output: LeafOutput) -> LeafOutput
         let hint = if output.removal_hint { " +hint" } else { "" };
         format!("{} = {}{hint}", leaf.name(), output.status)
     });
+    seamcall_returned(cpu, call, &output);
+    output
+}
+
+/// What a SEAMCALL's return leaves behind, besides the trace: coverage, the counts by leaf
+/// and status, and the checker told.
+fn seamcall_returned(cpu: &Cpu, call: &LeafCall, output: &LeafOutput) {
+    count_returns(cpu, call.leaf(), output, 1);
+    let key = (call.leaf(), output.status.without_operand());
+    let cpu_index = cpu.id.0 as usize;
+    let mut stats = cpu.host().stats.borrow_mut();
+    if stats.since_progress.len() <= cpu_index {
+        stats.since_progress.resize_with(cpu_index + 1, Default::default);
+    }
+    let since_progress = &mut stats.since_progress[cpu_index];
+    match since_progress.iter_mut().find(|(seen, _)| *seen == key) {
+        Some((_, count)) => *count += 1,
+        None => since_progress.push((key, 1)),
+    }
+    drop(stats);
+    cpu.host().observer.seamcall_returned(cpu, call, output);
+}
+
+/// `times` returns of `leaf` with `output`: coverage and the counts by leaf and status.
+fn count_returns(cpu: &Cpu, leaf: Leaf, output: &LeafOutput, times: u64) {
     if output.status.is_busy_class() {
         // Contention: how many such answers a run gets is what the explorer climbs, towards
         // a retry bound running out.
@@ -71,23 +96,11 @@ async fn seam_exit(cpu: &Cpu, call: &LeafCall, output: LeafOutput) -> LeafOutput
     }
     let key = (leaf, output.status.without_operand());
     let mut stats = cpu.host().stats.borrow_mut();
-    *stats.seamcalls.entry(key).or_default() += 1;
-    let cpu_index = cpu.id.0 as usize;
-    if stats.since_progress.len() <= cpu_index {
-        stats.since_progress.resize_with(cpu_index + 1, Default::default);
-    }
-    let since_progress = &mut stats.since_progress[cpu_index];
-    match since_progress.iter_mut().find(|(seen, _)| *seen == key) {
-        Some((_, count)) => *count += 1,
-        None => since_progress.push((key, 1)),
-    }
+    *stats.seamcalls.entry(key).or_default() += times;
     // Class 0x02, "busy / contention", as the `seamcall_busy` metric counts it.
     if output.status.is_busy_class() {
-        *stats.busy.entry((leaf, output.status)).or_default() += 1;
+        *stats.busy.entry((leaf, output.status)).or_default() += times;
     }
-    drop(stats);
-    cpu.host().observer.seamcall_returned(cpu, call, &output);
-    output
 }
 
 /// What TDH.VP.ENTER gives back once the module has its locks and made its checks.
@@ -152,6 +165,34 @@ pub async fn tdh_vp_exit(cpu: &Cpu, call: LeafCall, run: GuestRun, exit: TdExit)
 pub async fn tdh_vp_exited(cpu: &Cpu, call: LeafCall, output: LeafOutput) -> LeafOutput {
     cpu.busy(vp_enter_half(cpu)).await;
     seam_exit(cpu, &call, output).await
+}
+
+/// A booting guest's page round made at once, for a coalesced fault round (`kvm::coalesce`,
+/// which accounts its time): TDH.VP.ENTER, the guest's ACCEPT of the page KVM just mapped
+/// and of `next` (the TD exits on its EPT violation), then TDH.MEM.PAGE.AUG of `page` at
+/// `next` — the module's `page_round_at_once` — with the checker told of both returns, but
+/// no time and no trace mark; `count_page_rounds` counts a run of them. `None`, with
+/// nothing done, where the module says any of the calls would not go straight through.
+pub fn page_round_at_once(
+    cpu: &Cpu,
+    (td, tdvpr): (seam_model::TdId, seam_model::Hpa),
+    accepted: seam_model::Gpa,
+    next: seam_model::Gpa,
+    page: seam_model::Hpa,
+) -> Option<seam_model::PageRound> {
+    let round = cpu.host().module.borrow_mut().page_round_at_once(cpu.id, td, tdvpr, accepted, next, page)?;
+    let observer = &cpu.host().observer;
+    observer.seamcall_returned(cpu, &LeafCall::VpEnter { td, tdvpr }, &round.vp_enter);
+    observer.seamcall_returned(cpu, &LeafCall::PageAug { td, gpa: next, page }, &round.aug);
+    Some(round)
+}
+
+/// The counts by leaf and status (and coverage) of `rounds` page rounds made at once that
+/// answered as `round` did. The statuses since the CPU's last progress are not kept: the
+/// run of rounds ends in progress, which clears them.
+pub fn count_page_rounds(cpu: &Cpu, round: &seam_model::PageRound, rounds: u64) {
+    count_returns(cpu, Leaf::VpEnter, &round.vp_enter, rounds);
+    count_returns(cpu, Leaf::MemPageAug, &round.aug, rounds);
 }
 
 fn interleaved(cpu: &Cpu) -> bool {

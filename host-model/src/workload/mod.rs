@@ -170,6 +170,11 @@ async fn vcpu_thread(
     if let Some(done) = hostile.get(vcpu as usize) {
         done.expect_completer(cpu, cpu.task);
     }
+    if load.coalesce_faults > 1
+        && let Ok(state) = crate::kvm::vm::kvm_get_vcpu(crate::kvm::vm::kvm_td(cpu, td), vcpu)
+    {
+        crate::kvm::coalesce::enable(&state, load.coalesce_faults);
+    }
     let touched = ops::run_guest(cpu, load, td, vcpu, share, true).await;
     if let Some(done) = hostile.get(vcpu as usize) {
         done.complete(cpu);

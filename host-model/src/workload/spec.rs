@@ -155,6 +155,9 @@ pub struct Workload {
     pub zap_interval: u64,
     /// zap_storm: what a round does to its hole.
     pub zap: ZapMode,
+    /// td_boot: one coalescable fault round of a vCPU in this many is simulated in full,
+    /// the others coalesced (`kvm::coalesce`); 1: none coalesced.
+    pub coalesce_faults: u32,
 }
 
 impl Workload {
@@ -264,6 +267,7 @@ mod tests {
             zap_size: 0,
             zap_interval: 0,
             zap: ZapMode::PunchHole,
+            coalesce_faults: 1,
         }
     }
 

@@ -154,8 +154,12 @@ impl<'t> Loader<'t> {
             possible_cpus: machine.possible_cpus,
         };
         let tasks = self.tasks(&top, &machine, &space, clock)?;
-        let workload_space =
-            workloads::WorkloadSpace { machine: &machine, clock, step_tds: step_tds(&tasks) };
+        let workload_space = workloads::WorkloadSpace {
+            machine: &machine,
+            clock,
+            step_tds: step_tds(&tasks),
+            has_tasks: !tasks.is_empty(),
+        };
         let workloads = self.workloads(&top, &workload_space)?;
         let run = self.run(&top, clock)?;
         let expect = self.expect(&top, &run)?;

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use host_model::kvm::coalesce;
 use host_model::workload::spec::KVM_USER_MEM_SLOTS;
 use host_model::workload::{Locality, Workload, WorkloadKind, ZapMode};
 
@@ -56,7 +57,7 @@ const COMMON: &[&str] = &[
 /// The keys `kind` takes besides [`COMMON`].
 fn kind_keys(kind: WorkloadKind) -> &'static [&'static str] {
     match kind {
-        WorkloadKind::TdBoot => &["initial_memory"],
+        WorkloadKind::TdBoot => &["initial_memory", "coalesce_faults"],
         WorkloadKind::TdChurn => &["initial_memory", "rounds"],
         WorkloadKind::FaultStorm => &["rounds"],
         WorkloadKind::ZapStorm => &["rounds", "zap_size", "zap"],
@@ -70,6 +71,8 @@ pub(super) struct WorkloadSpace<'s> {
     pub clock: Clock,
     /// TDs the steps name.
     pub step_tds: BTreeSet<u32>,
+    /// The file has `[[task]]`s.
+    pub has_tasks: bool,
 }
 
 impl Loader<'_> {
@@ -160,6 +163,7 @@ impl Loader<'_> {
         let zap_size = self.zap_size(table, kind, memory_touched)?;
         let zap_interval = time("zap_interval", defaults::ZAP_INTERVAL_NS)?;
         let zap = self.zap_mode(table)?;
+        let coalesce_faults = self.coalesce_faults(table, space, vcpus_per_td)?;
         let load = Workload {
             kind,
             first_td,
@@ -177,9 +181,45 @@ impl Loader<'_> {
             zap_size,
             zap_interval,
             zap,
+            coalesce_faults,
         };
         self.check_memslots(table, &load)?;
         Ok(load)
+    }
+
+    /// `coalesce_faults` (td_boot): one coalescable fault round in N simulated in full, the
+    /// others coalesced (host-model's `kvm::coalesce`); 1, the default, simulates every
+    /// round. Above 1 only where no other task can touch the workload's TDs: one vCPU per TD
+    /// and no `[[task]]` in the file.
+    fn coalesce_faults(
+        &self,
+        table: &Table<'_, '_>,
+        space: &WorkloadSpace<'_>,
+        vcpus_per_td: u32,
+    ) -> Result<u32> {
+        let Some(value) = table.get("coalesce_faults") else { return Ok(1) };
+        let key = table.key("coalesce_faults");
+        let every = self.int(&key, value, 1, u64::from(coalesce::MAX_EVERY))? as u32;
+        if every == 1 {
+            return Ok(every);
+        }
+        let alone = if vcpus_per_td != 1 {
+            Some(format!(
+                "vcpus_per_td = 1 (here {vcpus_per_td}): a vCPU's rounds are coalesced only while nothing else touches its TD, and its TD's other vCPUs would"
+            ))
+        } else if space.has_tasks {
+            Some("a file without [[task]]s: a step may touch the workload's TDs, which coalesced rounds cannot see".to_owned())
+        } else {
+            None
+        };
+        match alone {
+            Some(needs) => Err(self.invalid(
+                Some(value),
+                &key,
+                &format!("1 here; coalesce_faults above 1 needs {needs}"),
+            )),
+            None => Ok(every),
+        }
     }
 
     /// `zap` (zap_storm): what a round does to its hole, if present (default `punch_hole`).
