@@ -2,8 +2,10 @@
 //! KVM's mirror S-EPT leaves and of guest_memfd. Where the kernel keeps an SPTE (8 bytes) or
 //! a folio pointer per page, the model keeps 4 bytes: the pfn and a few flags, in chunks of
 //! 512 GFNs (one 2MB range of GPA) with a bitmap of the ones present. A chunk is allocated
-//! when its first GFN is inserted and freed when its last is removed; chunks are found by
-//! index in a `BTreeMap`, so iteration is in GFN order.
+//! when its first GFN is inserted and freed when its last is removed. Chunks of the first
+//! [`DENSE_CHUNKS`] (the GPAs below 2 TiB, where a TD's memory is) are found by index in a
+//! vector grown to the highest one used, one pointer a chunk; any above, in a `BTreeMap`.
+//! Iteration is in GFN order.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -13,6 +15,10 @@ use seam_model::{Hpa, PAGE_SIZE};
 
 /// GFNs per chunk.
 const CHUNK: u64 = 512;
+/// Chunks found by index in a vector: GPAs below 2 TiB. A boot's faults come one after
+/// another, so the lookup a fault makes in the mirror and in guest_memfd is one load, not
+/// a walk of a tree of thousands of chunks.
+const DENSE_CHUNKS: u64 = 1 << 20;
 
 /// Bits of a packed value that hold the pfn: 2^29 pages is 2 TiB, above `machine.memory`'s
 /// maximum (1 TiB), so every page a run can name fits.
@@ -83,20 +89,25 @@ impl Chunk {
 
 /// GFN -> `V`, ordered.
 pub struct GfnMap<V: Packed> {
-    chunks: BTreeMap<u64, Box<Chunk>>,
+    /// Chunks below [`DENSE_CHUNKS`] by index; `None` where none is allocated.
+    dense: Vec<Option<Box<Chunk>>>,
+    /// Chunks at or above [`DENSE_CHUNKS`].
+    sparse: BTreeMap<u64, Box<Chunk>>,
+    /// Chunks allocated.
+    chunks: usize,
     len: u64,
     value: PhantomData<V>,
 }
 
 impl<V: Packed> Default for GfnMap<V> {
     fn default() -> Self {
-        GfnMap { chunks: BTreeMap::new(), len: 0, value: PhantomData }
+        GfnMap { dense: Vec::new(), sparse: BTreeMap::new(), chunks: 0, len: 0, value: PhantomData }
     }
 }
 
 impl<V: Packed> std::fmt::Debug for GfnMap<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GfnMap({} GFNs in {} chunks)", self.len, self.chunks.len())
+        write!(f, "GfnMap({} GFNs in {} chunks)", self.len, self.chunks)
     }
 }
 
@@ -113,44 +124,91 @@ impl<V: Packed> GfnMap<V> {
         self.len == 0
     }
 
+    fn chunk(&self, index: u64) -> Option<&Chunk> {
+        match index < DENSE_CHUNKS {
+            true => self.dense.get(index as usize)?.as_deref(),
+            false => self.sparse.get(&index).map(|chunk| &**chunk),
+        }
+    }
+
+    fn chunk_mut(&mut self, index: u64) -> Option<&mut Chunk> {
+        match index < DENSE_CHUNKS {
+            true => self.dense.get_mut(index as usize)?.as_deref_mut(),
+            false => self.sparse.get_mut(&index).map(|chunk| &mut **chunk),
+        }
+    }
+
+    /// The chunk of `index`, allocated if there is none.
+    fn chunk_or_new(&mut self, index: u64) -> &mut Chunk {
+        if index >= DENSE_CHUNKS {
+            let chunks = &mut self.chunks;
+            return self.sparse.entry(index).or_insert_with(|| {
+                *chunks += 1;
+                Chunk::new()
+            });
+        }
+        let at = index as usize;
+        if self.dense.len() <= at {
+            self.dense.resize_with(at + 1, || None);
+        }
+        let chunks = &mut self.chunks;
+        self.dense[at].get_or_insert_with(|| {
+            *chunks += 1;
+            Chunk::new()
+        })
+    }
+
+    fn free_chunk(&mut self, index: u64) {
+        match index < DENSE_CHUNKS {
+            true => self.dense[index as usize] = None,
+            false => {
+                self.sparse.remove(&index);
+            }
+        }
+        self.chunks -= 1;
+    }
+
     pub fn get(&self, gfn: u64) -> Option<V> {
         let (index, slot) = split(gfn);
-        let chunk = self.chunks.get(&index)?;
+        let chunk = self.chunk(index)?;
         chunk.has(slot).then(|| V::unpack(chunk.slots[slot]))
     }
 
     pub fn contains_key(&self, gfn: u64) -> bool {
         let (index, slot) = split(gfn);
-        self.chunks.get(&index).is_some_and(|chunk| chunk.has(slot))
+        self.chunk(index).is_some_and(|chunk| chunk.has(slot))
     }
 
     /// Sets `gfn` to `value`; what it held before.
     pub fn insert(&mut self, gfn: u64, value: V) -> Option<V> {
         let (index, slot) = split(gfn);
-        let chunk = self.chunks.entry(index).or_insert_with(Chunk::new);
+        let chunk = self.chunk_or_new(index);
         let old = chunk.has(slot).then(|| V::unpack(chunk.slots[slot]));
         if old.is_none() {
             chunk.present[slot / 64] |= 1 << (slot % 64);
             chunk.count += 1;
-            self.len += 1;
         }
         chunk.slots[slot] = value.pack();
+        if old.is_none() {
+            self.len += 1;
+        }
         old
     }
 
     /// Removes `gfn`; what it held.
     pub fn remove(&mut self, gfn: u64) -> Option<V> {
         let (index, slot) = split(gfn);
-        let chunk = self.chunks.get_mut(&index)?;
+        let chunk = self.chunk_mut(index)?;
         if !chunk.has(slot) {
             return None;
         }
         chunk.present[slot / 64] &= !(1 << (slot % 64));
         chunk.count -= 1;
-        self.len -= 1;
         let value = V::unpack(chunk.slots[slot]);
-        if chunk.count == 0 {
-            self.chunks.remove(&index);
+        let emptied = chunk.count == 0;
+        self.len -= 1;
+        if emptied {
+            self.free_chunk(index);
         }
         Some(value)
     }
@@ -164,9 +222,17 @@ impl<V: Packed> GfnMap<V> {
     pub fn range(&self, range: Range<u64>) -> impl Iterator<Item = (u64, V)> + '_ {
         let Range { start, end } = range;
         let (first, _) = split(start);
-        let chunks =
-            if start < end { self.chunks.range(first..=(end - 1) / CHUNK) } else { self.chunks.range(1..1) };
-        chunks.flat_map(move |(&index, chunk)| {
+        let last = if start < end { Some((end - 1) / CHUNK) } else { None };
+        // The dense chunks from `first` to `last` (below DENSE_CHUNKS), then the sparse ones.
+        let dense_end = last.map_or(0, |last| (last + 1).min(DENSE_CHUNKS).min(self.dense.len() as u64));
+        let dense = (first.min(dense_end)..dense_end)
+            .filter_map(move |index| self.dense[index as usize].as_deref().map(|chunk| (index, chunk)));
+        let sparse_from = first.max(DENSE_CHUNKS);
+        let sparse = match last {
+            Some(last) if sparse_from <= last => self.sparse.range(sparse_from..=last),
+            _ => self.sparse.range(1..1),
+        };
+        dense.chain(sparse.map(|(&index, chunk)| (index, &**chunk))).flat_map(move |(index, chunk)| {
             let base = index * CHUNK;
             let from = start.saturating_sub(base).min(CHUNK) as usize;
             let mut slot = from;
@@ -185,13 +251,17 @@ impl<V: Packed> GfnMap<V> {
     }
 
     pub fn clear(&mut self) {
-        self.chunks.clear();
+        self.dense.clear();
+        self.sparse.clear();
+        self.chunks = 0;
         self.len = 0;
     }
 
-    /// Heap bytes the map owns (its chunks; the `BTreeMap`'s nodes not counted).
+    /// Heap bytes the map owns: its chunks and the dense index (the `BTreeMap`'s nodes not
+    /// counted).
     pub fn heap_bytes(&self) -> usize {
-        self.chunks.len() * std::mem::size_of::<Chunk>()
+        self.chunks * std::mem::size_of::<Chunk>()
+            + self.dense.capacity() * std::mem::size_of::<Option<Box<Chunk>>>()
     }
 }
 
@@ -217,7 +287,17 @@ mod tests {
         assert_eq!(map.range(7..7).count(), 0);
         assert_eq!(map.remove(1030), Some((Hpa(0x7fff_f000), false)));
         assert_eq!(map.remove(1030), None);
-        assert_eq!(map.heap_bytes(), std::mem::size_of::<Chunk>(), "the emptied chunk is freed");
+        let index = map.dense.capacity() * std::mem::size_of::<Option<Box<Chunk>>>();
+        assert_eq!(map.heap_bytes(), std::mem::size_of::<Chunk>() + index, "the emptied chunk is freed");
+        // GFNs above the dense index: kept in order after the dense ones.
+        let high = DENSE_CHUNKS * CHUNK + 3;
+        assert_eq!(map.insert(high, (Hpa(0x4000), true)), None);
+        assert_eq!(map.get(high), Some((Hpa(0x4000), true)));
+        let all: Vec<u64> = map.iter().map(|(gfn, _)| gfn).collect();
+        assert_eq!(all, vec![5, 511, high]);
+        assert_eq!(map.range(600..high).count(), 0);
+        assert_eq!(map.first_in(6..u64::MAX), Some((511, (Hpa(0x2000), false))));
+        assert_eq!(map.remove(high), Some((Hpa(0x4000), true)));
         map.clear();
         assert!(map.is_empty() && map.iter().next().is_none());
     }
