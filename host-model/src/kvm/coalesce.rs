@@ -37,7 +37,8 @@
 //! entries; the counts by leaf and status and the checker's observation. What it does not simulate is time:
 //! its length, its fault latency and its `mmu_lock` hold are those of a sample drawn at
 //! random from this vCPU's last [`SAMPLES`]. The rounds of a run of coalesced rounds then
-//! pass as one delay of their summed lengths.
+//! pass as one delay of their summed lengths; a run is at most `host.guest_tick` long, and
+//! the next starts when it ends.
 //!
 //! The approximation, and what bounds it:
 //! - the state changes of a run of rounds are made at its start, so another CPU sees them
@@ -159,17 +160,42 @@ pub fn fault_resolved(vcpu: &KvmVcpu, latency: u64) {
 pub async fn coalesce_fault_rounds(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu) {
     let Some(mut state) = vcpu.coalescing.borrow_mut().take() else { return };
     let mmu_lock = kvm.mmu_lock.resource;
-    let now = cpu.sim.now();
     if let Some(sampling) = state.sampling.take()
         && state.resolved == sampling.resolved + 1
     {
         let mmu_hold = cpu.sim.with(|engine| engine.hold_cycles(mmu_lock)) - sampling.mmu_hold;
-        state.record(Sample { period: now.since(sampling.started), latency: state.last_latency, mmu_hold });
+        let period = cpu.sim.now().since(sampling.started);
+        state.record(Sample { period, latency: state.last_latency, mmu_hold });
     }
+    // Runs of at most a tick of coalesced rounds, until a round must run in full.
+    loop {
+        let (rounds, cycles, more) = coalesce_run(cpu, kvm, vcpu, &mut state);
+        if rounds == 0 {
+            break;
+        }
+        cpu.host().stats.borrow_mut().coalesced_faults += rounds;
+        cpu.mark(Span::Begin, MARK_COALESCED, rounds, cycles, || {
+            format!("({rounds} fault rounds coalesced)")
+        });
+        cpu.sim.delay(cycles).await;
+        cpu.mark(Span::End, MARK_COALESCED, rounds, cycles, || "(coalesced rounds end)".to_string());
+        cpu.progress();
+        if !more {
+            break;
+        }
+    }
+    *vcpu.coalescing.borrow_mut() = Some(state);
+}
+
+/// One run of coalesced rounds from now, made at once: (rounds, their cycles, whether it
+/// stopped only at the tick, with more rounds to coalesce after its time has passed).
+fn coalesce_run(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, state: &mut Coalescing) -> (u64, u64, bool) {
+    let now = cpu.sim.now();
     let mut cycles = 0u64;
     let mut rounds = 0u64;
     let mut answered = None;
-    while let Some((page_gpa, next)) = coalescable(cpu, kvm, vcpu, &mut state) {
+    let mut more = false;
+    while let Some((page_gpa, next)) = coalescable(cpu, kvm, vcpu, state) {
         let Some(page) = draw_gmem_page(cpu, kvm.td) else { break };
         let fast = pamt_get_is_lock_free(cpu, page);
         if !fast || state.full_turn() {
@@ -177,7 +203,7 @@ pub async fn coalesce_fault_rounds(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu) {
             cpu.host().pages.borrow_mut().keep_ahead(kvm.td, page);
             if fast {
                 state.since_full = 0;
-                let mmu_hold = cpu.sim.with(|engine| engine.hold_cycles(mmu_lock));
+                let mmu_hold = cpu.sim.with(|engine| engine.hold_cycles(kvm.mmu_lock.resource));
                 state.sampling = Some(Sampling {
                     started: now.saturating_add(cycles),
                     resolved: state.resolved,
@@ -207,17 +233,14 @@ pub async fn coalesce_fault_rounds(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu) {
         cycles += sample.period;
         rounds += 1;
         if cycles >= cpu.host().costs.guest_tick {
+            more = true;
             break;
         }
     }
-    *vcpu.coalescing.borrow_mut() = Some(state);
-    let Some(round) = answered else { return };
-    count_page_rounds(cpu, &round, rounds);
-    cpu.host().stats.borrow_mut().coalesced_faults += rounds;
-    cpu.mark(Span::Begin, MARK_COALESCED, rounds, cycles, || format!("({rounds} fault rounds coalesced)"));
-    cpu.sim.delay(cycles).await;
-    cpu.mark(Span::End, MARK_COALESCED, rounds, cycles, || "(coalesced rounds end)".to_string());
-    cpu.progress();
+    if let Some(round) = answered {
+        count_page_rounds(cpu, &round, rounds);
+    }
+    (rounds, cycles, more)
 }
 
 /// The period `vcpu`'s guest is at, if its round is coalescable but for its page (see the
