@@ -110,6 +110,12 @@ memory_per_td = "1G"
 max_time = "60s"
 "#;
 
+/// [`BOOT_1G`] with its fault rounds coalesced as the calibration library's full-scale boot
+/// has them (`coalesce_faults = 256`).
+pub fn boot_1g_coalesced() -> String {
+    BOOT_1G.replace("memory_per_td = \"1G\"\n", "memory_per_td = \"1G\"\ncoalesce_faults = 256\n")
+}
+
 /// Faults of one boot: 1 GiB less the 2MB image, in 4KB pages.
 pub const BOOT_FAULTS: u64 = ((1 << 30) - (2 << 20)) / 4096;
 
