@@ -37,7 +37,6 @@ pub const WORKLOAD: &[&str] = &[
     "vcpus_per_td",
     "memory_per_td",
     "initial_memory",
-    "coalesce_faults",
     "memory_touched",
     "fault_rate",
     "locality",
@@ -48,6 +47,7 @@ pub const WORKLOAD: &[&str] = &[
     "zap_size",
     "zap_interval",
     "zap",
+    "coalesce_faults",
 ];
 /// `[run]`.
 pub const RUN: &[&str] = &[

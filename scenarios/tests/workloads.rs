@@ -66,11 +66,11 @@ fn every_key_is_checked_against_its_range_and_its_kind() {
         ),
         (
             "kind = \"td_boot\"\nzap_size = \"4K\"\n",
-            "x.toml:7:1: workload[0].zap_size: expected one of the keys kind td_boot takes: kind, tds, first_td, vcpus_per_td, memory_per_td, memory_touched, fault_rate, locality, start, first_cpu, cpus, initial_memory, found zap_size",
+            "x.toml:7:1: workload[0].zap_size: expected one of the keys kind td_boot takes: kind, tds, first_td, vcpus_per_td, memory_per_td, memory_touched, fault_rate, locality, start, first_cpu, cpus, initial_memory, coalesce_faults, found zap_size",
         ),
         (
             "kind = \"td_boot\"\nspeed = 1\n",
-            "x.toml:7:1: workload[0].speed: expected one of the keys kind, tds, first_td, vcpus_per_td, memory_per_td, initial_memory, memory_touched, fault_rate, locality, rounds, start, first_cpu, cpus, zap_size, zap_interval, zap, found speed",
+            "x.toml:7:1: workload[0].speed: expected one of the keys kind, tds, first_td, vcpus_per_td, memory_per_td, initial_memory, memory_touched, fault_rate, locality, rounds, start, first_cpu, cpus, zap_size, zap_interval, zap, coalesce_faults, found speed",
         ),
         (
             "kind = \"td_boot\"\ntds = 0\n",
