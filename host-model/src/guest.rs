@@ -112,23 +112,26 @@ impl Guest {
         GUEST_RIP_BASE + 16 * (3 * u64::from(self.page) + step)
     }
 
-    /// The GPAs of a page period a coalescer may run at once (`pass_period`): the guest is
-    /// at the ACCEPT of the page KVM just mapped, in the accepting round of a plain
-    /// program, with a next page to go on to and no deadline. `(this page, next page)`.
-    pub fn coalescable_period(&self) -> Option<(Gpa, Gpa)> {
+    /// The page periods a coalescer may run at once (`pass_period`), from where the guest
+    /// is: at the ACCEPT of the page KVM just mapped, in the accepting round of a plain
+    /// program, with a next page to go on to and no deadline. `(this page, next page, how
+    /// many pages follow this one)`: period `k` ACCEPTs `next - 4K + k * 4K` and exits on the
+    /// page after it, for `k` below the count.
+    pub fn coalescable_periods(&self) -> Option<(Gpa, Gpa, u32)> {
         let plain = self.program.accept && !self.program.hostile && self.program.rounds == 1;
         let next = self.page + 1;
         if !plain || self.step != Step::Accept || self.deadline.is_some() || next >= self.program.pages {
             return None;
         }
-        Some((self.gpa_of_page(), Gpa(self.program.gpa + u64::from(next) * PAGE_SIZE)))
+        let gpa = |page: u32| Gpa(self.program.gpa + u64::from(page) * PAGE_SIZE);
+        Some((gpa(self.page), gpa(next), self.program.pages - next))
     }
 
     /// The guest's side of a coalesced round (`kvm::coalesce`; the module's side is its
     /// `page_round_at_once`): its ACCEPT of this page succeeded, it touched the page, did
     /// its work, and is at the ACCEPT of the next one, which made the TD exit.
     pub fn pass_period(&mut self) {
-        let (_, next) = self.coalescable_period().expect("pass_period: a coalescable period");
+        let (_, next, _) = self.coalescable_periods().expect("pass_period: a coalescable period");
         self.advance();
         self.advance();
         self.work_left = 0;

@@ -141,3 +141,34 @@ fn a_suspected_zero_step_or_an_injected_fault_refuses_the_round() {
     module.inject_failure(Leaf::VpEnter, TdxStatus(0x8000_0000_0000_0000));
     refused(&mut module, tdvpr, 0x1000, 0x2000, page(2, 1), "a fault injected");
 }
+
+#[test]
+fn rounds_in_one_call_leave_the_module_the_calls_leave_and_stop_at_the_first_refused() {
+    let (mut module, tdvpr) = booting();
+    let mut twin = module.clone();
+    let rounds: Vec<(Gpa, Hpa)> = (2..8u64).map(|index| (Gpa(index * 0x1000), page(2, index - 1))).collect();
+    let mut accepted = 0x1000;
+    let mut expected = None;
+    for &(next, page) in &rounds {
+        expected = Some(one_by_one(&mut module, tdvpr, accepted, next.0, page));
+        accepted = next.0;
+    }
+    assert_eq!(twin.page_rounds_at_once(LP0, (TD, tdvpr), Gpa(0x1000), &rounds), (rounds.len(), expected));
+    assert_eq!(state(&twin), state(&module));
+
+    // A page the TD has already, third in the list: the first two rounds are made, no more.
+    let (mut module, tdvpr) = booting();
+    let mut twin = module.clone();
+    let rounds = [
+        (Gpa(0x2000), page(2, 1)),
+        (Gpa(0x3000), page(2, 2)),
+        (Gpa(0x4000), page(2, 1)),
+        (Gpa(0x5000), page(2, 4)),
+    ];
+    let first = one_by_one(&mut module, tdvpr, 0x1000, 0x2000, page(2, 1));
+    let second = one_by_one(&mut module, tdvpr, 0x2000, 0x3000, page(2, 2));
+    assert_eq!(first.aug, second.aug);
+    assert_eq!(twin.page_rounds_at_once(LP0, (TD, tdvpr), Gpa(0x1000), &rounds), (2, Some(second)));
+    assert_eq!(state(&twin), state(&module));
+    assert_eq!(twin.page_rounds_at_once(LP0, (TD, tdvpr), Gpa(0x1000), &[]), (0, None));
+}

@@ -51,14 +51,14 @@ pub struct PageAllocator {
 }
 
 /// One guest_memfd's allocation stream.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Stream {
     last: Option<Hpa>,
     /// Chance in `LOCALITY_ONE` that the next page stays next to the last one.
     locality: u32,
-    /// A page drawn ahead of its fault (by a coalescer, `kvm::coalesce`, that then let the
-    /// fault run in full), handed out by the stream's next allocation.
-    ahead: Option<Hpa>,
+    /// Pages drawn ahead of their faults (by a coalescer, `kvm::coalesce`, that then let
+    /// the faults run in full), handed out by the stream's next allocations, the last first.
+    ahead: Vec<Hpa>,
 }
 
 impl PageAllocator {
@@ -99,15 +99,15 @@ impl PageAllocator {
     /// returns its number.
     pub fn add_stream(&mut self, locality: u32) -> usize {
         assert!(locality <= LOCALITY_ONE, "add_stream: locality {locality} above 1");
-        self.streams.push(Stream { last: None, locality, ahead: None });
+        self.streams.push(Stream { last: None, locality, ahead: Vec::new() });
         self.streams.len() - 1
     }
 
-    /// Keeps `page`, which TD `td`'s stream just handed out, for the stream's next
-    /// allocation: a page drawn ahead of the fault that will use it.
-    pub fn keep_ahead(&mut self, td: TdId, page: Hpa) {
+    /// Keeps `pages`, which TD `td`'s stream handed out, for the stream's next allocations,
+    /// in their order: pages drawn ahead of the faults that will use them.
+    pub fn keep_ahead(&mut self, td: TdId, pages: &[Hpa]) {
         let stream = self.gmem_streams[&td];
-        assert!(self.streams[stream].ahead.replace(page).is_none(), "keep_ahead: a page is already kept");
+        self.streams[stream].ahead.extend(pages.iter().rev());
     }
 
     /// Pages handed out and not freed since, in address order.
@@ -311,7 +311,7 @@ pub fn draw_gmem_page(cpu: &Cpu, td: TdId) -> Option<Hpa> {
         let mut pages = cpu.host().pages.borrow_mut();
         let ranges = pages.ranges();
         let state = &mut pages.streams[stream];
-        (state.locality, ranges, state.last.is_some(), state.ahead.take())
+        (state.locality, ranges, state.last.is_some(), state.ahead.pop())
     };
     if ahead.is_some() {
         return ahead;

@@ -31,7 +31,7 @@
 //! `N` (and the first [`WARM_UP`]): those are the *samples*.
 //!
 //! A coalesced round makes the same state changes as the full one, at once: the module's
-//! through `Module::page_round_at_once` (which refuses a round that would not go straight
+//! through `Module::page_rounds_at_once` (which stops at a round that would not go straight
 //! through, and which seam-model/tests/page_round.rs compares with the calls one by one);
 //! the allocator's stream; the refcount's observed increment; the mirror and guest_memfd
 //! entries; the counts by leaf and status and the checker's observation. What it does not simulate is time:
@@ -64,7 +64,7 @@ use crate::kernel::cpu::Cpu;
 use crate::kernel::page_alloc::draw_gmem_page;
 use crate::kernel::random::get_random_u32_below;
 use crate::tdx::dpamt::{pamt_get_has_lock_free_path, pamt_get_is_lock_free, tdx_pamt_get_at_once};
-use crate::tdx::seamcall::{count_page_rounds, page_round_at_once};
+use crate::tdx::seamcall::{count_page_rounds, page_rounds_at_once};
 
 /// Full rounds a vCPU keeps as samples (the latest).
 pub const SAMPLES: usize = 256;
@@ -124,9 +124,9 @@ impl Coalescing {
         }
     }
 
-    /// Whether the next coalescable round must run in full.
-    fn full_turn(&self) -> bool {
-        self.samples.len() < WARM_UP || self.since_full + 1 >= self.every
+    /// Whether the coalescable round after `planned` more coalesced ones must run in full.
+    fn full_turn(&self, planned: usize) -> bool {
+        self.samples.len() < WARM_UP || self.since_full as usize + planned + 1 >= self.every as usize
     }
 }
 
@@ -189,72 +189,77 @@ pub async fn coalesce_fault_rounds(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu) {
 
 /// One run of coalesced rounds from now, made at once: (rounds, their cycles, whether it
 /// stopped only at the tick, with more rounds to coalesce after its time has passed).
+///
+/// The run is planned first (each round's page drawn, its sample picked), then the module
+/// makes as many of the planned rounds as it can, then the host's side of those. Nothing
+/// else runs meanwhile, so what the plan checked once for the run (the vCPU's requests and
+/// signal, its CPU's queue, the VM and its invalidations) holds for every round of it.
 fn coalesce_run(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, state: &mut Coalescing) -> (u64, u64, bool) {
     let now = cpu.sim.now();
-    let mut cycles = 0u64;
-    let mut rounds = 0u64;
-    let mut answered = None;
-    let mut more = false;
-    while let Some((page_gpa, next)) = coalescable(cpu, kvm, vcpu, state) {
-        let Some(page) = draw_gmem_page(cpu, kvm.td) else { break };
-        let fast = pamt_get_is_lock_free(cpu, page);
-        if !fast || state.full_turn() {
-            // The fault runs in full, with the page drawn for it.
-            cpu.host().pages.borrow_mut().keep_ahead(kvm.td, page);
-            if fast {
-                state.since_full = 0;
-                let mmu_hold = cpu.sim.with(|engine| engine.hold_cycles(kvm.mmu_lock.resource));
-                state.sampling = Some(Sampling {
-                    started: now.saturating_add(cycles),
-                    resolved: state.resolved,
-                    mmu_hold,
-                });
-            }
+    let Some((accepted, first_next, available)) = coalescable(cpu, kvm, vcpu) else { return (0, 0, false) };
+    let tick = cpu.host().costs.guest_tick;
+    // The plan: (next GPA, page) and the sample of each round; `ends` is the page drawn for
+    // the round that stopped it, which runs in full (a sample when `sampling`).
+    let mut planned: Vec<(Gpa, Hpa)> = Vec::new();
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut planned_cycles = 0u64;
+    let (mut ends, mut sampling, mut more) = (None, false, false);
+    for k in 0..u64::from(available) {
+        let next = Gpa(first_next.0 + k * PAGE_SIZE);
+        if !next_is_unmapped(cpu, kvm, state, next) {
             break;
         }
-        let tdvpr = vcpu.tdvpr.get().expect("an initialised vCPU has a TDVPR");
-        let Some(round) = page_round_at_once(cpu, (kvm.td, tdvpr), page_gpa, next, page) else {
-            // The module would not make the round straight through: it runs in full.
-            cpu.host().pages.borrow_mut().keep_ahead(kvm.td, page);
+        let Some(page) = draw_gmem_page(cpu, kvm.td) else { break };
+        let fast = pamt_get_is_lock_free(cpu, page);
+        if !fast || state.full_turn(planned.len()) {
+            (ends, sampling) = (Some(page), fast);
             break;
-        };
-        debug_assert_eq!(round.vp_enter.exit, Some(TdExitReason::EptViolation { gpa: next }));
-        assert!(
-            round.aug.status.is_success(),
-            "coalesced PAGE.AUG({next}, {page}) returned {}",
-            round.aug.status
-        );
-        debug_assert!(answered.is_none_or(|first| first == round), "every coalesced round answers alike");
-        answered = Some(round);
-        state.since_full += 1;
-        let pick = get_random_u32_below(cpu, state.samples.len() as u32) as usize;
-        let sample = state.samples[pick];
-        coalesced_round(cpu, kvm, vcpu, next, page, sample);
-        cycles += sample.period;
-        rounds += 1;
-        if cycles >= cpu.host().costs.guest_tick {
+        }
+        let sample = state.samples[get_random_u32_below(cpu, state.samples.len() as u32) as usize];
+        planned.push((next, page));
+        samples.push(sample);
+        planned_cycles += sample.period;
+        if planned_cycles >= tick {
             more = true;
             break;
         }
     }
-    if let Some(round) = answered {
-        count_page_rounds(cpu, &round, rounds);
+    let tdvpr = vcpu.tdvpr.get().expect("an initialised vCPU has a TDVPR");
+    let (made, answered) = page_rounds_at_once(cpu, (kvm.td, tdvpr), accepted, &planned);
+    // Pages drawn for rounds that will run in full go to them, in order.
+    let unused: Vec<Hpa> = planned[made..].iter().map(|&(_, page)| page).chain(ends).collect();
+    cpu.host().pages.borrow_mut().keep_ahead(kvm.td, &unused);
+    state.since_full += made as u32;
+    let cycles: u64 = samples[..made].iter().map(|sample| sample.period).sum();
+    if made == planned.len() && sampling {
+        state.since_full = 0;
+        let mmu_hold = cpu.sim.with(|engine| engine.hold_cycles(kvm.mmu_lock.resource))
+            + samples.iter().map(|sample| sample.mmu_hold).sum::<u64>();
+        state.sampling =
+            Some(Sampling { started: now.saturating_add(cycles), resolved: state.resolved, mmu_hold });
     }
-    (rounds, cycles, more)
+    let Some(round) = answered else { return (0, 0, false) };
+    debug_assert_eq!(round.vp_enter.exit, Some(TdExitReason::EptViolation { gpa: planned[made - 1].0 }));
+    assert!(round.aug.status.is_success(), "coalesced PAGE.AUG returned {}", round.aug.status);
+    for (&(next, page), &sample) in planned[..made].iter().zip(&samples) {
+        coalesced_round(cpu, kvm, vcpu, next, page, sample);
+    }
+    count_page_rounds(cpu, &round, made as u64);
+    (made as u64, cycles, more && made == planned.len())
 }
 
-/// The period `vcpu`'s guest is at, if its round is coalescable but for its page (see the
-/// module comment): (the page KVM just mapped, the next page).
-fn coalescable(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, state: &mut Coalescing) -> Option<(Gpa, Gpa)> {
-    if !pamt_get_has_lock_free_path(cpu) {
+/// Whether `vcpu`'s guest is at a coalescable period's start (see the module comment), but
+/// for its pages: (the page KVM just mapped, the next page, how many pages follow).
+fn coalescable(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu) -> Option<(Gpa, Gpa, u32)> {
+    if !pamt_get_has_lock_free_path(cpu) || !caches_full_for_a_leaf(cpu, &vcpu.caches()) {
         return None;
     }
-    let (page, next) = {
+    let periods = {
         let guest = vcpu.guest.borrow();
         if guest.pending_violation {
             return None;
         }
-        guest.coalescable_period()?
+        guest.coalescable_periods()?
     };
     let quiet = !vcpu.request_pending()
         && !super::vcpu::signal_pending(cpu, vcpu)
@@ -263,23 +268,22 @@ fn coalescable(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, state: &mut Coalescing) -
         && !kvm.wait_for_sept_zap.get()
         && kvm.mmu_invalidate_in_progress.get() == 0
         && cpu.sim.with(|engine| !engine.interrupt_queued() && engine.yield_target().is_none());
-    if !quiet {
-        return None;
-    }
+    quiet.then_some(periods)
+}
+
+/// Whether the fault on `next` would add no S-EPT table and find no guest_memfd page (a
+/// mirror leaf of it would be the module's entry not FREE, which the module refuses), in a
+/// valid memslot.
+fn next_is_unmapped(cpu: &Cpu, kvm: &KvmTd, state: &mut Coalescing, next: Gpa) -> bool {
     let gfn = next.0 / PAGE_SIZE;
     let table = next.0 / RANGE_2M;
     if state.tables_linked != Some(table) {
         if missing_tables(kvm, gfn) != 0 {
-            return None;
+            return false;
         }
         state.tables_linked = Some(table);
     }
-    // A mirror leaf of `next` would be the module's entry not FREE, which the module's
-    // round refuses; guest_memfd may hold a page for it that no fault mapped yet.
-    let unmapped = caches_full_for_a_leaf(cpu, &vcpu.caches())
-        && kvm.gmem.borrow().get(gfn).is_none()
-        && matches!(kvm.vcpu_gfn_to_memslot(cpu, gfn), SlotLookup::Valid);
-    unmapped.then_some((page, next))
+    kvm.gmem.borrow().get(gfn).is_none() && matches!(kvm.vcpu_gfn_to_memslot(cpu, gfn), SlotLookup::Valid)
 }
 
 /// One coalesced round, the module's side made already (`round`): the host's side of

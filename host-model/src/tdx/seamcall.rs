@@ -167,24 +167,29 @@ pub async fn tdh_vp_exited(cpu: &Cpu, call: LeafCall, output: LeafOutput) -> Lea
     seam_exit(cpu, &call, output).await
 }
 
-/// A booting guest's page round made at once, for a coalesced fault round (`kvm::coalesce`,
-/// which accounts its time): TDH.VP.ENTER, the guest's ACCEPT of the page KVM just mapped
-/// and of `next` (the TD exits on its EPT violation), then TDH.MEM.PAGE.AUG of `page` at
-/// `next` — the module's `page_round_at_once` — with the checker told of both returns, but
-/// no time and no trace mark; `count_page_rounds` counts a run of them. `None`, with
-/// nothing done, where the module says any of the calls would not go straight through.
-pub fn page_round_at_once(
+/// Booting guest's page rounds made at once, for coalesced fault rounds (`kvm::coalesce`,
+/// which accounts their time): each TDH.VP.ENTER, the guest's ACCEPT of the page KVM just
+/// mapped and of the next (the TD exits on its EPT violation), then TDH.MEM.PAGE.AUG of the
+/// next page — the module's `page_rounds_at_once` — with the checker told of every return,
+/// but no time and no trace mark; `count_page_rounds` counts them. How many of `rounds`
+/// (next GPA, page) were made, from the first, and what each answered: the module stops at
+/// the first whose calls would not go straight through.
+pub fn page_rounds_at_once(
     cpu: &Cpu,
     (td, tdvpr): (seam_model::TdId, seam_model::Hpa),
     accepted: seam_model::Gpa,
-    next: seam_model::Gpa,
-    page: seam_model::Hpa,
-) -> Option<seam_model::PageRound> {
-    let round = cpu.host().module.borrow_mut().page_round_at_once(cpu.id, td, tdvpr, accepted, next, page)?;
-    let observer = &cpu.host().observer;
-    observer.seamcall_returned(cpu, &LeafCall::VpEnter { td, tdvpr }, &round.vp_enter);
-    observer.seamcall_returned(cpu, &LeafCall::PageAug { td, gpa: next, page }, &round.aug);
-    Some(round)
+    rounds: &[(seam_model::Gpa, seam_model::Hpa)],
+) -> (usize, Option<seam_model::PageRound>) {
+    let (made, answered) =
+        cpu.host().module.borrow_mut().page_rounds_at_once(cpu.id, (td, tdvpr), accepted, rounds);
+    if let Some(round) = answered {
+        let observer = &cpu.host().observer;
+        for &(next, page) in &rounds[..made] {
+            observer.seamcall_returned(cpu, &LeafCall::VpEnter { td, tdvpr }, &round.vp_enter);
+            observer.seamcall_returned(cpu, &LeafCall::PageAug { td, gpa: next, page }, &round.aug);
+        }
+    }
+    (made, answered)
 }
 
 /// The counts by leaf and status (and coverage) of `rounds` page rounds made at once that

@@ -328,72 +328,109 @@ impl Module {
         next: Gpa,
         page: Hpa,
     ) -> Option<PageRound> {
-        let enter = LeafCall::VpEnter { td, tdvpr };
-        let aug = LeafCall::PageAug { td, gpa: next, page };
-        if !self.page_round_runs_at_once(lp, &enter, &aug, accepted) {
-            return None;
+        match self.page_rounds_at_once(lp, (td, tdvpr), accepted, &[(next, page)]) {
+            (1, round) => round,
+            _ => None,
         }
-        // TDH.VP.ENTER: the association and the epoch joined (its count taken and given
-        // back at the exit).
-        self.associate(lp, td, tdvpr);
-        let state = self.td_mut(td);
-        let td_epoch = state.td_epoch;
-        state.vcpu_mut(tdvpr).vcpu_epoch = td_epoch;
-        // The guest's ACCEPT of the PENDING page; its ACCEPT of the FREE one is the exit.
-        state.sept.set_state(accepted.0, SeptState::Mapped, td_epoch);
-        let vp_enter = exit_output(TdExitReason::EptViolation { gpa: next });
-        // TDH.MEM.PAGE.AUG.
-        let aug = self.apply(lp, &aug);
-        Some(PageRound { vp_enter, aug })
     }
 
-    /// Whether each call of [`Module::page_round_at_once`] would take every lock at its
-    /// first attempt and pass its checks.
-    fn page_round_runs_at_once(&self, lp: CpuId, enter: &LeafCall, aug: &LeafCall, accepted: Gpa) -> bool {
-        let (LeafCall::VpEnter { td, tdvpr }, LeafCall::PageAug { gpa: next, page, .. }) = (*enter, *aug)
-        else {
-            unreachable!("page_round_runs_at_once: a VP.ENTER and a PAGE.AUG");
+    /// Page rounds one after another, each as [`Module::page_round_at_once`] makes one: round
+    /// `k` ACCEPTs the page of round `k - 1` (the first, `accepted`), exits on `rounds[k].0`
+    /// and AUGs `rounds[k].1` there. The TD-wide conditions (the LP, injected faults, the
+    /// TD's and the vCPU's state and locks, zero-step) are checked once: only these rounds
+    /// change the module in between, and they leave every one of them as it was. Returns how
+    /// many rounds were made, from the first (the first refused and those after it are not),
+    /// and what each answered.
+    pub fn page_rounds_at_once(
+        &mut self,
+        lp: CpuId,
+        (td, tdvpr): (TdId, Hpa),
+        accepted: Gpa,
+        rounds: &[(Gpa, Hpa)],
+    ) -> (usize, Option<PageRound>) {
+        let Some(&(first_next, first_page)) = rounds.first() else { return (0, None) };
+        let enter = LeafCall::VpEnter { td, tdvpr };
+        if !self.page_rounds_admitted(
+            lp,
+            &enter,
+            &LeafCall::PageAug { td, gpa: first_next, page: first_page },
+        ) {
+            return (0, None);
+        }
+        let mut answered = None;
+        let mut accepted = accepted;
+        for (made, &(next, page)) in rounds.iter().enumerate() {
+            if !self.page_round_pages_ready(td, accepted, next, page) {
+                return (made, answered);
+            }
+            // TDH.VP.ENTER: the association and the epoch joined (its count taken and
+            // given back at the exit).
+            self.associate(lp, td, tdvpr);
+            let state = self.td_mut(td);
+            let td_epoch = state.td_epoch;
+            state.vcpu_mut(tdvpr).vcpu_epoch = td_epoch;
+            // The guest's ACCEPT of the PENDING page; its ACCEPT of the FREE one is the exit.
+            state.sept.set_state(accepted.0, SeptState::Mapped, td_epoch);
+            let vp_enter = exit_output(TdExitReason::EptViolation { gpa: next });
+            // TDH.MEM.PAGE.AUG.
+            let aug = self.apply(lp, &LeafCall::PageAug { td, gpa: next, page });
+            answered = Some(PageRound { vp_enter, aug });
+            accepted = next;
+        }
+        (rounds.len(), answered)
+    }
+
+    /// The TD-wide half of whether the calls of a page round would each take every lock at
+    /// its first attempt and pass its checks: what no round changes.
+    fn page_rounds_admitted(&self, lp: CpuId, enter: &LeafCall, aug: &LeafCall) -> bool {
+        let LeafCall::VpEnter { td, tdvpr } = *enter else {
+            unreachable!("page_rounds_admitted: {enter} is not a VP.ENTER");
         };
         let lp_state = self.lp(lp);
         if !self.injected.is_empty() || lp_state.running.is_some() || lp_state.busy_calls != 0 {
             return false;
         }
-        let admitted = |call: &LeafCall| {
-            self.check_dispatch(lp, call.leaf()).is_ok() && self.check_operands(call).is_ok()
-        };
-        if !admitted(enter) || !admitted(aug) || check_gpa(accepted).is_err() {
+        let dispatched =
+            |call: &LeafCall| self.check_dispatch(lp, call.leaf()).is_ok() && call.leaf().is_modelled();
+        if !dispatched(enter) || !dispatched(aug) || self.check_operands(enter).is_err() {
             return false;
         }
-        // VP.ENTER's checks, and no zero-step filter.
+        // VP.ENTER's checks, and no zero-step filter; PAGE.AUG's of the TD.
         let Some(state) = self.tds.get(&td) else { return false };
         let Some(vcpu) = state.vcpus.get(&tdvpr) else { return false };
         if self.check_leaf(lp, enter).is_err()
             || vcpu.zero_step_suspected()
             || self.zero_step_fault(td, tdvpr).is_some()
+            || self.check_td_state(td, super::sept_leaves::BUILT_OR_RUNNABLE).is_err()
         {
             return false;
         }
         // Every TD lock the calls take: free and unclaimed.
         let idle = |lock: &crate::lock::SharexHp| lock.holders() == 0 && !lock.host_priority();
-        if ![&vcpu.tdvpr_lock, &state.tdr_lock, &state.tdcs_lock, &state.epoch_lock, &state.sept_lock]
+        [&vcpu.tdvpr_lock, &state.tdr_lock, &state.tdcs_lock, &state.epoch_lock, &state.sept_lock]
             .into_iter()
             .all(idle)
+    }
+
+    /// The half of it for one round's pages: the ACCEPTs' entries (the accepted one PENDING,
+    /// the next FREE under its tables, neither locked nor claimed), PAGE.AUG's operands and
+    /// checks of its GPA and page, and its PAMT walk (the 1GB and 2MB entries not held
+    /// exclusive, the page's own entry free).
+    fn page_round_pages_ready(&self, td: TdId, accepted: Gpa, next: Gpa, page: Hpa) -> bool {
+        if check_gpa(accepted).is_err()
+            || check_gpa(next).is_err()
+            || self.check_page(page, operand::R8).is_err()
         {
             return false;
         }
-        // The ACCEPTs' entries: the accepted one PENDING, the next FREE under its tables;
-        // neither locked nor claimed.
-        let (accept_entry, next_entry) = (state.sept.entry(accepted.0), state.sept.entry(next.0));
+        let sept = &self.tds[&td].sept;
+        let (accept_entry, next_entry) = (sept.entry(accepted.0), sept.entry(next.0));
         let entry_idle = |entry: &crate::sept::SeptEntry| !entry.locked && !entry.host_priority;
-        if state.sept.walk(accepted.0, LEVEL_4K) == Walk::Failed
-            || accept_entry.state != SeptState::Pending
-            || !entry_idle(&accept_entry)
-            || !entry_idle(&next_entry)
-        {
-            return false;
-        }
-        // PAGE.AUG's checks (the walk, the backing, the FREE entry, the page), and its PAMT
-        // walk: the 1GB and 2MB entries not held exclusive, the page's own entry free.
-        self.check_page_aug(td, next, page).is_ok() && self.pamt.page_walk_is_free(page)
+        sept.walk(accepted.0, LEVEL_4K) != Walk::Failed
+            && accept_entry.state == SeptState::Pending
+            && entry_idle(&accept_entry)
+            && entry_idle(&next_entry)
+            && self.check_page_aug_target(td, next, page).is_ok()
+            && self.pamt.page_walk_is_free(page)
     }
 }

@@ -30,7 +30,7 @@ use crate::td::{Lifecycle, OpState};
 use crate::{Gpa, Hpa, LeafCall, LeafOutput, PAGE_SIZE, TdId};
 
 /// The op_states in which the S-EPT leaves other than PAGE.ADD run.
-const BUILT_OR_RUNNABLE: &[OpState] = &[OpState::Initialized, OpState::Runnable];
+pub(super) const BUILT_OR_RUNNABLE: &[OpState] = &[OpState::Initialized, OpState::Runnable];
 /// PAGE.ADD, VP.ADDCX and VP.INIT run only during the build.
 pub(super) const BUILDING: &[OpState] = &[OpState::Initialized];
 
@@ -251,8 +251,14 @@ impl Module {
 
     /// PAGE.AUG's checks: the TD, the walk, PAMT backing for the new page, a free entry, and
     /// the page itself.
-    pub(super) fn check_page_aug(&self, td: TdId, gpa: Gpa, page: Hpa) -> Result<(), TdxStatus> {
+    fn check_page_aug(&self, td: TdId, gpa: Gpa, page: Hpa) -> Result<(), TdxStatus> {
         self.check_td_state(td, BUILT_OR_RUNNABLE)?;
+        self.check_page_aug_target(td, gpa, page)
+    }
+
+    /// PAGE.AUG's checks after the TD's: the walk, PAMT backing for the new page, a free
+    /// entry, and the page itself.
+    pub(super) fn check_page_aug_target(&self, td: TdId, gpa: Gpa, page: Hpa) -> Result<(), TdxStatus> {
         self.check_walk(td, gpa.0, LEVEL_4K)?;
         // [I] The page checks (type not NDA, or a DPAMT backing page) answer
         // PAGE_NOT_FREE|R8: the spec names only MISSING_PAMT_PAGE_PAIR and
