@@ -185,7 +185,10 @@ pub fn page_rounds_at_once(
     if let Some(round) = answered {
         let observer = &cpu.host().observer;
         for &(next, page) in &rounds[..made] {
-            observer.seamcall_returned(cpu, &LeafCall::VpEnter { td, tdvpr }, &round.vp_enter);
+            // Each round's TD exit is at its own next page.
+            let exit = Some(seam_model::TdExitReason::EptViolation { gpa: next });
+            let vp_enter = LeafOutput { exit, ..round.vp_enter };
+            observer.seamcall_returned(cpu, &LeafCall::VpEnter { td, tdvpr }, &vp_enter);
             observer.seamcall_returned(cpu, &LeafCall::PageAug { td, gpa: next, page }, &round.aug);
         }
     }
