@@ -357,20 +357,24 @@ impl Module {
         ) {
             return (0, None);
         }
+        if !self.page_round_pages_ready(td, accepted, first_next, first_page) {
+            return (0, None);
+        }
+        // TDH.VP.ENTER: the association and the epoch joined (its count taken and given back
+        // at the exit). The first round's entry makes both; every later one finds them made,
+        // as no round changes the TD's epoch.
+        self.associate(lp, td, tdvpr);
+        let state = self.td_mut(td);
+        let td_epoch = state.td_epoch;
+        state.vcpu_mut(tdvpr).vcpu_epoch = td_epoch;
         let mut answered = None;
         let mut accepted = accepted;
         for (made, &(next, page)) in rounds.iter().enumerate() {
-            if !self.page_round_pages_ready(td, accepted, next, page) {
+            if made > 0 && !self.page_round_pages_ready(td, accepted, next, page) {
                 return (made, answered);
             }
-            // TDH.VP.ENTER: the association and the epoch joined (its count taken and
-            // given back at the exit).
-            self.associate(lp, td, tdvpr);
-            let state = self.td_mut(td);
-            let td_epoch = state.td_epoch;
-            state.vcpu_mut(tdvpr).vcpu_epoch = td_epoch;
             // The guest's ACCEPT of the PENDING page; its ACCEPT of the FREE one is the exit.
-            state.sept.set_state(accepted.0, SeptState::Mapped, td_epoch);
+            self.td_mut(td).sept.set_state(accepted.0, SeptState::Mapped, td_epoch);
             let vp_enter = exit_output(TdExitReason::EptViolation { gpa: next });
             // TDH.MEM.PAGE.AUG.
             let aug = self.apply(lp, &LeafCall::PageAug { td, gpa: next, page });
