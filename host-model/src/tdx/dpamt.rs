@@ -453,16 +453,33 @@ pub async fn tdx_pamt_get(cpu: &Cpu, page: Hpa, source: PairSource<'_>) -> Resul
     if !dpamt_enabled(cpu) {
         return Ok(());
     }
-    let design = match cpu.host().config.dpamt_design {
-        DpamtDesign::Hint => return tdx_pamt_add_hint(cpu, page, source).await,
-        DpamtDesign::GlobalRwlockFallback => return tdx_pamt_get_rwlock_fallback(cpu, page, source).await,
-        DpamtDesign::GlobalLockFastpath => RefcountDesign::GlobalLockFastpath,
-        DpamtDesign::GlobalLock => RefcountDesign::GlobalLock,
-        DpamtDesign::DecAndLock => RefcountDesign::DecAndLock,
-        DpamtDesign::Per2mRwlock => RefcountDesign::Per2mRwlock,
-        DpamtDesign::Per2mRwlockPfnOrder => RefcountDesign::Per2mRwlockPfnOrder,
+    let design = cpu.host().config.dpamt_design;
+    let Some(refcount) = refcount_design(design) else {
+        return match design {
+            DpamtDesign::Hint => tdx_pamt_add_hint(cpu, page, source).await,
+            DpamtDesign::GlobalRwlockFallback => tdx_pamt_get_rwlock_fallback(cpu, page, source).await,
+            DpamtDesign::GlobalLockFastpath
+            | DpamtDesign::GlobalLock
+            | DpamtDesign::DecAndLock
+            | DpamtDesign::Per2mRwlock
+            | DpamtDesign::Per2mRwlockPfnOrder => {
+                unreachable!("tdx_pamt_get: {design:?} is a refcount design")
+            }
+        };
     };
-    tdx_pamt_get_refcount(cpu, design, page, source).await
+    tdx_pamt_get_refcount(cpu, refcount, page, source).await
+}
+
+/// The refcount design `design` is, if it is one (D1 and the rwlock fallback are not).
+fn refcount_design(design: DpamtDesign) -> Option<RefcountDesign> {
+    match design {
+        DpamtDesign::Hint | DpamtDesign::GlobalRwlockFallback => None,
+        DpamtDesign::GlobalLockFastpath => Some(RefcountDesign::GlobalLockFastpath),
+        DpamtDesign::GlobalLock => Some(RefcountDesign::GlobalLock),
+        DpamtDesign::DecAndLock => Some(RefcountDesign::DecAndLock),
+        DpamtDesign::Per2mRwlock => Some(RefcountDesign::Per2mRwlock),
+        DpamtDesign::Per2mRwlockPfnOrder => Some(RefcountDesign::Per2mRwlockPfnOrder),
+    }
 }
 
 /// Whether the design's `tdx_pamt_get()` has a lock-free fast path (or DPAMT is off and
@@ -471,14 +488,7 @@ pub fn pamt_get_has_lock_free_path(cpu: &Cpu) -> bool {
     if !dpamt_enabled(cpu) {
         return true;
     }
-    match cpu.host().config.dpamt_design {
-        DpamtDesign::Hint | DpamtDesign::GlobalRwlockFallback => false,
-        DpamtDesign::GlobalLockFastpath => RefcountDesign::GlobalLockFastpath.has_fast_path(),
-        DpamtDesign::GlobalLock => RefcountDesign::GlobalLock.has_fast_path(),
-        DpamtDesign::DecAndLock => RefcountDesign::DecAndLock.has_fast_path(),
-        DpamtDesign::Per2mRwlock => RefcountDesign::Per2mRwlock.has_fast_path(),
-        DpamtDesign::Per2mRwlockPfnOrder => RefcountDesign::Per2mRwlockPfnOrder.has_fast_path(),
-    }
+    refcount_design(cpu.host().config.dpamt_design).is_some_and(RefcountDesign::has_fast_path)
 }
 
 /// Whether `tdx_pamt_get()` of `page` would take its reference without a lock: the design
