@@ -112,6 +112,17 @@ pub struct Coalescing {
     /// A 2MB range of GPA (its index) whose S-EPT tables KVM has linked: tables are not
     /// unlinked while a TD boots (the loader lets only a td_boot workload coalesce).
     tables_linked: Option<u64>,
+    /// The plan of a run, kept between runs for its capacity (a run allocates nothing).
+    plan: Plan,
+}
+
+/// A run's plan: each round's (next GPA, page) and its sample, and the pages drawn for
+/// rounds that will not be coalesced.
+#[derive(Debug, Default)]
+struct Plan {
+    rounds: Vec<(Gpa, Hpa)>,
+    samples: Vec<Sample>,
+    unused: Vec<Hpa>,
 }
 
 impl Coalescing {
@@ -142,6 +153,7 @@ pub fn enable(vcpu: &KvmVcpu, every: u32) {
         resolved: 0,
         last_latency: 0,
         tables_linked: None,
+        plan: Plan::default(),
     });
     *vcpu.coalescing.borrow_mut() = coalescing;
 }
@@ -200,8 +212,26 @@ fn coalesce_run(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, state: &mut Coalescing) 
     let tick = cpu.host().costs.guest_tick;
     // The plan: (next GPA, page) and the sample of each round; `ends` is the page drawn for
     // the round that stopped it, which runs in full (a sample when `sampling`).
-    let mut planned: Vec<(Gpa, Hpa)> = Vec::new();
-    let mut samples: Vec<Sample> = Vec::new();
+    let mut plan = std::mem::take(&mut state.plan);
+    let ran = plan_and_make(cpu, kvm, vcpu, state, &mut plan, (now, accepted, first_next, available), tick);
+    state.plan = plan;
+    ran
+}
+
+/// [`coalesce_run`] with its plan's buffers (empty at the start).
+fn plan_and_make(
+    cpu: &Cpu,
+    kvm: &KvmTd,
+    vcpu: &KvmVcpu,
+    state: &mut Coalescing,
+    plan: &mut Plan,
+    (now, accepted, first_next, available): (Cycle, Gpa, Gpa, u32),
+    tick: u64,
+) -> (u64, u64, bool) {
+    plan.rounds.clear();
+    plan.samples.clear();
+    plan.unused.clear();
+    let (planned, samples) = (&mut plan.rounds, &mut plan.samples);
     let mut planned_cycles = 0u64;
     let (mut ends, mut sampling, mut more) = (None, false, false);
     for k in 0..u64::from(available) {
@@ -225,10 +255,10 @@ fn coalesce_run(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, state: &mut Coalescing) 
         }
     }
     let tdvpr = vcpu.tdvpr.get().expect("an initialised vCPU has a TDVPR");
-    let (made, answered) = page_rounds_at_once(cpu, (kvm.td, tdvpr), accepted, &planned);
+    let (made, answered) = page_rounds_at_once(cpu, (kvm.td, tdvpr), accepted, planned);
     // Pages drawn for rounds that will run in full go to them, in order.
-    let unused: Vec<Hpa> = planned[made..].iter().map(|&(_, page)| page).chain(ends).collect();
-    cpu.host().pages.borrow_mut().keep_ahead(kvm.td, &unused);
+    plan.unused.extend(planned[made..].iter().map(|&(_, page)| page).chain(ends));
+    cpu.host().pages.borrow_mut().keep_ahead(kvm.td, &plan.unused);
     state.since_full += made as u32;
     let cycles: u64 = samples[..made].iter().map(|sample| sample.period).sum();
     if made == planned.len() && sampling {
@@ -241,7 +271,7 @@ fn coalesce_run(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, state: &mut Coalescing) 
     let Some(round) = answered else { return (0, 0, false) };
     debug_assert_eq!(round.vp_enter.exit, Some(TdExitReason::EptViolation { gpa: planned[made - 1].0 }));
     assert!(round.aug.status.is_success(), "coalesced PAGE.AUG returned {}", round.aug.status);
-    for (&(next, page), &sample) in planned[..made].iter().zip(&samples) {
+    for (&(next, page), &sample) in planned[..made].iter().zip(samples.iter()) {
         coalesced_round(cpu, kvm, vcpu, next, page, sample);
     }
     count_page_rounds(cpu, &round, made as u64);
