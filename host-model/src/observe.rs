@@ -3,7 +3,7 @@
 //! instruction, the page allocator, the DPAMT get/put bracket, the update's entry point)
 //! reports here, and a checker (scenarios' `StateChecker`) decides what holds.
 
-use seam_model::{Hpa, LeafCall, LeafOutput, TdId};
+use seam_model::{Gpa, Hpa, LeafCall, LeafOutput, PageRound, TdId};
 
 use crate::kernel::cpu::Cpu;
 
@@ -11,6 +11,19 @@ use crate::kernel::cpu::Cpu;
 pub trait Observer {
     /// A SEAMCALL returned `output` to `cpu` (after the module answered).
     fn seamcall_returned(&self, _cpu: &Cpu, _call: &LeafCall, _output: &LeafOutput) {}
+
+    /// Page rounds of `vcpu` (its TD, its TDVPR) made at once (`kvm::coalesce`): for each of
+    /// `rounds` (next GPA, page), TDH.VP.ENTER returned `round.vp_enter` with its TD exit at
+    /// that GPA, then TDH.MEM.PAGE.AUG of the page there returned `round.aug`. The module
+    /// made them all before this is told. By default, each return is told as it would have
+    /// been one by one.
+    fn page_rounds_returned(&self, cpu: &Cpu, vcpu: (TdId, Hpa), rounds: &[(Gpa, Hpa)], round: &PageRound) {
+        let (td, tdvpr) = vcpu;
+        for &(next, page) in rounds {
+            self.seamcall_returned(cpu, &LeafCall::VpEnter { td, tdvpr }, &round.vp_enter_exiting_at(next));
+            self.seamcall_returned(cpu, &LeafCall::PageAug { td, gpa: next, page }, &round.aug);
+        }
+    }
 
     /// The last `tdx_pamt_get`/`tdx_pamt_put` in flight on 2MB range `range_index` returned.
     fn pamt_range_quiet(&self, _cpu: &Cpu, _range_index: usize) {}

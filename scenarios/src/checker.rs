@@ -16,7 +16,9 @@ use std::rc::Rc;
 use host_model::Host;
 use host_model::kernel::cpu::{Cpu, mark};
 use host_model::observe::Observer;
-use seam_model::{Dpamt2M, Hpa, Leaf, LeafCall, LeafOutput, Module, PageType, SysState, TdId};
+use seam_model::{
+    Dpamt2M, Gpa, Hpa, Leaf, LeafCall, LeafOutput, Module, PageRound, PageType, SysState, TdId,
+};
 use sim_core::{Outcome, OutcomeKind, Subject};
 use smallvec::{SmallVec, smallvec};
 
@@ -244,6 +246,31 @@ impl Observer for StateChecker {
         for page in pages_named(call) {
             if let Err(detail) = self.no_page_in_unbacked_range(cpu.host(), page) {
                 let subjects = vec![Subject::Marked(mark::ATOMIC, page.range_index() as u64)];
+                self.broken(cpu, NO_PAGE_IN_UNBACKED_RANGE, detail, subjects);
+            }
+        }
+    }
+
+    /// What telling each return would check, once: the calls' context is the same for every
+    /// round (one CPU, and nothing between the rounds changes the module's state or the
+    /// update window), and a range a round put a page in cannot become unbacked in a later
+    /// one, so each range the pages fall in is looked at once, in the state they all left.
+    fn page_rounds_returned(&self, cpu: &Cpu, vcpu: (TdId, Hpa), rounds: &[(Gpa, Hpa)], round: &PageRound) {
+        let (td, tdvpr) = vcpu;
+        let Some(&(first_next, first_page)) = rounds.first() else { return };
+        let vp_enter = round.vp_enter_exiting_at(first_next);
+        self.check_seamcall_context(cpu, &LeafCall::VpEnter { td, tdvpr }, &vp_enter);
+        let aug = LeafCall::PageAug { td, gpa: first_next, page: first_page };
+        self.check_seamcall_context(cpu, &aug, &round.aug);
+        let mut last_range = None;
+        for &(_, page) in rounds {
+            let range = page.range_index();
+            if last_range == Some(range) {
+                continue;
+            }
+            last_range = Some(range);
+            if let Err(detail) = self.no_page_in_unbacked_range(cpu.host(), page) {
+                let subjects = vec![Subject::Marked(mark::ATOMIC, range as u64)];
                 self.broken(cpu, NO_PAGE_IN_UNBACKED_RANGE, detail, subjects);
             }
         }

@@ -183,14 +183,7 @@ pub fn page_rounds_at_once(
     let (made, answered) =
         cpu.host().module.borrow_mut().page_rounds_at_once(cpu.id, (td, tdvpr), accepted, rounds);
     if let Some(round) = answered {
-        let observer = &cpu.host().observer;
-        for &(next, page) in &rounds[..made] {
-            // Each round's TD exit is at its own next page.
-            let exit = Some(seam_model::TdExitReason::EptViolation { gpa: next });
-            let vp_enter = LeafOutput { exit, ..round.vp_enter };
-            observer.seamcall_returned(cpu, &LeafCall::VpEnter { td, tdvpr }, &vp_enter);
-            observer.seamcall_returned(cpu, &LeafCall::PageAug { td, gpa: next, page }, &round.aug);
-        }
+        cpu.host().observer.page_rounds_returned(cpu, (td, tdvpr), &rounds[..made], &round);
     }
     (made, answered)
 }

@@ -306,6 +306,14 @@ pub struct PageRound {
     pub aug: LeafOutput,
 }
 
+impl PageRound {
+    /// TDH.VP.ENTER's output in a round like this one whose TD exit is at `next`: the rounds
+    /// of a run answer alike but for the exit's GPA.
+    pub fn vp_enter_exiting_at(&self, next: Gpa) -> LeafOutput {
+        LeafOutput { exit: Some(TdExitReason::EptViolation { gpa: next }), ..self.vp_enter }
+    }
+}
+
 impl Module {
     /// A booting guest's page round made at once, for a simulator that coalesces such rounds
     /// (host-model's `kvm::coalesce`): TDH.VP.ENTER of `tdvpr` on `lp`; the guest's ACCEPT
