@@ -44,6 +44,9 @@ pub struct PageAllocator {
     allocated: Vec<u64>,
     /// Per 2MB range: how many of its pages are handed out.
     range_used: Vec<u16>,
+    /// One bit per 2MB range: closed to streams, being full or reserved (the bits past the
+    /// last range are set), so a stream that jumps finds an open range a word at a time.
+    closed: Vec<u64>,
     /// Per stream: the page it took last, and its locality in 1/65536ths.
     streams: Vec<Stream>,
     /// The stream of each TD's guest_memfd that has one (a workload's TDs).
@@ -64,12 +67,21 @@ struct Stream {
 impl PageAllocator {
     pub fn new(memory_bytes: u64, reserved_ranges: impl Into<Arc<BTreeSet<usize>>>) -> PageAllocator {
         let pages = memory_bytes / PAGE_SIZE;
+        let ranges = (memory_bytes / RANGE_2M) as usize;
+        let reserved_ranges: Arc<BTreeSet<usize>> = reserved_ranges.into();
+        let mut closed = vec![0u64; ranges.div_ceil(64)];
+        for index in
+            reserved_ranges.iter().copied().filter(|&index| index < ranges).chain(ranges..closed.len() * 64)
+        {
+            closed[index / 64] |= 1 << (index % 64);
+        }
         PageAllocator {
             next_fresh: memory_bytes.checked_sub(PAGE_SIZE),
             freed: Vec::new(),
-            reserved_ranges: reserved_ranges.into(),
+            reserved_ranges,
             allocated: vec![0; pages.div_ceil(64) as usize],
-            range_used: vec![0; (memory_bytes / RANGE_2M) as usize],
+            range_used: vec![0; ranges],
+            closed,
             streams: Vec::new(),
             gmem_streams: BTreeMap::new(),
         }
@@ -132,7 +144,8 @@ impl PageAllocator {
         let word = &mut self.allocated[(index / 64) as usize];
         let bit = 1u64 << (index % 64);
         debug_assert_eq!(*word & bit != 0, !allocated, "page_alloc: {page} marked twice");
-        let used = &mut self.range_used[page.range_index()];
+        let range = page.range_index();
+        let used = &mut self.range_used[range];
         if allocated {
             *word |= bit;
             *used += 1;
@@ -140,6 +153,10 @@ impl PageAllocator {
             *word &= !bit;
             *used -= 1;
         }
+        // A reserved range hands out no page, so only fullness moves its bit.
+        let full = u64::from(*used) == PAGES_PER_RANGE;
+        let closed = &mut self.closed[range / 64];
+        *closed = (*closed & !(1 << (range % 64))) | (u64::from(full) << (range % 64));
     }
 
     fn take(&mut self) -> Option<Hpa> {
@@ -172,7 +189,7 @@ impl PageAllocator {
 
     /// Whether range `index` has a page a stream may take.
     fn range_open(&self, index: usize) -> bool {
-        u64::from(self.range_used[index]) < PAGES_PER_RANGE && !self.reserved_ranges.contains(&index)
+        self.closed[index / 64] & (1 << (index % 64)) == 0
     }
 
     /// The highest free page of range `index` below `below` (exclusive; `None`: the whole
@@ -199,8 +216,22 @@ impl PageAllocator {
 
     /// The first open range at or below `index`, wrapping to the top of memory.
     fn open_range_from(&self, index: usize) -> Option<usize> {
-        let ranges = self.range_used.len();
-        (0..ranges).map(|step| (index + ranges - step) % ranges).find(|&range| self.range_open(range))
+        let top = self.range_used.len().checked_sub(1)?;
+        self.open_range_at_or_below(index)
+            .or_else(|| self.open_range_at_or_below(top).filter(|&range| range > index))
+    }
+
+    /// The highest open range at or below `index`.
+    fn open_range_at_or_below(&self, index: usize) -> Option<usize> {
+        let mut word = index / 64;
+        let mut open = !self.closed[word] & (u64::MAX >> (63 - index % 64));
+        loop {
+            if open != 0 {
+                return Some(word * 64 + 63 - open.leading_zeros() as usize);
+            }
+            word = word.checked_sub(1)?;
+            open = !self.closed[word];
+        }
     }
 
     /// The next page of stream `stream`: next to its last page when `stay`, else the top
@@ -338,6 +369,50 @@ pub async fn free_page(cpu: &Cpu, page: Hpa) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first open range at or below `index`, wrapping: one range at a time.
+    fn open_range_by_scan(pages: &PageAllocator, index: usize) -> Option<usize> {
+        let ranges = pages.range_used.len();
+        let open = |range: usize| {
+            u64::from(pages.range_used[range]) < PAGES_PER_RANGE && !pages.reserved_ranges.contains(&range)
+        };
+        (0..ranges).map(|step| (index + ranges - step) % ranges).find(|&range| open(range))
+    }
+
+    #[test]
+    fn a_jump_finds_the_open_range_a_scan_of_every_range_finds() {
+        let ranges = 130;
+        let mut pages = PageAllocator::new(ranges * RANGE_2M, BTreeSet::from([5, 64, 129]));
+        let fill = |pages: &mut PageAllocator, range: u64| {
+            for page in 0..PAGES_PER_RANGE {
+                pages.mark(Hpa(range * RANGE_2M + page * PAGE_SIZE), true);
+            }
+        };
+        for range in [0, 1, 63, 65].into_iter().chain(100..128) {
+            fill(&mut pages, range);
+        }
+        let agree = |pages: &PageAllocator| {
+            for index in 0..ranges as usize {
+                assert_eq!(
+                    pages.open_range_from(index),
+                    open_range_by_scan(pages, index),
+                    "from range {index}"
+                );
+            }
+        };
+        agree(&pages);
+        assert_eq!(pages.open_range_from(1), Some(128), "wraps to the top, past the reserved 129");
+        assert_eq!(pages.open_range_from(110), Some(99));
+        pages.mark(Hpa(110 * RANGE_2M), false);
+        agree(&pages);
+        assert_eq!(pages.open_range_from(115), Some(110), "a range a page left is open again");
+        for range in (2..100).filter(|range| ![5, 63, 64, 65].contains(range)).chain([128]) {
+            fill(&mut pages, range);
+        }
+        pages.mark(Hpa(110 * RANGE_2M), true);
+        agree(&pages);
+        assert_eq!(pages.open_range_from(50), None, "every range full or reserved");
+    }
 
     #[test]
     fn hands_out_top_down_skips_reserved_ranges_and_reuses_freed_pages() {
