@@ -26,6 +26,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use sim_core::Narrow512;
+
 use crate::Hpa;
 use crate::lock::{Caller, HpBusy};
 
@@ -100,14 +102,15 @@ impl SeptEntry {
 }
 
 /// The pfns a level-0 table maps.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 enum Pfns {
     /// No entry has a page.
     None,
     /// Entry `i` (when not free) maps `base + i` (wrapping `u32` arithmetic).
     Linear(u32),
-    /// Entry `i` maps `pfns[i]`; meaningless for free entries.
-    Explicit(Box<[u32; ENTRIES]>),
+    /// Entry `i` maps `pfns.get(i)`; meaningless for free entries. Two bytes an entry while
+    /// the pages fall in a few host 2MB ranges.
+    Explicit(Box<Narrow512>),
 }
 
 /// A level-0 table: the 512 leaf entries of one 2MB GPA range.
@@ -150,7 +153,7 @@ impl LeafTable {
         match &self.pfns {
             Pfns::None => unreachable!("sept: a mapped entry has a pfn"),
             Pfns::Linear(base) => base.wrapping_add(index as u32),
-            Pfns::Explicit(pfns) => pfns[index],
+            Pfns::Explicit(pfns) => pfns.get(index),
         }
     }
 
@@ -163,14 +166,14 @@ impl LeafTable {
             Pfns::Linear(base) => {
                 // The pages stop being contiguous: keep every pfn from now on.
                 let base = *base;
-                let mut pfns = Box::new([0u32; ENTRIES]);
-                for (other, slot) in pfns.iter_mut().enumerate() {
-                    *slot = base.wrapping_add(other as u32);
+                let mut pfns = Box::<Narrow512>::default();
+                for other in 0..ENTRIES {
+                    pfns.set(other, base.wrapping_add(other as u32));
                 }
-                pfns[index] = pfn;
+                pfns.set(index, pfn);
                 self.pfns = Pfns::Explicit(pfns);
             }
-            Pfns::Explicit(pfns) => pfns[index] = pfn,
+            Pfns::Explicit(pfns) => pfns.set(index, pfn),
         }
     }
 
@@ -193,8 +196,8 @@ impl LeafTable {
     }
 
     fn heap_bytes(&self) -> usize {
-        match self.pfns {
-            Pfns::Explicit(_) => std::mem::size_of::<[u32; ENTRIES]>(),
+        match &self.pfns {
+            Pfns::Explicit(pfns) => std::mem::size_of::<Narrow512>() + pfns.heap_bytes(),
             Pfns::None | Pfns::Linear(_) => 0,
         }
     }
@@ -634,7 +637,8 @@ mod tests {
         sept.unmap(5 * 4096);
         sept.map(5 * 4096, Hpa(0x900_0000), SeptState::Pending);
         assert!(matches!(sept.leaf(0).unwrap().pfns, Pfns::Explicit(_)));
-        assert_eq!(sept.heap_bytes(), contiguous + 512 * 4);
+        // Two host 2MB ranges: two bytes a pfn.
+        assert_eq!(sept.heap_bytes(), contiguous + std::mem::size_of::<Narrow512>() + 512 * 2);
         assert_eq!(sept.entry(5 * 4096).hpa, Hpa(0x900_0000));
         assert_eq!(sept.entry(6 * 4096).hpa, Hpa(0x100_0000 + 6 * 4096));
         assert_eq!(sept.mapped_entries(), 512);

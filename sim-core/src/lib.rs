@@ -9,6 +9,7 @@
 //! - `executor`: `Executor`, which owns the task futures and runs the loop.
 //! - `histogram`: `Histogram`, fixed log2 buckets with 8 sub-buckets, for wait and latency percentiles.
 //! - `lockdep`: lock-order checking over lock instances and classes.
+//! - `narrow`: `Narrow512`, 512 pfn-like values at two bytes each while they share a few high parts.
 //! - `resource`: queued shared/exclusive resources, the basis of every lock and of the wait-for graph.
 //! - `trace`: trace events and the stable trace hash.
 //! - `outcome`: how a run ends, and its typed finding.
@@ -18,6 +19,7 @@ pub mod engine;
 pub mod executor;
 pub mod histogram;
 pub mod lockdep;
+pub mod narrow;
 pub mod outcome;
 pub mod resource;
 pub mod time;
@@ -36,6 +38,7 @@ pub use engine::{
 };
 pub use executor::{EngineStore, Executor, RunReport, TaskCtx};
 pub use histogram::Histogram;
+pub use narrow::Narrow512;
 pub use outcome::{Blocked, Finding, OrderEdge, Outcome, OutcomeKind, Subject, WaitsFor};
 pub use resource::{Mode, Name, ResourceId, ResourceStats, WaitKind};
 pub use time::{Clock, CpuId, Cycle, Seed, TaskId};

@@ -1,21 +1,20 @@
 //! A map from GFN to a small value, for TDs of millions of pages: the per-page state of
 //! KVM's mirror S-EPT leaves and of guest_memfd. Where the kernel keeps an SPTE (8 bytes) or
 //! a folio pointer per page, the model keeps a value of 32 bits, the pfn and a few flags, in
-//! chunks of 512 GFNs (one 2MB range of GPA) with a bitmap of the ones present. A chunk whose
-//! pages fall in at most [`RANGES`] host 2MB ranges (a booting TD's, whose allocator mostly
-//! stays in a range) keeps 2 bytes a GFN: the page's place in its range, that range's place
-//! in a table of the chunk's ranges, and the flags. One whose pages scatter wider keeps the
-//! 4 bytes. A chunk is allocated when its first GFN is inserted and freed when its last is
-//! removed. Chunks of the first
-//! [`DENSE_CHUNKS`] (the GPAs below 2 TiB, where a TD's memory is) are found by index in a
-//! vector grown to the highest one used, one pointer a chunk; any above, in a `BTreeMap`.
-//! Iteration is in GFN order.
+//! chunks of 512 GFNs (one 2MB range of GPA) with a bitmap of the ones present. The values
+//! are a `Narrow512`: 2 bytes a GFN while the chunk's pages fall in a few host 2MB ranges (a
+//! booting TD's, whose allocator mostly stays in a range), 4 once they scatter wider. A
+//! chunk is allocated when its first GFN is inserted and freed when its last is removed.
+//! Chunks of the first [`DENSE_CHUNKS`] (the GPAs below 2 TiB, where a TD's memory is) are
+//! found by index in a vector grown to the highest one used, one pointer a chunk; any
+//! above, in a `BTreeMap`. Iteration is in GFN order.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::ops::Range;
 
 use seam_model::{Hpa, PAGE_SIZE};
+use sim_core::Narrow512;
 
 /// GFNs per chunk.
 const CHUNK: u64 = 512;
@@ -31,8 +30,6 @@ const PFN_MASK: u32 = (1 << PFN_BITS) - 1;
 /// The first flag bit above the pfn.
 pub const FLAG_0: u32 = 1 << PFN_BITS;
 pub const FLAG_1: u32 = 1 << (PFN_BITS + 1);
-/// The bits of a packed value are below this one.
-const FLAG_BITS_END: u32 = PFN_BITS + 2;
 
 /// A value stored in 32 bits.
 pub trait Packed: Copy {
@@ -64,40 +61,16 @@ impl Packed for (Hpa, bool) {
     }
 }
 
-/// Host 2MB ranges a narrow chunk's table holds.
-const RANGES: usize = 16;
-/// Pages in a host 2MB range: the low bits of a pfn.
-const RANGE_PAGE_BITS: u32 = 9;
-/// A narrow slot: bits 0..9 the page's place in its range, 9..13 the range's in the chunk's
-/// table, 13..15 the flags.
-const SLOT_RANGE_SHIFT: u32 = RANGE_PAGE_BITS;
-const SLOT_FLAGS_SHIFT: u32 = RANGE_PAGE_BITS + RANGES.ilog2();
-
 struct Chunk {
     present: [u64; (CHUNK / 64) as usize],
     count: u32,
-    /// The host ranges (pfn >> 9) narrow slots name, `ranges[..used]`.
-    ranges: [u32; RANGES],
-    used: u8,
-    slots: Slots,
-}
-
-/// A chunk's values; a slot that is not present holds anything.
-enum Slots {
-    Narrow(Box<[u16; CHUNK as usize]>),
-    /// The packed values themselves: the chunk's pages fell in more than [`RANGES`] ranges.
-    Wide(Box<[u32; CHUNK as usize]>),
+    /// The packed values; a slot that is not present holds anything.
+    slots: Narrow512,
 }
 
 impl Chunk {
     fn new() -> Box<Chunk> {
-        Box::new(Chunk {
-            present: [0; (CHUNK / 64) as usize],
-            count: 0,
-            ranges: [0; RANGES],
-            used: 0,
-            slots: Slots::Narrow(Box::new([0; CHUNK as usize])),
-        })
+        Box::new(Chunk { present: [0; (CHUNK / 64) as usize], count: 0, slots: Narrow512::default() })
     }
 
     fn has(&self, slot: usize) -> bool {
@@ -106,72 +79,16 @@ impl Chunk {
 
     /// The packed value of a present `slot`.
     fn bits(&self, slot: usize) -> u32 {
-        match &self.slots {
-            Slots::Narrow(slots) => {
-                let narrow = u32::from(slots[slot]);
-                let range = self.ranges[((narrow >> SLOT_RANGE_SHIFT) as usize) % RANGES];
-                let pfn = (range << RANGE_PAGE_BITS) | (narrow & ((1 << RANGE_PAGE_BITS) - 1));
-                pfn | ((narrow >> SLOT_FLAGS_SHIFT) << PFN_BITS)
-            }
-            Slots::Wide(slots) => slots[slot],
-        }
+        self.slots.get(slot)
     }
 
     /// `slot` now holds packed `bits` (its presence is the caller's).
     fn set(&mut self, slot: usize, bits: u32) {
-        assert_eq!(bits >> FLAG_BITS_END, 0, "gfn_map: a packed value has bits above its flags");
-        let pfn = bits & PFN_MASK;
-        let place = match self.slots {
-            Slots::Narrow(_) => self.range_place(pfn >> RANGE_PAGE_BITS),
-            Slots::Wide(_) => None,
-        };
-        if place.is_none() && matches!(self.slots, Slots::Narrow(_)) {
-            self.widen();
-        }
-        match (&mut self.slots, place) {
-            (Slots::Narrow(slots), Some(place)) => {
-                let narrow = (pfn & ((1 << RANGE_PAGE_BITS) - 1))
-                    | ((place as u32) << SLOT_RANGE_SHIFT)
-                    | ((bits >> PFN_BITS) << SLOT_FLAGS_SHIFT);
-                slots[slot] = narrow as u16;
-            }
-            (Slots::Wide(slots), _) => slots[slot] = bits,
-            (Slots::Narrow(_), None) => unreachable!("gfn_map: a narrow chunk with no place for its range"),
-        }
-    }
-
-    /// The place of host range `range` in the table, added if there is room.
-    fn range_place(&mut self, range: u32) -> Option<usize> {
-        let used = usize::from(self.used);
-        // The range the last page used is most often the next one's.
-        if let Some(place) = self.ranges[..used].iter().rposition(|&known| known == range) {
-            return Some(place);
-        }
-        if used == RANGES {
-            return None;
-        }
-        self.ranges[used] = range;
-        self.used += 1;
-        Some(used)
-    }
-
-    /// The chunk keeps its values whole from now on.
-    fn widen(&mut self) {
-        let mut wide = Box::new([0u32; CHUNK as usize]);
-        for (slot, value) in wide.iter_mut().enumerate() {
-            if self.has(slot) {
-                *value = self.bits(slot);
-            }
-        }
-        self.slots = Slots::Wide(wide);
+        self.slots.set(slot, bits);
     }
 
     fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<Chunk>()
-            + match self.slots {
-                Slots::Narrow(_) => std::mem::size_of::<[u16; CHUNK as usize]>(),
-                Slots::Wide(_) => std::mem::size_of::<[u32; CHUNK as usize]>(),
-            }
+        std::mem::size_of::<Chunk>() + self.slots.heap_bytes()
     }
 
     /// The first present slot at or after `slot`.
@@ -410,16 +327,17 @@ mod tests {
         let mut map: GfnMap<(Hpa, bool)> = GfnMap::default();
         // GFN k: a page of host range 3 * k, page k of it, allocated for odd k.
         let value = |k: u64| (Hpa((3 * k * 512 + k) * PAGE_SIZE), k % 2 == 1);
-        for k in 0..RANGES as u64 {
+        for k in 0..sim_core::narrow::GROUPS as u64 {
             map.insert(k, value(k));
         }
         let narrow = map.heap_bytes();
-        map.insert(RANGES as u64, value(RANGES as u64));
+        map.insert(sim_core::narrow::GROUPS as u64, value(sim_core::narrow::GROUPS as u64));
         assert!(map.heap_bytes() > narrow, "the seventeenth range widens the chunk");
         map.insert(0, (Hpa(0x7fff_f000), true));
+        assert!(map.dense[0].as_ref().unwrap().slots.is_wide());
         let all: Vec<(u64, (Hpa, bool))> = map.iter().collect();
         let expected: Vec<(u64, (Hpa, bool))> = std::iter::once((0, (Hpa(0x7fff_f000), true)))
-            .chain((1..=RANGES as u64).map(|k| (k, value(k))))
+            .chain((1..=sim_core::narrow::GROUPS as u64).map(|k| (k, value(k))))
             .collect();
         assert_eq!(all, expected);
         // A narrow chunk: every flag and every place in a range survives.
