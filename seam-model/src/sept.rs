@@ -389,10 +389,23 @@ impl Sept {
         SeptEntry {
             state,
             hpa: if state == SeptState::Free { Hpa(0) } else { Hpa(u64::from(leaf.pfn(index)) << 12) },
-            blocked_epoch: self.blocked.get(&gpa).copied().unwrap_or(0),
+            // Only a blocked entry has one (`set_state` and `unmap` keep the map so).
+            blocked_epoch: match state {
+                SeptState::Blocked => self.blocked.get(&gpa).copied().unwrap_or(0),
+                SeptState::Free | SeptState::Pending | SeptState::Mapped => 0,
+            },
             locked: LeafTable::bit(&leaf.locked, index),
             host_priority: LeafTable::bit(&leaf.host_priority, index),
         }
+    }
+
+    /// Whether the leaf entry of `gpa` is neither locked nor claimed by a host: what
+    /// [`Sept::entry`]'s `locked` and `host_priority` say, without the rest.
+    pub fn entry_is_idle(&self, gpa: u64) -> bool {
+        self.leaf(gpa).is_none_or(|leaf| {
+            let index = leaf_index(gpa);
+            !LeafTable::bit(&leaf.locked, index) && !LeafTable::bit(&leaf.host_priority, index)
+        })
     }
 
     pub fn state(&self, gpa: u64) -> SeptState {

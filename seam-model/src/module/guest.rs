@@ -27,13 +27,15 @@
 
 use sim_core::CpuId;
 
-use super::{Module, ModuleLock, Ticket, ZeroStepSeptHold, check_gpa};
+use super::sept_leaves::{check_page_aug_target_of, map_private_page_of};
+use super::{Module, ModuleLock, Ticket, ZeroStepSeptHold, check_aligned, check_gpa};
 use crate::call::{TdExit, TdExitReason};
 use crate::lock::Caller;
-use crate::sept::{LEVEL_4K, SeptState, Walk};
+use crate::pamt::Pamt;
+use crate::sept::{LEVEL_4K, Sept, SeptState, Walk};
 use crate::status::{TDX_PAGE_ALREADY_ACCEPTED, TDX_SUCCESS, TdxStatus, operand};
 use crate::td::{EPF_GPA_LIST_SIZE, VcpuState, ZERO_STEP_EPF_THRESHOLD};
-use crate::{Gpa, HeldLock, Hpa, LeafCall, LeafOutput, TdId};
+use crate::{Gpa, HeldLock, Hpa, LeafCall, LeafOutput, PAGE_SIZE, TdId};
 
 /// A vCPU's guest running inside TDH.VP.ENTER: it holds what VP.ENTER keeps while the guest
 /// runs until [`Module::exit_guest`] consumes it.
@@ -365,7 +367,7 @@ impl Module {
         ) {
             return (0, None);
         }
-        if !self.page_round_pages_ready(td, accepted, first_next, first_page) {
+        if !page_round_pages_ready(&self.pamt, &self.tds[&td].sept, accepted, first_next, first_page) {
             return (0, None);
         }
         // TDH.VP.ENTER: the association and the epoch joined (its count taken and given back
@@ -377,15 +379,17 @@ impl Module {
         state.vcpu_mut(tdvpr).vcpu_epoch = td_epoch;
         let mut answered = None;
         let mut accepted = accepted;
+        // The TD looked up once for the run: its S-EPT and the PAMT are all a round touches.
+        let (pamt, state) = (&mut self.pamt, self.tds.get_mut(&td).expect("module: the TD was checked"));
         for (made, &(next, page)) in rounds.iter().enumerate() {
-            if made > 0 && !self.page_round_pages_ready(td, accepted, next, page) {
+            if made > 0 && !page_round_pages_ready(pamt, &state.sept, accepted, next, page) {
                 return (made, answered);
             }
             // The guest's ACCEPT of the PENDING page; its ACCEPT of the FREE one is the exit.
-            self.td_mut(td).sept.set_state(accepted.0, SeptState::Mapped, td_epoch);
+            state.sept.set_state(accepted.0, SeptState::Mapped, td_epoch);
             let vp_enter = exit_output(TdExitReason::EptViolation { gpa: next });
-            // TDH.MEM.PAGE.AUG.
-            let aug = self.apply(lp, &LeafCall::PageAug { td, gpa: next, page });
+            // TDH.MEM.PAGE.AUG, whose checks the round's passed: its effect.
+            let aug = map_private_page_of(pamt, state, next, page, SeptState::Pending);
             answered = Some(PageRound { vp_enter, aug });
             accepted = next;
         }
@@ -423,26 +427,20 @@ impl Module {
             .into_iter()
             .all(idle)
     }
+}
 
-    /// The half of it for one round's pages: the ACCEPTs' entries (the accepted one PENDING,
-    /// the next FREE under its tables, neither locked nor claimed), PAGE.AUG's operands and
-    /// checks of its GPA and page, and its PAMT walk (the 1GB and 2MB entries not held
-    /// exclusive, the page's own entry free).
-    fn page_round_pages_ready(&self, td: TdId, accepted: Gpa, next: Gpa, page: Hpa) -> bool {
-        if check_gpa(accepted).is_err()
-            || check_gpa(next).is_err()
-            || self.check_page(page, operand::R8).is_err()
-        {
-            return false;
-        }
-        let sept = &self.tds[&td].sept;
-        let (accept_entry, next_entry) = (sept.entry(accepted.0), sept.entry(next.0));
-        let entry_idle = |entry: &crate::sept::SeptEntry| !entry.locked && !entry.host_priority;
-        sept.walk(accepted.0, LEVEL_4K) != Walk::Failed
-            && accept_entry.state == SeptState::Pending
-            && entry_idle(&accept_entry)
-            && entry_idle(&next_entry)
-            && self.check_page_aug_target(td, next, page).is_ok()
-            && self.pamt.page_walk_is_free(page)
-    }
+/// The half of it for one round's pages: the ACCEPTs' entries (the accepted one PENDING, so
+/// its walk reaches it, the next FREE under its tables, neither locked nor claimed), PAGE.AUG's
+/// operands and checks of its GPA and page, and its PAMT walk (the 1GB and 2MB entries not
+/// held exclusive, the page's own entry free).
+fn page_round_pages_ready(pamt: &Pamt, sept: &Sept, accepted: Gpa, next: Gpa, page: Hpa) -> bool {
+    check_gpa(accepted).is_ok()
+        && check_gpa(next).is_ok()
+        && check_aligned(page, PAGE_SIZE, operand::R8).is_ok()
+        && pamt.contains(page)
+        && sept.state(accepted.0) == SeptState::Pending
+        && sept.entry_is_idle(accepted.0)
+        && sept.entry_is_idle(next.0)
+        && check_page_aug_target_of(pamt, sept, next, page).is_ok()
+        && pamt.page_walk_is_free(page)
 }

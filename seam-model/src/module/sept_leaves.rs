@@ -18,7 +18,7 @@
 
 use super::{LockList, LockStop, Module, ModuleLock, check_aligned, check_gpa};
 use crate::lock::LockMode;
-use crate::pamt::{PageType, WalkTarget};
+use crate::pamt::{PageType, Pamt, WalkTarget};
 use crate::sept::{GPA_LIMIT, LEVEL_4K, LEVEL_ROOT, Sept, Walk};
 use crate::status::{
     TDX_EPT_ENTRY_FREE, TDX_EPT_ENTRY_STATE_INCORRECT, TDX_EPT_WALK_FAILED, TDX_GPA_RANGE_ALREADY_BLOCKED,
@@ -26,7 +26,7 @@ use crate::status::{
     TDX_OPERAND_INVALID, TDX_PAGE_NOT_FREE, TDX_PREVIOUS_TLB_EPOCH_BUSY, TDX_SUCCESS,
     TDX_TD_KEYS_NOT_CONFIGURED, TDX_TLB_TRACKING_NOT_DONE, TdxStatus, operand,
 };
-use crate::td::{Lifecycle, OpState};
+use crate::td::{Lifecycle, OpState, Td};
 use crate::{Gpa, Hpa, LeafCall, LeafOutput, PAGE_SIZE, TdId};
 
 /// The op_states in which the S-EPT leaves other than PAGE.ADD run.
@@ -136,10 +136,7 @@ impl Module {
     /// The S-EPT walk to the entry of `level` for `gpa`: TDX_EPT_WALK_FAILED|RCX when a
     /// table above it is missing.
     fn check_walk(&self, td: TdId, gpa: u64, level: u8) -> Result<(), TdxStatus> {
-        if self.tds[&td].sept.walk(gpa, level) == Walk::Failed {
-            return Err(TDX_EPT_WALK_FAILED.with_operand(operand::RCX));
-        }
-        Ok(())
+        check_walk_of(&self.tds[&td].sept, gpa, level)
     }
 
     fn lock_page_aug(&mut self, td: TdId, gpa: Gpa, page: Hpa, list: &mut LockList) -> Result<(), LockStop> {
@@ -259,17 +256,7 @@ impl Module {
     /// PAGE.AUG's checks after the TD's: the walk, PAMT backing for the new page, a free
     /// entry, and the page itself.
     pub(super) fn check_page_aug_target(&self, td: TdId, gpa: Gpa, page: Hpa) -> Result<(), TdxStatus> {
-        self.check_walk(td, gpa.0, LEVEL_4K)?;
-        // [I] The page checks (type not NDA, or a DPAMT backing page) answer
-        // PAGE_NOT_FREE|R8: the spec names only MISSING_PAMT_PAGE_PAIR and
-        // EPT_ENTRY_STATE_INCORRECT here.
-        if !self.pamt.has_4k_level(page.range_index()) {
-            return Err(TDX_MISSING_PAMT_PAGE_PAIR.with_operand(operand::R8));
-        }
-        if self.tds[&td].entry(gpa.0).state != crate::SeptState::Free {
-            return Err(TDX_EPT_ENTRY_STATE_INCORRECT.with_operand(operand::RCX));
-        }
-        self.check_new_private_page(page)
+        check_page_aug_target_of(&self.pamt, &self.tds[&td].sept, gpa, page)
     }
 
     /// RANGE.BLOCK's checks: the TD, the walk, and an entry that is mapped or pending.
@@ -333,10 +320,7 @@ impl Module {
 
     /// A page the leaf gives the TD (R8) is NDA and backs no range.
     fn check_new_private_page(&self, page: Hpa) -> Result<(), TdxStatus> {
-        if self.pamt.page_type(page) != PageType::Nda || self.pamt.is_backing_page(page) {
-            return Err(TDX_PAGE_NOT_FREE.with_operand(operand::R8));
-        }
-        Ok(())
+        check_new_private_page_of(&self.pamt, page)
     }
 
     pub(super) fn finish_sept_leaf(&mut self, call: &LeafCall) -> LeafOutput {
@@ -362,12 +346,8 @@ impl Module {
     /// PAGE.AUG (the entry PENDING until the guest accepts) and PAGE.ADD (MAPPED, and
     /// measured): the page becomes the TD's REG page.
     fn map_private_page(&mut self, td: TdId, gpa: Gpa, page: Hpa, state: crate::SeptState) -> LeafOutput {
-        let slot = self.tds[&td].owner_slot;
-        self.pamt.assign_page(page, PageType::Reg, slot);
-        let td = self.td_mut(td);
-        td.sept.map(gpa.0, page, state);
-        td.child_pages += 1;
-        LeafOutput::status(TDX_SUCCESS)
+        let td = self.tds.get_mut(&td).expect("module: the TD exists");
+        map_private_page_of(&mut self.pamt, td, gpa, page, state)
     }
 
     /// A PENDING entry can be blocked too.
@@ -395,6 +375,61 @@ impl Module {
         td.child_pages += 1;
         LeafOutput::status(TDX_SUCCESS)
     }
+}
+
+// The checks and the effect above over the TD's S-EPT and the PAMT, for a caller that holds
+// them already (`Module::page_rounds_at_once`, which makes many rounds of one TD).
+
+/// The walk to `gpa`'s entry of `level` reaches its table.
+fn check_walk_of(sept: &Sept, gpa: u64, level: u8) -> Result<(), TdxStatus> {
+    if sept.walk(gpa, level) == Walk::Failed {
+        return Err(TDX_EPT_WALK_FAILED.with_operand(operand::RCX));
+    }
+    Ok(())
+}
+
+/// PAGE.AUG's checks after the TD's: the walk, PAMT backing for the new page, a free entry,
+/// and the page itself.
+pub(super) fn check_page_aug_target_of(
+    pamt: &Pamt,
+    sept: &Sept,
+    gpa: Gpa,
+    page: Hpa,
+) -> Result<(), TdxStatus> {
+    check_walk_of(sept, gpa.0, LEVEL_4K)?;
+    // [I] The page checks (type not NDA, or a DPAMT backing page) answer
+    // PAGE_NOT_FREE|R8: the spec names only MISSING_PAMT_PAGE_PAIR and
+    // EPT_ENTRY_STATE_INCORRECT here.
+    if !pamt.has_4k_level(page.range_index()) {
+        return Err(TDX_MISSING_PAMT_PAGE_PAIR.with_operand(operand::R8));
+    }
+    if sept.state(gpa.0) != crate::SeptState::Free {
+        return Err(TDX_EPT_ENTRY_STATE_INCORRECT.with_operand(operand::RCX));
+    }
+    check_new_private_page_of(pamt, page)
+}
+
+/// A page the leaf gives the TD (R8) is NDA and backs no range.
+fn check_new_private_page_of(pamt: &Pamt, page: Hpa) -> Result<(), TdxStatus> {
+    if pamt.page_type(page) != PageType::Nda || pamt.is_backing_page(page) {
+        return Err(TDX_PAGE_NOT_FREE.with_operand(operand::R8));
+    }
+    Ok(())
+}
+
+/// PAGE.AUG (the entry PENDING until the guest accepts) and PAGE.ADD (MAPPED, and measured):
+/// the page becomes TD `td`'s REG page.
+pub(super) fn map_private_page_of(
+    pamt: &mut Pamt,
+    td: &mut Td,
+    gpa: Gpa,
+    page: Hpa,
+    state: crate::SeptState,
+) -> LeafOutput {
+    pamt.assign_page(page, PageType::Reg, td.owner_slot);
+    td.sept.map(gpa.0, page, state);
+    td.child_pages += 1;
+    LeafOutput::status(TDX_SUCCESS)
 }
 
 /// SEPT.ADD's RCX: a level 1 ..= 3 (the parent entry's) and a private GPA aligned to what an
