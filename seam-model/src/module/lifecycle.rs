@@ -161,7 +161,7 @@ impl Module {
     /// The LPs that called SEAMLDR.INSTALL in the open session, in order; empty when no
     /// session is open.
     pub fn install_callers(&self) -> Vec<CpuId> {
-        self.install_session.clone().unwrap_or_default()
+        self.install_session.as_ref().map_or_else(Vec::new, |session| session.callers.clone())
     }
 
     /// The TDs the module has and can run: those of a loaded, SYS_READY module, whatever
@@ -257,7 +257,7 @@ impl Module {
         if *call != LeafCall::SeamldrInstall || self.check_lifecycle_leaf(lp, call).is_err() {
             return false;
         }
-        let callers = self.install_session.as_ref().map_or(0, Vec::len);
+        let callers = self.install_session.as_ref().map_or(0, |session| session.callers.len());
         callers + 1 == self.config.num_lps as usize
     }
 
@@ -361,7 +361,7 @@ impl Module {
     /// shut down with a handoff is the last call's question (`finish_install`).
     fn check_install(&self, lp: CpuId) -> Result<(), TdxStatus> {
         match &self.install_session {
-            Some(callers) if callers.contains(&lp) => Err(SEAMLDR_EBADCALL),
+            Some(session) if session.has_called(lp) => Err(SEAMLDR_EBADCALL),
             _ => Ok(()),
         }
     }
@@ -452,9 +452,9 @@ impl Module {
     /// A session that began without a shut-down module and its handoff fails at the last
     /// call with EBADHANDOFF, leaving no module.
     fn finish_install(&mut self, lp: CpuId) -> LeafOutput {
-        let callers = self.install_session.get_or_insert_with(Vec::new);
-        callers.push(lp);
-        let num_callers = callers.len();
+        let session = self.install_session.get_or_insert_with(InstallSession::default);
+        session.add(lp);
+        let num_callers = session.callers.len();
         self.seam_ready = false;
         if num_callers < self.config.num_lps as usize {
             return LeafOutput::status(SEAMLDR_SUCCESS);
@@ -497,5 +497,29 @@ impl Module {
             lp_state.lp_is_init = false;
         }
         self.num_init_lps = 0;
+    }
+}
+
+/// A SEAMLDR.INSTALL session: the LPs that called, in order, and a bit per LP for the
+/// check of a second call (4096 LPs call once each: no scan of the callers per call).
+#[derive(Clone, Debug, Default)]
+pub(super) struct InstallSession {
+    callers: Vec<CpuId>,
+    called: Vec<u64>,
+}
+
+impl InstallSession {
+    fn has_called(&self, lp: CpuId) -> bool {
+        let index = lp.0 as usize;
+        self.called.get(index / 64).is_some_and(|word| word & (1 << (index % 64)) != 0)
+    }
+
+    fn add(&mut self, lp: CpuId) {
+        let index = lp.0 as usize;
+        if self.called.len() <= index / 64 {
+            self.called.resize(index / 64 + 1, 0);
+        }
+        self.called[index / 64] |= 1 << (index % 64);
+        self.callers.push(lp);
     }
 }

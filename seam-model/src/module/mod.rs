@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use sim_core::CpuId;
 
 pub use guest::{AcceptTicket, Entered, GuestAccept, GuestRun, PageRound};
+use lifecycle::InstallSession;
 pub use lifecycle::{Handoff, SysState};
 pub use locks::LeafLocks;
 pub(crate) use locks::{Attempt, LockList, LockStop};
@@ -369,9 +370,9 @@ pub struct Module {
     lps: Vec<LpState>,
     /// The LP inside the P-SEAMLDR, if any (at most one, spec §8.1).
     seamldr_lp: Option<CpuId>,
-    /// The LPs that have called SEAMLDR.INSTALL in the current session, in call order;
-    /// `None` when no session is open.
-    install_session: Option<Vec<CpuId>>,
+    /// The LPs that have called SEAMLDR.INSTALL in the current session; `None` when no
+    /// session is open.
+    install_session: Option<InstallSession>,
     /// Failures to return from the next call of a leaf (`inject_failure`).
     injected: BTreeMap<Leaf, TdxStatus>,
     /// The TD each PAMT owner slot names; `None` for a free slot.
