@@ -33,7 +33,8 @@ pub enum DecisionKind {
 }
 
 /// One decision: its kind, how many options, and the CPU each option belongs to (for
-/// same-cycle order and waiters, one per option; for jitter and stalls, the one CPU).
+/// same-cycle order and waiters, one per option; for jitter and stalls, the one CPU). A
+/// same-cycle order's may be empty for a chooser whose `reads_cpus` is false.
 #[derive(Clone, Copy, Debug)]
 pub struct Decision<'a> {
     pub kind: DecisionKind,
@@ -50,6 +51,12 @@ pub trait Chooser {
     /// (an answer out of range, or the vector ran out).
     fn diverged(&self) -> bool {
         false
+    }
+
+    /// Whether its answers depend on `Decision::cpus`. One that says no is given them empty
+    /// where gathering them costs a pass (a pick among events due on one cycle).
+    fn reads_cpus(&self) -> bool {
+        true
     }
 }
 
@@ -73,6 +80,14 @@ impl RunChooser {
         match self {
             RunChooser::Random(random) => random.diverged(),
             RunChooser::Other(other) => other.diverged(),
+        }
+    }
+
+    #[inline]
+    pub fn reads_cpus(&self) -> bool {
+        match self {
+            RunChooser::Random(random) => random.reads_cpus(),
+            RunChooser::Other(other) => other.reads_cpus(),
         }
     }
 }
@@ -141,6 +156,11 @@ impl Chooser for RandomChooser {
             return 1 + uniform(&mut self.rng, decision.options - 1);
         }
         uniform(&mut self.rng, decision.options)
+    }
+
+    /// Its draws depend on the options' number and kind only.
+    fn reads_cpus(&self) -> bool {
+        false
     }
 }
 

@@ -17,6 +17,7 @@ mod detect;
 mod futures;
 mod queue;
 mod resources;
+mod same_cycle;
 mod sched;
 mod waits;
 
@@ -32,6 +33,7 @@ use crate::resource::{Classes, LiveVec, Mode, Name, ResourceId, Resources};
 use crate::trace::{Span, Trace};
 use crate::{CpuId, Cycle, TaskId};
 use queue::{EventQueue, QueuedEvent};
+use same_cycle::SameCycle;
 
 /// What a run is allowed, and what it records.
 #[derive(Clone, Debug)]
@@ -176,8 +178,8 @@ struct TaskState {
 /// new; a reset engine's are its previous run's, emptied, so they keep their allocations.
 struct Storage {
     heap: Vec<QueuedEvent>,
-    same_cycle: Vec<QueuedEvent>,
-    same_cycle_cpus: Vec<CpuId>,
+    same_cycle: SameCycle,
+    decision_cpus: Vec<CpuId>,
     cpus: Vec<CpuState>,
     tasks: Vec<TaskState>,
     resources: Resources,
@@ -200,8 +202,8 @@ impl Default for Storage {
     fn default() -> Storage {
         Storage {
             heap: Vec::with_capacity(64),
-            same_cycle: Vec::with_capacity(8),
-            same_cycle_cpus: Vec::with_capacity(8),
+            same_cycle: SameCycle::with_capacity(8),
+            decision_cpus: Vec::with_capacity(8),
             cpus: Vec::new(),
             tasks: Vec::new(),
             resources: Resources::with_capacity(16),
@@ -236,8 +238,8 @@ impl Storage {
         }
         Storage {
             heap: engine.queue.take_storage(),
-            same_cycle: emptied(&mut engine.same_cycle),
-            same_cycle_cpus: emptied(&mut engine.same_cycle_cpus),
+            same_cycle: engine.same_cycle.emptied(),
+            decision_cpus: emptied(&mut engine.decision_cpus),
             cpus: emptied(&mut engine.cpus),
             tasks: emptied(&mut engine.tasks),
             resources: all_dead(&mut engine.resources),
@@ -266,10 +268,12 @@ pub struct Engine {
     queue: EventQueue,
     /// Task events in `queue` (the rest are watchdog timers).
     queued_task_events: u64,
-    same_cycle: Vec<QueuedEvent>,
-    /// The CPU of each event of `same_cycle` (tasks never change CPU), what the chooser is
-    /// told: kept beside it so a pick among 4096 costs no pass over the tasks.
-    same_cycle_cpus: Vec<CpuId>,
+    /// Events due on the current cycle, each with its task's CPU (tasks never change CPU),
+    /// what the chooser is told: kept beside it so a pick among 4096 costs no pass over the
+    /// tasks.
+    same_cycle: SameCycle,
+    /// The waiting events' CPUs for a same-cycle decision whose chooser reads them.
+    decision_cpus: Vec<CpuId>,
     cpus: Vec<CpuState>,
     online_count: u32,
     tasks: Vec<TaskState>,
@@ -329,7 +333,7 @@ impl Engine {
         let Storage {
             heap,
             same_cycle,
-            same_cycle_cpus,
+            decision_cpus,
             mut cpus,
             tasks,
             resources,
@@ -361,7 +365,7 @@ impl Engine {
             queue: EventQueue::in_storage(heap),
             queued_task_events: 0,
             same_cycle,
-            same_cycle_cpus,
+            decision_cpus,
             cpus,
             online_count,
             tasks,
@@ -608,8 +612,8 @@ impl Engine {
                     self.queued_task_events -= 1;
                     return Some((Cycle(first.at()), TaskId(first.task()), first.seq()));
                 }
-                self.same_cycle.push(first);
-                self.same_cycle_cpus.push(self.task_cpu(TaskId(first.task())));
+                let cpu = self.task_cpu(TaskId(first.task()));
+                self.same_cycle.push(first, cpu);
                 break;
             }
             if self.watchdog_timer == Some(Cycle(first.at())) {
@@ -621,26 +625,30 @@ impl Engine {
                 }
             }
         }
-        let cycle = self.same_cycle[0].at();
+        let cycle = self.same_cycle.cycle();
         while let Some(next) = self.queue.peek() {
             if next.at() != cycle || next.is_watchdog() {
                 break;
             }
             let next = self.queue.pop().expect("peeked");
-            self.same_cycle.push(next);
-            self.same_cycle_cpus.push(self.task_cpu(TaskId(next.task())));
+            let cpu = self.task_cpu(TaskId(next.task()));
+            self.same_cycle.push(next, cpu);
         }
         let pick = if self.same_cycle.len() == 1 {
             0
         } else {
-            let cpus = std::mem::take(&mut self.same_cycle_cpus);
+            // The CPUs in order, for a chooser or coverage that reads them; else none.
+            let mut cpus = std::mem::take(&mut self.decision_cpus);
+            cpus.clear();
+            if self.chooser.reads_cpus() || self.coverage.is_some() {
+                self.same_cycle.waiting_cpus(&mut cpus);
+            }
             let options = self.same_cycle.len() as u32;
             let pick = self.choose(DecisionKind::SameCycleOrder, options, &cpus) as usize;
-            self.same_cycle_cpus = cpus;
+            self.decision_cpus = cpus;
             pick
         };
-        self.same_cycle_cpus.remove(pick);
-        let chosen = self.same_cycle.remove(pick);
+        let chosen = self.same_cycle.take(pick);
         self.queued_task_events -= 1;
         Some((Cycle(chosen.at()), TaskId(chosen.task()), chosen.seq()))
     }
