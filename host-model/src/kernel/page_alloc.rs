@@ -12,8 +12,9 @@
 //! full, in the next range down); otherwise it is a page of a range drawn at random. The
 //! draws go through the run's chooser (`get_random_u32_below`), so a seed replays them.
 //!
-//! The allocator's state is one bit per 4KB page (handed out or not) and two bytes per 2MB
-//! range (how many of its pages are handed out), so a 160 GiB machine costs 5 MB.
+//! The allocator's state is one bit per 4KB page (handed out or not), and two bytes and a
+//! bit per 2MB range (how many of its pages are handed out; whether it is closed to streams,
+//! full or reserved), so a 160 GiB machine costs 5 MB.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -154,6 +155,7 @@ impl PageAllocator {
             *used -= 1;
         }
         // A reserved range hands out no page, so only fullness moves its bit.
+        debug_assert!(!self.reserved_ranges.contains(&range), "page_alloc: {page} is in a reserved range");
         let full = u64::from(*used) == PAGES_PER_RANGE;
         let closed = &mut self.closed[range / 64];
         *closed = (*closed & !(1 << (range % 64))) | (u64::from(full) << (range % 64));

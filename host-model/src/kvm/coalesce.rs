@@ -210,8 +210,6 @@ fn coalesce_run(cpu: &Cpu, kvm: &KvmTd, vcpu: &KvmVcpu, state: &mut Coalescing) 
     let now = cpu.sim.now();
     let Some((accepted, first_next, available)) = coalescable(cpu, kvm, vcpu) else { return (0, 0, false) };
     let tick = cpu.host().costs.guest_tick;
-    // The plan: (next GPA, page) and the sample of each round; `ends` is the page drawn for
-    // the round that stopped it, which runs in full (a sample when `sampling`).
     let mut plan = std::mem::take(&mut state.plan);
     let ran = plan_and_make(cpu, kvm, vcpu, state, &mut plan, (now, accepted, first_next, available), tick);
     state.plan = plan;
@@ -231,6 +229,8 @@ fn plan_and_make(
     plan.rounds.clear();
     plan.samples.clear();
     plan.unused.clear();
+    // The plan: (next GPA, page) and the sample of each round; `ends` is the page drawn for
+    // the round that stopped it, which runs in full (a sample when `sampling`).
     let (planned, samples) = (&mut plan.rounds, &mut plan.samples);
     let mut planned_cycles = 0u64;
     let (mut ends, mut sampling, mut more) = (None, false, false);

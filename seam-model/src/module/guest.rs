@@ -429,7 +429,8 @@ impl Module {
     }
 }
 
-/// The half of it for one round's pages: the ACCEPTs' entries (the accepted one PENDING, so
+/// The other half of whether a page round would go straight through (the TD-wide one is
+/// `Module::page_rounds_admitted`), for one round's pages: the ACCEPTs' entries (the accepted one PENDING, so
 /// its walk reaches it, the next FREE under its tables, neither locked nor claimed), PAGE.AUG's
 /// operands and checks of its GPA and page, and its PAMT walk (the 1GB and 2MB entries not
 /// held exclusive, the page's own entry free).

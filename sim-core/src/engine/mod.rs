@@ -268,9 +268,8 @@ pub struct Engine {
     queue: EventQueue,
     /// Task events in `queue` (the rest are watchdog timers).
     queued_task_events: u64,
-    /// Events due on the current cycle, each with its task's CPU (tasks never change CPU),
-    /// what the chooser is told: kept beside it so a pick among 4096 costs no pass over the
-    /// tasks.
+    /// Events due on the current cycle, in schedule order, each with its task's CPU (tasks
+    /// never change CPU), so a pick among 4096 looks up no task.
     same_cycle: SameCycle,
     /// The waiting events' CPUs for a same-cycle decision whose chooser reads them.
     decision_cpus: Vec<CpuId>,
