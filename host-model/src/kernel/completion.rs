@@ -102,6 +102,19 @@ pub fn spawn_on_cpu<T: 'static>(
     function: OnCpu<T>,
     done: Rc<Completion>,
 ) -> Rc<RefCell<Option<T>>> {
+    spawn_future_on_cpu(cpu, target, priority, name, move |on| function(on), done)
+}
+
+/// [`spawn_on_cpu`] of a future made by `make`, held in the task's own future rather than
+/// boxed apart: a stopper on each of 4096 CPUs polls through one allocation less an event.
+pub fn spawn_future_on_cpu<T: 'static, F: Future<Output = T> + 'static>(
+    cpu: &Cpu,
+    target: CpuId,
+    priority: TaskPriority,
+    name: String,
+    make: impl FnOnce(Cpu) -> F + 'static,
+    done: Rc<Completion>,
+) -> Rc<RefCell<Option<T>>> {
     let result = Rc::new(RefCell::new(None));
     let slot = result.clone();
     let host = cpu.host_rc();
@@ -110,7 +123,7 @@ pub fn spawn_on_cpu<T: 'static>(
     let future = async move {
         let task = sim.with(|engine| engine.current_task());
         let target_cpu = Cpu::new(sim.clone(), target, task, host);
-        let value = function(target_cpu.clone()).await;
+        let value = make(target_cpu.clone()).await;
         *slot.borrow_mut() = Some(value);
         completion.complete(&target_cpu);
     };

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use sim_core::{TaskId, TaskPriority, WaitId, WaitKind};
 
 use super::Errno;
-use super::completion::{Completion, OnCpu, spawn_on_cpu};
+use super::completion::{Completion, OnCpu, spawn_future_on_cpu};
 use super::cpu::Cpu;
 use super::lockdep::{lockdep_assert_cpus_held, lockdep_assert_irqs_disabled, might_sleep};
 use super::mutex::{RwSem, down_read, up_read};
@@ -106,14 +106,12 @@ pub async fn stop_machine_cpuslocked(
         let done = Rc::new(Completion::new(cpu));
         let stopper_barrier = barrier.clone();
         let function = function.clone();
-        let stopper: OnCpu<i32> =
-            Rc::new(move |on| Box::pin(multi_cpu_stop(on, stopper_barrier.clone(), function.clone())));
-        results.push(spawn_on_cpu(
+        results.push(spawn_future_on_cpu(
             cpu,
             target,
             TaskPriority::Stopper,
             format!("migration/{}", target.0),
-            stopper,
+            move |on| multi_cpu_stop(on, stopper_barrier, function),
             done.clone(),
         ));
         dones.push(done);
