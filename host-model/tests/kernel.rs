@@ -114,7 +114,7 @@ fn stop_machine_runs_the_function_on_every_online_cpu_with_irqs_off() {
     let (function, slot) = (logging(&log, -16), result.clone());
     let lock = world.host.cpu_hotplug_lock;
     world.task(0, 0, "updater", move |cpu| async move {
-        let result = stop_machine(&cpu, lock, function).await;
+        let result = stop_machine(&cpu, lock, move |on| function(on)).await;
         *slot.borrow_mut() = Some(result);
     });
     let report = world.run();
@@ -140,7 +140,7 @@ fn stop_machine_waits_for_a_cpu_inside_a_spinlock() {
         cpu.work(100).await;
     });
     world.task(0, 1_000, "updater", move |cpu| async move {
-        let _ = stop_machine(&cpu, lock, function).await;
+        let _ = stop_machine(&cpu, lock, move |on| function(on)).await;
     });
     let report = world.run();
     assert_eq!(report.outcome.kind, OutcomeKind::Pass, "{}", report.outcome);
@@ -159,7 +159,7 @@ fn stop_machine_cpuslocked_without_the_hotplug_lock_is_a_broken_precondition() {
     let function = logging(&log, 0);
     let lock = world.host.cpu_hotplug_lock;
     world.task(0, 0, "updater", move |cpu| async move {
-        let _ = stop_machine_cpuslocked(&cpu, lock, function).await;
+        let _ = stop_machine_cpuslocked(&cpu, lock, move |on| function(on)).await;
     });
     let report = world.run();
     assert_eq!(report.outcome.kind, OutcomeKind::Error);
@@ -181,7 +181,7 @@ fn cpus_read_lock_then_stop_machine_deadlocks_against_a_pending_hotplug_writer()
     world.task(0, 0, "updater", move |cpu| async move {
         down_read(&cpu, lock).await;
         cpu.sim.sleep(10_000).await;
-        let _ = stop_machine(&cpu, lock, function).await;
+        let _ = stop_machine(&cpu, lock, move |on| function(on)).await;
         up_read(&cpu, lock);
     });
     world.task(1, 1_000, "hotplug", |cpu| async move {
@@ -356,7 +356,7 @@ fn a_deadlock_through_stop_machine_and_a_spinning_cpu_names_its_cycle() {
     let updater = world.exec.sim().with(|engine| engine.num_tasks() as u32);
     world.task(0, 0, "updater", move |cpu| async move {
         down_read(&cpu, hotplug).await;
-        let _ = stop_machine_cpuslocked(&cpu, hotplug, function).await;
+        let _ = stop_machine_cpuslocked(&cpu, hotplug, move |on| function(on)).await;
         up_read(&cpu, hotplug);
     });
     world.task(1, 100, "spinner", move |cpu| async move {

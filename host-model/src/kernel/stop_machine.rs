@@ -7,12 +7,13 @@
 //! the function on every CPU with IRQs off.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
 
 use sim_core::{TaskId, TaskPriority, WaitId, WaitKind};
 
 use super::Errno;
-use super::completion::{Completion, OnCpu, spawn_future_on_cpu};
+use super::completion::{Completion, spawn_future_on_cpu};
 use super::cpu::Cpu;
 use super::lockdep::{lockdep_assert_cpus_held, lockdep_assert_irqs_disabled, might_sleep};
 use super::mutex::{RwSem, down_read, up_read};
@@ -64,7 +65,11 @@ impl SpinBarrier {
 const MULTI_STOP_STATES: [&str; 3] = ["MULTI_STOP_PREPARE", "MULTI_STOP_DISABLE_IRQ", "MULTI_STOP_RUN"];
 
 /// `multi_cpu_stop()` on one CPU: lock step through the states, the function in RUN.
-async fn multi_cpu_stop(cpu: Cpu, barrier: Rc<SpinBarrier>, function: OnCpu<i32>) -> i32 {
+async fn multi_cpu_stop<F: Future<Output = i32>>(
+    cpu: Cpu,
+    barrier: Rc<SpinBarrier>,
+    function: impl Fn(Cpu) -> F,
+) -> i32 {
     let mut err = 0;
     let mut irqs_were_enabled = true;
     for state in MULTI_STOP_STATES {
@@ -84,13 +89,15 @@ async fn multi_cpu_stop(cpu: Cpu, barrier: Rc<SpinBarrier>, function: OnCpu<i32>
 }
 
 /// `stop_machine_cpuslocked()`: runs `function` on every online CPU with IRQs off, while
-/// nothing else runs anywhere. The caller must hold `cpus_read_lock()`.
+/// nothing else runs anywhere. The caller must hold `cpus_read_lock()`. `function` makes
+/// each CPU's future, held in its stopper's own rather than boxed apart (an
+/// [`OnCpu`](super::completion::OnCpu) `f` passes as `move |on| f(on)`).
 ///
 /// Kernel: kernel/stop_machine.c.
-pub async fn stop_machine_cpuslocked(
+pub async fn stop_machine_cpuslocked<F: Future<Output = i32> + 'static>(
     cpu: &Cpu,
     hotplug_lock: RwSem,
-    function: OnCpu<i32>,
+    function: impl Fn(Cpu) -> F + Clone + 'static,
 ) -> Result<(), i32> {
     // lockdep_assert_cpus_held(): the online mask must not change under us.
     lockdep_assert_cpus_held(cpu, "stop_machine_cpuslocked");
@@ -130,7 +137,11 @@ pub async fn stop_machine_cpuslocked(
 }
 
 /// `stop_machine()`: takes `cpus_read_lock()` itself around `stop_machine_cpuslocked()`.
-pub async fn stop_machine(cpu: &Cpu, hotplug_lock: RwSem, function: OnCpu<i32>) -> Result<(), i32> {
+pub async fn stop_machine<F: Future<Output = i32> + 'static>(
+    cpu: &Cpu,
+    hotplug_lock: RwSem,
+    function: impl Fn(Cpu) -> F + Clone + 'static,
+) -> Result<(), i32> {
     might_sleep(cpu, "stop_machine");
     down_read(cpu, hotplug_lock).await;
     let result = stop_machine_cpuslocked(cpu, hotplug_lock, function).await;

@@ -300,9 +300,9 @@ pub async fn seamldr_install_module(cpu: &Cpu) -> Result<(), Errno> {
         abort_on_failure,
         acks: cpu.sim.with(|engine| engine.new_wait()),
     });
-    let function: OnCpu<i32> = {
+    let function = {
         let ctrl = ctrl.clone();
-        Rc::new(move |on: Cpu| Box::pin(do_seamldr_install_module(on, ctrl.clone())))
+        move |on: Cpu| do_seamldr_install_module(on, ctrl.clone())
     };
     let hotplug_lock = cpu.host().cpu_hotplug_lock;
     let update_rwsem = cpu.host().tdx.update_rwsem;
@@ -321,7 +321,7 @@ pub async fn seamldr_install_module(cpu: &Cpu) -> Result<(), Errno> {
         }
         UpdateDesign::NoStopMachine => {
             down_read(cpu, hotplug_lock).await;
-            let result = run_in_kworkers(cpu, function).await;
+            let result = run_in_kworkers(cpu, Rc::new(move |on| Box::pin(function(on)))).await;
             up_read(cpu, hotplug_lock);
             result
         }
