@@ -141,6 +141,12 @@ impl<'a> Executor<'a> {
                 Next::Queued => continue,
                 Next::End(outcome) => break *outcome,
             };
+            // The next task's state and future asked of the caches while this one runs.
+            if let Some(next) = self.sim.with(|engine| engine.prefetch_next_task())
+                && let Some(Some(next_future)) = self.futures.get(next.0 as usize)
+            {
+                crate::prefetch(&**next_future);
+            }
             let Some(future) = self.futures[task.0 as usize].as_mut() else {
                 let what = "simulator bug: a finished task was woken";
                 let at = self.sim.with(|engine| engine.now());

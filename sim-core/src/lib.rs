@@ -43,3 +43,18 @@ pub use outcome::{Blocked, Finding, OrderEdge, Outcome, OutcomeKind, Subject, Wa
 pub use resource::{Mode, Name, ResourceId, ResourceStats, WaitKind};
 pub use time::{Clock, CpuId, Cycle, Seed, TaskId};
 pub use trace::{Span, TraceEvent, TraceKind};
+
+/// Asks the caches for `value`'s first line: a hint that reads nothing a run sees and
+/// cannot fault. Nothing elsewhere.
+#[inline(always)]
+pub(crate) fn prefetch<T: ?Sized>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 takes any address, valid or not, and changes no memory.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (value as *const T).cast::<i8>(),
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}

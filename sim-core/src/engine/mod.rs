@@ -715,6 +715,20 @@ impl Engine {
 
     /// Pops the next event and decides whether the task runs now. Returns the task to poll,
     /// or `Err` with the run's end.
+    /// The task whose event the queue holds first, when no same-cycle pick is pending: most
+    /// often the next one polled. Its state is asked of the caches now (a hint, which changes
+    /// nothing a run sees), so that its load overlaps this poll.
+    #[inline]
+    pub(crate) fn prefetch_next_task(&self) -> Option<TaskId> {
+        if !self.same_cycle.is_empty() {
+            return None;
+        }
+        let next = self.queue.peek().filter(|event| !event.is_watchdog())?;
+        let task = TaskId(next.task());
+        crate::prefetch(self.tasks.get(task.0 as usize)?);
+        Some(task)
+    }
+
     pub(crate) fn advance(&mut self) -> Next {
         // Tested before it is taken: taking the `Option` moves a whole `Outcome` every time.
         if self.stop.is_some() {
