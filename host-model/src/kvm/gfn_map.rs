@@ -77,16 +77,6 @@ impl Chunk {
         self.present[slot / 64] & (1 << (slot % 64)) != 0
     }
 
-    /// The packed value of a present `slot`.
-    fn bits(&self, slot: usize) -> u32 {
-        self.slots.get(slot)
-    }
-
-    /// `slot` now holds packed `bits` (its presence is the caller's).
-    fn set(&mut self, slot: usize, bits: u32) {
-        self.slots.set(slot, bits);
-    }
-
     fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Chunk>() + self.slots.heap_bytes()
     }
@@ -189,7 +179,7 @@ impl<V: Packed> GfnMap<V> {
     pub fn get(&self, gfn: u64) -> Option<V> {
         let (index, slot) = split(gfn);
         let chunk = self.chunk(index)?;
-        chunk.has(slot).then(|| V::unpack(chunk.bits(slot)))
+        chunk.has(slot).then(|| V::unpack(chunk.slots.get(slot)))
     }
 
     pub fn contains_key(&self, gfn: u64) -> bool {
@@ -201,12 +191,12 @@ impl<V: Packed> GfnMap<V> {
     pub fn insert(&mut self, gfn: u64, value: V) -> Option<V> {
         let (index, slot) = split(gfn);
         let chunk = self.chunk_or_new(index);
-        let old = chunk.has(slot).then(|| V::unpack(chunk.bits(slot)));
+        let old = chunk.has(slot).then(|| V::unpack(chunk.slots.get(slot)));
         if old.is_none() {
             chunk.present[slot / 64] |= 1 << (slot % 64);
             chunk.count += 1;
         }
-        chunk.set(slot, value.pack());
+        chunk.slots.set(slot, value.pack());
         if old.is_none() {
             self.len += 1;
         }
@@ -222,7 +212,7 @@ impl<V: Packed> GfnMap<V> {
         }
         chunk.present[slot / 64] &= !(1 << (slot % 64));
         chunk.count -= 1;
-        let value = V::unpack(chunk.bits(slot));
+        let value = V::unpack(chunk.slots.get(slot));
         let emptied = chunk.count == 0;
         self.len -= 1;
         if emptied {
@@ -257,7 +247,7 @@ impl<V: Packed> GfnMap<V> {
             std::iter::from_fn(move || {
                 let next = chunk.next_from(slot)?;
                 slot = next + 1;
-                Some((base + next as u64, V::unpack(chunk.bits(next))))
+                Some((base + next as u64, V::unpack(chunk.slots.get(next))))
             })
             .take_while(move |&(gfn, _)| gfn < end)
         })
