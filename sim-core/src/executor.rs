@@ -135,7 +135,14 @@ impl<'a> Executor<'a> {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         loop {
-            let next = self.sim.with(|engine| engine.advance());
+            let futures = &self.futures;
+            let next = self.sim.with(|engine| {
+                engine.advance(|task| {
+                    if let Some(Some(future)) = futures.get(task.0 as usize) {
+                        crate::prefetch(&**future);
+                    }
+                })
+            });
             let task = match next {
                 Next::Poll(task) => task,
                 Next::Queued => continue,

@@ -729,7 +729,10 @@ impl Engine {
         Some(task)
     }
 
-    pub(crate) fn advance(&mut self) -> Next {
+    /// `picked` is told the task of the next event as soon as it is known, before the
+    /// engine reads its state: a hint that must change nothing (the executor asks the
+    /// caches for the task's future there).
+    pub(crate) fn advance(&mut self, mut picked: impl FnMut(TaskId)) -> Next {
         // Tested before it is taken: taking the `Option` moves a whole `Outcome` every time.
         if self.stop.is_some() {
             return self.end_with_stop();
@@ -738,6 +741,8 @@ impl Engine {
             let Some((at, task, seq)) = self.next_event() else {
                 return self.end_without_events();
             };
+            crate::prefetch(&self.tasks[task.0 as usize]);
+            picked(task);
             // The end of an interruptible period that an interrupt cut short.
             let stale = &mut self.tasks[task.0 as usize].stale_wakes;
             if let Some(index) = stale.iter().position(|&stale_seq| stale_seq == seq) {
