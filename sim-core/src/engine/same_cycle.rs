@@ -93,30 +93,11 @@ impl SameCycle {
     pub(super) fn take(&mut self, k: usize) -> QueuedEvent {
         assert!(k < self.live, "same_cycle: event {k} of {} waiting", self.live);
         let mut rest = k;
-        let group = self
-            .group_live
-            .iter()
-            .position(|&count| {
-                let count = usize::from(count);
-                if rest < count {
-                    return true;
-                }
-                rest -= count;
-                false
-            })
+        let group = rank_position(&self.group_live, &mut rest)
             .expect("same_cycle: the live count matches the groups'");
         let first_word = group * GROUP_WORDS;
         let word = first_word
-            + self.word_live[first_word..]
-                .iter()
-                .position(|&count| {
-                    let count = usize::from(count);
-                    if rest < count {
-                        return true;
-                    }
-                    rest -= count;
-                    false
-                })
+            + rank_position(&self.word_live[first_word..], &mut rest)
                 .expect("same_cycle: a group's count matches its words'");
         let index = word * 64 + select_bit(self.waiting[word], rest as u32) as usize;
         self.waiting[word] &= !(1 << (index % 64));
@@ -152,6 +133,19 @@ impl SameCycle {
         self.group_live.clear();
         self.live = 0;
     }
+}
+
+/// The first of `counts` whose entries hold the `rest`-th (from 0); `rest` becomes its rank
+/// among that one's.
+fn rank_position<T: Copy + Into<usize>>(counts: &[T], rest: &mut usize) -> Option<usize> {
+    counts.iter().position(|&count| {
+        let count = count.into();
+        if *rest < count {
+            return true;
+        }
+        *rest -= count;
+        false
+    })
 }
 
 /// The position of the `rank`-th set bit of `bits` (from 0), which has more than `rank`.
