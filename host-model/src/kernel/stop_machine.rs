@@ -107,8 +107,8 @@ pub async fn stop_machine_cpuslocked<F: Future<Output = i32> + 'static>(
     let costs = &cpu.host().costs;
     cpu.work(costs.stop_machine_base + costs.stop_machine_per_cpu * online.len() as u64).await;
     let barrier = Rc::new(SpinBarrier::new(cpu, online.len() as u32));
-    let mut results = Vec::new();
-    let mut dones = Vec::new();
+    let mut results = Vec::with_capacity(online.len());
+    let mut dones = Vec::with_capacity(online.len());
     for &target in &online {
         let done = Rc::new(Completion::new(cpu));
         let stopper_barrier = barrier.clone();
