@@ -130,9 +130,8 @@ impl Engine {
     }
 
     pub(super) fn describe_blocked(&self, blocked: &Blocked) -> String {
-        let state = &self.tasks[blocked.task.0 as usize];
         let names: Vec<&str> = blocked.holds.iter().map(|&id| self.resource_name(id)).collect();
-        let mut text = format!("{} ({})", blocked.cpu, state.name);
+        let mut text = format!("{} ({})", blocked.cpu, self.task_names[blocked.task.0 as usize]);
         if !names.is_empty() {
             text += &format!(" holds {}", names.join(", "));
         }

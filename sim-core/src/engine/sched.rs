@@ -270,9 +270,8 @@ impl Engine {
     /// Ends `task`'s interruptible period now, if it is in one; its scheduled end goes stale.
     pub(super) fn interrupt(&mut self, task: TaskId) {
         let Some(seq) = self.tasks[task.0 as usize].interruptible.take() else { return };
-        let state = &mut self.tasks[task.0 as usize];
-        state.stale_wakes.push(seq);
-        state.interrupted = true;
+        self.stale_wakes.push((task, seq));
+        self.tasks[task.0 as usize].interrupted = true;
         let now = self.now;
         self.schedule_wake(task, now);
     }
@@ -294,8 +293,8 @@ impl Engine {
         if let Some((coverage, next)) =
             self.coverage.as_deref_mut().zip(self.cpus[cpu.0 as usize].runq.front())
         {
-            let (to, from) = (&self.tasks[next.0 as usize], &self.tasks[task.0 as usize]);
-            coverage.yielded(&self.resources, &to.name, &from.name, &from.held);
+            let (to, from) = (&self.task_names[next.0 as usize], &self.task_names[task.0 as usize]);
+            coverage.yielded(&self.resources, to, from, &self.tasks[task.0 as usize].held);
         }
         self.cpus[cpu.0 as usize].current = None;
         if returns_from_interrupt {
