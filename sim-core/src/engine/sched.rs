@@ -270,7 +270,8 @@ impl Engine {
     /// Ends `task`'s interruptible period now, if it is in one; its scheduled end goes stale.
     pub(super) fn interrupt(&mut self, task: TaskId) {
         let Some(seq) = self.tasks[task.0 as usize].interruptible.take() else { return };
-        self.stale_wakes.push((task, seq));
+        let at = self.stale_wakes.partition_point(|&stale| stale < seq);
+        self.stale_wakes.insert(at, seq);
         self.tasks[task.0 as usize].interrupted = true;
         let now = self.now;
         self.schedule_wake(task, now);
