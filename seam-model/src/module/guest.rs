@@ -28,14 +28,14 @@
 use sim_core::CpuId;
 
 use super::sept_leaves::{check_page_aug_target_of, map_private_page_of};
-use super::{Module, ModuleLock, Ticket, ZeroStepSeptHold, check_aligned, check_gpa};
+use super::{Module, ModuleLock, Ticket, ZeroStepSeptHold, check_gpa, check_page_of};
 use crate::call::{TdExit, TdExitReason};
 use crate::lock::Caller;
 use crate::pamt::Pamt;
 use crate::sept::{LEVEL_4K, Sept, SeptState, Walk};
 use crate::status::{TDX_PAGE_ALREADY_ACCEPTED, TDX_SUCCESS, TdxStatus, operand};
 use crate::td::{EPF_GPA_LIST_SIZE, VcpuState, ZERO_STEP_EPF_THRESHOLD};
-use crate::{Gpa, HeldLock, Hpa, LeafCall, LeafOutput, PAGE_SIZE, TdId};
+use crate::{Gpa, HeldLock, Hpa, LeafCall, LeafOutput, TdId};
 
 /// A vCPU's guest running inside TDH.VP.ENTER: it holds what VP.ENTER keeps while the guest
 /// runs until [`Module::exit_guest`] consumes it.
@@ -430,15 +430,14 @@ impl Module {
 }
 
 /// The other half of whether a page round would go straight through (the TD-wide one is
-/// `Module::page_rounds_admitted`), for one round's pages: the ACCEPTs' entries (the accepted one PENDING, so
-/// its walk reaches it, the next FREE under its tables, neither locked nor claimed), PAGE.AUG's
-/// operands and checks of its GPA and page, and its PAMT walk (the 1GB and 2MB entries not
-/// held exclusive, the page's own entry free).
+/// `Module::page_rounds_admitted`), for one round's pages: the ACCEPTs' entries (the
+/// accepted one PENDING, so its walk reaches it, the next FREE under its tables, neither
+/// locked nor claimed), PAGE.AUG's operands and checks of its GPA and page, and its PAMT walk
+/// (the 1GB and 2MB entries not held exclusive, the page's own entry free).
 fn page_round_pages_ready(pamt: &Pamt, sept: &Sept, accepted: Gpa, next: Gpa, page: Hpa) -> bool {
     check_gpa(accepted).is_ok()
         && check_gpa(next).is_ok()
-        && check_aligned(page, PAGE_SIZE, operand::R8).is_ok()
-        && pamt.contains(page)
+        && check_page_of(pamt, page, operand::R8).is_ok()
         && sept.state(accepted.0) == SeptState::Pending
         && sept.entry_is_idle(accepted.0)
         && sept.entry_is_idle(next.0)

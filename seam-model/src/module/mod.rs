@@ -900,15 +900,11 @@ impl Module {
 impl Module {
     /// A 4KB page operand: aligned, then inside memory.
     fn check_page(&self, page: Hpa, operand_id: u32) -> Result<(), TdxStatus> {
-        check_aligned(page, PAGE_SIZE, operand_id)?;
-        self.check_inside(page, operand_id)
+        check_page_of(&self.pamt, page, operand_id)
     }
 
     fn check_inside(&self, address: Hpa, operand_id: u32) -> Result<(), TdxStatus> {
-        if !self.pamt.contains(address) {
-            return Err(TDX_OPERAND_ADDR_RANGE_ERROR.with_operand(operand_id));
-        }
-        Ok(())
+        check_inside_of(&self.pamt, address, operand_id)
     }
 
     /// [I] A TDR that names no TD: the module would find a page that is not a TDR; we
@@ -919,6 +915,19 @@ impl Module {
         }
         Ok(())
     }
+}
+
+/// A page operand: 4KB aligned and inside the memory the PAMT covers.
+pub(super) fn check_page_of(pamt: &Pamt, page: Hpa, operand_id: u32) -> Result<(), TdxStatus> {
+    check_aligned(page, PAGE_SIZE, operand_id)?;
+    check_inside_of(pamt, page, operand_id)
+}
+
+fn check_inside_of(pamt: &Pamt, address: Hpa, operand_id: u32) -> Result<(), TdxStatus> {
+    if !pamt.contains(address) {
+        return Err(TDX_OPERAND_ADDR_RANGE_ERROR.with_operand(operand_id));
+    }
+    Ok(())
 }
 
 fn check_aligned(address: Hpa, alignment: u64, operand_id: u32) -> Result<(), TdxStatus> {
