@@ -305,6 +305,8 @@ pub struct Engine {
     lock_order: LockOrder,
     trace: Trace,
     current: Option<TaskId>,
+    /// The task `prefetch_next_task` asked the caches for, until the next event is taken.
+    prefetched: Option<TaskId>,
     stop: Option<Outcome>,
     /// Findings that do not stop the run (invariants), in the order they were made, with
     /// their place in the order of all findings.
@@ -396,6 +398,7 @@ impl Engine {
             lock_order,
             trace: Trace::new(config.record_trace, config.hash_trace),
             current: None,
+            prefetched: None,
             stop: None,
             recorded,
             findings_made: 0,
@@ -732,20 +735,23 @@ impl Engine {
     /// often the next one polled. Its state is asked of the caches now (a hint, which changes
     /// nothing a run sees), so that its load overlaps this poll.
     #[inline]
-    pub(crate) fn prefetch_next_task(&self) -> Option<TaskId> {
+    pub(crate) fn prefetch_next_task(&mut self) -> Option<TaskId> {
+        self.prefetched = None;
         if !self.same_cycle.is_empty() {
             return None;
         }
         let next = self.queue.peek().filter(|event| !event.is_watchdog())?;
         let task = TaskId(next.task());
         crate::prefetch(self.tasks.get(task.0 as usize)?);
+        self.prefetched = Some(task);
         Some(task)
     }
 
     /// Pops the next event and decides whether its task runs now: the task to poll, or the
-    /// run's end. `picked` is told the task of the next event as soon as it is known, before the
-    /// engine reads its state: a hint that must change nothing (the executor asks the
-    /// caches for the task's future there).
+    /// run's end. `picked` is told the task of the next event as soon as it is known, before
+    /// the engine reads its state, unless `prefetch_next_task` asked for that task already: a
+    /// hint that must change nothing (the executor asks the caches for the task's future
+    /// there).
     pub(crate) fn advance(&mut self, mut picked: impl FnMut(TaskId)) -> Next {
         // Tested before it is taken: taking the `Option` moves a whole `Outcome` every time.
         if self.stop.is_some() {
@@ -755,8 +761,10 @@ impl Engine {
             let Some((at, task, seq)) = self.next_event() else {
                 return self.end_without_events();
             };
-            crate::prefetch(&self.tasks[task.0 as usize]);
-            picked(task);
+            if self.prefetched.take() != Some(task) {
+                crate::prefetch(&self.tasks[task.0 as usize]);
+                picked(task);
+            }
             // The end of an interruptible period that an interrupt cut short.
             if !self.stale_wakes.is_empty()
                 && let Ok(index) = self.stale_wakes.binary_search(&seq)
